@@ -1,0 +1,230 @@
+//! The streaming backup: `pg_dump` → gzip → store, with nothing held whole in memory or on disk,
+//! then verified by reading the stored object back. Restore streams the other way.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use async_compression::tokio::bufread::{GzipDecoder, GzipEncoder};
+use async_compression::Level;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
+use tokio_util::io::InspectReader;
+
+use super::Manifest;
+use crate::db::Postgres;
+use crate::exec::Tail;
+use crate::store::Store;
+
+/// The line `pg_dump` writes last when (and only when) it finished the dump.
+pub const TRAILER: &str = "-- PostgreSQL database dump complete";
+
+const BUF: usize = 256 * 1024;
+
+/// Counts, hashes and keeps the tail of a byte stream as it passes.
+struct Meter {
+    bytes: u64,
+    sha: Sha256,
+    tail: Tail,
+}
+
+impl Meter {
+    fn shared() -> Arc<Mutex<Meter>> {
+        Arc::new(Mutex::new(Meter {
+            bytes: 0,
+            sha: Sha256::new(),
+            tail: Tail::new(4096),
+        }))
+    }
+
+    fn feed(&mut self, b: &[u8]) {
+        self.bytes += b.len() as u64;
+        self.sha.update(b);
+        self.tail.push(b);
+    }
+
+    fn has_trailer(&self) -> bool {
+        self.tail.text().contains(TRAILER)
+    }
+
+    fn sha256(&self) -> String {
+        hex::encode(self.sha.clone().finalize())
+    }
+}
+
+fn metered<R: AsyncRead>(r: R, m: &Arc<Mutex<Meter>>) -> InspectReader<R, impl FnMut(&[u8])> {
+    let m = m.clone();
+    InspectReader::new(r, move |b| m.lock().expect("meter").feed(b))
+}
+
+/// Logs progress every 10 s while a long stream runs.
+fn progress(what: &'static str, m: &Arc<Mutex<Meter>>) -> tokio::task::JoinHandle<()> {
+    let m = m.clone();
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let n = m.lock().expect("meter").bytes;
+            let secs = start.elapsed().as_secs_f64().max(0.001);
+            tracing::info!(
+                "{what}: {} so far ({:.1} MiB/s)",
+                human_bytes(n),
+                n as f64 / secs / 1048576.0
+            );
+        }
+    })
+}
+
+/// A stored, not yet verified, backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    pub key: String,
+    /// Plain SQL bytes pg_dump wrote.
+    pub dump_bytes: u64,
+    /// Compressed bytes stored.
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Streams a dump of the live database into `key`. Fails (and deletes what it stored) unless
+/// pg_dump exited 0 and wrote its completion trailer.
+pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Result<Taken> {
+    let (mut dump_w, dump_r) = tokio::io::duplex(BUF);
+    let raw = Meter::shared();
+    let gz = Meter::shared();
+    let encoder = GzipEncoder::with_quality(
+        BufReader::with_capacity(BUF, metered(dump_r, &raw)),
+        Level::Precise(level as i32),
+    );
+    let mut body = metered(encoder, &gz);
+    let ticker = progress("backup", &raw);
+    let dump = async move {
+        let r = db.executor().run(&db.dump_cmd(), None, &mut dump_w).await;
+        let _ = dump_w.shutdown().await;
+        r
+    };
+    let (exit, put) = tokio::join!(dump, store.put(key, &mut body));
+    ticker.abort();
+    let checked = (|| {
+        exit.context("pg_dump could not be run to the end")?
+            .check("pg_dump")?;
+        let stored =
+            put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
+        let raw = raw.lock().expect("meter");
+        if !raw.has_trailer() {
+            bail!("pg_dump exited 0 but the dump lacks its completion trailer ({TRAILER:?}): it is incomplete");
+        }
+        let gz = gz.lock().expect("meter");
+        if stored != gz.bytes {
+            bail!("the store took {stored} bytes of {}", gz.bytes);
+        }
+        Ok(Taken {
+            key: key.to_string(),
+            dump_bytes: raw.bytes,
+            size: gz.bytes,
+            sha256: gz.sha256(),
+        })
+    })();
+    if checked.is_err() {
+        if let Err(e) = store.delete(key).await {
+            tracing::warn!("could not delete the failed backup {key}: {e:#}");
+        }
+    }
+    checked
+}
+
+/// Reads the stored backup back whole: same size and sha256, gunzips to the same number of
+/// bytes, ends with pg_dump's trailer.
+pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<()> {
+    let gz = Meter::shared();
+    let raw = Meter::shared();
+    let object = store
+        .get(&taken.key)
+        .await
+        .with_context(|| format!("cannot read back {}", taken.key))?;
+    let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
+    decoder.multiple_members(true);
+    let mut plain = metered(decoder, &raw);
+    tokio::io::copy(&mut plain, &mut tokio::io::sink())
+        .await
+        .with_context(|| format!("{} does not gunzip", taken.key))?;
+    let gz = gz.lock().expect("meter");
+    let raw = raw.lock().expect("meter");
+    if gz.bytes != taken.size || gz.sha256() != taken.sha256 {
+        bail!(
+            "{} read back as {} bytes sha256 {}, expected {} bytes sha256 {}",
+            taken.key,
+            gz.bytes,
+            gz.sha256(),
+            taken.size,
+            taken.sha256
+        );
+    }
+    if raw.bytes != taken.dump_bytes || !raw.has_trailer() {
+        bail!(
+            "{} gunzips to {} bytes (expected {}) or lacks the dump trailer",
+            taken.key,
+            raw.bytes,
+            taken.dump_bytes
+        );
+    }
+    Ok(())
+}
+
+/// Streams the backup of `manifest` into database `into` (which must be a fresh scratch
+/// database), then checks the bytes read were exactly the verified ones.
+pub async fn restore_stream(
+    db: &Postgres,
+    store: &dyn Store,
+    manifest: &Manifest,
+    into: &str,
+) -> Result<u64> {
+    if !manifest.verified {
+        bail!(
+            "backup {} was never verified; refusing to restore it",
+            manifest.key
+        );
+    }
+    let gz = Meter::shared();
+    let object = store
+        .get(&manifest.key)
+        .await
+        .with_context(|| format!("cannot read {}", manifest.key))?;
+    let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
+    decoder.multiple_members(true);
+    let ticker = progress("restore", &gz);
+    let restored = db.restore_into(into, &mut decoder).await;
+    ticker.abort();
+    let report =
+        restored.with_context(|| format!("restoring {} into {into} failed", manifest.key))?;
+    let gz = gz.lock().expect("meter");
+    if gz.bytes != manifest.size || gz.sha256() != manifest.sha256 {
+        bail!(
+            "{} is not the verified backup: read {} bytes sha256 {}, manifest says {} bytes sha256 {}",
+            manifest.key,
+            gz.bytes,
+            gz.sha256(),
+            manifest.size,
+            manifest.sha256
+        );
+    }
+    Ok(report.sql_bytes)
+}
+
+/// "1.5 MiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,107 @@
+//! The command line. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Guards a deploy: a verified pre-deploy PostgreSQL backup, the migrations, the new tag, and an
+/// automatic rollback (revert, or restore the backup) when anything fails.
+///
+/// Exit codes: 0 done · 1 deploy failed and was rolled back · 2 bad usage or config · 3 a person
+/// must act (state and next commands are reported) · 4 deploy aborted before any change.
+#[derive(Debug, Parser)]
+#[command(
+    name = "deploy-guard",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file [default: ./deploy-guard.yml]. Every setting can also be given as
+    /// DEPLOY_GUARD_<SECTION>_<KEY>.
+    #[arg(long, global = true, env = "DEPLOY_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON report on stdout (logs stay on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Write the markdown summary here (when $GITHUB_STEP_SUMMARY is not set).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up, migrate and deploy TAG; roll back by itself if anything fails.
+    Deploy {
+        /// Git SHA of the deploy (names the backup).
+        #[arg(long, env = "GITHUB_SHA")]
+        sha: String,
+        /// Image tag to deploy.
+        #[arg(long)]
+        tag: String,
+        /// Tag to roll back to [default: what runs now, from the runtime].
+        #[arg(long, value_name = "TAG")]
+        previous_tag: Option<String>,
+        /// Print the plan with its exact commands; run and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Roll back the deploy of SHA by hand (finds its backup and journal by SHA prefix).
+    Rollback {
+        #[arg(long)]
+        sha: String,
+        /// auto: revert when trusted, else restore; revert: only revert; restore: restore the backup.
+        #[arg(long, value_enum, default_value_t = PathChoice::Auto)]
+        path: PathChoice,
+        /// Tag to redeploy [default: the previous tag recorded by the deploy].
+        #[arg(long, value_name = "TAG")]
+        to_tag: Option<String>,
+    },
+    /// Take and verify a backup tagged with SHA, and nothing else.
+    Backup {
+        #[arg(long, env = "GITHUB_SHA")]
+        sha: String,
+    },
+    /// Restore a backup (found by SHA prefix or key) over the live database, by scratch-and-swap.
+    Restore {
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        sha: Option<String>,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// List backups, newest first.
+    Backups {
+        /// Only backups whose SHA starts with this.
+        #[arg(long, value_name = "PREFIX")]
+        sha: Option<String>,
+    },
+    /// Reach every part (target, database, tools, store, app, health) and change nothing.
+    Check,
+    /// Rehearse: run failure scenarios against a throwaway PostgreSQL and prove both rollback
+    /// paths bring everything back.
+    Simulate {
+        /// happy, migration-fails, unhealthy-after-migrate, bad-down, lying-down, backup-fails, or all.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// Append rehearsal-log rows (date, scenario, path, duration, result) to this file.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
+    /// Print the manual rollback runbook with this deployment's exact commands.
+    Runbook,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PathChoice {
+    Auto,
+    Revert,
+    Restore,
+}

@@ -1,0 +1,126 @@
+//! `backup` (take and verify one, record the state) and `backups` (list them).
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::World;
+use crate::backup::{self, human_bytes, Manifest, MigrationState};
+use crate::guard::{EntryState, Journal, Step};
+
+/// Takes a verified backup tagged with `sha`, recording the current migration rows and
+/// fingerprint so it can be validated on restore.
+pub async fn backup(w: &World, sha: &str) -> Result<Manifest> {
+    let started = chrono::Utc::now();
+    let lock = w.db.lock(&w.lock_key()).await?;
+    let result = async {
+        let server_version =
+            w.db.server_version(&w.db.name)
+                .await
+                .with_context(|| format!("database {} is not reachable", w.db.name))?;
+        let key = backup::data_key(&backup::stem(sha, started));
+        let taken =
+            backup::take(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
+        if let Err(e) = backup::verify(w.store.as_ref(), &taken).await {
+            let _ = w.store.delete(&key).await;
+            return Err(e.context("the backup did not verify and was deleted"));
+        }
+        let rows = match &w.migrator.table {
+            Some(t) => {
+                w.db.migration_rows(&w.db.name, t, &w.migrator.order_by)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let fingerprint = w.db.fingerprint(&w.db.name).await?;
+        let mut journal = Journal::default();
+        journal.begin(Step::Backup, started);
+        journal.end(
+            Step::Backup,
+            EntryState::Ok,
+            "backup command",
+            chrono::Utc::now(),
+        );
+        let m = Manifest {
+            format: Manifest::FORMAT,
+            project: w.config.project.clone(),
+            sha: sha.to_ascii_lowercase(),
+            tag: None,
+            previous_tag: w.runtime.current_tag().await.ok().flatten(),
+            created_at: started,
+            database: w.db.name.clone(),
+            server_version: Some(server_version),
+            key: taken.key,
+            dump_bytes: taken.dump_bytes,
+            size: taken.size,
+            sha256: taken.sha256,
+            verified: true,
+            migrations: MigrationState {
+                table: w.migrator.table.clone(),
+                rows,
+            },
+            fingerprint: Some(fingerprint),
+            journal,
+            outcome: Some("backup".into()),
+        };
+        m.save(w.store.as_ref()).await?;
+        Ok(m)
+    }
+    .await;
+    lock.release().await;
+    result
+}
+
+/// One row of `backups`.
+#[derive(Serialize)]
+pub struct Listed {
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub sha: String,
+    pub tag: Option<String>,
+    pub previous_tag: Option<String>,
+    pub key: String,
+    pub size: u64,
+    pub verified: bool,
+    pub outcome: Option<String>,
+}
+
+pub async fn list(w: &World, sha_prefix: Option<&str>) -> Result<Vec<Listed>> {
+    let prefix = sha_prefix.map(|p| p.to_ascii_lowercase());
+    Ok(backup::list(w.store.as_ref())
+        .await?
+        .into_iter()
+        .filter(|m| prefix.as_deref().is_none_or(|p| m.sha.starts_with(p)))
+        .map(|m| Listed {
+            created_at: m.created_at,
+            sha: m.sha,
+            tag: m.tag,
+            previous_tag: m.previous_tag,
+            key: m.key,
+            size: m.size,
+            verified: m.verified,
+            outcome: m.outcome,
+        })
+        .collect())
+}
+
+/// The table `backups` prints.
+pub fn table(rows: &[Listed]) -> String {
+    if rows.is_empty() {
+        return "no backups\n".into();
+    }
+    let mut out = format!(
+        "{:<20} {:<9} {:>10} {:<9} {:<16} {}\n",
+        "DATE (UTC)", "SHA", "SIZE", "VERIFIED", "OUTCOME", "KEY"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<20} {:<9} {:>10} {:<9} {:<16} {}\n",
+            r.created_at.format("%Y-%m-%d %H:%M:%S"),
+            &r.sha[..7.min(r.sha.len())],
+            human_bytes(r.size),
+            if r.verified { "yes" } else { "NO" },
+            r.outcome.as_deref().unwrap_or("in progress"),
+            r.key
+        ));
+    }
+    out
+}

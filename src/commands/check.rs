@@ -1,0 +1,141 @@
+//! `check`: reach every part of the deployment and report each, changing nothing.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::World;
+use crate::exec::{self, Cmd};
+
+#[derive(Debug, Serialize)]
+pub struct CheckLine {
+    pub part: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+pub async fn check(w: &World) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    let mut add = |part: &str, r: Result<String>| {
+        lines.push(match r {
+            Ok(detail) => CheckLine {
+                part: part.into(),
+                ok: true,
+                detail,
+            },
+            Err(e) => CheckLine {
+                part: part.into(),
+                ok: false,
+                detail: format!("{e:#}"),
+            },
+        })
+    };
+    add(
+        "target",
+        exec::run_ok(w.exec.as_ref(), &Cmd::new("probe", "echo ok"))
+            .await
+            .map(|_| w.exec.describe()),
+    );
+    let server =
+        w.db.server_version(&w.db.name)
+            .await
+            .with_context(|| format!("database {} is not reachable", w.db.name));
+    let server_major = server.as_ref().ok().and_then(|v| major(v));
+    add(
+        "database",
+        server.map(|v| format!("PostgreSQL {v}, database {}", w.db.name)),
+    );
+    add("pg_dump", tool_version(w, "pg_dump", server_major).await);
+    add("psql", tool_version(w, "psql", server_major).await);
+    add(
+        "migrations",
+        match &w.migrator.table {
+            Some(t) => {
+                w.db.migration_rows(&w.db.name, t, &w.migrator.order_by)
+                    .await
+                    .map(|r| {
+                        format!(
+                            "table {t}: {} rows; revert {}",
+                            r.len(),
+                            if w.migrator.revert.is_some() {
+                                "configured"
+                            } else {
+                                "NOT configured (rollbacks restore the backup)"
+                            }
+                        )
+                    })
+            }
+            None => Ok("no migration table configured: rollbacks compare fingerprints only".into()),
+        },
+    );
+    add(
+        "store",
+        w.store
+            .check()
+            .await
+            .map(|_| format!("{} writable", w.store.describe())),
+    );
+    add(
+        "lock",
+        async {
+            let l = w.db.lock(&w.lock_key()).await?;
+            l.release().await;
+            Ok(format!("deploy lock {} free", w.lock_key()))
+        }
+        .await,
+    );
+    add(
+        "app",
+        w.runtime.current_tag().await.map(|t| {
+            format!(
+                "running tag {}",
+                t.unwrap_or_else(|| "(unknown: pass --previous-tag to deploy)".into())
+            )
+        }),
+    );
+    add(
+        "health",
+        w.health
+            .probe_once()
+            .await
+            .map(|_| format!("healthy now ({})", w.health.describe())),
+    );
+    lines
+}
+
+async fn tool_version(w: &World, tool: &str, server_major: Option<u32>) -> Result<String> {
+    let bin = w.db.tool(tool);
+    let out = exec::run_ok(w.exec.as_ref(), &Cmd::new(tool, format!("{bin} --version"))).await?;
+    let version = out.trim().rsplit(' ').next().unwrap_or("").to_string();
+    if let (Some(client), Some(server)) = (major(&version), server_major) {
+        if client < server {
+            bail!("{bin} is version {version}, older than the server ({server}): install the client of version {server} or newer (database.bin_dir)");
+        }
+    }
+    Ok(format!("{bin} {version}"))
+}
+
+fn major(v: &str) -> Option<u32> {
+    v.split(|c: char| !c.is_ascii_digit())
+        .find(|s| !s.is_empty())?
+        .parse()
+        .ok()
+}
+
+pub fn render(lines: &[CheckLine]) -> String {
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(&format!(
+            "{:<4} {:<11} {}\n",
+            if l.ok { "ok" } else { "FAIL" },
+            l.part,
+            l.detail
+        ));
+    }
+    let failed = lines.iter().filter(|l| !l.ok).count();
+    out.push_str(&if failed == 0 {
+        "all parts reachable; nothing was changed\n".to_string()
+    } else {
+        format!("{failed} part(s) need attention; nothing was changed\n")
+    });
+    out
+}

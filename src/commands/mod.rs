@@ -1,0 +1,131 @@
+//! One module per command; [`World`] wires the config to the adapters they use.
+
+pub mod backup;
+pub mod check;
+pub mod deploy;
+pub mod drive;
+pub mod restore;
+pub mod runbook;
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+
+use crate::app::{Health, Runtime, Shell};
+use crate::config::{Config, RuntimeKind};
+use crate::db::{ConnInfo, Postgres};
+use crate::exec::envfile::Resolver;
+use crate::exec::{Executor, Local};
+use crate::migrate::Migrator;
+use crate::store::{self, Store};
+
+/// Exit codes shared by the commands (deploy adds 1 and 4, see `guard::Outcome`).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const USAGE: i32 = 2;
+    pub const ACT: i32 = 3;
+}
+
+/// The config and every adapter it names.
+pub struct World {
+    pub config: Config,
+    pub exec: Arc<dyn Executor>,
+    pub runtime: Box<dyn Runtime>,
+    pub health: Health,
+    pub db: Postgres,
+    pub store: Arc<dyn Store>,
+    pub migrator: Migrator,
+}
+
+impl World {
+    /// Builds the adapters without running anything: `${VAR}` values stay unresolved (for
+    /// `--dry-run` and `runbook`).
+    pub fn offline(config: Config) -> Result<World> {
+        let exec = executor(&config)?;
+        let db = postgres(&config, exec.clone(), |_, v| Ok(v.to_string()))?;
+        Self::assemble(config, exec, db)
+    }
+
+    /// Builds the adapters and resolves `${VAR}` values on the target.
+    pub async fn connect(config: Config) -> Result<World> {
+        let exec = executor(&config)?;
+        let resolver = Resolver::load(exec.as_ref(), config.app.env_file.as_deref()).await?;
+        let db = postgres(&config, exec.clone(), |k, v| resolver.resolve(k, v))?;
+        Self::assemble(config, exec, db)
+    }
+
+    /// Like [`World::connect`], with a given executor (tests, simulate).
+    pub async fn with_executor(config: Config, exec: Arc<dyn Executor>) -> Result<World> {
+        let resolver = Resolver::load(exec.as_ref(), config.app.env_file.as_deref()).await?;
+        let db = postgres(&config, exec.clone(), |k, v| resolver.resolve(k, v))?;
+        Self::assemble(config, exec, db)
+    }
+
+    fn assemble(config: Config, exec: Arc<dyn Executor>, db: Postgres) -> Result<World> {
+        let runtime: Box<dyn Runtime> = match config.app.runtime {
+            RuntimeKind::Shell => Box::new(Shell::new(
+                exec.clone(),
+                config.app.commands.clone(),
+                config.app.workdir.clone(),
+                config.target.command_timeout,
+            )),
+            RuntimeKind::Compose => {
+                bail!("app.runtime: compose is not in this build yet; use runtime: shell")
+            }
+        };
+        Ok(World {
+            health: Health::from_config(exec.clone(), &config.app),
+            store: store::open(&config)?,
+            migrator: Migrator::from_config(&config.migrations),
+            runtime,
+            db,
+            exec,
+            config,
+        })
+    }
+
+    /// The deploy lock's key: one deploy at a time per project and database.
+    pub fn lock_key(&self) -> String {
+        format!("{}/{}", self.config.project, self.db.name)
+    }
+}
+
+fn executor(config: &Config) -> Result<Arc<dyn Executor>> {
+    match &config.target.host {
+        None => Ok(Arc::new(Local)),
+        Some(h) => bail!("target.host {h}: SSH targets are not in this build yet; omit target.host to run on this machine"),
+    }
+}
+
+fn postgres(
+    config: &Config,
+    exec: Arc<dyn Executor>,
+    resolve: impl Fn(&str, &str) -> Result<String>,
+) -> Result<Postgres> {
+    let d = &config.database;
+    let mut conn = match &d.url {
+        Some(u) => ConnInfo::parse_url(u)?,
+        None => ConnInfo::default(),
+    };
+    if let Some(h) = &d.host {
+        conn.host = Some(resolve("database.host", h)?);
+    }
+    if let Some(p) = d.port {
+        conn.port = Some(p);
+    }
+    if let Some(u) = &d.user {
+        conn.user = Some(resolve("database.user", u)?);
+    }
+    let name = match (&d.name, &conn.dbname) {
+        (Some(n), _) => resolve("database.name", n)?,
+        (None, Some(n)) => n.clone(),
+        (None, None) => bail!("database.name: required"),
+    };
+    Ok(Postgres::new(
+        exec,
+        d.bin_dir.clone(),
+        conn,
+        name,
+        d.maintenance_db.clone(),
+    ))
+}

@@ -1,0 +1,146 @@
+//! `DEPLOY_GUARD_<SECTION>_<KEY>` overrides. Keys contain underscores (`compose_file`), so the
+//! variable names are derived from the table of known settings rather than split apart.
+
+use anyhow::{bail, Result};
+use serde_yaml::{Mapping, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Int,
+    Bool,
+}
+
+/// Every setting, as a dotted path, with the type an environment value is read as.
+pub const SETTINGS: &[(&str, Kind)] = &[
+    ("project", Kind::Str),
+    ("target.host", Kind::Str),
+    ("target.port", Kind::Int),
+    ("target.user", Kind::Str),
+    ("target.known_hosts", Kind::Str),
+    ("target.fingerprint", Kind::Str),
+    ("target.insecure_accept_any_host_key", Kind::Bool),
+    ("target.jump", Kind::Str),
+    ("target.connect_timeout", Kind::Str),
+    ("target.command_timeout", Kind::Str),
+    ("app.runtime", Kind::Str),
+    ("app.workdir", Kind::Str),
+    ("app.compose_file", Kind::Str),
+    ("app.service", Kind::Str),
+    ("app.env_file", Kind::Str),
+    ("app.tag_variable", Kind::Str),
+    ("app.commands.deploy", Kind::Str),
+    ("app.commands.stop", Kind::Str),
+    ("app.commands.current_tag", Kind::Str),
+    ("app.commands.status", Kind::Str),
+    ("app.commands.logs", Kind::Str),
+    ("app.health.url", Kind::Str),
+    ("app.health.command", Kind::Str),
+    ("app.health.timeout", Kind::Str),
+    ("app.health.interval", Kind::Str),
+    ("database.engine", Kind::Str),
+    ("database.service", Kind::Str),
+    ("database.url", Kind::Str),
+    ("database.host", Kind::Str),
+    ("database.port", Kind::Int),
+    ("database.name", Kind::Str),
+    ("database.user", Kind::Str),
+    ("database.maintenance_db", Kind::Str),
+    ("database.bin_dir", Kind::Str),
+    ("migrations.tool", Kind::Str),
+    ("migrations.run", Kind::Str),
+    ("migrations.revert", Kind::Str),
+    ("migrations.table", Kind::Str),
+    ("migrations.order_by", Kind::Str),
+    ("migrations.data_source", Kind::Str),
+    ("migrations.timeout", Kind::Str),
+    ("backup.store", Kind::Str),
+    ("backup.endpoint", Kind::Str),
+    ("backup.region", Kind::Str),
+    ("backup.keep", Kind::Int),
+    ("backup.max_age", Kind::Str),
+    ("backup.compression", Kind::Int),
+    ("rollback.strategy", Kind::Str),
+];
+
+const PREFIX: &str = "DEPLOY_GUARD_";
+
+/// `DEPLOY_GUARD_*` names that are not settings: secrets and the binary's own switches.
+const NOT_SETTINGS: &[&str] = &[
+    "DEPLOY_GUARD_SSH_KEY",
+    "DEPLOY_GUARD_SSH_KEY_PASSPHRASE",
+    "DEPLOY_GUARD_LOG",
+    "DEPLOY_GUARD_CONFIG",
+    "DEPLOY_GUARD_VERSION",
+];
+
+pub fn env_name(path: &str) -> String {
+    format!("{PREFIX}{}", path.replace('.', "_").to_uppercase())
+}
+
+fn is_setting_var(name: &str) -> bool {
+    name.starts_with(PREFIX) && !NOT_SETTINGS.contains(&name)
+}
+
+pub fn has_overrides(vars: &[(String, String)]) -> bool {
+    vars.iter().any(|(k, _)| is_setting_var(k))
+}
+
+/// Writes each override into the YAML tree. An unknown `DEPLOY_GUARD_*` name is an error (a typo
+/// would otherwise be silently ignored); an empty value leaves the file's setting alone, as the
+/// Action passes every input, set or not.
+pub fn apply_overrides(root: &mut Value, vars: &[(String, String)]) -> Result<()> {
+    for (name, raw) in vars {
+        if !is_setting_var(name) {
+            continue;
+        }
+        let Some((path, kind)) = SETTINGS.iter().find(|(p, _)| env_name(p) == *name) else {
+            bail!(
+                "{name}: not a deploy-guard setting (settings are DEPLOY_GUARD_<SECTION>_<KEY>, \
+                 e.g. DEPLOY_GUARD_TARGET_HOST; see the README's config reference)"
+            );
+        };
+        if raw.is_empty() {
+            continue;
+        }
+        let value = match kind {
+            Kind::Str => Value::String(raw.clone()),
+            Kind::Int => match raw.trim().parse::<u64>() {
+                Ok(n) => Value::Number(n.into()),
+                Err(_) => bail!("{name} ({path}): expected a whole number, got {raw:?}"),
+            },
+            Kind::Bool => match raw.trim() {
+                "true" | "1" | "yes" => Value::Bool(true),
+                "false" | "0" | "no" => Value::Bool(false),
+                _ => bail!("{name} ({path}): expected true or false, got {raw:?}"),
+            },
+        };
+        set_path(root, path, value, name)?;
+    }
+    Ok(())
+}
+
+fn set_path(root: &mut Value, path: &str, value: Value, var: &str) -> Result<()> {
+    let mut node = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let map: &mut Mapping = match node {
+            Value::Mapping(m) => m,
+            Value::Null => {
+                *node = Value::Mapping(Mapping::new());
+                node.as_mapping_mut().expect("just set")
+            }
+            _ => bail!(
+                "{var}: cannot set {path}: {} in the config is not a section",
+                parts[..i].join(".")
+            ),
+        };
+        let key = Value::String((*part).to_string());
+        if i + 1 == parts.len() {
+            map.insert(key, value);
+            return Ok(());
+        }
+        node = map.entry(key).or_insert(Value::Null);
+    }
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! `deploy-guard.yml` + `DEPLOY_GUARD_*` environment overrides → one validated [`Config`].
+//!
+//! Loading never touches the target: a bad config is reported (exit 2) before anything runs.
+
+mod env;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub use env::SETTINGS;
+pub use validate::{check_sha, check_sha_prefix, check_tag, is_var_ref as validate_var_ref};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Project name: used in backup manifests, the lock key and the report.
+    pub project: String,
+    #[serde(default)]
+    pub target: Target,
+    pub app: App,
+    pub database: Database,
+    #[serde(default)]
+    pub migrations: Migrations,
+    pub backup: Backup,
+    #[serde(default)]
+    pub rollback: Rollback,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// SSH host; omitted → commands run on this machine.
+    pub host: Option<String>,
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    pub user: Option<String>,
+    pub known_hosts: Option<String>,
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub insecure_accept_any_host_key: bool,
+    pub jump: Option<String>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_command_timeout", with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            host: None,
+            port: default_ssh_port(),
+            user: None,
+            known_hosts: None,
+            fingerprint: None,
+            insecure_accept_any_host_key: false,
+            jump: None,
+            connect_timeout: default_connect_timeout(),
+            command_timeout: default_command_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Compose,
+    Shell,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    pub runtime: RuntimeKind,
+    /// `runtime: shell`: the commands that drive the app.
+    #[serde(default)]
+    pub commands: ShellCommands,
+    pub health: Health,
+    /// Directory the app's commands (and migration commands) run in.
+    pub workdir: Option<String>,
+    pub compose_file: Option<String>,
+    pub service: Option<String>,
+    pub env_file: Option<String>,
+    pub tag_variable: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShellCommands {
+    /// Starts the app at `{tag}`.
+    pub deploy: Option<String>,
+    pub stop: Option<String>,
+    /// Prints the tag running now.
+    pub current_tag: Option<String>,
+    pub status: Option<String>,
+    /// Prints the app's recent log lines (`{lines}` is replaced by a count).
+    pub logs: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// HTTP(S) URL that answers 2xx when the app is healthy.
+    pub url: Option<String>,
+    /// Command that exits 0 when the app is healthy.
+    pub command: Option<String>,
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    #[serde(default = "default_engine")]
+    pub engine: Engine,
+    /// Compose service the database runs in (dump/restore run inside it).
+    pub service: Option<String>,
+    /// `postgres://user@host:port/name` for direct access (no password: use PGPASSWORD).
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Database name; `${VAR}` is read from `app.env_file` (or the environment).
+    pub name: Option<String>,
+    pub user: Option<String>,
+    /// Database to connect to for CREATE/RENAME DATABASE and the deploy lock.
+    #[serde(default = "default_maintenance_db")]
+    pub maintenance_db: String,
+    /// Directory holding `pg_dump` and `psql` (else they are looked up on PATH).
+    pub bin_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tool {
+    Typeorm,
+    Command,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migrations {
+    #[serde(default = "default_tool")]
+    pub tool: Tool,
+    /// Applies pending migrations (`{tag}`, `{sha}` are replaced).
+    pub run: Option<String>,
+    /// Reverts the most recent migration (run once per migration to revert).
+    pub revert: Option<String>,
+    /// Table the tool records applied migrations in.
+    pub table: Option<String>,
+    /// Column that orders that table.
+    pub order_by: Option<String>,
+    /// TypeORM data source file (preset `typeorm`).
+    pub data_source: Option<String>,
+    #[serde(default = "default_migration_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for Migrations {
+    fn default() -> Self {
+        Migrations {
+            tool: default_tool(),
+            run: None,
+            revert: None,
+            table: None,
+            order_by: None,
+            data_source: None,
+            timeout: default_migration_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    /// `file:///dir` or `s3://bucket/prefix`.
+    pub store: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Keep at most this many backups (never the newest verified one).
+    pub keep: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// gzip level 1-9.
+    #[serde(default = "default_compression")]
+    pub compression: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Revert when it can be trusted, else restore.
+    #[default]
+    Auto,
+    /// Only ever revert; a failed revert stops for a person.
+    Revert,
+    /// Always restore the backup.
+    Restore,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_engine() -> Engine {
+    Engine::Postgres
+}
+fn default_maintenance_db() -> String {
+    "postgres".into()
+}
+fn default_tool() -> Tool {
+    Tool::Command
+}
+fn default_migration_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_compression() -> u32 {
+    6
+}
+
+/// Where the config came from, for messages.
+pub const DEFAULT_FILE: &str = "deploy-guard.yml";
+
+impl Config {
+    /// Loads `path` (or `./deploy-guard.yml`), applies `DEPLOY_GUARD_*` overrides from `vars`,
+    /// then validates. Every error names the setting at fault.
+    pub fn load(path: Option<&Path>, vars: &[(String, String)]) -> Result<Config> {
+        let (file, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_FILE), false),
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                if !env::has_overrides(vars) {
+                    bail!(
+                        "no config: {} not found in {} and no DEPLOY_GUARD_* settings; \
+                         pass --config FILE (see examples/ for one per setup)",
+                        DEFAULT_FILE,
+                        std::env::current_dir()
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_else(|_| ".".into())
+                    );
+                }
+                String::new()
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read config {}", file.display()))
+            }
+        };
+        Self::from_yaml(&text, vars).with_context(|| format!("invalid config {}", file.display()))
+    }
+
+    /// Parses YAML text with overrides; the core of [`Config::load`].
+    pub fn from_yaml(text: &str, vars: &[(String, String)]) -> Result<Config> {
+        let mut value: serde_yaml::Value = if text.trim().is_empty() {
+            serde_yaml::Value::Mapping(Default::default())
+        } else {
+            serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        if !value.is_mapping() {
+            bail!("the config must be a mapping of sections (project, target, app, database, migrations, backup, rollback)");
+        }
+        env::apply_overrides(&mut value, vars)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || path.is_empty() {
+                anyhow::anyhow!("{inner}")
+            } else {
+                anyhow::anyhow!("{path}: {inner}")
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// True when commands run on this machine (no `target.host`).
+    pub fn is_local(&self) -> bool {
+        self.target.host.is_none()
+    }
+}
+
+/// The process environment as (name, value) pairs, for [`Config::load`].
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! Rules that span several settings, and the checks on values given on the command line.
+
+use anyhow::{bail, Result};
+
+use super::{Config, RuntimeKind, Tool};
+
+/// A git SHA: 7 to 40 hex digits (lower-cased by the caller if needed).
+pub fn check_sha(sha: &str) -> Result<()> {
+    let ok = (7..=40).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok {
+        bail!("--sha {sha:?}: not a git SHA (7 to 40 hexadecimal digits)");
+    }
+    Ok(())
+}
+
+/// A SHA prefix for lookups: 4 to 40 hex digits.
+pub fn check_sha_prefix(sha: &str) -> Result<()> {
+    let ok = (4..=40).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok {
+        bail!("--sha {sha:?}: not a SHA prefix (4 to 40 hexadecimal digits)");
+    }
+    Ok(())
+}
+
+/// An image tag as Docker accepts it: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn check_tag(what: &str, tag: &str) -> Result<()> {
+    let mut bytes = tag.bytes();
+    let first_ok = matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric() || b == b'_');
+    let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !first_ok || !rest_ok || tag.len() > 128 {
+        bail!(
+            "{what} {tag:?}: not a valid image tag (letters, digits, '_', '.', '-'; \
+             starting with a letter, digit or '_'; at most 128 characters)"
+        );
+    }
+    Ok(())
+}
+
+fn check_identifier(key: &str, value: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !value.as_bytes()[0].is_ascii_digit();
+    if !ok {
+        bail!("{key}: {value:?} is not a plain SQL identifier (letters, digits, '_', at most 63)");
+    }
+    Ok(())
+}
+
+/// A database name: a plain identifier, or a whole `${VAR}` resolved on the target.
+fn check_db_name(key: &str, value: &str) -> Result<()> {
+    if is_var_ref(value) {
+        return Ok(());
+    }
+    let ok = !value.is_empty()
+        && value.len() <= 40
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if !ok {
+        bail!(
+            "{key}: {value:?} must be letters, digits, '_' or '-' (at most 40, so that the \
+             rollback's scratch and kept copies fit PostgreSQL's 63-character names), or ${{VAR}}"
+        );
+    }
+    Ok(())
+}
+
+/// `${NAME}`: a value read from the env file on the target.
+pub fn is_var_ref(value: &str) -> bool {
+    value.starts_with("${")
+        && value.ends_with('}')
+        && value.len() > 3
+        && value[2..value.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.project.trim().is_empty() {
+            bail!("project: must not be empty");
+        }
+        if self.project.len() > 64
+            || !self
+                .project
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            bail!(
+                "project: {:?} must be letters, digits, '_', '-' or '.' (at most 64)",
+                self.project
+            );
+        }
+        self.validate_target()?;
+        self.validate_app()?;
+        self.validate_database()?;
+        self.validate_migrations()?;
+        self.validate_backup()?;
+        Ok(())
+    }
+
+    fn validate_target(&self) -> Result<()> {
+        let t = &self.target;
+        if t.host.is_some() {
+            if t.known_hosts.is_none() && t.fingerprint.is_none() && !t.insecure_accept_any_host_key
+            {
+                bail!(
+                    "target.known_hosts: required with target.host (or target.fingerprint: SHA256:…); \
+                     get it with `ssh-keyscan -t ed25519 HOST` and check it out of band"
+                );
+            }
+            if t.user.is_none() {
+                bail!("target.user: required with target.host");
+            }
+        }
+        if t.connect_timeout.is_zero() {
+            bail!("target.connect_timeout: must be more than 0");
+        }
+        Ok(())
+    }
+
+    fn validate_app(&self) -> Result<()> {
+        let a = &self.app;
+        match a.runtime {
+            RuntimeKind::Shell => {
+                if a.commands.deploy.is_none() {
+                    bail!("app.commands.deploy: required with app.runtime: shell (a command with {{tag}})");
+                }
+                if a.commands.current_tag.is_none() {
+                    bail!("app.commands.current_tag: required with app.runtime: shell (prints the running tag)");
+                }
+                if !a.commands.deploy.as_deref().unwrap_or("").contains("{tag}") {
+                    bail!("app.commands.deploy: must contain {{tag}}, where the image tag goes");
+                }
+            }
+            RuntimeKind::Compose => {
+                for (key, v) in [
+                    ("app.compose_file", &a.compose_file),
+                    ("app.service", &a.service),
+                    ("app.tag_variable", &a.tag_variable),
+                ] {
+                    if v.is_none() {
+                        bail!("{key}: required with app.runtime: compose");
+                    }
+                }
+                if self.database.service.is_none()
+                    && self.database.url.is_none()
+                    && self.database.host.is_none()
+                {
+                    bail!("database.service: required with app.runtime: compose (the compose service running PostgreSQL), or database.url");
+                }
+            }
+        }
+        let h = &a.health;
+        match (&h.url, &h.command) {
+            (None, None) => bail!(
+                "app.health: set url (answers 2xx when healthy) or command (exits 0 when healthy)"
+            ),
+            (Some(_), Some(_)) => bail!("app.health: set url or command, not both"),
+            (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                bail!("app.health.url: {u:?} must start with http:// or https://")
+            }
+            _ => {}
+        }
+        if h.timeout.is_zero() {
+            bail!("app.health.timeout: must be more than 0");
+        }
+        if h.interval.is_zero() {
+            bail!("app.health.interval: must be more than 0");
+        }
+        Ok(())
+    }
+
+    fn validate_database(&self) -> Result<()> {
+        let d = &self.database;
+        match &d.name {
+            Some(n) => check_db_name("database.name", n)?,
+            None if d.url.is_none() => {
+                bail!("database.name: required (or database.url with the name in its path)")
+            }
+            None => {}
+        }
+        if let Some(url) = &d.url {
+            crate::db::ConnInfo::parse_url(url)
+                .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+        }
+        if d.url.is_some() && d.host.is_some() {
+            bail!("database.url and database.host: set one, not both");
+        }
+        if let Some(u) = &d.user {
+            if !is_var_ref(u) && u.chars().any(|c| c.is_whitespace() || c == '\'') {
+                bail!("database.user: {u:?} must not contain spaces or quotes");
+            }
+        }
+        check_identifier("database.maintenance_db", &d.maintenance_db)?;
+        Ok(())
+    }
+
+    fn validate_migrations(&self) -> Result<()> {
+        let m = &self.migrations;
+        if m.timeout.is_zero() {
+            bail!("migrations.timeout: must be more than 0");
+        }
+        if m.tool == Tool::Command && m.run.is_none() {
+            bail!("migrations.run: required with migrations.tool: command (or choose a preset: typeorm)");
+        }
+        if let Some(t) = &m.table {
+            for part in t.split('.') {
+                check_identifier("migrations.table", part)?;
+            }
+        }
+        if let Some(o) = &m.order_by {
+            check_identifier("migrations.order_by", o)?;
+        }
+        Ok(())
+    }
+
+    fn validate_backup(&self) -> Result<()> {
+        let b = &self.backup;
+        crate::store::StoreUrl::parse(&b.store)
+            .map_err(|e| anyhow::anyhow!("backup.store: {e}"))?;
+        if !(1..=9).contains(&b.compression) {
+            bail!(
+                "backup.compression: {} is not a gzip level (1 to 9)",
+                b.compression
+            );
+        }
+        if b.keep == Some(0) {
+            bail!("backup.keep: must be at least 1 (the newest verified backup is always kept)");
+        }
+        Ok(())
+    }
+}

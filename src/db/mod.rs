@@ -1,0 +1,353 @@
+//! PostgreSQL through its own client tools (`psql`, `pg_dump`) run by the [`Executor`]: so the
+//! same code works on this machine, over SSH, or inside a compose service.
+
+mod fingerprint;
+mod restore;
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::exec::{self, quote, Cmd, Executor};
+
+pub use fingerprint::Fingerprint;
+pub use restore::{RestoreReport, SwapNames};
+
+/// Connection settings that are not secret (the password stays in PGPASSWORD or the env file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnInfo {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub dbname: Option<String>,
+}
+
+impl ConnInfo {
+    /// `postgres://user@host:port/dbname`; a password in the URL is refused (secrets come from
+    /// the environment only).
+    pub fn parse_url(url: &str) -> Result<ConnInfo> {
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or_else(|| anyhow::anyhow!("must start with postgres://"))?;
+        let rest = rest.split('?').next().unwrap_or("");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if let Some(u) = userinfo {
+            if u.contains(':') {
+                bail!("contains a password: put it in PGPASSWORD (or the env file on the target), not in the config");
+            }
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| anyhow::anyhow!("port {p:?} is not a number"))?,
+                ),
+            ),
+            None => (hostport, None),
+        };
+        Ok(ConnInfo {
+            host: (!host.is_empty()).then(|| host.to_string()),
+            port,
+            user: userinfo.filter(|u| !u.is_empty()).map(str::to_string),
+            dbname: (!path.is_empty()).then(|| path.to_string()),
+        })
+    }
+}
+
+/// A PostgreSQL server reached by running its client tools through an executor.
+#[derive(Clone)]
+pub struct Postgres {
+    exec: Arc<dyn Executor>,
+    bin_dir: Option<String>,
+    conn: ConnInfo,
+    /// The live database the deploy changes.
+    pub name: String,
+    /// Database for CREATE/RENAME DATABASE and the deploy lock.
+    pub maintenance_db: String,
+}
+
+impl Postgres {
+    pub fn new(
+        exec: Arc<dyn Executor>,
+        bin_dir: Option<String>,
+        conn: ConnInfo,
+        name: String,
+        maintenance_db: String,
+    ) -> Postgres {
+        Postgres {
+            exec,
+            bin_dir,
+            conn,
+            name,
+            maintenance_db,
+        }
+    }
+
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.exec
+    }
+
+    /// The path of a client tool (`pg_dump`, `psql`), quoted for the shell.
+    pub fn tool(&self, name: &str) -> String {
+        match &self.bin_dir {
+            Some(dir) => quote(&format!("{}/{name}", dir.trim_end_matches('/'))),
+            None => name.to_string(),
+        }
+    }
+
+    fn with_conn(&self, mut cmd: Cmd) -> Cmd {
+        if let Some(h) = &self.conn.host {
+            cmd = cmd.env("PGHOST", h);
+        }
+        if let Some(p) = self.conn.port {
+            cmd = cmd.env("PGPORT", p.to_string());
+        }
+        if let Some(u) = &self.conn.user {
+            cmd = cmd.env("PGUSER", u);
+        }
+        cmd.env("PGCONNECT_TIMEOUT", "10")
+    }
+
+    /// `psql` on `db` reading SQL from stdin; stops at the first error.
+    pub fn psql_cmd(&self, label: &str, db: &str, extra: &str) -> Cmd {
+        let script = format!(
+            "exec {} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}",
+            self.tool("psql"),
+            quote(db)
+        );
+        self.with_conn(Cmd::new(label, script))
+    }
+
+    /// `pg_dump` of the live database as plain SQL on stdout.
+    pub fn dump_cmd(&self) -> Cmd {
+        let script = format!(
+            "exec {} --no-password --format=plain -d {}",
+            self.tool("pg_dump"),
+            quote(&self.name)
+        );
+        self.with_conn(Cmd::new("pg_dump", script))
+    }
+
+    /// The shell text of a command, as a person would type it (for the runbook and --dry-run).
+    pub fn shell_text(&self, cmd: &Cmd) -> String {
+        let env: Vec<String> = cmd
+            .env
+            .iter()
+            .filter(|(k, _)| k != "PGCONNECT_TIMEOUT")
+            .map(|(k, v)| format!("{k}={}", quote(v)))
+            .collect();
+        let script = cmd.script.strip_prefix("exec ").unwrap_or(&cmd.script);
+        if env.is_empty() {
+            script.to_string()
+        } else {
+            format!("{} {script}", env.join(" "))
+        }
+    }
+
+    /// Runs `sql` on `db`; returns what it printed (unaligned, tuples only).
+    pub async fn query(&self, db: &str, sql: &str) -> Result<String> {
+        let cmd = self.psql_cmd("psql", db, "-A -t");
+        let out = exec::capture_with_input(self.exec.as_ref(), &cmd, sql.as_bytes()).await?;
+        out.exit.check(&format!("psql on database {db}"))?;
+        Ok(out.stdout.trim_end_matches('\n').to_string())
+    }
+
+    /// Runs `sql` that returns one JSON value.
+    pub async fn query_json(&self, db: &str, sql: &str) -> Result<Value> {
+        let text = self.query(db, sql).await?;
+        serde_json::from_str(text.trim())
+            .with_context(|| format!("unexpected psql output: {:.200}", text))
+    }
+
+    /// The server's version, e.g. "15.4"; fails when the database cannot be reached.
+    pub async fn server_version(&self, db: &str) -> Result<String> {
+        self.query(db, "SHOW server_version;")
+            .await
+            .map(|s| s.trim().to_string())
+    }
+
+    pub async fn database_exists(&self, db: &str) -> Result<bool> {
+        let sql = format!(
+            "SELECT count(*) FROM pg_database WHERE datname = {};",
+            literal(db)
+        );
+        Ok(self.query(&self.maintenance_db, &sql).await?.trim() == "1")
+    }
+
+    /// The rows of the migration table ordered by `order_by`, as JSON objects (empty when the
+    /// table does not exist yet).
+    pub async fn migration_rows(
+        &self,
+        db: &str,
+        table: &str,
+        order_by: &str,
+    ) -> Result<Vec<Value>> {
+        let exists = self
+            .query(
+                db,
+                &format!("SELECT to_regclass({}) IS NOT NULL;", literal(table)),
+            )
+            .await
+            .with_context(|| format!("cannot read the migration table {table}"))?;
+        if exists.trim() != "t" {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT coalesce(json_agg(row_to_json(t) ORDER BY t.{}), '[]'::json) FROM {} t;",
+            ident(order_by),
+            table.split('.').map(ident).collect::<Vec<_>>().join(".")
+        );
+        match self
+            .query_json(db, &sql)
+            .await
+            .with_context(|| format!("cannot read the migration table {table}"))?
+        {
+            Value::Array(rows) => Ok(rows),
+            other => bail!("migration table {table}: unexpected result {other}"),
+        }
+    }
+
+    /// The schema fingerprint of `db` (see [`Fingerprint`]).
+    pub async fn fingerprint(&self, db: &str) -> Result<Fingerprint> {
+        let v = self
+            .query_json(db, fingerprint::SQL)
+            .await
+            .with_context(|| format!("cannot fingerprint database {db}"))?;
+        Fingerprint::from_json(v)
+    }
+
+    /// Row count and md5 of every user table's rows (sorted), for "the data is intact" checks.
+    pub async fn content_checksums(
+        &self,
+        db: &str,
+    ) -> Result<std::collections::BTreeMap<String, (i64, String)>> {
+        let tables = self
+            .query_json(
+                db,
+                "SELECT coalesce(json_agg(format('%I.%I', n.nspname, c.relname) ORDER BY 1), '[]') \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') \
+                 AND n.nspname NOT LIKE 'pg_toast%';",
+            )
+            .await?;
+        let names: Vec<String> = serde_json::from_value(tables)?;
+        let mut out = std::collections::BTreeMap::new();
+        for name in names {
+            let sql = format!(
+                "SELECT json_build_array(count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))) FROM {name} t;"
+            );
+            let v: (i64, String) = serde_json::from_value(self.query_json(db, &sql).await?)?;
+            out.insert(name, v);
+        }
+        Ok(out)
+    }
+
+    /// Takes the deploy lock: a session advisory lock held by a `psql` kept open until the
+    /// returned guard is dropped (or this process dies, which releases it too).
+    pub async fn lock(&self, key: &str) -> Result<LockGuard> {
+        let id = lock_id(key);
+        let cmd = self.psql_cmd("deploy lock", &self.maintenance_db, "-A -t");
+        let (mut to_psql, psql_in) = tokio::io::duplex(4096);
+        let (psql_out, from_psql) = tokio::io::duplex(4096);
+        let exec = self.exec.clone();
+        let task = tokio::spawn(async move {
+            let mut psql_in = psql_in;
+            let mut psql_out = psql_out;
+            exec.run(&cmd, Some(&mut psql_in), &mut psql_out).await
+        });
+        to_psql
+            .write_all(format!("SELECT pg_try_advisory_lock({id});\n").as_bytes())
+            .await
+            .context("deploy lock: psql did not start")?;
+        let mut lines = BufReader::new(from_psql).lines();
+        let line =
+            tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
+        match line {
+            Ok(Ok(Some(l))) if l.trim() == "t" => Ok(LockGuard {
+                _stdin: to_psql,
+                task: Some(task),
+            }),
+            Ok(Ok(Some(l))) if l.trim() == "f" => bail!(
+                "another deploy-guard run holds the deploy lock for {key}; wait for it to finish \
+                 (or find it: SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = {})",
+                id as u32
+            ),
+            _ => {
+                drop(to_psql);
+                let exit = task.await.context("deploy lock task")??;
+                exit.check("taking the deploy lock")?;
+                bail!("taking the deploy lock: psql gave no answer")
+            }
+        }
+    }
+}
+
+/// Holds the deploy lock until dropped.
+pub struct LockGuard {
+    _stdin: tokio::io::DuplexStream,
+    task: Option<tokio::task::JoinHandle<Result<exec::Exit>>>,
+}
+
+impl LockGuard {
+    /// Releases the lock and waits for the holding session to end.
+    pub async fn release(mut self) {
+        let task = self.task.take();
+        drop(self);
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+fn lock_id(key: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("deploy-guard:{key}").as_bytes());
+    i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// A quoted SQL identifier.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A quoted SQL string literal.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_and_refuses_passwords() {
+        let c = ConnInfo::parse_url("postgres://app@db.local:5433/shop").unwrap();
+        assert_eq!(c.host.as_deref(), Some("db.local"));
+        assert_eq!(c.port, Some(5433));
+        assert_eq!(c.user.as_deref(), Some("app"));
+        assert_eq!(c.dbname.as_deref(), Some("shop"));
+        let err = ConnInfo::parse_url("postgres://app:hunter2@db/shop")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("password") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(ConnInfo::parse_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident(r#"a"b"#), r#""a""b""#);
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,179 @@
+//! Restore by scratch-and-swap: a plain dump restored over the live database would leave behind
+//! what the failed migration created, so the dump goes into a fresh database, is validated there,
+//! and only then replaces the live one by rename. The broken database is kept for forensics.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncRead;
+
+use super::{ident, literal, Postgres};
+
+/// The three names a swap involves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapNames {
+    pub live: String,
+    pub scratch: String,
+    /// What the live database is renamed to, kept for forensics.
+    pub failed: String,
+}
+
+/// What a restore into scratch did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RestoreReport {
+    pub sql_bytes: u64,
+}
+
+impl Postgres {
+    /// Scratch and kept names for a rollback of deploy `sha7`; the kept name is made unique if
+    /// an earlier rollback of the same SHA already used it.
+    pub async fn swap_names(&self, sha7: &str) -> Result<SwapNames> {
+        let live = self.name.clone();
+        let scratch = format!("{live}__restore_{sha7}");
+        let mut failed = format!("{live}__failed_{sha7}");
+        if self.database_exists(&failed).await? {
+            failed = format!("{failed}_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+        }
+        Ok(SwapNames {
+            live,
+            scratch,
+            failed,
+        })
+    }
+
+    /// Drops `scratch` if an interrupted restore left it, then creates it empty with the live
+    /// database's owner, encoding and locale.
+    pub async fn create_scratch(&self, scratch: &str) -> Result<()> {
+        let m = &self.maintenance_db;
+        self.query(m, &format!("DROP DATABASE IF EXISTS {};", ident(scratch)))
+            .await?;
+        let like = self
+            .query(
+                m,
+                &format!(
+                    "SELECT format('OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L', pg_get_userbyid(datdba), \
+                     pg_encoding_to_char(encoding), datcollate, datctype) FROM pg_database WHERE datname = {};",
+                    literal(&self.name)
+                ),
+            )
+            .await?;
+        self.query(
+            m,
+            &format!(
+                "CREATE DATABASE {} TEMPLATE template0 {};",
+                ident(scratch),
+                like.trim()
+            ),
+        )
+        .await
+        .with_context(|| format!("cannot create the scratch database {scratch}"))?;
+        Ok(())
+    }
+
+    /// Streams plain SQL into `db` in one transaction, stopping at the first error.
+    pub async fn restore_into(
+        &self,
+        db: &str,
+        sql: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<RestoreReport> {
+        let cmd = self.psql_cmd("psql restore", db, "--single-transaction -o /dev/null");
+        let mut counted = CountingReader { inner: sql, n: 0 };
+        let mut sink = tokio::io::sink();
+        let exit = self
+            .executor()
+            .run(&cmd, Some(&mut counted), &mut sink)
+            .await?;
+        exit.check(&format!("restoring into {db}"))?;
+        Ok(RestoreReport {
+            sql_bytes: counted.n,
+        })
+    }
+
+    pub async fn drop_database(&self, db: &str) -> Result<()> {
+        self.query(
+            &self.maintenance_db,
+            &format!("DROP DATABASE IF EXISTS {};", ident(db)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Swaps `names.scratch` in as the live database: new connections are refused, existing ones
+    /// terminated, then both renames happen in one transaction. On failure the live database is
+    /// left in place and connectable.
+    pub async fn swap(&self, names: &SwapNames) -> Result<()> {
+        let m = &self.maintenance_db;
+        let live = ident(&names.live);
+        self.query(
+            m,
+            &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS false;"),
+        )
+        .await?;
+        let result = async {
+            let wait = format!(
+                "DO $$ BEGIN FOR i IN 1..200 LOOP \
+                   PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {0} AND pid <> pg_backend_pid(); \
+                   EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {0} AND pid <> pg_backend_pid()); \
+                   PERFORM pg_sleep(0.05); END LOOP; \
+                 IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {0} AND pid <> pg_backend_pid()) THEN \
+                   RAISE EXCEPTION 'sessions on % did not end within 10 s', {0}; END IF; END $$;",
+                literal(&names.live)
+            );
+            self.query(m, &wait).await?;
+            let renames = format!(
+                "BEGIN; ALTER DATABASE {live} RENAME TO {failed}; ALTER DATABASE {scratch} RENAME TO {live}; COMMIT;",
+                failed = ident(&names.failed),
+                scratch = ident(&names.scratch)
+            );
+            self.query(m, &renames).await
+        }
+        .await;
+        match result {
+            Ok(_) => {
+                // The kept copy stays readable for forensics.
+                self.query(
+                    m,
+                    &format!(
+                        "ALTER DATABASE {} ALLOW_CONNECTIONS true;",
+                        ident(&names.failed)
+                    ),
+                )
+                .await?;
+                Ok(())
+            }
+            Err(e) => {
+                let reopen = self
+                    .query(m, &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS true;"))
+                    .await;
+                if let Err(r) = reopen {
+                    bail!(
+                        "{e:#}; and re-allowing connections to {} failed too: {r:#}",
+                        names.live
+                    );
+                }
+                Err(e.context(format!(
+                    "swapping {} in as {} failed; {} is unchanged",
+                    names.scratch, names.live, names.live
+                )))
+            }
+        }
+    }
+}
+
+struct CountingReader<'a> {
+    inner: &'a mut (dyn AsyncRead + Unpin + Send),
+    n: u64,
+}
+
+impl AsyncRead for CountingReader<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        let added = buf.filled().len() - before;
+        self.n += added as u64;
+        r
+    }
+}

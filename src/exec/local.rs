@@ -1,0 +1,144 @@
+//! Commands on this machine: `sh -c` in its own process group, killed whole on timeout.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{Cmd, Executor, Exit, Tail};
+
+/// Secrets of deploy-guard itself that child commands never need.
+const WITHHELD: &[&str] = &[
+    "DEPLOY_GUARD_SSH_KEY",
+    "DEPLOY_GUARD_SSH_KEY_PASSPHRASE",
+    "GITHUB_TOKEN",
+];
+
+#[derive(Clone, Debug, Default)]
+pub struct Local;
+
+#[async_trait]
+impl Executor for Local {
+    async fn run(
+        &self,
+        cmd: &Cmd,
+        stdin: Option<&mut (dyn AsyncRead + Unpin + Send)>,
+        stdout: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<Exit> {
+        tracing::debug!(label = %cmd.label, script = %cmd.script, "run locally");
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(&cmd.script)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for name in WITHHELD {
+            command.env_remove(name);
+        }
+        for (k, v) in &cmd.env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("{}: cannot start sh", cmd.label))?;
+        let pid = child.id();
+        let mut child_in = child.stdin.take();
+        let mut child_out = child.stdout.take().expect("piped");
+        let mut child_err = child.stderr.take().expect("piped");
+
+        let feed = async {
+            if let (Some(src), Some(dst)) = (stdin, child_in.as_mut()) {
+                match tokio::io::copy(src, dst).await {
+                    Ok(_) => {}
+                    // The command stopped reading (it failed or finished early): its exit
+                    // status tells what happened.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    Err(e) => return Err(anyhow::Error::new(e).context("feeding stdin")),
+                }
+                let _ = dst.shutdown().await;
+            }
+            drop(child_in.take());
+            Ok(())
+        };
+        let drain_out = async {
+            let n = tokio::io::copy(&mut child_out, stdout)
+                .await
+                .context("copying stdout")?;
+            stdout.flush().await.context("flushing stdout")?;
+            Ok::<u64, anyhow::Error>(n)
+        };
+        let drain_err = async {
+            let mut tail = Tail::new(8 * 1024);
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match child_err.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => tail.push(&buf[..n]),
+                }
+            }
+            tail
+        };
+        let all = async {
+            let (fed, out, tail) = tokio::join!(feed, drain_out, drain_err);
+            let status = child.wait().await.context("waiting for the command")?;
+            fed?;
+            out?;
+            Ok::<_, anyhow::Error>((status, tail))
+        };
+        let result = match cmd.timeout {
+            Some(t) => match tokio::time::timeout(t, all).await {
+                Ok(r) => r,
+                Err(_) => {
+                    kill_group(pid);
+                    return Ok(Exit {
+                        code: None,
+                        signal: None,
+                        timed_out: true,
+                        stderr_tail: format!(
+                            "{} did not finish within {}",
+                            cmd.label,
+                            humantime::format_duration(t)
+                        ),
+                    });
+                }
+            },
+            None => all.await,
+        };
+        let (status, tail) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                kill_group(pid);
+                return Err(e.context(format!("{} failed", cmd.label)));
+            }
+        };
+        Ok(Exit {
+            code: status.code(),
+            signal: status.signal(),
+            timed_out: false,
+            stderr_tail: tail.text(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        "this machine".into()
+    }
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        // SAFETY: kill(2) with a negative pid signals the process group we created.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Running commands where the app lives: on this machine ([`local`]) or over SSH.
+//!
+//! Every command is a POSIX shell script run with `sh -c`. Values put into a script are quoted
+//! with [`quote`]; secrets travel in `Cmd::env`, never in the script text.
+
+pub mod envfile;
+pub mod local;
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use local::Local;
+
+/// A command to run: shell text plus environment for it.
+#[derive(Clone, Debug, Default)]
+pub struct Cmd {
+    /// What the command is for, in logs and errors ("pg_dump", "migrate").
+    pub label: String,
+    pub script: String,
+    /// Extra environment; values may be secrets and are never logged.
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+}
+
+impl Cmd {
+    pub fn new(label: impl Into<String>, script: impl Into<String>) -> Cmd {
+        Cmd {
+            label: label.into(),
+            script: script.into(),
+            env: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> Cmd {
+        self.env.push((name.to_string(), value.into()));
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Cmd {
+        self.timeout = Some(t);
+        self
+    }
+}
+
+/// How a command ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    /// The last lines the command wrote to stderr.
+    pub stderr_tail: String,
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+
+    /// "exit 1", "killed by signal 9", "timed out".
+    pub fn describe(&self) -> String {
+        if self.timed_out {
+            "timed out".into()
+        } else if let Some(s) = self.signal {
+            format!("killed by signal {s}")
+        } else if let Some(c) = self.code {
+            format!("exit {c}")
+        } else {
+            "ended without a status".into()
+        }
+    }
+
+    /// Ok when the command succeeded, else an error with its status and stderr.
+    pub fn check(&self, label: &str) -> Result<()> {
+        if self.success() {
+            return Ok(());
+        }
+        let tail = self.stderr_tail.trim();
+        if tail.is_empty() {
+            bail!("{label} failed ({})", self.describe());
+        }
+        bail!("{label} failed ({}): {tail}", self.describe())
+    }
+}
+
+/// Runs commands on the target.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// Runs `cmd`, feeding it `stdin` (or nothing), copying its stdout into `stdout` while its
+    /// stderr is drained. Returns how it ended; an `Err` means it could not be run or watched to
+    /// the end (which is never a success).
+    async fn run(
+        &self,
+        cmd: &Cmd,
+        stdin: Option<&mut (dyn AsyncRead + Unpin + Send)>,
+        stdout: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<Exit>;
+
+    /// Where commands run, for messages ("this machine", "deploy@vps:22").
+    fn describe(&self) -> String;
+}
+
+/// What a captured command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: String,
+    pub exit: Exit,
+}
+
+/// Runs `cmd` and collects its stdout (for small outputs).
+pub async fn capture(exec: &dyn Executor, cmd: &Cmd) -> Result<Output> {
+    let mut buf: Vec<u8> = Vec::new();
+    let exit = exec.run(cmd, None, &mut buf).await?;
+    Ok(Output {
+        stdout: String::from_utf8_lossy(&buf).into_owned(),
+        exit,
+    })
+}
+
+/// Runs `cmd` with `input` on stdin and collects its stdout.
+pub async fn capture_with_input(exec: &dyn Executor, cmd: &Cmd, input: &[u8]) -> Result<Output> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut src = input;
+    let exit = exec.run(cmd, Some(&mut src), &mut buf).await?;
+    Ok(Output {
+        stdout: String::from_utf8_lossy(&buf).into_owned(),
+        exit,
+    })
+}
+
+/// Runs `cmd`; its stdout when it succeeded, else an error with status and stderr.
+pub async fn run_ok(exec: &dyn Executor, cmd: &Cmd) -> Result<String> {
+    let out = capture(exec, cmd).await?;
+    out.exit.check(&cmd.label)?;
+    Ok(out.stdout)
+}
+
+/// Quotes `s` for a POSIX shell, so that it stays one literal word.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Replaces `{name}` placeholders with quoted values.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{name}}}"), &quote(value));
+    }
+    out
+}
+
+/// Keeps the last `cap` bytes written, for stderr tails in error messages.
+#[derive(Default)]
+pub struct Tail {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl Tail {
+    pub fn new(cap: usize) -> Tail {
+        Tail {
+            buf: Vec::new(),
+            cap,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() > self.cap * 2 {
+            let cut = self.buf.len() - self.cap;
+            self.buf.drain(..cut);
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        let start = self.buf.len().saturating_sub(self.cap);
+        &self.buf[start..]
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_keeps_hostile_text_literal() {
+        assert_eq!(quote("v1.2.3"), "v1.2.3");
+        assert_eq!(quote("v1; touch /tmp/pwned"), "'v1; touch /tmp/pwned'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("$(id)"), "'$(id)'");
+    }
+
+    #[test]
+    fn fill_quotes_values() {
+        assert_eq!(
+            fill("deploy {tag} now", &[("tag", "a b")]),
+            "deploy 'a b' now"
+        );
+        assert_eq!(fill("x {sha}", &[("tag", "t")]), "x {sha}");
+    }
+
+    #[test]
+    fn tail_keeps_last_bytes() {
+        let mut t = Tail::new(4);
+        t.push(b"abcdef");
+        t.push(b"gh");
+        assert_eq!(t.text(), "efgh");
+    }
+}

@@ -1,0 +1,580 @@
+//! The decision tree of DESIGN.md as a state machine: `next(step, result)` says what runs next.
+
+use crate::config::Strategy;
+
+use super::{DbPath, Outcome, Step};
+
+/// What the assess step found, compared with the recorded pre-deploy state.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Assessment {
+    /// Migration rows and schema fingerprint equal the recorded ones.
+    pub db_unchanged: bool,
+    /// Migrations this deploy applied (rows added since the recorded state).
+    pub applied: usize,
+    /// The recorded rows are still the first rows of the table (nothing else rewrote history).
+    pub history_consistent: bool,
+    /// The migration tool reports a dirty or failed state.
+    pub dirty: bool,
+    /// A revert command is configured.
+    pub revert_configured: bool,
+    /// A verified pre-deploy backup exists.
+    pub backup_verified: bool,
+}
+
+/// How the step that just ran ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepResult {
+    Ok,
+    /// Went wrong in a way the tree carries on past (noted in the journal).
+    Warning(String),
+    Failed(String),
+    Assessed(Assessment),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    Run(Step),
+    Finish(Outcome),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `deploy`: the whole tree.
+    Deploy,
+    /// `rollback`: preflight, then straight to assess.
+    Rollback,
+}
+
+#[derive(Clone, Debug)]
+pub struct Engine {
+    mode: Mode,
+    strategy: Strategy,
+    failed_step: Option<Step>,
+    path: DbPath,
+    /// Why the fast path was not taken or did not hold, for the report.
+    pub notes: Vec<String>,
+}
+
+impl Engine {
+    pub fn new(mode: Mode, strategy: Strategy) -> Engine {
+        Engine {
+            mode,
+            strategy,
+            failed_step: None,
+            path: DbPath::None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn first(&self) -> Step {
+        Step::Preflight
+    }
+
+    /// The deploy step whose failure started the rollback.
+    pub fn failed_step(&self) -> Option<Step> {
+        self.failed_step
+    }
+
+    /// Why the fast path cannot be trusted here (empty: it can).
+    pub fn fast_path_blockers(&self, a: &Assessment) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.strategy == Strategy::Restore {
+            why.push("rollback strategy is restore".to_string());
+        }
+        if !a.revert_configured {
+            why.push("no revert command is configured".to_string());
+        }
+        if a.dirty {
+            why.push("the migration tool reports a dirty or failed state".to_string());
+        }
+        if !a.history_consistent {
+            why.push("the migration table no longer starts with the recorded rows".to_string());
+        }
+        if a.applied == 0 && !a.db_unchanged {
+            why.push("the schema changed but no migration was recorded as applied".to_string());
+        }
+        why
+    }
+
+    fn stuck(&self, at: Step, reason: impl Into<String>) -> Next {
+        Next::Finish(Outcome::RollbackFailed {
+            failed_step: self.failed_step,
+            stuck_at: at,
+            path: self.path,
+            reason: reason.into(),
+        })
+    }
+
+    /// The fast path did not hold: the safe path, unless the strategy forbids it.
+    fn after_fast_path_failed(&mut self, at: Step, reason: &str) -> Next {
+        self.notes.push(format!("{at}: {reason}"));
+        if self.strategy == Strategy::Revert {
+            return self.stuck(
+                at,
+                format!("{reason} (rollback strategy is revert, so no restore was tried)"),
+            );
+        }
+        self.path = DbPath::Restore;
+        Next::Run(Step::StopApp)
+    }
+
+    pub fn next(&mut self, step: Step, result: &StepResult) -> Next {
+        let failed = |r: &StepResult| match r {
+            StepResult::Failed(why) => Some(why.clone()),
+            _ => None,
+        };
+        match step {
+            Step::Preflight => match (failed(result), self.mode) {
+                (None, Mode::Deploy) => Next::Run(Step::Backup),
+                (None, Mode::Rollback) => Next::Run(Step::Assess),
+                (Some(why), Mode::Deploy) => Next::Finish(Outcome::Aborted {
+                    at: step,
+                    reason: why,
+                }),
+                (Some(why), Mode::Rollback) => self.stuck(step, why),
+            },
+            Step::Backup | Step::Record => match failed(result) {
+                None if step == Step::Backup => Next::Run(Step::Record),
+                None => Next::Run(Step::Migrate),
+                Some(why) => Next::Finish(Outcome::Aborted {
+                    at: step,
+                    reason: why,
+                }),
+            },
+            Step::Migrate | Step::Deploy | Step::Health => match failed(result) {
+                None => match step {
+                    Step::Migrate => Next::Run(Step::Deploy),
+                    Step::Deploy => Next::Run(Step::Health),
+                    _ => Next::Finish(Outcome::Deployed),
+                },
+                Some(_) => {
+                    self.failed_step = Some(step);
+                    Next::Run(Step::Assess)
+                }
+            },
+            Step::Assess => {
+                let a = match result {
+                    StepResult::Assessed(a) => a,
+                    StepResult::Failed(why) => {
+                        // Cannot see the database: only a restore is safe, if allowed.
+                        return self.after_fast_path_failed(
+                            step,
+                            &format!("could not assess the database: {why}"),
+                        );
+                    }
+                    _ => return self.stuck(step, "assess returned no assessment"),
+                };
+                if a.db_unchanged && self.strategy != Strategy::Restore {
+                    self.path = DbPath::None;
+                    return Next::Run(Step::Redeploy);
+                }
+                if a.db_unchanged && self.mode == Mode::Deploy {
+                    // Nothing to restore: the migration rolled back as a whole.
+                    return Next::Run(Step::Redeploy);
+                }
+                let blockers = self.fast_path_blockers(a);
+                if blockers.is_empty() {
+                    self.path = DbPath::Revert;
+                    return Next::Run(Step::Revert);
+                }
+                if self.strategy != Strategy::Restore || self.mode == Mode::Deploy {
+                    self.notes
+                        .push(format!("fast path not taken: {}", blockers.join("; ")));
+                }
+                if self.strategy == Strategy::Revert {
+                    return self.stuck(
+                        step,
+                        format!("revert is not safe here: {}", blockers.join("; ")),
+                    );
+                }
+                if !a.backup_verified {
+                    return self.stuck(step, "no verified backup to restore");
+                }
+                self.path = DbPath::Restore;
+                Next::Run(Step::StopApp)
+            }
+            Step::Revert => match failed(result) {
+                None => Next::Run(Step::VerifyRevert),
+                Some(why) => self.after_fast_path_failed(step, &why),
+            },
+            Step::VerifyRevert => match failed(result) {
+                None => Next::Run(Step::Redeploy),
+                Some(why) => self.after_fast_path_failed(step, &why),
+            },
+            Step::StopApp => match result {
+                // A running app is cut off by the swap anyway; carry on.
+                StepResult::Warning(w) => {
+                    self.notes.push(format!("stop-app: {w}"));
+                    Next::Run(Step::Restore)
+                }
+                StepResult::Failed(why) => {
+                    self.notes.push(format!("stop-app: {why}"));
+                    Next::Run(Step::Restore)
+                }
+                _ => Next::Run(Step::Restore),
+            },
+            Step::Restore | Step::ValidateRestore | Step::Swap | Step::Redeploy => {
+                match failed(result) {
+                    None => Next::Run(match step {
+                        Step::Restore => Step::ValidateRestore,
+                        Step::ValidateRestore => Step::Swap,
+                        Step::Swap => Step::Redeploy,
+                        _ => Step::RedeployHealth,
+                    }),
+                    Some(why) => self.stuck(step, why),
+                }
+            }
+            Step::RedeployHealth => match failed(result) {
+                None => Next::Finish(Outcome::RolledBack {
+                    failed_step: self.failed_step,
+                    path: self.path,
+                }),
+                Some(why) => self.stuck(step, why),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> StepResult {
+        StepResult::Ok
+    }
+    fn fail() -> StepResult {
+        StepResult::Failed("boom".into())
+    }
+    fn assessed(f: impl FnOnce(&mut Assessment)) -> StepResult {
+        let mut a = Assessment {
+            db_unchanged: false,
+            applied: 1,
+            history_consistent: true,
+            dirty: false,
+            revert_configured: true,
+            backup_verified: true,
+        };
+        f(&mut a);
+        StepResult::Assessed(a)
+    }
+
+    /// Drives the engine with scripted results; returns the steps run and the outcome.
+    fn drive(
+        mode: Mode,
+        strategy: Strategy,
+        mut results: impl FnMut(Step) -> StepResult,
+    ) -> (Vec<Step>, Outcome) {
+        let mut e = Engine::new(mode, strategy);
+        let mut steps = vec![];
+        let mut step = e.first();
+        loop {
+            steps.push(step);
+            match e.next(step, &results(step)) {
+                Next::Run(s) => step = s,
+                Next::Finish(o) => return (steps, o),
+            }
+        }
+    }
+
+    use Step::*;
+
+    #[test]
+    fn happy_path_deploys() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |_| ok());
+        assert_eq!(
+            steps,
+            vec![Preflight, Backup, Record, Migrate, Deploy, Health]
+        );
+        assert_eq!(o, Outcome::Deployed);
+    }
+
+    #[test]
+    fn preflight_backup_or_record_failure_aborts_before_any_change() {
+        for bad in [Preflight, Backup, Record] {
+            let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| {
+                if s == bad {
+                    fail()
+                } else {
+                    ok()
+                }
+            });
+            assert_eq!(*steps.last().unwrap(), bad);
+            assert!(!steps.contains(&Migrate));
+            assert_eq!(o.deploy_exit_code(), 4, "{bad}");
+        }
+    }
+
+    #[test]
+    fn migration_that_rolled_back_skips_to_redeploy() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {
+            Migrate => fail(),
+            Assess => assessed(|a| {
+                a.db_unchanged = true;
+                a.applied = 0
+            }),
+            _ => ok(),
+        });
+        assert_eq!(
+            steps,
+            vec![
+                Preflight,
+                Backup,
+                Record,
+                Migrate,
+                Assess,
+                Redeploy,
+                RedeployHealth
+            ]
+        );
+        assert_eq!(
+            o,
+            Outcome::RolledBack {
+                failed_step: Some(Migrate),
+                path: DbPath::None
+            }
+        );
+    }
+
+    #[test]
+    fn failed_health_reverts_and_verifies() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {
+            Health => fail(),
+            Assess => assessed(|_| {}),
+            _ => ok(),
+        });
+        assert_eq!(
+            steps,
+            vec![
+                Preflight,
+                Backup,
+                Record,
+                Migrate,
+                Deploy,
+                Health,
+                Assess,
+                Revert,
+                VerifyRevert,
+                Redeploy,
+                RedeployHealth
+            ]
+        );
+        assert_eq!(
+            o,
+            Outcome::RolledBack {
+                failed_step: Some(Health),
+                path: DbPath::Revert
+            }
+        );
+        assert_eq!(o.deploy_exit_code(), 1);
+    }
+
+    #[test]
+    fn failed_deploy_step_also_rolls_back() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {
+            Deploy => fail(),
+            Assess => assessed(|_| {}),
+            _ => ok(),
+        });
+        assert!(steps.contains(&Revert) && !steps.contains(&Health));
+        assert_eq!(o.path(), DbPath::Revert);
+    }
+
+    #[test]
+    fn revert_error_falls_back_to_restore() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {
+            Health | Revert => fail(),
+            Assess => assessed(|_| {}),
+            _ => ok(),
+        });
+        assert_eq!(
+            &steps[7..],
+            &[
+                Revert,
+                StopApp,
+                Restore,
+                ValidateRestore,
+                Swap,
+                Redeploy,
+                RedeployHealth
+            ]
+        );
+        assert_eq!(
+            o,
+            Outcome::RolledBack {
+                failed_step: Some(Health),
+                path: DbPath::Restore
+            }
+        );
+    }
+
+    #[test]
+    fn drift_after_revert_falls_back_to_restore() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {
+            Health | VerifyRevert => fail(),
+            Assess => assessed(|_| {}),
+            _ => ok(),
+        });
+        assert!(steps.contains(&VerifyRevert) && steps.contains(&Swap));
+        assert_eq!(o.path(), DbPath::Restore);
+    }
+
+    #[test]
+    fn untrusted_fast_path_goes_straight_to_restore() {
+        let cases: Vec<Box<dyn Fn(&mut Assessment)>> = vec![
+            Box::new(|a| a.dirty = true),
+            Box::new(|a| a.revert_configured = false),
+            Box::new(|a| a.history_consistent = false),
+            Box::new(|a| a.applied = 0),
+        ];
+        for f in cases {
+            let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {
+                Migrate => fail(),
+                Assess => assessed(|a| f(a)),
+                _ => ok(),
+            });
+            assert!(!steps.contains(&Revert));
+            assert!(steps.contains(&Restore));
+            assert_eq!(o.path(), DbPath::Restore);
+        }
+    }
+
+    #[test]
+    fn restore_strategy_never_reverts() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Restore, |s| match s {
+            Health => fail(),
+            Assess => assessed(|_| {}),
+            _ => ok(),
+        });
+        assert!(!steps.contains(&Revert) && steps.contains(&Swap));
+        assert_eq!(o.path(), DbPath::Restore);
+    }
+
+    #[test]
+    fn revert_strategy_stops_for_a_person_instead_of_restoring() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Revert, |s| match s {
+            Health | Revert => fail(),
+            Assess => assessed(|_| {}),
+            _ => ok(),
+        });
+        assert!(!steps.contains(&Restore));
+        assert!(matches!(
+            o,
+            Outcome::RollbackFailed {
+                stuck_at: Revert,
+                ..
+            }
+        ));
+        assert_eq!(o.deploy_exit_code(), 3);
+        let (_, o) = drive(Mode::Deploy, Strategy::Revert, |s| match s {
+            Health => fail(),
+            Assess => assessed(|a| a.dirty = true),
+            _ => ok(),
+        });
+        assert!(matches!(
+            o,
+            Outcome::RollbackFailed {
+                stuck_at: Assess,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn stop_app_failure_is_carried_past() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Restore, |s| match s {
+            Health | StopApp => fail(),
+            Assess => assessed(|_| {}),
+            _ => ok(),
+        });
+        assert!(steps.contains(&Swap));
+        assert_eq!(o.path(), DbPath::Restore);
+    }
+
+    #[test]
+    fn safe_path_failures_stop_for_a_person() {
+        for bad in [Restore, ValidateRestore, Swap, Redeploy, RedeployHealth] {
+            let (steps, o) = drive(Mode::Deploy, Strategy::Restore, |s| match s {
+                Health => fail(),
+                Assess => assessed(|_| {}),
+                s if s == bad => fail(),
+                _ => ok(),
+            });
+            assert_eq!(*steps.last().unwrap(), bad);
+            assert!(matches!(o, Outcome::RollbackFailed { stuck_at, .. } if stuck_at == bad));
+        }
+    }
+
+    #[test]
+    fn assess_that_cannot_see_the_database_restores() {
+        let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {
+            Migrate | Assess => fail(),
+            _ => ok(),
+        });
+        assert!(steps.contains(&Swap));
+        assert_eq!(o.path(), DbPath::Restore);
+    }
+
+    #[test]
+    fn no_verified_backup_means_no_restore() {
+        let (_, o) = drive(Mode::Rollback, Strategy::Auto, |s| match s {
+            Assess => assessed(|a| {
+                a.dirty = true;
+                a.backup_verified = false
+            }),
+            _ => ok(),
+        });
+        assert!(matches!(
+            o,
+            Outcome::RollbackFailed {
+                stuck_at: Assess,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn manual_rollback_starts_at_assess() {
+        let (steps, o) = drive(Mode::Rollback, Strategy::Auto, |s| match s {
+            Assess => assessed(|_| {}),
+            _ => ok(),
+        });
+        assert_eq!(
+            steps,
+            vec![
+                Preflight,
+                Assess,
+                Revert,
+                VerifyRevert,
+                Redeploy,
+                RedeployHealth
+            ]
+        );
+        assert_eq!(o.rollback_exit_code(), 0);
+        assert_eq!(o.path(), DbPath::Revert);
+    }
+
+    #[test]
+    fn manual_restore_restores_even_an_unchanged_database() {
+        let (steps, o) = drive(Mode::Rollback, Strategy::Restore, |s| match s {
+            Assess => assessed(|a| {
+                a.db_unchanged = true;
+                a.applied = 0
+            }),
+            _ => ok(),
+        });
+        assert!(steps.contains(&Swap));
+        assert_eq!(o.path(), DbPath::Restore);
+    }
+
+    #[test]
+    fn manual_rollback_preflight_failure_needs_a_person() {
+        let (_, o) = drive(Mode::Rollback, Strategy::Auto, |_| fail());
+        assert!(matches!(
+            o,
+            Outcome::RollbackFailed {
+                stuck_at: Preflight,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,117 @@
+//! The journal: every step written down before it runs and when it ends, so a rerun, a cancelled
+//! job or a manual rollback knows where things stand. Times are given by the caller.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Step;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryState {
+    /// Started and not (yet) ended: if a run finds this, it was interrupted here.
+    Running,
+    Ok,
+    /// Ended with a problem the tree carries on past.
+    Warning,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub step: Step,
+    pub state: EntryState,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What happened, in a sentence (errors in full).
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl Entry {
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.finished_at
+            .map(|f| (f - self.started_at).num_milliseconds())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub entries: Vec<Entry>,
+}
+
+impl Journal {
+    pub fn begin(&mut self, step: Step, at: DateTime<Utc>) {
+        self.entries.push(Entry {
+            step,
+            state: EntryState::Running,
+            started_at: at,
+            finished_at: None,
+            detail: String::new(),
+        });
+    }
+
+    /// Ends the last entry for `step`.
+    pub fn end(
+        &mut self,
+        step: Step,
+        state: EntryState,
+        detail: impl Into<String>,
+        at: DateTime<Utc>,
+    ) {
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.step == step && e.state == EntryState::Running)
+        {
+            e.state = state;
+            e.finished_at = Some(at);
+            e.detail = detail.into();
+        }
+    }
+
+    /// The step a previous run was in when it stopped without ending it.
+    pub fn interrupted(&self) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.state == EntryState::Running)
+    }
+
+    pub fn last(&self, step: Step) -> Option<&Entry> {
+        self.entries.iter().rev().find(|e| e.step == step)
+    }
+
+    /// Whether `step` ended well at least once.
+    pub fn succeeded(&self, step: Step) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.step == step && e.state == EntryState::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_finds_interruptions() {
+        let t = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut j = Journal::default();
+        j.begin(Step::Backup, t);
+        j.end(
+            Step::Backup,
+            EntryState::Ok,
+            "3 MiB",
+            t + chrono::Duration::seconds(2),
+        );
+        j.begin(Step::Migrate, t);
+        assert_eq!(j.interrupted().unwrap().step, Step::Migrate);
+        assert!(j.succeeded(Step::Backup));
+        assert_eq!(j.last(Step::Backup).unwrap().duration_ms(), Some(2000));
+        assert!(!j.succeeded(Step::Migrate));
+    }
+}

@@ -1,0 +1,99 @@
+//! GitHub Actions integration through its files and workflow commands: the step summary,
+//! outputs, log groups and an error annotation. Workflow commands go to stderr, which the runner
+//! reads too, so `--json` keeps stdout clean.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use crate::guard::Step;
+
+fn in_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true")
+}
+
+pub fn group_start(step: Step) {
+    if in_actions() {
+        eprintln!("::group::{} — {}", step.name(), step.title());
+    }
+}
+
+pub fn group_end() {
+    if in_actions() {
+        eprintln!("::endgroup::");
+    }
+}
+
+/// An `::error::` annotation on the run (newlines encoded as the runner expects).
+pub fn error(title: &str, message: &str) {
+    if in_actions() {
+        let enc = |s: &str| {
+            s.replace('%', "%25")
+                .replace('\r', "%0D")
+                .replace('\n', "%0A")
+        };
+        eprintln!(
+            "::error title={}::{}",
+            enc(title).replace(',', "%2C").replace(':', "%3A"),
+            enc(message)
+        );
+    }
+}
+
+/// Appends `name=value` outputs to `$GITHUB_OUTPUT` when set.
+pub fn write_outputs(outputs: &[(&str, String)]) -> Result<()> {
+    let Ok(path) = std::env::var("GITHUB_OUTPUT") else {
+        return Ok(());
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .with_context(|| format!("cannot open GITHUB_OUTPUT {path}"))?;
+    for (name, value) in outputs {
+        if value.contains('\n') {
+            writeln!(f, "{name}<<DEPLOY_GUARD_EOF\n{value}\nDEPLOY_GUARD_EOF")?;
+        } else {
+            writeln!(f, "{name}={value}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the markdown summary to `$GITHUB_STEP_SUMMARY` (appending, as the runner expects)
+/// or else to `fallback` when given.
+pub fn write_summary(markdown: &str, fallback: Option<&std::path::Path>) -> Result<()> {
+    if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| format!("cannot open GITHUB_STEP_SUMMARY {path}"))?;
+        f.write_all(markdown.as_bytes())?;
+        return Ok(());
+    }
+    if let Some(p) = fallback {
+        std::fs::write(p, markdown)
+            .with_context(|| format!("cannot write the summary to {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Annotates the run with what went wrong, when something did.
+pub fn error_for(outcome: &crate::guard::Outcome, headline: &str) {
+    use crate::guard::Outcome;
+    match outcome {
+        Outcome::Deployed => {}
+        Outcome::RolledBack { failed_step, .. } => error(
+            &format!(
+                "deploy failed at {}",
+                failed_step.map(|s| s.name()).unwrap_or("?")
+            ),
+            headline,
+        ),
+        Outcome::RollbackFailed { stuck_at, .. } => {
+            error(&format!("rollback stuck at {}", stuck_at.name()), headline)
+        }
+        Outcome::Aborted { at, .. } => error(&format!("aborted at {}", at.name()), headline),
+    }
+}

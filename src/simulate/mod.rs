@@ -1,0 +1,503 @@
+//! `simulate`: the rehearsal drill. Each scenario deploys a release of a sample app against a
+//! throwaway PostgreSQL with the real engine, then checks it ended as it must with the data
+//! intact (row counts and content checksums of the pre-deploy columns, schema fingerprint,
+//! migration table, running tag).
+
+pub mod sandbox;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::commands::World;
+use crate::config::Config;
+use crate::exec::Local;
+use sandbox::Cluster;
+
+/// One failure to rehearse and how it must end.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Release deployed over v1.
+    pub release: &'static str,
+    pub expect_result: &'static str,
+    pub expect_path: &'static str,
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "happy", about: "a nullable column and an index: deployed", release: "v2", expect_result: "deployed", expect_path: "none" },
+    Scenario {
+        name: "migration-fails",
+        about: "NOT NULL column on a table with rows: the migration's transaction rolls back, nothing to revert",
+        release: "v2-notnull",
+        expect_result: "rolled-back",
+        expect_path: "none",
+    },
+    Scenario {
+        name: "unhealthy-after-migrate",
+        about: "migration applies, the new app never gets healthy: revert works",
+        release: "v2-crash",
+        expect_result: "rolled-back",
+        expect_path: "revert",
+    },
+    Scenario {
+        name: "bad-down",
+        about: "the down() migration errors: restore the backup",
+        release: "v2-bad-down",
+        expect_result: "rolled-back",
+        expect_path: "restore",
+    },
+    Scenario {
+        name: "lying-down",
+        about: "the down() \"succeeds\" but leaves a column behind: drift detected, restore",
+        release: "v2-lying-down",
+        expect_result: "rolled-back",
+        expect_path: "restore",
+    },
+    Scenario {
+        name: "backup-fails",
+        about: "pg_dump loses its connection part-way: abort, nothing changed",
+        release: "v2",
+        expect_result: "aborted",
+        expect_path: "none",
+    },
+];
+
+pub fn scenarios_named(name: &str) -> Result<Vec<Scenario>> {
+    if name == "all" {
+        return Ok(SCENARIOS.to_vec());
+    }
+    let mut out = Vec::new();
+    for n in name.split(',') {
+        match SCENARIOS.iter().find(|s| s.name == n.trim()) {
+            Some(s) => out.push(*s),
+            None => bail!(
+                "--scenario {n:?}: unknown; choose from {} or all",
+                SCENARIOS
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// How a scenario ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioResult {
+    pub scenario: String,
+    pub result: String,
+    pub path: String,
+    pub exit_code: i32,
+    /// Seconds from the first rollback step to the end (None: no rollback ran).
+    pub recovery_secs: Option<f64>,
+    pub duration_secs: f64,
+    pub data_intact: bool,
+    pub as_expected: bool,
+    /// What did not end as it must (empty when as expected).
+    pub problems: Vec<String>,
+}
+
+const RELEASE_V1: &[(&str, &str)] = &[
+    (
+        "001_create_customers.up.sql",
+        "CREATE TYPE customer_status AS ENUM ('active', 'paused', 'gone');\n\
+         CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE, \
+         status customer_status NOT NULL DEFAULT 'active', created_at timestamptz NOT NULL DEFAULT now());",
+    ),
+    ("001_create_customers.down.sql", "DROP TABLE customers; DROP TYPE customer_status;"),
+    (
+        "002_create_orders.up.sql",
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers(id), \
+         total numeric(10,2) NOT NULL CHECK (total >= 0), note text);\n\
+         CREATE INDEX orders_customer_idx ON orders(customer_id);\n\
+         CREATE VIEW customer_totals AS SELECT customer_id, sum(total) AS total FROM orders GROUP BY customer_id;",
+    ),
+    ("002_create_orders.down.sql", "DROP VIEW customer_totals; DROP TABLE orders;"),
+];
+
+const ADD_NICKNAME: &str = "ALTER TABLE customers ADD COLUMN nickname text;\nCREATE INDEX customers_nickname_idx ON customers(nickname);";
+const DROP_NICKNAME: &str =
+    "DROP INDEX customers_nickname_idx;\nALTER TABLE customers DROP COLUMN nickname;";
+
+/// Migrations of each release beyond v1, and whether the release's app is healthy.
+fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
+    let up = "003_add_nickname.up.sql";
+    let down = "003_add_nickname.down.sql";
+    match name {
+        "v2" => (vec![(up, ADD_NICKNAME), (down, DROP_NICKNAME)], true),
+        "v2-notnull" => (
+            vec![
+                ("003_add_loyalty_tier.up.sql", "ALTER TABLE customers ADD COLUMN loyalty_tier int NOT NULL;"),
+                ("003_add_loyalty_tier.down.sql", "ALTER TABLE customers DROP COLUMN loyalty_tier;"),
+            ],
+            true,
+        ),
+        "v2-crash" => (vec![(up, ADD_NICKNAME), (down, DROP_NICKNAME)], false),
+        "v2-bad-down" => (vec![(up, ADD_NICKNAME), (down, "DROP INDEX customers_nickname_idx;\nALTER TABLE customers DROP COLUMN nick_name;")], false),
+        "v2-lying-down" => (vec![(up, ADD_NICKNAME), (down, "DROP INDEX customers_nickname_idx;")], false),
+        _ => (vec![], true),
+    }
+}
+
+const SEED: &str = "INSERT INTO customers (name, email, status) \
+    SELECT (ARRAY['Zoë','José','Łukasz','李雷','Ana'])[1 + i % 5] || ' ' || i, 'c' || i || '@example.org', \
+           (ARRAY['active','paused','gone']::customer_status[])[1 + i % 3] \
+    FROM generate_series(1, 2000) i;\n\
+    INSERT INTO orders (customer_id, total, note) \
+    SELECT 1 + i % 2000, (i % 997) / 7.0, CASE WHEN i % 4 = 0 THEN NULL ELSE 'order ' || i END \
+    FROM generate_series(1, 6000) i;";
+
+/// One scenario's world: its own database, app directory and store.
+struct Stage {
+    dir: PathBuf,
+    db: String,
+}
+
+fn write_exec(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+fn stage(cluster: &Cluster, root: &Path, s: &Scenario) -> Result<Stage> {
+    let dir = root.join(s.name);
+    let app = dir.join("app");
+    std::fs::create_dir_all(app.join("state"))?;
+    write_exec(&app.join("app.sh"), include_str!("files/app.sh"))?;
+    write_exec(&app.join("migrate.sh"), include_str!("files/migrate.sh"))?;
+    let db = format!("shop_{}", s.name.replace('-', "_"));
+    cluster.create_database(&db)?;
+    std::fs::write(
+        app.join("env.sh"),
+        format!(
+            "export PGHOST=127.0.0.1 PGPORT={} PGUSER=postgres PGDATABASE={db}\nexport PATH={}:$PATH\n",
+            cluster.port,
+            crate::exec::quote(&cluster.bin_dir.display().to_string())
+        ),
+    )?;
+    for (name, healthy) in [("v1", true), (s.release, release(s.release).1)] {
+        let mdir = app.join("releases").join(name).join("migrations");
+        std::fs::create_dir_all(&mdir)?;
+        for (f, sql) in RELEASE_V1 {
+            std::fs::write(mdir.join(f), sql)?;
+        }
+        if name != "v1" {
+            for (f, sql) in release(name).0 {
+                std::fs::write(mdir.join(f), sql)?;
+            }
+        }
+        if healthy {
+            std::fs::write(app.join("releases").join(name).join("healthy"), "")?;
+        }
+    }
+    let up = std::process::Command::new("sh")
+        .arg(app.join("migrate.sh"))
+        .args(["up", "v1"])
+        .output()?;
+    if !up.status.success() {
+        bail!(
+            "setting up v1 failed: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+    }
+    cluster.psql(&db, SEED)?;
+    let deployed = std::process::Command::new("sh")
+        .arg(app.join("app.sh"))
+        .args(["deploy", "v1"])
+        .output()?;
+    if !deployed.status.success() {
+        bail!(
+            "starting v1 failed: {}",
+            String::from_utf8_lossy(&deployed.stderr)
+        );
+    }
+    if s.name == "backup-fails" {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin)?;
+        let real = cluster.bin_dir.display().to_string();
+        write_exec(
+            &bin.join("pg_dump"),
+            &include_str!("files/pg_dump_crash.sh").replace("@REAL_BIN@", &real),
+        )?;
+        std::os::unix::fs::symlink(cluster.bin_dir.join("psql"), bin.join("psql"))?;
+    }
+    Ok(Stage { dir, db })
+}
+
+fn config_for(
+    cluster: &Cluster,
+    stage: &Stage,
+    s: &Scenario,
+    base: Option<&Config>,
+) -> Result<Config> {
+    let bin = if s.name == "backup-fails" {
+        stage.dir.join("bin")
+    } else {
+        cluster.bin_dir.clone()
+    };
+    let yaml = include_str!("files/simulate.yml")
+        .replace("@PROJECT@", &format!("simulate-{}", s.name))
+        .replace("@APP@", &stage.dir.join("app").display().to_string())
+        .replace("@PORT@", &cluster.port.to_string())
+        .replace("@DB@", &stage.db)
+        .replace("@BIN@", &bin.display().to_string())
+        .replace("@STORE@", &stage.dir.join("backups").display().to_string());
+    let mut config = Config::from_yaml(&yaml, &[])?;
+    if let Some(b) = base {
+        config.backup.compression = b.backup.compression;
+    }
+    Ok(config)
+}
+
+/// What "the data" is: per table, row count and a checksum of the columns it had before.
+struct Snapshot {
+    tables: BTreeMap<String, (i64, String)>,
+    columns: BTreeMap<String, Vec<String>>,
+}
+
+async fn snapshot(w: &World, columns: Option<&BTreeMap<String, Vec<String>>>) -> Result<Snapshot> {
+    let db = &w.db;
+    let columns = match columns {
+        Some(c) => c.clone(),
+        None => {
+            let v = db
+                .query_json(
+                    &db.name,
+                    "SELECT json_object_agg(t, cols) FROM (SELECT table_name AS t, json_agg(column_name ORDER BY ordinal_position) AS cols \
+                     FROM information_schema.columns WHERE table_schema = 'public' AND table_name IN ('customers','orders') GROUP BY table_name) x;",
+                )
+                .await?;
+            serde_json::from_value(v)?
+        }
+    };
+    let mut tables = BTreeMap::new();
+    for (t, cols) in &columns {
+        let row = format!(
+            "ROW({})",
+            cols.iter()
+                .map(|c| crate::db::ident(c))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let sql = format!(
+            "SELECT json_build_array(count(*), md5(coalesce(string_agg({row}::text, E'\\n' ORDER BY {row}::text), ''))) FROM {};",
+            crate::db::ident(t)
+        );
+        tables.insert(
+            t.clone(),
+            serde_json::from_value(db.query_json(&db.name, &sql).await?)?,
+        );
+    }
+    Ok(Snapshot { tables, columns })
+}
+
+async fn run_one(
+    cluster: &Cluster,
+    root: &Path,
+    s: &Scenario,
+    base: Option<&Config>,
+) -> Result<ScenarioResult> {
+    let st = stage(cluster, root, s)?;
+    let config = config_for(cluster, &st, s, base)?;
+    let w = World::with_executor(config, Arc::new(Local)).await?;
+    let table = w.migrator.table.clone().context("no table")?;
+    let before = snapshot(&w, None).await?;
+    let rows_before = w.db.migration_rows(&w.db.name, &table, "version").await?;
+    let fp_before = w.db.fingerprint(&w.db.name).await?;
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(s.name.as_bytes()))[..40].to_string()
+    };
+    let started = Instant::now();
+    let report = crate::commands::deploy::deploy(&w, &sha, s.release, None, "").await;
+    let duration_secs = started.elapsed().as_secs_f64();
+
+    let mut problems = Vec::new();
+    if report.result != s.expect_result || report.path != s.expect_path {
+        problems.push(format!(
+            "ended {} via {}, must end {} via {}: {}",
+            report.result, report.path, s.expect_result, s.expect_path, report.headline
+        ));
+    }
+    let after = snapshot(&w, Some(&before.columns)).await?;
+    let data_intact = after.tables == before.tables;
+    if !data_intact {
+        problems.push(format!(
+            "data changed: before {:?}, after {:?}",
+            before.tables, after.tables
+        ));
+    }
+    let rows_after = w.db.migration_rows(&w.db.name, &table, "version").await?;
+    let fp_after = w.db.fingerprint(&w.db.name).await?;
+    let tag_after = w.runtime.current_tag().await?.unwrap_or_default();
+    if s.expect_result == "deployed" {
+        if tag_after != s.release || rows_after.len() != rows_before.len() + 1 {
+            problems.push(format!(
+                "expected {} running with one more migration; {tag_after} runs with {} rows",
+                s.release,
+                rows_after.len()
+            ));
+        }
+    } else {
+        if fp_after != fp_before {
+            problems.push(format!(
+                "schema differs from before the deploy: {}",
+                fp_before.diff(&fp_after).join("; ")
+            ));
+        }
+        if rows_after != rows_before {
+            problems.push("migration table differs from before the deploy".into());
+        }
+        if tag_after != "v1" {
+            problems.push(format!("{tag_after} runs, v1 must"));
+        }
+        if w.health.probe_once().await.is_err() {
+            problems.push("the app is not healthy after the rollback".into());
+        }
+    }
+    if s.expect_result == "aborted" {
+        let objects = w.store.list("").await?;
+        if !objects.is_empty() {
+            problems.push(format!(
+                "a failed backup left objects behind: {:?}",
+                objects.iter().map(|o| &o.key).collect::<Vec<_>>()
+            ));
+        }
+    }
+    if s.expect_path == "restore"
+        && !w
+            .db
+            .database_exists(&format!("{}__failed_{}", st.db, &sha[..7]))
+            .await?
+    {
+        problems.push("the broken database was not kept".into());
+    }
+    Ok(ScenarioResult {
+        scenario: s.name.into(),
+        result: report.result.clone(),
+        path: report.path.clone(),
+        exit_code: report.exit_code,
+        recovery_secs: report.recovery_secs,
+        duration_secs,
+        data_intact,
+        as_expected: problems.is_empty(),
+        problems,
+    })
+}
+
+/// Runs the scenarios, each on its own database in one throwaway cluster.
+pub async fn run(
+    scenarios: &[Scenario],
+    config: Option<&Path>,
+    record: Option<&Path>,
+) -> Result<Vec<ScenarioResult>> {
+    let base = match config {
+        Some(p) => Some(crate::usage_result(Config::load(Some(p), &[]))?),
+        None => None,
+    };
+    let bin = base
+        .as_ref()
+        .and_then(|c| c.database.bin_dir.as_ref())
+        .map(PathBuf::from);
+    tracing::info!("starting a throwaway PostgreSQL cluster");
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start(bin.as_deref())).await??;
+    let root = tempfile::Builder::new()
+        .prefix("deploy-guard-simulate-")
+        .tempdir()?;
+    let mut results = Vec::new();
+    for s in scenarios {
+        tracing::info!("── scenario {}: {}", s.name, s.about);
+        let r = run_one(&cluster, root.path(), s, base.as_ref())
+            .await
+            .with_context(|| format!("scenario {} could not be run", s.name))?;
+        if !r.as_expected {
+            tracing::error!(
+                "scenario {} did not end as it must: {}",
+                s.name,
+                r.problems.join("; ")
+            );
+        }
+        results.push(r);
+    }
+    if let Some(path) = record {
+        append_record(path, &results)?;
+    }
+    Ok(results)
+}
+
+/// The table `simulate` prints.
+pub fn table(results: &[ScenarioResult]) -> String {
+    let mut out = format!(
+        "{:<24} {:<8} {:<16} {:>9} {:>9} {:<5} {}\n",
+        "SCENARIO", "PATH", "OUTCOME", "RECOVERY", "TOTAL", "DATA", "AS IT MUST"
+    );
+    for r in results {
+        out.push_str(&format!(
+            "{:<24} {:<8} {:<16} {:>9} {:>9} {:<5} {}\n",
+            r.scenario,
+            r.path,
+            format!("{} ({})", r.result, r.exit_code),
+            r.recovery_secs
+                .map(|s| format!("{s:.1} s"))
+                .unwrap_or_else(|| "-".into()),
+            format!("{:.1} s", r.duration_secs),
+            if r.data_intact { "ok" } else { "LOST" },
+            if r.as_expected {
+                "yes".to_string()
+            } else {
+                format!("NO: {}", r.problems.join("; "))
+            }
+        ));
+    }
+    let bad = results.iter().filter(|r| !r.as_expected).count();
+    out.push_str(&if bad == 0 {
+        format!("all {} scenarios ended as they must\n", results.len())
+    } else {
+        format!(
+            "{bad} of {} scenarios did NOT end as they must\n",
+            results.len()
+        )
+    });
+    out
+}
+
+fn append_record(path: &Path, results: &[ScenarioResult]) -> Result<()> {
+    use std::io::Write;
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if new {
+        writeln!(
+            f,
+            "| date | scenario | path | duration | result |\n|---|---|---|---|---|"
+        )?;
+    }
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+    for r in results {
+        writeln!(
+            f,
+            "| {date} | {} | {} | {:.1} s | {} |",
+            r.scenario,
+            r.path,
+            r.recovery_secs.unwrap_or(r.duration_secs),
+            if r.as_expected {
+                format!("ok ({})", r.result)
+            } else {
+                format!("FAILED: {}", r.problems.join("; "))
+            }
+        )?;
+    }
+    Ok(())
+}
