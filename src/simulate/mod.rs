@@ -155,10 +155,14 @@ const SEED: &str = "INSERT INTO customers (name, email, status) \
     SELECT 1 + i % 2000, (i % 997) / 7.0, CASE WHEN i % 4 = 0 THEN NULL ELSE 'order ' || i END \
     FROM generate_series(1, 6000) i;";
 
-/// One scenario's world: its own database, app directory and store.
-struct Stage {
-    dir: PathBuf,
-    db: String,
+/// A staged sample app: its own database (v1 applied, seeded, running), app directory with the
+/// releases, and backup store. Tests use it too.
+pub struct Stage {
+    pub dir: PathBuf,
+    pub db: String,
+    /// Directory `database.bin_dir` points at (a crashing pg_dump for `backup-fails`).
+    pub bin_dir: PathBuf,
+    pub port: u16,
 }
 
 fn write_exec(path: &Path, text: &str) -> Result<()> {
@@ -168,94 +172,95 @@ fn write_exec(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn stage(cluster: &Cluster, root: &Path, s: &Scenario) -> Result<Stage> {
-    let dir = root.join(s.name);
-    let app = dir.join("app");
-    std::fs::create_dir_all(app.join("state"))?;
-    write_exec(&app.join("app.sh"), include_str!("files/app.sh"))?;
-    write_exec(&app.join("migrate.sh"), include_str!("files/migrate.sh"))?;
-    let db = format!("shop_{}", s.name.replace('-', "_"));
-    cluster.create_database(&db)?;
-    std::fs::write(
-        app.join("env.sh"),
-        format!(
-            "export PGHOST=127.0.0.1 PGPORT={} PGUSER=postgres PGDATABASE={db}\nexport PATH={}:$PATH\n",
-            cluster.port,
-            crate::exec::quote(&cluster.bin_dir.display().to_string())
-        ),
-    )?;
-    for (name, healthy) in [("v1", true), (s.release, release(s.release).1)] {
-        let mdir = app.join("releases").join(name).join("migrations");
-        std::fs::create_dir_all(&mdir)?;
-        for (f, sql) in RELEASE_V1 {
-            std::fs::write(mdir.join(f), sql)?;
+impl Stage {
+    /// Stages database `db` and `dir/app` with releases v1 and each of `releases`.
+    pub fn new(
+        cluster: &Cluster,
+        dir: &Path,
+        db: &str,
+        releases: &[&str],
+        crash_pg_dump: bool,
+    ) -> Result<Stage> {
+        let app = dir.join("app");
+        std::fs::create_dir_all(app.join("state"))?;
+        write_exec(&app.join("app.sh"), include_str!("files/app.sh"))?;
+        write_exec(&app.join("migrate.sh"), include_str!("files/migrate.sh"))?;
+        if !cluster.database_exists(db)? {
+            cluster.create_database(db)?;
         }
-        if name != "v1" {
-            for (f, sql) in release(name).0 {
+        std::fs::write(
+            app.join("env.sh"),
+            format!(
+                "export PGHOST=127.0.0.1 PGPORT={} PGUSER=postgres PGDATABASE={db}\nexport PATH={}:$PATH\n",
+                cluster.port,
+                crate::exec::quote(&cluster.bin_dir.display().to_string())
+            ),
+        )?;
+        for name in std::iter::once("v1").chain(releases.iter().copied()) {
+            let (migrations, healthy) = release(name);
+            let mdir = app.join("releases").join(name).join("migrations");
+            std::fs::create_dir_all(&mdir)?;
+            for (f, sql) in RELEASE_V1.iter().chain(migrations.iter()) {
                 std::fs::write(mdir.join(f), sql)?;
             }
+            if healthy {
+                std::fs::write(app.join("releases").join(name).join("healthy"), "")?;
+            }
         }
-        if healthy {
-            std::fs::write(app.join("releases").join(name).join("healthy"), "")?;
-        }
+        let sh = |args: &[&str]| -> Result<()> {
+            let out = std::process::Command::new("sh").args(args).output()?;
+            if !out.status.success() {
+                bail!(
+                    "{} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        };
+        let migrate = app.join("migrate.sh").display().to_string();
+        sh(&[&migrate, "up", "v1"])?;
+        cluster.psql(db, SEED)?;
+        sh(&[&app.join("app.sh").display().to_string(), "deploy", "v1"])?;
+        let bin_dir = if crash_pg_dump {
+            let bin = dir.join("bin");
+            std::fs::create_dir_all(&bin)?;
+            let real = cluster.bin_dir.display().to_string();
+            write_exec(
+                &bin.join("pg_dump"),
+                &include_str!("files/pg_dump_crash.sh").replace("@REAL_BIN@", &real),
+            )?;
+            std::os::unix::fs::symlink(cluster.bin_dir.join("psql"), bin.join("psql"))?;
+            bin
+        } else {
+            cluster.bin_dir.clone()
+        };
+        Ok(Stage {
+            dir: dir.to_path_buf(),
+            db: db.to_string(),
+            bin_dir,
+            port: cluster.port,
+        })
     }
-    let up = std::process::Command::new("sh")
-        .arg(app.join("migrate.sh"))
-        .args(["up", "v1"])
-        .output()?;
-    if !up.status.success() {
-        bail!(
-            "setting up v1 failed: {}",
-            String::from_utf8_lossy(&up.stderr)
-        );
-    }
-    cluster.psql(&db, SEED)?;
-    let deployed = std::process::Command::new("sh")
-        .arg(app.join("app.sh"))
-        .args(["deploy", "v1"])
-        .output()?;
-    if !deployed.status.success() {
-        bail!(
-            "starting v1 failed: {}",
-            String::from_utf8_lossy(&deployed.stderr)
-        );
-    }
-    if s.name == "backup-fails" {
-        let bin = dir.join("bin");
-        std::fs::create_dir_all(&bin)?;
-        let real = cluster.bin_dir.display().to_string();
-        write_exec(
-            &bin.join("pg_dump"),
-            &include_str!("files/pg_dump_crash.sh").replace("@REAL_BIN@", &real),
-        )?;
-        std::os::unix::fs::symlink(cluster.bin_dir.join("psql"), bin.join("psql"))?;
-    }
-    Ok(Stage { dir, db })
-}
 
-fn config_for(
-    cluster: &Cluster,
-    stage: &Stage,
-    s: &Scenario,
-    base: Option<&Config>,
-) -> Result<Config> {
-    let bin = if s.name == "backup-fails" {
-        stage.dir.join("bin")
-    } else {
-        cluster.bin_dir.clone()
-    };
-    let yaml = include_str!("files/simulate.yml")
-        .replace("@PROJECT@", &format!("simulate-{}", s.name))
-        .replace("@APP@", &stage.dir.join("app").display().to_string())
-        .replace("@PORT@", &cluster.port.to_string())
-        .replace("@DB@", &stage.db)
-        .replace("@BIN@", &bin.display().to_string())
-        .replace("@STORE@", &stage.dir.join("backups").display().to_string());
-    let mut config = Config::from_yaml(&yaml, &[])?;
-    if let Some(b) = base {
-        config.backup.compression = b.backup.compression;
+    pub fn app_dir(&self) -> PathBuf {
+        self.dir.join("app")
     }
-    Ok(config)
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.join("backups")
+    }
+
+    /// The deploy-guard.yml for this stage.
+    pub fn config_yaml(&self, project: &str) -> String {
+        include_str!("files/simulate.yml")
+            .replace("@PROJECT@", project)
+            .replace("@APP@", &self.app_dir().display().to_string())
+            .replace("@PORT@", &self.port.to_string())
+            .replace("@DB@", &self.db)
+            .replace("@BIN@", &self.bin_dir.display().to_string())
+            .replace("@STORE@", &self.store_dir().display().to_string())
+    }
 }
 
 /// What "the data" is: per table, row count and a checksum of the columns it had before.
@@ -306,8 +311,18 @@ async fn run_one(
     s: &Scenario,
     base: Option<&Config>,
 ) -> Result<ScenarioResult> {
-    let st = stage(cluster, root, s)?;
-    let config = config_for(cluster, &st, s, base)?;
+    let db = format!("shop_{}", s.name.replace('-', "_"));
+    let st = Stage::new(
+        cluster,
+        &root.join(s.name),
+        &db,
+        &[s.release],
+        s.name == "backup-fails",
+    )?;
+    let mut config = Config::from_yaml(&st.config_yaml(&format!("simulate-{}", s.name)), &[])?;
+    if let Some(b) = base {
+        config.backup.compression = b.backup.compression;
+    }
     let w = World::with_executor(config, Arc::new(Local)).await?;
     let table = w.migrator.table.clone().context("no table")?;
     let before = snapshot(&w, None).await?;

@@ -246,6 +246,16 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
     }
 
+    pub fn database_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname = {};",
+                crate::db::literal(name)
+            ),
+        )? == "1")
+    }
+
     pub fn create_database(&self, name: &str) -> Result<()> {
         self.psql(
             "postgres",

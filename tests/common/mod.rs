@@ -1,0 +1,165 @@
+//! Shared test harness: one throwaway PostgreSQL cluster per test binary (the machine's own
+//! binaries, run as `postgres` when root), one database per test.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use deploy_guard::simulate::sandbox::Cluster;
+
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        Cluster::start(None)
+            .unwrap_or_else(|e| panic!("cannot start a test PostgreSQL cluster: {e:#}"))
+    })
+}
+
+/// A new empty database with a unique name.
+pub fn fresh_db(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    cluster().create_database(&name).expect("create database");
+    name
+}
+
+/// The deploy-guard binary built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_deploy-guard"))
+}
+
+/// A temp dir that the `postgres` user can read (for COPY and the like).
+pub fn tempdir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("dg-test-")
+        .tempdir()
+        .expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// A staged sample app (see `deploy_guard::simulate::Stage`) with its deploy-guard.yml.
+pub struct App {
+    pub tmp: tempfile::TempDir,
+    pub stage: deploy_guard::simulate::Stage,
+    pub config: PathBuf,
+}
+
+impl App {
+    pub fn new(prefix: &str, releases: &[&str]) -> App {
+        Self::build(prefix, releases, false)
+    }
+
+    pub fn build(prefix: &str, releases: &[&str], crash_pg_dump: bool) -> App {
+        let tmp = tempdir();
+        let db = fresh_db(prefix);
+        let stage =
+            deploy_guard::simulate::Stage::new(cluster(), tmp.path(), &db, releases, crash_pg_dump)
+                .unwrap_or_else(|e| panic!("staging the sample app: {e:#}"));
+        let config = tmp.path().join("deploy-guard.yml");
+        std::fs::write(&config, stage.config_yaml(&db)).unwrap();
+        App { tmp, stage, config }
+    }
+
+    /// Rewrites the config (e.g. to break a setting).
+    pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, f(text)).unwrap();
+    }
+
+    /// Runs deploy-guard with this app's config; GitHub variables cleared.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut c = std::process::Command::new(bin());
+        c.args(args).arg("--config").arg(&self.config);
+        for v in [
+            "GITHUB_STEP_SUMMARY",
+            "GITHUB_OUTPUT",
+            "GITHUB_ACTIONS",
+            "GITHUB_SHA",
+        ] {
+            c.env_remove(v);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run deploy-guard")
+    }
+
+    pub fn db(&self) -> &str {
+        &self.stage.db
+    }
+
+    pub fn psql(&self, sql: &str) -> String {
+        cluster()
+            .psql(&self.stage.db, sql)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The tag the sample app runs.
+    pub fn tag(&self) -> String {
+        std::fs::read_to_string(self.stage.app_dir().join("state/tag"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn postgres(&self) -> deploy_guard::db::Postgres {
+        postgres(&self.stage.db)
+    }
+}
+
+/// A `Postgres` on the test cluster, run locally.
+pub fn postgres(db: &str) -> deploy_guard::db::Postgres {
+    let c = cluster();
+    deploy_guard::db::Postgres::new(
+        std::sync::Arc::new(deploy_guard::exec::Local),
+        Some(c.bin_dir.display().to_string()),
+        deploy_guard::db::ConnInfo {
+            host: Some("127.0.0.1".into()),
+            port: Some(c.port),
+            user: Some("postgres".into()),
+            dbname: None,
+        },
+        db.to_string(),
+        "postgres".into(),
+    )
+}
+
+/// Schema fingerprint and content checksums of `db`: "the database as it is".
+pub async fn state(
+    db: &str,
+) -> (
+    deploy_guard::db::Fingerprint,
+    std::collections::BTreeMap<String, (i64, String)>,
+) {
+    let pg = postgres(db);
+    (
+        pg.fingerprint(db).await.unwrap(),
+        pg.content_checksums(db).await.unwrap(),
+    )
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+}
+
+pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
