@@ -174,19 +174,22 @@ pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<()> {
 }
 
 /// Streams the backup of `manifest` into database `into` (which must be a fresh scratch
-/// database), then checks the bytes read were exactly the verified ones.
-pub async fn restore_stream(
-    db: &Postgres,
-    store: &dyn Store,
-    manifest: &Manifest,
-    into: &str,
-) -> Result<u64> {
+/// database). The object is first read back whole and checked against the manifest: psql runs
+/// whatever it is fed (meta-commands included), so nothing unverified reaches it. The bytes
+/// streamed are checked again against the manifest afterwards.
+pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifest, into: &str) -> Result<u64> {
     if !manifest.verified {
-        bail!(
-            "backup {} was never verified; refusing to restore it",
-            manifest.key
-        );
+        bail!("backup {} was never verified; refusing to restore it", manifest.key);
     }
+    let expected = Taken {
+        key: manifest.key.clone(),
+        dump_bytes: manifest.dump_bytes,
+        size: manifest.size,
+        sha256: manifest.sha256.clone(),
+    };
+    verify(store, &expected)
+        .await
+        .with_context(|| format!("{} is not the verified backup; nothing was restored", manifest.key))?;
     let gz = Meter::shared();
     let object = store
         .get(&manifest.key)

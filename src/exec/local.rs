@@ -57,8 +57,11 @@ impl Executor for Local {
         let mut child_err = child.stderr.take().expect("piped");
 
         let feed = async {
-            if let (Some(src), Some(dst)) = (stdin, child_in.as_mut()) {
-                match tokio::io::copy(src, dst).await {
+            // Owned here so that stdin closes however feeding ends: a command waiting for more
+            // input must see EOF, else it would never exit.
+            let dst = child_in.take();
+            if let (Some(src), Some(mut dst)) = (stdin, dst) {
+                match tokio::io::copy(src, &mut dst).await {
                     Ok(_) => {}
                     // The command stopped reading (it failed or finished early): its exit
                     // status tells what happened.
@@ -67,7 +70,6 @@ impl Executor for Local {
                 }
                 let _ = dst.shutdown().await;
             }
-            drop(child_in.take());
             Ok(())
         };
         let drain_out = async {

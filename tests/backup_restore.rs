@@ -1,0 +1,146 @@
+//! Backup → restore round trips on a database with many kinds of objects, and restores that
+//! must be refused before the live database is touched.
+
+mod common;
+use common::{App, SHA};
+
+/// Schemas, enums, domains, sequences, views, a materialized view, functions, triggers,
+/// indexes, foreign keys, non-ASCII text, NULLs and a 100k-row table.
+const RICH: &str = r#"
+CREATE SCHEMA billing;
+CREATE SCHEMA "Audit Log";
+CREATE TYPE billing.currency AS ENUM ('EUR', 'USD', 'JPY');
+CREATE DOMAIN billing.positive AS numeric(12,2) CHECK (VALUE >= 0);
+CREATE SEQUENCE billing.invoice_no START 1000 INCREMENT 7;
+CREATE TABLE billing.invoices (
+  id bigint PRIMARY KEY DEFAULT nextval('billing.invoice_no'),
+  customer_id int REFERENCES customers(id) ON DELETE SET NULL,
+  amount billing.positive NOT NULL,
+  currency billing.currency NOT NULL DEFAULT 'EUR',
+  memo text,
+  meta jsonb,
+  issued_at timestamptz NOT NULL DEFAULT '2026-01-01T00:00:00Z'
+);
+CREATE INDEX invoices_customer_currency ON billing.invoices (customer_id, currency) WHERE memo IS NOT NULL;
+CREATE TABLE "Audit Log"."Événements" (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, what text NOT NULL, at timestamptz);
+CREATE FUNCTION billing.audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO "Audit Log"."Événements"(what, at) VALUES (TG_OP || ' ' || NEW.id, '2026-01-01'); RETURN NEW; END $$;
+CREATE TRIGGER invoices_audit AFTER INSERT ON billing.invoices FOR EACH ROW EXECUTE FUNCTION billing.audit();
+CREATE VIEW billing.totals AS SELECT currency, sum(amount) AS total FROM billing.invoices GROUP BY currency;
+CREATE MATERIALIZED VIEW billing.big_spenders AS SELECT customer_id, sum(amount) s FROM billing.invoices GROUP BY 1 HAVING sum(amount) > 100;
+INSERT INTO billing.invoices (customer_id, amount, currency, memo, meta)
+SELECT CASE WHEN i % 10 = 0 THEN NULL ELSE 1 + i % 2000 END, (i % 5000) / 3.0,
+       (ARRAY['EUR','USD','JPY']::billing.currency[])[1 + i % 3],
+       CASE WHEN i % 3 = 0 THEN NULL ELSE 'Rechnung für Zoë — 請求書 №' || i || E'\ttab\nnewline' END,
+       CASE WHEN i % 2 = 0 THEN jsonb_build_object('i', i, 'emoji', '🚀') END
+FROM generate_series(1, 100000) i;
+REFRESH MATERIALIZED VIEW billing.big_spenders;
+"#;
+
+/// What a failed migration might leave behind.
+const DAMAGE: &str = "ALTER TABLE customers ADD COLUMN loyalty int; DROP VIEW billing.totals; \
+    DELETE FROM billing.invoices WHERE id % 2 = 0; CREATE TABLE leftovers (x int);";
+
+#[tokio::test]
+async fn round_trip_restores_schema_and_data_exactly() {
+    let app = App::new("br_rich", &[]);
+    app.psql(RICH);
+    let before = common::state(app.db()).await;
+    assert!(before.1.get("billing.invoices").map(|v| v.0) == Some(100000), "{:?}", before.1);
+    let out = app.run(&["backup", "--sha", SHA]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    app.psql(DAMAGE);
+    let damaged = common::state(app.db()).await;
+    assert_ne!(damaged, before);
+
+    let out = app.run(&["restore", "--sha", &SHA[..7]]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let after = common::state(app.db()).await;
+    assert_eq!(after.0.diff(&before.0), Vec::<String>::new());
+    assert_eq!(after, before);
+    // The damaged database is kept for forensics, damage and all.
+    let kept = format!("{}__failed_{}", app.db(), &SHA[..7]);
+    assert_eq!(common::state(&kept).await, damaged);
+    // No scratch database is left behind.
+    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
+    assert!(!common::cluster().database_exists(&scratch).unwrap());
+}
+
+fn backup_file(app: &App) -> std::path::PathBuf {
+    let mut stack = vec![app.stage.store_dir()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".sql.gz") {
+                return p;
+            }
+        }
+    }
+    panic!("no backup file");
+}
+
+/// Restoring a tampered backup must fail (exit 3) with the live database exactly as it was.
+async fn refused(app: &App, tamper: impl FnOnce(&std::path::Path), message: &str) {
+    assert_eq!(app.run(&["backup", "--sha", SHA]).status.code(), Some(0));
+    app.psql("INSERT INTO customers (name) VALUES ('written after the backup');");
+    let live = common::state(app.db()).await;
+    tamper(&backup_file(app));
+    let out = app.run(&["restore", "--sha", &SHA[..7]]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(message), "expected {message:?} in {err}");
+    assert!(err.contains("is untouched"), "{err}");
+    assert_eq!(common::state(app.db()).await, live);
+    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
+    assert!(!common::cluster().database_exists(&scratch).unwrap(), "scratch left behind");
+}
+
+#[tokio::test]
+async fn a_truncated_backup_is_refused() {
+    let app = App::new("br_trunc", &[]);
+    refused(
+        &app,
+        |f| {
+            let len = std::fs::metadata(f).unwrap().len();
+            std::fs::OpenOptions::new().write(true).open(f).unwrap().set_len(len / 2).unwrap();
+        },
+        "is not the verified backup; nothing was restored",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_corrupted_backup_is_refused() {
+    let app = App::new("br_corrupt", &[]);
+    refused(
+        &app,
+        |f| {
+            let mut bytes = std::fs::read(f).unwrap();
+            let mid = bytes.len() / 2;
+            for b in &mut bytes[mid..mid + 64] {
+                *b ^= 0x5a;
+            }
+            std::fs::write(f, bytes).unwrap();
+        },
+        "is not the verified backup; nothing was restored",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_replaced_backup_that_still_gunzips_is_refused() {
+    let app = App::new("br_replaced", &[]);
+    refused(
+        &app,
+        |f| {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(b"DROP TABLE customers CASCADE;\n").unwrap();
+            std::fs::write(f, gz.finish().unwrap()).unwrap();
+        },
+        "is not the verified backup; nothing was restored",
+    )
+    .await;
+}
