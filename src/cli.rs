@@ -10,12 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit codes: 0 done · 1 deploy failed and was rolled back · 2 bad usage or config · 3 a person
 /// must act (state and next commands are reported) · 4 deploy aborted before any change.
 #[derive(Debug, Parser)]
-#[command(
-    name = "deploy-guard",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "deploy-guard", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

@@ -59,11 +59,7 @@ pub async fn run(cli: Cli) -> i32 {
     match dispatch(&cli).await {
         Ok(code) => code,
         Err(e) => {
-            let code = if e.downcast_ref::<Usage>().is_some() {
-                exit::USAGE
-            } else {
-                exit::ACT
-            };
+            let code = if e.downcast_ref::<Usage>().is_some() { exit::USAGE } else { exit::ACT };
             eprintln!("error: {e:#}");
             if code == exit::USAGE {
                 eprintln!("nothing was changed.");
@@ -75,10 +71,7 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
-    usage(Config::load(
-        cli.global.config.as_deref(),
-        &config::process_env(),
-    ))
+    usage(Config::load(cli.global.config.as_deref(), &config::process_env()))
 }
 
 fn config_arg(cli: &Cli) -> String {
@@ -92,12 +85,7 @@ fn config_arg(cli: &Cli) -> String {
 async fn dispatch(cli: &Cli) -> Result<i32> {
     let g = &cli.global;
     match &cli.command {
-        Command::Deploy {
-            sha,
-            tag,
-            previous_tag,
-            dry_run,
-        } => {
+        Command::Deploy { sha, tag, previous_tag, dry_run } => {
             usage(config::check_sha(sha))?;
             usage(config::check_tag("--tag", tag))?;
             if let Some(p) = previous_tag {
@@ -111,9 +99,7 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
                 return Ok(exit::OK);
             }
             let w = World::connect(usage(Ok(cfg))?).await?;
-            let report =
-                commands::deploy::deploy(&w, sha, tag, previous_tag.as_deref(), &config_arg(cli))
-                    .await;
+            let report = commands::deploy::deploy(&w, sha, tag, previous_tag.as_deref(), &config_arg(cli)).await;
             finish_report(g, &report)
         }
         Command::Rollback { sha, path, to_tag } => {
@@ -127,9 +113,7 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
                 PathChoice::Revert => Some(config::Strategy::Revert),
                 PathChoice::Restore => Some(config::Strategy::Restore),
             };
-            let report =
-                commands::deploy::rollback(&w, sha, strategy, to_tag.as_deref(), &config_arg(cli))
-                    .await?;
+            let report = commands::deploy::rollback(&w, sha, strategy, to_tag.as_deref(), &config_arg(cli)).await?;
             finish_report(g, &report)
         }
         Command::Backup { sha } => {
@@ -154,13 +138,9 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
             let w = World::connect(load_config(cli)?).await?;
             let m = commands::restore::find(&w, sha.as_deref(), key.as_deref()).await?;
             let done = commands::restore::restore(&w, m).await?;
-            let lines: Vec<serde_json::Value> = done
-                .iter()
-                .map(|(s, d)| serde_json::json!({"step": s, "detail": d}))
-                .collect();
-            print_out(g.json, &lines, || {
-                done.iter().map(|(s, d)| format!("{s}: {d}\n")).collect()
-            })?;
+            let lines: Vec<serde_json::Value> =
+                done.iter().map(|(s, d)| serde_json::json!({"step": s, "detail": d})).collect();
+            print_out(g.json, &lines, || done.iter().map(|(s, d)| format!("{s}: {d}\n")).collect())?;
             Ok(exit::OK)
         }
         Command::Backups { sha } => {
@@ -176,21 +156,13 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
             let w = World::connect(load_config(cli)?).await?;
             let lines = commands::check::check(&w).await;
             print_out(g.json, &lines, || commands::check::render(&lines))?;
-            Ok(if lines.iter().all(|l| l.ok) {
-                exit::OK
-            } else {
-                exit::ACT
-            })
+            Ok(if lines.iter().all(|l| l.ok) { exit::OK } else { exit::ACT })
         }
         Command::Simulate { scenario, record } => {
             let names = usage(simulate::scenarios_named(scenario))?;
             let results = simulate::run(&names, g.config.as_deref(), record.as_deref()).await?;
             print_out(g.json, &results, || simulate::table(&results))?;
-            Ok(if results.iter().all(|r| r.as_expected) {
-                exit::OK
-            } else {
-                exit::ACT
-            })
+            Ok(if results.iter().all(|r| r.as_expected) { exit::OK } else { exit::ACT })
         }
         Command::Runbook => {
             let w = usage(World::offline(load_config(cli)?))?;
@@ -200,11 +172,7 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
     }
 }
 
-fn print_out<T: serde::Serialize>(
-    json: bool,
-    value: &T,
-    text: impl FnOnce() -> String,
-) -> Result<()> {
+fn print_out<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {

@@ -3,10 +3,7 @@ use clap::Parser;
 fn main() {
     let cli = deploy_guard::cli::Cli::parse();
     deploy_guard::logging::init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = runtime.block_on(deploy_guard::run(cli));
     std::process::exit(code);
 }

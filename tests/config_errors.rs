@@ -10,17 +10,11 @@ fn refused(app: &App, args: &[&str], env: &[(&str, &str)], message: &str) {
     let out = app.run_env(args, env);
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-    assert!(
-        err.contains(message),
-        "{args:?}: expected {message:?} in: {err}"
-    );
+    assert!(err.contains(message), "{args:?}: expected {message:?} in: {err}");
     assert!(err.contains("nothing was changed"), "{err}");
     assert!(!app.stage.store_dir().exists(), "the store was touched");
     assert_eq!(app.tag(), before_tag);
-    assert_eq!(
-        app.psql("SELECT count(*) FROM schema_migrations"),
-        before_rows
-    );
+    assert_eq!(app.psql("SELECT count(*) FROM schema_migrations"), before_rows);
 }
 
 fn deploy_args(tag: &str) -> Vec<&str> {
@@ -31,12 +25,7 @@ fn deploy_args(tag: &str) -> Vec<&str> {
 fn unknown_key() {
     let app = App::new("cfg_unknown", &["v2"]);
     app.edit_config(|t| t.replace("  health:\n", "  helth:\n"));
-    refused(
-        &app,
-        &deploy_args("v2"),
-        &[],
-        "app.helth: unknown field `helth`",
-    );
+    refused(&app, &deploy_args("v2"), &[], "app.helth: unknown field `helth`");
 }
 
 #[test]
@@ -56,41 +45,16 @@ fn bad_duration() {
 #[test]
 fn sha_that_is_not_hex() {
     let app = App::new("cfg_sha", &["v2"]);
-    refused(
-        &app,
-        &["deploy", "--sha", "not-a-sha!", "--tag", "v2"],
-        &[],
-        "not a git SHA",
-    );
+    refused(&app, &["deploy", "--sha", "not-a-sha!", "--tag", "v2"], &[], "not a git SHA");
 }
 
 #[test]
 fn tags_that_are_not_image_tags() {
     let app = App::new("cfg_tag", &["v2"]);
-    for tag in [
-        "v1; touch /tmp/pwned",
-        "$(id)",
-        "`id`",
-        "v1\nv2",
-        "'q'",
-        ".hidden",
-    ] {
+    for tag in ["v1; touch /tmp/pwned", "$(id)", "`id`", "v1\nv2", "'q'", ".hidden"] {
         refused(&app, &deploy_args(tag), &[], "not a valid image tag");
     }
-    refused(
-        &app,
-        &[
-            "deploy",
-            "--sha",
-            SHA,
-            "--tag",
-            "v2",
-            "--previous-tag",
-            "a b",
-        ],
-        &[],
-        "--previous-tag",
-    );
+    refused(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--previous-tag", "a b"], &[], "--previous-tag");
 }
 
 #[test]
@@ -102,28 +66,15 @@ fn unknown_environment_setting() {
         &[("DEPLOY_GUARD_APP_HELTH_URL", "http://x")],
         "DEPLOY_GUARD_APP_HELTH_URL: not a deploy-guard setting",
     );
-    refused(
-        &app,
-        &deploy_args("v2"),
-        &[("DEPLOY_GUARD_DATABASE_PORT", "five")],
-        "expected a whole number",
-    );
+    refused(&app, &deploy_args("v2"), &[("DEPLOY_GUARD_DATABASE_PORT", "five")], "expected a whole number");
 }
 
 #[test]
 fn password_in_the_database_url() {
     let app = App::new("cfg_password", &["v2"]);
-    app.edit_config(|t| {
-        t.replace(
-            "  host: 127.0.0.1\n",
-            "  url: postgres://postgres:hunter2@127.0.0.1/x\n",
-        )
-    });
+    app.edit_config(|t| t.replace("  host: 127.0.0.1\n", "  url: postgres://postgres:hunter2@127.0.0.1/x\n"));
     let out = app.run(&deploy_args("v2"));
-    assert!(
-        !common::stderr(&out).contains("hunter2"),
-        "the secret was printed"
-    );
+    assert!(!common::stderr(&out).contains("hunter2"), "the secret was printed");
     refused(&app, &deploy_args("v2"), &[], "contains a password");
 }
 
@@ -131,12 +82,7 @@ fn password_in_the_database_url() {
 fn bad_enum_value() {
     let app = App::new("cfg_enum", &["v2"]);
     app.edit_config(|t| format!("{t}rollback:\n  strategy: yolo\n"));
-    refused(
-        &app,
-        &deploy_args("v2"),
-        &[],
-        "rollback.strategy: unknown variant `yolo`",
-    );
+    refused(&app, &deploy_args("v2"), &[], "rollback.strategy: unknown variant `yolo`");
 }
 
 #[test]
@@ -149,11 +95,7 @@ fn no_config_at_all() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        common::stderr(&out).contains("deploy-guard.yml not found"),
-        "{}",
-        common::stderr(&out)
-    );
+    assert!(common::stderr(&out).contains("deploy-guard.yml not found"), "{}", common::stderr(&out));
 }
 
 #[test]
@@ -162,10 +104,7 @@ fn environment_overrides_reach_the_config() {
     let app = App::new("cfg_override", &["v2"]);
     let elsewhere = app.tmp.path().join("elsewhere");
     let url = format!("file://{}", elsewhere.display());
-    let out = app.run_env(
-        &["backup", "--sha", SHA],
-        &[("DEPLOY_GUARD_BACKUP_STORE", &url)],
-    );
+    let out = app.run_env(&["backup", "--sha", SHA], &[("DEPLOY_GUARD_BACKUP_STORE", &url)]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     assert!(elsewhere.exists() && !app.stage.store_dir().exists());
 }

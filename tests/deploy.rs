@@ -14,10 +14,7 @@ async fn a_good_deploy_exits_0_and_files_its_report() {
     let summary = app.tmp.path().join("summary.md");
     let out = app.run_env(
         &["deploy", "--sha", SHA, "--tag", "v2", "--json"],
-        &[
-            ("GITHUB_OUTPUT", outputs.to_str().unwrap()),
-            ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
-        ],
+        &[("GITHUB_OUTPUT", outputs.to_str().unwrap()), ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap())],
     );
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let report = common::json(&out);
@@ -33,10 +30,7 @@ async fn a_good_deploy_exits_0_and_files_its_report() {
     );
     assert!(outputs.contains("backup-key=20"), "{outputs}");
     let md = std::fs::read_to_string(summary).unwrap();
-    assert!(
-        md.contains("deploy-guard deploy: deployed") && md.contains("```mermaid"),
-        "{md}"
-    );
+    assert!(md.contains("deploy-guard deploy: deployed") && md.contains("```mermaid"), "{md}");
     // The manifest beside the backup is complete and verified.
     let listed = common::json(&app.run(&["backups", "--json"]));
     assert_eq!(listed[0]["verified"], true);
@@ -50,28 +44,17 @@ async fn an_unhealthy_release_is_reverted_with_the_data_intact() {
     let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2-crash", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
     let r = common::json(&out);
-    assert_eq!(
-        (r["result"].as_str(), r["path"].as_str()),
-        (Some("rolled-back"), Some("revert"))
-    );
+    assert_eq!((r["result"].as_str(), r["path"].as_str()), (Some("rolled-back"), Some("revert")));
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
-    assert!(
-        r["app_logs"].as_str().unwrap_or("").contains("TypeError"),
-        "the app's last words belong in the report"
-    );
+    assert!(r["app_logs"].as_str().unwrap_or("").contains("TypeError"), "the app's last words belong in the report");
 }
 
 #[tokio::test]
 async fn a_manual_rollback_by_sha_prefix_reverts_a_good_deploy() {
     let app = App::new("dep_manual", &["v2"]);
     let before = common::state(app.db()).await;
-    assert_eq!(
-        app.run(&["deploy", "--sha", SHA, "--tag", "v2"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(app.run(&["deploy", "--sha", SHA, "--tag", "v2"]).status.code(), Some(0));
     let out = app.run(&["rollback", "--sha", &SHA[..7], "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let r = common::json(&out);
@@ -85,28 +68,14 @@ async fn a_manual_rollback_by_sha_prefix_reverts_a_good_deploy() {
 async fn a_manual_rollback_can_insist_on_restore() {
     let app = App::new("dep_manual_restore", &["v2"]);
     let before = common::state(app.db()).await;
-    assert_eq!(
-        app.run(&["deploy", "--sha", SHA, "--tag", "v2"])
-            .status
-            .code(),
-        Some(0)
-    );
-    let out = app.run(&[
-        "rollback",
-        "--sha",
-        &SHA[..7],
-        "--path",
-        "restore",
-        "--json",
-    ]);
+    assert_eq!(app.run(&["deploy", "--sha", SHA, "--tag", "v2"]).status.code(), Some(0));
+    let out = app.run(&["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     assert_eq!(common::json(&out)["path"], "restore");
     assert_eq!(common::state(app.db()).await, before);
     let kept = format!("{}__failed_{}", app.db(), &SHA[..7]);
     assert_eq!(
-        common::cluster()
-            .psql(&kept, "SELECT count(*) FROM schema_migrations")
-            .unwrap(),
+        common::cluster().psql(&kept, "SELECT count(*) FROM schema_migrations").unwrap(),
         "3",
         "the broken database is kept"
     );
@@ -143,19 +112,13 @@ async fn aborts(app: &App, why: &str) {
     assert_eq!(out.status.code(), Some(4), "{}", common::stderr(&out));
     let r = common::json(&out);
     assert_eq!(r["result"], "aborted");
-    assert!(
-        r["headline"].as_str().unwrap().contains(why),
-        "{}",
-        r["headline"]
-    );
+    assert!(r["headline"].as_str().unwrap().contains(why), "{}", r["headline"]);
     assert_eq!(common::state(app.db()).await, before, "nothing may change");
     assert_eq!(app.tag(), "v1");
     let store = app.stage.store_dir();
     let files: Vec<_> = walk(&store);
     assert!(
-        files
-            .iter()
-            .all(|f| !f.ends_with(".sql.gz") && !f.ends_with(".manifest.json")),
+        files.iter().all(|f| !f.ends_with(".sql.gz") && !f.ends_with(".manifest.json")),
         "backup recorded: {files:?}"
     );
 }
@@ -198,36 +161,19 @@ async fn a_wrong_port_aborts() {
 async fn a_concurrent_deploy_is_refused_by_the_lock() {
     let app = App::new("dep_lock", &["v2"]);
     let pg = app.postgres();
-    let lock = pg
-        .lock(&format!("{}/{}", app.db(), app.db()))
-        .await
-        .unwrap();
+    let lock = pg.lock(&format!("{}/{}", app.db(), app.db())).await.unwrap();
     aborts(&app, "holds the deploy lock").await;
     lock.release().await;
-    assert_eq!(
-        app.run(&["deploy", "--sha", SHA, "--tag", "v2"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(app.run(&["deploy", "--sha", SHA, "--tag", "v2"]).status.code(), Some(0));
 }
 
 #[tokio::test]
 async fn an_interrupted_deploy_must_be_dealt_with_first() {
     let app = App::new("dep_interrupted", &["v2", "v2-crash"]);
-    assert_eq!(
-        app.run(&["deploy", "--sha", SHA, "--tag", "v2"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(app.run(&["deploy", "--sha", SHA, "--tag", "v2"]).status.code(), Some(0));
     // Make the journal look like the job was cancelled during migrate.
-    let manifest = walk(&app.stage.store_dir())
-        .into_iter()
-        .find(|f| f.ends_with(".manifest.json"))
-        .unwrap();
-    let mut m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let manifest = walk(&app.stage.store_dir()).into_iter().find(|f| f.ends_with(".manifest.json")).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     m["outcome"] = serde_json::Value::Null;
     let journal = m["journal"]["entries"].as_array_mut().unwrap();
     journal.truncate(4);
@@ -237,11 +183,7 @@ async fn an_interrupted_deploy_must_be_dealt_with_first() {
     let out = app.run(&["deploy", "--sha", other, "--tag", "v2-crash"]);
     assert_eq!(out.status.code(), Some(4));
     let err = common::stderr(&out);
-    assert!(
-        err.contains("stopped during `migrate`")
-            && err.contains("deploy-guard rollback --sha 0123456"),
-        "{err}"
-    );
+    assert!(err.contains("stopped during `migrate`") && err.contains("deploy-guard rollback --sha 0123456"), "{err}");
 }
 
 #[test]
@@ -251,23 +193,12 @@ fn backups_are_listed_and_found_by_sha_prefix() {
     assert_eq!(app.run(&["backup", "--sha", SHA]).status.code(), Some(0));
     assert_eq!(app.run(&["backup", "--sha", other]).status.code(), Some(0));
     let table = common::stdout(&app.run(&["backups"]));
-    assert!(
-        table.contains("0123456") && table.contains("0123999") && table.contains("yes"),
-        "{table}"
-    );
+    assert!(table.contains("0123456") && table.contains("0123999") && table.contains("yes"), "{table}");
     let only = common::json(&app.run(&["backups", "--sha", "0123456", "--json"]));
     assert_eq!(only.as_array().unwrap().len(), 1);
     let ambiguous = app.run(&["restore", "--sha", "0123"]);
     assert_eq!(ambiguous.status.code(), Some(3));
-    assert!(
-        common::stderr(&ambiguous).contains("ambiguous"),
-        "{}",
-        common::stderr(&ambiguous)
-    );
+    assert!(common::stderr(&ambiguous).contains("ambiguous"), "{}", common::stderr(&ambiguous));
     let unknown = app.run(&["restore", "--sha", "abcdef1"]);
-    assert!(
-        common::stderr(&unknown).contains("no backup for a deploy of SHA abcdef1"),
-        "{}",
-        common::stderr(&unknown)
-    );
+    assert!(common::stderr(&unknown).contains("no backup for a deploy of SHA abcdef1"), "{}", common::stderr(&unknown));
 }

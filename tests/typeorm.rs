@@ -52,12 +52,7 @@ impl World {
                 .current_dir(&fixture)
                 .output()
                 .expect("run npx");
-            assert!(
-                out.status.success(),
-                "typeorm {step}: {}{}",
-                common::stdout(&out),
-                common::stderr(&out)
-            );
+            assert!(out.status.success(), "typeorm {step}: {}{}", common::stdout(&out), common::stderr(&out));
         }
         assert_eq!(w.migrations(), "CreateUsers1700000000000");
 
@@ -66,11 +61,8 @@ impl World {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(w.tmp.path().join("tag"), "v1\n").unwrap();
-        std::fs::write(
-            w.tmp.path().join("broken"),
-            broken.iter().map(|t| format!("{t}\n")).collect::<String>(),
-        )
-        .unwrap();
+        std::fs::write(w.tmp.path().join("broken"), broken.iter().map(|t| format!("{t}\n")).collect::<String>())
+            .unwrap();
 
         let app = app.display();
         let config = format!(
@@ -125,31 +117,16 @@ backup:
     /// it starts inherit them (deploy-guard passes connection settings only to its own psql).
     fn deploy(&self, tag: &str) -> Output {
         let mut c = self.pg_env(Command::new(common::bin()));
-        c.args([
-            "deploy",
-            "--sha",
-            common::SHA,
-            "--tag",
-            tag,
-            "--json",
-            "--config",
-        ])
-        .arg(self.tmp.path().join("deploy-guard.yml"));
-        for v in [
-            "GITHUB_STEP_SUMMARY",
-            "GITHUB_OUTPUT",
-            "GITHUB_ACTIONS",
-            "GITHUB_SHA",
-        ] {
+        c.args(["deploy", "--sha", common::SHA, "--tag", tag, "--json", "--config"])
+            .arg(self.tmp.path().join("deploy-guard.yml"));
+        for v in ["GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ACTIONS", "GITHUB_SHA"] {
             c.env_remove(v);
         }
         c.output().expect("run deploy-guard")
     }
 
     fn psql(&self, sql: &str) -> String {
-        common::cluster()
-            .psql(&self.db, sql)
-            .unwrap_or_else(|e| panic!("{e:#}"))
+        common::cluster().psql(&self.db, sql).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// TypeORM's migration table, in order.
@@ -169,10 +146,7 @@ backup:
     }
 
     fn tag(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("tag"))
-            .unwrap()
-            .trim()
-            .to_string()
+        std::fs::read_to_string(self.tmp.path().join("tag")).unwrap().trim().to_string()
     }
 }
 
@@ -183,10 +157,7 @@ fn a_healthy_release_applies_the_typeorm_migration() {
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     assert_eq!(common::json(&out)["result"], "deployed");
     assert!(w.has_nickname());
-    assert_eq!(
-        w.migrations(),
-        "CreateUsers1700000000000,AddNickname1700000000001"
-    );
+    assert_eq!(w.migrations(), "CreateUsers1700000000000,AddNickname1700000000001");
     assert_eq!(w.tag(), "v2");
 }
 
@@ -198,17 +169,10 @@ fn an_unhealthy_release_is_reverted_by_typeorm() {
     let out = w.deploy("v2");
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
     let r = common::json(&out);
-    assert_eq!(
-        (r["result"].as_str(), r["path"].as_str()),
-        (Some("rolled-back"), Some("revert")),
-        "{r:#}"
-    );
+    assert_eq!((r["result"].as_str(), r["path"].as_str()), (Some("rolled-back"), Some("revert")), "{r:#}");
     assert_eq!(w.migrations(), "CreateUsers1700000000000");
     assert!(!w.has_nickname());
-    assert_eq!(
-        w.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_nickname_idx'"),
-        "0"
-    );
+    assert_eq!(w.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_nickname_idx'"), "0");
     assert_eq!(w.users(), users);
     assert_eq!(w.tag(), "v1");
 }

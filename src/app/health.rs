@@ -48,9 +48,7 @@ impl Health {
     /// Ok once healthy; else the last failure, after `timeout`.
     pub async fn wait(&self) -> Result<String> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -71,9 +69,7 @@ impl Health {
 
     /// One check, no retries.
     pub async fn probe_once(&self) -> Result<()> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         self.probe(&client).await
     }
 
@@ -86,11 +82,80 @@ impl Health {
             return Ok(());
         }
         if let Some(c) = &self.command {
-            let cmd = Cmd::new("health command", self.script(c))
-                .timeout(self.interval.max(Duration::from_secs(10)));
+            let cmd = Cmd::new("health command", self.script(c)).timeout(self.interval.max(Duration::from_secs(10)));
             let out = exec::capture(self.exec.as_ref(), &cmd).await?;
             return out.exit.check("health command");
         }
         bail!("no health check configured")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An HTTP server on loopback answering 503 for the first `bad` requests, then 200.
+    async fn server(bad: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/health", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let status = if n < bad { "503 Service Unavailable" } else { "200 OK" };
+                let _ = s
+                    .write_all(
+                        format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        (url, hits)
+    }
+
+    fn health(url: &str, timeout_ms: u64) -> Health {
+        Health {
+            exec: Arc::new(crate::exec::Local),
+            url: Some(url.into()),
+            command: None,
+            workdir: None,
+            timeout: Duration::from_millis(timeout_ms),
+            interval: Duration::from_millis(20),
+        }
+    }
+
+    #[tokio::test]
+    async fn url_retries_until_2xx() {
+        let (url, hits) = server(3).await;
+        let msg = health(&url, 5_000).wait().await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+        assert!(msg.contains("4 check"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn url_that_never_answers_2xx_fails_with_the_last_status() {
+        let (url, hits) = server(usize::MAX).await;
+        let err = health(&url, 200).wait().await.unwrap_err().to_string();
+        assert!(err.contains("503"), "{err}");
+        assert!(hits.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[tokio::test]
+    async fn command_health_uses_the_exit_status() {
+        let mut h = health("http://unused", 200);
+        h.url = None;
+        h.command = Some("exit 0".into());
+        assert!(h.wait().await.is_ok());
+        h.command = Some("echo down >&2; exit 1".into());
+        let err = h.wait().await.unwrap_err().to_string();
+        assert!(err.contains("down"), "{err}");
     }
 }

@@ -18,18 +18,8 @@ pub struct Shell {
 }
 
 impl Shell {
-    pub fn new(
-        exec: Arc<dyn Executor>,
-        commands: ShellCommands,
-        workdir: Option<String>,
-        timeout: Duration,
-    ) -> Shell {
-        Shell {
-            exec,
-            commands,
-            workdir,
-            timeout,
-        }
+    pub fn new(exec: Arc<dyn Executor>, commands: ShellCommands, workdir: Option<String>, timeout: Duration) -> Shell {
+        Shell { exec, commands, workdir, timeout }
     }
 
     fn script(&self, text: &str) -> String {
@@ -60,12 +50,8 @@ impl Runtime for Shell {
     }
 
     async fn deploy(&self, tag: &str) -> Result<()> {
-        let Some(c) = &self.commands.deploy else {
-            bail!("app.commands.deploy is not set")
-        };
-        self.run("app deploy", &fill(c, &[("tag", tag)]))
-            .await
-            .map(|_| ())
+        let Some(c) = &self.commands.deploy else { bail!("app.commands.deploy is not set") };
+        self.run("app deploy", &fill(c, &[("tag", tag)])).await.map(|_| ())
     }
 
     async fn stop(&self) -> Result<()> {
@@ -84,10 +70,7 @@ impl Runtime for Shell {
 
     async fn logs(&self, lines: usize) -> Result<String> {
         match &self.commands.logs {
-            Some(c) => {
-                self.run("app logs", &c.replace("{lines}", &lines.to_string()))
-                    .await
-            }
+            Some(c) => self.run("app logs", &c.replace("{lines}", &lines.to_string())).await,
             None => Ok(String::new()),
         }
     }
@@ -97,17 +80,10 @@ impl Runtime for Shell {
     }
 
     fn describe_deploy(&self, tag: &str) -> String {
-        self.script(&fill(
-            self.commands.deploy.as_deref().unwrap_or(""),
-            &[("tag", tag)],
-        ))
+        self.script(&fill(self.commands.deploy.as_deref().unwrap_or(""), &[("tag", tag)]))
     }
 
     fn describe_stop(&self) -> String {
-        self.commands
-            .stop
-            .as_deref()
-            .map(|c| self.script(c))
-            .unwrap_or_else(|| "(app.commands.stop not set)".into())
+        self.commands.stop.as_deref().map(|c| self.script(c)).unwrap_or_else(|| "(app.commands.stop not set)".into())
     }
 }

@@ -14,12 +14,7 @@ pub use pipeline::{human_bytes, restore_stream, take, verify, Taken, TRAILER};
 
 /// `{yyyymm}/{yyyymmdd}_{hhmmss}_pre-deploy-{sha7}`: the stem of a backup's keys.
 pub fn stem(sha: &str, at: DateTime<Utc>) -> String {
-    format!(
-        "{}/{}_pre-deploy-{}",
-        at.format("%Y%m"),
-        at.format("%Y%m%d_%H%M%S"),
-        &sha[..7.min(sha.len())]
-    )
+    format!("{}/{}_pre-deploy-{}", at.format("%Y%m"), at.format("%Y%m%d_%H%M%S"), &sha[..7.min(sha.len())])
 }
 
 pub fn data_key(stem: &str) -> String {
@@ -85,17 +80,13 @@ impl Manifest {
 
     pub async fn save(&self, store: &dyn Store) -> Result<()> {
         let body = serde_json::to_vec_pretty(self)?;
-        store
-            .put_bytes(&self.manifest_key(), &body)
-            .await
-            .context("cannot write the backup manifest")?;
+        store.put_bytes(&self.manifest_key(), &body).await.context("cannot write the backup manifest")?;
         Ok(())
     }
 
     pub async fn load(store: &dyn Store, key: &str) -> Result<Manifest> {
         let bytes = store.get_bytes(key).await?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("{key} is not a deploy-guard manifest"))
+        serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a deploy-guard manifest"))
     }
 }
 
@@ -110,11 +101,7 @@ pub async fn list(store: &dyn Store) -> Result<Vec<Manifest>> {
             }
         }
     }
-    out.sort_by(|a, b| {
-        b.created_at
-            .cmp(&a.created_at)
-            .then_with(|| b.key.cmp(&a.key))
-    });
+    out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.key.cmp(&a.key)));
     Ok(out)
 }
 
@@ -154,11 +141,7 @@ pub async fn find(store: &dyn Store, prefix: &str) -> Result<Manifest> {
         anyhow::anyhow!(
             "the backups of {} were never verified ({}): they cannot be trusted for a restore",
             found[0].sha,
-            found
-                .iter()
-                .map(|m| m.key.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            found.iter().map(|m| m.key.as_str()).collect::<Vec<_>>().join(", ")
         )
     })
 }
@@ -169,18 +152,10 @@ mod tests {
 
     #[test]
     fn names_by_sha_and_time() {
-        let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
         let s = stem("abc1234def", at);
         assert_eq!(s, "202605/20260510_150000_pre-deploy-abc1234");
-        assert_eq!(
-            data_key(&s),
-            "202605/20260510_150000_pre-deploy-abc1234.sql.gz"
-        );
-        assert_eq!(
-            manifest_key(&s),
-            "202605/20260510_150000_pre-deploy-abc1234.manifest.json"
-        );
+        assert_eq!(data_key(&s), "202605/20260510_150000_pre-deploy-abc1234.sql.gz");
+        assert_eq!(manifest_key(&s), "202605/20260510_150000_pre-deploy-abc1234.manifest.json");
     }
 }

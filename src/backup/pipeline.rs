@@ -30,11 +30,7 @@ struct Meter {
 
 impl Meter {
     fn shared() -> Arc<Mutex<Meter>> {
-        Arc::new(Mutex::new(Meter {
-            bytes: 0,
-            sha: Sha256::new(),
-            tail: Tail::new(4096),
-        }))
+        Arc::new(Mutex::new(Meter { bytes: 0, sha: Sha256::new(), tail: Tail::new(4096) }))
     }
 
     fn feed(&mut self, b: &[u8]) {
@@ -68,11 +64,7 @@ fn progress(what: &'static str, m: &Arc<Mutex<Meter>>) -> tokio::task::JoinHandl
             tick.tick().await;
             let n = m.lock().expect("meter").bytes;
             let secs = start.elapsed().as_secs_f64().max(0.001);
-            tracing::info!(
-                "{what}: {} so far ({:.1} MiB/s)",
-                human_bytes(n),
-                n as f64 / secs / 1048576.0
-            );
+            tracing::info!("{what}: {} so far ({:.1} MiB/s)", human_bytes(n), n as f64 / secs / 1048576.0);
         }
     })
 }
@@ -94,10 +86,8 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
     let (mut dump_w, dump_r) = tokio::io::duplex(BUF);
     let raw = Meter::shared();
     let gz = Meter::shared();
-    let encoder = GzipEncoder::with_quality(
-        BufReader::with_capacity(BUF, metered(dump_r, &raw)),
-        Level::Precise(level as i32),
-    );
+    let encoder =
+        GzipEncoder::with_quality(BufReader::with_capacity(BUF, metered(dump_r, &raw)), Level::Precise(level as i32));
     let mut body = metered(encoder, &gz);
     let ticker = progress("backup", &raw);
     let dump = async move {
@@ -108,10 +98,8 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
     let (exit, put) = tokio::join!(dump, store.put(key, &mut body));
     ticker.abort();
     let checked = (|| {
-        exit.context("pg_dump could not be run to the end")?
-            .check("pg_dump")?;
-        let stored =
-            put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
+        exit.context("pg_dump could not be run to the end")?.check("pg_dump")?;
+        let stored = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
         let raw = raw.lock().expect("meter");
         if !raw.has_trailer() {
             bail!("pg_dump exited 0 but the dump lacks its completion trailer ({TRAILER:?}): it is incomplete");
@@ -120,12 +108,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
         if stored != gz.bytes {
             bail!("the store took {stored} bytes of {}", gz.bytes);
         }
-        Ok(Taken {
-            key: key.to_string(),
-            dump_bytes: raw.bytes,
-            size: gz.bytes,
-            sha256: gz.sha256(),
-        })
+        Ok(Taken { key: key.to_string(), dump_bytes: raw.bytes, size: gz.bytes, sha256: gz.sha256() })
     })();
     if checked.is_err() {
         if let Err(e) = store.delete(key).await {
@@ -140,10 +123,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
 pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<()> {
     let gz = Meter::shared();
     let raw = Meter::shared();
-    let object = store
-        .get(&taken.key)
-        .await
-        .with_context(|| format!("cannot read back {}", taken.key))?;
+    let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
     decoder.multiple_members(true);
     let mut plain = metered(decoder, &raw);
@@ -163,12 +143,7 @@ pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<()> {
         );
     }
     if raw.bytes != taken.dump_bytes || !raw.has_trailer() {
-        bail!(
-            "{} gunzips to {} bytes (expected {}) or lacks the dump trailer",
-            taken.key,
-            raw.bytes,
-            taken.dump_bytes
-        );
+        bail!("{} gunzips to {} bytes (expected {}) or lacks the dump trailer", taken.key, raw.bytes, taken.dump_bytes);
     }
     Ok(())
 }
@@ -191,17 +166,13 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
         .await
         .with_context(|| format!("{} is not the verified backup; nothing was restored", manifest.key))?;
     let gz = Meter::shared();
-    let object = store
-        .get(&manifest.key)
-        .await
-        .with_context(|| format!("cannot read {}", manifest.key))?;
+    let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
     let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
     decoder.multiple_members(true);
     let ticker = progress("restore", &gz);
     let restored = db.restore_into(into, &mut decoder).await;
     ticker.abort();
-    let report =
-        restored.with_context(|| format!("restoring {} into {into} failed", manifest.key))?;
+    let report = restored.with_context(|| format!("restoring {} into {into} failed", manifest.key))?;
     let gz = gz.lock().expect("meter");
     if gz.bytes != manifest.size || gz.sha256() != manifest.sha256 {
         bail!(

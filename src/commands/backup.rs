@@ -18,28 +18,19 @@ pub async fn backup(w: &World, sha: &str) -> Result<Manifest> {
                 .await
                 .with_context(|| format!("database {} is not reachable", w.db.name))?;
         let key = backup::data_key(&backup::stem(sha, started));
-        let taken =
-            backup::take(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
+        let taken = backup::take(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
         if let Err(e) = backup::verify(w.store.as_ref(), &taken).await {
             let _ = w.store.delete(&key).await;
             return Err(e.context("the backup did not verify and was deleted"));
         }
         let rows = match &w.migrator.table {
-            Some(t) => {
-                w.db.migration_rows(&w.db.name, t, &w.migrator.order_by)
-                    .await?
-            }
+            Some(t) => w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await?,
             None => Vec::new(),
         };
         let fingerprint = w.db.fingerprint(&w.db.name).await?;
         let mut journal = Journal::default();
         journal.begin(Step::Backup, started);
-        journal.end(
-            Step::Backup,
-            EntryState::Ok,
-            "backup command",
-            chrono::Utc::now(),
-        );
+        journal.end(Step::Backup, EntryState::Ok, "backup command", chrono::Utc::now());
         let m = Manifest {
             format: Manifest::FORMAT,
             project: w.config.project.clone(),
@@ -54,10 +45,7 @@ pub async fn backup(w: &World, sha: &str) -> Result<Manifest> {
             size: taken.size,
             sha256: taken.sha256,
             verified: true,
-            migrations: MigrationState {
-                table: w.migrator.table.clone(),
-                rows,
-            },
+            migrations: MigrationState { table: w.migrator.table.clone(), rows },
             fingerprint: Some(fingerprint),
             journal,
             outcome: Some("backup".into()),
@@ -107,10 +95,8 @@ pub fn table(rows: &[Listed]) -> String {
     if rows.is_empty() {
         return "no backups\n".into();
     }
-    let mut out = format!(
-        "{:<20} {:<9} {:>10} {:<9} {:<16} {}\n",
-        "DATE (UTC)", "SHA", "SIZE", "VERIFIED", "OUTCOME", "KEY"
-    );
+    let mut out =
+        format!("{:<20} {:<9} {:>10} {:<9} {:<16} {}\n", "DATE (UTC)", "SHA", "SIZE", "VERIFIED", "OUTCOME", "KEY");
     for r in rows {
         out.push_str(&format!(
             "{:<20} {:<9} {:>10} {:<9} {:<16} {}\n",

@@ -17,63 +17,35 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     let mut add = |part: &str, r: Result<String>| {
         lines.push(match r {
-            Ok(detail) => CheckLine {
-                part: part.into(),
-                ok: true,
-                detail,
-            },
-            Err(e) => CheckLine {
-                part: part.into(),
-                ok: false,
-                detail: format!("{e:#}"),
-            },
+            Ok(detail) => CheckLine { part: part.into(), ok: true, detail },
+            Err(e) => CheckLine { part: part.into(), ok: false, detail: format!("{e:#}") },
         })
     };
-    add(
-        "target",
-        exec::run_ok(w.exec.as_ref(), &Cmd::new("probe", "echo ok"))
-            .await
-            .map(|_| w.exec.describe()),
-    );
+    add("target", exec::run_ok(w.exec.as_ref(), &Cmd::new("probe", "echo ok")).await.map(|_| w.exec.describe()));
     let server =
-        w.db.server_version(&w.db.name)
-            .await
-            .with_context(|| format!("database {} is not reachable", w.db.name));
+        w.db.server_version(&w.db.name).await.with_context(|| format!("database {} is not reachable", w.db.name));
     let server_major = server.as_ref().ok().and_then(|v| major(v));
-    add(
-        "database",
-        server.map(|v| format!("PostgreSQL {v}, database {}", w.db.name)),
-    );
+    add("database", server.map(|v| format!("PostgreSQL {v}, database {}", w.db.name)));
     add("pg_dump", tool_version(w, "pg_dump", server_major).await);
     add("psql", tool_version(w, "psql", server_major).await);
     add(
         "migrations",
         match &w.migrator.table {
-            Some(t) => {
-                w.db.migration_rows(&w.db.name, t, &w.migrator.order_by)
-                    .await
-                    .map(|r| {
-                        format!(
-                            "table {t}: {} rows; revert {}",
-                            r.len(),
-                            if w.migrator.revert.is_some() {
-                                "configured"
-                            } else {
-                                "NOT configured (rollbacks restore the backup)"
-                            }
-                        )
-                    })
-            }
+            Some(t) => w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await.map(|r| {
+                format!(
+                    "table {t}: {} rows; revert {}",
+                    r.len(),
+                    if w.migrator.revert.is_some() {
+                        "configured"
+                    } else {
+                        "NOT configured (rollbacks restore the backup)"
+                    }
+                )
+            }),
             None => Ok("no migration table configured: rollbacks compare fingerprints only".into()),
         },
     );
-    add(
-        "store",
-        w.store
-            .check()
-            .await
-            .map(|_| format!("{} writable", w.store.describe())),
-    );
+    add("store", w.store.check().await.map(|_| format!("{} writable", w.store.describe())));
     add(
         "lock",
         async {
@@ -85,20 +57,12 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     );
     add(
         "app",
-        w.runtime.current_tag().await.map(|t| {
-            format!(
-                "running tag {}",
-                t.unwrap_or_else(|| "(unknown: pass --previous-tag to deploy)".into())
-            )
-        }),
-    );
-    add(
-        "health",
-        w.health
-            .probe_once()
+        w.runtime
+            .current_tag()
             .await
-            .map(|_| format!("healthy now ({})", w.health.describe())),
+            .map(|t| format!("running tag {}", t.unwrap_or_else(|| "(unknown: pass --previous-tag to deploy)".into()))),
     );
+    add("health", w.health.probe_once().await.map(|_| format!("healthy now ({})", w.health.describe())));
     lines
 }
 
@@ -115,21 +79,13 @@ async fn tool_version(w: &World, tool: &str, server_major: Option<u32>) -> Resul
 }
 
 fn major(v: &str) -> Option<u32> {
-    v.split(|c: char| !c.is_ascii_digit())
-        .find(|s| !s.is_empty())?
-        .parse()
-        .ok()
+    v.split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty())?.parse().ok()
 }
 
 pub fn render(lines: &[CheckLine]) -> String {
     let mut out = String::new();
     for l in lines {
-        out.push_str(&format!(
-            "{:<4} {:<11} {}\n",
-            if l.ok { "ok" } else { "FAIL" },
-            l.part,
-            l.detail
-        ));
+        out.push_str(&format!("{:<4} {:<11} {}\n", if l.ok { "ok" } else { "FAIL" }, l.part, l.detail));
     }
     let failed = lines.iter().filter(|l| !l.ok).count();
     out.push_str(&if failed == 0 {

@@ -11,19 +11,11 @@ use crate::guard::{Engine, Mode, Outcome, Step};
 use crate::report::{BackupInfo, Report};
 
 /// Runs the whole guarded deploy.
-pub async fn deploy(
-    w: &World,
-    sha: &str,
-    tag: &str,
-    previous_tag: Option<&str>,
-    config_arg: &str,
-) -> Report {
+pub async fn deploy(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>, config_arg: &str) -> Report {
     let mut run = Run::new(w, sha);
     run.tag = Some(tag.to_string());
     run.previous_tag = previous_tag.map(str::to_string);
-    let outcome = run
-        .drive(Engine::new(Mode::Deploy, w.config.rollback.strategy))
-        .await;
+    let outcome = run.drive(Engine::new(Mode::Deploy, w.config.rollback.strategy)).await;
     let code = outcome.deploy_exit_code();
     build_report(&run, "deploy", outcome, code, config_arg)
 }
@@ -42,10 +34,7 @@ pub async fn rollback(
         run.previous_tag = Some(t.to_string());
     }
     if run.previous_tag.is_none() {
-        anyhow::bail!(
-            "the manifest of {} records no previous tag; pass --to-tag TAG",
-            run.sha
-        );
+        anyhow::bail!("the manifest of {} records no previous tag; pass --to-tag TAG", run.sha);
     }
     let strategy = path.unwrap_or(w.config.rollback.strategy);
     let outcome = run.drive(Engine::new(Mode::Rollback, strategy)).await;
@@ -53,19 +42,11 @@ pub async fn rollback(
     Ok(build_report(&run, "rollback", outcome, code, config_arg))
 }
 
-fn build_report(
-    run: &Run,
-    command: &str,
-    outcome: Outcome,
-    exit_code: i32,
-    config_arg: &str,
-) -> Report {
+fn build_report(run: &Run, command: &str, outcome: Outcome, exit_code: i32, config_arg: &str) -> Report {
     let w = run.w;
     let steps = run.journal.entries.clone();
-    let recovery_secs = steps
-        .iter()
-        .find(|e| e.step.is_rollback() && e.started_at >= run.started_at)
-        .and_then(|first| {
+    let recovery_secs =
+        steps.iter().find(|e| e.step.is_rollback() && e.started_at >= run.started_at).and_then(|first| {
             steps
                 .last()
                 .and_then(|l| l.finished_at)
@@ -99,11 +80,7 @@ fn build_report(
             sha256: m.sha256.clone(),
             verified: m.verified,
         }),
-        migrations_before: run
-            .manifest
-            .as_ref()
-            .map(|m| m.migrations.rows.clone())
-            .unwrap_or_default(),
+        migrations_before: run.manifest.as_ref().map(|m| m.migrations.rows.clone()).unwrap_or_default(),
         migrations_after: run.rows_after.clone(),
         drift: run.drift.clone(),
         app_status: run.app_status.clone(),
@@ -121,16 +98,9 @@ fn next_commands(run: &Run, stuck_at: Step, config_arg: &str) -> Vec<String> {
     let sha7 = run.sha7();
     let prev = run.previous_tag.as_deref().unwrap_or("PREVIOUS_TAG");
     let db = &w.db;
-    let psql = |sql: &str| {
-        format!(
-            "echo {} | {}",
-            quote(sql),
-            db.shell_text(&db.psql_cmd("psql", &db.maintenance_db, ""))
-        )
-    };
-    let mut c = vec![format!(
-        "# the full manual runbook for this deployment: deploy-guard runbook{config_arg}"
-    )];
+    let psql =
+        |sql: &str| format!("echo {} | {}", quote(sql), db.shell_text(&db.psql_cmd("psql", &db.maintenance_db, "")));
+    let mut c = vec![format!("# the full manual runbook for this deployment: deploy-guard runbook{config_arg}")];
     match stuck_at {
         Step::Preflight => {
             c.push("# the rollback could not start: find what is unreachable".into());
@@ -138,49 +108,34 @@ fn next_commands(run: &Run, stuck_at: Step, config_arg: &str) -> Vec<String> {
             c.push(format!("deploy-guard rollback --sha {sha7}{config_arg}"));
         }
         Step::Assess | Step::Revert | Step::VerifyRevert => {
-            c.push("# the fast path is not possible or did not hold, and restore is not allowed by rollback.strategy".into());
-            c.push(format!(
-                "# restore the verified pre-deploy backup (the broken database is kept):"
-            ));
-            c.push(format!(
-                "deploy-guard rollback --sha {sha7} --path restore{config_arg}"
-            ));
-        }
-        Step::Restore | Step::ValidateRestore => {
-            c.push(format!("# the live database {} was NOT touched; the backup could not be restored or did not validate", db.name));
-            c.push(format!("deploy-guard backups --sha {sha7}{config_arg}"));
-            c.push(format!(
-                "# after fixing the cause (disk space, permissions, psql version):"
-            ));
-            c.push(format!(
-                "deploy-guard rollback --sha {sha7} --path restore{config_arg}"
-            ));
-        }
-        Step::Swap => {
             c.push(
-                "# the swap failed: see which databases exist and whether they accept connections"
+                "# the fast path is not possible or did not hold, and restore is not allowed by rollback.strategy"
                     .into(),
             );
-            c.push(psql(
-                "SELECT datname, datallowconn FROM pg_database ORDER BY 1;",
+            c.push(format!("# restore the verified pre-deploy backup (the broken database is kept):"));
+            c.push(format!("deploy-guard rollback --sha {sha7} --path restore{config_arg}"));
+        }
+        Step::Restore | Step::ValidateRestore => {
+            c.push(format!(
+                "# the live database {} was NOT touched; the backup could not be restored or did not validate",
+                db.name
             ));
+            c.push(format!("deploy-guard backups --sha {sha7}{config_arg}"));
+            c.push(format!("# after fixing the cause (disk space, permissions, psql version):"));
+            c.push(format!("deploy-guard rollback --sha {sha7} --path restore{config_arg}"));
+        }
+        Step::Swap => {
+            c.push("# the swap failed: see which databases exist and whether they accept connections".into());
+            c.push(psql("SELECT datname, datallowconn FROM pg_database ORDER BY 1;"));
             c.push(format!(
                 "# if {} is missing but {}__restore_{sha7} exists, finish the swap by hand:",
                 db.name, db.name
             ));
-            c.push(psql(&format!(
-                "ALTER DATABASE \"{0}__restore_{1}\" RENAME TO \"{0}\";",
-                db.name, sha7
-            )));
-            c.push(format!(
-                "deploy-guard rollback --sha {sha7} --path restore{config_arg}"
-            ));
+            c.push(psql(&format!("ALTER DATABASE \"{0}__restore_{1}\" RENAME TO \"{0}\";", db.name, sha7)));
+            c.push(format!("deploy-guard rollback --sha {sha7} --path restore{config_arg}"));
         }
         Step::Redeploy | Step::RedeployHealth => {
-            c.push(
-                "# the database is back to its pre-deploy state; the previous tag did not come up"
-                    .into(),
-            );
+            c.push("# the database is back to its pre-deploy state; the previous tag did not come up".into());
             c.push(w.runtime.describe_deploy(prev));
             c.push(format!("# then check: {}", w.health.describe()));
         }
@@ -193,9 +148,8 @@ fn next_commands(run: &Run, stuck_at: Step, config_arg: &str) -> Vec<String> {
 pub fn plan(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>) -> Plan {
     let db = &w.db;
     let sha7 = &sha[..7.min(sha.len())];
-    let prev = previous_tag
-        .map(str::to_string)
-        .unwrap_or_else(|| "read at run time from app.commands.current_tag".into());
+    let prev =
+        previous_tag.map(str::to_string).unwrap_or_else(|| "read at run time from app.commands.current_tag".into());
     let prev_for_cmd = previous_tag.unwrap_or("PREVIOUS_TAG");
     let stem = crate::backup::stem(sha, chrono::Utc::now());
     let steps = vec![
@@ -226,7 +180,11 @@ pub fn plan(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>) -> Plan
             what: format!("run the migrations (timeout {})", humantime::format_duration(w.migrator.timeout)),
             commands: vec![w.runtime.tool_cmd("migrate", tag, &w.migrator.run_script(tag, sha)).script],
         },
-        PlannedStep { step: Step::Deploy, what: format!("start {tag}"), commands: vec![w.runtime.describe_deploy(tag)] },
+        PlannedStep {
+            step: Step::Deploy,
+            what: format!("start {tag}"),
+            commands: vec![w.runtime.describe_deploy(tag)],
+        },
         PlannedStep {
             step: Step::Health,
             what: format!("wait for health (timeout {})", humantime::format_duration(w.config.app.health.timeout)),
@@ -237,8 +195,7 @@ pub fn plan(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>) -> Plan
     let rollback = vec![
         PlannedStep {
             step: Step::Assess,
-            what: "app status and logs, migration table and fingerprint vs the recorded ones"
-                .into(),
+            what: "app status and logs, migration table and fingerprint vs the recorded ones".into(),
             commands: vec![],
         },
         PlannedStep {
@@ -248,9 +205,7 @@ pub fn plan(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>) -> Plan
                 .migrator
                 .revert_script(tag, sha)
                 .map(|s| vec![w.runtime.tool_cmd("revert", tag, &s).script])
-                .unwrap_or_else(
-                    || vec!["(no revert command: the fast path is never taken)".into()],
-                ),
+                .unwrap_or_else(|| vec!["(no revert command: the fast path is never taken)".into()]),
         },
         PlannedStep {
             step: Step::VerifyRevert,
@@ -265,11 +220,7 @@ pub fn plan(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>) -> Plan
         PlannedStep {
             step: Step::Restore,
             what: format!("restore the backup into scratch database {restore_db}"),
-            commands: vec![db.shell_text(&db.psql_cmd(
-                "psql",
-                &restore_db,
-                "--single-transaction",
-            ))],
+            commands: vec![db.shell_text(&db.psql_cmd("psql", &restore_db, "--single-transaction"))],
         },
         PlannedStep {
             step: Step::ValidateRestore,
@@ -278,10 +229,7 @@ pub fn plan(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>) -> Plan
         },
         PlannedStep {
             step: Step::Swap,
-            what: format!(
-                "{0} → {0}__failed_{sha7} (kept), {restore_db} → {0}",
-                db.name
-            ),
+            what: format!("{0} → {0}__failed_{sha7} (kept), {restore_db} → {0}", db.name),
             commands: vec![],
         },
         PlannedStep {
@@ -289,11 +237,7 @@ pub fn plan(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>) -> Plan
             what: format!("start the previous tag {prev}"),
             commands: vec![w.runtime.describe_deploy(prev_for_cmd)],
         },
-        PlannedStep {
-            step: Step::RedeployHealth,
-            what: "wait for health".into(),
-            commands: vec![w.health.describe()],
-        },
+        PlannedStep { step: Step::RedeployHealth, what: "wait for health".into(), commands: vec![w.health.describe()] },
     ];
     Plan {
         sha: sha.into(),

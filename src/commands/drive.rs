@@ -77,10 +77,7 @@ impl<'w> Run<'w> {
         if let Some(m) = self.manifest.as_mut() {
             m.journal = self.journal.clone();
             if let Err(e) = m.save(self.w.store.as_ref()).await {
-                tracing::warn!(
-                    "could not update the journal in {}: {e:#}",
-                    self.w.store.describe()
-                );
+                tracing::warn!("could not update the journal in {}: {e:#}", self.w.store.describe());
             }
         }
     }
@@ -161,34 +158,24 @@ impl<'w> Run<'w> {
     }
 
     fn manifest(&self) -> Result<&Manifest> {
-        self.manifest
-            .as_ref()
-            .context("no backup manifest for this run")
+        self.manifest.as_ref().context("no backup manifest for this run")
     }
 
     /// Deploy preflight: reach everything, take the lock, refuse unsafe starting states.
     async fn preflight(&mut self) -> Result<String> {
         let w = self.w;
-        w.store
-            .check()
-            .await
-            .with_context(|| format!("backup store {} is not usable", w.store.describe()))?;
+        w.store.check().await.with_context(|| format!("backup store {} is not usable", w.store.describe()))?;
         let version =
             w.db.server_version(&w.db.name)
                 .await
                 .with_context(|| format!("database {} is not reachable", w.db.name))?;
         if let Some(table) = &w.migrator.table {
-            w.db.migration_rows(&w.db.name, table, &w.migrator.order_by)
-                .await?;
+            w.db.migration_rows(&w.db.name, table, &w.migrator.order_by).await?;
         }
         self.lock = Some(w.db.lock(&w.lock_key()).await?);
         self.refuse_unfinished_runs().await?;
         if self.previous_tag.is_none() {
-            self.previous_tag = w
-                .runtime
-                .current_tag()
-                .await
-                .context("cannot read the running tag")?;
+            self.previous_tag = w.runtime.current_tag().await.context("cannot read the running tag")?;
         }
         let Some(prev) = &self.previous_tag else {
             bail!("cannot tell which tag runs now (app.commands.current_tag printed nothing); pass --previous-tag TAG");
@@ -197,10 +184,7 @@ impl<'w> Run<'w> {
         Ok(format!(
             "store {} ok; PostgreSQL {version} ok; deploy lock taken{}",
             w.store.describe(),
-            self.previous_tag
-                .as_ref()
-                .map(|t| format!("; running tag {t}"))
-                .unwrap_or_default()
+            self.previous_tag.as_ref().map(|t| format!("; running tag {t}")).unwrap_or_default()
         ))
     }
 
@@ -210,15 +194,9 @@ impl<'w> Run<'w> {
         let mut unfinished = backup::list(self.w.store.as_ref())
             .await?
             .into_iter()
-            .filter(|m| {
-                m.project == self.w.config.project && m.outcome.is_none() && m.tag.is_some()
-            });
+            .filter(|m| m.project == self.w.config.project && m.outcome.is_none() && m.tag.is_some());
         if let Some(m) = unfinished.next() {
-            let at = m
-                .journal
-                .interrupted()
-                .map(|e| e.step.name())
-                .unwrap_or("an unknown step");
+            let at = m.journal.interrupted().map(|e| e.step.name()).unwrap_or("an unknown step");
             bail!(
                 "an earlier deploy of {} (sha {}) stopped during `{at}` and never finished; \
                  run `deploy-guard rollback --sha {}` (or inspect and re-run it) first",
@@ -234,9 +212,7 @@ impl<'w> Run<'w> {
     pub(super) async fn rollback_preflight(&mut self) -> Result<String> {
         let w = self.w;
         let version =
-            w.db.server_version(&w.db.maintenance_db)
-                .await
-                .context("the database server is not reachable")?;
+            w.db.server_version(&w.db.maintenance_db).await.context("the database server is not reachable")?;
         self.lock = Some(w.db.lock(&w.lock_key()).await?);
         Ok(format!("PostgreSQL {version} ok; deploy lock taken"))
     }
@@ -245,8 +221,7 @@ impl<'w> Run<'w> {
         let w = self.w;
         let stem = backup::stem(&self.sha, self.started_at);
         let key = backup::data_key(&stem);
-        let taken =
-            backup::take(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
+        let taken = backup::take(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
         if let Err(e) = backup::verify(w.store.as_ref(), &taken).await {
             let _ = w.store.delete(&key).await;
             return Err(e.context("the backup did not verify and was deleted"));
@@ -283,43 +258,37 @@ impl<'w> Run<'w> {
     async fn record(&mut self) -> Result<String> {
         let w = self.w;
         let rows = match &w.migrator.table {
-            Some(t) => {
-                w.db.migration_rows(&w.db.name, t, &w.migrator.order_by)
-                    .await?
-            }
+            Some(t) => w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await?,
             None => Vec::new(),
         };
         let fp = w.db.fingerprint(&w.db.name).await?;
-        let detail = format!(
-            "{} migration rows; schema fingerprint {} ({} objects)",
-            rows.len(),
-            fp.short(),
-            fp.items.len()
-        );
+        let detail =
+            format!("{} migration rows; schema fingerprint {} ({} objects)", rows.len(), fp.short(), fp.items.len());
         let m = self.manifest.as_mut().context("no manifest")?;
-        m.migrations = MigrationState {
-            table: w.migrator.table.clone(),
-            rows,
-        };
+        m.migrations = MigrationState { table: w.migrator.table.clone(), rows };
         m.fingerprint = Some(fp);
         self.persist().await;
         Ok(detail)
     }
 
+    /// The migration tool's command, with the database named in libpq's variables.
+    fn tool_cmd(&self, label: &str, tag: &str, script: &str) -> exec::Cmd {
+        let mut cmd = self.w.runtime.tool_cmd(label, tag, script).timeout(self.w.migrator.timeout);
+        if self.w.config.is_local() {
+            cmd.env.extend(self.w.db.conn_env());
+        }
+        cmd
+    }
+
     fn code_tag(&self) -> Result<&str> {
-        self.tag
-            .as_deref()
-            .context("no tag recorded for this deploy")
+        self.tag.as_deref().context("no tag recorded for this deploy")
     }
 
     async fn migrate(&mut self) -> Result<String> {
         let w = self.w;
         let tag = self.code_tag()?;
         let script = w.migrator.run_script(tag, &self.sha);
-        let cmd = w
-            .runtime
-            .tool_cmd("migrate", tag, &script)
-            .timeout(w.migrator.timeout);
+        let cmd = self.tool_cmd("migrate", tag, &script);
         let out = exec::capture(w.exec.as_ref(), &cmd).await?;
         out.exit.check("the migration command")?;
         Ok(last_lines(&out.stdout, 3).unwrap_or_else(|| "migrations applied".into()))
@@ -333,24 +302,11 @@ impl<'w> Run<'w> {
 
     async fn assess(&mut self, engine: &Engine) -> Result<(Assessment, String)> {
         let w = self.w;
-        self.app_status = Some(
-            w.runtime
-                .status()
-                .await
-                .unwrap_or_else(|e| format!("(status failed: {e:#})")),
-        );
-        self.app_logs = w
-            .runtime
-            .logs(30)
-            .await
-            .ok()
-            .filter(|l| !l.trim().is_empty());
+        self.app_status = Some(w.runtime.status().await.unwrap_or_else(|e| format!("(status failed: {e:#})")));
+        self.app_logs = w.runtime.logs(30).await.ok().filter(|l| !l.trim().is_empty());
         let m = self.manifest()?.clone();
         let rows_now = match &w.migrator.table {
-            Some(t) => {
-                w.db.migration_rows(&w.db.name, t, &w.migrator.order_by)
-                    .await?
-            }
+            Some(t) => w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await?,
             None => Vec::new(),
         };
         let fp_now = w.db.fingerprint(&w.db.name).await?;
@@ -389,24 +345,13 @@ impl<'w> Run<'w> {
         let w = self.w;
         let tag = self.code_tag()?.to_string();
         let table = w.migrator.table.clone().context("no migration table")?;
-        let script = w
-            .migrator
-            .revert_script(&tag, &self.sha)
-            .context("no revert command")?;
-        let mut rows =
-            w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by)
-                .await?;
+        let script = w.migrator.revert_script(&tag, &self.sha).context("no revert command")?;
+        let mut rows = w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by).await?;
         for i in 0..self.applied {
-            let cmd = w
-                .runtime
-                .tool_cmd("revert", &tag, &script)
-                .timeout(w.migrator.timeout);
+            let cmd = self.tool_cmd("revert", &tag, &script);
             let out = exec::capture(w.exec.as_ref(), &cmd).await?;
-            out.exit
-                .check(&format!("revert {} of {}", i + 1, self.applied))?;
-            let now =
-                w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by)
-                    .await?;
+            out.exit.check(&format!("revert {} of {}", i + 1, self.applied))?;
+            let now = w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by).await?;
             if now.len() + 1 != rows.len() || now[..] != rows[..now.len()] {
                 bail!(
                     "revert {} of {} exited 0 but the migration table went from {} to {} rows instead of dropping the last one",
@@ -418,19 +363,14 @@ impl<'w> Run<'w> {
             }
             rows = now;
         }
-        Ok(format!(
-            "{} migration(s) reverted with the code of {tag}",
-            self.applied
-        ))
+        Ok(format!("{} migration(s) reverted with the code of {tag}", self.applied))
     }
 
     async fn verify_revert(&mut self) -> Result<String> {
         let w = self.w;
         let m = self.manifest()?.clone();
         if let Some(t) = &w.migrator.table {
-            let rows =
-                w.db.migration_rows(&w.db.name, t, &w.migrator.order_by)
-                    .await?;
+            let rows = w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await?;
             if rows != m.migrations.rows {
                 bail!(
                     "the migration table has {} rows, the recorded pre-deploy state {}",
@@ -439,19 +379,13 @@ impl<'w> Run<'w> {
                 );
             }
         }
-        let before = m
-            .fingerprint
-            .as_ref()
-            .context("no recorded fingerprint to compare with")?;
+        let before = m.fingerprint.as_ref().context("no recorded fingerprint to compare with")?;
         let now = w.db.fingerprint(&w.db.name).await?;
         self.drift = before.diff(&now);
         if !self.drift.is_empty() {
             bail!("schema drift after revert: {}", self.drift.join("; "));
         }
-        Ok(format!(
-            "migration table and schema fingerprint {} equal the recorded ones",
-            now.short()
-        ))
+        Ok(format!("migration table and schema fingerprint {} equal the recorded ones", now.short()))
     }
 
     pub(super) async fn restore(&mut self) -> Result<String> {
@@ -462,12 +396,7 @@ impl<'w> Run<'w> {
         match backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.scratch).await {
             Ok(sql_bytes) => {
                 self.swap = Some(names.clone());
-                Ok(format!(
-                    "{} restored into {} ({} of SQL)",
-                    m.key,
-                    names.scratch,
-                    backup::human_bytes(sql_bytes)
-                ))
+                Ok(format!("{} restored into {} ({} of SQL)", m.key, names.scratch, backup::human_bytes(sql_bytes)))
             }
             Err(e) => {
                 let _ = w.db.drop_database(&names.scratch).await;
@@ -482,15 +411,9 @@ impl<'w> Run<'w> {
         let names = self.swap.clone().context("no scratch database")?;
         let check = async {
             if let Some(t) = &m.migrations.table {
-                let rows =
-                    w.db.migration_rows(&names.scratch, t, &w.migrator.order_by)
-                        .await?;
+                let rows = w.db.migration_rows(&names.scratch, t, &w.migrator.order_by).await?;
                 if rows != m.migrations.rows {
-                    bail!(
-                        "restored migration table has {} rows, the recorded {}",
-                        rows.len(),
-                        m.migrations.rows.len()
-                    );
+                    bail!("restored migration table has {} rows, the recorded {}", rows.len(), m.migrations.rows.len());
                 }
             }
             let fp = w.db.fingerprint(&names.scratch).await?;
@@ -498,14 +421,10 @@ impl<'w> Run<'w> {
                 Some(before) if *before != fp => {
                     bail!("restored schema differs: {}", before.diff(&fp).join("; "))
                 }
-                Some(_) => Ok(format!(
-                    "fingerprint {} and migration rows equal the recorded pre-deploy state",
-                    fp.short()
-                )),
-                None => Ok(format!(
-                    "restored (fingerprint {}; no recorded state to compare with)",
-                    fp.short()
-                )),
+                Some(_) => {
+                    Ok(format!("fingerprint {} and migration rows equal the recorded pre-deploy state", fp.short()))
+                }
+                None => Ok(format!("restored (fingerprint {}; no recorded state to compare with)", fp.short())),
             }
         }
         .await;
@@ -518,17 +437,11 @@ impl<'w> Run<'w> {
     pub(super) async fn swap(&mut self) -> Result<String> {
         let names = self.swap.clone().context("no scratch database")?;
         self.w.db.swap(&names).await?;
-        Ok(format!(
-            "{} is now the restored backup; the broken one is kept as {}",
-            names.live, names.failed
-        ))
+        Ok(format!("{} is now the restored backup; the broken one is kept as {}", names.live, names.failed))
     }
 
     async fn redeploy(&mut self) -> Result<String> {
-        let tag = self
-            .previous_tag
-            .clone()
-            .context("no previous tag known; rerun with --to-tag TAG")?;
+        let tag = self.previous_tag.clone().context("no previous tag known; rerun with --to-tag TAG")?;
         self.w.runtime.deploy(&tag).await?;
         Ok(format!("{tag} started"))
     }
@@ -547,6 +460,7 @@ impl<'w> Run<'w> {
 }
 
 fn last_lines(text: &str, n: usize) -> Option<String> {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    // TypeORM and others echo every SQL statement as `query: …`: not what a person wants here.
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("query:")).collect();
     (!lines.is_empty()).then(|| lines[lines.len().saturating_sub(n)..].join(" | "))
 }

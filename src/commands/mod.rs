@@ -93,7 +93,9 @@ impl World {
 fn executor(config: &Config) -> Result<Arc<dyn Executor>> {
     match &config.target.host {
         None => Ok(Arc::new(Local)),
-        Some(h) => bail!("target.host {h}: SSH targets are not in this build yet; omit target.host to run on this machine"),
+        Some(h) => {
+            bail!("target.host {h}: SSH targets are not in this build yet; omit target.host to run on this machine")
+        }
     }
 }
 
@@ -121,11 +123,5 @@ fn postgres(
         (None, Some(n)) => n.clone(),
         (None, None) => bail!("database.name: required"),
     };
-    Ok(Postgres::new(
-        exec,
-        d.bin_dir.clone(),
-        conn,
-        name,
-        d.maintenance_db.clone(),
-    ))
+    Ok(Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone()))
 }

@@ -13,16 +13,10 @@ pub async fn find(w: &World, sha: Option<&str>, key: Option<&str>) -> Result<Man
     match (sha, key) {
         (Some(s), _) => backup::find(w.store.as_ref(), s).await,
         (None, Some(k)) => {
-            let stem = k
-                .strip_suffix(".sql.gz")
-                .or_else(|| k.strip_suffix(".manifest.json"))
-                .unwrap_or(k);
+            let stem = k.strip_suffix(".sql.gz").or_else(|| k.strip_suffix(".manifest.json")).unwrap_or(k);
             let m = Manifest::load(w.store.as_ref(), &backup::manifest_key(stem)).await?;
             if !m.verified {
-                bail!(
-                    "backup {} was never verified; refusing to restore it",
-                    m.key
-                );
+                bail!("backup {} was never verified; refusing to restore it", m.key);
             }
             Ok(m)
         }
@@ -34,12 +28,7 @@ pub async fn find(w: &World, sha: Option<&str>, key: Option<&str>) -> Result<Man
 pub async fn restore(w: &World, manifest: Manifest) -> Result<Vec<(Step, String)>> {
     let mut run = Run::resume(w, manifest);
     let mut done = Vec::new();
-    for step in [
-        Step::Preflight,
-        Step::Restore,
-        Step::ValidateRestore,
-        Step::Swap,
-    ] {
+    for step in [Step::Preflight, Step::Restore, Step::ValidateRestore, Step::Swap] {
         run.journal.begin(step, Utc::now());
         tracing::info!("▶ {}: {}", step.name(), step.title());
         let r = match step {
@@ -51,13 +40,11 @@ pub async fn restore(w: &World, manifest: Manifest) -> Result<Vec<(Step, String)
         match r {
             Ok(detail) => {
                 tracing::info!("✓ {}: {detail}", step.name());
-                run.journal
-                    .end(step, EntryState::Ok, detail.clone(), Utc::now());
+                run.journal.end(step, EntryState::Ok, detail.clone(), Utc::now());
                 done.push((step, detail));
             }
             Err(e) => {
-                run.journal
-                    .end(step, EntryState::Failed, format!("{e:#}"), Utc::now());
+                run.journal.end(step, EntryState::Failed, format!("{e:#}"), Utc::now());
                 run.release().await;
                 return Err(e.context(format!("restore stopped at {step}")));
             }

@@ -12,15 +12,8 @@ pub fn render(w: &World, config_arg: &str) -> String {
     let psql_live = db.shell_text(&db.psql_cmd("psql", &db.name, ""));
     let psql_m = db.shell_text(&db.psql_cmd("psql", &db.maintenance_db, ""));
     let sql = |psql: &str, q: &str| format!("echo {} | {psql}", quote(q));
-    let table = w
-        .migrator
-        .table
-        .as_deref()
-        .unwrap_or("<your migration table>");
-    let revert = w
-        .migrator
-        .revert_script("NEW_TAG", "SHA")
-        .map(|s| w.runtime.tool_cmd("revert", "NEW_TAG", &s).script);
+    let table = w.migrator.table.as_deref().unwrap_or("<your migration table>");
+    let revert = w.migrator.revert_script("NEW_TAG", "SHA").map(|s| w.runtime.tool_cmd("revert", "NEW_TAG", &s).script);
     let mut md = String::new();
     let _ = writeln!(md, "# Rollback runbook — {}\n", c.project);
     let _ = writeln!(
@@ -37,18 +30,9 @@ pub fn render(w: &World, config_arg: &str) -> String {
     let _ = writeln!(
         md,
         "{}",
-        sql(
-            &psql_live,
-            &format!(
-                "SELECT * FROM {table} ORDER BY {} DESC LIMIT 5;",
-                w.migrator.order_by
-            )
-        )
+        sql(&psql_live, &format!("SELECT * FROM {table} ORDER BY {} DESC LIMIT 5;", w.migrator.order_by))
     );
-    let _ = writeln!(
-        md,
-        "deploy-guard backups{config_arg}        # the pre-deploy backup of each deploy, by SHA"
-    );
+    let _ = writeln!(md, "deploy-guard backups{config_arg}        # the pre-deploy backup of each deploy, by SHA");
     md.push_str("```\n\nFind the failed deploy's SHA in the Actions run (or `backups`). Compare the migration table with the backup's manifest (`migrations.rows`).\n\n");
     md.push_str("## 2. Decide\n\n");
     md.push_str("- The migration failed inside its transaction and the table/schema are unchanged → nothing to do to the database: **redeploy** (5).\n");
@@ -60,35 +44,23 @@ pub fn render(w: &World, config_arg: &str) -> String {
         Some(r) => {
             let _ = writeln!(md, "{r}");
         }
-        None => {
-            md.push_str("# no revert command configured (migrations.revert): use the safe path\n")
-        }
+        None => md.push_str("# no revert command configured (migrations.revert): use the safe path\n"),
     }
     md.push_str("```\n\nThen verify the schema equals the pre-deploy fingerprint:\n\n```sh\n");
-    let _ = writeln!(md, "deploy-guard rollback --sha SHA --path revert{config_arg}   # reverts and verifies, or stops");
+    let _ =
+        writeln!(md, "deploy-guard rollback --sha SHA --path revert{config_arg}   # reverts and verifies, or stops");
     md.push_str("```\n\n## 4. Safe path: restore the pre-deploy backup\n\n```sh\n");
     let _ = writeln!(md, "{}", w.runtime.describe_stop());
-    let _ = writeln!(md, "deploy-guard restore --sha SHA{config_arg}   # scratch restore → validate → swap; keeps the broken db");
-    md.push_str("```\n\nBy hand, if deploy-guard itself cannot run:\n\n```sh\n");
     let _ = writeln!(
         md,
-        "{}",
-        sql(
-            &psql_m,
-            &format!(
-                "CREATE DATABASE \"{}__restore\" TEMPLATE template0;",
-                db.name
-            )
-        )
+        "deploy-guard restore --sha SHA{config_arg}   # scratch restore → validate → swap; keeps the broken db"
     );
+    md.push_str("```\n\nBy hand, if deploy-guard itself cannot run:\n\n```sh\n");
+    let _ = writeln!(md, "{}", sql(&psql_m, &format!("CREATE DATABASE \"{}__restore\" TEMPLATE template0;", db.name)));
     let _ = writeln!(
         md,
         "gunzip -c BACKUP.sql.gz | {}",
-        db.shell_text(&db.psql_cmd(
-            "psql",
-            &format!("{}__restore", db.name),
-            "--single-transaction"
-        ))
+        db.shell_text(&db.psql_cmd("psql", &format!("{}__restore", db.name), "--single-transaction"))
     );
     let _ = writeln!(md, "# check the restored database, then swap it in:");
     let _ = writeln!(
@@ -109,7 +81,9 @@ pub fn render(w: &World, config_arg: &str) -> String {
     md.push_str("- [ ] The app answers its health check and serves real requests.\n");
     md.push_str("- [ ] The migration table matches the previous release.\n");
     md.push_str("- [ ] If the safe path ran: writes between the backup and the restore are lost — find them in the kept `*__failed_*` database, decide what to replay, then drop it.\n");
-    md.push_str("- [ ] Write the incident down: what failed, why the migration was unsafe, what prevents it next time.\n\n");
+    md.push_str(
+        "- [ ] Write the incident down: what failed, why the migration was unsafe, what prevents it next time.\n\n",
+    );
     md.push_str("## 7. Rehearsal log\n\nRehearse both paths before you need them:\n\n```sh\n");
     md.push_str("deploy-guard simulate --record rehearsals.md\n```\n\n| date | scenario | path | duration | result |\n|---|---|---|---|---|\n");
     md
@@ -117,11 +91,6 @@ pub fn render(w: &World, config_arg: &str) -> String {
 
 impl World {
     fn runtime_status_text(&self) -> String {
-        self.config
-            .app
-            .commands
-            .status
-            .clone()
-            .unwrap_or_else(|| "# (app.commands.status not set)".into())
+        self.config.app.commands.status.clone().unwrap_or_else(|| "# (app.commands.status not set)".into())
     }
 }

@@ -130,10 +130,7 @@ fn set_path(root: &mut Value, path: &str, value: Value, var: &str) -> Result<()>
                 *node = Value::Mapping(Mapping::new());
                 node.as_mapping_mut().expect("just set")
             }
-            _ => bail!(
-                "{var}: cannot set {path}: {} in the config is not a section",
-                parts[..i].join(".")
-            ),
+            _ => bail!("{var}: cannot set {path}: {} in the config is not a section", parts[..i].join(".")),
         };
         let key = Value::String((*part).to_string());
         if i + 1 == parts.len() {

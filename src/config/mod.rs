@@ -267,16 +267,12 @@ impl Config {
                         "no config: {} not found in {} and no DEPLOY_GUARD_* settings; \
                          pass --config FILE (see examples/ for one per setup)",
                         DEFAULT_FILE,
-                        std::env::current_dir()
-                            .map(|d| d.display().to_string())
-                            .unwrap_or_else(|_| ".".into())
+                        std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| ".".into())
                     );
                 }
                 String::new()
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read config {}", file.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read config {}", file.display())),
         };
         Self::from_yaml(&text, vars).with_context(|| format!("invalid config {}", file.display()))
     }
@@ -313,9 +309,7 @@ impl Config {
 
 /// The process environment as (name, value) pairs, for [`Config::load`].
 pub fn process_env() -> Vec<(String, String)> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
 }
 
 #[cfg(test)]

@@ -1,1 +1,115 @@
+use super::*;
 
+const MINIMAL: &str = r#"
+project: station
+app:
+  runtime: shell
+  commands: { deploy: "./run {tag}", current_tag: "cat tag" }
+  health: { url: "https://api.example.org/health", timeout: 90s }
+database: { host: 127.0.0.1, name: app }
+migrations: { run: "./migrate" }
+backup: { store: "file:///var/backups/station" }
+"#;
+
+fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn err(yaml: &str, env: &[(&str, &str)]) -> String {
+    format!("{:#}", Config::from_yaml(yaml, &vars(env)).unwrap_err())
+}
+
+#[test]
+fn a_minimal_config_gets_the_defaults() {
+    let c = Config::from_yaml(MINIMAL, &[]).unwrap();
+    assert!(c.is_local());
+    assert_eq!(c.app.health.timeout, Duration::from_secs(90));
+    assert_eq!(c.migrations.timeout, Duration::from_secs(600));
+    assert_eq!(c.rollback.strategy, Strategy::Auto);
+    assert_eq!(c.database.maintenance_db, "postgres");
+    assert_eq!(c.backup.compression, 6);
+}
+
+#[test]
+fn environment_overrides_every_kind_of_setting() {
+    let c = Config::from_yaml(
+        MINIMAL,
+        &vars(&[
+            ("DEPLOY_GUARD_APP_HEALTH_TIMEOUT", "2m"),
+            ("DEPLOY_GUARD_DATABASE_PORT", "5433"),
+            ("DEPLOY_GUARD_ROLLBACK_STRATEGY", "restore"),
+            ("DEPLOY_GUARD_APP_COMMANDS_STOP", "./stop"),
+            ("DEPLOY_GUARD_BACKUP_KEEP", ""), // empty: the Action passes unset inputs so
+            ("DEPLOY_GUARD_SSH_KEY", "-----BEGIN…"), // a secret, not a setting
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.app.health.timeout, Duration::from_secs(120));
+    assert_eq!(c.database.port, Some(5433));
+    assert_eq!(c.rollback.strategy, Strategy::Restore);
+    assert_eq!(c.app.commands.stop.as_deref(), Some("./stop"));
+    assert_eq!(c.backup.keep, None);
+}
+
+#[test]
+fn a_whole_config_can_come_from_the_environment() {
+    let c = Config::from_yaml(
+        "",
+        &vars(&[
+            ("DEPLOY_GUARD_PROJECT", "p"),
+            ("DEPLOY_GUARD_APP_RUNTIME", "shell"),
+            ("DEPLOY_GUARD_APP_COMMANDS_DEPLOY", "./d {tag}"),
+            ("DEPLOY_GUARD_APP_COMMANDS_CURRENT_TAG", "cat t"),
+            ("DEPLOY_GUARD_APP_HEALTH_COMMAND", "true"),
+            ("DEPLOY_GUARD_DATABASE_NAME", "${DATABASE_NAME}"),
+            ("DEPLOY_GUARD_MIGRATIONS_TOOL", "typeorm"),
+            ("DEPLOY_GUARD_BACKUP_STORE", "s3://bucket/postgres"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.migrations.tool, Tool::Typeorm);
+    assert_eq!(c.database.name.as_deref(), Some("${DATABASE_NAME}"));
+}
+
+#[test]
+fn every_error_names_the_setting() {
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        (&MINIMAL.replace("runtime: shell", "runtime: podman"), &[], "app.runtime: unknown variant `podman`"),
+        (&MINIMAL.replace("timeout: 90s", "timeout: soon"), &[], "app.health.timeout"),
+        (&MINIMAL.replace("./run {tag}", "./run"), &[], "app.commands.deploy: must contain {tag}"),
+        (&MINIMAL.replace("url: \"https://api.example.org/health\"", "url: \"api/health\""), &[], "app.health.url"),
+        (&MINIMAL.replace("name: app", "name: \"app; drop\""), &[], "database.name"),
+        (&MINIMAL.replace("file:///var/backups/station", "ftp://x"), &[], "backup.store"),
+        (&MINIMAL.replace("migrations: { run: \"./migrate\" }", "migrations: {}"), &[], "migrations.run: required"),
+        (&format!("{MINIMAL}target: {{ host: vps }}\n"), &[], "target.known_hosts: required"),
+        (&format!("{MINIMAL}backup2: {{}}\n"), &[], "unknown field `backup2`"),
+        (
+            MINIMAL,
+            &[("DEPLOY_GUARD_TARGET_PORT", "22x")],
+            "DEPLOY_GUARD_TARGET_PORT (target.port): expected a whole number",
+        ),
+        (MINIMAL, &[("DEPLOY_GUARD_TARGET_INSECURE_ACCEPT_ANY_HOST_KEY", "maybe")], "expected true or false"),
+        (MINIMAL, &[("DEPLOY_GUARD_BACKUPS_STORE", "x")], "DEPLOY_GUARD_BACKUPS_STORE: not a deploy-guard setting"),
+        ("- a\n- b\n", &[], "must be a mapping"),
+    ];
+    for (yaml, env, expected) in cases {
+        let e = err(yaml, env);
+        assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+    }
+}
+
+#[test]
+fn shas_and_tags_are_checked() {
+    assert!(check_sha("abc1234").is_ok());
+    assert!(check_sha("ABC1234def").is_ok());
+    for bad in ["abc123", "xyz1234", "abc1234; rm", &"a".repeat(41)] {
+        assert!(check_sha(bad).is_err(), "{bad}");
+    }
+    for good in ["v1.2.3", "latest", "_x", "2026-05-10.1"] {
+        assert!(check_tag("--tag", good).is_ok(), "{good}");
+    }
+    for bad in ["", "-x", ".x", "a b", "a;b", "$(id)", "a/b", &"a".repeat(129)] {
+        assert!(check_tag("--tag", bad).is_err(), "{bad:?}");
+    }
+}

@@ -39,9 +39,7 @@ pub fn check_tag(what: &str, tag: &str) -> Result<()> {
 fn check_identifier(key: &str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !value.as_bytes()[0].is_ascii_digit();
     if !ok {
         bail!("{key}: {value:?} is not a plain SQL identifier (letters, digits, '_', at most 63)");
@@ -56,9 +54,7 @@ fn check_db_name(key: &str, value: &str) -> Result<()> {
     }
     let ok = !value.is_empty()
         && value.len() <= 40
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
     if !ok {
         bail!(
             "{key}: {value:?} must be letters, digits, '_' or '-' (at most 40, so that the \
@@ -73,9 +69,7 @@ pub fn is_var_ref(value: &str) -> bool {
     value.starts_with("${")
         && value.ends_with('}')
         && value.len() > 3
-        && value[2..value.len() - 1]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && value[2..value.len() - 1].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl Config {
@@ -84,15 +78,9 @@ impl Config {
             bail!("project: must not be empty");
         }
         if self.project.len() > 64
-            || !self
-                .project
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            || !self.project.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         {
-            bail!(
-                "project: {:?} must be letters, digits, '_', '-' or '.' (at most 64)",
-                self.project
-            );
+            bail!("project: {:?} must be letters, digits, '_', '-' or '.' (at most 64)", self.project);
         }
         self.validate_target()?;
         self.validate_app()?;
@@ -105,8 +93,7 @@ impl Config {
     fn validate_target(&self) -> Result<()> {
         let t = &self.target;
         if t.host.is_some() {
-            if t.known_hosts.is_none() && t.fingerprint.is_none() && !t.insecure_accept_any_host_key
-            {
+            if t.known_hosts.is_none() && t.fingerprint.is_none() && !t.insecure_accept_any_host_key {
                 bail!(
                     "target.known_hosts: required with target.host (or target.fingerprint: SHA256:…); \
                      get it with `ssh-keyscan -t ed25519 HOST` and check it out of band"
@@ -146,19 +133,14 @@ impl Config {
                         bail!("{key}: required with app.runtime: compose");
                     }
                 }
-                if self.database.service.is_none()
-                    && self.database.url.is_none()
-                    && self.database.host.is_none()
-                {
+                if self.database.service.is_none() && self.database.url.is_none() && self.database.host.is_none() {
                     bail!("database.service: required with app.runtime: compose (the compose service running PostgreSQL), or database.url");
                 }
             }
         }
         let h = &a.health;
         match (&h.url, &h.command) {
-            (None, None) => bail!(
-                "app.health: set url (answers 2xx when healthy) or command (exits 0 when healthy)"
-            ),
+            (None, None) => bail!("app.health: set url (answers 2xx when healthy) or command (exits 0 when healthy)"),
             (Some(_), Some(_)) => bail!("app.health: set url or command, not both"),
             (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => {
                 bail!("app.health.url: {u:?} must start with http:// or https://")
@@ -184,8 +166,7 @@ impl Config {
             None => {}
         }
         if let Some(url) = &d.url {
-            crate::db::ConnInfo::parse_url(url)
-                .map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+            crate::db::ConnInfo::parse_url(url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
         }
         if d.url.is_some() && d.host.is_some() {
             bail!("database.url and database.host: set one, not both");
@@ -220,13 +201,9 @@ impl Config {
 
     fn validate_backup(&self) -> Result<()> {
         let b = &self.backup;
-        crate::store::StoreUrl::parse(&b.store)
-            .map_err(|e| anyhow::anyhow!("backup.store: {e}"))?;
+        crate::store::StoreUrl::parse(&b.store).map_err(|e| anyhow::anyhow!("backup.store: {e}"))?;
         if !(1..=9).contains(&b.compression) {
-            bail!(
-                "backup.compression: {} is not a gzip level (1 to 9)",
-                b.compression
-            );
+            bail!("backup.compression: {} is not a gzip level (1 to 9)", b.compression);
         }
         if b.keep == Some(0) {
             bail!("backup.keep: must be at least 1 (the newest verified backup is always kept)");

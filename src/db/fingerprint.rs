@@ -21,15 +21,11 @@ impl Fingerprint {
             h.update(i.as_bytes());
             h.update(b"\n");
         }
-        Fingerprint {
-            sha256: hex::encode(h.finalize()),
-            items,
-        }
+        Fingerprint { sha256: hex::encode(h.finalize()), items }
     }
 
     pub(super) fn from_json(v: serde_json::Value) -> Result<Fingerprint> {
-        let items: Vec<String> =
-            serde_json::from_value(v).context("fingerprint query returned no list")?;
+        let items: Vec<String> = serde_json::from_value(v).context("fingerprint query returned no list")?;
         Ok(Fingerprint::from_items(items))
     }
 
@@ -121,9 +117,6 @@ mod tests {
         let b = Fingerprint::from_items(vec!["a".into(), "c".into()]);
         assert_eq!(a.diff(&b), vec!["+ c", "- b"]);
         assert_ne!(a.sha256, b.sha256);
-        assert_eq!(
-            a,
-            Fingerprint::from_items(vec!["a".into(), "b".into(), "a".into()])
-        );
+        assert_eq!(a, Fingerprint::from_items(vec!["a".into(), "b".into(), "a".into()]));
     }
 }

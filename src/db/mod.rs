@@ -45,13 +45,7 @@ impl ConnInfo {
             }
         }
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                Some(
-                    p.parse::<u16>()
-                        .map_err(|_| anyhow::anyhow!("port {p:?} is not a number"))?,
-                ),
-            ),
+            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| anyhow::anyhow!("port {p:?} is not a number"))?)),
             None => (hostport, None),
         };
         Ok(ConnInfo {
@@ -83,13 +77,7 @@ impl Postgres {
         name: String,
         maintenance_db: String,
     ) -> Postgres {
-        Postgres {
-            exec,
-            bin_dir,
-            conn,
-            name,
-            maintenance_db,
-        }
+        Postgres { exec, bin_dir, conn, name, maintenance_db }
     }
 
     pub fn executor(&self) -> &Arc<dyn Executor> {
@@ -117,23 +105,29 @@ impl Postgres {
         cmd.env("PGCONNECT_TIMEOUT", "10")
     }
 
+    /// libpq variables naming the live database, for the app's migration tool on a local target
+    /// (those the environment already sets are left alone).
+    pub fn conn_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("PGDATABASE", Some(self.name.clone()))];
+        env.push(("PGHOST", self.conn.host.clone()));
+        env.push(("PGPORT", self.conn.port.map(|p| p.to_string())));
+        env.push(("PGUSER", self.conn.user.clone()));
+        env.into_iter()
+            .filter(|(k, _)| std::env::var_os(k).is_none())
+            .filter_map(|(k, v)| Some((k.to_string(), v?)))
+            .collect()
+    }
+
     /// `psql` on `db` reading SQL from stdin; stops at the first error.
     pub fn psql_cmd(&self, label: &str, db: &str, extra: &str) -> Cmd {
-        let script = format!(
-            "exec {} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}",
-            self.tool("psql"),
-            quote(db)
-        );
+        let script =
+            format!("exec {} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}", self.tool("psql"), quote(db));
         self.with_conn(Cmd::new(label, script))
     }
 
     /// `pg_dump` of the live database as plain SQL on stdout.
     pub fn dump_cmd(&self) -> Cmd {
-        let script = format!(
-            "exec {} --no-password --format=plain -d {}",
-            self.tool("pg_dump"),
-            quote(&self.name)
-        );
+        let script = format!("exec {} --no-password --format=plain -d {}", self.tool("pg_dump"), quote(&self.name));
         self.with_conn(Cmd::new("pg_dump", script))
     }
 
@@ -164,38 +158,24 @@ impl Postgres {
     /// Runs `sql` that returns one JSON value.
     pub async fn query_json(&self, db: &str, sql: &str) -> Result<Value> {
         let text = self.query(db, sql).await?;
-        serde_json::from_str(text.trim())
-            .with_context(|| format!("unexpected psql output: {:.200}", text))
+        serde_json::from_str(text.trim()).with_context(|| format!("unexpected psql output: {:.200}", text))
     }
 
     /// The server's version, e.g. "15.4"; fails when the database cannot be reached.
     pub async fn server_version(&self, db: &str) -> Result<String> {
-        self.query(db, "SHOW server_version;")
-            .await
-            .map(|s| s.trim().to_string())
+        self.query(db, "SHOW server_version;").await.map(|s| s.trim().to_string())
     }
 
     pub async fn database_exists(&self, db: &str) -> Result<bool> {
-        let sql = format!(
-            "SELECT count(*) FROM pg_database WHERE datname = {};",
-            literal(db)
-        );
+        let sql = format!("SELECT count(*) FROM pg_database WHERE datname = {};", literal(db));
         Ok(self.query(&self.maintenance_db, &sql).await?.trim() == "1")
     }
 
     /// The rows of the migration table ordered by `order_by`, as JSON objects (empty when the
     /// table does not exist yet).
-    pub async fn migration_rows(
-        &self,
-        db: &str,
-        table: &str,
-        order_by: &str,
-    ) -> Result<Vec<Value>> {
+    pub async fn migration_rows(&self, db: &str, table: &str, order_by: &str) -> Result<Vec<Value>> {
         let exists = self
-            .query(
-                db,
-                &format!("SELECT to_regclass({}) IS NOT NULL;", literal(table)),
-            )
+            .query(db, &format!("SELECT to_regclass({}) IS NOT NULL;", literal(table)))
             .await
             .with_context(|| format!("cannot read the migration table {table}"))?;
         if exists.trim() != "t" {
@@ -206,11 +186,7 @@ impl Postgres {
             ident(order_by),
             table.split('.').map(ident).collect::<Vec<_>>().join(".")
         );
-        match self
-            .query_json(db, &sql)
-            .await
-            .with_context(|| format!("cannot read the migration table {table}"))?
-        {
+        match self.query_json(db, &sql).await.with_context(|| format!("cannot read the migration table {table}"))? {
             Value::Array(rows) => Ok(rows),
             other => bail!("migration table {table}: unexpected result {other}"),
         }
@@ -218,18 +194,13 @@ impl Postgres {
 
     /// The schema fingerprint of `db` (see [`Fingerprint`]).
     pub async fn fingerprint(&self, db: &str) -> Result<Fingerprint> {
-        let v = self
-            .query_json(db, fingerprint::SQL)
-            .await
-            .with_context(|| format!("cannot fingerprint database {db}"))?;
+        let v =
+            self.query_json(db, fingerprint::SQL).await.with_context(|| format!("cannot fingerprint database {db}"))?;
         Fingerprint::from_json(v)
     }
 
     /// Row count and md5 of every user table's rows (sorted), for "the data is intact" checks.
-    pub async fn content_checksums(
-        &self,
-        db: &str,
-    ) -> Result<std::collections::BTreeMap<String, (i64, String)>> {
+    pub async fn content_checksums(&self, db: &str) -> Result<std::collections::BTreeMap<String, (i64, String)>> {
         let tables = self
             .query_json(
                 db,
@@ -269,13 +240,9 @@ impl Postgres {
             .await
             .context("deploy lock: psql did not start")?;
         let mut lines = BufReader::new(from_psql).lines();
-        let line =
-            tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
         match line {
-            Ok(Ok(Some(l))) if l.trim() == "t" => Ok(LockGuard {
-                _stdin: to_psql,
-                task: Some(task),
-            }),
+            Ok(Ok(Some(l))) if l.trim() == "t" => Ok(LockGuard { _stdin: to_psql, task: Some(task) }),
             Ok(Ok(Some(l))) if l.trim() == "f" => bail!(
                 "another deploy-guard run holds the deploy lock for {key}; wait for it to finish \
                  (or find it: SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = {})",
@@ -335,13 +302,8 @@ mod tests {
         assert_eq!(c.port, Some(5433));
         assert_eq!(c.user.as_deref(), Some("app"));
         assert_eq!(c.dbname.as_deref(), Some("shop"));
-        let err = ConnInfo::parse_url("postgres://app:hunter2@db/shop")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("password") && !err.contains("hunter2"),
-            "{err}"
-        );
+        let err = ConnInfo::parse_url("postgres://app:hunter2@db/shop").unwrap_err().to_string();
+        assert!(err.contains("password") && !err.contains("hunter2"), "{err}");
         assert!(ConnInfo::parse_url("mysql://x").is_err());
     }
 

@@ -33,19 +33,14 @@ impl Postgres {
         if self.database_exists(&failed).await? {
             failed = format!("{failed}_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
         }
-        Ok(SwapNames {
-            live,
-            scratch,
-            failed,
-        })
+        Ok(SwapNames { live, scratch, failed })
     }
 
     /// Drops `scratch` if an interrupted restore left it, then creates it empty with the live
     /// database's owner, encoding and locale.
     pub async fn create_scratch(&self, scratch: &str) -> Result<()> {
         let m = &self.maintenance_db;
-        self.query(m, &format!("DROP DATABASE IF EXISTS {};", ident(scratch)))
-            .await?;
+        self.query(m, &format!("DROP DATABASE IF EXISTS {};", ident(scratch))).await?;
         let like = self
             .query(
                 m,
@@ -56,44 +51,24 @@ impl Postgres {
                 ),
             )
             .await?;
-        self.query(
-            m,
-            &format!(
-                "CREATE DATABASE {} TEMPLATE template0 {};",
-                ident(scratch),
-                like.trim()
-            ),
-        )
-        .await
-        .with_context(|| format!("cannot create the scratch database {scratch}"))?;
+        self.query(m, &format!("CREATE DATABASE {} TEMPLATE template0 {};", ident(scratch), like.trim()))
+            .await
+            .with_context(|| format!("cannot create the scratch database {scratch}"))?;
         Ok(())
     }
 
     /// Streams plain SQL into `db` in one transaction, stopping at the first error.
-    pub async fn restore_into(
-        &self,
-        db: &str,
-        sql: &mut (dyn AsyncRead + Unpin + Send),
-    ) -> Result<RestoreReport> {
+    pub async fn restore_into(&self, db: &str, sql: &mut (dyn AsyncRead + Unpin + Send)) -> Result<RestoreReport> {
         let cmd = self.psql_cmd("psql restore", db, "--single-transaction -o /dev/null");
         let mut counted = CountingReader { inner: sql, n: 0 };
         let mut sink = tokio::io::sink();
-        let exit = self
-            .executor()
-            .run(&cmd, Some(&mut counted), &mut sink)
-            .await?;
+        let exit = self.executor().run(&cmd, Some(&mut counted), &mut sink).await?;
         exit.check(&format!("restoring into {db}"))?;
-        Ok(RestoreReport {
-            sql_bytes: counted.n,
-        })
+        Ok(RestoreReport { sql_bytes: counted.n })
     }
 
     pub async fn drop_database(&self, db: &str) -> Result<()> {
-        self.query(
-            &self.maintenance_db,
-            &format!("DROP DATABASE IF EXISTS {};", ident(db)),
-        )
-        .await?;
+        self.query(&self.maintenance_db, &format!("DROP DATABASE IF EXISTS {};", ident(db))).await?;
         Ok(())
     }
 
@@ -103,11 +78,7 @@ impl Postgres {
     pub async fn swap(&self, names: &SwapNames) -> Result<()> {
         let m = &self.maintenance_db;
         let live = ident(&names.live);
-        self.query(
-            m,
-            &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS false;"),
-        )
-        .await?;
+        self.query(m, &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS false;")).await?;
         let result = async {
             let wait = format!(
                 "DO $$ BEGIN FOR i IN 1..200 LOOP \
@@ -130,25 +101,13 @@ impl Postgres {
         match result {
             Ok(_) => {
                 // The kept copy stays readable for forensics.
-                self.query(
-                    m,
-                    &format!(
-                        "ALTER DATABASE {} ALLOW_CONNECTIONS true;",
-                        ident(&names.failed)
-                    ),
-                )
-                .await?;
+                self.query(m, &format!("ALTER DATABASE {} ALLOW_CONNECTIONS true;", ident(&names.failed))).await?;
                 Ok(())
             }
             Err(e) => {
-                let reopen = self
-                    .query(m, &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS true;"))
-                    .await;
+                let reopen = self.query(m, &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS true;")).await;
                 if let Err(r) = reopen {
-                    bail!(
-                        "{e:#}; and re-allowing connections to {} failed too: {r:#}",
-                        names.live
-                    );
+                    bail!("{e:#}; and re-allowing connections to {} failed too: {r:#}", names.live);
                 }
                 Err(e.context(format!(
                     "swapping {} in as {} failed; {} is unchanged",

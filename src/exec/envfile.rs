@@ -20,8 +20,7 @@ pub fn parse(text: &str) -> Vec<(String, String)> {
         };
         let v = v.trim();
         let v = if v.len() >= 2
-            && ((v.starts_with('"') && v.ends_with('"'))
-                || (v.starts_with('\'') && v.ends_with('\'')))
+            && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
         {
             &v[1..v.len() - 1]
         } else {
@@ -43,20 +42,10 @@ impl Resolver {
     pub async fn load(exec: &dyn Executor, env_file: Option<&str>) -> Result<Resolver> {
         match env_file {
             Some(path) => {
-                let text = run_ok(
-                    exec,
-                    &Cmd::new("read env file", format!("cat {}", quote(path))),
-                )
-                .await?;
-                Ok(Resolver {
-                    vars: parse(&text),
-                    source: format!("{path} on {}", exec.describe()),
-                })
+                let text = run_ok(exec, &Cmd::new("read env file", format!("cat {}", quote(path)))).await?;
+                Ok(Resolver { vars: parse(&text), source: format!("{path} on {}", exec.describe()) })
             }
-            None => Ok(Resolver {
-                vars: std::env::vars().collect(),
-                source: "the environment".into(),
-            }),
+            None => Ok(Resolver { vars: std::env::vars().collect(), source: "the environment".into() }),
         }
     }
 

@@ -11,11 +11,7 @@ use tokio::process::Command;
 use super::{Cmd, Executor, Exit, Tail};
 
 /// Secrets of deploy-guard itself that child commands never need.
-const WITHHELD: &[&str] = &[
-    "DEPLOY_GUARD_SSH_KEY",
-    "DEPLOY_GUARD_SSH_KEY_PASSPHRASE",
-    "GITHUB_TOKEN",
-];
+const WITHHELD: &[&str] = &["DEPLOY_GUARD_SSH_KEY", "DEPLOY_GUARD_SSH_KEY_PASSPHRASE", "GITHUB_TOKEN"];
 
 #[derive(Clone, Debug, Default)]
 pub struct Local;
@@ -33,11 +29,7 @@ impl Executor for Local {
         command
             .arg("-c")
             .arg(&cmd.script)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -48,9 +40,7 @@ impl Executor for Local {
         for (k, v) in &cmd.env {
             command.env(k, v);
         }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("{}: cannot start sh", cmd.label))?;
+        let mut child = command.spawn().with_context(|| format!("{}: cannot start sh", cmd.label))?;
         let pid = child.id();
         let mut child_in = child.stdin.take();
         let mut child_out = child.stdout.take().expect("piped");
@@ -73,9 +63,7 @@ impl Executor for Local {
             Ok(())
         };
         let drain_out = async {
-            let n = tokio::io::copy(&mut child_out, stdout)
-                .await
-                .context("copying stdout")?;
+            let n = tokio::io::copy(&mut child_out, stdout).await.context("copying stdout")?;
             stdout.flush().await.context("flushing stdout")?;
             Ok::<u64, anyhow::Error>(n)
         };
@@ -106,11 +94,7 @@ impl Executor for Local {
                         code: None,
                         signal: None,
                         timed_out: true,
-                        stderr_tail: format!(
-                            "{} did not finish within {}",
-                            cmd.label,
-                            humantime::format_duration(t)
-                        ),
+                        stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
                     });
                 }
             },
@@ -123,12 +107,7 @@ impl Executor for Local {
                 return Err(e.context(format!("{} failed", cmd.label)));
             }
         };
-        Ok(Exit {
-            code: status.code(),
-            signal: status.signal(),
-            timed_out: false,
-            stderr_tail: tail.text(),
-        })
+        Ok(Exit { code: status.code(), signal: status.signal(), timed_out: false, stderr_tail: tail.text() })
     }
 
     fn describe(&self) -> String {

@@ -27,12 +27,7 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(label: impl Into<String>, script: impl Into<String>) -> Cmd {
-        Cmd {
-            label: label.into(),
-            script: script.into(),
-            env: Vec::new(),
-            timeout: None,
-        }
+        Cmd { label: label.into(), script: script.into(), env: Vec::new(), timeout: None }
     }
 
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Cmd {
@@ -115,10 +110,7 @@ pub struct Output {
 pub async fn capture(exec: &dyn Executor, cmd: &Cmd) -> Result<Output> {
     let mut buf: Vec<u8> = Vec::new();
     let exit = exec.run(cmd, None, &mut buf).await?;
-    Ok(Output {
-        stdout: String::from_utf8_lossy(&buf).into_owned(),
-        exit,
-    })
+    Ok(Output { stdout: String::from_utf8_lossy(&buf).into_owned(), exit })
 }
 
 /// Runs `cmd` with `input` on stdin and collects its stdout.
@@ -126,10 +118,7 @@ pub async fn capture_with_input(exec: &dyn Executor, cmd: &Cmd, input: &[u8]) ->
     let mut buf: Vec<u8> = Vec::new();
     let mut src = input;
     let exit = exec.run(cmd, Some(&mut src), &mut buf).await?;
-    Ok(Output {
-        stdout: String::from_utf8_lossy(&buf).into_owned(),
-        exit,
-    })
+    Ok(Output { stdout: String::from_utf8_lossy(&buf).into_owned(), exit })
 }
 
 /// Runs `cmd`; its stdout when it succeeded, else an error with status and stderr.
@@ -141,10 +130,7 @@ pub async fn run_ok(exec: &dyn Executor, cmd: &Cmd) -> Result<String> {
 
 /// Quotes `s` for a POSIX shell, so that it stays one literal word.
 pub fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b))
-    {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b)) {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -168,10 +154,7 @@ pub struct Tail {
 
 impl Tail {
     pub fn new(cap: usize) -> Tail {
-        Tail {
-            buf: Vec::new(),
-            cap,
-        }
+        Tail { buf: Vec::new(), cap }
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -207,10 +190,7 @@ mod tests {
 
     #[test]
     fn fill_quotes_values() {
-        assert_eq!(
-            fill("deploy {tag} now", &[("tag", "a b")]),
-            "deploy 'a b' now"
-        );
+        assert_eq!(fill("deploy {tag} now", &[("tag", "a b")]), "deploy 'a b' now");
         assert_eq!(fill("x {sha}", &[("tag", "t")]), "x {sha}");
     }
 

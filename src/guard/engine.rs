@@ -57,13 +57,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(mode: Mode, strategy: Strategy) -> Engine {
-        Engine {
-            mode,
-            strategy,
-            failed_step: None,
-            path: DbPath::None,
-            notes: Vec::new(),
-        }
+        Engine { mode, strategy, failed_step: None, path: DbPath::None, notes: Vec::new() }
     }
 
     pub fn first(&self) -> Step {
@@ -109,10 +103,7 @@ impl Engine {
     fn after_fast_path_failed(&mut self, at: Step, reason: &str) -> Next {
         self.notes.push(format!("{at}: {reason}"));
         if self.strategy == Strategy::Revert {
-            return self.stuck(
-                at,
-                format!("{reason} (rollback strategy is revert, so no restore was tried)"),
-            );
+            return self.stuck(at, format!("{reason} (rollback strategy is revert, so no restore was tried)"));
         }
         self.path = DbPath::Restore;
         Next::Run(Step::StopApp)
@@ -127,19 +118,13 @@ impl Engine {
             Step::Preflight => match (failed(result), self.mode) {
                 (None, Mode::Deploy) => Next::Run(Step::Backup),
                 (None, Mode::Rollback) => Next::Run(Step::Assess),
-                (Some(why), Mode::Deploy) => Next::Finish(Outcome::Aborted {
-                    at: step,
-                    reason: why,
-                }),
+                (Some(why), Mode::Deploy) => Next::Finish(Outcome::Aborted { at: step, reason: why }),
                 (Some(why), Mode::Rollback) => self.stuck(step, why),
             },
             Step::Backup | Step::Record => match failed(result) {
                 None if step == Step::Backup => Next::Run(Step::Record),
                 None => Next::Run(Step::Migrate),
-                Some(why) => Next::Finish(Outcome::Aborted {
-                    at: step,
-                    reason: why,
-                }),
+                Some(why) => Next::Finish(Outcome::Aborted { at: step, reason: why }),
             },
             Step::Migrate | Step::Deploy | Step::Health => match failed(result) {
                 None => match step {
@@ -157,10 +142,7 @@ impl Engine {
                     StepResult::Assessed(a) => a,
                     StepResult::Failed(why) => {
                         // Cannot see the database: only a restore is safe, if allowed.
-                        return self.after_fast_path_failed(
-                            step,
-                            &format!("could not assess the database: {why}"),
-                        );
+                        return self.after_fast_path_failed(step, &format!("could not assess the database: {why}"));
                     }
                     _ => return self.stuck(step, "assess returned no assessment"),
                 };
@@ -178,14 +160,10 @@ impl Engine {
                     return Next::Run(Step::Revert);
                 }
                 if self.strategy != Strategy::Restore || self.mode == Mode::Deploy {
-                    self.notes
-                        .push(format!("fast path not taken: {}", blockers.join("; ")));
+                    self.notes.push(format!("fast path not taken: {}", blockers.join("; ")));
                 }
                 if self.strategy == Strategy::Revert {
-                    return self.stuck(
-                        step,
-                        format!("revert is not safe here: {}", blockers.join("; ")),
-                    );
+                    return self.stuck(step, format!("revert is not safe here: {}", blockers.join("; ")));
                 }
                 if !a.backup_verified {
                     return self.stuck(step, "no verified backup to restore");
@@ -213,22 +191,17 @@ impl Engine {
                 }
                 _ => Next::Run(Step::Restore),
             },
-            Step::Restore | Step::ValidateRestore | Step::Swap | Step::Redeploy => {
-                match failed(result) {
-                    None => Next::Run(match step {
-                        Step::Restore => Step::ValidateRestore,
-                        Step::ValidateRestore => Step::Swap,
-                        Step::Swap => Step::Redeploy,
-                        _ => Step::RedeployHealth,
-                    }),
-                    Some(why) => self.stuck(step, why),
-                }
-            }
-            Step::RedeployHealth => match failed(result) {
-                None => Next::Finish(Outcome::RolledBack {
-                    failed_step: self.failed_step,
-                    path: self.path,
+            Step::Restore | Step::ValidateRestore | Step::Swap | Step::Redeploy => match failed(result) {
+                None => Next::Run(match step {
+                    Step::Restore => Step::ValidateRestore,
+                    Step::ValidateRestore => Step::Swap,
+                    Step::Swap => Step::Redeploy,
+                    _ => Step::RedeployHealth,
                 }),
+                Some(why) => self.stuck(step, why),
+            },
+            Step::RedeployHealth => match failed(result) {
+                None => Next::Finish(Outcome::RolledBack { failed_step: self.failed_step, path: self.path }),
                 Some(why) => self.stuck(step, why),
             },
         }
@@ -259,11 +232,7 @@ mod tests {
     }
 
     /// Drives the engine with scripted results; returns the steps run and the outcome.
-    fn drive(
-        mode: Mode,
-        strategy: Strategy,
-        mut results: impl FnMut(Step) -> StepResult,
-    ) -> (Vec<Step>, Outcome) {
+    fn drive(mode: Mode, strategy: Strategy, mut results: impl FnMut(Step) -> StepResult) -> (Vec<Step>, Outcome) {
         let mut e = Engine::new(mode, strategy);
         let mut steps = vec![];
         let mut step = e.first();
@@ -281,23 +250,14 @@ mod tests {
     #[test]
     fn happy_path_deploys() {
         let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |_| ok());
-        assert_eq!(
-            steps,
-            vec![Preflight, Backup, Record, Migrate, Deploy, Health]
-        );
+        assert_eq!(steps, vec![Preflight, Backup, Record, Migrate, Deploy, Health]);
         assert_eq!(o, Outcome::Deployed);
     }
 
     #[test]
     fn preflight_backup_or_record_failure_aborts_before_any_change() {
         for bad in [Preflight, Backup, Record] {
-            let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| {
-                if s == bad {
-                    fail()
-                } else {
-                    ok()
-                }
-            });
+            let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| if s == bad { fail() } else { ok() });
             assert_eq!(*steps.last().unwrap(), bad);
             assert!(!steps.contains(&Migrate));
             assert_eq!(o.deploy_exit_code(), 4, "{bad}");
@@ -314,25 +274,8 @@ mod tests {
             }),
             _ => ok(),
         });
-        assert_eq!(
-            steps,
-            vec![
-                Preflight,
-                Backup,
-                Record,
-                Migrate,
-                Assess,
-                Redeploy,
-                RedeployHealth
-            ]
-        );
-        assert_eq!(
-            o,
-            Outcome::RolledBack {
-                failed_step: Some(Migrate),
-                path: DbPath::None
-            }
-        );
+        assert_eq!(steps, vec![Preflight, Backup, Record, Migrate, Assess, Redeploy, RedeployHealth]);
+        assert_eq!(o, Outcome::RolledBack { failed_step: Some(Migrate), path: DbPath::None });
     }
 
     #[test]
@@ -358,13 +301,7 @@ mod tests {
                 RedeployHealth
             ]
         );
-        assert_eq!(
-            o,
-            Outcome::RolledBack {
-                failed_step: Some(Health),
-                path: DbPath::Revert
-            }
-        );
+        assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Revert });
         assert_eq!(o.deploy_exit_code(), 1);
     }
 
@@ -386,25 +323,8 @@ mod tests {
             Assess => assessed(|_| {}),
             _ => ok(),
         });
-        assert_eq!(
-            &steps[7..],
-            &[
-                Revert,
-                StopApp,
-                Restore,
-                ValidateRestore,
-                Swap,
-                Redeploy,
-                RedeployHealth
-            ]
-        );
-        assert_eq!(
-            o,
-            Outcome::RolledBack {
-                failed_step: Some(Health),
-                path: DbPath::Restore
-            }
-        );
+        assert_eq!(&steps[7..], &[Revert, StopApp, Restore, ValidateRestore, Swap, Redeploy, RedeployHealth]);
+        assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Restore });
     }
 
     #[test]
@@ -457,26 +377,14 @@ mod tests {
             _ => ok(),
         });
         assert!(!steps.contains(&Restore));
-        assert!(matches!(
-            o,
-            Outcome::RollbackFailed {
-                stuck_at: Revert,
-                ..
-            }
-        ));
+        assert!(matches!(o, Outcome::RollbackFailed { stuck_at: Revert, .. }));
         assert_eq!(o.deploy_exit_code(), 3);
         let (_, o) = drive(Mode::Deploy, Strategy::Revert, |s| match s {
             Health => fail(),
             Assess => assessed(|a| a.dirty = true),
             _ => ok(),
         });
-        assert!(matches!(
-            o,
-            Outcome::RollbackFailed {
-                stuck_at: Assess,
-                ..
-            }
-        ));
+        assert!(matches!(o, Outcome::RollbackFailed { stuck_at: Assess, .. }));
     }
 
     #[test]
@@ -523,13 +431,7 @@ mod tests {
             }),
             _ => ok(),
         });
-        assert!(matches!(
-            o,
-            Outcome::RollbackFailed {
-                stuck_at: Assess,
-                ..
-            }
-        ));
+        assert!(matches!(o, Outcome::RollbackFailed { stuck_at: Assess, .. }));
     }
 
     #[test]
@@ -538,17 +440,7 @@ mod tests {
             Assess => assessed(|_| {}),
             _ => ok(),
         });
-        assert_eq!(
-            steps,
-            vec![
-                Preflight,
-                Assess,
-                Revert,
-                VerifyRevert,
-                Redeploy,
-                RedeployHealth
-            ]
-        );
+        assert_eq!(steps, vec![Preflight, Assess, Revert, VerifyRevert, Redeploy, RedeployHealth]);
         assert_eq!(o.rollback_exit_code(), 0);
         assert_eq!(o.path(), DbPath::Revert);
     }
@@ -569,12 +461,6 @@ mod tests {
     #[test]
     fn manual_rollback_preflight_failure_needs_a_person() {
         let (_, o) = drive(Mode::Rollback, Strategy::Auto, |_| fail());
-        assert!(matches!(
-            o,
-            Outcome::RollbackFailed {
-                stuck_at: Preflight,
-                ..
-            }
-        ));
+        assert!(matches!(o, Outcome::RollbackFailed { stuck_at: Preflight, .. }));
     }
 }

@@ -30,8 +30,7 @@ pub struct Entry {
 
 impl Entry {
     pub fn duration_ms(&self) -> Option<i64> {
-        self.finished_at
-            .map(|f| (f - self.started_at).num_milliseconds())
+        self.finished_at.map(|f| (f - self.started_at).num_milliseconds())
     }
 }
 
@@ -52,19 +51,8 @@ impl Journal {
     }
 
     /// Ends the last entry for `step`.
-    pub fn end(
-        &mut self,
-        step: Step,
-        state: EntryState,
-        detail: impl Into<String>,
-        at: DateTime<Utc>,
-    ) {
-        if let Some(e) = self
-            .entries
-            .iter_mut()
-            .rev()
-            .find(|e| e.step == step && e.state == EntryState::Running)
-        {
+    pub fn end(&mut self, step: Step, state: EntryState, detail: impl Into<String>, at: DateTime<Utc>) {
+        if let Some(e) = self.entries.iter_mut().rev().find(|e| e.step == step && e.state == EntryState::Running) {
             e.state = state;
             e.finished_at = Some(at);
             e.detail = detail.into();
@@ -73,10 +61,7 @@ impl Journal {
 
     /// The step a previous run was in when it stopped without ending it.
     pub fn interrupted(&self) -> Option<&Entry> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|e| e.state == EntryState::Running)
+        self.entries.iter().rev().find(|e| e.state == EntryState::Running)
     }
 
     pub fn last(&self, step: Step) -> Option<&Entry> {
@@ -85,9 +70,7 @@ impl Journal {
 
     /// Whether `step` ended well at least once.
     pub fn succeeded(&self, step: Step) -> bool {
-        self.entries
-            .iter()
-            .any(|e| e.step == step && e.state == EntryState::Ok)
+        self.entries.iter().any(|e| e.step == step && e.state == EntryState::Ok)
     }
 }
 
@@ -97,17 +80,10 @@ mod tests {
 
     #[test]
     fn records_and_finds_interruptions() {
-        let t = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
         let mut j = Journal::default();
         j.begin(Step::Backup, t);
-        j.end(
-            Step::Backup,
-            EntryState::Ok,
-            "3 MiB",
-            t + chrono::Duration::seconds(2),
-        );
+        j.end(Step::Backup, EntryState::Ok, "3 MiB", t + chrono::Duration::seconds(2));
         j.begin(Step::Migrate, t);
         assert_eq!(j.interrupted().unwrap().step, Step::Migrate);
         assert!(j.succeeded(Step::Backup));

@@ -32,17 +32,9 @@ pub enum Outcome {
     /// The new tag runs and is healthy.
     Deployed,
     /// Something failed and the service was restored.
-    RolledBack {
-        failed_step: Option<Step>,
-        path: DbPath,
-    },
+    RolledBack { failed_step: Option<Step>, path: DbPath },
     /// The rollback could not finish: a person must act.
-    RollbackFailed {
-        failed_step: Option<Step>,
-        stuck_at: Step,
-        path: DbPath,
-        reason: String,
-    },
+    RollbackFailed { failed_step: Option<Step>, stuck_at: Step, path: DbPath, reason: String },
     /// Stopped before anything was changed.
     Aborted { at: Step, reason: String },
 }
@@ -89,19 +81,17 @@ impl Outcome {
             Outcome::Deployed => "Deployed: the new tag is live and healthy.".into(),
             Outcome::RolledBack { failed_step, path } => format!(
                 "Rolled back{}: the service runs the previous tag again ({}).",
-                failed_step
-                    .map(|s| format!(" after `{s}` failed"))
-                    .unwrap_or_default(),
+                failed_step.map(|s| format!(" after `{s}` failed")).unwrap_or_default(),
                 match path {
                     DbPath::None => "the database needed no change",
                     DbPath::Revert => "migrations reverted and verified",
                     DbPath::Restore => "database restored from the pre-deploy backup",
                 }
             ),
-            Outcome::RollbackFailed {
-                stuck_at, reason, ..
-            } => {
-                format!("ROLLBACK COULD NOT FINISH at `{stuck_at}`: {reason}. A person must act — see “What to do now”.")
+            Outcome::RollbackFailed { stuck_at, reason, .. } => {
+                format!(
+                    "ROLLBACK COULD NOT FINISH at `{stuck_at}`: {reason}. A person must act — see “What to do now”."
+                )
             }
             Outcome::Aborted { at, reason } => {
                 format!("Aborted at `{at}` before any change: {reason}. Nothing was changed.")
@@ -117,10 +107,7 @@ mod tests {
     #[test]
     fn exit_codes_follow_the_contract() {
         assert_eq!(Outcome::Deployed.deploy_exit_code(), 0);
-        let rb = Outcome::RolledBack {
-            failed_step: Some(Step::Health),
-            path: DbPath::Revert,
-        };
+        let rb = Outcome::RolledBack { failed_step: Some(Step::Health), path: DbPath::Revert };
         assert_eq!(rb.deploy_exit_code(), 1);
         assert_eq!(rb.rollback_exit_code(), 0);
         let stuck = Outcome::RollbackFailed {
@@ -131,14 +118,7 @@ mod tests {
         };
         assert_eq!(stuck.deploy_exit_code(), 3);
         assert_eq!(stuck.rollback_exit_code(), 3);
-        assert_eq!(
-            Outcome::Aborted {
-                at: Step::Backup,
-                reason: "x".into()
-            }
-            .deploy_exit_code(),
-            4
-        );
+        assert_eq!(Outcome::Aborted { at: Step::Backup, reason: "x".into() }.deploy_exit_code(), 4);
         assert_eq!(rb.result(), "rolled-back");
         assert_eq!(rb.path().name(), "revert");
     }

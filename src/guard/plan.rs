@@ -46,11 +46,7 @@ impl Plan {
             out.push('\n');
         };
         section("Deploy:", &self.steps, &mut out);
-        section(
-            "On failure of migrate, deploy or health (rollback):",
-            &self.rollback,
-            &mut out,
-        );
+        section("On failure of migrate, deploy or health (rollback):", &self.rollback, &mut out);
         out.push_str("Dry run: nothing was run and nothing was changed.\n");
         out
     }

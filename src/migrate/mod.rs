@@ -29,12 +29,12 @@ impl Migrator {
                 let ds = crate::exec::quote(ds);
                 Migrator {
                     tool: m.tool,
-                    run: m.run.clone().unwrap_or_else(|| {
-                        format!("npx --no-install typeorm migration:run -d {ds}")
-                    }),
-                    revert: Some(m.revert.clone().unwrap_or_else(|| {
-                        format!("npx --no-install typeorm migration:revert -d {ds}")
-                    })),
+                    run: m.run.clone().unwrap_or_else(|| format!("npx --no-install typeorm migration:run -d {ds}")),
+                    revert: Some(
+                        m.revert
+                            .clone()
+                            .unwrap_or_else(|| format!("npx --no-install typeorm migration:revert -d {ds}")),
+                    ),
                     table: Some(m.table.clone().unwrap_or_else(|| "migrations".into())),
                     order_by: m.order_by.clone().unwrap_or_else(|| "id".into()),
                     timeout: m.timeout,
@@ -56,9 +56,7 @@ impl Migrator {
     }
 
     pub fn revert_script(&self, tag: &str, sha: &str) -> Option<String> {
-        self.revert
-            .as_ref()
-            .map(|r| fill(r, &[("tag", tag), ("sha", sha)]))
+        self.revert.as_ref().map(|r| fill(r, &[("tag", tag), ("sha", sha)]))
     }
 }
 
@@ -82,26 +80,16 @@ mod tests {
         let mg = Migrator::from_config(&m);
         assert_eq!(mg.table.as_deref(), Some("migrations"));
         assert_eq!(mg.order_by, "id");
-        assert_eq!(
-            mg.run_script("v2", "abc1234"),
-            "npx --no-install typeorm migration:run -d dist/data-source.js"
-        );
-        assert!(mg
-            .revert_script("v2", "abc")
-            .unwrap()
-            .contains("migration:revert"));
+        assert_eq!(mg.run_script("v2", "abc1234"), "npx --no-install typeorm migration:run -d dist/data-source.js");
+        assert!(mg.revert_script("v2", "abc").unwrap().contains("migration:revert"));
     }
 
     #[test]
     fn command_placeholders_are_quoted() {
         let m: Migrations =
-            serde_yaml::from_str("run: ./migrate up {tag} {sha}\nrevert: ./migrate down {tag}")
-                .unwrap();
+            serde_yaml::from_str("run: ./migrate up {tag} {sha}\nrevert: ./migrate down {tag}").unwrap();
         let mg = Migrator::from_config(&m);
-        assert_eq!(
-            mg.run_script("v2;rm", "abc1234"),
-            "./migrate up 'v2;rm' abc1234"
-        );
+        assert_eq!(mg.run_script("v2;rm", "abc1234"), "./migrate up 'v2;rm' abc1234");
         assert_eq!(mg.revert_script("v2", "x").unwrap(), "./migrate down v2");
     }
 
@@ -109,10 +97,7 @@ mod tests {
     fn applied_rows_are_the_new_suffix() {
         let a = json!({"id": 1});
         let b = json!({"id": 2});
-        assert_eq!(
-            applied_since(&[a.clone()], &[a.clone(), b.clone()]).unwrap(),
-            &[b.clone()]
-        );
+        assert_eq!(applied_since(&[a.clone()], &[a.clone(), b.clone()]).unwrap(), &[b.clone()]);
         assert_eq!(applied_since(&[a.clone()], &[a.clone()]).unwrap().len(), 0);
         assert!(applied_since(&[a.clone()], &[b.clone()]).is_none());
         assert!(applied_since(&[a, b.clone()], &[b]).is_none());

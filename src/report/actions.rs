@@ -27,16 +27,8 @@ pub fn group_end() {
 /// An `::error::` annotation on the run (newlines encoded as the runner expects).
 pub fn error(title: &str, message: &str) {
     if in_actions() {
-        let enc = |s: &str| {
-            s.replace('%', "%25")
-                .replace('\r', "%0D")
-                .replace('\n', "%0A")
-        };
-        eprintln!(
-            "::error title={}::{}",
-            enc(title).replace(',', "%2C").replace(':', "%3A"),
-            enc(message)
-        );
+        let enc = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+        eprintln!("::error title={}::{}", enc(title).replace(',', "%2C").replace(':', "%3A"), enc(message));
     }
 }
 
@@ -73,8 +65,7 @@ pub fn write_summary(markdown: &str, fallback: Option<&std::path::Path>) -> Resu
         return Ok(());
     }
     if let Some(p) = fallback {
-        std::fs::write(p, markdown)
-            .with_context(|| format!("cannot write the summary to {}", p.display()))?;
+        std::fs::write(p, markdown).with_context(|| format!("cannot write the summary to {}", p.display()))?;
     }
     Ok(())
 }
@@ -84,16 +75,10 @@ pub fn error_for(outcome: &crate::guard::Outcome, headline: &str) {
     use crate::guard::Outcome;
     match outcome {
         Outcome::Deployed => {}
-        Outcome::RolledBack { failed_step, .. } => error(
-            &format!(
-                "deploy failed at {}",
-                failed_step.map(|s| s.name()).unwrap_or("?")
-            ),
-            headline,
-        ),
-        Outcome::RollbackFailed { stuck_at, .. } => {
-            error(&format!("rollback stuck at {}", stuck_at.name()), headline)
+        Outcome::RolledBack { failed_step, .. } => {
+            error(&format!("deploy failed at {}", failed_step.map(|s| s.name()).unwrap_or("?")), headline)
         }
+        Outcome::RollbackFailed { stuck_at, .. } => error(&format!("rollback stuck at {}", stuck_at.name()), headline),
         Outcome::Aborted { at, .. } => error(&format!("aborted at {}", at.name()), headline),
     }
 }

@@ -60,25 +60,14 @@ impl Report {
         vec![
             ("result", self.result.clone()),
             ("path", self.path.clone()),
-            (
-                "backup-key",
-                self.backup
-                    .as_ref()
-                    .map(|b| b.key.clone())
-                    .unwrap_or_default(),
-            ),
-            (
-                "previous-tag",
-                self.previous_tag.clone().unwrap_or_default(),
-            ),
+            ("backup-key", self.backup.as_ref().map(|b| b.key.clone()).unwrap_or_default()),
+            ("previous-tag", self.previous_tag.clone().unwrap_or_default()),
             ("duration", format!("{}", self.duration_secs.round() as i64)),
         ]
     }
 
     /// Steps journaled by this run (a manual rollback's manifest also holds the deploy's).
     pub fn own_steps(&self) -> impl Iterator<Item = &Entry> {
-        self.steps
-            .iter()
-            .filter(move |e| e.started_at >= self.started_at)
+        self.steps.iter().filter(move |e| e.started_at >= self.started_at)
     }
 }

@@ -51,11 +51,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             md,
             "| verified | {} |\n",
-            if b.verified {
-                "yes: read back whole, gunzipped, trailer present"
-            } else {
-                "NO"
-            }
+            if b.verified { "yes: read back whole, gunzipped, trailer present" } else { "NO" }
         );
     }
     migrations(&mut md, r);
@@ -71,10 +67,7 @@ pub fn render(r: &Report) -> String {
         md.push_str("```\n\n");
     }
     if let Some(k) = &r.kept_database {
-        let _ = writeln!(
-            md,
-            "The broken database is kept as `{k}` for forensics; drop it when done.\n"
-        );
+        let _ = writeln!(md, "The broken database is kept as `{k}` for forensics; drop it when done.\n");
     }
     if !r.notes.is_empty() {
         md.push_str("### Notes\n\n");
@@ -84,9 +77,7 @@ pub fn render(r: &Report) -> String {
         md.push('\n');
     }
     if r.app_status.is_some() || r.app_logs.is_some() {
-        md.push_str(
-            "<details><summary>App status and last log lines at the failure</summary>\n\n```\n",
-        );
+        md.push_str("<details><summary>App status and last log lines at the failure</summary>\n\n```\n");
         if let Some(s) = &r.app_status {
             let _ = writeln!(md, "status: {s}");
         }
@@ -112,10 +103,7 @@ fn timeline(md: &mut String, r: &Report) {
             EntryState::Failed => "❌ failed",
             EntryState::Running => "⏸ interrupted",
         };
-        let dur = e
-            .duration_ms()
-            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
-            .unwrap_or_else(|| "-".into());
+        let dur = e.duration_ms().map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into());
         let detail = e.detail.replace('|', "\\|").replace('\n', " ");
         let detail = if detail.chars().count() > 300 {
             format!("{}…", detail.chars().take(300).collect::<String>())
@@ -142,15 +130,15 @@ fn flowchart(md: &mut String, r: &Report) {
         "  migrate & deploy -. fails .-> assess\n",
         "  health -- no --> assess{Assess}\n",
         "  assess -- db unchanged --> redeploy\n",
-        "  assess -- fast path --> revert[Revert migrations] --> verify-revert{Same as before?}\n",
-        "  verify-revert -- yes --> redeploy\n",
-        "  assess -- not trusted --> stop-app\n",
-        "  revert -. fails .-> stop-app\n",
-        "  verify-revert -- drift --> stop-app[Stop app]\n",
-        "  stop-app --> restore[Restore into scratch] --> validate-restore{Valid?} --> swap[Swap in]\n",
-        "  swap --> redeploy[Redeploy previous tag] --> redeploy-health{Healthy?}\n",
-        "  redeploy-health -- yes --> rolled-back([Rolled back])\n",
-        "  restore & validate-restore & swap & redeploy & redeploy-health -. fails .-> person([A person must act])\n",
+        "  assess -- fast path --> revert[Revert migrations] --> verify_revert{Same as before?}\n",
+        "  verify_revert -- yes --> redeploy\n",
+        "  assess -- not trusted --> stop_app\n",
+        "  revert -. fails .-> stop_app\n",
+        "  verify_revert -- drift --> stop_app[Stop app]\n",
+        "  stop_app --> restore[Restore into scratch] --> validate_restore{Valid?} --> swap[Swap in]\n",
+        "  swap --> redeploy[Redeploy previous tag] --> redeploy_health{Healthy?}\n",
+        "  redeploy_health -- yes --> rolled_back([Rolled back])\n",
+        "  restore & validate_restore & swap & redeploy & redeploy_health -. fails .-> person([A person must act])\n",
     ));
     md.push_str("  classDef ok fill:#d4edda,stroke:#28a745,color:#000\n");
     md.push_str("  classDef failed fill:#f8d7da,stroke:#dc3545,color:#000\n");
@@ -168,14 +156,15 @@ fn flowchart(md: &mut String, r: &Report) {
     }
     let end = match r.outcome {
         Outcome::Deployed => ("deployed", "ok"),
-        Outcome::RolledBack { .. } => ("rolled-back", "ok"),
+        Outcome::RolledBack { .. } => ("rolled_back", "ok"),
         Outcome::RollbackFailed { .. } => ("person", "failed"),
         Outcome::Aborted { .. } => ("aborted", "failed"),
     };
     by_class.entry(end.1).or_default().push(end.0);
     for class in ["ok", "warn", "failed"] {
         if let Some(nodes) = by_class.get(class) {
-            let _ = writeln!(md, "  class {} {class}", nodes.join(","));
+            // Mermaid ids use `_`; step names use `-`.
+            let _ = writeln!(md, "  class {} {class}", nodes.join(",").replace('-', "_"));
         }
     }
     md.push_str("```\n\n");
@@ -184,28 +173,15 @@ fn flowchart(md: &mut String, r: &Report) {
 fn migrations(md: &mut String, r: &Report) {
     let Some(after) = &r.migrations_after else {
         if !r.migrations_before.is_empty() {
-            let _ = writeln!(
-                md,
-                "Migration table before the deploy: {} rows.\n",
-                r.migrations_before.len()
-            );
+            let _ = writeln!(md, "Migration table before the deploy: {} rows.\n", r.migrations_before.len());
         }
         return;
     };
     let label = |v: &serde_json::Value| match v {
         serde_json::Value::Object(o) => o
             .iter()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.as_str(),
-                    "timestamp" | "applied_at" | "installed_on" | "execution_time"
-                )
-            })
-            .map(|(_, v)| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            })
+            .filter(|(k, _)| !matches!(k.as_str(), "timestamp" | "applied_at" | "installed_on" | "execution_time"))
+            .map(|(_, v)| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
             .collect::<Vec<_>>()
             .join(" "),
         other => other.to_string(),
@@ -217,16 +193,150 @@ fn migrations(md: &mut String, r: &Report) {
         after.len()
     );
     let before: std::collections::HashSet<String> = r.migrations_before.iter().map(label).collect();
-    let added: Vec<String> = after
-        .iter()
-        .map(label)
-        .filter(|l| !before.contains(l))
-        .collect();
+    let added: Vec<String> = after.iter().map(label).filter(|l| !before.contains(l)).collect();
     if !added.is_empty() {
         md.push_str("applied by this deploy:\n\n");
         for a in added {
             let _ = writeln!(md, "- `{a}`");
         }
         md.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::guard::{DbPath, Entry};
+    use crate::report::BackupInfo;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc) + Duration::seconds(s)
+    }
+
+    fn entry(step: Step, state: EntryState, from: i64, to: i64, detail: &str) -> Entry {
+        Entry { step, state, started_at: at(from), finished_at: Some(at(to)), detail: detail.into() }
+    }
+
+    fn report(outcome: Outcome, steps: Vec<Entry>, next: Vec<String>) -> Report {
+        Report {
+            command: "deploy".into(),
+            project: "station".into(),
+            result: outcome.result().into(),
+            path: outcome.path().name().into(),
+            exit_code: outcome.deploy_exit_code(),
+            headline: outcome.headline(),
+            outcome,
+            sha: "abc1234def5678abc1234def5678abc1234def56".into(),
+            tag: Some("v2.4.0".into()),
+            previous_tag: Some("v2.3.1".into()),
+            started_at: at(0),
+            duration_secs: 42.0,
+            recovery_secs: Some(30.0),
+            steps,
+            backup: Some(BackupInfo {
+                location: "file:///var/backups/station/202605/20260510_150000_pre-deploy-abc1234.sql.gz".into(),
+                key: "202605/20260510_150000_pre-deploy-abc1234.sql.gz".into(),
+                size: 3 * 1024 * 1024,
+                dump_bytes: 17 * 1024 * 1024,
+                sha256: "9f2c".repeat(16),
+                verified: true,
+            }),
+            migrations_before: vec![json!({"id": 1, "timestamp": 1, "name": "Init1"})],
+            migrations_after: Some(vec![
+                json!({"id": 1, "timestamp": 1, "name": "Init1"}),
+                json!({"id": 2, "timestamp": 2, "name": "AddTier2"}),
+            ]),
+            drift: vec!["+ column public.users.tier integer".into()],
+            app_status: Some("exited (1)".into()),
+            app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
+            kept_database: Some("station__failed_abc1234".into()),
+            notes: vec!["verify-revert: schema drift after revert: + column public.users.tier integer".into()],
+            next_commands: next,
+        }
+    }
+
+    #[test]
+    fn restored_after_drift() {
+        use EntryState::*;
+        let steps = vec![
+            entry(Step::Preflight, Ok, 0, 1, "store ok; PostgreSQL 16.4 ok; deploy lock taken; running tag v2.3.1"),
+            entry(Step::Backup, Ok, 1, 4, "3.0 MiB (17.0 MiB of SQL), sha256 9f2c9f2c9f2c9f2c, verified"),
+            entry(Step::Record, Ok, 4, 5, "1 migration rows; schema fingerprint 1a2b3c4d5e6f (120 objects)"),
+            entry(Step::Migrate, Ok, 5, 8, "Migration AddTier2 has been executed successfully."),
+            entry(Step::Deploy, Ok, 8, 9, "v2.4.0 started"),
+            entry(
+                Step::Health,
+                Failed,
+                9,
+                12,
+                "not healthy within 3s (12 checks); last: https://api/health answered 502",
+            ),
+            entry(Step::Assess, Ok, 12, 13, "1 migration(s) applied by this deploy; schema changed in 1 place(s)"),
+            entry(Step::Revert, Ok, 13, 15, "1 migration(s) reverted with the code of v2.4.0"),
+            entry(Step::VerifyRevert, Failed, 15, 16, "schema drift after revert: + column public.users.tier integer"),
+            entry(Step::StopApp, Ok, 16, 17, "app stopped"),
+            entry(Step::Restore, Ok, 17, 30, "restored into station__restore_abc1234 (17.0 MiB of SQL)"),
+            entry(
+                Step::ValidateRestore,
+                Ok,
+                30,
+                31,
+                "fingerprint 1a2b3c4d5e6f and migration rows equal the recorded pre-deploy state",
+            ),
+            entry(
+                Step::Swap,
+                Ok,
+                31,
+                32,
+                "station is now the restored backup; the broken one is kept as station__failed_abc1234",
+            ),
+            entry(Step::Redeploy, Ok, 32, 33, "v2.3.1 started"),
+            entry(Step::RedeployHealth, Ok, 33, 35, "healthy after 2 check(s)"),
+        ];
+        let r = report(Outcome::RolledBack { failed_step: Some(Step::Health), path: DbPath::Restore }, steps, vec![]);
+        insta::assert_snapshot!(render(&r));
+    }
+
+    #[test]
+    fn stuck_with_next_commands() {
+        use EntryState::*;
+        let steps = vec![
+            entry(Step::Preflight, Ok, 0, 1, "ok"),
+            entry(Step::Backup, Ok, 1, 4, "verified"),
+            entry(Step::Record, Ok, 4, 5, "recorded"),
+            entry(
+                Step::Migrate,
+                Failed,
+                5,
+                8,
+                "the migration command failed (exit 1): column \"tier\" contains null values",
+            ),
+            entry(Step::Assess, Ok, 8, 9, "fast path not trusted: the migration tool reports a dirty or failed state"),
+            entry(Step::StopApp, Ok, 9, 10, "app stopped"),
+            entry(
+                Step::Restore,
+                Failed,
+                10,
+                11,
+                "station is untouched: could not create the scratch database: disk full",
+            ),
+        ];
+        let outcome = Outcome::RollbackFailed {
+            failed_step: Some(Step::Migrate),
+            stuck_at: Step::Restore,
+            path: DbPath::Restore,
+            reason: "station is untouched: could not create the scratch database: disk full".into(),
+        };
+        let next = vec![
+            "# the live database station was NOT touched".into(),
+            "deploy-guard rollback --sha abc1234 --path restore".into(),
+        ];
+        let md = render(&report(outcome, steps, next));
+        // What to do comes before the details.
+        assert!(md.find("What to do now").unwrap() < md.find("Timeline").unwrap());
+        insta::assert_snapshot!(md);
     }
 }

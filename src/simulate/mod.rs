@@ -30,7 +30,13 @@ pub struct Scenario {
 }
 
 pub const SCENARIOS: &[Scenario] = &[
-    Scenario { name: "happy", about: "a nullable column and an index: deployed", release: "v2", expect_result: "deployed", expect_path: "none" },
+    Scenario {
+        name: "happy",
+        about: "a nullable column and an index: deployed",
+        release: "v2",
+        expect_result: "deployed",
+        expect_path: "none",
+    },
     Scenario {
         name: "migration-fails",
         about: "NOT NULL column on a table with rows: the migration's transaction rolls back, nothing to revert",
@@ -78,11 +84,7 @@ pub fn scenarios_named(name: &str) -> Result<Vec<Scenario>> {
             Some(s) => out.push(*s),
             None => bail!(
                 "--scenario {n:?}: unknown; choose from {} or all",
-                SCENARIOS
-                    .iter()
-                    .map(|s| s.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
             ),
         }
     }
@@ -123,9 +125,9 @@ const RELEASE_V1: &[(&str, &str)] = &[
     ("002_create_orders.down.sql", "DROP VIEW customer_totals; DROP TABLE orders;"),
 ];
 
-const ADD_NICKNAME: &str = "ALTER TABLE customers ADD COLUMN nickname text;\nCREATE INDEX customers_nickname_idx ON customers(nickname);";
-const DROP_NICKNAME: &str =
-    "DROP INDEX customers_nickname_idx;\nALTER TABLE customers DROP COLUMN nickname;";
+const ADD_NICKNAME: &str =
+    "ALTER TABLE customers ADD COLUMN nickname text;\nCREATE INDEX customers_nickname_idx ON customers(nickname);";
+const DROP_NICKNAME: &str = "DROP INDEX customers_nickname_idx;\nALTER TABLE customers DROP COLUMN nickname;";
 
 /// Migrations of each release beyond v1, and whether the release's app is healthy.
 fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
@@ -141,7 +143,13 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
             true,
         ),
         "v2-crash" => (vec![(up, ADD_NICKNAME), (down, DROP_NICKNAME)], false),
-        "v2-bad-down" => (vec![(up, ADD_NICKNAME), (down, "DROP INDEX customers_nickname_idx;\nALTER TABLE customers DROP COLUMN nick_name;")], false),
+        "v2-bad-down" => (
+            vec![
+                (up, ADD_NICKNAME),
+                (down, "DROP INDEX customers_nickname_idx;\nALTER TABLE customers DROP COLUMN nick_name;"),
+            ],
+            false,
+        ),
         "v2-lying-down" => (vec![(up, ADD_NICKNAME), (down, "DROP INDEX customers_nickname_idx;")], false),
         _ => (vec![], true),
     }
@@ -174,13 +182,7 @@ fn write_exec(path: &Path, text: &str) -> Result<()> {
 
 impl Stage {
     /// Stages database `db` and `dir/app` with releases v1 and each of `releases`.
-    pub fn new(
-        cluster: &Cluster,
-        dir: &Path,
-        db: &str,
-        releases: &[&str],
-        crash_pg_dump: bool,
-    ) -> Result<Stage> {
+    pub fn new(cluster: &Cluster, dir: &Path, db: &str, releases: &[&str], crash_pg_dump: bool) -> Result<Stage> {
         let app = dir.join("app");
         std::fs::create_dir_all(app.join("state"))?;
         write_exec(&app.join("app.sh"), include_str!("files/app.sh"))?;
@@ -210,11 +212,7 @@ impl Stage {
         let sh = |args: &[&str]| -> Result<()> {
             let out = std::process::Command::new("sh").args(args).output()?;
             if !out.status.success() {
-                bail!(
-                    "{} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                bail!("{} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
             }
             Ok(())
         };
@@ -226,21 +224,13 @@ impl Stage {
             let bin = dir.join("bin");
             std::fs::create_dir_all(&bin)?;
             let real = cluster.bin_dir.display().to_string();
-            write_exec(
-                &bin.join("pg_dump"),
-                &include_str!("files/pg_dump_crash.sh").replace("@REAL_BIN@", &real),
-            )?;
+            write_exec(&bin.join("pg_dump"), &include_str!("files/pg_dump_crash.sh").replace("@REAL_BIN@", &real))?;
             std::os::unix::fs::symlink(cluster.bin_dir.join("psql"), bin.join("psql"))?;
             bin
         } else {
             cluster.bin_dir.clone()
         };
-        Ok(Stage {
-            dir: dir.to_path_buf(),
-            db: db.to_string(),
-            bin_dir,
-            port: cluster.port,
-        })
+        Ok(Stage { dir: dir.to_path_buf(), db: db.to_string(), bin_dir, port: cluster.port })
     }
 
     pub fn app_dir(&self) -> PathBuf {
@@ -286,39 +276,19 @@ async fn snapshot(w: &World, columns: Option<&BTreeMap<String, Vec<String>>>) ->
     };
     let mut tables = BTreeMap::new();
     for (t, cols) in &columns {
-        let row = format!(
-            "ROW({})",
-            cols.iter()
-                .map(|c| crate::db::ident(c))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let row = format!("ROW({})", cols.iter().map(|c| crate::db::ident(c)).collect::<Vec<_>>().join(","));
         let sql = format!(
             "SELECT json_build_array(count(*), md5(coalesce(string_agg({row}::text, E'\\n' ORDER BY {row}::text), ''))) FROM {};",
             crate::db::ident(t)
         );
-        tables.insert(
-            t.clone(),
-            serde_json::from_value(db.query_json(&db.name, &sql).await?)?,
-        );
+        tables.insert(t.clone(), serde_json::from_value(db.query_json(&db.name, &sql).await?)?);
     }
     Ok(Snapshot { tables, columns })
 }
 
-async fn run_one(
-    cluster: &Cluster,
-    root: &Path,
-    s: &Scenario,
-    base: Option<&Config>,
-) -> Result<ScenarioResult> {
+async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Config>) -> Result<ScenarioResult> {
     let db = format!("shop_{}", s.name.replace('-', "_"));
-    let st = Stage::new(
-        cluster,
-        &root.join(s.name),
-        &db,
-        &[s.release],
-        s.name == "backup-fails",
-    )?;
+    let st = Stage::new(cluster, &root.join(s.name), &db, &[s.release], s.name == "backup-fails")?;
     let mut config = Config::from_yaml(&st.config_yaml(&format!("simulate-{}", s.name)), &[])?;
     if let Some(b) = base {
         config.backup.compression = b.backup.compression;
@@ -346,10 +316,7 @@ async fn run_one(
     let after = snapshot(&w, Some(&before.columns)).await?;
     let data_intact = after.tables == before.tables;
     if !data_intact {
-        problems.push(format!(
-            "data changed: before {:?}, after {:?}",
-            before.tables, after.tables
-        ));
+        problems.push(format!("data changed: before {:?}, after {:?}", before.tables, after.tables));
     }
     let rows_after = w.db.migration_rows(&w.db.name, &table, "version").await?;
     let fp_after = w.db.fingerprint(&w.db.name).await?;
@@ -364,10 +331,7 @@ async fn run_one(
         }
     } else {
         if fp_after != fp_before {
-            problems.push(format!(
-                "schema differs from before the deploy: {}",
-                fp_before.diff(&fp_after).join("; ")
-            ));
+            problems.push(format!("schema differs from before the deploy: {}", fp_before.diff(&fp_after).join("; ")));
         }
         if rows_after != rows_before {
             problems.push("migration table differs from before the deploy".into());
@@ -388,12 +352,7 @@ async fn run_one(
             ));
         }
     }
-    if s.expect_path == "restore"
-        && !w
-            .db
-            .database_exists(&format!("{}__failed_{}", st.db, &sha[..7]))
-            .await?
-    {
+    if s.expect_path == "restore" && !w.db.database_exists(&format!("{}__failed_{}", st.db, &sha[..7])).await? {
         problems.push("the broken database was not kept".into());
     }
     Ok(ScenarioResult {
@@ -410,24 +369,15 @@ async fn run_one(
 }
 
 /// Runs the scenarios, each on its own database in one throwaway cluster.
-pub async fn run(
-    scenarios: &[Scenario],
-    config: Option<&Path>,
-    record: Option<&Path>,
-) -> Result<Vec<ScenarioResult>> {
+pub async fn run(scenarios: &[Scenario], config: Option<&Path>, record: Option<&Path>) -> Result<Vec<ScenarioResult>> {
     let base = match config {
         Some(p) => Some(crate::usage_result(Config::load(Some(p), &[]))?),
         None => None,
     };
-    let bin = base
-        .as_ref()
-        .and_then(|c| c.database.bin_dir.as_ref())
-        .map(PathBuf::from);
+    let bin = base.as_ref().and_then(|c| c.database.bin_dir.as_ref()).map(PathBuf::from);
     tracing::info!("starting a throwaway PostgreSQL cluster");
     let cluster = tokio::task::spawn_blocking(move || Cluster::start(bin.as_deref())).await??;
-    let root = tempfile::Builder::new()
-        .prefix("deploy-guard-simulate-")
-        .tempdir()?;
+    let root = tempfile::Builder::new().prefix("deploy-guard-simulate-").tempdir()?;
     let mut results = Vec::new();
     for s in scenarios {
         tracing::info!("── scenario {}: {}", s.name, s.about);
@@ -435,11 +385,7 @@ pub async fn run(
             .await
             .with_context(|| format!("scenario {} could not be run", s.name))?;
         if !r.as_expected {
-            tracing::error!(
-                "scenario {} did not end as it must: {}",
-                s.name,
-                r.problems.join("; ")
-            );
+            tracing::error!("scenario {} did not end as it must: {}", s.name, r.problems.join("; "));
         }
         results.push(r);
     }
@@ -461,26 +407,17 @@ pub fn table(results: &[ScenarioResult]) -> String {
             r.scenario,
             r.path,
             format!("{} ({})", r.result, r.exit_code),
-            r.recovery_secs
-                .map(|s| format!("{s:.1} s"))
-                .unwrap_or_else(|| "-".into()),
+            r.recovery_secs.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "-".into()),
             format!("{:.1} s", r.duration_secs),
             if r.data_intact { "ok" } else { "LOST" },
-            if r.as_expected {
-                "yes".to_string()
-            } else {
-                format!("NO: {}", r.problems.join("; "))
-            }
+            if r.as_expected { "yes".to_string() } else { format!("NO: {}", r.problems.join("; ")) }
         ));
     }
     let bad = results.iter().filter(|r| !r.as_expected).count();
     out.push_str(&if bad == 0 {
         format!("all {} scenarios ended as they must\n", results.len())
     } else {
-        format!(
-            "{bad} of {} scenarios did NOT end as they must\n",
-            results.len()
-        )
+        format!("{bad} of {} scenarios did NOT end as they must\n", results.len())
     });
     out
 }
@@ -494,10 +431,7 @@ fn append_record(path: &Path, results: &[ScenarioResult]) -> Result<()> {
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     if new {
-        writeln!(
-            f,
-            "| date | scenario | path | duration | result |\n|---|---|---|---|---|"
-        )?;
+        writeln!(f, "| date | scenario | path | duration | result |\n|---|---|---|---|---|")?;
     }
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     for r in results {
@@ -507,11 +441,7 @@ fn append_record(path: &Path, results: &[ScenarioResult]) -> Result<()> {
             r.scenario,
             r.path,
             r.recovery_secs.unwrap_or(r.duration_secs),
-            if r.as_expected {
-                format!("ok ({})", r.result)
-            } else {
-                format!("FAILED: {}", r.problems.join("; "))
-            }
+            if r.as_expected { format!("ok ({})", r.result) } else { format!("FAILED: {}", r.problems.join("; ")) }
         )?;
     }
     Ok(())

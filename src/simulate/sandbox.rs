@@ -27,12 +27,7 @@ pub fn find_bin_dir(prefer: Option<&Path>) -> Result<PathBuf> {
     if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
         let mut versions: Vec<(u32, PathBuf)> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                Some((
-                    e.file_name().to_str()?.parse::<u32>().ok()?,
-                    e.path().join("bin"),
-                ))
-            })
+            .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
             .collect();
         versions.sort();
         candidates.extend(versions.into_iter().rev().map(|(_, p)| p));
@@ -40,14 +35,11 @@ pub fn find_bin_dir(prefer: Option<&Path>) -> Result<PathBuf> {
     for dir in ["/usr/local/bin", "/usr/bin", "/opt/homebrew/bin"] {
         candidates.push(dir.into());
     }
-    candidates
-        .into_iter()
-        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
-        .context(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found: install them \
+    candidates.into_iter().find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file()).context(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: install them \
              (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@17) \
              or set DEPLOY_GUARD_PG_BIN to their directory",
-        )
+    )
 }
 
 fn is_root() -> bool {
@@ -64,34 +56,18 @@ impl Cluster {
     /// initdb + start; returns once the server accepts connections.
     pub fn start(bin_dir: Option<&Path>) -> Result<Cluster> {
         let bin_dir = find_bin_dir(bin_dir)?;
-        let root = tempfile::Builder::new()
-            .prefix("deploy-guard-pg-")
-            .tempdir()?;
-        let run_as = if is_root() {
-            Some("postgres".to_string())
-        } else {
-            None
-        };
+        let root = tempfile::Builder::new().prefix("deploy-guard-pg-").tempdir()?;
+        let run_as = if is_root() { Some("postgres".to_string()) } else { None };
         set_mode(root.path(), 0o755)?;
         let data = root.path().join("data");
         std::fs::create_dir(&data)?;
         if let Some(user) = &run_as {
-            let ok = Command::new("chown")
-                .arg("-R")
-                .arg(format!("{user}:"))
-                .arg(root.path())
-                .status()?
-                .success();
+            let ok = Command::new("chown").arg("-R").arg(format!("{user}:")).arg(root.path()).status()?.success();
             if !ok {
                 bail!("running as root, the cluster must belong to a `{user}` user (initdb refuses root), but chown to it failed: create the user or run as another user");
             }
         }
-        let mut cluster = Cluster {
-            root,
-            port: 0,
-            bin_dir,
-            run_as,
-        };
+        let mut cluster = Cluster { root, port: 0, bin_dir, run_as };
         cluster.run(
             "initdb",
             &[
@@ -114,32 +90,15 @@ impl Cluster {
                 path_str(cluster.root.path())?
             );
             let log = cluster.root.path().join("server.log");
-            match cluster.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    path_str(&data)?,
-                    "-l",
-                    path_str(&log)?,
-                    "-o",
-                    &opts,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
-            ) {
+            match cluster
+                .run("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&log)?, "-o", &opts, "-w", "-t", "60", "start"])
+            {
                 Ok(_) => {
                     cluster.watchdog()?;
                     return Ok(cluster);
                 }
                 // Most likely the port was taken between choosing and binding it: try another.
-                Err(e) => {
-                    last = format!(
-                        "{e:#}\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    )
-                }
+                Err(e) => last = format!("{e:#}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
             }
         }
         bail!("PostgreSQL did not start: {last}")
@@ -166,11 +125,7 @@ impl Cluster {
             .output()
             .with_context(|| format!("cannot run {}", self.bin_dir.join(tool).display()))?;
         if !out.status.success() {
-            bail!(
-                "{tool} failed: {}{}",
-                String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(&out.stdout)
-            );
+            bail!("{tool} failed: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -211,37 +166,17 @@ impl Cluster {
     pub fn psql(&self, db: &str, sql: &str) -> Result<String> {
         use std::io::Write;
         let mut child = Command::new(self.bin_dir.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                db,
-            ])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", db])
             .arg("-p")
             .arg(self.port.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(sql.as_bytes())?;
+        child.stdin.take().expect("piped").write_all(sql.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!(
-                "psql on {db} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("psql on {db} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
     }
@@ -249,18 +184,12 @@ impl Cluster {
     pub fn database_exists(&self, name: &str) -> Result<bool> {
         Ok(self.psql(
             "postgres",
-            &format!(
-                "SELECT count(*) FROM pg_database WHERE datname = {};",
-                crate::db::literal(name)
-            ),
+            &format!("SELECT count(*) FROM pg_database WHERE datname = {};", crate::db::literal(name)),
         )? == "1")
     }
 
     pub fn create_database(&self, name: &str) -> Result<()> {
-        self.psql(
-            "postgres",
-            &format!("CREATE DATABASE {};", crate::db::ident(name)),
-        )?;
+        self.psql("postgres", &format!("CREATE DATABASE {};", crate::db::ident(name)))?;
         Ok(())
     }
 }

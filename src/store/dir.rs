@@ -31,20 +31,14 @@ impl Store for DirStore {
     async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send)) -> Result<u64> {
         let path = self.path(key)?;
         let dir = path.parent().expect("key has a file name");
-        tokio::fs::create_dir_all(dir)
-            .await
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let partial = path.with_extension(format!(
-            "{}.partial",
-            path.extension().and_then(|e| e.to_str()).unwrap_or("")
-        ));
+        tokio::fs::create_dir_all(dir).await.with_context(|| format!("cannot create {}", dir.display()))?;
+        let partial =
+            path.with_extension(format!("{}.partial", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
         let result = async {
             let mut file = tokio::fs::File::create(&partial)
                 .await
                 .with_context(|| format!("cannot write {}", partial.display()))?;
-            let n = tokio::io::copy(body, &mut file)
-                .await
-                .with_context(|| format!("writing {}", partial.display()))?;
+            let n = tokio::io::copy(body, &mut file).await.with_context(|| format!("writing {}", partial.display()))?;
             file.flush().await?;
             file.sync_all().await?;
             tokio::fs::rename(&partial, &path).await?;
@@ -59,9 +53,7 @@ impl Store for DirStore {
 
     async fn get(&self, key: &str) -> Result<Box<dyn AsyncRead + Unpin + Send>> {
         let path = self.path(key)?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file = tokio::fs::File::open(&path).await.with_context(|| format!("cannot read {}", path.display()))?;
         Ok(Box::new(file))
     }
 
@@ -81,18 +73,11 @@ impl Store for DirStore {
                     stack.push(path);
                     continue;
                 }
-                let key = path
-                    .strip_prefix(&self.root)
-                    .expect("below root")
-                    .to_string_lossy()
-                    .into_owned();
+                let key = path.strip_prefix(&self.root).expect("below root").to_string_lossy().into_owned();
                 if key.ends_with(".partial") || !key.starts_with(prefix) {
                     continue;
                 }
-                out.push(Object {
-                    key,
-                    size: meta.len(),
-                });
+                out.push(Object { key, size: meta.len() });
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));

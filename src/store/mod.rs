@@ -68,10 +68,7 @@ impl StoreUrl {
             if bucket.is_empty() {
                 bail!("{s:?}: no bucket (s3://bucket/prefix)");
             }
-            return Ok(StoreUrl::S3 {
-                bucket: bucket.into(),
-                prefix: prefix.trim_matches('/').into(),
-            });
+            return Ok(StoreUrl::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() });
         }
         bail!("{s:?}: expected file:///absolute/dir or s3://bucket/prefix")
     }
@@ -93,16 +90,10 @@ mod tests {
 
     #[test]
     fn parses_store_urls() {
-        assert_eq!(
-            StoreUrl::parse("file:///var/b").unwrap(),
-            StoreUrl::Dir("/var/b".into())
-        );
+        assert_eq!(StoreUrl::parse("file:///var/b").unwrap(), StoreUrl::Dir("/var/b".into()));
         assert_eq!(
             StoreUrl::parse("s3://bk/postgres/").unwrap(),
-            StoreUrl::S3 {
-                bucket: "bk".into(),
-                prefix: "postgres".into()
-            }
+            StoreUrl::S3 { bucket: "bk".into(), prefix: "postgres".into() }
         );
         assert!(StoreUrl::parse("file://rel").is_err());
         assert!(StoreUrl::parse("/var/b").is_err());

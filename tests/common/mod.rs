@@ -11,19 +11,14 @@ use deploy_guard::simulate::sandbox::Cluster;
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        Cluster::start(None)
-            .unwrap_or_else(|e| panic!("cannot start a test PostgreSQL cluster: {e:#}"))
+        Cluster::start(None).unwrap_or_else(|e| panic!("cannot start a test PostgreSQL cluster: {e:#}"))
     })
 }
 
 /// A new empty database with a unique name.
 pub fn fresh_db(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
+    let name = format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
     cluster().create_database(&name).expect("create database");
     name
 }
@@ -35,10 +30,7 @@ pub fn bin() -> PathBuf {
 
 /// A temp dir that the `postgres` user can read (for COPY and the like).
 pub fn tempdir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("dg-test-")
-        .tempdir()
-        .expect("tempdir");
+    let d = tempfile::Builder::new().prefix("dg-test-").tempdir().expect("tempdir");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
@@ -59,9 +51,8 @@ impl App {
     pub fn build(prefix: &str, releases: &[&str], crash_pg_dump: bool) -> App {
         let tmp = tempdir();
         let db = fresh_db(prefix);
-        let stage =
-            deploy_guard::simulate::Stage::new(cluster(), tmp.path(), &db, releases, crash_pg_dump)
-                .unwrap_or_else(|e| panic!("staging the sample app: {e:#}"));
+        let stage = deploy_guard::simulate::Stage::new(cluster(), tmp.path(), &db, releases, crash_pg_dump)
+            .unwrap_or_else(|e| panic!("staging the sample app: {e:#}"));
         let config = tmp.path().join("deploy-guard.yml");
         std::fs::write(&config, stage.config_yaml(&db)).unwrap();
         App { tmp, stage, config }
@@ -81,12 +72,7 @@ impl App {
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let mut c = std::process::Command::new(bin());
         c.args(args).arg("--config").arg(&self.config);
-        for v in [
-            "GITHUB_STEP_SUMMARY",
-            "GITHUB_OUTPUT",
-            "GITHUB_ACTIONS",
-            "GITHUB_SHA",
-        ] {
+        for v in ["GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ACTIONS", "GITHUB_SHA"] {
             c.env_remove(v);
         }
         for (k, v) in env {
@@ -100,17 +86,12 @@ impl App {
     }
 
     pub fn psql(&self, sql: &str) -> String {
-        cluster()
-            .psql(&self.stage.db, sql)
-            .unwrap_or_else(|e| panic!("{e:#}"))
+        cluster().psql(&self.stage.db, sql).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// The tag the sample app runs.
     pub fn tag(&self) -> String {
-        std::fs::read_to_string(self.stage.app_dir().join("state/tag"))
-            .unwrap()
-            .trim()
-            .to_string()
+        std::fs::read_to_string(self.stage.app_dir().join("state/tag")).unwrap().trim().to_string()
     }
 
     pub fn postgres(&self) -> deploy_guard::db::Postgres {
@@ -136,17 +117,9 @@ pub fn postgres(db: &str) -> deploy_guard::db::Postgres {
 }
 
 /// Schema fingerprint and content checksums of `db`: "the database as it is".
-pub async fn state(
-    db: &str,
-) -> (
-    deploy_guard::db::Fingerprint,
-    std::collections::BTreeMap<String, (i64, String)>,
-) {
+pub async fn state(db: &str) -> (deploy_guard::db::Fingerprint, std::collections::BTreeMap<String, (i64, String)>) {
     let pg = postgres(db);
-    (
-        pg.fingerprint(db).await.unwrap(),
-        pg.content_checksums(db).await.unwrap(),
-    )
+    (pg.fingerprint(db).await.unwrap(), pg.content_checksums(db).await.unwrap())
 }
 
 pub fn stdout(o: &std::process::Output) -> String {
@@ -158,8 +131,7 @@ pub fn stderr(o: &std::process::Output) -> String {
 }
 
 pub fn json(o: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
 }
 
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
