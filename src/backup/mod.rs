@@ -135,7 +135,7 @@ pub async fn find(store: &dyn Store, prefix: &str) -> Result<Manifest> {
         1 => {}
         _ => bail!("SHA prefix {prefix} is ambiguous: it matches {}; give more digits", shas.join(", ")),
     }
-    found.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    found.sort_by_key(|m| std::cmp::Reverse(m.created_at));
     let verified = found.iter().find(|m| m.verified).cloned();
     verified.ok_or_else(|| {
         anyhow::anyhow!(

@@ -112,7 +112,7 @@ fn next_commands(run: &Run, stuck_at: Step, config_arg: &str) -> Vec<String> {
                 "# the fast path is not possible or did not hold, and restore is not allowed by rollback.strategy"
                     .into(),
             );
-            c.push(format!("# restore the verified pre-deploy backup (the broken database is kept):"));
+            c.push("# restore the verified pre-deploy backup (the broken database is kept):".into());
             c.push(format!("deploy-guard rollback --sha {sha7} --path restore{config_arg}"));
         }
         Step::Restore | Step::ValidateRestore => {
@@ -121,7 +121,7 @@ fn next_commands(run: &Run, stuck_at: Step, config_arg: &str) -> Vec<String> {
                 db.name
             ));
             c.push(format!("deploy-guard backups --sha {sha7}{config_arg}"));
-            c.push(format!("# after fixing the cause (disk space, permissions, psql version):"));
+            c.push("# after fixing the cause (disk space, permissions, psql version):".into());
             c.push(format!("deploy-guard rollback --sha {sha7} --path restore{config_arg}"));
         }
         Step::Swap => {

@@ -74,7 +74,8 @@ fn a_whole_config_can_come_from_the_environment() {
 
 #[test]
 fn every_error_names_the_setting() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&MINIMAL.replace("runtime: shell", "runtime: podman"), &[], "app.runtime: unknown variant `podman`"),
         (&MINIMAL.replace("timeout: 90s", "timeout: soon"), &[], "app.health.timeout"),
         (&MINIMAL.replace("./run {tag}", "./run"), &[], "app.commands.deploy: must contain {tag}"),

@@ -340,7 +340,8 @@ mod tests {
 
     #[test]
     fn untrusted_fast_path_goes_straight_to_restore() {
-        let cases: Vec<Box<dyn Fn(&mut Assessment)>> = vec![
+        type Tweak = Box<dyn Fn(&mut Assessment)>;
+        let cases: Vec<Tweak> = vec![
             Box::new(|a| a.dirty = true),
             Box::new(|a| a.revert_configured = false),
             Box::new(|a| a.history_consistent = false),

@@ -97,9 +97,10 @@ mod tests {
     fn applied_rows_are_the_new_suffix() {
         let a = json!({"id": 1});
         let b = json!({"id": 2});
-        assert_eq!(applied_since(&[a.clone()], &[a.clone(), b.clone()]).unwrap(), &[b.clone()]);
-        assert_eq!(applied_since(&[a.clone()], &[a.clone()]).unwrap().len(), 0);
-        assert!(applied_since(&[a.clone()], &[b.clone()]).is_none());
-        assert!(applied_since(&[a, b.clone()], &[b]).is_none());
+        let (one, two) = (vec![a.clone()], vec![a.clone(), b.clone()]);
+        assert_eq!(applied_since(&one, &two).unwrap(), &two[1..]);
+        assert_eq!(applied_since(&one, &one).unwrap().len(), 0);
+        assert!(applied_since(&one, &two[1..]).is_none());
+        assert!(applied_since(&two, &two[1..]).is_none());
     }
 }
