@@ -176,4 +176,5 @@ async fn the_swap_cuts_off_sessions_still_connected_to_the_live_database() {
     assert!(!err.contains("WARNING"), "{err}");
     assert_eq!(common::state(app.db()).await, before);
     let _ = idle.kill();
+    let _ = idle.wait();
 }
