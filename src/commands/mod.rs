@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
+use crate::app::compose::{self, Compose};
 use crate::app::{Health, Runtime, Shell};
 use crate::config::{Config, RuntimeKind};
 use crate::db::{ConnInfo, Postgres};
@@ -74,7 +75,7 @@ impl World {
                 config.target.command_timeout,
             )),
             RuntimeKind::Compose => {
-                bail!("app.runtime: compose is not in this build yet; use runtime: shell")
+                Box::new(Compose::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
             }
         };
         Ok(World {
@@ -149,5 +150,13 @@ fn postgres(
         (None, Some(n)) => n.clone(),
         (None, None) => bail!("database.name: required"),
     };
-    Ok(Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone()))
+    let pg = Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone());
+    Ok(match (&d.service, &config.app.compose_file) {
+        (Some(service), Some(file)) => pg.inside(format!(
+            "{} exec -T {}",
+            compose::base_command(file, config.app.env_file.as_deref()),
+            crate::exec::quote(service)
+        )),
+        _ => pg,
+    })
 }
