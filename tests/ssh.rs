@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 
 mod common;
-use common::Sshd;
+use common::{Sshd, SshdExt};
 
 async fn connect(sshd: &Sshd) -> Ssh {
     Ssh::connect(&sshd.target(), &sshd.credentials()).await.unwrap_or_else(|e| panic!("{e:#}"))
@@ -17,7 +17,7 @@ async fn connect(sshd: &Sshd) -> Ssh {
 
 #[tokio::test]
 async fn runs_commands_with_output_exit_codes_signals_and_stdin() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let ssh = connect(&sshd).await;
     let out = exec::capture(&ssh, &Cmd::new("t", "echo hello; echo oops >&2; exit 3")).await.unwrap();
     assert_eq!(out.stdout, "hello\n");
@@ -61,7 +61,7 @@ const BIG: u64 = 256 * 1024 * 1024;
 
 #[tokio::test]
 async fn streams_256_mib_each_way_intact() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let ssh = connect(&sshd).await;
     let mut expected = HashSink::default();
     tokio::io::copy(&mut tokio::io::repeat(b'x').take(BIG), &mut expected).await.unwrap();
@@ -106,7 +106,7 @@ async fn refused(
 
 #[tokio::test]
 async fn host_keys_are_pinned() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let other = common::tempdir();
     let keygen = |kind: &str, name: &str| {
         let path = other.path().join(name);
@@ -155,7 +155,7 @@ async fn host_keys_are_pinned() {
 
 #[tokio::test]
 async fn a_wrong_client_key_is_a_clear_auth_error() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let dir = common::tempdir();
     let key = dir.path().join("stranger");
     assert!(std::process::Command::new("ssh-keygen")
@@ -172,7 +172,7 @@ async fn a_wrong_client_key_is_a_clear_auth_error() {
 
 #[tokio::test]
 async fn an_encrypted_key_needs_its_passphrase() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let key = sshd.dir.path().join("client");
     assert!(std::process::Command::new("ssh-keygen")
         .args(["-q", "-p", "-N", "s3cret", "-f"])
@@ -189,7 +189,7 @@ async fn an_encrypted_key_needs_its_passphrase() {
 
 #[tokio::test]
 async fn hostile_values_pass_literally() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let ssh = connect(&sshd).await;
     let m = marker(&sshd).display().to_string();
     for hostile in [
@@ -209,7 +209,7 @@ async fn hostile_values_pass_literally() {
 
 #[tokio::test]
 async fn a_dropped_connection_is_a_failure_never_a_success() {
-    let mut sshd = Sshd::start();
+    let mut sshd = Sshd::start().unwrap();
     let ssh = connect(&sshd).await;
     // Read a little of an endless stream, then kill the server mid-stream.
     struct KillAfter<'a> {
