@@ -84,7 +84,7 @@ async fn compose_services(w: &World, file: &str, service: &str) -> Result<String
 
 async fn tool_version(w: &World, tool: &str, server_major: Option<u32>) -> Result<String> {
     let bin = w.db.tool(tool);
-    let out = exec::run_ok(w.exec.as_ref(), &Cmd::new(tool, format!("{bin} --version"))).await?;
+    let out = exec::run_ok(w.exec.as_ref(), &w.db.version_cmd(tool)).await?;
     let version = out.trim().rsplit(' ').next().unwrap_or("").to_string();
     if let (Some(client), Some(server)) = (major(&version), server_major) {
         if client < server {
