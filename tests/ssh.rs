@@ -239,3 +239,42 @@ async fn a_dropped_connection_is_a_failure_never_a_success() {
     let again = exec::capture(&ssh, &Cmd::new("next", "true")).await;
     assert!(again.is_err() || !again.unwrap().exit.success());
 }
+
+#[tokio::test]
+async fn reaches_the_target_through_a_jump_host() {
+    let jump = Sshd::start().unwrap();
+    let target = Sshd::start().unwrap();
+    // One key for both hops, as with a bastion: authorize the jump's client key on the target.
+    let key = std::fs::read_to_string(jump.dir.path().join("client.pub")).unwrap();
+    std::fs::write(target.dir.path().join("authorized_keys"), key).unwrap();
+    let mut t = target.target();
+    t.jump = Some(format!("{}@127.0.0.1:{}", jump.user, jump.port));
+    t.known_hosts = Some(format!("{}\n{}\n", jump.known_hosts(), target.known_hosts()));
+    let ssh = Ssh::connect(&t, &jump.credentials()).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let out = exec::run_ok(&ssh, &Cmd::new("t", "echo through")).await.unwrap();
+    assert_eq!(out, "through\n");
+    // The jump host's key is pinned too.
+    t.known_hosts = Some(format!("{}\n", target.known_hosts()));
+    let e = format!("{:#}", Ssh::connect(&t, &jump.credentials()).await.err().expect("unpinned jump host accepted"));
+    assert!(e.contains("no key for this host"), "{e}");
+}
+
+#[tokio::test]
+async fn a_host_that_never_answers_times_out() {
+    // Accepts TCP, never speaks SSH.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let sshd = Sshd::start().unwrap();
+    let mut t = sshd.target();
+    t.port = port;
+    t.known_hosts = Some(sshd.known_hosts().replace(&sshd.port.to_string(), &port.to_string()));
+    t.connect_timeout = std::time::Duration::from_millis(500);
+    let e = format!("{:#}", Ssh::connect(&t, &sshd.credentials()).await.err().expect("connected to a mute host"));
+    assert!(e.contains("timed out after 500ms"), "{e}");
+}
