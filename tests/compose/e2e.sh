@@ -15,8 +15,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 cargo build --release --locked --manifest-path "$root/Cargo.toml"
 dg="$CARGO_TARGET_DIR/release/deploy-guard"
 
+# The image carries the same migration tool the drill uses.
+cp -R "$here/app" "$work/context"
+cp "$root/src/simulate/files/migrate.sh" "$work/context/migrate.sh"
 for release in v1 v2 v2-crash v2-bad-down; do
-  docker build -q -t "dg-e2e-app:$release" --build-arg "RELEASE=$release" "$here/app" >/dev/null
+  docker build -q -t "dg-e2e-app:$release" --build-arg "RELEASE=$release" "$work/context" >/dev/null
 done
 
 APP_VERSION=v1 "${compose[@]}" up -d --wait
