@@ -310,11 +310,12 @@ pub fn incident_body(r: &Report) -> String {
     }
     md.push_str("\n## Impact\n\n");
     let failed_at = r.own_steps().find(|e| e.state == EntryState::Failed).map(|e| e.started_at);
+    // pg_dump reads one snapshot taken when it starts: later writes are not in the backup.
     let backup_at = r
         .steps
         .iter()
         .find(|e| e.step == crate::guard::Step::Backup && e.state == EntryState::Ok)
-        .and_then(|e| e.finished_at);
+        .map(|e| e.started_at);
     let swap_at = r
         .own_steps()
         .find(|e| e.step == crate::guard::Step::Swap && e.state == EntryState::Ok)
