@@ -23,6 +23,8 @@ struct Fake {
     comments: Vec<Value>,
     /// Answer every request with this status instead.
     fail_with: Option<u16>,
+    /// What `GET deployments` lists.
+    deployments: Vec<Value>,
 }
 
 /// GitHub's API as far as deploy-guard uses it.
@@ -32,7 +34,9 @@ fn answer(f: &mut Fake, r: &Req) -> (u16, Value) {
     }
     let p = r.path.split('?').next().unwrap();
     match (r.method.as_str(), p) {
-        ("GET", "/repos/acme/shop/deployments") => (200, json!([])),
+        ("GET", "/repos/acme/shop/deployments") => (200, Value::Array(f.deployments.clone())),
+        ("GET", "/repos/acme/shop/deployments/5/statuses") => (200, json!([{"state": "failure"}])),
+        ("GET", "/repos/acme/shop/deployments/4/statuses") => (200, json!([{"state": "success"}])),
         ("POST", "/repos/acme/shop/deployments") => (201, json!({"id": 42})),
         ("POST", "/repos/acme/shop/deployments/42/statuses") => (201, json!({"id": 1})),
         ("GET", p) if p.ends_with("/pulls") => (200, json!([{"number": 7}])),
@@ -114,11 +118,24 @@ async fn serve(fake: Arc<Mutex<Fake>>) -> String {
 
 const TOKEN: &str = "ghs_test_token_value_123";
 
-fn run(app: &App, url: &str, tag: &str) -> std::process::Output {
-    app.run_env(
-        &["deploy", "--sha", SHA, "--tag", tag, "--json"],
-        &[("GITHUB_TOKEN", TOKEN), ("GITHUB_REPOSITORY", "acme/shop"), ("GITHUB_API_URL", url)],
-    )
+/// Runs a deploy on a blocking thread: the fake server's tasks must keep running meanwhile.
+async fn run(app: &App, url: &str, tag: &str) -> std::process::Output {
+    let (config, url, tag) = (app.config.clone(), url.to_string(), tag.to_string());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(common::bin())
+            .args(["deploy", "--sha", SHA, "--tag", &tag, "--json", "--config"])
+            .arg(&config)
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("GITHUB_REPOSITORY", "acme/shop")
+            .env("GITHUB_API_URL", &url)
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .env_remove("GITHUB_OUTPUT")
+            .env_remove("GITHUB_ACTIONS")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 fn calls(f: &Fake) -> Vec<String> {
@@ -130,7 +147,7 @@ async fn a_rolled_back_deploy_is_reported_on_github() {
     let fake = Arc::new(Mutex::new(Fake::default()));
     let url = serve(fake.clone()).await;
     let app = App::new("gh_rollback", &["v2-crash"]);
-    let out = run(&app, &url, "v2-crash");
+    let out = run(&app, &url, "v2-crash").await;
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
     assert!(!common::stderr(&out).contains(TOKEN) && !common::stdout(&out).contains(TOKEN), "token leaked");
     let f = fake.lock().unwrap();
@@ -180,8 +197,8 @@ async fn the_comment_is_updated_not_duplicated() {
     let fake = Arc::new(Mutex::new(Fake::default()));
     let url = serve(fake.clone()).await;
     let app = App::new("gh_upsert", &["v2", "v2-crash"]);
-    assert_eq!(run(&app, &url, "v2-crash").status.code(), Some(1));
-    assert_eq!(run(&app, &url, "v2").status.code(), Some(0));
+    assert_eq!(run(&app, &url, "v2-crash").await.status.code(), Some(1));
+    assert_eq!(run(&app, &url, "v2").await.status.code(), Some(0));
     let f = fake.lock().unwrap();
     let c = calls(&f);
     assert_eq!(c.iter().filter(|c| *c == "POST /repos/acme/shop/issues/7/comments").count(), 1, "{c:?}");
@@ -200,11 +217,30 @@ async fn api_errors_are_reported_without_failing_the_deploy() {
         let fake = Arc::new(Mutex::new(Fake { fail_with: Some(code), ..Default::default() }));
         let url = serve(fake.clone()).await;
         let app = App::new("gh_errors", &["v2"]);
-        let out = run(&app, &url, "v2");
+        let out = run(&app, &url, "v2").await;
         assert_eq!(out.status.code(), Some(0), "{code}: {}", common::stderr(&out));
         let r = common::json(&out);
         let notes = r["notes"].to_string();
         assert!(notes.contains(&format!("GitHub answered {code}")), "{code}: {notes}");
         assert_eq!(app.tag(), "v2");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_successful_deployment_names_the_previous_tag_when_the_host_cannot() {
+    let fake = Arc::new(Mutex::new(Fake {
+        deployments: vec![
+            json!({"id": 5, "payload": {"tag": "v1-broken"}}),
+            json!({"id": 4, "payload": {"tag": "v1"}}),
+        ],
+        ..Default::default()
+    }));
+    let url = serve(fake.clone()).await;
+    let app = App::new("gh_previous", &["v2-crash"]);
+    app.edit_config(|t| t.replace("current_tag: ./app.sh current-tag", "current_tag: \"true\""));
+    let out = run(&app, &url, "v2-crash").await;
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["previous_tag"], "v1", "the newest *successful* deployment's tag");
+    assert_eq!(app.tag(), "v1");
 }
