@@ -557,7 +557,11 @@ fn secret_key() -> String {
 }
 
 fn secret_lines(key: &str, token: &str) -> Vec<String> {
-    key.lines().filter(|l| l.contains("Secret")).map(str::to_string).chain([token.to_string()]).collect()
+    key.lines()
+        .filter(|l| !l.starts_with("-----") && !l.trim().is_empty())
+        .map(str::to_string)
+        .chain([token.to_string()])
+        .collect()
 }
 
 fn assert_no_secret(run: &ActionRun, secrets: &[String]) {
@@ -661,12 +665,41 @@ fn a_secret_never_prints_when_the_real_binary_fails() {
     // A target that refuses connections (port 1), with a key that is not a usable key.
     std::fs::write(
         &config,
-        "project: station\ntarget:\n  host: 127.0.0.1\n  port: 1\n  user: deploy\n  known_hosts: \"127.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"\n  connect_timeout: 2s\n\
-         app:\n  runtime: shell\n  commands: { deploy: ./run {tag}, current_tag: cat tag }\n  health: { command: \"true\" }\n\
-         migrations: { tool: command, run: ./m, revert: ./r, table: migrations, order_by: id }\nbackup:\n  store: file:///tmp/x\n",
+        "project: station
+target:
+  host: 127.0.0.1
+  port: 1
+  user: deploy
+  known_hosts: \"127.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\"
+  connect_timeout: 2s
+app:
+  runtime: shell
+  commands:
+    deploy: \"./run {tag}\"
+    current_tag: cat tag
+  health:
+    command: \"true\"
+database:
+  name: app
+migrations:
+  tool: command
+  run: ./m
+  revert: ./r
+  table: migrations
+  order_by: id
+backup:
+  store: file:///tmp/x
+",
     )
     .unwrap();
-    for command in ["deploy", "check", "rollback"] {
+    // A real ed25519 key too: the binary gets past the key and fails to connect.
+    let real = work.path().join("id_ed25519");
+    let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&real).status();
+    assert!(made.is_ok_and(|s| s.success()), "ssh-keygen failed: install openssh-client");
+    let real_key = std::fs::read_to_string(&real).unwrap();
+    for (command, key) in
+        [("deploy", &key), ("check", &key), ("rollback", &key), ("deploy", &real_key), ("check", &real_key)]
+    {
         let run = run_action(
             &[
                 ("command", command),
@@ -674,7 +707,7 @@ fn a_secret_never_prints_when_the_real_binary_fails() {
                 ("sha", "abc1234"),
                 ("version", "v9.9.9"),
                 ("config", &config.display().to_string()),
-                ("ssh-key", &key),
+                ("ssh-key", key),
                 ("github-token", &token),
             ],
             &[("DEPLOY_GUARD_LOG", "debug")],
@@ -682,12 +715,14 @@ fn a_secret_never_prints_when_the_real_binary_fails() {
         );
         eprintln!("--- {command}: exit {}\n{}", run.code, run.log);
         assert_ne!(run.code, 0, "{command}: a forced failure\n{}", run.log);
-        assert!(
-            run.log.contains("DEPLOY_GUARD_SSH_KEY") || run.log.contains("error"),
-            "{command}: did the binary run?\n{}",
-            run.log
-        );
-        assert_no_secret(&run, &secret_lines(&key, &token));
+        // It got past the config to the SSH key (the failure this test forces).
+        assert!(!run.log.contains("invalid config"), "{command}: the test's config is broken\n{}", run.log);
+        if *key == real_key {
+            assert!(run.log.contains("127.0.0.1"), "{command}: did the binary try to connect?\n{}", run.log);
+        } else {
+            assert!(run.log.contains("DEPLOY_GUARD_SSH_KEY"), "{command}: did the binary reach the key?\n{}", run.log);
+        }
+        assert_no_secret(&run, &secret_lines(key, &token));
         if command == "deploy" {
             eprintln!(
                 "action start → binary running (install from the local server): {:?}",
