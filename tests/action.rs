@@ -273,7 +273,9 @@ fn real_binary() -> Vec<u8> {
 
 #[test]
 fn install_verifies_the_checksum_then_installs_a_binary_that_runs() {
-    let rel = release(&real_binary(), None);
+    // Read once: the shared target dir's binary may be rebuilt by another cargo meanwhile.
+    let binary = real_binary();
+    let rel = release(&binary, None);
     let server = serve(rel.path());
     let tmp = tempdir();
     let dir = tmp.path().join("tools/deploy-guard");
@@ -303,7 +305,7 @@ fn install_verifies_the_checksum_then_installs_a_binary_that_runs() {
     let fixed = install(&server.base, &dir, &[]);
     assert_eq!(fixed.code, 0, "{}", fixed.stderr);
     assert_eq!(fixed.value("from"), Some("release"));
-    assert_eq!(sha256_hex(&std::fs::read(&bin).unwrap()), sha256_hex(&real_binary()));
+    assert_eq!(sha256_hex(&std::fs::read(&bin).unwrap()), sha256_hex(&binary));
 }
 
 #[test]
