@@ -284,9 +284,16 @@ async fn rsa_and_ecdsa_client_keys_work_too() {
     let sshd = Sshd::start().unwrap();
     for kind in ["rsa", "ecdsa"] {
         let key = sshd.dir.path().join(format!("client_{kind}"));
-        assert!(std::process::Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-f"]).arg(&key).status().unwrap().success());
-        std::fs::write(sshd.dir.path().join("authorized_keys"), std::fs::read(key.with_extension("pub")).unwrap()).unwrap();
-        let creds = deploy_guard::exec::ssh::Credentials { key: std::fs::read_to_string(&key).unwrap(), passphrase: None };
+        assert!(std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success());
+        std::fs::write(sshd.dir.path().join("authorized_keys"), std::fs::read(key.with_extension("pub")).unwrap())
+            .unwrap();
+        let creds =
+            deploy_guard::exec::ssh::Credentials { key: std::fs::read_to_string(&key).unwrap(), passphrase: None };
         let ssh = Ssh::connect(&sshd.target(), &creds).await.unwrap_or_else(|e| panic!("{kind}: {e:#}"));
         assert_eq!(exec::run_ok(&ssh, &Cmd::new("t", "echo ok")).await.unwrap(), "ok\n", "{kind}");
     }
