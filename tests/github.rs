@@ -224,6 +224,14 @@ async fn api_errors_are_reported_without_failing_the_deploy() {
         assert!(notes.contains(&format!("GitHub answered {code}")), "{code}: {notes}");
         assert_eq!(app.tag(), "v2");
     }
+    // Nor the rollback: an unreachable-in-effect API while a release is rolled back.
+    let fake = Arc::new(Mutex::new(Fake { fail_with: Some(502), ..Default::default() }));
+    let url = serve(fake.clone()).await;
+    let app = App::new("gh_errors_rb", &["v2-crash"]);
+    let out = run(&app, &url, "v2-crash").await;
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert_eq!(common::json(&out)["path"], "revert");
+    assert_eq!(app.tag(), "v1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
