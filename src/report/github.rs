@@ -258,12 +258,8 @@ pub fn comment_body(r: &Report) -> String {
         let _ = writeln!(md, "\nBackup: `{}` ({})", b.key, crate::backup::human_bytes(b.size));
     }
     if !r.next_commands.is_empty() {
-        md.push_str("\n**A person must act:**\n\n```sh\n");
-        for c in &r.next_commands {
-            md.push_str(c);
-            md.push('\n');
-        }
-        md.push_str("```\n");
+        md.push_str("\n**A person must act:**\n\n");
+        md.push_str(&r.next_commands_block());
     }
     md
 }
@@ -344,12 +340,8 @@ pub fn incident_body(r: &Report) -> String {
     md.push_str("\n## Resolution\n\n");
     let _ = writeln!(md, "{} (database path: {}).", r.headline, r.path);
     if !r.next_commands.is_empty() {
-        md.push_str("\n**Still open — a person must act:**\n\n```sh\n");
-        for c in &r.next_commands {
-            md.push_str(c);
-            md.push('\n');
-        }
-        md.push_str("```\n");
+        md.push_str("\n**Still open — a person must act:**\n\n");
+        md.push_str(&r.next_commands_block());
     }
     md.push_str("\n## Prevention\n\n");
     md.push_str("- [ ] Why did the migration (or release) fail here and not in CI? Add the missing check.\n");

@@ -67,6 +67,14 @@ impl Report {
         ]
     }
 
+    /// The next commands as a fenced `sh` block (empty when there are none).
+    pub fn next_commands_block(&self) -> String {
+        if self.next_commands.is_empty() {
+            return String::new();
+        }
+        format!("```sh\n{}\n```\n", self.next_commands.join("\n"))
+    }
+
     /// Steps journaled by this run (a manual rollback's manifest also holds the deploy's).
     pub fn own_steps(&self) -> impl Iterator<Item = &Entry> {
         self.steps.iter().filter(move |e| e.started_at >= self.started_at)

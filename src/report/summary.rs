@@ -29,12 +29,9 @@ pub fn render(r: &Report) -> String {
         r.exit_code
     );
     if !r.next_commands.is_empty() {
-        md.push_str("### What to do now\n\n```sh\n");
-        for c in &r.next_commands {
-            md.push_str(c);
-            md.push('\n');
-        }
-        md.push_str("```\n\n");
+        md.push_str("### What to do now\n\n");
+        md.push_str(&r.next_commands_block());
+        md.push('\n');
     }
     timeline(&mut md, r);
     flowchart(&mut md, r);
