@@ -171,7 +171,11 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
                     .iter()
                     .map(|d| {
                         let line = commands::backup::prune_line(d);
-                        if *dry_run { format!("would be {line}\n") } else { format!("{line}\n") }
+                        if *dry_run {
+                            format!("would be {line}\n")
+                        } else {
+                            format!("{line}\n")
+                        }
                     })
                     .collect();
                 if deleted.is_empty() && policy.is_set() {

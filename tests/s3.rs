@@ -143,7 +143,8 @@ fn wrong_credentials_missing_bucket_unreachable_endpoint_say_what_to_fix() {
     let mut server = S3Server::start();
     let app = s3_app("s3_errors", &["v2"], &server, "");
     let before = app.psql("SELECT count(*) FROM customers");
-    let cases: Vec<(Vec<(&str, &str)>, Box<dyn Fn(&App)>, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Box<dyn Fn(&App)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("AWS_ACCESS_KEY_ID", "AKIANOBODY"), ("AWS_SECRET_ACCESS_KEY", s3server::SECRET_KEY)],
             Box::new(|_| {}),
@@ -171,7 +172,7 @@ fn wrong_credentials_missing_bucket_unreachable_endpoint_say_what_to_fix() {
         for args in [&["backup", "--sha", SHA][..], &["check"], &["backups"]] {
             let out = app.run_env(args, &env);
             let err = common::stderr(&out);
-            assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+            assert_eq!(out.status.code(), Some(3), "{args:?}: {err}\n{}", common::stdout(&out));
             let text = format!("{err}{}", common::stdout(&out));
             assert!(text.contains(message), "{args:?}: expected {message:?} in\n{text}");
         }
@@ -190,7 +191,10 @@ fn wrong_credentials_missing_bucket_unreachable_endpoint_say_what_to_fix() {
         assert_eq!(out.status.code(), Some(3), "{err}");
         let text = format!("{err}{}", common::stdout(&out));
         assert!(
-            text.contains(&format!("cannot reach the S3 endpoint http://127.0.0.1:{}: check backup.endpoint", server.port)),
+            text.contains(&format!(
+                "cannot reach the S3 endpoint http://127.0.0.1:{}: check backup.endpoint",
+                server.port
+            )),
             "{text}"
         );
     }
@@ -248,6 +252,7 @@ fn the_server_stopped_mid_upload_aborts_the_deploy_and_leaves_no_parts() {
     server.restart();
     let out = child.wait_with_output().unwrap();
     let err = reader.join().unwrap();
+    eprintln!("{err}");
     assert_eq!(out.status.code(), Some(4), "{err}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["result"], "aborted");
@@ -314,7 +319,11 @@ fn lookup_by_sha_prefix_on_s3() {
     for sha in [SHA, other] {
         let out = run(&app, &server, &["backup", "--sha", sha]);
         assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-        assert!(common::stdout(&out).contains("backup verified: s3://backups/s3_lookup/20"), "{}", common::stdout(&out));
+        assert!(
+            common::stdout(&out).contains("backup verified: s3://backups/s3_lookup/20"),
+            "{}",
+            common::stdout(&out)
+        );
     }
     let table = common::stdout(&run(&app, &server, &["backups"]));
     assert!(table.contains("0123456") && table.contains("0123999") && table.contains("yes"), "{table}");
@@ -424,7 +433,9 @@ fn retention_keeps_and_deletes_exactly_what_it_should() {
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let err = common::stderr(&out);
     assert!(
-        err.contains("retention: deleted") && err.contains("pre-deploy-ddddddd.sql.gz") && err.contains("pre-deploy-eeeeeee.sql.gz"),
+        err.contains("retention: deleted")
+            && err.contains("pre-deploy-ddddddd.sql.gz")
+            && err.contains("pre-deploy-eeeeeee.sql.gz"),
         "{err}"
     );
     let left = shas_left(&server);

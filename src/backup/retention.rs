@@ -51,13 +51,7 @@ pub fn plan(manifests: &[Manifest], project: &str, policy: Policy, now: DateTime
             } else if beyond_count {
                 (true, format!("beyond the newest {}", policy.keep.unwrap_or_default()))
             } else if too_old {
-                (
-                    true,
-                    format!(
-                        "older than {}",
-                        humantime::format_duration(policy.max_age.unwrap_or_default())
-                    ),
-                )
+                (true, format!("older than {}", humantime::format_duration(policy.max_age.unwrap_or_default())))
             } else {
                 (false, "within retention".to_string())
             };
@@ -165,7 +159,11 @@ mod tests {
 
     #[test]
     fn keep_and_max_age_together_delete_what_either_says() {
-        let all = vec![m("p", 1, true, Some("deployed")), m("p", 2, true, Some("deployed")), m("p", 90, true, Some("deployed"))];
+        let all = vec![
+            m("p", 1, true, Some("deployed")),
+            m("p", 2, true, Some("deployed")),
+            m("p", 90, true, Some("deployed")),
+        ];
         let p = Policy { keep: Some(5), max_age: Some(Duration::from_secs(30 * 86400)) };
         assert_eq!(deleted(&plan(&all, "p", p, now())), vec!["000005a"]);
         let p = Policy { keep: Some(1), max_age: Some(Duration::from_secs(30 * 86400)) };

@@ -13,6 +13,8 @@ pub async fn backup(w: &World, sha: &str) -> Result<Manifest> {
     let started = chrono::Utc::now();
     let lock = w.db.lock(&w.lock_key()).await?;
     let result = async {
+        // Fail before a long dump, not after it: the store must be there and writable.
+        w.store.check().await.with_context(|| format!("backup store {} is not usable", w.store.describe()))?;
         let server_version =
             w.db.server_version(&w.db.name)
                 .await

@@ -15,7 +15,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
 use aws_sdk_s3::Client;
@@ -158,7 +158,7 @@ impl Inner {
     {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
-        let detail = DisplayErrorContext(&err).to_string();
+        let detail = chain(&err);
         let bucket = &self.bucket;
         let endpoint = &self.endpoint;
         let akid = self.access_key.as_deref().unwrap_or("?");
@@ -178,7 +178,11 @@ impl Inner {
             (_, Some("NoSuchBucket"), _) => format!(
                 "bucket {bucket:?} does not exist at {endpoint}: create it, or fix the bucket name in backup.store"
             ),
-            (_, Some("AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException"), _)
+            (
+                _,
+                Some("AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException"),
+                _,
+            )
             | (_, _, Some(301)) => format!(
                 "bucket {bucket:?} is not in region {} at {endpoint}: fix backup.region (or backup.endpoint)",
                 err.message().unwrap_or("the configured region")
@@ -191,7 +195,10 @@ impl Inner {
             (_, _, Some(404)) if what.starts_with("checking") => format!(
                 "bucket {bucket:?} does not exist at {endpoint}: create it, or fix the bucket name in backup.store"
             ),
-            _ => format!("S3 {} at {endpoint}", detail),
+            _ => format!(
+                "S3 at {endpoint} answered: {detail}{}",
+                status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+            ),
         };
         anyhow!("{what}: {msg}")
     }
@@ -247,7 +254,11 @@ impl Inner {
                         return Err(err.context(format!("part {number} failed after {attempt} attempt(s)")));
                     }
                     let wait = Duration::from_millis(500 << (attempt - 1));
-                    tracing::warn!("{err:#}; retrying part {number} in {}", humantime::format_duration(wait));
+                    tracing::warn!(
+                        "{err:#}; retrying part {number} in {} (attempt {} of {PART_ATTEMPTS})",
+                        humantime::format_duration(wait),
+                        attempt + 1
+                    );
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -261,8 +272,7 @@ impl Inner {
         let mut wait = Duration::from_millis(500);
         let mut last = None;
         for _ in 0..7 {
-            match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await
-            {
+            match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
                 Ok(_) => {
                     tracing::info!("multipart upload of s3://{}/{key} aborted: no parts left", self.bucket);
                     return;
@@ -345,6 +355,20 @@ impl Inner {
     }
 }
 
+/// An error and its causes, each once: "dispatch failure: io error: … Connection refused".
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
 /// Reads up to `size` bytes (less only at the end of the stream).
 async fn read_part(body: &mut (dyn AsyncRead + Unpin + Send), size: usize) -> std::io::Result<Bytes> {
     let mut buf = vec![0u8; size];
@@ -425,13 +449,8 @@ impl Store for S3Store {
         let s = &self.inner;
         s.credentials()?;
         let strip = if s.prefix.is_empty() { String::new() } else { format!("{}/", s.prefix) };
-        let mut pages = s
-            .client
-            .list_objects_v2()
-            .bucket(&s.bucket)
-            .prefix(format!("{strip}{prefix}"))
-            .into_paginator()
-            .send();
+        let mut pages =
+            s.client.list_objects_v2().bucket(&s.bucket).prefix(format!("{strip}{prefix}")).into_paginator().send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| s.explain(&format!("listing {}", s.describe()), e))?;

@@ -24,12 +24,15 @@ pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("S3S_FS") {
         return p.into();
     }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    if let Some(home) = std::env::var_os("CARGO_HOME").or_else(|| std::env::var_os("HOME").map(|h| {
-        let mut p = PathBuf::from(h);
-        p.push(".cargo");
-        p.into_os_string()
-    })) {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME").or_else(|| {
+        std::env::var_os("HOME").map(|h| {
+            let mut p = PathBuf::from(h);
+            p.push(".cargo");
+            p.into_os_string()
+        })
+    }) {
         dirs.push(PathBuf::from(home).join("bin"));
     }
     dirs.into_iter().map(|d| d.join("s3s-fs")).find(|p| p.is_file()).unwrap_or_else(|| {
