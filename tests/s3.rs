@@ -457,3 +457,24 @@ fn simulate_scenarios_with_the_s3_store() {
     assert_eq!(server.keys(), Vec::<String>::new());
     assert_eq!(server.pending_uploads(), Vec::<String>::new());
 }
+
+#[test]
+fn retention_works_the_same_on_a_directory_store() {
+    let app = App::new("dir_keep", &[]);
+    for p in ["aaaaaaa", "bbbbbbb", "ccccccc"] {
+        let out = app.run(&["backup", "--sha", &format!("{p}{}", &SHA[7..])]);
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    }
+    app.edit_config(|t| format!("{t}  keep: 1\n"));
+    let out = app.run(&["prune", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let deleted = common::json(&out);
+    let mut shas: Vec<&str> = deleted.as_array().unwrap().iter().map(|d| &d["sha"].as_str().unwrap()[..7]).collect();
+    shas.sort();
+    assert_eq!(shas, ["aaaaaaa", "bbbbbbb"]);
+    let left = common::json(&app.run(&["backups", "--json"]));
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert!(left[0]["sha"].as_str().unwrap().starts_with("ccccccc"));
+    let files = std::fs::read_dir(app.stage.store_dir()).unwrap().flatten().count();
+    assert_eq!(files, 1, "one month directory");
+}
