@@ -98,7 +98,15 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
                 print_out(g.json, &plan, || plan.render())?;
                 return Ok(exit::OK);
             }
-            let w = World::connect(usage(Ok(cfg))?).await?;
+            // Nothing has been touched yet: a target that cannot be reached aborts (exit 4).
+            let w = match World::connect(cfg).await {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {e:#}\naborted before any change: nothing was changed.");
+                    report::actions::error("deploy aborted", &format!("{e:#}"));
+                    return Ok(4);
+                }
+            };
             let report = commands::deploy::deploy(&w, sha, tag, previous_tag.as_deref(), &config_arg(cli)).await;
             finish_report(g, &report)
         }

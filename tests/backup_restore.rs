@@ -144,3 +144,37 @@ async fn a_replaced_backup_that_still_gunzips_is_refused() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_swap_cuts_off_sessions_still_connected_to_the_live_database() {
+    let app = App::new("br_sessions", &[]);
+    let before = common::state(app.db()).await;
+    assert_eq!(app.run(&["backup", "--sha", SHA]).status.code(), Some(0));
+    app.psql("CREATE TABLE leftovers (x int);");
+    // An idle session (a connection pool, monitoring, autovacuum) holds the live database.
+    let c = common::cluster();
+    let mut idle = std::process::Command::new(c.bin_dir.join("psql"))
+        .args(["-X", "-h", "127.0.0.1", "-U", "postgres", "-p", &c.port.to_string(), "-d", app.db()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let connected = || {
+        c.psql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'", app.db())).unwrap()
+    };
+    for _ in 0..100 {
+        if connected() != "0" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(connected(), "1", "the idle session did not connect");
+    let out = app.run(&["restore", "--sha", &SHA[..7]]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("WARNING"), "{err}");
+    assert_eq!(common::state(app.db()).await, before);
+    let _ = idle.kill();
+    let _ = idle.wait();
+}

@@ -1,5 +1,6 @@
 //! The app's runtime: start a tag, stop, which tag runs, status, logs; and the health check.
 
+pub mod compose;
 pub mod health;
 pub mod shell;
 

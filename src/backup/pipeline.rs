@@ -176,8 +176,10 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
     let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
     decoder.multiple_members(true);
-    let ticker = progress("restore", &gz);
-    let restored = db.restore_into(into, &mut decoder).await;
+    let sql = Meter::shared();
+    let mut plain = metered(decoder, &sql);
+    let ticker = progress("restore", &sql);
+    let restored = db.restore_into(into, &mut plain).await;
     ticker.abort();
     let report = restored.with_context(|| format!("restoring {} into {into} failed", manifest.key))?;
     let gz = gz.lock().expect("meter");

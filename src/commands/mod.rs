@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
+use crate::app::compose::{self, Compose};
 use crate::app::{Health, Runtime, Shell};
 use crate::config::{Config, RuntimeKind};
 use crate::db::{ConnInfo, Postgres};
 use crate::exec::envfile::Resolver;
+use crate::exec::ssh::{Credentials, Ssh};
 use crate::exec::{Executor, Local};
 use crate::migrate::Migrator;
 use crate::store::{self, Store};
@@ -41,14 +43,17 @@ impl World {
     /// Builds the adapters without running anything: `${VAR}` values stay unresolved (for
     /// `--dry-run` and `runbook`).
     pub fn offline(config: Config) -> Result<World> {
-        let exec = executor(&config)?;
+        let exec: Arc<dyn Executor> = match &config.target.host {
+            None => Arc::new(Local),
+            Some(_) => Arc::new(Offline(ssh_name(&config))),
+        };
         let db = postgres(&config, exec.clone(), |_, v| Ok(v.to_string()))?;
         Self::assemble(config, exec, db)
     }
 
     /// Builds the adapters and resolves `${VAR}` values on the target.
     pub async fn connect(config: Config) -> Result<World> {
-        let exec = executor(&config)?;
+        let exec = executor(&config).await?;
         let resolver = Resolver::load(exec.as_ref(), config.app.env_file.as_deref()).await?;
         let db = postgres(&config, exec.clone(), |k, v| resolver.resolve(k, v))?;
         Self::assemble(config, exec, db)
@@ -70,7 +75,7 @@ impl World {
                 config.target.command_timeout,
             )),
             RuntimeKind::Compose => {
-                bail!("app.runtime: compose is not in this build yet; use runtime: shell")
+                Box::new(Compose::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
             }
         };
         Ok(World {
@@ -90,12 +95,34 @@ impl World {
     }
 }
 
-fn executor(config: &Config) -> Result<Arc<dyn Executor>> {
+async fn executor(config: &Config) -> Result<Arc<dyn Executor>> {
     match &config.target.host {
         None => Ok(Arc::new(Local)),
-        Some(h) => {
-            bail!("target.host {h}: SSH targets are not in this build yet; omit target.host to run on this machine")
-        }
+        Some(_) => Ok(Arc::new(Ssh::connect(&config.target, &Credentials::from_env()?).await?)),
+    }
+}
+
+fn ssh_name(config: &Config) -> String {
+    let t = &config.target;
+    format!("{}@{}:{}", t.user.as_deref().unwrap_or("?"), t.host.as_deref().unwrap_or("?"), t.port)
+}
+
+/// Stands for the target where nothing may run (`--dry-run`, `runbook`, `backups`).
+struct Offline(String);
+
+#[async_trait::async_trait]
+impl Executor for Offline {
+    async fn run(
+        &self,
+        cmd: &crate::exec::Cmd,
+        _: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
+        _: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<crate::exec::Exit> {
+        bail!("{}: nothing runs on {} in this mode", cmd.label, self.0)
+    }
+
+    fn describe(&self) -> String {
+        self.0.clone()
     }
 }
 
@@ -123,5 +150,13 @@ fn postgres(
         (None, Some(n)) => n.clone(),
         (None, None) => bail!("database.name: required"),
     };
-    Ok(Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone()))
+    let pg = Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone());
+    Ok(match (&d.service, &config.app.compose_file) {
+        (Some(service), Some(file)) => pg.inside(format!(
+            "{} exec -T {}",
+            compose::base_command(file, config.app.env_file.as_deref()),
+            crate::exec::quote(service)
+        )),
+        _ => pg,
+    })
 }

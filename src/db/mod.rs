@@ -67,6 +67,8 @@ pub struct Postgres {
     pub name: String,
     /// Database for CREATE/RENAME DATABASE and the deploy lock.
     pub maintenance_db: String,
+    /// Runs the client tools inside a container (`docker compose … exec -T SERVICE`).
+    inside: Option<String>,
 }
 
 impl Postgres {
@@ -77,7 +79,14 @@ impl Postgres {
         name: String,
         maintenance_db: String,
     ) -> Postgres {
-        Postgres { exec, bin_dir, conn, name, maintenance_db }
+        Postgres { exec, bin_dir, conn, name, maintenance_db, inside: None }
+    }
+
+    /// Runs `psql` and `pg_dump` through `prefix` (e.g. `docker compose -f F exec -T db`), with
+    /// the connection settings passed inside it.
+    pub fn inside(mut self, prefix: String) -> Postgres {
+        self.inside = Some(prefix);
+        self
     }
 
     pub fn executor(&self) -> &Arc<dyn Executor> {
@@ -86,23 +95,35 @@ impl Postgres {
 
     /// The path of a client tool (`pg_dump`, `psql`), quoted for the shell.
     pub fn tool(&self, name: &str) -> String {
+        if self.inside.is_some() {
+            return name.to_string();
+        }
         match &self.bin_dir {
             Some(dir) => quote(&format!("{}/{name}", dir.trim_end_matches('/'))),
             None => name.to_string(),
         }
     }
 
-    fn with_conn(&self, mut cmd: Cmd) -> Cmd {
+    /// `tool_line` with the connection settings: as the command's environment, or inside the
+    /// container's command line when the tools run in one.
+    fn with_conn(&self, label: &str, tool_line: String) -> Cmd {
+        let mut env = vec![("PGCONNECT_TIMEOUT".to_string(), "10".to_string())];
         if let Some(h) = &self.conn.host {
-            cmd = cmd.env("PGHOST", h);
+            env.push(("PGHOST".into(), h.clone()));
         }
         if let Some(p) = self.conn.port {
-            cmd = cmd.env("PGPORT", p.to_string());
+            env.push(("PGPORT".into(), p.to_string()));
         }
         if let Some(u) = &self.conn.user {
-            cmd = cmd.env("PGUSER", u);
+            env.push(("PGUSER".into(), u.clone()));
         }
-        cmd.env("PGCONNECT_TIMEOUT", "10")
+        match &self.inside {
+            Some(prefix) => {
+                let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+                Cmd::new(label, format!("exec {prefix} env {} {tool_line}", vars.join(" ")))
+            }
+            None => Cmd { env, ..Cmd::new(label, format!("exec {tool_line}")) },
+        }
     }
 
     /// libpq variables naming the live database, for the app's migration tool on a local target
@@ -120,15 +141,14 @@ impl Postgres {
 
     /// `psql` on `db` reading SQL from stdin; stops at the first error.
     pub fn psql_cmd(&self, label: &str, db: &str, extra: &str) -> Cmd {
-        let script =
-            format!("exec {} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}", self.tool("psql"), quote(db));
-        self.with_conn(Cmd::new(label, script))
+        let line = format!("{} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}", self.tool("psql"), quote(db));
+        self.with_conn(label, line)
     }
 
     /// `pg_dump` of the live database as plain SQL on stdout.
     pub fn dump_cmd(&self) -> Cmd {
-        let script = format!("exec {} --no-password --format=plain -d {}", self.tool("pg_dump"), quote(&self.name));
-        self.with_conn(Cmd::new("pg_dump", script))
+        let line = format!("{} --no-password --format=plain -d {}", self.tool("pg_dump"), quote(&self.name));
+        self.with_conn("pg_dump", line)
     }
 
     /// The shell text of a command, as a person would type it (for the runbook and --dry-run).

@@ -80,8 +80,10 @@ impl Postgres {
         let live = ident(&names.live);
         self.query(m, &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS false;")).await?;
         let result = async {
+            // pg_stat_activity is snapshotted once per transaction (and a DO block is one): clear
+            // it every round, or the loop keeps seeing the sessions it already ended.
             let wait = format!(
-                "DO $$ BEGIN FOR i IN 1..200 LOOP \
+                "DO $$ BEGIN FOR i IN 1..200 LOOP PERFORM pg_stat_clear_snapshot(); \
                    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {0} AND pid <> pg_backend_pid(); \
                    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {0} AND pid <> pg_backend_pid()); \
                    PERFORM pg_sleep(0.05); END LOOP; \

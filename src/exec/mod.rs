@@ -5,6 +5,7 @@
 
 pub mod envfile;
 pub mod local;
+pub mod ssh;
 
 use std::time::Duration;
 

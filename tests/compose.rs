@@ -1,0 +1,19 @@
+//! The compose runtime over SSH, as data: the exact commands a deploy of examples/compose.yml
+//! runs (the end-to-end run with real Docker is in .github/workflows/ci.yml).
+
+#[test]
+fn the_plan_for_a_compose_deployment() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/compose.yml")).unwrap();
+    let config = deploy_guard::config::Config::from_yaml(&text, &[]).unwrap();
+    let w = deploy_guard::commands::World::offline(config).unwrap();
+    let plan =
+        deploy_guard::commands::deploy::plan(&w, "abc1234def5678abc1234def5678abc1234def56", "v2.4.0", Some("v2.3.1"));
+    let rendered = plan.render();
+    // Time-stamped backup key: keep the snapshot stable.
+    let stable: String = rendered
+        .lines()
+        .map(|l| if l.contains("pre-deploy-") { "  (backup key line)" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!(stable);
+}

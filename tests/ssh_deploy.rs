@@ -1,0 +1,72 @@
+//! Every simulate scenario as a real deploy over SSH: the binary reaches the sample app and its
+//! PostgreSQL through a real sshd (runtime: shell), pinned host key, key from the environment.
+
+mod common;
+use common::{App, Sshd, SHA};
+
+async fn deploy_over_ssh(release: &str, crash_pg_dump: bool, code: i32, path: &str) {
+    let sshd = Sshd::start();
+    let app = App::build(&format!("ssh_{}", release.replace('-', "_")), &[release], crash_pg_dump);
+    app.edit_config(|t| format!("{t}{}", sshd.target_yaml()));
+    let before = common::state(app.db()).await;
+    let out = app
+        .run_env(&["deploy", "--sha", SHA, "--tag", release, "--json"], &[("DEPLOY_GUARD_SSH_KEY", &sshd.client_key)]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    let r = common::json(&out);
+    assert_eq!(r["path"], path, "{err}");
+    assert!(!err.contains("BEGIN OPENSSH PRIVATE KEY") && !common::stdout(&out).contains("PRIVATE KEY"), "key leaked");
+    if code == 0 {
+        assert_eq!(app.tag(), release);
+    } else {
+        assert_eq!(app.tag(), "v1");
+        assert_eq!(common::state(app.db()).await, before, "data not intact");
+    }
+}
+
+#[tokio::test]
+async fn happy() {
+    deploy_over_ssh("v2", false, 0, "none").await;
+}
+
+#[tokio::test]
+async fn migration_fails() {
+    deploy_over_ssh("v2-notnull", false, 1, "none").await;
+}
+
+#[tokio::test]
+async fn unhealthy_after_migrate() {
+    deploy_over_ssh("v2-crash", false, 1, "revert").await;
+}
+
+#[tokio::test]
+async fn bad_down() {
+    deploy_over_ssh("v2-bad-down", false, 1, "restore").await;
+}
+
+#[tokio::test]
+async fn lying_down() {
+    deploy_over_ssh("v2-lying-down", false, 1, "restore").await;
+}
+
+#[tokio::test]
+async fn backup_fails() {
+    deploy_over_ssh("v2", true, 4, "none").await;
+}
+
+#[tokio::test]
+async fn a_wrong_host_key_refuses_before_anything_runs() {
+    let sshd = Sshd::start();
+    let app = App::new("ssh_wrongkey", &["v2"]);
+    let other = Sshd::start();
+    // Pin the other server's key for this server's address.
+    let wrong = other.known_hosts().replace(&format!(":{}", other.port), &format!(":{}", sshd.port));
+    app.edit_config(|t| format!("{t}{}", sshd.target_yaml().replace(&sshd.known_hosts(), &wrong)));
+    let before = common::state(app.db()).await;
+    let out = app.run_env(&["deploy", "--sha", SHA, "--tag", "v2"], &[("DEPLOY_GUARD_SSH_KEY", &sshd.client_key)]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("is not the pinned one") && err.contains("nothing was changed"), "{err}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert!(!app.stage.store_dir().exists());
+}
