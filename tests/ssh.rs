@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 
 mod common;
-use common::Sshd;
+use common::{Sshd, SshdExt};
 
 async fn connect(sshd: &Sshd) -> Ssh {
     Ssh::connect(&sshd.target(), &sshd.credentials()).await.unwrap_or_else(|e| panic!("{e:#}"))
@@ -17,7 +17,7 @@ async fn connect(sshd: &Sshd) -> Ssh {
 
 #[tokio::test]
 async fn runs_commands_with_output_exit_codes_signals_and_stdin() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let ssh = connect(&sshd).await;
     let out = exec::capture(&ssh, &Cmd::new("t", "echo hello; echo oops >&2; exit 3")).await.unwrap();
     assert_eq!(out.stdout, "hello\n");
@@ -61,7 +61,7 @@ const BIG: u64 = 256 * 1024 * 1024;
 
 #[tokio::test]
 async fn streams_256_mib_each_way_intact() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let ssh = connect(&sshd).await;
     let mut expected = HashSink::default();
     tokio::io::copy(&mut tokio::io::repeat(b'x').take(BIG), &mut expected).await.unwrap();
@@ -106,7 +106,7 @@ async fn refused(
 
 #[tokio::test]
 async fn host_keys_are_pinned() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let other = common::tempdir();
     let keygen = |kind: &str, name: &str| {
         let path = other.path().join(name);
@@ -155,7 +155,7 @@ async fn host_keys_are_pinned() {
 
 #[tokio::test]
 async fn a_wrong_client_key_is_a_clear_auth_error() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let dir = common::tempdir();
     let key = dir.path().join("stranger");
     assert!(std::process::Command::new("ssh-keygen")
@@ -172,7 +172,7 @@ async fn a_wrong_client_key_is_a_clear_auth_error() {
 
 #[tokio::test]
 async fn an_encrypted_key_needs_its_passphrase() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let key = sshd.dir.path().join("client");
     assert!(std::process::Command::new("ssh-keygen")
         .args(["-q", "-p", "-N", "s3cret", "-f"])
@@ -189,7 +189,7 @@ async fn an_encrypted_key_needs_its_passphrase() {
 
 #[tokio::test]
 async fn hostile_values_pass_literally() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let ssh = connect(&sshd).await;
     let m = marker(&sshd).display().to_string();
     for hostile in [
@@ -209,7 +209,7 @@ async fn hostile_values_pass_literally() {
 
 #[tokio::test]
 async fn a_dropped_connection_is_a_failure_never_a_success() {
-    let mut sshd = Sshd::start();
+    let mut sshd = Sshd::start().unwrap();
     let ssh = connect(&sshd).await;
     // Read a little of an endless stream, then kill the server mid-stream.
     struct KillAfter<'a> {
@@ -238,4 +238,43 @@ async fn a_dropped_connection_is_a_failure_never_a_success() {
     // The next command cannot silently succeed either.
     let again = exec::capture(&ssh, &Cmd::new("next", "true")).await;
     assert!(again.is_err() || !again.unwrap().exit.success());
+}
+
+#[tokio::test]
+async fn reaches_the_target_through_a_jump_host() {
+    let jump = Sshd::start().unwrap();
+    let target = Sshd::start().unwrap();
+    // One key for both hops, as with a bastion: authorize the jump's client key on the target.
+    let key = std::fs::read_to_string(jump.dir.path().join("client.pub")).unwrap();
+    std::fs::write(target.dir.path().join("authorized_keys"), key).unwrap();
+    let mut t = target.target();
+    t.jump = Some(format!("{}@127.0.0.1:{}", jump.user, jump.port));
+    t.known_hosts = Some(format!("{}\n{}\n", jump.known_hosts(), target.known_hosts()));
+    let ssh = Ssh::connect(&t, &jump.credentials()).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let out = exec::run_ok(&ssh, &Cmd::new("t", "echo through")).await.unwrap();
+    assert_eq!(out, "through\n");
+    // The jump host's key is pinned too.
+    t.known_hosts = Some(format!("{}\n", target.known_hosts()));
+    let e = format!("{:#}", Ssh::connect(&t, &jump.credentials()).await.err().expect("unpinned jump host accepted"));
+    assert!(e.contains("no key for this host"), "{e}");
+}
+
+#[tokio::test]
+async fn a_host_that_never_answers_times_out() {
+    // Accepts TCP, never speaks SSH.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let sshd = Sshd::start().unwrap();
+    let mut t = sshd.target();
+    t.port = port;
+    t.known_hosts = Some(sshd.known_hosts().replace(&sshd.port.to_string(), &port.to_string()));
+    t.connect_timeout = std::time::Duration::from_millis(500);
+    let e = format!("{:#}", Ssh::connect(&t, &sshd.credentials()).await.err().expect("connected to a mute host"));
+    assert!(e.contains("timed out after 500ms"), "{e}");
 }

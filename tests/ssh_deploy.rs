@@ -5,7 +5,7 @@ mod common;
 use common::{App, Sshd, SHA};
 
 async fn deploy_over_ssh(release: &str, crash_pg_dump: bool, code: i32, path: &str) {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let app = App::build(&format!("ssh_{}", release.replace('-', "_")), &[release], crash_pg_dump);
     app.edit_config(|t| format!("{t}{}", sshd.target_yaml()));
     let before = common::state(app.db()).await;
@@ -56,9 +56,9 @@ async fn backup_fails() {
 
 #[tokio::test]
 async fn a_wrong_host_key_refuses_before_anything_runs() {
-    let sshd = Sshd::start();
+    let sshd = Sshd::start().unwrap();
     let app = App::new("ssh_wrongkey", &["v2"]);
-    let other = Sshd::start();
+    let other = Sshd::start().unwrap();
     // Pin the other server's key for this server's address.
     let wrong = other.known_hosts().replace(&format!(":{}", other.port), &format!(":{}", sshd.port));
     app.edit_config(|t| format!("{t}{}", sshd.target_yaml().replace(&sshd.known_hosts(), &wrong)));
@@ -69,4 +69,32 @@ async fn a_wrong_host_key_refuses_before_anything_runs() {
     assert!(err.contains("is not the pinned one") && err.contains("nothing was changed"), "{err}");
     assert_eq!(common::state(app.db()).await, before);
     assert!(!app.stage.store_dir().exists());
+}
+
+#[tokio::test]
+async fn a_connection_lost_during_migrate_is_assessed_not_retried() {
+    let sshd = Sshd::start().unwrap();
+    let app = App::new("ssh_dropped", &["v2"]);
+    // The migration applies, then the link drops (the session's sshd process dies) before the
+    // command's exit status reaches deploy-guard.
+    let marker = app.tmp.path().join("migrate-runs");
+    app.edit_config(|t| {
+        let t = t.replace(
+            "run: ./migrate.sh up {tag}",
+            &format!("run: ./migrate.sh up {{tag}} && echo run >> {} && kill -9 $PPID", marker.display()),
+        );
+        format!("{t}{}", sshd.target_yaml())
+    });
+    let before = common::state(app.db()).await;
+    let out =
+        app.run_env(&["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[("DEPLOY_GUARD_SSH_KEY", &sshd.client_key)]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let r = common::json(&out);
+    assert_eq!(r["path"], "revert", "{err}");
+    let migrate = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "migrate").unwrap();
+    assert!(migrate["detail"].as_str().unwrap().contains("outcome is unknown"), "{migrate}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1, "the migration was re-run");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
 }

@@ -55,6 +55,9 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
         }
         .await,
     );
+    if let (Some(file), Some(service)) = (&w.config.app.compose_file, &w.config.app.service) {
+        add("compose", compose_services(w, file, service).await);
+    }
     add(
         "app",
         w.runtime
@@ -66,9 +69,22 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     lines
 }
 
+/// docker compose answers and the compose file defines the app's and the database's services.
+async fn compose_services(w: &World, file: &str, service: &str) -> Result<String> {
+    let base = crate::app::compose::base_command(file, w.config.app.env_file.as_deref());
+    let out = exec::run_ok(w.exec.as_ref(), &Cmd::new("compose services", format!("{base} config --services"))).await?;
+    let services: Vec<&str> = out.lines().map(str::trim).collect();
+    for s in std::iter::once(service).chain(w.config.database.service.as_deref()) {
+        if !services.contains(&s) {
+            bail!("service {s:?} is not in {file} (it defines: {})", services.join(", "));
+        }
+    }
+    Ok(format!("{file} defines {}", services.join(", ")))
+}
+
 async fn tool_version(w: &World, tool: &str, server_major: Option<u32>) -> Result<String> {
     let bin = w.db.tool(tool);
-    let out = exec::run_ok(w.exec.as_ref(), &Cmd::new(tool, format!("{bin} --version"))).await?;
+    let out = exec::run_ok(w.exec.as_ref(), &w.db.version_cmd(tool)).await?;
     let version = out.trim().rsplit(' ').next().unwrap_or("").to_string();
     if let (Some(client), Some(server)) = (major(&version), server_major) {
         if client < server {

@@ -145,6 +145,11 @@ impl Postgres {
         self.with_conn(label, line)
     }
 
+    /// `TOOL --version`, run where the tool runs (on the target, or inside the container).
+    pub fn version_cmd(&self, tool: &str) -> Cmd {
+        self.with_conn(tool, format!("{} --version", self.tool(tool)))
+    }
+
     /// `pg_dump` of the live database as plain SQL on stdout.
     pub fn dump_cmd(&self) -> Cmd {
         let line = format!("{} --no-password --format=plain -d {}", self.tool("pg_dump"), quote(&self.name));

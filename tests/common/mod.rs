@@ -136,82 +136,16 @@ pub fn json(o: &std::process::Output) -> serde_json::Value {
 
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
-/// A real OpenSSH server on 127.0.0.1 and a free port, with its own host key and one client
-/// key; killed (with its session processes) on drop.
-pub struct Sshd {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    pub user: String,
-    /// Private key text of the authorized client key.
-    pub client_key: String,
-    child: std::process::Child,
+pub use deploy_guard::simulate::sandbox::Sshd;
+
+/// Test conveniences on the sandbox sshd.
+pub trait SshdExt {
+    fn target(&self) -> deploy_guard::config::Target;
+    fn credentials(&self) -> deploy_guard::exec::ssh::Credentials;
 }
 
-fn keygen(path: &std::path::Path, kind: &str) {
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", kind, "-N", "", "-C", "test", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen (apt-get install openssh-client)")
-        .success();
-    assert!(ok, "ssh-keygen failed");
-}
-
-impl Sshd {
-    pub fn start() -> Sshd {
-        assert!(
-            std::path::Path::new("/usr/sbin/sshd").exists(),
-            "/usr/sbin/sshd is missing: apt-get install openssh-server (scripts/setup does)"
-        );
-        let dir = tempdir();
-        let p = |n: &str| dir.path().join(n);
-        keygen(&p("host_ed25519"), "ed25519");
-        keygen(&p("client"), "ed25519");
-        std::fs::copy(p("client.pub"), p("authorized_keys")).unwrap();
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
-             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PermitRootLogin prohibit-password\nMaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n",
-            p("host_ed25519").display(),
-            p("sshd.pid").display(),
-            p("authorized_keys").display()
-        );
-        std::fs::write(p("sshd_config"), config).unwrap();
-        use std::os::unix::process::CommandExt;
-        let child = std::process::Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(p("sshd_config"))
-            .stderr(std::fs::File::create(p("sshd.log")).unwrap())
-            .process_group(0)
-            .spawn()
-            .expect("start sshd");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sshd did not listen: {}",
-                std::fs::read_to_string(p("sshd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let user = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string();
-        let client_key = std::fs::read_to_string(p("client")).unwrap();
-        Sshd { dir, port, user, client_key, child }
-    }
-
-    /// The known_hosts line for this server.
-    pub fn known_hosts(&self) -> String {
-        let pubkey = std::fs::read_to_string(self.dir.path().join("host_ed25519.pub")).unwrap();
-        let mut parts = pubkey.split_whitespace();
-        format!("[127.0.0.1]:{} {} {}", self.port, parts.next().unwrap(), parts.next().unwrap())
-    }
-
-    pub fn target(&self) -> deploy_guard::config::Target {
+impl SshdExt for Sshd {
+    fn target(&self) -> deploy_guard::config::Target {
         deploy_guard::config::Target {
             host: Some("127.0.0.1".into()),
             port: self.port,
@@ -221,51 +155,7 @@ impl Sshd {
         }
     }
 
-    pub fn credentials(&self) -> deploy_guard::exec::ssh::Credentials {
+    fn credentials(&self) -> deploy_guard::exec::ssh::Credentials {
         deploy_guard::exec::ssh::Credentials { key: self.client_key.clone(), passphrase: None }
-    }
-
-    /// The `target:` section of a deploy-guard.yml for this server.
-    pub fn target_yaml(&self) -> String {
-        format!(
-            "target:\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  known_hosts: \"{}\"\n",
-            self.port,
-            self.user,
-            self.known_hosts()
-        )
-    }
-
-    /// Kills the server and every session it serves, as a crash or a dropped link would.
-    /// (Session processes call setsid, so the process group is not enough: walk /proc.)
-    pub fn kill(&mut self) {
-        let mut pids = vec![self.child.id() as i32];
-        let mut i = 0;
-        while i < pids.len() {
-            for e in std::fs::read_dir("/proc").unwrap().flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-                let ppid = stat
-                    .rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().nth(1))
-                    .and_then(|p| p.parse::<i32>().ok());
-                if ppid == Some(pids[i]) && !pids.contains(&pid) {
-                    pids.push(pid);
-                }
-            }
-            i += 1;
-        }
-        for pid in pids {
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
