@@ -107,7 +107,22 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
                     return Ok(4);
                 }
             };
-            let report = commands::deploy::deploy(&w, sha, tag, previous_tag.as_deref(), &config_arg(cli)).await;
+            let gh = github(&w);
+            let mut fallback = None;
+            let mut deployment = None;
+            if let Some(gh) = &gh {
+                if previous_tag.is_none() {
+                    fallback = gh.previous_tag().await.unwrap_or_else(|e| warn_none("reading the last deployment", e));
+                }
+                deployment =
+                    gh.start_deployment(sha, tag).await.unwrap_or_else(|e| warn_none("creating the deployment", e));
+            }
+            let mut report =
+                commands::deploy::deploy(&w, sha, tag, previous_tag.as_deref(), fallback, &config_arg(cli)).await;
+            if let Some(gh) = &gh {
+                let notes = gh.report(deployment, &report).await;
+                report.notes.extend(notes);
+            }
             finish_report(g, &report)
         }
         Command::Rollback { sha, path, to_tag } => {
@@ -121,7 +136,11 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
                 PathChoice::Revert => Some(config::Strategy::Revert),
                 PathChoice::Restore => Some(config::Strategy::Restore),
             };
-            let report = commands::deploy::rollback(&w, sha, strategy, to_tag.as_deref(), &config_arg(cli)).await?;
+            let mut report = commands::deploy::rollback(&w, sha, strategy, to_tag.as_deref(), &config_arg(cli)).await?;
+            if let Some(gh) = github(&w) {
+                let notes = gh.report(None, &report).await;
+                report.notes.extend(notes);
+            }
             finish_report(g, &report)
         }
         Command::Backup { sha } => {
@@ -211,6 +230,17 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+/// GitHub reporting, when the environment allows it (a setup error is a warning).
+fn github(w: &World) -> Option<report::github::GitHub> {
+    report::github::GitHub::from_env(&w.config.github, &w.config.project)
+        .unwrap_or_else(|e| warn_none("GitHub setup", e))
+}
+
+fn warn_none<T>(what: &str, e: anyhow::Error) -> Option<T> {
+    tracing::warn!("GitHub: {what} failed: {e:#}");
+    None
 }
 
 fn print_out<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<()> {

@@ -11,10 +11,20 @@ use crate::guard::{Engine, Mode, Outcome, Step};
 use crate::report::{BackupInfo, Report};
 
 /// Runs the whole guarded deploy.
-pub async fn deploy(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>, config_arg: &str) -> Report {
+/// `fallback_previous_tag` is used when the runtime cannot tell what runs (e.g. the last
+/// successful GitHub deployment).
+pub async fn deploy(
+    w: &World,
+    sha: &str,
+    tag: &str,
+    previous_tag: Option<&str>,
+    fallback_previous_tag: Option<String>,
+    config_arg: &str,
+) -> Report {
     let mut run = Run::new(w, sha);
     run.tag = Some(tag.to_string());
     run.previous_tag = previous_tag.map(str::to_string);
+    run.fallback_previous_tag = fallback_previous_tag;
     let outcome = run.drive(Engine::new(Mode::Deploy, w.config.rollback.strategy)).await;
     if outcome.result() == "deployed" {
         for line in super::backup::prune_after(w).await {

@@ -21,6 +21,8 @@ pub struct Run<'w> {
     pub tag: Option<String>,
     /// What a rollback redeploys.
     pub previous_tag: Option<String>,
+    /// Used when the runtime cannot tell which tag runs.
+    pub fallback_previous_tag: Option<String>,
     pub manifest: Option<Manifest>,
     pub journal: Journal,
     pub rows_after: Option<Vec<Value>>,
@@ -42,6 +44,7 @@ impl<'w> Run<'w> {
             sha: sha.to_ascii_lowercase(),
             tag: None,
             previous_tag: None,
+            fallback_previous_tag: None,
             manifest: None,
             journal: Journal::default(),
             rows_after: None,
@@ -176,6 +179,9 @@ impl<'w> Run<'w> {
         self.refuse_unfinished_runs().await?;
         if self.previous_tag.is_none() {
             self.previous_tag = w.runtime.current_tag().await.context("cannot read the running tag")?;
+            if self.previous_tag.is_none() {
+                self.previous_tag = self.fallback_previous_tag.clone();
+            }
         }
         let Some(prev) = &self.previous_tag else {
             bail!("cannot tell which tag runs now (app.commands.current_tag printed nothing); pass --previous-tag TAG");

@@ -66,6 +66,10 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("backup.max_age", Kind::Str),
     ("backup.compression", Kind::Int),
     ("rollback.strategy", Kind::Str),
+    ("github.environment", Kind::Str),
+    ("github.deployments", Kind::Bool),
+    ("github.comment", Kind::Bool),
+    ("github.incident", Kind::Bool),
 ];
 
 const PREFIX: &str = "DEPLOY_GUARD_";

@@ -29,6 +29,39 @@ pub struct Config {
     pub backup: Backup,
     #[serde(default)]
     pub rollback: Rollback,
+    #[serde(default)]
+    pub github: Github,
+}
+
+/// Reporting on GitHub (needs GITHUB_TOKEN and GITHUB_REPOSITORY, as Actions sets them).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Github {
+    /// Deployment environment name.
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    /// Create a GitHub deployment with statuses.
+    #[serde(default = "yes")]
+    pub deployments: bool,
+    /// Keep one comment on the pull request (or commit) up to date.
+    #[serde(default = "yes")]
+    pub comment: bool,
+    /// Open an incident issue with a postmortem draft when a deploy is rolled back or stuck.
+    #[serde(default = "yes")]
+    pub incident: bool,
+}
+
+impl Default for Github {
+    fn default() -> Self {
+        Github { environment: default_environment(), deployments: true, comment: true, incident: true }
+    }
+}
+
+fn default_environment() -> String {
+    "production".into()
+}
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

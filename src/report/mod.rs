@@ -1,6 +1,7 @@
 //! What happened, for people (markdown summary) and programs (JSON, Actions outputs).
 
 pub mod actions;
+pub mod github;
 pub mod summary;
 
 use chrono::{DateTime, Utc};
@@ -69,5 +70,61 @@ impl Report {
     /// Steps journaled by this run (a manual rollback's manifest also holds the deploy's).
     pub fn own_steps(&self) -> impl Iterator<Item = &Entry> {
         self.steps.iter().filter(move |e| e.started_at >= self.started_at)
+    }
+}
+
+/// A report to render in tests: a deploy of station v2.4.0 with the given outcome and steps.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use chrono::{DateTime, Duration, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::guard::{EntryState, Step};
+
+    pub fn at(s: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc) + Duration::seconds(s)
+    }
+
+    pub fn entry(step: Step, state: EntryState, from: i64, to: i64, detail: &str) -> Entry {
+        Entry { step, state, started_at: at(from), finished_at: Some(at(to)), detail: detail.into() }
+    }
+
+    pub fn report(outcome: Outcome, steps: Vec<Entry>, next: Vec<String>) -> Report {
+        Report {
+            command: "deploy".into(),
+            project: "station".into(),
+            result: outcome.result().into(),
+            path: outcome.path().name().into(),
+            exit_code: outcome.deploy_exit_code(),
+            headline: outcome.headline(),
+            outcome,
+            sha: "abc1234def5678abc1234def5678abc1234def56".into(),
+            tag: Some("v2.4.0".into()),
+            previous_tag: Some("v2.3.1".into()),
+            started_at: at(0),
+            duration_secs: 42.0,
+            recovery_secs: Some(30.0),
+            steps,
+            backup: Some(BackupInfo {
+                location: "file:///var/backups/station/202605/20260510_150000_pre-deploy-abc1234.sql.gz".into(),
+                key: "202605/20260510_150000_pre-deploy-abc1234.sql.gz".into(),
+                size: 3 * 1024 * 1024,
+                dump_bytes: 17 * 1024 * 1024,
+                sha256: "9f2c".repeat(16),
+                verified: true,
+            }),
+            migrations_before: vec![json!({"id": 1, "timestamp": 1, "name": "Init1"})],
+            migrations_after: Some(vec![
+                json!({"id": 1, "timestamp": 1, "name": "Init1"}),
+                json!({"id": 2, "timestamp": 2, "name": "AddTier2"}),
+            ]),
+            drift: vec!["+ column public.users.tier integer".into()],
+            app_status: Some("exited (1)".into()),
+            app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
+            kept_database: Some("station__failed_abc1234".into()),
+            notes: vec!["verify-revert: schema drift after revert: + column public.users.tier integer".into()],
+            next_commands: next,
+        }
     }
 }

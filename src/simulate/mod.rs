@@ -313,7 +313,7 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
         hex::encode(sha2::Sha256::digest(s.name.as_bytes()))[..40].to_string()
     };
     let started = Instant::now();
-    let report = crate::commands::deploy::deploy(&w, &sha, s.release, None, "").await;
+    let report = crate::commands::deploy::deploy(&w, &sha, s.release, None, None, "").await;
     let duration_secs = started.elapsed().as_secs_f64();
 
     let mut problems = Vec::new();

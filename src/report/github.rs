@@ -1,0 +1,403 @@
+//! Reporting on GitHub itself (octocrab): a deployment with statuses, one comment on the pull
+//! request or commit (found again by a hidden marker and updated), an incident issue when a
+//! person must look. Every call is best effort: an API error is a warning in the report, never
+//! a failure of the deploy or the rollback.
+//!
+//! Token permissions: `deployments: write` (deployments), `pull-requests: write` and
+//! `contents: write` (the comment on a PR or a commit), `issues: write` (incident issues).
+
+use std::fmt::Write;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+use super::Report;
+use crate::config::Github as GithubConfig;
+use crate::guard::{EntryState, Outcome};
+
+pub struct GitHub {
+    client: octocrab::Octocrab,
+    repo: String,
+    config: GithubConfig,
+    project: String,
+}
+
+impl GitHub {
+    /// Set up when `GITHUB_TOKEN` and `GITHUB_REPOSITORY` are set (`GITHUB_API_URL` for GitHub
+    /// Enterprise, or tests); otherwise GitHub reporting is off.
+    pub fn from_env(config: &GithubConfig, project: &str) -> Result<Option<GitHub>> {
+        let (Ok(token), Ok(repo)) = (std::env::var("GITHUB_TOKEN"), std::env::var("GITHUB_REPOSITORY")) else {
+            return Ok(None);
+        };
+        if token.is_empty() || !repo.contains('/') {
+            return Ok(None);
+        }
+        let api = std::env::var("GITHUB_API_URL").unwrap_or_else(|_| "https://api.github.com".into());
+        let client = octocrab::Octocrab::builder()
+            .base_uri(api.as_str())
+            .with_context(|| format!("GITHUB_API_URL {api:?} is not a URL"))?
+            .personal_token(token)
+            // A slow API must not hold up a deploy or a rollback for long.
+            .set_connect_timeout(Some(std::time::Duration::from_secs(10)))
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .set_write_timeout(Some(std::time::Duration::from_secs(20)))
+            .build()?;
+        Ok(Some(GitHub { client, repo, config: config.clone(), project: project.into() }))
+    }
+
+    fn route(&self, tail: &str) -> String {
+        format!("/repos/{}/{tail}", self.repo)
+    }
+
+    /// Creates the deployment of `sha` (in progress); returns its id.
+    pub async fn start_deployment(&self, sha: &str, tag: &str) -> Result<Option<u64>> {
+        if !self.config.deployments {
+            return Ok(None);
+        }
+        let body = json!({
+            "ref": sha,
+            "environment": self.config.environment,
+            "description": format!("deploy-guard: {} {tag}", self.project),
+            "auto_merge": false,
+            "required_contexts": [],
+            "payload": { "tag": tag, "tool": "deploy-guard" },
+        });
+        let d: Value = self.client.post(self.route("deployments"), Some(&body)).await.map_err(api_error)?;
+        let id = d["id"].as_u64().context("the deployment has no id")?;
+        self.status(id, "in_progress", "backing up, migrating, deploying").await?;
+        Ok(Some(id))
+    }
+
+    async fn status(&self, id: u64, state: &str, description: &str) -> Result<()> {
+        let mut body = json!({ "state": state, "description": truncate(description, 140), "auto_inactive": true });
+        if let Ok(url) = run_url() {
+            body["log_url"] = json!(url);
+        }
+        let _: Value = self
+            .client
+            .post(self.route(&format!("deployments/{id}/statuses")), Some(&body))
+            .await
+            .map_err(api_error)?;
+        Ok(())
+    }
+
+    /// The deployment's final status from the outcome.
+    pub async fn finish_deployment(&self, id: u64, report: &Report) -> Result<()> {
+        let state = match report.outcome {
+            Outcome::Deployed => "success",
+            Outcome::RolledBack { .. } | Outcome::Aborted { .. } => "failure",
+            Outcome::RollbackFailed { .. } => "error",
+        };
+        self.status(id, state, &report.headline).await
+    }
+
+    /// Marks the deployments of `sha` inactive (a manual rollback took them back).
+    pub async fn deactivate(&self, sha: &str) -> Result<usize> {
+        if !self.config.deployments {
+            return Ok(0);
+        }
+        let route = self.route(&format!("deployments?sha={sha}&environment={}", self.config.environment));
+        let list: Vec<Value> = self.client.get(route, None::<&()>).await.map_err(api_error)?;
+        for d in &list {
+            if let Some(id) = d["id"].as_u64() {
+                self.status(id, "inactive", "rolled back by deploy-guard").await?;
+            }
+        }
+        Ok(list.len())
+    }
+
+    /// The tag of the newest successful deployment to the environment (for when the host cannot
+    /// tell what runs).
+    pub async fn previous_tag(&self) -> Result<Option<String>> {
+        let route = self.route(&format!("deployments?environment={}&per_page=20", self.config.environment));
+        let list: Vec<Value> = self.client.get(route, None::<&()>).await.map_err(api_error)?;
+        for d in list {
+            let (Some(id), Some(tag)) = (d["id"].as_u64(), d["payload"]["tag"].as_str()) else { continue };
+            let statuses: Vec<Value> = self
+                .client
+                .get(self.route(&format!("deployments/{id}/statuses?per_page=1")), None::<&()>)
+                .await
+                .map_err(api_error)?;
+            if statuses.first().and_then(|s| s["state"].as_str()) == Some("success") {
+                return Ok(Some(tag.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Creates or updates the one deploy-guard comment on the PR of `sha` (or the commit).
+    pub async fn upsert_comment(&self, sha: &str, body: &str) -> Result<String> {
+        let marker = marker(&self.project);
+        let body = format!("{marker}\n{body}");
+        let prs: Vec<Value> =
+            self.client.get(self.route(&format!("commits/{sha}/pulls")), None::<&()>).await.map_err(api_error)?;
+        let (list, create, update) = match prs.first().and_then(|p| p["number"].as_u64()) {
+            Some(n) => (
+                self.route(&format!("issues/{n}/comments")),
+                self.route(&format!("issues/{n}/comments")),
+                "issues/comments",
+            ),
+            None => (
+                self.route(&format!("commits/{sha}/comments")),
+                self.route(&format!("commits/{sha}/comments")),
+                "comments",
+            ),
+        };
+        let existing: Vec<Value> =
+            self.client.get(format!("{list}?per_page=100"), None::<&()>).await.map_err(api_error)?;
+        let mine = existing.iter().find(|c| c["body"].as_str().is_some_and(|b| b.starts_with(&marker)));
+        let payload = json!({ "body": body });
+        match mine.and_then(|c| c["id"].as_u64()) {
+            Some(id) => {
+                let _: Value = self
+                    .client
+                    .patch(self.route(&format!("{update}/{id}")), Some(&payload))
+                    .await
+                    .map_err(api_error)?;
+                Ok(format!("updated comment {id}"))
+            }
+            None => {
+                let c: Value = self.client.post(create, Some(&payload)).await.map_err(api_error)?;
+                Ok(format!("created comment {}", c["id"]))
+            }
+        }
+    }
+
+    /// Opens an incident issue with a postmortem draft; returns its URL.
+    pub async fn open_incident(&self, report: &Report) -> Result<String> {
+        let body = json!({
+            "title": incident_title(report),
+            "body": incident_body(report),
+            "labels": ["incident", "deploy-guard"],
+        });
+        let issue: Value = self.client.post(self.route("issues"), Some(&body)).await.map_err(api_error)?;
+        Ok(issue["html_url"].as_str().unwrap_or("").to_string())
+    }
+
+    /// Everything for one finished deploy or rollback; each failure becomes a note.
+    pub async fn report(&self, deployment: Option<u64>, report: &Report) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut note = |what: &str, r: Result<String>| match r {
+            Ok(done) => tracing::info!("GitHub: {what}: {done}"),
+            Err(e) => {
+                tracing::warn!("GitHub: {what} failed: {e:#}");
+                notes.push(format!("GitHub {what} failed: {e:#}"));
+            }
+        };
+        if let Some(id) = deployment {
+            note("deployment status", self.finish_deployment(id, report).await.map(|_| "set".into()));
+        }
+        if report.command == "rollback" && report.exit_code == 0 {
+            note(
+                "deployment deactivation",
+                self.deactivate(&report.sha).await.map(|n| format!("{n} deployment(s) inactive")),
+            );
+        }
+        if self.config.comment {
+            note("comment", self.upsert_comment(&report.sha, &comment_body(report)).await);
+        }
+        let needs_incident = matches!(report.outcome, Outcome::RolledBack { .. } | Outcome::RollbackFailed { .. });
+        if self.config.incident && needs_incident {
+            note("incident issue", self.open_incident(report).await);
+        }
+        notes
+    }
+}
+
+fn api_error(e: octocrab::Error) -> anyhow::Error {
+    match &e {
+        octocrab::Error::GitHub { source, .. } => {
+            let hint = match source.status_code.as_u16() {
+                401 => " (GITHUB_TOKEN is invalid or expired)",
+                403 => " (the token lacks a permission: see the README's GitHub section)",
+                404 => " (repository not found, or the token cannot see it)",
+                s if s >= 500 => " (GitHub is having trouble; the deploy itself is unaffected)",
+                _ => "",
+            };
+            anyhow::anyhow!("GitHub answered {}: {}{hint}", source.status_code, source.message)
+        }
+        _ => anyhow::Error::new(e),
+    }
+}
+
+fn run_url() -> Result<String> {
+    Ok(format!(
+        "{}/{}/actions/runs/{}",
+        std::env::var("GITHUB_SERVER_URL")?,
+        std::env::var("GITHUB_REPOSITORY")?,
+        std::env::var("GITHUB_RUN_ID")?
+    ))
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+/// The hidden marker that finds our comment again.
+pub fn marker(project: &str) -> String {
+    format!("<!-- deploy-guard:{project} -->")
+}
+
+/// The PR/commit comment: short, outcome first.
+pub fn comment_body(r: &Report) -> String {
+    let mut md = format!("### deploy-guard {}: **{}**\n\n{}\n\n", r.command, r.result, r.headline);
+    let _ = writeln!(
+        md,
+        "| sha | tag | previous tag | database path | duration |\n|---|---|---|---|---|\n| `{}` | `{}` | `{}` | {} | {:.0} s |",
+        &r.sha[..7.min(r.sha.len())],
+        r.tag.as_deref().unwrap_or("-"),
+        r.previous_tag.as_deref().unwrap_or("-"),
+        r.path,
+        r.duration_secs
+    );
+    if let Some(b) = &r.backup {
+        let _ = writeln!(md, "\nBackup: `{}` ({})", b.key, crate::backup::human_bytes(b.size));
+    }
+    if !r.next_commands.is_empty() {
+        md.push_str("\n**A person must act:**\n\n```sh\n");
+        for c in &r.next_commands {
+            md.push_str(c);
+            md.push('\n');
+        }
+        md.push_str("```\n");
+    }
+    md
+}
+
+pub fn incident_title(r: &Report) -> String {
+    let what = match &r.outcome {
+        Outcome::RollbackFailed { stuck_at, .. } => format!("rollback stuck at {stuck_at}"),
+        Outcome::RolledBack { failed_step, .. } => {
+            format!("deploy failed at {}, rolled back", failed_step.map(|s| s.name()).unwrap_or("?"))
+        }
+        _ => r.result.clone(),
+    };
+    format!("Incident: {} {} — {what}", r.project, r.tag.as_deref().unwrap_or(&r.sha))
+}
+
+/// A postmortem draft: what happened, the impact, the resolution, what would prevent it.
+pub fn incident_body(r: &Report) -> String {
+    let mut md = format!("## Summary\n\n{}\n\n", r.headline);
+    md.push_str("## Timeline (UTC)\n\n| time | step | result | detail |\n|---|---|---|---|\n");
+    for e in r.own_steps() {
+        let state = match e.state {
+            EntryState::Ok => "ok",
+            EntryState::Warning => "warning",
+            EntryState::Failed => "FAILED",
+            EntryState::Running => "interrupted",
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {state} | {} |",
+            e.started_at.format("%H:%M:%S"),
+            e.step.name(),
+            truncate(&e.detail.replace('|', "\\|").replace('\n', " "), 160)
+        );
+    }
+    md.push_str("\n## What failed\n\n");
+    match r.own_steps().find(|e| e.state == EntryState::Failed) {
+        Some(e) => {
+            let _ = writeln!(md, "`{}`: {}", e.step.name(), e.detail);
+        }
+        None => md.push_str("(see the timeline)\n"),
+    }
+    if let Some(logs) = &r.app_logs {
+        let _ = writeln!(md, "\nLast app log lines:\n\n```\n{}\n```", logs.trim_end());
+    }
+    md.push_str("\n## Impact\n\n");
+    let failed_at = r.own_steps().find(|e| e.state == EntryState::Failed).map(|e| e.started_at);
+    // pg_dump reads one snapshot taken when it starts: later writes are not in the backup.
+    let backup_at = r
+        .steps
+        .iter()
+        .find(|e| e.step == crate::guard::Step::Backup && e.state == EntryState::Ok)
+        .map(|e| e.started_at);
+    let swap_at = r
+        .own_steps()
+        .find(|e| e.step == crate::guard::Step::Swap && e.state == EntryState::Ok)
+        .and_then(|e| e.finished_at);
+    if let (Some(b), Some(s)) = (backup_at, swap_at) {
+        let _ = writeln!(
+            md,
+            "- The database was restored from the pre-deploy backup: **writes between {} and {} UTC ({:.0} s) are not in the live database**. They are in the kept copy `{}`: decide what to replay.",
+            b.format("%H:%M:%S"),
+            s.format("%H:%M:%S"),
+            (s - b).num_milliseconds() as f64 / 1000.0,
+            r.kept_database.as_deref().unwrap_or("(see the report)")
+        );
+    } else {
+        md.push_str("- No data was lost: the database was not restored from the backup.\n");
+    }
+    if let (Some(f), Some(end)) = (failed_at, r.own_steps().last().and_then(|e| e.finished_at)) {
+        let _ = writeln!(
+            md,
+            "- Degraded from {} to {} UTC (recovery {:.0} s).",
+            f.format("%H:%M:%S"),
+            end.format("%H:%M:%S"),
+            (end - f).num_milliseconds() as f64 / 1000.0
+        );
+    }
+    md.push_str("\n## Resolution\n\n");
+    let _ = writeln!(md, "{} (database path: {}).", r.headline, r.path);
+    if !r.next_commands.is_empty() {
+        md.push_str("\n**Still open — a person must act:**\n\n```sh\n");
+        for c in &r.next_commands {
+            md.push_str(c);
+            md.push('\n');
+        }
+        md.push_str("```\n");
+    }
+    md.push_str("\n## Prevention\n\n");
+    md.push_str("- [ ] Why did the migration (or release) fail here and not in CI? Add the missing check.\n");
+    md.push_str("- [ ] Is the migration safe on a table with rows (NOT NULL without default, long locks)?\n");
+    md.push_str("- [ ] Does its down() really undo it? Rehearse: `deploy-guard simulate`.\n");
+    md.push_str("- [ ] Was the health check enough to catch this before users did?\n");
+    md.push_str("- [ ] Drop the kept `*__failed_*` database once nothing more is needed from it.\n");
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::{DbPath, Step};
+    use crate::report::fixture::{entry, report};
+
+    fn restored() -> Report {
+        use EntryState::*;
+        let steps = vec![
+            entry(Step::Preflight, Ok, 0, 1, "ok"),
+            entry(Step::Backup, Ok, 1, 4, "3.0 MiB, verified"),
+            entry(Step::Record, Ok, 4, 5, "recorded"),
+            entry(Step::Migrate, Ok, 5, 8, "applied AddTier2"),
+            entry(Step::Deploy, Ok, 8, 9, "v2.4.0 started"),
+            entry(Step::Health, Failed, 9, 12, "not healthy within 3s; last: 502"),
+            entry(Step::Assess, Ok, 12, 13, "1 migration applied"),
+            entry(Step::StopApp, Ok, 13, 14, "app stopped"),
+            entry(Step::Restore, Ok, 14, 30, "restored"),
+            entry(Step::ValidateRestore, Ok, 30, 31, "valid"),
+            entry(Step::Swap, Ok, 31, 32, "swapped"),
+            entry(Step::Redeploy, Ok, 32, 33, "v2.3.1 started"),
+            entry(Step::RedeployHealth, Ok, 33, 35, "healthy"),
+        ];
+        report(Outcome::RolledBack { failed_step: Some(Step::Health), path: DbPath::Restore }, steps, vec![])
+    }
+
+    #[test]
+    fn comment() {
+        insta::assert_snapshot!(comment_body(&restored()));
+    }
+
+    #[test]
+    fn incident() {
+        let r = restored();
+        assert_eq!(incident_title(&r), "Incident: station v2.4.0 — deploy failed at health, rolled back");
+        let body = incident_body(&r);
+        // The restore lost the writes between the backup and the swap: say so, with times.
+        assert!(body.contains("writes between 15:00:01 and 15:00:32 UTC (31 s)"), "{body}");
+        insta::assert_snapshot!(body);
+    }
+}
