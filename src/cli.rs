@@ -78,6 +78,13 @@ pub enum Command {
         #[arg(long, value_name = "PREFIX")]
         sha: Option<String>,
     },
+    /// Apply retention (backup.keep, backup.max_age): delete old backups, never the newest
+    /// verified one nor one of an unfinished deploy; prints what it deleted.
+    Prune {
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Reach every part (target, database, tools, store, app, health) and change nothing.
     Check,
     /// Rehearse: run failure scenarios against a throwaway PostgreSQL and prove both rollback

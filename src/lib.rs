@@ -156,6 +156,9 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
             );
             print_out(g.json, &m, || text.clone())?;
             report::actions::write_outputs(&[("backup-key", m.key.clone())])?;
+            for line in commands::backup::prune_after(&w).await {
+                eprintln!("retention: {line}");
+            }
             Ok(exit::OK)
         }
         Command::Restore { sha, key } => {
@@ -177,6 +180,36 @@ async fn dispatch(cli: &Cli) -> Result<i32> {
             let w = usage(World::offline(load_config(cli)?))?;
             let rows = commands::backup::list(&w, sha.as_deref()).await?;
             print_out(g.json, &rows, || commands::backup::table(&rows))?;
+            Ok(exit::OK)
+        }
+        Command::Prune { dry_run } => {
+            let w = usage(World::offline(load_config(cli)?))?;
+            let policy = commands::backup::policy(&w);
+            if !policy.is_set() {
+                eprintln!("no retention configured (backup.keep, backup.max_age): nothing deleted");
+            }
+            let deleted = backup::retention::prune(w.store.as_ref(), &w.config.project, policy, *dry_run).await?;
+            let rows: Vec<serde_json::Value> = deleted
+                .iter()
+                .map(|d| serde_json::json!({"key": d.manifest.key, "sha": d.manifest.sha, "created_at": d.manifest.created_at, "size": d.manifest.size, "why": d.why, "deleted": !dry_run}))
+                .collect();
+            print_out(g.json, &rows, || {
+                let mut out: String = deleted
+                    .iter()
+                    .map(|d| {
+                        let line = commands::backup::prune_line(d);
+                        if *dry_run {
+                            format!("would be {line}\n")
+                        } else {
+                            format!("{line}\n")
+                        }
+                    })
+                    .collect();
+                if deleted.is_empty() && policy.is_set() {
+                    out.push_str("nothing to delete\n");
+                }
+                out
+            })?;
             Ok(exit::OK)
         }
         Command::Check => {

@@ -1,6 +1,7 @@
 //! Backups named by git SHA, their manifests (which are also the run's journal), and lookup.
 
 mod pipeline;
+pub mod retention;
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};

@@ -88,18 +88,25 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
     let gz = Meter::shared();
     let encoder =
         GzipEncoder::with_quality(BufReader::with_capacity(BUF, metered(dump_r, &raw)), Level::Precise(level as i32));
-    let mut body = metered(encoder, &gz);
+    let body = metered(encoder, &gz);
     let ticker = progress("backup", &raw);
     let dump = async move {
         let r = db.executor().run(&db.dump_cmd(), None, &mut dump_w).await;
         let _ = dump_w.shutdown().await;
         r
     };
-    let (exit, put) = tokio::join!(dump, store.put(key, &mut body));
+    // The body is dropped as soon as the store stops reading it (a failed upload), so pg_dump
+    // sees a broken pipe and ends instead of blocking on a pipe nobody reads.
+    let put = async move {
+        let mut body = body;
+        store.put(key, &mut body).await
+    };
+    let (exit, put) = tokio::join!(dump, put);
     ticker.abort();
     let checked = (|| {
-        exit.context("pg_dump could not be run to the end")?.check("pg_dump")?;
+        // A failed upload also breaks pg_dump's pipe: report the cause, not the symptom.
         let stored = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
+        exit.context("pg_dump could not be run to the end")?.check("pg_dump")?;
         let raw = raw.lock().expect("meter");
         if !raw.has_trailer() {
             bail!("pg_dump exited 0 but the dump lacks its completion trailer ({TRAILER:?}): it is incomplete");

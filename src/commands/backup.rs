@@ -13,6 +13,8 @@ pub async fn backup(w: &World, sha: &str) -> Result<Manifest> {
     let started = chrono::Utc::now();
     let lock = w.db.lock(&w.lock_key()).await?;
     let result = async {
+        // Fail before a long dump, not after it: the store must be there and writable.
+        w.store.check().await.with_context(|| format!("backup store {} is not usable", w.store.describe()))?;
         let server_version =
             w.db.server_version(&w.db.name)
                 .await
@@ -109,4 +111,38 @@ pub fn table(rows: &[Listed]) -> String {
         ));
     }
     out
+}
+
+/// The retention policy the config asks for.
+pub fn policy(w: &World) -> backup::retention::Policy {
+    backup::retention::Policy { keep: w.config.backup.keep, max_age: w.config.backup.max_age }
+}
+
+/// Retention after a successful backup or deploy: a failure here is a warning, never a failed
+/// deploy. Returns one line per deleted backup.
+pub async fn prune_after(w: &World) -> Vec<String> {
+    let policy = policy(w);
+    if !policy.is_set() {
+        return Vec::new();
+    }
+    match backup::retention::prune(w.store.as_ref(), &w.config.project, policy, false).await {
+        Ok(d) => d.iter().map(prune_line).collect(),
+        Err(e) => {
+            tracing::warn!("retention did not run to the end: {e:#}");
+            vec![format!("retention did not run to the end: {e:#}")]
+        }
+    }
+}
+
+/// "deleted 202605/…sql.gz (2026-05-10 15:00:00, abc1234, 1.2 MiB): beyond the newest 10".
+pub fn prune_line(d: &backup::retention::Decision) -> String {
+    let m = &d.manifest;
+    format!(
+        "deleted {} ({}, {}, {}): {}",
+        m.key,
+        m.created_at.format("%Y-%m-%d %H:%M:%S"),
+        m.sha7(),
+        human_bytes(m.size),
+        d.why
+    )
 }

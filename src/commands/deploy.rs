@@ -26,6 +26,11 @@ pub async fn deploy(
     run.previous_tag = previous_tag.map(str::to_string);
     run.fallback_previous_tag = fallback_previous_tag;
     let outcome = run.drive(Engine::new(Mode::Deploy, w.config.rollback.strategy)).await;
+    if outcome.result() == "deployed" {
+        for line in super::backup::prune_after(w).await {
+            run.notes.push(format!("retention: {line}"));
+        }
+    }
     let code = outcome.deploy_exit_code();
     build_report(&run, "deploy", outcome, code, config_arg)
 }

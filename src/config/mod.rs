@@ -220,8 +220,22 @@ impl Default for Migrations {
 pub struct Backup {
     /// `file:///dir` or `s3://bucket/prefix`.
     pub store: String,
+    /// S3 endpoint URL for non-AWS services (B2, R2, MinIO); omitted → AWS S3.
     pub endpoint: Option<String>,
+    /// S3 region; omitted → `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` with an endpoint.
     pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`); default: on with an endpoint, off for AWS.
+    pub path_style: Option<bool>,
+    /// Multipart part size (bytes, or `8MiB`); every part but the last has exactly this size.
+    #[serde(default = "default_part_size", deserialize_with = "size::deserialize")]
+    pub part_size: u64,
+    /// Parts uploaded at once; memory is bounded by part_size × parts_in_flight.
+    #[serde(default = "default_parts_in_flight")]
+    pub parts_in_flight: u32,
+    /// Server-side encryption passed through to S3: `AES256`, `aws:kms` or `aws:kms:dsse`.
+    pub sse: Option<String>,
+    /// KMS key for `sse: aws:kms`.
+    pub sse_kms_key_id: Option<String>,
     /// Keep at most this many backups (never the newest verified one).
     pub keep: Option<u32>,
     #[serde(default, with = "humantime_serde")]
@@ -229,6 +243,39 @@ pub struct Backup {
     /// gzip level 1-9.
     #[serde(default = "default_compression")]
     pub compression: u32,
+}
+
+/// Byte sizes written as a number of bytes or with a unit (`8MiB`, `16 MB`).
+pub mod size {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn parse(s: &str) -> Result<u64, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (bytes, or e.g. 8MiB)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            _ => return Err(format!("{s:?}: unknown unit (use B, KiB, MiB or GiB)")),
+        };
+        n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(n),
+            Raw::S(s) => parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -279,6 +326,12 @@ fn default_migration_timeout() -> Duration {
 }
 fn default_compression() -> u32 {
     6
+}
+fn default_part_size() -> u64 {
+    8 << 20
+}
+fn default_parts_in_flight() -> u32 {
+    4
 }
 
 /// Where the config came from, for messages.

@@ -114,3 +114,47 @@ fn shas_and_tags_are_checked() {
         assert!(check_tag("--tag", bad).is_err(), "{bad:?}");
     }
 }
+
+const S3: &str = r#"
+project: station
+app:
+  runtime: shell
+  commands: { deploy: "./run {tag}", current_tag: "cat tag" }
+  health: { url: "https://api.example.org/health" }
+database: { host: 127.0.0.1, name: app }
+migrations: { run: "./migrate" }
+backup:
+  store: s3://station-backups/postgres
+  endpoint: https://s3.us-west-004.backblazeb2.com
+  region: us-west-004
+"#;
+
+#[test]
+fn s3_settings_have_defaults_units_and_limits() {
+    let c = Config::from_yaml(S3, &[]).unwrap();
+    assert_eq!((c.backup.part_size, c.backup.parts_in_flight), (8 << 20, 4));
+    let c = Config::from_yaml(&format!("{S3}  part_size: 16MiB\n  sse: AES256\n  max_age: 30days\n"), &[]).unwrap();
+    assert_eq!(c.backup.part_size, 16 << 20);
+    assert_eq!(c.backup.max_age, Some(Duration::from_secs(30 * 86400)));
+    let c = Config::from_yaml(
+        S3,
+        &vars(&[("DEPLOY_GUARD_BACKUP_PART_SIZE", "10485760"), ("DEPLOY_GUARD_BACKUP_PATH_STYLE", "false")]),
+    )
+    .unwrap();
+    assert_eq!((c.backup.part_size, c.backup.path_style), (10 << 20, Some(false)));
+    for (extra, expected) in [
+        ("  part_size: 4MiB\n", "backup.part_size: 4194304 bytes is outside S3's limits"),
+        ("  part_size: 8 parsecs\n", "backup.part_size: \"8 parsecs\": unknown unit"),
+        ("  parts_in_flight: 0\n", "backup.parts_in_flight: 0 must be 1 to 64"),
+        ("  sse: rot13\n", "backup.sse: \"rot13\" must be AES256, aws:kms or aws:kms:dsse"),
+        ("  sse_kms_key_id: k\n", "backup.sse_kms_key_id: needs backup.sse: aws:kms"),
+        ("  keep: 0\n", "backup.keep: must be at least 1"),
+    ] {
+        let e = err(&format!("{S3}{extra}"), &[]);
+        assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+    }
+    let e = err(&S3.replace("https://s3.us-west-004", "s3.us-west-004"), &[]);
+    assert!(e.contains("backup.endpoint: \"s3.us-west-004.backblazeb2.com\" must be a URL"), "{e}");
+    let e = err(&S3.replace("s3://station-backups/postgres", "file:///var/b"), &[]);
+    assert!(e.contains("backup.endpoint: only applies to an s3:// backup.store"), "{e}");
+}

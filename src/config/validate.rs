@@ -201,7 +201,44 @@ impl Config {
 
     fn validate_backup(&self) -> Result<()> {
         let b = &self.backup;
-        crate::store::StoreUrl::parse(&b.store).map_err(|e| anyhow::anyhow!("backup.store: {e}"))?;
+        let url = crate::store::StoreUrl::parse(&b.store).map_err(|e| anyhow::anyhow!("backup.store: {e}"))?;
+        let s3 = matches!(url, crate::store::StoreUrl::S3 { .. });
+        if !s3 {
+            for (key, set) in [
+                ("backup.endpoint", b.endpoint.is_some()),
+                ("backup.region", b.region.is_some()),
+                ("backup.path_style", b.path_style.is_some()),
+                ("backup.sse", b.sse.is_some()),
+                ("backup.sse_kms_key_id", b.sse_kms_key_id.is_some()),
+            ] {
+                if set {
+                    bail!("{key}: only applies to an s3:// backup.store (it is {})", b.store);
+                }
+            }
+        }
+        if let Some(e) = &b.endpoint {
+            if !(e.starts_with("https://") || e.starts_with("http://")) || e.len() < 10 {
+                bail!("backup.endpoint: {e:?} must be a URL starting with https:// (e.g. https://s3.us-west-004.backblazeb2.com)");
+            }
+        }
+        const MIB: u64 = 1 << 20;
+        if b.part_size < 5 * MIB || b.part_size > 5 * 1024 * MIB {
+            bail!("backup.part_size: {} bytes is outside S3's limits for a multipart part (5MiB to 5GiB)", b.part_size);
+        }
+        if !(1..=64).contains(&b.parts_in_flight) {
+            bail!("backup.parts_in_flight: {} must be 1 to 64", b.parts_in_flight);
+        }
+        if let Some(sse) = &b.sse {
+            if !["AES256", "aws:kms", "aws:kms:dsse"].contains(&sse.as_str()) {
+                bail!("backup.sse: {sse:?} must be AES256, aws:kms or aws:kms:dsse");
+            }
+        }
+        if b.sse_kms_key_id.is_some() && !b.sse.as_deref().is_some_and(|s| s.starts_with("aws:kms")) {
+            bail!("backup.sse_kms_key_id: needs backup.sse: aws:kms");
+        }
+        if b.max_age.is_some_and(|a| a.is_zero()) {
+            bail!("backup.max_age: must be more than 0");
+        }
         if !(1..=9).contains(&b.compression) {
             bail!("backup.compression: {} is not a gzip level (1 to 9)", b.compression);
         }

@@ -267,7 +267,9 @@ impl Postgres {
         let mut lines = BufReader::new(from_psql).lines();
         let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
         match line {
-            Ok(Ok(Some(l))) if l.trim() == "t" => Ok(LockGuard { _stdin: to_psql, task: Some(task) }),
+            Ok(Ok(Some(l))) if l.trim() == "t" => {
+                Ok(LockGuard { stdin: Some(to_psql), lines: Some(lines), id, task: Some(task) })
+            }
             Ok(Ok(Some(l))) if l.trim() == "f" => bail!(
                 "another deploy-guard run holds the deploy lock for {key}; wait for it to finish \
                  (or find it: SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = {})",
@@ -285,13 +287,22 @@ impl Postgres {
 
 /// Holds the deploy lock until dropped.
 pub struct LockGuard {
-    _stdin: tokio::io::DuplexStream,
+    stdin: Option<tokio::io::DuplexStream>,
+    lines: Option<tokio::io::Lines<BufReader<tokio::io::DuplexStream>>>,
+    id: i64,
     task: Option<tokio::task::JoinHandle<Result<exec::Exit>>>,
 }
 
 impl LockGuard {
-    /// Releases the lock and waits for the holding session to end.
+    /// Releases the lock and waits for the holding session to end. The lock is unlocked
+    /// explicitly first: a session's locks go only when its backend has exited, which can lag
+    /// behind psql's exit, and the next run (a `backup` right after another) would find it held.
     pub async fn release(mut self) {
+        if let (Some(mut stdin), Some(mut lines)) = (self.stdin.take(), self.lines.take()) {
+            if stdin.write_all(format!("SELECT pg_advisory_unlock({});\n", self.id).as_bytes()).await.is_ok() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await;
+            }
+        }
         let task = self.task.take();
         drop(self);
         if let Some(t) = task {

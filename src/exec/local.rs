@@ -43,7 +43,7 @@ impl Executor for Local {
         let mut child = command.spawn().with_context(|| format!("{}: cannot start sh", cmd.label))?;
         let pid = child.id();
         let mut child_in = child.stdin.take();
-        let mut child_out = child.stdout.take().expect("piped");
+        let child_out = child.stdout.take().expect("piped");
         let mut child_err = child.stderr.take().expect("piped");
 
         let feed = async {
@@ -63,6 +63,9 @@ impl Executor for Local {
             Ok(())
         };
         let drain_out = async {
+            // Owned here so that the pipe closes when copying stops (the reader went away): the
+            // command then sees a broken pipe and ends instead of blocking on a full pipe.
+            let mut child_out = child_out;
             let n = tokio::io::copy(&mut child_out, stdout).await.context("copying stdout")?;
             stdout.flush().await.context("flushing stdout")?;
             Ok::<u64, anyhow::Error>(n)

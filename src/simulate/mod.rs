@@ -290,8 +290,18 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
     let db = format!("shop_{}", s.name.replace('-', "_"));
     let st = Stage::new(cluster, &root.join(s.name), &db, &[s.release], s.name == "backup-fails")?;
     let mut config = Config::from_yaml(&st.config_yaml(&format!("simulate-{}", s.name)), &[])?;
+    let mut s3_prefix = None;
     if let Some(b) = base {
         config.backup.compression = b.backup.compression;
+        // A drill with an S3 store rehearses against it, each scenario under its own prefix
+        // (removed afterwards).
+        if let crate::store::StoreUrl::S3 { bucket, prefix } = crate::store::StoreUrl::parse(&b.backup.store)? {
+            let sub = format!("deploy-guard-simulate-{}-{}", std::process::id(), s.name);
+            let prefix = if prefix.is_empty() { sub } else { format!("{prefix}/{sub}") };
+            config.backup = b.backup.clone();
+            config.backup.store = format!("s3://{bucket}/{prefix}");
+            s3_prefix = Some(prefix);
+        }
     }
     let w = World::with_executor(config, Arc::new(Local)).await?;
     let table = w.migrator.table.clone().context("no table")?;
@@ -354,6 +364,11 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
     }
     if s.expect_path == "restore" && !w.db.database_exists(&format!("{}__failed_{}", st.db, &sha[..7])).await? {
         problems.push("the broken database was not kept".into());
+    }
+    if s3_prefix.is_some() {
+        for o in w.store.list("").await? {
+            w.store.delete(&o.key).await?;
+        }
     }
     Ok(ScenarioResult {
         scenario: s.name.into(),

@@ -1,6 +1,7 @@
 //! Where backups and manifests live: a directory ([`dir`]) or S3-compatible storage.
 
 pub mod dir;
+pub mod s3;
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
 pub use dir::DirStore;
+pub use s3::{S3Settings, S3Store};
 
 /// One stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,13 +76,30 @@ impl StoreUrl {
     }
 }
 
-/// Opens the store `backup.store` names.
+/// Opens the store `backup.store` names (S3 credentials from the process environment).
 pub fn open(config: &crate::config::Config) -> Result<Arc<dyn Store>> {
-    match StoreUrl::parse(&config.backup.store)? {
+    open_with(config, &crate::config::process_env())
+}
+
+/// Like [`open`], with the environment given.
+pub fn open_with(config: &crate::config::Config, vars: &[(String, String)]) -> Result<Arc<dyn Store>> {
+    let b = &config.backup;
+    match StoreUrl::parse(&b.store)? {
         StoreUrl::Dir(path) => Ok(Arc::new(DirStore::new(path))),
-        StoreUrl::S3 { .. } => {
-            bail!("backup.store: s3:// stores are not in this build yet; use file:///dir")
-        }
+        StoreUrl::S3 { bucket, prefix } => Ok(Arc::new(S3Store::new(
+            S3Settings {
+                bucket,
+                prefix,
+                endpoint: b.endpoint.clone(),
+                region: b.region.clone(),
+                path_style: b.path_style,
+                part_size: b.part_size,
+                parts_in_flight: b.parts_in_flight,
+                sse: b.sse.clone(),
+                sse_kms_key_id: b.sse_kms_key_id.clone(),
+            },
+            vars,
+        )?)),
     }
 }
 
