@@ -11,7 +11,7 @@ use crate::db::Fingerprint;
 use crate::guard::Journal;
 use crate::store::Store;
 
-pub use pipeline::{human_bytes, restore_stream, take, verify, Taken, TRAILER};
+pub use pipeline::{human_bytes, restore_stream, take, take_verified, verify, Taken, TRAILER};
 
 /// `{yyyymm}/{yyyymmdd}_{hhmmss}_pre-deploy-{sha7}`: the stem of a backup's keys.
 pub fn stem(sha: &str, at: DateTime<Utc>) -> String {
@@ -66,6 +66,29 @@ pub struct Manifest {
 
 impl Manifest {
     pub const FORMAT: u32 = 1;
+
+    /// The manifest of a backup that was just taken and verified; the caller fills in the rest.
+    pub fn verified(project: &str, sha: &str, database: &str, created_at: DateTime<Utc>, taken: Taken) -> Manifest {
+        Manifest {
+            format: Manifest::FORMAT,
+            project: project.to_string(),
+            sha: sha.to_ascii_lowercase(),
+            tag: None,
+            previous_tag: None,
+            created_at,
+            database: database.to_string(),
+            server_version: None,
+            key: taken.key,
+            dump_bytes: taken.dump_bytes,
+            size: taken.size,
+            sha256: taken.sha256,
+            verified: true,
+            migrations: MigrationState::default(),
+            fingerprint: None,
+            journal: Journal::default(),
+            outcome: None,
+        }
+    }
 
     pub fn stem(&self) -> &str {
         self.key.strip_suffix(".sql.gz").unwrap_or(&self.key)

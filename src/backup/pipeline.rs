@@ -125,6 +125,16 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
     checked
 }
 
+/// [`take`], then [`verify`]; a backup that does not verify is deleted.
+pub async fn take_verified(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Result<Taken> {
+    let taken = take(db, store, key, level).await?;
+    if let Err(e) = verify(store, &taken).await {
+        let _ = store.delete(key).await;
+        return Err(e.context("the backup did not verify and was deleted"));
+    }
+    Ok(taken)
+}
+
 /// Reads the stored backup back whole: same size and sha256, gunzips to the same number of
 /// bytes, ends with pg_dump's trailer.
 pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<()> {

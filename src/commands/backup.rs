@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::World;
 use crate::backup::{self, human_bytes, Manifest, MigrationState};
-use crate::guard::{EntryState, Journal, Step};
+use crate::guard::{EntryState, Step};
 
 /// Takes a verified backup tagged with `sha`, recording the current migration rows and
 /// fingerprint so it can be validated on restore.
@@ -20,38 +20,17 @@ pub async fn backup(w: &World, sha: &str) -> Result<Manifest> {
                 .await
                 .with_context(|| format!("database {} is not reachable", w.db.name))?;
         let key = backup::data_key(&backup::stem(sha, started));
-        let taken = backup::take(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
-        if let Err(e) = backup::verify(w.store.as_ref(), &taken).await {
-            let _ = w.store.delete(&key).await;
-            return Err(e.context("the backup did not verify and was deleted"));
-        }
-        let rows = match &w.migrator.table {
-            Some(t) => w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await?,
-            None => Vec::new(),
-        };
+        let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
+        let rows = w.migration_rows(&w.db.name).await?;
         let fingerprint = w.db.fingerprint(&w.db.name).await?;
-        let mut journal = Journal::default();
-        journal.begin(Step::Backup, started);
-        journal.end(Step::Backup, EntryState::Ok, "backup command", chrono::Utc::now());
-        let m = Manifest {
-            format: Manifest::FORMAT,
-            project: w.config.project.clone(),
-            sha: sha.to_ascii_lowercase(),
-            tag: None,
-            previous_tag: w.runtime.current_tag().await.ok().flatten(),
-            created_at: started,
-            database: w.db.name.clone(),
-            server_version: Some(server_version),
-            key: taken.key,
-            dump_bytes: taken.dump_bytes,
-            size: taken.size,
-            sha256: taken.sha256,
-            verified: true,
-            migrations: MigrationState { table: w.migrator.table.clone(), rows },
-            fingerprint: Some(fingerprint),
-            journal,
-            outcome: Some("backup".into()),
-        };
+        let mut m = Manifest::verified(&w.config.project, sha, &w.db.name, started, taken);
+        m.previous_tag = w.runtime.current_tag().await.ok().flatten();
+        m.server_version = Some(server_version);
+        m.migrations = MigrationState { table: w.migrator.table.clone(), rows };
+        m.fingerprint = Some(fingerprint);
+        m.journal.begin(Step::Backup, started);
+        m.journal.end(Step::Backup, EntryState::Ok, "backup command", chrono::Utc::now());
+        m.outcome = Some("backup".into());
         m.save(w.store.as_ref()).await?;
         Ok(m)
     }

@@ -264,12 +264,3 @@ pub fn plan(w: &World, sha: &str, tag: &str, previous_tag: Option<&str>) -> Plan
         rollback,
     }
 }
-
-/// `path` output → the strategy a manual rollback uses.
-pub fn strategy_for(path: &str) -> Option<Strategy> {
-    match path {
-        "revert" => Some(Strategy::Revert),
-        "restore" => Some(Strategy::Restore),
-        _ => None,
-    }
-}

@@ -23,6 +23,8 @@ pub struct Run<'w> {
     pub previous_tag: Option<String>,
     /// Used when the runtime cannot tell which tag runs.
     pub fallback_previous_tag: Option<String>,
+    /// Read in preflight, recorded in the manifest.
+    server_version: Option<String>,
     pub manifest: Option<Manifest>,
     pub journal: Journal,
     pub rows_after: Option<Vec<Value>>,
@@ -45,6 +47,7 @@ impl<'w> Run<'w> {
             tag: None,
             previous_tag: None,
             fallback_previous_tag: None,
+            server_version: None,
             manifest: None,
             journal: Journal::default(),
             rows_after: None,
@@ -172,9 +175,8 @@ impl<'w> Run<'w> {
             w.db.server_version(&w.db.name)
                 .await
                 .with_context(|| format!("database {} is not reachable", w.db.name))?;
-        if let Some(table) = &w.migrator.table {
-            w.db.migration_rows(&w.db.name, table, &w.migrator.order_by).await?;
-        }
+        self.server_version = Some(version.clone());
+        w.migration_rows(&w.db.name).await?;
         self.lock = Some(w.db.lock(&w.lock_key()).await?);
         self.refuse_unfinished_runs().await?;
         if self.previous_tag.is_none() {
@@ -227,46 +229,25 @@ impl<'w> Run<'w> {
         let w = self.w;
         let stem = backup::stem(&self.sha, self.started_at);
         let key = backup::data_key(&stem);
-        let taken = backup::take(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
-        if let Err(e) = backup::verify(w.store.as_ref(), &taken).await {
-            let _ = w.store.delete(&key).await;
-            return Err(e.context("the backup did not verify and was deleted"));
-        }
-        let m = Manifest {
-            format: Manifest::FORMAT,
-            project: w.config.project.clone(),
-            sha: self.sha.clone(),
-            tag: self.tag.clone(),
-            previous_tag: self.previous_tag.clone(),
-            created_at: self.started_at,
-            database: w.db.name.clone(),
-            server_version: w.db.server_version(&w.db.name).await.ok(),
-            key: taken.key.clone(),
-            dump_bytes: taken.dump_bytes,
-            size: taken.size,
-            sha256: taken.sha256.clone(),
-            verified: true,
-            migrations: MigrationState::default(),
-            fingerprint: None,
-            journal: Journal::default(),
-            outcome: None,
-        };
-        self.manifest = Some(m);
-        self.persist().await;
-        Ok(format!(
+        let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
+        let detail = format!(
             "{} ({} of SQL), sha256 {}, verified",
             backup::human_bytes(taken.size),
             backup::human_bytes(taken.dump_bytes),
             &taken.sha256[..16]
-        ))
+        );
+        let mut m = Manifest::verified(&w.config.project, &self.sha, &w.db.name, self.started_at, taken);
+        m.tag = self.tag.clone();
+        m.previous_tag = self.previous_tag.clone();
+        m.server_version = self.server_version.clone();
+        self.manifest = Some(m);
+        self.persist().await;
+        Ok(detail)
     }
 
     async fn record(&mut self) -> Result<String> {
         let w = self.w;
-        let rows = match &w.migrator.table {
-            Some(t) => w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await?,
-            None => Vec::new(),
-        };
+        let rows = w.migration_rows(&w.db.name).await?;
         let fp = w.db.fingerprint(&w.db.name).await?;
         let detail =
             format!("{} migration rows; schema fingerprint {} ({} objects)", rows.len(), fp.short(), fp.items.len());
@@ -311,10 +292,7 @@ impl<'w> Run<'w> {
         self.app_status = Some(w.runtime.status().await.unwrap_or_else(|e| format!("(status failed: {e:#})")));
         self.app_logs = w.runtime.logs(30).await.ok().filter(|l| !l.trim().is_empty());
         let m = self.manifest()?.clone();
-        let rows_now = match &w.migrator.table {
-            Some(t) => w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await?,
-            None => Vec::new(),
-        };
+        let rows_now = w.migration_rows(&w.db.name).await?;
         let fp_now = w.db.fingerprint(&w.db.name).await?;
         let applied = applied_since(&m.migrations.rows, &rows_now);
         let fp_same = m.fingerprint.as_ref() == Some(&fp_now);

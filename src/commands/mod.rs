@@ -89,6 +89,14 @@ impl World {
         })
     }
 
+    /// The migration table's rows in `db` (none when no table is configured).
+    pub async fn migration_rows(&self, db: &str) -> Result<Vec<serde_json::Value>> {
+        match &self.migrator.table {
+            Some(t) => self.db.migration_rows(db, t, &self.migrator.order_by).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// The deploy lock's key: one deploy at a time per project and database.
     pub fn lock_key(&self) -> String {
         format!("{}/{}", self.config.project, self.db.name)
