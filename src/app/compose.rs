@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use async_trait::async_trait;
 
-use super::Runtime;
-use crate::exec::{self, quote, Cmd, Executor};
+use super::{Action, Runtime};
+use crate::exec::{quote, Cmd, Executor};
 
 pub struct Compose {
     exec: Arc<dyn Executor>,
@@ -46,10 +45,6 @@ impl Compose {
         format!("{}={} {}", self.tag_variable, quote(tag), self.base)
     }
 
-    fn cmd(&self, label: &str, script: String) -> Cmd {
-        Cmd::new(label, script).timeout(self.timeout)
-    }
-
     fn current_tag_script(&self) -> String {
         format!(
             "id=$({} ps -q {} 2>/dev/null | head -n 1); [ -n \"$id\" ] || exit 0; docker inspect --format '{{{{.Config.Image}}}}' \"$id\"",
@@ -58,24 +53,13 @@ impl Compose {
         )
     }
 
-    /// Every command this runtime runs, for `--dry-run`, the runbook and snapshot tests.
+    /// Every command this runtime runs, for snapshot tests.
     pub fn scripts(&self, tag: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("current_tag", self.current_tag_script()),
-            ("deploy", self.describe_deploy(tag)),
-            ("stop", self.describe_stop()),
-            ("status", self.status_script()),
-            ("logs", self.logs_script(30)),
-            ("migrate", self.tool_cmd("migrate", tag, "npm run migration:run").script),
-        ]
-    }
-
-    fn status_script(&self) -> String {
-        format!("{} ps -a {}", self.base, quote(&self.service))
-    }
-
-    fn logs_script(&self, lines: usize) -> String {
-        format!("{} logs --no-color --tail {lines} {}", self.base, quote(&self.service))
+        let actions = [Action::CurrentTag, Action::Deploy(tag), Action::Stop, Action::Status, Action::Logs(30)];
+        let mut out: Vec<(&'static str, String)> =
+            actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))).collect();
+        out.push(("migrate", self.tool_cmd("migrate", tag, "npm run migration:run").script));
+        out
     }
 }
 
@@ -90,27 +74,25 @@ pub fn image_tag(image: &str) -> Option<String> {
     last.split_once(':').map(|(_, t)| t.to_string()).filter(|t| !t.is_empty())
 }
 
-#[async_trait]
 impl Runtime for Compose {
-    async fn current_tag(&self) -> Result<Option<String>> {
-        let out = exec::run_ok(self.exec.as_ref(), &self.cmd("compose current tag", self.current_tag_script())).await?;
-        Ok(image_tag(&out))
+    fn executor(&self) -> &dyn Executor {
+        self.exec.as_ref()
     }
 
-    async fn deploy(&self, tag: &str) -> Result<()> {
-        exec::run_ok(self.exec.as_ref(), &self.cmd("compose up", self.describe_deploy(tag))).await.map(|_| ())
+    fn cmd(&self, action: Action<'_>) -> Option<Cmd> {
+        let service = quote(&self.service);
+        let (label, script) = match action {
+            Action::CurrentTag => ("compose current tag", self.current_tag_script()),
+            Action::Deploy(tag) => ("compose up", format!("{} up -d --no-deps {service}", self.with_tag(tag))),
+            Action::Stop => ("compose stop", format!("{} stop {service}", self.base)),
+            Action::Status => ("compose ps", format!("{} ps -a {service}", self.base)),
+            Action::Logs(n) => ("compose logs", format!("{} logs --no-color --tail {n} {service}", self.base)),
+        };
+        Some(Cmd::new(label, script).timeout(self.timeout))
     }
 
-    async fn stop(&self) -> Result<()> {
-        exec::run_ok(self.exec.as_ref(), &self.cmd("compose stop", self.describe_stop())).await.map(|_| ())
-    }
-
-    async fn status(&self) -> Result<String> {
-        Ok(exec::run_ok(self.exec.as_ref(), &self.cmd("compose ps", self.status_script())).await?.trim().to_string())
-    }
-
-    async fn logs(&self, lines: usize) -> Result<String> {
-        exec::run_ok(self.exec.as_ref(), &self.cmd("compose logs", self.logs_script(lines))).await
+    fn parse_tag(&self, out: &str) -> Option<String> {
+        image_tag(out)
     }
 
     /// Runs the tool in a one-off container of the NEW image, so a revert works even when the
@@ -120,14 +102,6 @@ impl Runtime for Compose {
             label,
             format!("{} run --rm --no-deps -T {} sh -c {}", self.with_tag(tag), quote(&self.service), quote(script)),
         )
-    }
-
-    fn describe_deploy(&self, tag: &str) -> String {
-        format!("{} up -d --no-deps {}", self.with_tag(tag), quote(&self.service))
-    }
-
-    fn describe_stop(&self) -> String {
-        format!("{} stop {}", self.base, quote(&self.service))
     }
 }
 

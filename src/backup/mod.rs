@@ -8,25 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::db::Fingerprint;
-use crate::guard::Journal;
+use crate::guard::{Journal, Outcome};
+use crate::model::{BackupName, Sha};
 use crate::store::Store;
 
 pub use pipeline::{human_bytes, restore_stream, take, take_verified, verify, Taken, TRAILER};
-
-/// `{yyyymm}/{yyyymmdd}_{hhmmss}_pre-deploy-{sha7}`: the stem of a backup's keys.
-pub fn stem(sha: &str, at: DateTime<Utc>) -> String {
-    format!("{}/{}_pre-deploy-{}", at.format("%Y%m"), at.format("%Y%m%d_%H%M%S"), &sha[..7.min(sha.len())])
-}
-
-pub fn data_key(stem: &str) -> String {
-    format!("{stem}.sql.gz")
-}
-
-pub fn manifest_key(stem: &str) -> String {
-    format!("{stem}.manifest.json")
-}
-
-const MANIFEST_SUFFIX: &str = ".manifest.json";
 
 /// The migration table as it was.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +26,7 @@ pub struct MigrationState {
 pub struct Manifest {
     pub format: u32,
     pub project: String,
-    pub sha: String,
+    pub sha: Sha,
     /// The tag being deployed.
     pub tag: Option<String>,
     /// The tag that ran before (what a rollback redeploys).
@@ -60,19 +46,19 @@ pub struct Manifest {
     pub migrations: MigrationState,
     pub fingerprint: Option<Fingerprint>,
     pub journal: Journal,
-    /// deployed, rolled-back, rollback-failed, aborted; none while a run is under way.
-    pub outcome: Option<String>,
+    /// How the last run on this backup ended; none while a run is under way.
+    pub outcome: Option<Outcome>,
 }
 
 impl Manifest {
     pub const FORMAT: u32 = 1;
 
     /// The manifest of a backup that was just taken and verified; the caller fills in the rest.
-    pub fn verified(project: &str, sha: &str, database: &str, created_at: DateTime<Utc>, taken: Taken) -> Manifest {
+    pub fn verified(project: &str, sha: &Sha, database: &str, created_at: DateTime<Utc>, taken: Taken) -> Manifest {
         Manifest {
             format: Manifest::FORMAT,
             project: project.to_string(),
-            sha: sha.to_ascii_lowercase(),
+            sha: sha.clone(),
             tag: None,
             previous_tag: None,
             created_at,
@@ -90,16 +76,8 @@ impl Manifest {
         }
     }
 
-    pub fn stem(&self) -> &str {
-        self.key.strip_suffix(".sql.gz").unwrap_or(&self.key)
-    }
-
     pub fn manifest_key(&self) -> String {
-        manifest_key(self.stem())
-    }
-
-    pub fn sha7(&self) -> &str {
-        &self.sha[..7.min(self.sha.len())]
+        BackupName::from_key(&self.key).manifest_key()
     }
 
     pub async fn save(&self, store: &dyn Store) -> Result<()> {
@@ -118,7 +96,7 @@ impl Manifest {
 pub async fn list(store: &dyn Store) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     for obj in store.list("").await? {
-        if obj.key.ends_with(MANIFEST_SUFFIX) {
+        if BackupName::is_manifest_key(&obj.key) {
             match Manifest::load(store, &obj.key).await {
                 Ok(m) => out.push(m),
                 Err(e) => tracing::warn!("skipping {}: {e:#}", obj.key),
@@ -136,15 +114,14 @@ pub async fn find(store: &dyn Store, prefix: &str) -> Result<Manifest> {
     let short = &prefix[..7.min(prefix.len())];
     let mut found = Vec::new();
     for obj in store.list("").await? {
-        let Some(name) = obj.key.strip_suffix(MANIFEST_SUFFIX) else {
+        let Some(sha7) = BackupName::sha7_of_manifest_key(&obj.key) else {
             continue;
         };
-        let sha7 = name.rsplit("pre-deploy-").next().unwrap_or("");
         if !sha7.starts_with(short) {
             continue;
         }
         let m = Manifest::load(store, &obj.key).await?;
-        if m.sha.starts_with(&prefix) {
+        if m.sha.as_str().starts_with(&prefix) {
             found.push(m);
         }
     }
@@ -168,18 +145,4 @@ pub async fn find(store: &dyn Store, prefix: &str) -> Result<Manifest> {
             found.iter().map(|m| m.key.as_str()).collect::<Vec<_>>().join(", ")
         )
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_by_sha_and_time() {
-        let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
-        let s = stem("abc1234def", at);
-        assert_eq!(s, "202605/20260510_150000_pre-deploy-abc1234");
-        assert_eq!(data_key(&s), "202605/20260510_150000_pre-deploy-abc1234.sql.gz");
-        assert_eq!(manifest_key(&s), "202605/20260510_150000_pre-deploy-abc1234.manifest.json");
-    }
 }

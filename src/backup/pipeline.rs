@@ -1,6 +1,7 @@
 //! The streaming backup: `pg_dump` → gzip → store, with nothing held whole in memory or on disk,
 //! then verified by reading the stored object back. Restore streams the other way.
 
+pub use crate::model::human_bytes;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -206,18 +207,3 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     Ok(report.sql_bytes)
 }
 
-/// "1.5 MiB".
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::World;
+use crate::world::World;
 use crate::exec::{self, Cmd};
 
 #[derive(Debug, Serialize)]

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use env::SETTINGS;
-pub use validate::{check_sha, check_sha_prefix, check_tag, is_var_ref as validate_var_ref};
+pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]

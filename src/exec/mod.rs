@@ -40,6 +40,22 @@ impl Cmd {
         self.timeout = Some(t);
         self
     }
+
+    /// The command as a person would type it (for the plan, the runbook, the next commands).
+    pub fn shell_text(&self) -> String {
+        let env: Vec<String> = self
+            .env
+            .iter()
+            .filter(|(k, _)| k != "PGCONNECT_TIMEOUT")
+            .map(|(k, v)| format!("{k}={}", quote(v)))
+            .collect();
+        let script = self.script.strip_prefix("exec ").unwrap_or(&self.script);
+        if env.is_empty() {
+            script.to_string()
+        } else {
+            format!("{} {script}", env.join(" "))
+        }
+    }
 }
 
 /// How a command ended.

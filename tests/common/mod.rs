@@ -136,7 +136,8 @@ pub fn json(o: &std::process::Output) -> serde_json::Value {
 
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
-pub use deploy_guard::simulate::sandbox::Sshd;
+mod sshd;
+pub use sshd::Sshd;
 
 /// Test conveniences on the sandbox sshd.
 pub trait SshdExt {

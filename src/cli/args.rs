@@ -1,4 +1,4 @@
-//! The command line. Doc comments here are the `--help` text.
+//! The arguments. Doc comments here are the `--help` text.
 
 use std::path::PathBuf;
 
@@ -97,8 +97,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
     },
-    /// Print the manual rollback runbook with this deployment's exact commands.
-    Runbook,
+    /// Print the manual rollback runbook with this deployment's exact commands (the newest
+    /// deploy's, or SHA's).
+    Runbook {
+        #[arg(long, value_name = "PREFIX")]
+        sha: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,0 +1,51 @@
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+
+use super::{Done, Run, StepSpec};
+use crate::exec::Cmd;
+
+pub struct VerifyRevert;
+
+#[async_trait]
+impl StepSpec for VerifyRevert {
+    fn what(&self, _run: &Run) -> String {
+        "migration rows and fingerprint must equal the recorded ones".into()
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        vec![run.w.db.query_cmd(&run.w.db.name)]
+    }
+
+    fn manual(&self, run: &Run) -> Vec<String> {
+        vec![format!(
+            "{}   # reverts and verifies schema and migration rows, or stops",
+            run.dg(&format!("rollback --sha {} --path revert", run.sha.short()))
+        )]
+    }
+
+    fn by_hand(&self, run: &Run) -> Vec<String> {
+        super::assess::Assess.by_hand(run)
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        let w = run.w;
+        let m = run.manifest()?.clone();
+        if let Some(t) = &w.migrator.table {
+            let rows = w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await?;
+            if rows != m.migrations.rows {
+                bail!(
+                    "the migration table has {} rows, the recorded pre-deploy state {}",
+                    rows.len(),
+                    m.migrations.rows.len()
+                );
+            }
+        }
+        let before = m.fingerprint.as_ref().context("no recorded fingerprint to compare with")?;
+        let now = w.db.fingerprint(&w.db.name).await?;
+        run.drift = before.diff(&now);
+        if !run.drift.is_empty() {
+            bail!("schema drift after revert: {}", run.drift.join("; "));
+        }
+        Ok(Done::Ok(format!("migration table and schema fingerprint {} equal the recorded ones", now.short())))
+    }
+}
