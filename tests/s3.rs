@@ -362,7 +362,9 @@ fn set_manifest(server: &S3Server, key: &str, created_at: &str, outcome: Option<
     m["created_at"] = created_at.into();
     // The journal's typed outcome, as deploy-guard writes it.
     m["outcome"] = match outcome {
-        Some("rolled-back") => serde_json::json!({"result": "rolled-back", "failed_step": "migrate", "path": "restore"}),
+        Some("rolled-back") => {
+            serde_json::json!({"result": "rolled-back", "failed_step": "migrate", "path": "restore"})
+        }
         Some(result) => serde_json::json!({ "result": result }),
         None => serde_json::Value::Null,
     };

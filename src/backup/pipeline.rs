@@ -206,4 +206,3 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     }
     Ok(report.sql_bytes)
 }
-

@@ -33,7 +33,11 @@ fn load_config(cli: &Cli) -> Result<Config> {
 
 /// ` --config FILE` for the commands a person is told to run.
 fn config_arg(cli: &Cli) -> String {
-    cli.global.config.as_ref().map(|p| format!(" --config {}", exec::quote(&p.display().to_string()))).unwrap_or_default()
+    cli.global
+        .config
+        .as_ref()
+        .map(|p| format!(" --config {}", exec::quote(&p.display().to_string())))
+        .unwrap_or_default()
 }
 
 fn sha_arg(flag: &str, s: &str) -> Result<Sha> {
@@ -89,8 +93,10 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                     args.fallback_previous_tag =
                         gh.previous_tag().await.unwrap_or_else(|e| warn_none("reading the last deployment", e));
                 }
-                deployment =
-                    gh.start_deployment(sha.as_str(), tag).await.unwrap_or_else(|e| warn_none("creating the deployment", e));
+                deployment = gh
+                    .start_deployment(sha.as_str(), tag)
+                    .await
+                    .unwrap_or_else(|e| warn_none("creating the deployment", e));
             }
             let report = commands::deploy::deploy(&w, &args).await;
             file_report(g, gh.as_ref(), deployment, report).await

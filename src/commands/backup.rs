@@ -29,7 +29,11 @@ pub struct Listed {
     pub key: String,
     pub size: u64,
     pub verified: bool,
-    pub outcome: Option<Outcome>,
+    /// How the last run on this backup ended (`deployed`, `backed-up`, `restored`, …); none while
+    /// a run is under way.
+    pub outcome: Option<&'static str>,
+    /// How that run brought the database back (`none`, `revert`, `restore`).
+    pub path: Option<&'static str>,
 }
 
 pub async fn list(w: &World, sha_prefix: Option<&ShaPrefix>) -> Result<Vec<Listed>> {
@@ -45,7 +49,8 @@ pub async fn list(w: &World, sha_prefix: Option<&ShaPrefix>) -> Result<Vec<Liste
             key: m.key,
             size: m.size,
             verified: m.verified,
-            outcome: m.outcome,
+            outcome: m.outcome.as_ref().map(Outcome::result),
+            path: m.outcome.as_ref().map(|o| o.path().name()),
         })
         .collect())
 }
@@ -64,7 +69,7 @@ pub fn table(rows: &[Listed]) -> String {
             r.sha.short(),
             human_bytes(r.size),
             if r.verified { "yes" } else { "NO" },
-            r.outcome.as_ref().map(|o| o.result()).unwrap_or("in progress"),
+            r.outcome.unwrap_or("in progress"),
             r.key
         ));
     }

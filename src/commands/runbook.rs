@@ -17,6 +17,7 @@ pub async fn render(w: &World, sha: Option<&ShaPrefix>, config_arg: &str) -> Res
             .ok()
             .and_then(|ms| ms.into_iter().find(|m| m.project == w.config.project && m.tag.is_some())),
     };
+    let placeholder = found.is_none();
     let mut run = match found {
         Some(m) => Run::resume(w, Mode::Rollback, m),
         None => {
@@ -27,5 +28,14 @@ pub async fn render(w: &World, sha: Option<&ShaPrefix>, config_arg: &str) -> Res
         }
     };
     run.config_arg = config_arg.to_string();
-    Ok(crate::report::runbook::render(&run))
+    let page = crate::report::runbook::render(&run);
+    Ok(if placeholder {
+        format!(
+            "> No deploy of {} is in the store yet: SHA `0000000`, NEW_TAG and PREVIOUS_TAG stand for the failed \
+             deploy's. `runbook --sha SHA` prints the page for one.\n\n{page}",
+            w.config.project
+        )
+    } else {
+        page
+    })
 }

@@ -49,11 +49,12 @@ impl Cmd {
             .filter(|(k, _)| k != "PGCONNECT_TIMEOUT")
             .map(|(k, v)| format!("{k}={}", quote(v)))
             .collect();
-        let script = self.script.strip_prefix("exec ").unwrap_or(&self.script);
-        if env.is_empty() {
-            script.to_string()
-        } else {
-            format!("{} {script}", env.join(" "))
+        match self.script.strip_prefix("exec ") {
+            _ if env.is_empty() => self.script.strip_prefix("exec ").unwrap_or(&self.script).to_string(),
+            // One program: the variables go before it.
+            Some(program) => format!("{} {program}", env.join(" ")),
+            // A script (`cd … && …`): variables before it would reach only its first command.
+            None => format!("env {} sh -c {}", env.join(" "), quote(&self.script)),
         }
     }
 }

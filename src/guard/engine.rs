@@ -189,7 +189,9 @@ impl Engine {
         match end {
             End::Deployed => Outcome::Deployed,
             End::RolledBack => Outcome::RolledBack { failed_step: self.failed_step, path: self.path },
-            End::Stuck => Outcome::RollbackFailed { failed_step: self.failed_step, stuck_at: at, path: self.path, reason },
+            End::Stuck => {
+                Outcome::RollbackFailed { failed_step: self.failed_step, stuck_at: at, path: self.path, reason }
+            }
             End::Aborted => Outcome::Aborted { at, reason },
             End::BackedUp => Outcome::BackedUp,
             End::Restored => Outcome::Restored,

@@ -48,4 +48,3 @@ impl std::error::Error for Usage {}
 pub fn usage<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
     r.map_err(|e| anyhow::Error::new(Usage(e)))
 }
-

@@ -19,9 +19,7 @@ pub struct BackupName {
 
 impl BackupName {
     pub fn new(sha: &Sha, at: DateTime<Utc>) -> BackupName {
-        BackupName {
-            stem: format!("{}/{}_pre-deploy-{}", at.format("%Y%m"), at.format("%Y%m%d_%H%M%S"), sha.short()),
-        }
+        BackupName { stem: format!("{}/{}_pre-deploy-{}", at.format("%Y%m"), at.format("%Y%m%d_%H%M%S"), sha.short()) }
     }
 
     /// The name of a data or manifest key (or a bare stem).

@@ -86,7 +86,6 @@ mod tests {
         assert!(ConnInfo::parse_url("mysql://x").is_err());
     }
 
-
     #[test]
     fn parses_store_urls() {
         assert_eq!(StoreUrl::parse("file:///var/b").unwrap(), StoreUrl::Dir("/var/b".into()));

@@ -14,11 +14,11 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::commands::deploy::DeployArgs;
+use crate::config::Config;
+use crate::exec::Local;
 use crate::guard::{DbPath, End};
 use crate::model::{DbNames, Sha};
 use crate::world::World;
-use crate::config::Config;
-use crate::exec::Local;
 use sandbox::Cluster;
 
 /// One failure to rehearse and how it must end.

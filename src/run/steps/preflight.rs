@@ -56,12 +56,17 @@ impl StepSpec for Preflight {
         // Fail before a long dump, not after it: the store must be there and writable.
         w.store.check().await.with_context(|| format!("backup store {} is not usable", w.store.describe()))?;
         let version =
-            w.db.server_version(&w.db.name).await.with_context(|| format!("database {} is not reachable", w.db.name))?;
+            w.db.server_version(&w.db.name)
+                .await
+                .with_context(|| format!("database {} is not reachable", w.db.name))?;
         run.server_version = Some(version.clone());
         w.migration_rows(&w.db.name).await?;
         run.lock = Some(w.db.lock(&w.lock_key()).await?);
         if run.mode == Mode::Backup {
-            return Ok(Done::Ok(format!("store {} ok; PostgreSQL {version} ok; deploy lock taken", w.store.describe())));
+            return Ok(Done::Ok(format!(
+                "store {} ok; PostgreSQL {version} ok; deploy lock taken",
+                w.store.describe()
+            )));
         }
         refuse_unfinished_runs(run).await?;
         if run.previous_tag.is_none() {

@@ -2,8 +2,8 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
-use crate::backup::MigrationState;
 use crate::app::Action;
+use crate::backup::MigrationState;
 use crate::exec::Cmd;
 use crate::guard::Mode;
 

@@ -57,8 +57,7 @@ impl StepSpec for Restore {
         w.db.create_scratch(&names.scratch).await?;
         match backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.scratch).await {
             Ok(sql_bytes) => {
-                let detail =
-                    format!("{} restored into {} ({} of SQL)", m.key, names.scratch, human_bytes(sql_bytes));
+                let detail = format!("{} restored into {} ({} of SQL)", m.key, names.scratch, human_bytes(sql_bytes));
                 run.swap = Some(names);
                 Ok(Done::Ok(detail))
             }

@@ -31,6 +31,13 @@ impl StepSpec for Revert {
         out
     }
 
+    fn manual(&self, run: &Run) -> Vec<String> {
+        match Self::cmd(run) {
+            Some(c) => vec![c.shell_text()],
+            None => vec!["# no revert command is configured (migrations.revert): use the safe path".into()],
+        }
+    }
+
     fn by_hand(&self, run: &Run) -> Vec<String> {
         super::assess::Assess.by_hand(run)
     }
