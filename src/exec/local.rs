@@ -10,8 +10,23 @@ use tokio::process::Command;
 
 use super::{Cmd, Executor, Exit, Tail};
 
-/// Secrets of deploy-guard itself that child commands never need.
-const WITHHELD: &[&str] = &["DEPLOY_GUARD_SSH_KEY", "DEPLOY_GUARD_SSH_KEY_PASSPHRASE", "GITHUB_TOKEN"];
+/// Secrets of deploy-guard itself that child commands (migrations, deploy, health and app
+/// commands, pg_dump, psql) never need. The backup store's credentials are among them: a release
+/// being deployed must not be able to delete or rewrite its own backups, nor mint the
+/// credentials to (the Actions OIDC token request pair can be traded for a cloud role).
+pub const WITHHELD: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "GITHUB_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_RUNTIME_TOKEN",
+    "DEPLOY_GUARD_SSH_KEY",
+    "DEPLOY_GUARD_SSH_KEY_PASSPHRASE",
+    "DEPLOY_GUARD_MANIFEST_KEY",
+];
 
 #[derive(Clone, Debug, Default)]
 pub struct Local;
