@@ -44,3 +44,42 @@ fn secrets_in_the_environment_never_reach_migration_deploy_or_health_commands() 
         assert!(!logs.contains(value), "{name} reached the logs");
     }
 }
+
+#[test]
+fn a_file_store_backup_is_0600_in_0700_directories_under_a_lax_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = App::new("hard_modes", &["v2"]);
+    let store = app.tmp.path().join("modes-store");
+    app.edit_config(|c| {
+        let at = c.find("store: ").expect("store setting");
+        format!("{}store: \"file://{}\"\n", &c[..at], store.display())
+    });
+    // A umask of 000 would make every file world-writable by default.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("umask 000; exec \"$0\" backup --sha \"$1\" --config \"$2\"")
+        .arg(common::bin())
+        .arg(SHA)
+        .arg(&app.config)
+        .env("GITHUB_REPOSITORY", "");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let (mut files, mut dirs) = (0, 0);
+    let mut stack = vec![store.clone()];
+    while let Some(dir) = stack.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+        dirs += 1;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} is {mode:o}", p.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 2 && dirs >= 2, "the dump and its manifest, in a month directory: {files} files, {dirs} dirs");
+}
