@@ -2,7 +2,11 @@
 //! processes (issue 13). Each test's name says the fault it injects.
 
 mod common;
+#[path = "common/s3.rs"]
+mod s3server;
+
 use common::{App, SHA};
+use s3server::S3Server;
 
 /// Every secret deploy-guard may hold, with a value that is easy to find in a dump of `env`.
 const SECRETS: &[(&str, &str)] = &[
@@ -82,4 +86,122 @@ fn a_file_store_backup_is_0600_in_0700_directories_under_a_lax_umask() {
         }
     }
     assert!(files >= 2 && dirs >= 2, "the dump and its manifest, in a month directory: {files} files, {dirs} dirs");
+}
+
+/// An app whose backups go to `server` under `prefix`.
+fn s3_app(name: &str, releases: &[&str], server: &S3Server) -> App {
+    let app = App::new(name, releases);
+    let backup = server.backup_yaml(name);
+    app.edit_config(|t| {
+        let start = t.find("backup:").expect("a backup section");
+        format!("{}{backup}", &t[..start])
+    });
+    app
+}
+
+const MANIFEST_KEY: &str = "a6f1c0de2b9e4f7a8c3d5e6f7a8b9c0d";
+
+fn run_s3(app: &App, server: &S3Server, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+    let mut env = server.env();
+    env.push(("GITHUB_REPOSITORY", ""));
+    env.extend_from_slice(extra);
+    app.run_env(args, &env)
+}
+
+/// The one manifest object in the bucket.
+fn manifest_path(server: &S3Server) -> std::path::PathBuf {
+    let keys: Vec<String> = server.keys().into_iter().filter(|k| k.ends_with(".manifest.json")).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    server.object_path(&keys[0])
+}
+
+fn databases_like(prefix: &str) -> String {
+    common::cluster()
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE '{prefix}%'"
+            ),
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tampered_signed_manifest_in_s3_is_refused_and_nothing_is_restored() {
+    let server = S3Server::start();
+    let app = s3_app("hard_sig", &["v2"], &server);
+    let key = [("DEPLOY_GUARD_MANIFEST_KEY", MANIFEST_KEY)];
+    let out = run_s3(&app, &server, &["backup", "--sha", SHA], &key);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let path = manifest_path(&server);
+    let signed = std::fs::read_to_string(&path).unwrap();
+    assert!(signed.contains("\"signature\": \"hmac-sha256:"), "{signed}");
+    assert!(!signed.contains(MANIFEST_KEY) && !common::stderr(&out).contains(MANIFEST_KEY), "the key leaked");
+    // A change after the backup: the app writes on.
+    app.psql("CREATE TABLE after_backup (x int); INSERT INTO after_backup VALUES (1);");
+    let before = common::state(app.db()).await;
+
+    // Someone with write access to the bucket edits the manifest (here: its creation time, so that
+    // it sorts first; any field will do).
+    std::fs::write(&path, signed.replacen("\"created_at\": \"20", "\"created_at\": \"21", 1)).unwrap();
+    for args in [&["restore", "--sha", SHA][..], &["rollback", "--sha", SHA, "--path", "restore"][..]] {
+        let out = run_s3(&app, &server, args, &key);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: a tampered manifest was trusted");
+        let err = common::stderr(&out);
+        assert!(err.contains("fails its signature check"), "{args:?}: {err}");
+        assert!(!err.contains(MANIFEST_KEY), "the key leaked");
+    }
+    // Nothing was restored, nothing was left behind, the backup is still there.
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(databases_like(&format!("{}__", app.db())), "", "a scratch or kept database was left");
+    assert_eq!(server.keys().len(), 2, "{:?}", server.keys());
+
+    // Put back as it was, it restores (the key was right all along).
+    std::fs::write(&path, &signed).unwrap();
+    let out = run_s3(&app, &server, &["restore", "--sha", SHA], &key);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(app.psql("SELECT to_regclass('after_backup') IS NULL"), "t", "the backup was restored");
+}
+
+#[tokio::test]
+async fn an_unsigned_manifest_is_refused_when_a_key_is_set_and_warned_about_once_when_not() {
+    let server = S3Server::start();
+    let app = s3_app("hard_unsigned", &["v2"], &server);
+    let out = run_s3(&app, &server, &["backup", "--sha", SHA], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(!std::fs::read_to_string(manifest_path(&server)).unwrap().contains("signature"));
+    let out = run_s3(&app, &server, &["backups"], &[]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("backup manifests are unsigned").count(), 1, "{err}");
+    let before = common::state(app.db()).await;
+    let out = run_s3(&app, &server, &["restore", "--sha", SHA], &[("DEPLOY_GUARD_MANIFEST_KEY", MANIFEST_KEY)]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        common::stderr(&out).contains("is not signed, but DEPLOY_GUARD_MANIFEST_KEY is set"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(common::state(app.db()).await, before);
+}
+
+#[tokio::test]
+async fn a_hostile_tag_in_a_stored_manifest_is_refused_before_anything_runs() {
+    let server = S3Server::start();
+    let app = s3_app("hard_hostile", &["v2"], &server);
+    let out = run_s3(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let path = manifest_path(&server);
+    let marker = app.tmp.path().join("pwned");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let hostile = format!("v1$(touch {})", marker.display());
+    std::fs::write(&path, text.replace("\"previous_tag\": \"v1\"", &format!("\"previous_tag\": {hostile:?}"))).unwrap();
+    let before = common::state(app.db()).await;
+    let out = run_s3(&app, &server, &["rollback", "--sha", SHA], &[]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = common::stderr(&out);
+    assert!(err.contains("is not trustworthy") && err.contains("not a valid image tag"), "{err}");
+    assert!(!marker.exists(), "the hostile tag ran");
+    assert_eq!(app.tag(), "v2", "the app was touched");
+    assert_eq!(common::state(app.db()).await, before);
 }

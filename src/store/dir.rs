@@ -118,7 +118,9 @@ impl Store for DirStore {
     }
 
     async fn check(&self) -> Result<()> {
-        create_dirs(&self.root).await.with_context(|| format!("backup store {} cannot be created", self.root.display()))?;
+        create_dirs(&self.root)
+            .await
+            .with_context(|| format!("backup store {} cannot be created", self.root.display()))?;
         let probe = tempfile::Builder::new()
             .prefix(".deploy-guard-check")
             .tempfile_in(&self.root)
