@@ -205,3 +205,81 @@ async fn a_hostile_tag_in_a_stored_manifest_is_refused_before_anything_runs() {
     assert_eq!(app.tag(), "v2", "the app was touched");
     assert_eq!(common::state(app.db()).await, before);
 }
+
+/// Waits (bounded) for the wall clock to reach the next second: backup keys are named to the
+/// second, and two runs in one second would write the same key.
+fn next_second() {
+    let now = chrono::Utc::now().timestamp();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while chrono::Utc::now().timestamp() == now {
+        assert!(std::time::Instant::now() < deadline, "the clock stopped");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn another_projects_backup_of_the_same_sha_in_a_shared_bucket_is_never_picked() {
+    let server = S3Server::start();
+    let shared = |name: &str| {
+        let app = App::new(name, &["v2"]);
+        let backup = server.backup_yaml("shared");
+        app.edit_config(|t| format!("{}{backup}", &t[..t.find("backup:").unwrap()]));
+        app
+    };
+    let prod = shared("hard_prod");
+    let staging = shared("hard_staging");
+    let project = |app: &App| {
+        let text = std::fs::read_to_string(&app.config).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("project: ")).unwrap().trim_matches('"').to_string()
+    };
+    // The production deploy of SHA, then a staging backup and a nightly production backup of the
+    // same commit, both newer.
+    let out = run_s3(&prod, &server, &["deploy", "--sha", SHA, "--tag", "v2"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    next_second();
+    let out = run_s3(&staging, &server, &["backup", "--sha", SHA], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    next_second();
+    let out = run_s3(&prod, &server, &["backup", "--sha", SHA], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(server.keys().len(), 6, "three backups and their manifests: {:?}", server.keys());
+
+    let vars: Vec<(String, String)> = server.env().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let store = deploy_guard::store::S3Store::new(
+        deploy_guard::store::S3Settings {
+            bucket: s3server::BUCKET.into(),
+            prefix: "shared".into(),
+            endpoint: Some(server.endpoint()),
+            region: Some("us-east-1".into()),
+            path_style: None,
+            part_size: 8 << 20,
+            parts_in_flight: 2,
+            sse: None,
+            sse_kms_key_id: None,
+        },
+        &vars,
+    )
+    .unwrap();
+    use deploy_guard::backup;
+    // The fault: by SHA alone, the newest backup wins, whoever took it.
+    let blind = backup::find(&store, &SHA[..7]).await.unwrap();
+    assert_eq!(blind.outcome.as_deref(), Some("backup"), "{blind:?}");
+
+    // By project and database: production's own pre-deploy backup, not the later nightly one.
+    let m = backup::find_for(&store, &project(&prod), prod.db(), &SHA[..7]).await.unwrap();
+    assert_eq!((m.project.as_str(), m.database.as_str()), (project(&prod).as_str(), prod.db()));
+    assert_eq!((m.tag.as_deref(), m.outcome.as_deref()), (Some("v2"), Some("deployed")));
+    let m = backup::find_for(&store, &project(&staging), staging.db(), SHA).await.unwrap();
+    assert_eq!(m.database, staging.db());
+    // Another project, or production's name with staging's database: refused, naming what exists.
+    for (p, d) in [("shop", "shop"), (project(&prod).as_str(), staging.db())] {
+        let e = format!("{:#}", backup::find_for(&store, p, d, &SHA[..7]).await.expect_err("picked a foreign backup"));
+        assert!(e.contains("belong to another project or database"), "{e}");
+        assert!(
+            e.contains(&format!("database {}", prod.db())) && e.contains(&format!("database {}", staging.db())),
+            "{e}"
+        );
+    }
+    // Nothing was deleted along the way.
+    assert_eq!(server.keys().len(), 6);
+}

@@ -269,9 +269,55 @@ pub async fn list(store: &dyn Store) -> Result<Vec<Manifest>> {
     Ok(out)
 }
 
-/// The newest verified backup of the deploy whose SHA starts with `prefix`. Two different SHAs
-/// matching is an error that lists them.
+/// The newest verified backup of the deploy whose SHA starts with `prefix`, whatever project or
+/// database wrote it. Two different SHAs matching is an error that lists them. Prefer
+/// [`find_for`], which cannot pick another project's or database's backup.
 pub async fn find(store: &dyn Store, prefix: &str) -> Result<Manifest> {
+    let found = matching(store, prefix).await?;
+    newest_verified(store, prefix, found)
+}
+
+/// The backup to restore for the deploy of `project` on `database` whose SHA starts with
+/// `prefix`. Backups of the same SHA written by another project or for another database (a
+/// shared bucket, a staging deploy of the same commit) are never chosen; when only such backups
+/// exist the error names them. Among this deploy's own backups, the one its deploy took comes
+/// before any later `backup` of the same SHA (a nightly backup holds the migrated schema).
+pub async fn find_for(store: &dyn Store, project: &str, database: &str, prefix: &str) -> Result<Manifest> {
+    let (mine, others): (Vec<Manifest>, Vec<Manifest>) =
+        matching(store, prefix).await?.into_iter().partition(|m| m.project == project && m.database == database);
+    if mine.is_empty() && !others.is_empty() {
+        bail!(
+            "no backup of project {project}, database {database} matches SHA {prefix} in {}; the backups of that SHA \
+             there belong to another project or database and are never restored here: {}",
+            store.describe(),
+            others
+                .iter()
+                .map(|m| format!("{} (project {}, database {})", m.key, m.project, m.database))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !others.is_empty() {
+        tracing::info!(
+            "ignoring {} backup(s) of SHA {prefix} written by another project or for another database",
+            others.len()
+        );
+    }
+    let (deploys, backups): (Vec<Manifest>, Vec<Manifest>) =
+        mine.into_iter().partition(|m| m.outcome.as_deref() != Some("backup"));
+    if deploys.iter().any(|m| m.verified) {
+        if !backups.is_empty() {
+            tracing::info!("using the backup taken by the deploy of {prefix}, not a later `backup` of that SHA");
+        }
+        return newest_verified(store, prefix, deploys);
+    }
+    let mut all = deploys;
+    all.extend(backups);
+    newest_verified(store, prefix, all)
+}
+
+/// Every manifest whose SHA starts with `prefix` (each one validated as it is read).
+async fn matching(store: &dyn Store, prefix: &str) -> Result<Vec<Manifest>> {
     let prefix = prefix.to_ascii_lowercase();
     let short = &prefix[..7.min(prefix.len())];
     let mut found = Vec::new();
@@ -279,7 +325,7 @@ pub async fn find(store: &dyn Store, prefix: &str) -> Result<Manifest> {
         let Some(name) = obj.key.strip_suffix(MANIFEST_SUFFIX) else {
             continue;
         };
-        let sha7 = name.rsplit("pre-deploy-").next().unwrap_or("");
+        let sha7 = name.rsplit("pre-deploy-").next().unwrap_or("").to_ascii_lowercase();
         if !sha7.starts_with(short) {
             continue;
         }
@@ -288,6 +334,12 @@ pub async fn find(store: &dyn Store, prefix: &str) -> Result<Manifest> {
             found.push(m);
         }
     }
+    Ok(found)
+}
+
+/// The newest verified of `found`, which must all be of one SHA.
+fn newest_verified(store: &dyn Store, prefix: &str, mut found: Vec<Manifest>) -> Result<Manifest> {
+    let prefix = prefix.to_ascii_lowercase();
     let mut shas: Vec<&str> = found.iter().map(|m| m.sha.as_str()).collect();
     shas.sort();
     shas.dedup();
