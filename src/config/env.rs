@@ -47,6 +47,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("database.user", Kind::Str),
     ("database.maintenance_db", Kind::Str),
     ("database.bin_dir", Kind::Str),
+    ("database.stream_timeout", Kind::Str),
     ("migrations.tool", Kind::Str),
     ("migrations.run", Kind::Str),
     ("migrations.revert", Kind::Str),

@@ -173,6 +173,9 @@ pub struct Database {
     pub maintenance_db: String,
     /// Directory holding `pg_dump` and `psql` (else they are looked up on PATH).
     pub bin_dir: Option<String>,
+    /// How long one `pg_dump` or `psql` may run (a backup or a restore stream).
+    #[serde(default = "default_stream_timeout", with = "humantime_serde")]
+    pub stream_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -311,6 +314,9 @@ fn default_health_timeout() -> Duration {
 }
 fn default_health_interval() -> Duration {
     Duration::from_secs(2)
+}
+fn default_stream_timeout() -> Duration {
+    crate::db::DEFAULT_STREAM_TIMEOUT
 }
 fn default_engine() -> Engine {
     Engine::Postgres

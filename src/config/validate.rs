@@ -177,6 +177,9 @@ impl Config {
             }
         }
         check_identifier("database.maintenance_db", &d.maintenance_db)?;
+        if d.stream_timeout.is_zero() {
+            bail!("database.stream_timeout: must be more than 0");
+        }
         Ok(())
     }
 

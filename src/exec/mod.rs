@@ -40,7 +40,16 @@ impl Cmd {
         self.timeout = Some(t);
         self
     }
+
+    /// How long the command may run: its own timeout, else [`DEFAULT_TIMEOUT`]. No command runs
+    /// unbounded: a hung one would hold the deploy (and, during a rollback, the stopped app).
+    pub fn deadline(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
 }
+
+/// The timeout of a command that sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// How a command ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Sig};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::local::Feed;
 use super::{quote, Cmd, Executor, Exit, Tail};
 use crate::config::Target;
 
@@ -376,10 +377,28 @@ impl Executor for Ssh {
         let (mut read, write) = channel.split();
         let feed = async {
             if let Some(src) = stdin {
-                write.data(src).await.context("sending stdin")?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match src.read(&mut buf).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // The input broke off: the command must not take what it got for the
+                            // whole (psql would commit a truncated restore at EOF), nor wait for
+                            // more forever. Kill it, then close its stdin and the channel.
+                            let _ = write.signal(Sig::KILL).await;
+                            let _ = write.eof().await;
+                            let _ = write.close().await;
+                            return Err(Feed::Read(e));
+                        }
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    write.data(&buf[..n]).await.map_err(|e| Feed::Write(std::io::Error::other(e)))?;
+                }
             }
-            write.eof().await.context("closing stdin")?;
-            Ok::<(), anyhow::Error>(())
+            write.eof().await.map_err(|e| Feed::Write(std::io::Error::other(e)))?;
+            Ok::<(), Feed>(())
         };
         let drain = async {
             let mut tail = Tail::new(8 * 1024);
@@ -405,30 +424,37 @@ impl Executor for Ssh {
         };
         let both = async {
             let (fed, exit) = tokio::join!(feed, drain);
-            let exit = exit?;
-            // A command that exits without reading all its input is judged by its status.
-            if let Err(e) = fed {
-                if exit.success() {
-                    return Err(e.context(format!("{}: stdin could not be sent whole", cmd.label)));
+            match fed {
+                // Whatever the command did with part of its input, the run failed.
+                Err(Feed::Read(e)) => {
+                    Err(anyhow::Error::new(e).context(format!("{}: reading its input failed", cmd.label)))
                 }
+                // A command that exits without reading all its input is judged by its status.
+                Err(Feed::Write(e)) => {
+                    let exit = exit?;
+                    if exit.success() {
+                        return Err(
+                            anyhow::Error::new(e).context(format!("{}: stdin could not be sent whole", cmd.label))
+                        );
+                    }
+                    Ok(exit)
+                }
+                Ok(()) => exit,
             }
-            Ok(exit)
         };
-        match cmd.timeout {
-            Some(t) => match tokio::time::timeout(t, both).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let _ = write.signal(Sig::KILL).await;
-                    let _ = write.close().await;
-                    Ok(Exit {
-                        code: None,
-                        signal: None,
-                        timed_out: true,
-                        stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
-                    })
-                }
-            },
-            None => both.await,
+        let t = cmd.deadline();
+        match tokio::time::timeout(t, both).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = write.signal(Sig::KILL).await;
+                let _ = write.close().await;
+                Ok(Exit {
+                    code: None,
+                    signal: None,
+                    timed_out: true,
+                    stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
+                })
+            }
         }
     }
 
