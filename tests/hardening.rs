@@ -283,3 +283,163 @@ async fn another_projects_backup_of_the_same_sha_in_a_shared_bucket_is_never_pic
     // Nothing was deleted along the way.
     assert_eq!(server.keys().len(), 6);
 }
+
+/// The one backup object in a file store, gunzipped.
+fn plain_dump(store: &std::path::Path) -> (std::path::PathBuf, String) {
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".sql.gz") {
+                let mut text = String::new();
+                use std::io::Read;
+                flate2::read::MultiGzDecoder::new(std::fs::File::open(&p).unwrap()).read_to_string(&mut text).unwrap();
+                return (p, text);
+            }
+        }
+    }
+    panic!("no backup in {}", store.display())
+}
+
+/// Replaces the backup at `path` with `sql`, and rewrites its manifest to match (an attacker
+/// who can write to the store can do both when manifests are unsigned).
+fn forge_backup(path: &std::path::Path, sql: &str) {
+    use sha2::Digest;
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(sql.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::write(path, &gz).unwrap();
+    let manifest = path.to_string_lossy().replace(".sql.gz", ".manifest.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    m["sha256"] = hex::encode(sha2::Sha256::digest(&gz)).into();
+    m["size"] = (gz.len() as u64).into();
+    m["dump_bytes"] = (sql.len() as u64).into();
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn a_backup_carrying_a_psql_shell_escape_is_refused_and_the_scratch_database_dropped() {
+    let app = App::new("hard_meta", &["v2"]);
+    let out = app.run_env(&["backup", "--sha", SHA], &[("GITHUB_REPOSITORY", "")]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let (path, sql) = plain_dump(&app.stage.store_dir());
+    // This machine's pg_dump writes `\restrict KEY` / `\unrestrict KEY` (15.14+): a real dump with
+    // them restores through the filter.
+    if sql.lines().any(|l| l.starts_with("\\restrict ")) {
+        assert!(sql.lines().any(|l| l.starts_with("\\unrestrict ")), "restrict without unrestrict");
+    }
+    let out = app.run_env(&["restore", "--sha", SHA], &[("GITHUB_REPOSITORY", "")]);
+    assert_eq!(out.status.code(), Some(0), "a genuine dump was refused: {}", common::stderr(&out));
+
+    let before = common::state(app.db()).await;
+    let marker = app.tmp.path().join("pwned");
+    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
+    // Before pg_dump's own `\restrict` (so psql would run it), in the middle of the SQL, and
+    // behind a COPY line that is really inside a string.
+    let shell = format!("\\! touch {}\n", marker.display());
+    let first_set = sql.find("\nSET ").expect("a SET line") + 1;
+    let copy_in_string = format!("SELECT '\nCOPY x FROM stdin;\n';\n{shell}\\.\n");
+    for hostile in [
+        format!("{shell}{sql}"),
+        format!("{}{shell}{}", &sql[..first_set], &sql[first_set..]),
+        format!("{}SELECT 1; {shell}{}", &sql[..first_set], &sql[first_set..]),
+        format!("{}{copy_in_string}{}", &sql[..first_set], &sql[first_set..]),
+    ] {
+        forge_backup(&path, &hostile);
+        let out = app.run_env(&["restore", "--sha", SHA], &[("GITHUB_REPOSITORY", "")]);
+        let err = common::stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "a shell escape was restored: {err}");
+        assert!(err.contains("psql meta-command outside COPY data"), "{err}");
+        assert!(!marker.exists(), "psql ran the shell escape");
+        assert!(!common::cluster().database_exists(&scratch).unwrap(), "the scratch database was left behind");
+        assert_eq!(common::state(app.db()).await, before, "the live database changed");
+    }
+}
+
+/// Yields `data`, then fails: a store read that breaks mid-stream.
+struct BreaksOff {
+    data: Option<Vec<u8>>,
+}
+
+impl tokio::io::AsyncRead for BreaksOff {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.data.take() {
+            Some(d) => buf.put_slice(&d),
+            None => return std::task::Poll::Ready(Err(std::io::Error::other("connection reset by the store"))),
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A restore whose input breaks off: psql must not wait forever, the run fails with the input's
+/// error, and (where the executor can kill it before its stdin closes) psql commits nothing.
+async fn broken_restore(exec: std::sync::Arc<dyn deploy_guard::exec::Executor>, db: &str, committed_ok: bool) {
+    let c = common::cluster();
+    let pg = deploy_guard::db::Postgres::new(
+        exec,
+        Some(c.bin_dir.display().to_string()),
+        deploy_guard::db::ConnInfo {
+            host: Some("127.0.0.1".into()),
+            port: Some(c.port),
+            user: Some("postgres".into()),
+            dbname: None,
+        },
+        db.to_string(),
+        "postgres".into(),
+    );
+    let mut input = BreaksOff {
+        data: Some(b"CREATE TABLE half_restored (x int);\nINSERT INTO half_restored VALUES (1);\n".to_vec()),
+    };
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), pg.restore_into(db, &mut input))
+        .await
+        .expect("the restore hung after its input broke off");
+    let e = format!("{:#}", r.expect_err("a broken input must fail the restore"));
+    assert!(e.contains("connection reset by the store"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    if !committed_ok {
+        assert_eq!(
+            c.psql(db, "SELECT to_regclass('half_restored') IS NULL").unwrap(),
+            "t",
+            "a partial restore was committed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_local_restore_whose_input_breaks_off_fails_at_once_and_commits_nothing() {
+    let db = common::fresh_db("hard_brk_local");
+    broken_restore(std::sync::Arc::new(deploy_guard::exec::Local), &db, false).await;
+}
+
+#[tokio::test]
+async fn an_ssh_restore_whose_input_breaks_off_fails_at_once_instead_of_hanging() {
+    use common::SshdExt;
+    let sshd = common::Sshd::start().unwrap();
+    let ssh = deploy_guard::exec::ssh::Ssh::connect(&sshd.target(), &sshd.credentials()).await.unwrap();
+    let db = common::fresh_db("hard_brk_ssh");
+    // OpenSSH 9.2 does not act on the KILL signal request sent first, so psql sees EOF and
+    // commits what it got into the database it restores into: always a scratch database, which
+    // the restore step drops when the restore fails (see docs/RELIABILITY.md).
+    broken_restore(std::sync::Arc::new(ssh), &db, true).await;
+}
+
+#[tokio::test]
+async fn a_command_without_a_timeout_still_has_one() {
+    assert!(deploy_guard::exec::Cmd::new("x", "true").deadline() <= std::time::Duration::from_secs(3600));
+    let c = deploy_guard::exec::Cmd::new("sleep", "sleep 30").timeout(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let out = deploy_guard::exec::capture(&deploy_guard::exec::Local, &c).await.unwrap();
+    assert!(out.exit.timed_out && started.elapsed() < std::time::Duration::from_secs(10), "{out:?}");
+    let pg = common::postgres("postgres");
+    assert_eq!(pg.dump_cmd().timeout, Some(deploy_guard::db::DEFAULT_STREAM_TIMEOUT));
+    let pg = pg.stream_timeout(std::time::Duration::from_secs(90));
+    assert_eq!(pg.psql_cmd("psql", "postgres", "").timeout, Some(std::time::Duration::from_secs(90)));
+}

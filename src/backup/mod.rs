@@ -1,5 +1,6 @@
 //! Backups named by git SHA, their manifests (which are also the run's journal), and lookup.
 
+mod guard;
 mod pipeline;
 pub mod retention;
 
@@ -11,6 +12,7 @@ use crate::db::Fingerprint;
 use crate::guard::Journal;
 use crate::store::Store;
 
+pub use guard::MetaGuard;
 pub use pipeline::{human_bytes, restore_stream, take, take_verified, verify, Taken, TRAILER};
 
 /// `{yyyymm}/{yyyymmdd}_{hhmmss}_pre-deploy-{sha7}`: the stem of a backup's keys.
@@ -429,7 +431,8 @@ mod tests {
     #[test]
     fn hostile_fields_are_refused_on_read() {
         use serde_json::json;
-        let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|v| v["tag"] = json!("v2; touch /tmp/pwned")), "not a valid image tag"),
             (Box::new(|v| v["previous_tag"] = json!("$(id)")), "not a valid image tag"),
             (Box::new(|v| v["sha"] = json!("abc1234'; touch x")), "not a git SHA"),
