@@ -21,6 +21,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("target.fingerprint", Kind::Str),
     ("target.insecure_accept_any_host_key", Kind::Bool),
     ("target.jump", Kind::Str),
+    ("target.jump_known_hosts", Kind::Str),
+    ("target.jump_fingerprint", Kind::Str),
     ("target.connect_timeout", Kind::Str),
     ("target.command_timeout", Kind::Str),
     ("app.runtime", Kind::Str),

@@ -77,6 +77,10 @@ pub struct Target {
     #[serde(default)]
     pub insecure_accept_any_host_key: bool,
     pub jump: Option<String>,
+    /// The jump host's own pin (known_hosts lines); else its lines in `known_hosts`.
+    pub jump_known_hosts: Option<String>,
+    /// The jump host's own pin (`SHA256:…`); `fingerprint` pins the target only.
+    pub jump_fingerprint: Option<String>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(default = "default_command_timeout", with = "humantime_serde")]
@@ -93,6 +97,8 @@ impl Default for Target {
             fingerprint: None,
             insecure_accept_any_host_key: false,
             jump: None,
+            jump_known_hosts: None,
+            jump_fingerprint: None,
             connect_timeout: default_connect_timeout(),
             command_timeout: default_command_timeout(),
         }
