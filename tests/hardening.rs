@@ -382,18 +382,7 @@ impl tokio::io::AsyncRead for BreaksOff {
 /// error, and (where the executor can kill it before its stdin closes) psql commits nothing.
 async fn broken_restore(exec: std::sync::Arc<dyn deploy_guard::exec::Executor>, db: &str, committed_ok: bool) {
     let c = common::cluster();
-    let pg = deploy_guard::db::Postgres::new(
-        exec,
-        Some(c.bin_dir.display().to_string()),
-        deploy_guard::db::ConnInfo {
-            host: Some("127.0.0.1".into()),
-            port: Some(c.port),
-            user: Some("postgres".into()),
-            dbname: None,
-        },
-        db.to_string(),
-        "postgres".into(),
-    );
+    let pg = common::postgres_on(exec, db);
     let mut input = BreaksOff {
         data: Some(b"CREATE TABLE half_restored (x int);\nINSERT INTO half_restored VALUES (1);\n".to_vec()),
     };
