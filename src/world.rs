@@ -148,7 +148,8 @@ fn postgres(
         (None, Some(n)) => n.clone(),
         (None, None) => bail!("database.name: required"),
     };
-    let pg = Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone());
+    let pg =
+        Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone()).stream_timeout(d.stream_timeout);
     Ok(match (&d.service, &config.app.compose_file) {
         (Some(service), Some(file)) => pg.inside(format!(
             "{} exec -T {}",

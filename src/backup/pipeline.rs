@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio_util::io::InspectReader;
 
-use super::Manifest;
+use super::{Manifest, MetaGuard};
 use crate::db::Postgres;
 use crate::exec::Tail;
 use crate::store::Store;
@@ -188,7 +188,9 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
     decoder.multiple_members(true);
     let sql = Meter::shared();
-    let mut plain = metered(decoder, &sql);
+    // The checksum proves the object is the one the manifest names, not that whoever wrote both
+    // meant well: psql meta-commands are refused before psql reads them.
+    let mut plain = MetaGuard::new(metered(decoder, &sql));
     let ticker = progress("restore", &sql);
     let restored = db.restore_into(into, &mut plain).await;
     ticker.abort();

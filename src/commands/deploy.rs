@@ -54,7 +54,7 @@ pub async fn rollback(
     to_tag: Option<&str>,
     config_arg: &str,
 ) -> Result<Report> {
-    let manifest = crate::backup::find(w.store.as_ref(), sha.as_str()).await?;
+    let manifest = crate::backup::find_for(w.store.as_ref(), &w.config.project, &w.db.name, sha.as_str()).await?;
     let mut run = Run::resume(w, Mode::Rollback, manifest);
     run.config_arg = config_arg.to_string();
     if let Some(t) = to_tag {

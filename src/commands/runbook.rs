@@ -1,7 +1,7 @@
 //! `runbook`: the manual runbook for the newest deploy of this project (or `--sha`'s), with this
 //! deployment's exact commands.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::backup;
 use crate::guard::Mode;
@@ -10,13 +10,16 @@ use crate::run::Run;
 use crate::world::World;
 
 pub async fn render(w: &World, sha: Option<&ShaPrefix>, config_arg: &str) -> Result<String> {
-    let found = match sha {
-        Some(p) => Some(backup::find(w.store.as_ref(), p.as_str()).await?),
-        None => backup::list(w.store.as_ref())
-            .await
-            .ok()
-            .and_then(|ms| ms.into_iter().find(|m| m.project == w.config.project && m.tag.is_some())),
-    };
+    // By project only: offline, a `${VAR}` database name is not resolved.
+    let mine = |m: &backup::Manifest| m.project == w.config.project && m.tag.is_some();
+    let listed = backup::list(w.store.as_ref()).await;
+    let found =
+        match sha {
+            Some(p) => Some(listed?.into_iter().find(|m| mine(m) && m.sha.starts_with(p)).with_context(|| {
+                format!("no deploy of {} with SHA {p} in {}", w.config.project, w.store.describe())
+            })?),
+            None => listed.ok().and_then(|ms| ms.into_iter().find(mine)),
+        };
     let placeholder = found.is_none();
     let mut run = match found {
         Some(m) => Run::resume(w, Mode::Rollback, m),

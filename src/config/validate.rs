@@ -84,6 +84,16 @@ impl Config {
             if t.user.is_none() {
                 bail!("target.user: required with target.host");
             }
+            let jump_pinned = t.jump_known_hosts.is_some()
+                || t.jump_fingerprint.is_some()
+                || t.known_hosts.is_some()
+                || t.insecure_accept_any_host_key;
+            if t.jump.is_some() && !jump_pinned {
+                bail!(
+                    "target.jump_fingerprint: required with target.jump and target.fingerprint (or \
+                     target.jump_known_hosts): target.fingerprint pins the target only, each host is pinned on its own"
+                );
+            }
         }
         if t.connect_timeout.is_zero() {
             bail!("target.connect_timeout: must be more than 0");
@@ -159,6 +169,9 @@ impl Config {
             }
         }
         check_identifier("database.maintenance_db", &d.maintenance_db)?;
+        if d.stream_timeout.is_zero() {
+            bail!("database.stream_timeout: must be more than 0");
+        }
         Ok(())
     }
 

@@ -28,7 +28,12 @@ pub struct Postgres {
     pub maintenance_db: String,
     /// Runs the client tools inside a container (`docker compose … exec -T SERVICE`).
     inside: Option<String>,
+    /// How long one `pg_dump` or `psql` may run (a dump or a restore streams for that long).
+    stream_timeout: std::time::Duration,
 }
+
+/// `database.stream_timeout` unless set.
+pub const DEFAULT_STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 60 * 60);
 
 impl Postgres {
     pub fn new(
@@ -38,7 +43,14 @@ impl Postgres {
         name: String,
         maintenance_db: String,
     ) -> Postgres {
-        Postgres { exec, bin_dir, conn, name, maintenance_db, inside: None }
+        Postgres { exec, bin_dir, conn, name, maintenance_db, inside: None, stream_timeout: DEFAULT_STREAM_TIMEOUT }
+    }
+
+    /// Bounds every `pg_dump` and `psql` run (`database.stream_timeout`): generous, as a dump or
+    /// a restore of a large database streams for hours, but finite.
+    pub fn stream_timeout(mut self, t: std::time::Duration) -> Postgres {
+        self.stream_timeout = t;
+        self
     }
 
     /// Runs `psql` and `pg_dump` through `prefix` (e.g. `docker compose -f F exec -T db`), with
@@ -76,13 +88,14 @@ impl Postgres {
         if let Some(u) = &self.conn.user {
             env.push(("PGUSER".into(), u.clone()));
         }
-        match &self.inside {
+        let cmd = match &self.inside {
             Some(prefix) => {
                 let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
                 Cmd::new(label, format!("exec {prefix} env {} {tool_line}", vars.join(" ")))
             }
             None => Cmd { env, ..Cmd::new(label, format!("exec {tool_line}")) },
-        }
+        };
+        cmd.timeout(self.stream_timeout)
     }
 
     /// libpq variables naming the live database, for the app's migration tool on a local target
@@ -205,7 +218,9 @@ impl Postgres {
     /// returned guard is dropped (or this process dies, which releases it too).
     pub async fn lock(&self, key: &str) -> Result<LockGuard> {
         let id = lock_id(key);
-        let cmd = Cmd { label: "deploy lock".into(), ..self.query_cmd(&self.maintenance_db) };
+        // The session lives as long as the run: longer than any one stream, still bounded.
+        let cmd = Cmd { label: "deploy lock".into(), ..self.query_cmd(&self.maintenance_db) }
+            .timeout((self.stream_timeout * 3).max(std::time::Duration::from_secs(24 * 60 * 60)));
         let (mut to_psql, psql_in) = tokio::io::duplex(4096);
         let (psql_out, from_psql) = tokio::io::duplex(4096);
         let exec = self.exec.clone();

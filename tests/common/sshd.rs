@@ -31,12 +31,28 @@ fn keygen(path: &Path, kind: &str) -> Result<()> {
 
 impl Sshd {
     pub fn start() -> Result<Sshd> {
+        Sshd::start_with_host_key(None)
+    }
+
+    /// A server presenting the host key of `other` (an impersonator, for tests).
+    pub fn impersonating(other: &Sshd) -> Result<Sshd> {
+        Sshd::start_with_host_key(Some(&other.dir.path().join("host_ed25519")))
+    }
+
+    fn start_with_host_key(host_key: Option<&Path>) -> Result<Sshd> {
         if !Path::new("/usr/sbin/sshd").exists() {
             bail!("/usr/sbin/sshd is missing: apt-get install openssh-server (scripts/setup does)");
         }
         let dir = tempfile::Builder::new().prefix("deploy-guard-sshd-").tempdir()?;
         let p = |n: &str| dir.path().join(n);
-        keygen(&p("host_ed25519"), "ed25519")?;
+        match host_key {
+            Some(key) => {
+                std::fs::copy(key, p("host_ed25519"))?;
+                std::fs::copy(key.with_extension("pub"), p("host_ed25519.pub"))?;
+                std::fs::set_permissions(p("host_ed25519"), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            }
+            None => keygen(&p("host_ed25519"), "ed25519")?,
+        }
         keygen(&p("client"), "ed25519")?;
         std::fs::copy(p("client.pub"), p("authorized_keys"))?;
         // sshd's privilege separation directory.
