@@ -8,10 +8,11 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::db::Fingerprint;
+use crate::db::{Fingerprint, RowSum, TableStats};
 use crate::guard::{Journal, Outcome};
 use crate::model::{BackupName, Sha};
 use crate::store::Store;
+use std::collections::BTreeMap;
 
 pub use meta_filter::MetaGuard;
 pub use pipeline::{human_bytes, restore_stream, take, take_verified, verify, Taken, TRAILER};
@@ -47,6 +48,12 @@ pub struct Manifest {
     pub verified: bool,
     pub migrations: MigrationState,
     pub fingerprint: Option<Fingerprint>,
+    /// Each table's rows at the backup, as order-independent sums (see `db::RowSum`).
+    #[serde(default)]
+    pub data: BTreeMap<String, RowSum>,
+    /// Each table's storage file and update/delete count before the migrations ran.
+    #[serde(default)]
+    pub stats: BTreeMap<String, TableStats>,
     pub journal: Journal,
     /// How the last run on this backup ended; none while a run is under way.
     pub outcome: Option<Outcome>,
@@ -73,6 +80,8 @@ impl Manifest {
             verified: true,
             migrations: MigrationState::default(),
             fingerprint: None,
+            data: taken.tables,
+            stats: BTreeMap::new(),
             journal: Journal::default(),
             outcome: None,
         }
@@ -163,6 +172,11 @@ impl Manifest {
         let named = BackupName::sha7_of_manifest_key(at);
         if !named.is_some_and(|n| n.eq_ignore_ascii_case(self.sha.short())) {
             return bad(format!("its name is not that of a backup of {}", self.sha.short()));
+        }
+        for (table, sum) in &self.data {
+            if !crate::db::safe_ident_list(table) || !sum.columns.iter().all(|c| crate::db::safe_ident_list(c)) {
+                return bad(format!("table {table:?} or its columns are not plain or quoted identifiers"));
+            }
         }
         if self.sha256.len() != 64 || !lower_hex(&self.sha256) {
             return bad(format!("sha256 {:?} is not a SHA-256", self.sha256));
@@ -343,8 +357,13 @@ mod tests {
 
     fn manifest() -> Manifest {
         let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
-        let taken =
-            Taken { key: BackupName::new(&sha(), at).data_key(), dump_bytes: 1000, size: 300, sha256: "9f".repeat(32) };
+        let taken = Taken {
+            key: BackupName::new(&sha(), at).data_key(),
+            dump_bytes: 1000,
+            size: 300,
+            sha256: "9f".repeat(32),
+            tables: Default::default(),
+        };
         let mut m = Manifest::verified("station", &sha(), "shop", at, taken);
         m.tag = Some("v2".into());
         m.previous_tag = Some("v1".into());

@@ -117,6 +117,8 @@ mod tests {
             verified,
             migrations: Default::default(),
             fingerprint: None,
+            data: Default::default(),
+            stats: Default::default(),
             journal: Journal::default(),
             outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
         }

@@ -90,7 +90,8 @@ pub enum Command {
     /// Rehearse: run failure scenarios against a throwaway PostgreSQL and prove both rollback
     /// paths bring everything back.
     Simulate {
-        /// happy, migration-fails, unhealthy-after-migrate, bad-down, lying-down, backup-fails, or all.
+        /// happy, migration-fails, unhealthy-after-migrate, bad-down, lying-down, destructive-down,
+        /// data-rewrite, backup-fails, or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Append rehearsal-log rows (date, scenario, path, duration, result) to this file.

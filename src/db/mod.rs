@@ -1,6 +1,8 @@
 //! PostgreSQL through its own client tools (`psql`, `pg_dump`) run by the [`Executor`]: so the
 //! same code works on this machine, over SSH, or inside a compose service.
 
+mod content;
+mod damage;
 mod fingerprint;
 mod restore;
 
@@ -13,6 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::exec::{self, quote, Cmd, Executor};
 
 pub use crate::model::ConnInfo;
+pub use content::{safe_ident_list, unquote, DumpTables, RowSum, TableStats};
+pub use damage::Damage;
 pub use fingerprint::Fingerprint;
 pub use restore::RestoreReport;
 

@@ -21,6 +21,8 @@ pub struct Assessment {
     pub revert_configured: bool,
     /// A verified pre-deploy backup exists.
     pub backup_verified: bool,
+    /// What the migrations destroyed of the data that existed before (empty: nothing).
+    pub destroyed: Vec<String>,
 }
 
 /// How the step that just ran ended.
@@ -88,6 +90,9 @@ impl Engine {
         }
         if !a.history_consistent {
             why.push("the migration table no longer starts with the recorded rows".to_string());
+        }
+        if !a.destroyed.is_empty() {
+            why.push(format!("the migrations destroyed data a revert cannot bring back: {}", a.destroyed.join("; ")));
         }
         if a.applied == 0 && !a.db_unchanged {
             why.push("the schema changed but no migration was recorded as applied".to_string());
@@ -217,6 +222,7 @@ mod tests {
             dirty: false,
             revert_configured: true,
             backup_verified: true,
+            destroyed: Vec::new(),
         };
         f(&mut a);
         StepResult::Assessed(a)
@@ -337,6 +343,7 @@ mod tests {
             Box::new(|a| a.revert_configured = false),
             Box::new(|a| a.history_consistent = false),
             Box::new(|a| a.applied = 0),
+            Box::new(|a| a.destroyed = vec!["dropped column public.users.bio".into()]),
         ];
         for f in cases {
             let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {

@@ -49,6 +49,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         migrations_before: run.manifest.as_ref().map(|m| m.migrations.rows.clone()).unwrap_or_default(),
         migrations_after: run.rows_after.clone(),
         drift: run.drift.clone(),
+        destroyed: run.destroyed.clone(),
         app_status: run.app_status.clone(),
         app_logs: run.app_logs.clone(),
         kept_database: run.kept_database().map(str::to_string),

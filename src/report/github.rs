@@ -306,6 +306,13 @@ pub fn incident_body(r: &Report) -> String {
         let _ = writeln!(md, "\nLast app log lines:\n\n```\n{}\n```", logs.trim_end());
     }
     md.push_str("\n## Impact\n\n");
+    if !r.destroyed.is_empty() {
+        md.push_str("The migrations destroyed data that existed before the deploy (the backup brought it back):\n\n");
+        for d in &r.destroyed {
+            let _ = writeln!(md, "- {d}");
+        }
+        md.push('\n');
+    }
     let failed_at = r.own_steps().find(|e| e.state == EntryState::Failed).map(|e| e.started_at);
     // pg_dump reads one snapshot taken when it starts: later writes are not in the backup.
     let backup_at = r

@@ -52,6 +52,8 @@ pub struct Report {
     pub migrations_after: Option<Vec<Value>>,
     /// Schema differences found (`+` added since the backup, `-` missing).
     pub drift: Vec<String>,
+    /// What the migrations destroyed of the data that existed before the deploy.
+    pub destroyed: Vec<String>,
     pub app_status: Option<String>,
     pub app_logs: Option<String>,
     /// The broken database, kept for forensics after a restore.
@@ -134,6 +136,7 @@ pub(crate) mod fixture {
                 json!({"id": 2, "timestamp": 2, "name": "AddTier2"}),
             ]),
             drift: vec!["+ column public.users.tier integer".into()],
+            destroyed: Vec::new(),
             app_status: Some("exited (1)".into()),
             app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
             kept_database: Some("station__failed_abc1234".into()),

@@ -53,6 +53,13 @@ pub fn render(r: &Report) -> String {
         );
     }
     migrations(&mut md, r);
+    if !r.destroyed.is_empty() {
+        md.push_str("### Data the migrations destroyed\n\nA revert cannot bring these back, so the backup was the way back:\n\n");
+        for d in &r.destroyed {
+            let _ = writeln!(md, "- {d}");
+        }
+        md.push('\n');
+    }
     if !r.drift.is_empty() {
         md.push_str("### Schema changes seen (vs the pre-deploy fingerprint)\n\n```diff\n");
         for d in r.drift.iter().take(50) {

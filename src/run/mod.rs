@@ -50,6 +50,10 @@ pub struct Run<'w> {
     pub applied: usize,
     /// The databases of a restore, once the scratch one holds the backup.
     pub swap: Option<DbNames>,
+    /// What the migrations destroyed, as assess found it.
+    pub destroyed: Vec<String>,
+    /// Pre-existing tables the deploy touched: a revert must leave their rows as the backup's.
+    pub touched: std::collections::BTreeSet<String>,
 }
 
 impl<'w> Run<'w> {
@@ -75,6 +79,8 @@ impl<'w> Run<'w> {
             lock: None,
             applied: 0,
             swap: None,
+            destroyed: Vec::new(),
+            touched: Default::default(),
         }
     }
 

@@ -69,6 +69,20 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::Restore,
     },
     Scenario {
+        name: "destructive-down",
+        about: "the migration drops a column holding data, its down() re-adds it empty: restore, data intact",
+        release: "v2-drop-note",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::Restore,
+    },
+    Scenario {
+        name: "data-rewrite",
+        about: "the migration rewrites every email (UPDATE), its down() is a no-op: restore, data intact",
+        release: "v2-rewrite-email",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::Restore,
+    },
+    Scenario {
         name: "backup-fails",
         about: "pg_dump loses its connection part-way: abort, nothing changed",
         release: "v2",
@@ -154,6 +168,20 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
             false,
         ),
         "v2-lying-down" => (vec![(up, ADD_NICKNAME), (down, "DROP INDEX customers_nickname_idx;")], false),
+        "v2-drop-note" => (
+            vec![
+                ("003_drop_order_note.up.sql", "ALTER TABLE orders DROP COLUMN note;"),
+                ("003_drop_order_note.down.sql", "ALTER TABLE orders ADD COLUMN note text;"),
+            ],
+            false,
+        ),
+        "v2-rewrite-email" => (
+            vec![
+                ("003_upper_emails.up.sql", "UPDATE customers SET email = upper(email);"),
+                ("003_upper_emails.down.sql", "SELECT 1;"),
+            ],
+            false,
+        ),
         _ => (vec![], true),
     }
 }

@@ -3,16 +3,19 @@ use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
 use crate::app::Action;
+use crate::db::Damage;
 use crate::exec::Cmd;
 use crate::guard::{Assessment, Engine};
-use crate::migrate::applied_since;
+use crate::migrate::{applied_since, row_name};
 
 pub struct Assess;
 
 #[async_trait]
 impl StepSpec for Assess {
     fn what(&self, _run: &Run) -> String {
-        "app status and logs, migration table and fingerprint vs the recorded ones".into()
+        "app status and logs; migration table, fingerprint and table statistics vs the recorded ones; row sums of \
+         pre-existing tables the migrations updated or rewrote vs the backup's"
+            .into()
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
@@ -53,6 +56,24 @@ impl StepSpec for Assess {
         let fp_same = m.fingerprint.as_ref() == Some(&fp_now);
         if let Some(before) = &m.fingerprint {
             run.drift = before.diff(&fp_now);
+            let stats_now = w.db.table_stats(&w.db.name).await?;
+            let mut damage = Damage::assess(before, &fp_now, &m.stats, &stats_now, &m.data);
+            for t in damage.suspects.clone() {
+                let backup = &m.data[&t];
+                let now = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
+                damage.rows_changed(&t, backup, &now);
+            }
+            let names: Vec<String> = applied.unwrap_or_default().iter().map(row_name).collect();
+            run.destroyed = damage
+                .destroyed
+                .into_iter()
+                .map(|what| match names.as_slice() {
+                    [one] => format!("`{one}` {what}"),
+                    [] => what,
+                    many => format!("{what} (by one of {})", many.join(", ")),
+                })
+                .collect();
+            run.touched = damage.touched;
         }
         let a = Assessment {
             db_unchanged: fp_same && rows_now == m.migrations.rows,
@@ -61,6 +82,7 @@ impl StepSpec for Assess {
             dirty: false,
             revert_configured: w.migrator.revert.is_some() && w.migrator.table.is_some(),
             backup_verified: m.verified,
+            destroyed: run.destroyed.clone(),
         };
         run.applied = a.applied;
         run.rows_after = Some(rows_now);

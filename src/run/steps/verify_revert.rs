@@ -9,7 +9,7 @@ pub struct VerifyRevert;
 #[async_trait]
 impl StepSpec for VerifyRevert {
     fn what(&self, _run: &Run) -> String {
-        "migration rows and fingerprint must equal the recorded ones".into()
+        "migration rows, fingerprint and the rows of the tables the deploy touched must equal the recorded ones".into()
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
@@ -46,6 +46,25 @@ impl StepSpec for VerifyRevert {
         if !run.drift.is_empty() {
             bail!("schema drift after revert: {}", run.drift.join("; "));
         }
-        Ok(Done::Ok(format!("migration table and schema fingerprint {} equal the recorded ones", now.short())))
+        // "Verified" means the data too: the rows of every pre-existing table the deploy touched
+        // must equal the backup's.
+        let mut compared = 0;
+        for t in run.touched.clone() {
+            let Some(backup) = m.data.get(&t) else { continue };
+            let rows = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
+            if !rows.same_rows(backup) {
+                bail!(
+                    "the rows of {t} differ from the backup after the revert ({} rows then, {} now): the revert \
+                     did not bring the data back",
+                    backup.rows,
+                    rows.rows
+                );
+            }
+            compared += 1;
+        }
+        Ok(Done::Ok(format!(
+            "migration table, schema fingerprint {} and the rows of {compared} touched table(s) equal the recorded ones",
+            now.short()
+        )))
     }
 }
