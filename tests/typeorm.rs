@@ -39,6 +39,11 @@ esac
 
 impl World {
     fn new(prefix: &str, broken: &[&str]) -> World {
+        World::with_source(prefix, broken, "data-source.js")
+    }
+
+    /// With the TypeORM data source `source` (its own migrations directory).
+    fn with_source(prefix: &str, broken: &[&str], source: &str) -> World {
         let fixture = fixture();
         let cluster = common::cluster();
         let db = common::fresh_db(prefix);
@@ -48,7 +53,7 @@ impl World {
         for step in ["migration:run", "migration:revert"] {
             let out = w
                 .pg_env(Command::new("npx"))
-                .args(["--no-install", "typeorm", step, "-d", "data-source.js"])
+                .args(["--no-install", "typeorm", step, "-d", source])
                 .current_dir(&fixture)
                 .output()
                 .expect("run npx");
@@ -88,7 +93,7 @@ database:
   bin_dir: "{bin}"
 migrations:
   tool: typeorm
-  data_source: data-source.js
+  data_source: {source}
   timeout: 120s
 backup:
   store: "file://{store}"
@@ -97,6 +102,7 @@ backup:
             fixture = fixture.display(),
             port = cluster.port,
             bin = cluster.bin_dir.display(),
+            source = source,
             store = w.tmp.path().join("backups").display(),
         );
         std::fs::write(w.tmp.path().join("deploy-guard.yml"), config).unwrap();
@@ -174,5 +180,26 @@ fn an_unhealthy_release_is_reverted_by_typeorm() {
     assert!(!w.has_nickname());
     assert_eq!(w.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_nickname_idx'"), "0");
     assert_eq!(w.users(), users);
+    assert_eq!(w.tag(), "v1");
+}
+
+#[test]
+fn a_typeorm_migration_that_drops_a_column_with_data_is_restored_not_reverted() {
+    // DropBio's down() re-adds the column, empty: TypeORM would call that a successful revert.
+    let w = World::with_source("typeorm_drop", &["v2"], "data-source-drop.js");
+    let users = w.users();
+    let out = w.deploy("v2");
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!((r["result"].as_str(), r["path"].as_str()), (Some("rolled-back"), Some("restore")), "{r:#}");
+    let steps: Vec<&str> = r["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert!(!steps.contains(&"revert"), "{steps:?}");
+    assert_eq!(
+        r["destroyed"][0], "`DropBio1700000000006` dropped column public.users.name (5 non-null values at the backup)",
+        "{r:#}"
+    );
+    // Every name is back, and TypeORM's table is as before the deploy.
+    assert_eq!(w.users(), users);
+    assert_eq!(w.migrations(), "CreateUsers1700000000000");
     assert_eq!(w.tag(), "v1");
 }

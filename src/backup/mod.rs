@@ -54,6 +54,9 @@ pub struct Manifest {
     /// Each table's storage file and update/delete count before the migrations ran.
     #[serde(default)]
     pub stats: BTreeMap<String, TableStats>,
+    /// The results of `verify.queries` before the migrations ran, in order.
+    #[serde(default)]
+    pub checks: Vec<String>,
     pub journal: Journal,
     /// How the last run on this backup ended; none while a run is under way.
     pub outcome: Option<Outcome>,
@@ -82,6 +85,7 @@ impl Manifest {
             fingerprint: None,
             data: taken.tables,
             stats: BTreeMap::new(),
+            checks: Vec::new(),
             journal: Journal::default(),
             outcome: None,
         }

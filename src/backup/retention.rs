@@ -119,6 +119,7 @@ mod tests {
             fingerprint: None,
             data: Default::default(),
             stats: Default::default(),
+            checks: Vec::new(),
             journal: Journal::default(),
             outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
         }

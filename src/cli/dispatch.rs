@@ -86,6 +86,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                     return Ok(ExitCode::Aborted);
                 }
             };
+            // The user's checks must run, read-only, before anything is changed.
+            usage(crate::run::steps::checks::query_results(&w).await.map(|_| ()))?;
             let gh = github(&w);
             let mut deployment = None;
             if let Some(gh) = &gh {

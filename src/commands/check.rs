@@ -45,6 +45,14 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
             None => Ok("no migration table configured: rollbacks compare fingerprints only".into()),
         },
     );
+    if !w.config.verify.queries.is_empty() {
+        add(
+            "verify",
+            crate::run::steps::checks::query_results(w)
+                .await
+                .map(|r| format!("{} verify.queries run read-only", r.len())),
+        );
+    }
     add("store", w.store.check().await.map(|_| format!("{} writable", w.store.describe())));
     add(
         "lock",

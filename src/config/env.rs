@@ -9,6 +9,8 @@ pub enum Kind {
     Str,
     Int,
     Bool,
+    /// A list, one item per line.
+    Lines,
 }
 
 /// Every setting, as a dotted path, with the type an environment value is read as.
@@ -73,6 +75,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("github.deployments", Kind::Bool),
     ("github.comment", Kind::Bool),
     ("github.incident", Kind::Bool),
+    ("verify.queries", Kind::Lines),
+    ("verify.commands", Kind::Lines),
 ];
 
 const PREFIX: &str = "DEPLOY_GUARD_";
@@ -122,6 +126,9 @@ pub fn apply_overrides(root: &mut Value, vars: &[(String, String)]) -> Result<()
                 Ok(n) => Value::Number(n.into()),
                 Err(_) => bail!("{name} ({path}): expected a whole number, got {raw:?}"),
             },
+            Kind::Lines => Value::Sequence(
+                raw.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| Value::String(l.into())).collect(),
+            ),
             Kind::Bool => match raw.trim() {
                 "true" | "1" | "yes" => Value::Bool(true),
                 "false" | "0" | "no" => Value::Bool(false),

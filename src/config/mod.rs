@@ -31,6 +31,21 @@ pub struct Config {
     pub rollback: Rollback,
     #[serde(default)]
     pub github: Github,
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+/// The user's own checks that a rollback brought everything back.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// Read-only SQL whose results must be the same before the deploy and after a rollback
+    /// (`SELECT count(*) FROM users`).
+    #[serde(default)]
+    pub queries: Vec<String>,
+    /// Smoke commands that must exit 0 after a rollback (run where the app runs).
+    #[serde(default)]
+    pub commands: Vec<String>,
 }
 
 /// Reporting on GitHub (needs GITHUB_TOKEN and GITHUB_REPOSITORY, as Actions sets them).

@@ -271,7 +271,7 @@ mod tests {
             }),
             _ => ok(),
         });
-        assert_eq!(steps, vec![Preflight, Backup, Record, Migrate, Assess, Redeploy, RedeployHealth]);
+        assert_eq!(steps, vec![Preflight, Backup, Record, Migrate, Assess, Redeploy, RedeployHealth, Checks]);
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Migrate), path: DbPath::None });
     }
 
@@ -295,7 +295,8 @@ mod tests {
                 Revert,
                 VerifyRevert,
                 Redeploy,
-                RedeployHealth
+                RedeployHealth,
+                Checks
             ]
         );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Revert });
@@ -320,7 +321,7 @@ mod tests {
             Assess => assessed(|_| {}),
             _ => ok(),
         });
-        assert_eq!(&steps[7..], &[Revert, StopApp, Restore, ValidateRestore, Swap, Redeploy, RedeployHealth]);
+        assert_eq!(&steps[7..], &[Revert, StopApp, Restore, ValidateRestore, Swap, Redeploy, RedeployHealth, Checks]);
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Restore });
     }
 
@@ -399,7 +400,7 @@ mod tests {
 
     #[test]
     fn safe_path_failures_stop_for_a_person() {
-        for bad in [Restore, ValidateRestore, Swap, Redeploy, RedeployHealth] {
+        for bad in [Restore, ValidateRestore, Swap, Redeploy, RedeployHealth, Checks] {
             let (steps, o) = drive(Mode::Deploy, Strategy::Restore, |s| match s {
                 Health => fail(),
                 Assess => assessed(|_| {}),
@@ -439,7 +440,7 @@ mod tests {
             Assess => assessed(|_| {}),
             _ => ok(),
         });
-        assert_eq!(steps, vec![Preflight, Assess, Revert, VerifyRevert, Redeploy, RedeployHealth]);
+        assert_eq!(steps, vec![Preflight, Assess, Revert, VerifyRevert, Redeploy, RedeployHealth, Checks]);
         assert_eq!(o.exit_code(Mode::Rollback).code(), 0);
         assert_eq!(o.path(), DbPath::Revert);
     }

@@ -39,6 +39,7 @@ steps! {
     Swap => "swap", "Swap the restored database in";
     Redeploy => "redeploy", "Redeploy the previous tag";
     RedeployHealth => "redeploy-health", "Health check after redeploy";
+    Checks => "checks", "Run the user's checks (verify.queries, verify.commands)";
 }
 
 impl Step {

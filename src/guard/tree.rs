@@ -178,12 +178,15 @@ pub const EDGES: &[Edge] = &[
     e(REST, ValidateRestore, Ok, run(Swap)),
     e(REST, ValidateRestore, Failed, end(End::Stuck)),
     e(ROLL, Swap, Ok, run(Redeploy)),
-    e(&[R], Swap, Ok, end(End::Restored)),
+    e(&[R], Swap, Ok, run(Checks)),
     e(REST, Swap, Failed, end(End::Stuck)),
     e(ROLL, Redeploy, Ok, run(RedeployHealth)),
     e(ROLL, Redeploy, Failed, end(End::Stuck)),
-    e(ROLL, RedeployHealth, Ok, end(End::RolledBack)),
+    e(ROLL, RedeployHealth, Ok, run(Checks)),
     e(ROLL, RedeployHealth, Failed, end(End::Stuck)),
+    e(ROLL, Checks, Ok, end(End::RolledBack)),
+    e(&[R], Checks, Ok, end(End::Restored)),
+    e(REST, Checks, Failed, end(End::Stuck)),
 ];
 
 /// The edges a mode walks.
@@ -235,6 +238,6 @@ mod tests {
         }
         assert_eq!(straight_path(D), vec![Preflight, Step::Backup, Record, Migrate, Step::Deploy, Health]);
         assert_eq!(straight_path(B), vec![Preflight, Step::Backup, Record]);
-        assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap]);
+        assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap, Checks]);
     }
 }

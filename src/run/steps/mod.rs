@@ -7,6 +7,7 @@
 
 mod assess;
 mod backup;
+pub mod checks;
 mod deploy;
 mod health;
 mod migrate;
@@ -72,6 +73,7 @@ pub fn spec(step: Step) -> &'static dyn StepSpec {
         Step::Swap => &swap::Swap,
         Step::Redeploy => &redeploy::Redeploy,
         Step::RedeployHealth => &health::Health,
+        Step::Checks => &checks::Checks,
     }
 }
 
