@@ -113,3 +113,60 @@ fn a_verify_query_that_fails_or_writes_is_refused_before_anything_changes() {
         assert!(!app.stage.store_dir().exists(), "{bad}: a backup was taken");
     }
 }
+
+#[tokio::test]
+async fn writes_after_the_backup_are_found_after_a_restore_and_replayed_on_request() {
+    let app = App::new("ds_lost", &["v2-app-writes"]);
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2-app-writes", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["path"], "restore", "{r}");
+    // The restore took the app's writes away; they are counted per table, none replayed yet.
+    let tables = r["lost_writes"]["tables"].as_array().unwrap();
+    let count =
+        |t: &str, what: &str| tables.iter().find(|x| x["table"] == t).map(|x| x[what].as_u64().unwrap()).unwrap_or(0);
+    assert_eq!((count("public.customers", "inserted"), count("public.customers", "updated")), (3, 1), "{r}");
+    assert_eq!(count("public.orders", "deleted"), 1, "{r}");
+    assert_eq!(app.psql("SELECT count(*) FROM customers"), "2000");
+
+    let dry = app.run(&["replay", "--sha", &SHA[..7], "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", common::stderr(&dry));
+    let sql = common::stdout(&dry);
+    assert!(sql.contains("INSERT INTO public.customers") && sql.contains("DELETE FROM public.orders WHERE"), "{sql}");
+    assert_eq!(app.psql("SELECT count(*) FROM customers"), "2000", "a dry run changes nothing");
+
+    // A replay file changed in the store is refused.
+    let file = find(&app.stage.store_dir(), ".lost-writes.sql");
+    let original = std::fs::read(&file).unwrap();
+    std::fs::write(&file, [&original[..], b"DELETE FROM customers;\n"].concat()).unwrap();
+    let tampered = app.run(&["replay", "--sha", &SHA[..7]]);
+    assert_eq!(tampered.status.code(), Some(3), "{}", common::stderr(&tampered));
+    assert!(common::stderr(&tampered).contains("sha256 differs"), "{}", common::stderr(&tampered));
+    assert_eq!(app.psql("SELECT count(*) FROM customers"), "2000");
+    std::fs::write(&file, original).unwrap();
+
+    let applied = app.run(&["replay", "--sha", &SHA[..7]]);
+    assert_eq!(applied.status.code(), Some(0), "{}", common::stderr(&applied));
+    assert_eq!(app.psql("SELECT count(*) FROM customers"), "2003");
+    assert_eq!(app.psql("SELECT name FROM customers WHERE id = 5"), "Zoë (renamed)");
+    assert_eq!(app.psql("SELECT count(*) FROM orders WHERE id = 6000"), "0");
+    // Idempotent: a second replay changes nothing more.
+    assert_eq!(app.run(&["replay", "--sha", &SHA[..7]]).status.code(), Some(0));
+    assert_eq!(app.psql("SELECT count(*) FROM customers"), "2003");
+}
+
+/// The one file under `dir` whose name ends with `suffix`.
+fn find(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                return p;
+            }
+        }
+    }
+    panic!("no {suffix} under {}", dir.display())
+}

@@ -17,6 +17,21 @@ use std::collections::BTreeMap;
 pub use meta_filter::MetaGuard;
 pub use pipeline::{human_bytes, restore_stream, take, take_verified, verify, Taken, TRAILER};
 
+/// The writes made after the backup's snapshot that a restore took away, per table, and the
+/// replay file that puts them back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostWrites {
+    /// Key of the replay file (SQL), beside the backup.
+    pub key: String,
+    pub sha256: String,
+    /// Tables that lost writes.
+    pub tables: Vec<crate::db::TableLoss>,
+    /// Tables that saw writes but could not be compared, and why.
+    pub not_compared: Vec<(String, String)>,
+    /// Tables whose changes include the migrations' own (review before replaying).
+    pub touched_by_migrations: Vec<String>,
+}
+
 /// The migration table as it was.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationState {
@@ -57,6 +72,9 @@ pub struct Manifest {
     /// The results of `verify.queries` before the migrations ran, in order.
     #[serde(default)]
     pub checks: Vec<String>,
+    /// The writes a restore of this backup lost, found in the kept database.
+    #[serde(default)]
+    pub lost_writes: Option<LostWrites>,
     pub journal: Journal,
     /// How the last run on this backup ended; none while a run is under way.
     pub outcome: Option<Outcome>,
@@ -86,6 +104,7 @@ impl Manifest {
             data: taken.tables,
             stats: BTreeMap::new(),
             checks: Vec::new(),
+            lost_writes: None,
             journal: Journal::default(),
             outcome: None,
         }

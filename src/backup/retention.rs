@@ -72,6 +72,9 @@ pub async fn prune(store: &dyn Store, project: &str, policy: Policy, dry_run: bo
         let m = &d.manifest;
         if !dry_run {
             store.delete(&m.key).await.with_context(|| format!("retention: cannot delete {}", m.key))?;
+            if let Some(l) = &m.lost_writes {
+                store.delete(&l.key).await.with_context(|| format!("retention: cannot delete {}", l.key))?;
+            }
             store
                 .delete(&m.manifest_key())
                 .await
@@ -120,6 +123,7 @@ mod tests {
             data: Default::default(),
             stats: Default::default(),
             checks: Vec::new(),
+            lost_writes: None,
             journal: Journal::default(),
             outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
         }

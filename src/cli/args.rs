@@ -72,6 +72,16 @@ pub enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Apply the writes a restore took away (the replay file it wrote beside the backup), in one
+    /// transaction; review it first with --dry-run.
+    Replay {
+        /// SHA (prefix) of the deploy whose restore lost the writes.
+        #[arg(long)]
+        sha: String,
+        /// Print the replay file; apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List backups, newest first.
     Backups {
         /// Only backups whose SHA starts with this.
@@ -91,7 +101,7 @@ pub enum Command {
     /// paths bring everything back.
     Simulate {
         /// happy, migration-fails, unhealthy-after-migrate, bad-down, lying-down, destructive-down,
-        /// data-rewrite, backup-fails, or all.
+        /// data-rewrite, lost-writes, backup-fails, or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Append rehearsal-log rows (date, scenario, path, duration, result) to this file.

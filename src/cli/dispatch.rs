@@ -145,6 +145,16 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             finish_report(g, &report)
         }
+        Command::Replay { sha, dry_run } => {
+            let prefix = prefix_arg(sha)?;
+            let w = World::connect(load_config(cli)?).await?;
+            let r = commands::replay::replay(&w, &prefix, *dry_run).await?;
+            match r.sql {
+                Some(sql) => print!("{sql}"),
+                None => eprintln!("replayed {} row change(s) from {}", r.rows, r.key),
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Backups { sha } => {
             let prefix = sha.as_deref().map(prefix_arg).transpose()?;
             let w = usage(World::offline(load_config(cli)?))?;

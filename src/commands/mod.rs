@@ -3,5 +3,6 @@
 pub mod backup;
 pub mod check;
 pub mod deploy;
+pub mod replay;
 pub mod restore;
 pub mod runbook;

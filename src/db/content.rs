@@ -215,11 +215,14 @@ mod tests {
 pub struct TableStats {
     pub relfilenode: u64,
     pub updated_or_deleted: u64,
+    #[serde(default)]
+    pub inserted: u64,
 }
 
-/// One JSON object: `schema.table` (quoted as pg_dump quotes it) → [relfilenode, upd + del].
+/// One JSON object: `schema.table` (quoted as pg_dump quotes it) → [relfilenode, upd + del, ins].
 const STATS_SQL: &str = "SELECT coalesce(json_object_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-     json_build_array(c.relfilenode::bigint, coalesce(s.n_tup_upd, 0) + coalesce(s.n_tup_del, 0))), '{}') \
+     json_build_array(c.relfilenode::bigint, coalesce(s.n_tup_upd, 0) + coalesce(s.n_tup_del, 0), \
+     coalesce(s.n_tup_ins, 0))), '{}') \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
      WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -228,9 +231,11 @@ const STATS_SQL: &str = "SELECT coalesce(json_object_agg(quote_ident(n.nspname) 
 impl super::Postgres {
     /// [`TableStats`] of every user table of `db`: catalog reads, whatever the data's size.
     pub async fn table_stats(&self, db: &str) -> anyhow::Result<BTreeMap<String, TableStats>> {
-        let v: BTreeMap<String, (u64, u64)> = serde_json::from_value(self.query_json(db, STATS_SQL).await?)?;
+        let v: BTreeMap<String, (u64, u64, u64)> = serde_json::from_value(self.query_json(db, STATS_SQL).await?)?;
         Ok(v.into_iter()
-            .map(|(t, (relfilenode, updated_or_deleted))| (t, TableStats { relfilenode, updated_or_deleted }))
+            .map(|(t, (relfilenode, updated_or_deleted, inserted))| {
+                (t, TableStats { relfilenode, updated_or_deleted, inserted })
+            })
             .collect())
     }
 

@@ -110,6 +110,7 @@ impl Damage {
         for (t, before) in stats_before {
             let Some(now) = stats_now.get(t) else { continue };
             if now.relfilenode != before.relfilenode || now.updated_or_deleted != before.updated_or_deleted {
+                // Inserts alone leave what existed intact: not a suspect.
                 d.touched.insert(t.clone());
                 if data.contains_key(t) && !d.destroyed.iter().any(|l| l.contains(&format!(" {t}."))) {
                     d.suspects.insert(t.clone());
@@ -195,7 +196,7 @@ mod tests {
 
     #[test]
     fn updated_or_rewritten_tables_are_suspects_and_confirmed_by_their_sums() {
-        let st = |relfilenode, n| TableStats { relfilenode, updated_or_deleted: n };
+        let st = |relfilenode, n| TableStats { relfilenode, updated_or_deleted: n, inserted: 0 };
         let before = BTreeMap::from([("public.orders".to_string(), st(1, 10))]);
         for now in [st(1, 6010), st(2, 10)] {
             let mut d = Damage::assess(

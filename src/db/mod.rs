@@ -4,6 +4,7 @@
 mod content;
 mod damage;
 mod fingerprint;
+mod lost;
 mod restore;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub use crate::model::ConnInfo;
 pub use content::{safe_ident_list, unquote, DumpTables, RowSum, TableStats};
 pub use damage::Damage;
 pub use fingerprint::Fingerprint;
+pub use lost::{Shape, TableLoss};
 pub use restore::RestoreReport;
 
 /// A PostgreSQL server reached by running its client tools through an executor.

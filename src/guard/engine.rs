@@ -321,7 +321,10 @@ mod tests {
             Assess => assessed(|_| {}),
             _ => ok(),
         });
-        assert_eq!(&steps[7..], &[Revert, StopApp, Restore, ValidateRestore, Swap, Redeploy, RedeployHealth, Checks]);
+        assert_eq!(
+            &steps[7..],
+            &[Revert, StopApp, Restore, ValidateRestore, Swap, LostWrites, Redeploy, RedeployHealth, Checks]
+        );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Restore });
     }
 

@@ -37,6 +37,7 @@ steps! {
     Restore => "restore", "Restore the backup into a scratch database";
     ValidateRestore => "validate-restore", "Validate the restored database";
     Swap => "swap", "Swap the restored database in";
+    LostWrites => "lost-writes", "Find the writes the restore took away";
     Redeploy => "redeploy", "Redeploy the previous tag";
     RedeployHealth => "redeploy-health", "Health check after redeploy";
     Checks => "checks", "Run the user's checks (verify.queries, verify.commands)";

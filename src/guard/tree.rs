@@ -177,8 +177,12 @@ pub const EDGES: &[Edge] = &[
     e(REST, Step::Restore, Failed, end(End::Stuck)),
     e(REST, ValidateRestore, Ok, run(Swap)),
     e(REST, ValidateRestore, Failed, end(End::Stuck)),
-    e(ROLL, Swap, Ok, run(Redeploy)),
-    e(&[R], Swap, Ok, run(Checks)),
+    e(REST, Swap, Ok, run(LostWrites)),
+    // Finding lost writes never holds up the recovery: a failure is carried past.
+    e(ROLL, LostWrites, Ok, run(Redeploy)),
+    e(ROLL, LostWrites, Failed, run(Redeploy)),
+    e(&[R], LostWrites, Ok, run(Checks)),
+    e(&[R], LostWrites, Failed, run(Checks)),
     e(REST, Swap, Failed, end(End::Stuck)),
     e(ROLL, Redeploy, Ok, run(RedeployHealth)),
     e(ROLL, Redeploy, Failed, end(End::Stuck)),
@@ -238,6 +242,6 @@ mod tests {
         }
         assert_eq!(straight_path(D), vec![Preflight, Step::Backup, Record, Migrate, Step::Deploy, Health]);
         assert_eq!(straight_path(B), vec![Preflight, Step::Backup, Record]);
-        assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap, Checks]);
+        assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap, LostWrites, Checks]);
     }
 }

@@ -9,6 +9,7 @@ use super::Sha;
 
 const DATA_SUFFIX: &str = ".sql.gz";
 const MANIFEST_SUFFIX: &str = ".manifest.json";
+const REPLAY_SUFFIX: &str = ".lost-writes.sql";
 
 /// A backup's name: `{yyyymm}/{yyyymmdd}_{hhmmss}_pre-deploy-{sha7}`, with the data beside its
 /// manifest (`….sql.gz`, `….manifest.json`).
@@ -24,7 +25,8 @@ impl BackupName {
 
     /// The name of a data or manifest key (or a bare stem).
     pub fn from_key(key: &str) -> BackupName {
-        let stem = key.strip_suffix(DATA_SUFFIX).or_else(|| key.strip_suffix(MANIFEST_SUFFIX)).unwrap_or(key);
+        let stem =
+            [DATA_SUFFIX, MANIFEST_SUFFIX, REPLAY_SUFFIX].iter().find_map(|s| key.strip_suffix(s)).unwrap_or(key);
         BackupName { stem: stem.to_string() }
     }
 
@@ -47,6 +49,11 @@ impl BackupName {
 
     pub fn manifest_key(&self) -> String {
         format!("{}{MANIFEST_SUFFIX}", self.stem)
+    }
+
+    /// The replay file of the writes a restore of this backup lost.
+    pub fn replay_key(&self) -> String {
+        format!("{}{REPLAY_SUFFIX}", self.stem)
     }
 }
 

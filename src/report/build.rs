@@ -50,6 +50,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         migrations_after: run.rows_after.clone(),
         drift: run.drift.clone(),
         destroyed: run.destroyed.clone(),
+        lost_writes: run.lost_writes.clone(),
         app_status: run.app_status.clone(),
         app_logs: run.app_logs.clone(),
         kept_database: run.kept_database().map(str::to_string),

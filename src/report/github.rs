@@ -313,6 +313,7 @@ pub fn incident_body(r: &Report) -> String {
         }
         md.push('\n');
     }
+    super::summary::lost_writes(&mut md, r);
     let failed_at = r.own_steps().find(|e| e.state == EntryState::Failed).map(|e| e.started_at);
     // pg_dump reads one snapshot taken when it starts: later writes are not in the backup.
     let backup_at = r

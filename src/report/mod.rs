@@ -54,6 +54,8 @@ pub struct Report {
     pub drift: Vec<String>,
     /// What the migrations destroyed of the data that existed before the deploy.
     pub destroyed: Vec<String>,
+    /// The writes the restore took away, and their replay file.
+    pub lost_writes: Option<crate::backup::LostWrites>,
     pub app_status: Option<String>,
     pub app_logs: Option<String>,
     /// The broken database, kept for forensics after a restore.
@@ -137,6 +139,7 @@ pub(crate) mod fixture {
             ]),
             drift: vec!["+ column public.users.tier integer".into()],
             destroyed: Vec::new(),
+            lost_writes: None,
             app_status: Some("exited (1)".into()),
             app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
             kept_database: Some("station__failed_abc1234".into()),

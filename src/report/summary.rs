@@ -60,6 +60,7 @@ pub fn render(r: &Report) -> String {
         }
         md.push('\n');
     }
+    lost_writes(&mut md, r);
     if !r.drift.is_empty() {
         md.push_str("### Schema changes seen (vs the pre-deploy fingerprint)\n\n```diff\n");
         for d in r.drift.iter().take(50) {
@@ -181,6 +182,43 @@ fn flowchart(md: &mut String, r: &Report) {
         }
     }
     md.push_str("```\n\n");
+}
+
+/// The writes the restore took away: counts per table, and how to put them back.
+pub fn lost_writes(md: &mut String, r: &Report) {
+    let Some(l) = &r.lost_writes else { return };
+    md.push_str("### Writes the restore took away\n\n");
+    if l.tables.is_empty() {
+        md.push_str("None: no table that existed before the deploy was written to after the backup.\n\n");
+    } else {
+        md.push_str("| table | inserted | updated | deleted |\n|---|---:|---:|---:|\n");
+        for t in &l.tables {
+            let _ = writeln!(md, "| `{}` | {} | {} | {} |", t.table, t.inserted, t.updated, t.deleted);
+        }
+        let _ = writeln!(
+            md,
+            "\nThey are in `{}` beside the backup (idempotent SQL, one transaction). Review it with \
+             `deploy-guard replay --sha {} --dry-run`, then apply it without `--dry-run`. Nothing was replayed \
+             by itself.\n",
+            l.key,
+            &r.sha[..7.min(r.sha.len())]
+        );
+        if !l.touched_by_migrations.is_empty() {
+            let _ = writeln!(
+                md,
+                "The migrations changed {} too: their rows there include the migrations' own changes — replay \
+                 only what the app wrote.\n",
+                l.touched_by_migrations.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if !l.not_compared.is_empty() {
+        md.push_str("Not compared (written after the backup, but cannot be matched row by row):\n\n");
+        for (t, why) in &l.not_compared {
+            let _ = writeln!(md, "- `{t}`: {why}");
+        }
+        md.push('\n');
+    }
 }
 
 fn migrations(md: &mut String, r: &Report) {

@@ -54,6 +54,8 @@ pub struct Run<'w> {
     pub destroyed: Vec<String>,
     /// Pre-existing tables the deploy touched: a revert must leave their rows as the backup's.
     pub touched: std::collections::BTreeSet<String>,
+    /// The writes the restore took away.
+    pub lost_writes: Option<crate::backup::LostWrites>,
 }
 
 impl<'w> Run<'w> {
@@ -81,6 +83,7 @@ impl<'w> Run<'w> {
             swap: None,
             destroyed: Vec::new(),
             touched: Default::default(),
+            lost_writes: None,
         }
     }
 

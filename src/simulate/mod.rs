@@ -30,6 +30,9 @@ pub struct Scenario {
     pub release: &'static str,
     pub expect_end: End,
     pub expect_path: DbPath,
+    /// Rows the app writes after the backup that the restore must find: (inserted, updated,
+    /// deleted); the replay file must then bring the database to what the app had written.
+    pub lost_writes: Option<(u64, u64, u64)>,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -39,6 +42,7 @@ pub const SCENARIOS: &[Scenario] = &[
         release: "v2",
         expect_end: End::Deployed,
         expect_path: DbPath::None,
+        lost_writes: None,
     },
     Scenario {
         name: "migration-fails",
@@ -46,6 +50,7 @@ pub const SCENARIOS: &[Scenario] = &[
         release: "v2-notnull",
         expect_end: End::RolledBack,
         expect_path: DbPath::None,
+        lost_writes: None,
     },
     Scenario {
         name: "unhealthy-after-migrate",
@@ -53,6 +58,7 @@ pub const SCENARIOS: &[Scenario] = &[
         release: "v2-crash",
         expect_end: End::RolledBack,
         expect_path: DbPath::Revert,
+        lost_writes: None,
     },
     Scenario {
         name: "bad-down",
@@ -60,6 +66,7 @@ pub const SCENARIOS: &[Scenario] = &[
         release: "v2-bad-down",
         expect_end: End::RolledBack,
         expect_path: DbPath::Restore,
+        lost_writes: None,
     },
     Scenario {
         name: "lying-down",
@@ -67,6 +74,7 @@ pub const SCENARIOS: &[Scenario] = &[
         release: "v2-lying-down",
         expect_end: End::RolledBack,
         expect_path: DbPath::Restore,
+        lost_writes: None,
     },
     Scenario {
         name: "destructive-down",
@@ -74,6 +82,7 @@ pub const SCENARIOS: &[Scenario] = &[
         release: "v2-drop-note",
         expect_end: End::RolledBack,
         expect_path: DbPath::Restore,
+        lost_writes: None,
     },
     Scenario {
         name: "data-rewrite",
@@ -81,6 +90,15 @@ pub const SCENARIOS: &[Scenario] = &[
         release: "v2-rewrite-email",
         expect_end: End::RolledBack,
         expect_path: DbPath::Restore,
+        lost_writes: None,
+    },
+    Scenario {
+        name: "lost-writes",
+        about: "the app writes after the backup, the migration destroys a column: restore, the writes replayed exactly",
+        release: "v2-app-writes",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::Restore,
+        lost_writes: Some((3, 1, 1)),
     },
     Scenario {
         name: "backup-fails",
@@ -88,6 +106,7 @@ pub const SCENARIOS: &[Scenario] = &[
         release: "v2",
         expect_end: End::Aborted,
         expect_path: DbPath::None,
+        lost_writes: None,
     },
 ];
 
@@ -175,6 +194,13 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
             ],
             false,
         ),
+        "v2-app-writes" => (
+            vec![
+                ("003_drop_order_note.up.sql", "ALTER TABLE orders DROP COLUMN note;"),
+                ("003_drop_order_note.down.sql", "ALTER TABLE orders ADD COLUMN note text;"),
+            ],
+            false,
+        ),
         "v2-rewrite-email" => (
             vec![
                 ("003_upper_emails.up.sql", "UPDATE customers SET email = upper(email);"),
@@ -184,6 +210,16 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
         ),
         _ => (vec![], true),
     }
+}
+
+/// What a release's app writes when it starts (signups, an edit, a cancellation).
+fn app_writes(release: &str) -> Option<&'static str> {
+    (release == "v2-app-writes").then_some(
+        "INSERT INTO customers (name, email) VALUES ('Neu 1', 'n1@example.org'), ('Neu 2', 'n2@example.org'), \
+         ('Neu 3', 'n3@example.org');\n\
+         UPDATE customers SET name = 'Zoë (renamed)' WHERE id = 5;\n\
+         DELETE FROM orders WHERE id = 6000;",
+    )
 }
 
 const SEED: &str = "INSERT INTO customers (name, email, status) \
@@ -238,6 +274,9 @@ impl Stage {
             }
             if healthy {
                 std::fs::write(app.join("releases").join(name).join("healthy"), "")?;
+            }
+            if let Some(sql) = app_writes(name) {
+                std::fs::write(app.join("releases").join(name).join("writes.sql"), sql)?;
             }
         }
         let sh = |args: &[&str]| -> Result<()> {
@@ -402,6 +441,11 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
     if s.expect_path == DbPath::Restore && !w.db.database_exists(&DbNames::new(&st.db, &sha)?.failed).await? {
         problems.push("the broken database was not kept".into());
     }
+    if let Some(expected) = s.lost_writes {
+        if let Err(e) = check_replay(&w, &report, &sha, expected).await {
+            problems.push(format!("{e:#}"));
+        }
+    }
     if s3_prefix.is_some() {
         for o in w.store.list("").await? {
             w.store.delete(&o.key).await?;
@@ -495,6 +539,28 @@ fn append_record(path: &Path, results: &[ScenarioResult]) -> Result<()> {
             r.recovery_secs.unwrap_or(r.duration_secs),
             if r.as_expected { format!("ok ({})", r.result) } else { format!("FAILED: {}", r.problems.join("; ")) }
         )?;
+    }
+    Ok(())
+}
+
+/// The restore found exactly the app's writes, and the replay file brings the live database to
+/// the rows the app had written (compared with the kept database, column for column).
+async fn check_replay(w: &World, report: &crate::report::Report, sha: &Sha, expected: (u64, u64, u64)) -> Result<()> {
+    let lost = report.lost_writes.as_ref().context("the restore did not look for lost writes")?;
+    let found = lost.tables.iter().fold((0, 0, 0), |a, t| (a.0 + t.inserted, a.1 + t.updated, a.2 + t.deleted));
+    if found != expected {
+        bail!("the restore found {found:?} lost (inserted, updated, deleted) rows, the app wrote {expected:?}");
+    }
+    let prefix = crate::model::ShaPrefix::parse(sha.short())?;
+    crate::commands::replay::replay(w, &prefix, false).await?;
+    let kept = DbNames::new(&w.db.name, sha)?.failed;
+    for t in &lost.tables {
+        let shape = w.db.loss_shape(&w.db.name, &kept, &t.table).await?;
+        let live = w.db.table_sum(&w.db.name, &t.table, &shape.columns).await?;
+        let was = w.db.table_sum(&kept, &t.table, &shape.columns).await?;
+        if !live.same_rows(&was) {
+            bail!("after the replay, {} differs from what the app had written", t.table);
+        }
     }
     Ok(())
 }

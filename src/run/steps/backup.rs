@@ -19,12 +19,14 @@ impl StepSpec for Backup {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        vec![run.w.db.dump_cmd()]
+        vec![run.w.db.query_cmd(&run.w.db.name), run.w.db.dump_cmd()]
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
         let key = BackupName::new(&run.sha, run.started_at).data_key();
+        // Before the dump: every write after this shows in the counters (damage, lost writes).
+        let stats = w.db.table_stats(&w.db.name).await?;
         let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
         let detail = format!(
             "{} ({} of SQL), sha256 {}, verified",
@@ -36,6 +38,7 @@ impl StepSpec for Backup {
         m.tag = run.tag.clone();
         m.previous_tag = run.previous_tag.clone();
         m.server_version = run.server_version.clone();
+        m.stats = stats;
         run.manifest = Some(m);
         run.persist().await;
         Ok(Done::Ok(detail))

@@ -10,6 +10,7 @@ mod backup;
 pub mod checks;
 mod deploy;
 mod health;
+mod lost_writes;
 mod migrate;
 mod preflight;
 mod record;
@@ -71,6 +72,7 @@ pub fn spec(step: Step) -> &'static dyn StepSpec {
         Step::Restore => &restore::Restore,
         Step::ValidateRestore => &validate_restore::ValidateRestore,
         Step::Swap => &swap::Swap,
+        Step::LostWrites => &lost_writes::LostWrites,
         Step::Redeploy => &redeploy::Redeploy,
         Step::RedeployHealth => &health::Health,
         Step::Checks => &checks::Checks,

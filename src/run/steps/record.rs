@@ -13,7 +13,7 @@ pub struct Record;
 impl StepSpec for Record {
     fn what(&self, run: &Run) -> String {
         format!(
-            "record migration rows ({}), the schema fingerprint and table statistics in the manifest",
+            "record migration rows ({}) and the schema fingerprint in the manifest",
             run.w.migrator.table.as_deref().unwrap_or("no table configured")
         )
     }
@@ -30,14 +30,12 @@ impl StepSpec for Record {
         let w = run.w;
         let rows = w.migration_rows(&w.db.name).await?;
         let fp = w.db.fingerprint(&w.db.name).await?;
-        let stats = w.db.table_stats(&w.db.name).await?;
         let checks = super::checks::query_results(w).await?;
         let detail =
             format!("{} migration rows; schema fingerprint {} ({} objects)", rows.len(), fp.short(), fp.items.len());
         let m = run.manifest.as_mut().context("no manifest")?;
         m.migrations = MigrationState { table: w.migrator.table.clone(), rows };
         m.fingerprint = Some(fp);
-        m.stats = stats;
         m.checks = checks;
         if m.previous_tag.is_none() {
             // A backup on its own records what runs, for a later restore's redeploy.

@@ -8,6 +8,10 @@ case "$1" in
     [ -d "releases/$2" ] || { echo "no release $2" >&2; exit 1; }
     printf '%s\n' "$2" > state/tag
     touch state/running
+    # A release that writes when it starts (signups, edits) writes once.
+    if [ -f "releases/$2/writes.sql" ] && [ ! -f "state/wrote-$2" ]; then
+      psql -X -q -v ON_ERROR_STOP=1 -f "releases/$2/writes.sql" && touch "state/wrote-$2"
+    fi
     echo "$(date -u +%FT%TZ) started $2" >> state/log ;;
   stop)
     rm -f state/running

@@ -1,0 +1,118 @@
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{Done, Run, StepSpec};
+use crate::backup::LostWrites as Found;
+use crate::db::TableLoss;
+use crate::exec::Cmd;
+use crate::model::BackupName;
+
+/// After the swap: the kept database holds every write made after the backup's snapshot;
+/// those the restore took away are written to a replay file beside the backup (never applied
+/// by itself: `deploy-guard replay --sha SHA`).
+pub struct LostWrites;
+
+#[async_trait]
+impl StepSpec for LostWrites {
+    fn what(&self, run: &Run) -> String {
+        let failed = run.db_names().map(|n| n.failed).unwrap_or_else(|_| "the kept database".into());
+        format!(
+            "compare {failed} with the restored database, by primary key, for the tables written after the backup; \
+             the differences go to a replay file beside the backup"
+        )
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        let db = &run.w.db;
+        let mut out = vec![db.query_cmd(&db.name)];
+        if let Ok(n) = run.db_names() {
+            out.push(db.query_cmd(&n.failed));
+        }
+        out
+    }
+
+    fn by_hand(&self, run: &Run) -> Vec<String> {
+        vec![run.dg(&format!("replay --sha {} --dry-run", run.sha.short()))]
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        let w = run.w;
+        let names = run.swap.clone().context("no swap happened")?;
+        let m = run.manifest()?.clone();
+        let stats_now = w.db.table_stats(&names.failed).await?;
+        // Tables that saw writes since the backup (all of them when nothing was recorded), but
+        // not the migration table: its rows are the migrations' own, and the restore put it
+        // back as it must be.
+        let migration_table =
+            w.migrator.table.as_deref().map(|t| if t.contains('.') { t.to_string() } else { format!("public.{t}") });
+        let candidates: Vec<&String> = m
+            .data
+            .keys()
+            .filter(|t| migration_table.as_deref() != Some(t.as_str()))
+            .filter(|t| m.stats.is_empty() || stats_now.get(*t) != m.stats.get(*t))
+            .collect();
+        let key = BackupName::from_key(&m.key).replay_key();
+        let mut found = Found::default();
+        let mut sha = Sha256::new();
+        let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
+        let produce = async {
+            let header = format!(
+                "-- deploy-guard: writes made to {} after the backup {} and lost by its restore.\n\
+                 -- Idempotent; review it, then: deploy-guard replay --sha {}\n",
+                names.live,
+                m.key,
+                run.sha.short()
+            );
+            sha.update(header.as_bytes());
+            tx.write_all(header.as_bytes()).await?;
+            for t in candidates {
+                let shape = match w.db.loss_shape(&names.live, &names.failed, t).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        found.not_compared.push((t.clone(), format!("{e:#}")));
+                        continue;
+                    }
+                };
+                let mut buf = Vec::new();
+                let loss: TableLoss = w.db.table_loss(&names.live, &names.failed, &shape, &mut buf).await?;
+                sha.update(&buf);
+                tx.write_all(&buf).await?;
+                if loss.total() > 0 {
+                    if run.touched.contains(t) {
+                        found.touched_by_migrations.push(t.clone());
+                    }
+                    found.tables.push(loss);
+                }
+            }
+            tx.shutdown().await?;
+            anyhow::Ok(())
+        };
+        let store = w.store.clone();
+        let put = async move { store.put(&key, &mut rx).await };
+        let (produced, stored) = tokio::join!(produce, put);
+        produced?;
+        stored.context("storing the replay file")?;
+        found.key = BackupName::from_key(&m.key).replay_key();
+        found.sha256 = hex::encode(sha.finalize());
+        let (ins, upd, del) =
+            found.tables.iter().fold((0, 0, 0), |a, t| (a.0 + t.inserted, a.1 + t.updated, a.2 + t.deleted));
+        let detail = if found.tables.is_empty() {
+            "no writes after the backup were lost".to_string()
+        } else {
+            format!(
+                "{ins} row(s) inserted, {upd} updated, {del} deleted after the backup, in {} table(s): {} (apply with `{}`)",
+                found.tables.len(),
+                found.key,
+                run.dg(&format!("replay --sha {}", run.sha.short()))
+            )
+        };
+        if let Some(m) = run.manifest.as_mut() {
+            m.lost_writes = Some(found.clone());
+        }
+        run.lost_writes = Some(found);
+        run.persist().await;
+        Ok(Done::Ok(detail))
+    }
+}
