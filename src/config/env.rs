@@ -71,6 +71,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("backup.max_age", Kind::Str),
     ("backup.compression", Kind::Int),
     ("rollback.strategy", Kind::Str),
+    ("rollback.additive", Kind::Str),
     ("github.environment", Kind::Str),
     ("github.deployments", Kind::Bool),
     ("github.comment", Kind::Bool),

@@ -319,6 +319,19 @@ pub enum Strategy {
 pub struct Rollback {
     #[serde(default)]
     pub strategy: Strategy,
+    /// When the failed deploy's migrations only added (nullable or defaulted columns, tables,
+    /// indexes, constraints): `revert` them (default), or `keep` them and redeploy the previous
+    /// tag alone — its schema is a subset of the new one.
+    #[serde(default)]
+    pub additive: Additive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Additive {
+    #[default]
+    Revert,
+    Keep,
 }
 
 fn default_ssh_port() -> u16 {

@@ -59,6 +59,11 @@ pub struct Damage {
     /// Pre-existing tables the deploy touched at all (schema or rows): a revert is verified
     /// only when their rows equal the backup's.
     pub touched: BTreeSet<String>,
+    /// What the deploy added to the schema (`+` lines of the fingerprint's diff).
+    pub added: Vec<String>,
+    /// The schema only gained, and nothing it gained stops the previous release's writes: no
+    /// object removed or changed, no NOT NULL column without a default (see [`Damage::only_added`]).
+    pub additive_only: bool,
 }
 
 impl Damage {
@@ -102,6 +107,11 @@ impl Damage {
         // Any other change to a pre-existing table's definition (a column added, an index, a
         // constraint) touches it.
         let diff = fp_before.diff(fp_now);
+        d.added = diff.iter().filter_map(|l| l.strip_prefix("+ ")).map(str::to_string).collect();
+        let blocks_old_writes =
+            |item: &String| item.starts_with("column ") && item.contains(" not null") && !item.contains(" default ");
+        d.additive_only =
+            !diff.is_empty() && diff.iter().all(|l| l.starts_with("+ ")) && !d.added.iter().any(blocks_old_writes);
         for t in tables(fp_before).intersection(&tables_now) {
             if diff.iter().any(|line| line.contains(&format!(" {t}.")) || line.contains(&format!(" {t} "))) {
                 d.touched.insert(t.clone());
@@ -118,6 +128,11 @@ impl Damage {
             }
         }
         d
+    }
+
+    /// Only additions, and nothing destroyed (ask after [`Damage::rows_changed`] for every suspect).
+    pub fn only_added(&self) -> bool {
+        self.additive_only && self.destroyed.is_empty()
     }
 
     /// A suspect table whose rows differ from the backup's.
@@ -191,6 +206,9 @@ mod tests {
             fp(&[BEFORE, &["column public.orders.tier integer", "index public.orders orders_tier_idx"]].concat());
         let d = Damage::assess(&fp(BEFORE), &added, &BTreeMap::new(), &BTreeMap::new(), &data());
         assert!(d.destroyed.is_empty(), "{:?}", d.destroyed);
+        assert!(d.only_added());
+        let strict = fp(&[BEFORE, &["column public.orders.tier integer not null"]].concat());
+        assert!(!Damage::assess(&fp(BEFORE), &strict, &BTreeMap::new(), &BTreeMap::new(), &data()).only_added());
         assert_eq!(d.touched, BTreeSet::from(["public.orders".to_string()]));
     }
 

@@ -23,6 +23,8 @@ pub struct Assessment {
     pub backup_verified: bool,
     /// What the migrations destroyed of the data that existed before (empty: nothing).
     pub destroyed: Vec<String>,
+    /// The migrations only added what the previous release can live with.
+    pub additive_only: bool,
 }
 
 /// How the step that just ran ended.
@@ -49,6 +51,8 @@ pub struct Engine {
     path: DbPath,
     /// Why the run stops here, when it stops for a person or aborts.
     reason: String,
+    /// `rollback.additive: keep`.
+    keep_additive: bool,
     /// Why the fast path was not taken or did not hold, for the report.
     pub notes: Vec<String>,
 }
@@ -56,7 +60,22 @@ pub struct Engine {
 impl Engine {
     pub fn new(mode: Mode, strategy: Strategy) -> Engine {
         let path = if mode == Mode::Restore { DbPath::Restore } else { DbPath::None };
-        Engine { mode, strategy, failed_step: None, path, reason: String::new(), notes: Vec::new() }
+        Engine {
+            mode,
+            strategy,
+            failed_step: None,
+            path,
+            reason: String::new(),
+            keep_additive: false,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Under `rollback.additive: keep`, additive-only migrations stay and the previous tag is
+    /// redeployed alone.
+    pub fn keep_additive(mut self, keep: bool) -> Engine {
+        self.keep_additive = keep;
+        self
     }
 
     pub fn mode(&self) -> Mode {
@@ -152,6 +171,10 @@ impl Engine {
             self.path = DbPath::None;
             return Branch::Unchanged;
         }
+        if self.keep_additive && a.additive_only && self.strategy != Strategy::Restore {
+            self.path = DbPath::None;
+            return Branch::KeepAdditive;
+        }
         let blockers = self.fast_path_blockers(a);
         if blockers.is_empty() {
             self.path = DbPath::Revert;
@@ -223,6 +246,7 @@ mod tests {
             revert_configured: true,
             backup_verified: true,
             destroyed: Vec::new(),
+            additive_only: false,
         };
         f(&mut a);
         StepResult::Assessed(a)
@@ -301,6 +325,33 @@ mod tests {
         );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Revert });
         assert_eq!(o.exit_code(Mode::Deploy).code(), 1);
+    }
+
+    #[test]
+    fn additive_migrations_stay_under_keep() {
+        let run = |keep: bool| {
+            let mut e = Engine::new(Mode::Deploy, Strategy::Auto).keep_additive(keep);
+            let mut steps = vec![];
+            let mut step = e.first();
+            loop {
+                steps.push(step);
+                let r = match step {
+                    Health => fail(),
+                    Assess => assessed(|a| a.additive_only = true),
+                    _ => ok(),
+                };
+                match e.next(step, &r) {
+                    Next::Run(s) => step = s,
+                    Next::Finish(o) => return (steps, o),
+                }
+            }
+        };
+        let (steps, o) = run(true);
+        assert_eq!(&steps[6..], &[Assess, Redeploy, RedeployHealth, Checks]);
+        assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::None });
+        let (steps, o) = run(false);
+        assert!(steps.contains(&Revert));
+        assert_eq!(o.path(), DbPath::Revert);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum Branch {
     Unchanged,
     /// assess: the tool's revert can be trusted.
     FastPath,
+    /// assess: the migrations only added, and `rollback.additive: keep` keeps them.
+    KeepAdditive,
     /// assess: the revert cannot be trusted, or the database cannot be seen.
     NotTrusted,
     /// The safe path is needed but `rollback.strategy: revert` forbids it.
@@ -62,6 +64,7 @@ impl Branch {
             Branch::Failed => "fails",
             Branch::Unchanged => "database unchanged",
             Branch::FastPath => "revert trusted",
+            Branch::KeepAdditive => "only additions, kept",
             Branch::NotTrusted => "revert not trusted",
             Branch::RestoreForbidden => "restore not allowed",
             Branch::NoBackup => "no verified backup",
@@ -161,6 +164,7 @@ pub const EDGES: &[Edge] = &[
     e(&[D], Health, Failed, run(Assess)),
     e(ROLL, Assess, Unchanged, run(Redeploy)),
     e(ROLL, Assess, FastPath, run(Revert)),
+    e(ROLL, Assess, KeepAdditive, run(Redeploy)),
     e(ROLL, Assess, NotTrusted, run(StopApp)),
     e(ROLL, Assess, RestoreForbidden, end(End::Stuck)),
     e(ROLL, Assess, NoBackup, end(End::Stuck)),

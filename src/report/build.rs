@@ -51,6 +51,10 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         drift: run.drift.clone(),
         destroyed: run.destroyed.clone(),
         lost_writes: run.lost_writes.clone(),
+        kept_additions: match &outcome {
+            Outcome::RolledBack { path: crate::guard::DbPath::None, .. } => run.added.clone(),
+            _ => Vec::new(),
+        },
         app_status: run.app_status.clone(),
         app_logs: run.app_logs.clone(),
         kept_database: run.kept_database().map(str::to_string),

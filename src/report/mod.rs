@@ -56,6 +56,8 @@ pub struct Report {
     pub destroyed: Vec<String>,
     /// The writes the restore took away, and their replay file.
     pub lost_writes: Option<crate::backup::LostWrites>,
+    /// Additions the rollback kept (`rollback.additive: keep`): what stays in the schema.
+    pub kept_additions: Vec<String>,
     pub app_status: Option<String>,
     pub app_logs: Option<String>,
     /// The broken database, kept for forensics after a restore.
@@ -140,6 +142,7 @@ pub(crate) mod fixture {
             drift: vec!["+ column public.users.tier integer".into()],
             destroyed: Vec::new(),
             lost_writes: None,
+            kept_additions: Vec::new(),
             app_status: Some("exited (1)".into()),
             app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
             kept_database: Some("station__failed_abc1234".into()),

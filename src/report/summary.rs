@@ -61,6 +61,13 @@ pub fn render(r: &Report) -> String {
         md.push('\n');
     }
     lost_writes(&mut md, r);
+    if !r.kept_additions.is_empty() {
+        md.push_str("### Kept: the migrations only added\n\nThe previous tag runs on the new schema, a superset of its own (`rollback.additive: keep`); nothing written into the additions was dropped. What stays:\n\n```\n");
+        for a in &r.kept_additions {
+            let _ = writeln!(md, "{a}");
+        }
+        md.push_str("```\n\nTo schedule: redeploy the fixed release (its migrations are already applied), or a cleanup migration that drops these once the release is abandoned.\n\n");
+    }
     if !r.drift.is_empty() {
         md.push_str("### Schema changes seen (vs the pre-deploy fingerprint)\n\n```diff\n");
         for d in r.drift.iter().take(50) {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::backup::Manifest;
-use crate::config::Strategy;
+use crate::config::{Additive, Strategy};
 use crate::db::LockGuard;
 use crate::guard::{Engine, EntryState, Journal, Mode, Next, Outcome, Step, StepResult};
 use crate::model::{DbNames, Sha};
@@ -56,6 +56,8 @@ pub struct Run<'w> {
     pub touched: std::collections::BTreeSet<String>,
     /// The writes the restore took away.
     pub lost_writes: Option<crate::backup::LostWrites>,
+    /// What the deploy added to the schema (kept under `rollback.additive: keep`).
+    pub added: Vec<String>,
 }
 
 impl<'w> Run<'w> {
@@ -84,6 +86,7 @@ impl<'w> Run<'w> {
             destroyed: Vec::new(),
             touched: Default::default(),
             lost_writes: None,
+            added: Vec::new(),
         }
     }
 
@@ -114,7 +117,8 @@ impl<'w> Run<'w> {
 
     /// Runs the engine to its end.
     pub async fn drive(&mut self, strategy: Strategy) -> Outcome {
-        let mut engine = Engine::new(self.mode, strategy);
+        let mut engine =
+            Engine::new(self.mode, strategy).keep_additive(self.w.config.rollback.additive == Additive::Keep);
         let mut step = engine.first();
         let outcome = loop {
             self.journal.begin(step, Utc::now());

@@ -33,6 +33,8 @@ pub struct Scenario {
     /// Rows the app writes after the backup that the restore must find: (inserted, updated,
     /// deleted); the replay file must then bring the database to what the app had written.
     pub lost_writes: Option<(u64, u64, u64)>,
+    /// Runs with `rollback.additive: keep`: the new schema and what the app wrote into it stay.
+    pub keep_additive: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -43,6 +45,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_end: End::Deployed,
         expect_path: DbPath::None,
         lost_writes: None,
+        keep_additive: false,
     },
     Scenario {
         name: "migration-fails",
@@ -51,6 +54,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_end: End::RolledBack,
         expect_path: DbPath::None,
         lost_writes: None,
+        keep_additive: false,
     },
     Scenario {
         name: "unhealthy-after-migrate",
@@ -59,6 +63,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_end: End::RolledBack,
         expect_path: DbPath::Revert,
         lost_writes: None,
+        keep_additive: false,
     },
     Scenario {
         name: "bad-down",
@@ -67,6 +72,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_end: End::RolledBack,
         expect_path: DbPath::Restore,
         lost_writes: None,
+        keep_additive: false,
     },
     Scenario {
         name: "lying-down",
@@ -75,6 +81,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_end: End::RolledBack,
         expect_path: DbPath::Restore,
         lost_writes: None,
+        keep_additive: false,
     },
     Scenario {
         name: "destructive-down",
@@ -83,6 +90,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_end: End::RolledBack,
         expect_path: DbPath::Restore,
         lost_writes: None,
+        keep_additive: false,
     },
     Scenario {
         name: "data-rewrite",
@@ -91,6 +99,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_end: End::RolledBack,
         expect_path: DbPath::Restore,
         lost_writes: None,
+        keep_additive: false,
     },
     Scenario {
         name: "lost-writes",
@@ -99,6 +108,17 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_end: End::RolledBack,
         expect_path: DbPath::Restore,
         lost_writes: Some((3, 1, 1)),
+        keep_additive: false,
+    },
+    Scenario {
+        name: "additive-keep",
+        about:
+            "rollback.additive: keep; the migration only adds a column the new app fills in: previous tag, column kept",
+        release: "v2-additive",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::None,
+        lost_writes: None,
+        keep_additive: true,
     },
     Scenario {
         name: "backup-fails",
@@ -107,6 +127,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_end: End::Aborted,
         expect_path: DbPath::None,
         lost_writes: None,
+        keep_additive: false,
     },
 ];
 
@@ -194,6 +215,7 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
             ],
             false,
         ),
+        "v2-additive" => (vec![(up, ADD_NICKNAME), (down, DROP_NICKNAME)], false),
         "v2-app-writes" => (
             vec![
                 ("003_drop_order_note.up.sql", "ALTER TABLE orders DROP COLUMN note;"),
@@ -214,6 +236,9 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
 
 /// What a release's app writes when it starts (signups, an edit, a cancellation).
 fn app_writes(release: &str) -> Option<&'static str> {
+    if release == "v2-additive" {
+        return Some("UPDATE customers SET nickname = 'Zo' WHERE id = 5;");
+    }
     (release == "v2-app-writes").then_some(
         "INSERT INTO customers (name, email) VALUES ('Neu 1', 'n1@example.org'), ('Neu 2', 'n2@example.org'), \
          ('Neu 3', 'n3@example.org');\n\
@@ -360,6 +385,9 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
     let db = format!("shop_{}", s.name.replace('-', "_"));
     let st = Stage::new(cluster, &root.join(s.name), &db, &[s.release], s.name == "backup-fails")?;
     let mut config = Config::from_yaml(&st.config_yaml(&format!("simulate-{}", s.name)), &[])?;
+    if s.keep_additive {
+        config.rollback.additive = crate::config::Additive::Keep;
+    }
     let mut s3_prefix = None;
     if let Some(b) = base {
         config.backup.compression = b.backup.compression;
@@ -416,11 +444,23 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
             ));
         }
     } else {
-        if fp_after != fp_before {
-            problems.push(format!("schema differs from before the deploy: {}", fp_before.diff(&fp_after).join("; ")));
-        }
-        if rows_after != rows_before {
-            problems.push("migration table differs from before the deploy".into());
+        if s.keep_additive {
+            // The additions stay, with what the new app wrote into them; nothing else changed.
+            let diff = fp_before.diff(&fp_after);
+            if diff.iter().any(|l| l.starts_with("- ")) || rows_after.len() != rows_before.len() + 1 {
+                problems.push(format!("expected only additions kept: {}", diff.join("; ")));
+            }
+            if w.db.query(&w.db.name, "SELECT nickname FROM customers WHERE id = 5;").await? != "Zo" {
+                problems.push("what the new app wrote into the kept column is gone".into());
+            }
+        } else {
+            if fp_after != fp_before {
+                problems
+                    .push(format!("schema differs from before the deploy: {}", fp_before.diff(&fp_after).join("; ")));
+            }
+            if rows_after != rows_before {
+                problems.push("migration table differs from before the deploy".into());
+            }
         }
         if tag_after != "v1" {
             problems.push(format!("{tag_after} runs, v1 must"));

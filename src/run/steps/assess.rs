@@ -3,6 +3,7 @@ use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
 use crate::app::Action;
+use crate::config::Additive;
 use crate::db::Damage;
 use crate::exec::Cmd;
 use crate::guard::{Assessment, Engine};
@@ -54,6 +55,7 @@ impl StepSpec for Assess {
         let fp_now = w.db.fingerprint(&w.db.name).await?;
         let applied = applied_since(&m.migrations.rows, &rows_now);
         let fp_same = m.fingerprint.as_ref() == Some(&fp_now);
+        let mut additive_only = false;
         if let Some(before) = &m.fingerprint {
             run.drift = before.diff(&fp_now);
             let stats_now = w.db.table_stats(&w.db.name).await?;
@@ -63,6 +65,7 @@ impl StepSpec for Assess {
                 let now = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
                 damage.rows_changed(&t, backup, &now);
             }
+            additive_only = damage.only_added();
             let names: Vec<String> = applied.unwrap_or_default().iter().map(row_name).collect();
             run.destroyed = damage
                 .destroyed
@@ -74,6 +77,7 @@ impl StepSpec for Assess {
                 })
                 .collect();
             run.touched = damage.touched;
+            run.added = damage.added;
         }
         let a = Assessment {
             db_unchanged: fp_same && rows_now == m.migrations.rows,
@@ -83,6 +87,7 @@ impl StepSpec for Assess {
             revert_configured: w.migrator.revert.is_some() && w.migrator.table.is_some(),
             backup_verified: m.verified,
             destroyed: run.destroyed.clone(),
+            additive_only,
         };
         run.applied = a.applied;
         run.rows_after = Some(rows_now);
@@ -91,6 +96,9 @@ impl StepSpec for Assess {
         } else {
             format!("{} migration(s) applied by this deploy; schema changed in {} place(s)", a.applied, run.drift.len())
         };
+        if a.additive_only && w.config.rollback.additive == Additive::Keep {
+            detail.push_str("; the migrations only added: kept (rollback.additive: keep)");
+        }
         let blockers = Engine::new(run.mode, w.config.rollback.strategy).fast_path_blockers(&a);
         if !a.db_unchanged && !blockers.is_empty() {
             detail.push_str(&format!("; fast path not trusted: {}", blockers.join("; ")));
