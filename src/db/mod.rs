@@ -4,6 +4,7 @@
 mod content;
 mod damage;
 mod fingerprint;
+pub mod lint;
 mod lost;
 mod restore;
 
