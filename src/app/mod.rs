@@ -24,6 +24,16 @@ pub trait Runtime: Send + Sync {
     async fn status(&self) -> Result<String>;
     /// The last `lines` log lines.
     async fn logs(&self, lines: usize) -> Result<String>;
+    /// Checks the runtime's settings against the target (for `check` and the deploy preflight:
+    /// an error here means nothing may be touched).
+    async fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    /// What `check` reports about the app: its state (compose: every service's state, image tag
+    /// and health).
+    async fn check(&self) -> Result<String> {
+        self.status().await
+    }
     /// A command that runs `script` (a migration tool) with the code of `tag`.
     fn tool_cmd(&self, label: &str, tag: &str, script: &str) -> Cmd;
     /// The exact command text a step runs, for the plan and the runbook.

@@ -1,0 +1,13 @@
+// The fixture's AddNickname with a down() that "succeeds" but leaves the column behind.
+module.exports = class AddNickname1700000000001 {
+  name = "AddNickname1700000000001";
+
+  async up(queryRunner) {
+    await queryRunner.query(`ALTER TABLE "users" ADD COLUMN "nickname" text`);
+    await queryRunner.query(`CREATE INDEX "users_nickname_idx" ON "users" ("nickname")`);
+  }
+
+  async down(queryRunner) {
+    await queryRunner.query(`DROP INDEX "users_nickname_idx"`);
+  }
+};
