@@ -1,5 +1,6 @@
 // The backend: GET /health answers 200 with the release and the user count when the database
-// answers, 503 when it does not. One connection per request, so nothing holds the database open.
+// answers, 503 when it does not (or when the release is BROKEN=1: a bug that fails every
+// request). One connection per request, so nothing holds the database open.
 const http = require("http");
 const { Client } = require("pg");
 
@@ -13,6 +14,7 @@ http
     }
     const client = new Client({ connectionTimeoutMillis: 2000 });
     try {
+      if (process.env.BROKEN === "1") throw new Error(`release ${release} is broken`);
       await client.connect();
       const r = await client.query('SELECT count(*)::int AS n FROM "users"');
       res.writeHead(200, { "content-type": "application/json" });

@@ -1,0 +1,92 @@
+//! The compose runtime against a real Docker Engine and Compose v2: a `backend` / `worker` /
+//! `postgres` project reached over SSH (loopback sshd, host key pinned), whose backend image holds
+//! the real TypeORM fixture and runs its migrations in a one-off container, with a real HTTP
+//! health endpoint. Every `simulate` scenario runs through the real deploy-guard binary; each test
+//! checks the exit code, result and path of the JSON report, the running tag, the env file, and
+//! the database's contents afterwards. Docker is set up by scripts/setup (scripts/docker-setup).
+
+#[path = "common/docker.rs"]
+mod docker;
+
+use docker::{DbState, Project};
+
+const V1_TABLES: &str = "migrations,users";
+const V1_COLUMNS: &str = "id,name";
+const V1_MIGRATIONS: &str = "CreateUsers1700000000000";
+
+fn sha(n: u8) -> String {
+    format!("{n}").repeat(40)[..40].to_string()
+}
+
+fn report(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "deploy-guard printed no JSON report ({e}), exit {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Exit code, `result` and `path` as the scenario must end.
+fn expect(out: &std::process::Output, code: i32, result: &str, path: &str) -> serde_json::Value {
+    let r = report(out);
+    let explain = || format!("report: {r:#}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "exit code; {}", explain());
+    assert_eq!(r["result"], result, "result; {}", explain());
+    assert_eq!(r["path"], path, "path; {}", explain());
+    r
+}
+
+/// The database, the running tag, the env file and health are all back at v1.
+fn assert_back_at_v1(p: &Project, before: &DbState) {
+    let after = p.db_state();
+    assert_eq!(&after, before, "the database is not as it was before the deploy");
+    assert_eq!(after.tables, V1_TABLES);
+    assert_eq!(after.user_columns, V1_COLUMNS);
+    assert_eq!(after.migrations, V1_MIGRATIONS);
+    assert_eq!(p.running_tag(), "v1");
+    assert_eq!(p.env_text(), docker::ENV_FILE, "the env file must say v1, the rest untouched");
+    p.wait_healthy("v1");
+}
+
+fn env_mode(p: &Project) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(&p.env_file).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn happy_deploy_writes_the_tag_where_compose_reads_it_and_a_later_rollback_reverts() {
+    let p = Project::start("happy");
+    let before = p.db_state();
+    assert_eq!(before.migrations, V1_MIGRATIONS);
+
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(1), "--tag", "v2", "--json"]);
+    let r = expect(&out, 0, "deployed", "none");
+    assert_eq!(r["previous_tag"], "v1");
+    let after = p.db_state();
+    assert_eq!(after.user_columns, "id,name,nickname");
+    assert_eq!(after.migrations, "CreateUsers1700000000000,AddNickname1700000000001");
+    assert_eq!(after.users, before.users, "the deploy changed the users' data");
+    assert_eq!(p.running_tag(), "v2");
+    assert_eq!(p.env_text(), docker::ENV_FILE.replace("APP_VERSION=v1", "APP_VERSION=v2"));
+    assert_eq!(env_mode(&p), 0o640, "the env file's mode changed");
+
+    // The host's next plain `docker compose up -d` (a reboot, a colleague, cron) keeps v2.
+    p.compose_ok(&["up", "-d"]);
+    assert_eq!(p.running_tag(), "v2");
+    p.wait_healthy("v2");
+
+    // The job ended; a new process rolls back by SHA: TypeORM's down() in the v2 image.
+    let out = p.deploy_guard(&["rollback", "--sha", &sha(1)[..7], "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "rollback: {}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    let r = report(&out);
+    assert_eq!(r["path"], "revert", "{r:#}");
+    assert_back_at_v1(&p, &before);
+    assert_eq!(env_mode(&p), 0o640);
+    p.compose_ok(&["up", "-d"]);
+    assert_eq!(p.running_tag(), "v1", "a plain `docker compose up -d` after the rollback must run v1");
+    p.wait_healthy("v1");
+}
