@@ -27,3 +27,6 @@ http
     }
   })
   .listen(8080, () => console.log(`backend ${release} listening on 8080`));
+
+// Stop at once when compose stops the container (as PID 1, node would ignore SIGTERM).
+for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => process.exit(0));

@@ -14,3 +14,5 @@ setInterval(async () => {
     client.end().catch(() => {});
   }
 }, 2000);
+
+for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => process.exit(0));
