@@ -90,3 +90,91 @@ fn happy_deploy_writes_the_tag_where_compose_reads_it_and_a_later_rollback_rever
     assert_eq!(p.running_tag(), "v1", "a plain `docker compose up -d` after the rollback must run v1");
     p.wait_healthy("v1");
 }
+
+#[test]
+fn migration_fails_rolls_back_as_a_whole_with_nothing_to_revert() {
+    let p = Project::start("migration-fails");
+    let before = p.db_state();
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(2), "--tag", "v2-notnull", "--json"]);
+    expect(&out, 1, "rolled-back", "none");
+    assert_back_at_v1(&p, &before);
+}
+
+#[test]
+fn unhealthy_after_migrate_reverts_in_an_image_whose_entrypoint_crashes_with_the_app_container_gone() {
+    let p = Project::start("unhealthy");
+    let before = p.db_state();
+    // The app container is gone (removed by hand, a failed host): the previous tag comes from
+    // the env file's tag variable.
+    p.compose_ok(&["rm", "--stop", "--force", "backend"]);
+    assert_eq!(p.running_tag(), "");
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(3), "--tag", "v2-crash", "--json"]);
+    let r = expect(&out, 1, "rolled-back", "revert");
+    assert_eq!(r["previous_tag"], "v1", "{r:#}");
+    // The v2-crash image cannot start (its entrypoint exits 1: the logs the rollback collected
+    // say so), yet TypeORM's down() ran in it.
+    let logs = r["app_logs"].as_str().unwrap_or_default();
+    assert!(logs.contains("cannot start"), "v2-crash's entrypoint did not run and crash: {r:#}");
+    assert_back_at_v1(&p, &before);
+}
+
+#[test]
+fn a_down_that_errors_restores_the_backup() {
+    let p = Project::start("bad-down");
+    let before = p.db_state();
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(4), "--tag", "v2-bad-down", "--json"]);
+    expect(&out, 1, "rolled-back", "restore");
+    assert_back_at_v1(&p, &before);
+    let kept = format!("shop__failed_{}", &sha(4)[..7]);
+    assert_eq!(p.psql(&format!("SELECT count(*) FROM pg_database WHERE datname = '{kept}'")), "1", "broken db kept");
+}
+
+#[test]
+fn a_down_that_leaves_a_column_behind_is_caught_and_the_backup_restored() {
+    let p = Project::start("lying-down");
+    let before = p.db_state();
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(5), "--tag", "v2-lying-down", "--json"]);
+    let r = expect(&out, 1, "rolled-back", "restore");
+    let drift = r["drift"].to_string();
+    assert!(drift.contains("nickname"), "the drift must name the column left behind: {r:#}");
+    assert_back_at_v1(&p, &before);
+}
+
+#[test]
+fn a_backup_that_fails_part_way_aborts_with_nothing_changed() {
+    let p = Project::start("backup-fails");
+    // A real pg_dump failure part-way: the backup role may read every table but one, whose
+    // row-level security stops pg_dump when it reaches that table's data (after the others').
+    p.psql(
+        "CREATE ROLE dumper LOGIN; CREATE ROLE auditor; \
+         CREATE TABLE zz_audit (id serial PRIMARY KEY, note text); INSERT INTO zz_audit (note) VALUES ('kept'); \
+         ALTER TABLE zz_audit OWNER TO auditor; ALTER TABLE zz_audit ENABLE ROW LEVEL SECURITY; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO dumper; GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO dumper;",
+    );
+    let config = p.tmp.path().join("dumper.yml");
+    let text = std::fs::read_to_string(&p.config).unwrap().replace("user: ${DATABASE_USER}", "user: dumper");
+    std::fs::write(&config, text).unwrap();
+    let before = p.db_state();
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(6), "--tag", "v2", "--json"]);
+    let r = expect(&out, 4, "aborted", "none");
+    assert!(r.to_string().contains("zz_audit"), "the report must say where pg_dump failed: {r:#}");
+    assert_eq!(p.stored_files(), Vec::<String>::new(), "a failed backup left files in the store");
+    assert_eq!(p.db_state(), before);
+    assert_eq!(p.running_tag(), "v1");
+    assert_eq!(p.env_text(), docker::ENV_FILE);
+    p.wait_healthy("v1");
+}
+
+#[test]
+fn a_crash_looping_container_does_not_count_as_the_previous_tag() {
+    let p = Project::start("crash-loop");
+    // Someone started v2-crash by hand: it restarts and exits, over and over.
+    let mut up = p.compose(&["up", "-d", "backend"]);
+    up.env("APP_VERSION", "v2-crash");
+    docker::run(&mut up).unwrap();
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(7), "--tag", "v2", "--json"]);
+    let r = expect(&out, 0, "deployed", "none");
+    assert_eq!(r["previous_tag"], "v1", "the env file's tag, not the crash-looping container's: {r:#}");
+    assert_eq!(p.running_tag(), "v2");
+    p.wait_healthy("v2");
+}
