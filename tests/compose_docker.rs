@@ -178,3 +178,71 @@ fn a_crash_looping_container_does_not_count_as_the_previous_tag() {
     assert_eq!(p.running_tag(), "v2");
     p.wait_healthy("v2");
 }
+
+/// Each service's state, image tag and health, as `check` over compose reports them.
+fn services_report(p: &Project, config: &std::path::Path) -> String {
+    let config = deploy_guard::config::Config::load(Some(config), &[]).unwrap();
+    let creds = deploy_guard::exec::ssh::Credentials { key: p.sshd.client_key.clone(), passphrase: None };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ssh = deploy_guard::exec::ssh::Ssh::connect(&config.target, &creds).await.unwrap();
+        let compose = deploy_guard::app::compose::Compose::from_config(
+            std::sync::Arc::new(ssh),
+            &config.app,
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+        compose.services_report().await.unwrap_or_else(|e| format!("error: {e:#}"))
+    })
+}
+
+#[test]
+fn bad_compose_settings_are_refused_by_check_and_by_deploy_before_the_backup() {
+    let p = Project::start("bad-input");
+    let out = p.deploy_guard(&["check"]);
+    assert!(out.status.success(), "check of the good config: {}", String::from_utf8_lossy(&out.stdout));
+    let report = services_report(&p, &p.config);
+    for part in ["backend running, tag v1", "postgres running, healthy", "worker running, tag v1"] {
+        assert!(report.contains(part), "services report lacks {part:?}: {report}");
+    }
+
+    let before = p.db_state();
+    let good = std::fs::read_to_string(&p.config).unwrap();
+    let compose_file = p.compose_file.display().to_string();
+    let cases = [
+        (
+            "a compose file that does not exist",
+            good.replace(&compose_file, "/nonexistent/docker-compose.prod.yml"),
+            "app.compose_file: /nonexistent/docker-compose.prod.yml does not exist",
+        ),
+        (
+            "a service the compose file does not define",
+            good.replace("service: backend", "service: api"),
+            "app.service: \"api\" is not a service of",
+        ),
+        (
+            "a tag variable the compose file never reads",
+            good.replace("tag_variable: APP_VERSION", "tag_variable: STATION_VERSION"),
+            "does not follow STATION_VERSION",
+        ),
+    ];
+    for (i, (what, text, message)) in cases.into_iter().enumerate() {
+        assert_ne!(text, good);
+        let config = p.tmp.path().join(format!("bad-{i}.yml"));
+        std::fs::write(&config, text).unwrap();
+
+        let out = p.deploy_guard_with(&config, &["check"]);
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{what}: check passed:\n{printed}");
+        assert!(printed.contains(message), "{what}: check must say {message:?}:\n{printed}");
+
+        let sha = sha(8 + i as u8);
+        let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha, "--tag", "v2", "--json"]);
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(matches!(out.status.code(), Some(2 | 4)), "{what}: deploy must stop with 2 or 4:\n{printed}");
+        assert_eq!(p.stored_files(), Vec::<String>::new(), "{what}: a backup was taken:\n{printed}");
+        assert_eq!(p.db_state(), before, "{what}: the database changed");
+        assert_eq!(p.running_tag(), "v1", "{what}");
+        assert_eq!(p.env_text(), docker::ENV_FILE, "{what}: the env file changed");
+    }
+    p.wait_healthy("v1");
+}
