@@ -197,11 +197,9 @@ impl Compose {
         self.validate().await?;
         let out = exec::run_ok(self.exec.as_ref(), &self.cmd("compose ps", self.services_script())).await?;
         let containers = parse_ps_json(&out)?;
-        let config = exec::run_ok(
-            self.exec.as_ref(),
-            &self.cmd("compose services", format!("{} config --services", self.base)),
-        )
-        .await?;
+        let config =
+            exec::run_ok(self.exec.as_ref(), &self.cmd("compose services", format!("{} config --services", self.base)))
+                .await?;
         let mut parts = Vec::new();
         for service in config.lines().map(str::trim).filter(|s| !s.is_empty()) {
             let mine: Vec<&PsLine> = containers.iter().filter(|c| c.service == service).collect();

@@ -112,7 +112,13 @@ const RELEASES: &[Release] = &[
         entrypoint: "entrypoint.sh",
         broken: false,
     },
-    Release { name: "v2-crash", extra: None, with_add_nickname: true, entrypoint: "entrypoint-crash.sh", broken: false },
+    Release {
+        name: "v2-crash",
+        extra: None,
+        with_add_nickname: true,
+        entrypoint: "entrypoint-crash.sh",
+        broken: false,
+    },
     Release {
         name: "v2-bad-down",
         extra: Some("v2-bad-down"),
@@ -168,7 +174,8 @@ pub fn images() -> &'static Images {
             ],
         );
         let hash = hex::encode(h.finalize())[..12].to_string();
-        let images = Images { backend_repo: format!("dg-backend-{hash}"), postgres: format!("dg-postgres-{hash}:latest") };
+        let images =
+            Images { backend_repo: format!("dg-backend-{hash}"), postgres: format!("dg-postgres-{hash}:latest") };
         let have = |image: &str| run(&mut docker(&["image", "inspect", image])).is_ok();
         let all_there =
             have(&images.postgres) && RELEASES.iter().all(|r| have(&format!("{}:{}", images.backend_repo, r.name)));
@@ -438,7 +445,9 @@ backup:
     pub fn db_state(&self) -> DbState {
         let one = |sql: &str| self.psql(sql);
         DbState {
-            tables: one("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'"),
+            tables: one(
+                "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'",
+            ),
             indexes: one(
                 "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public'",
             ),
