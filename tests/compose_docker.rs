@@ -91,13 +91,19 @@ fn happy_deploy_writes_the_tag_where_compose_reads_it_and_a_later_rollback_rever
     p.wait_healthy("v1");
 }
 
+/// Deploys `tag` over v1, which must end rolled back by `path` with everything back at v1.
+fn rolled_back(test: &str, n: u8, tag: &str, path: &str) -> (Project, serde_json::Value) {
+    let p = Project::start(test);
+    let before = p.db_state();
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(n), "--tag", tag, "--json"]);
+    let r = expect(&out, 1, "rolled-back", path);
+    assert_back_at_v1(&p, &before);
+    (p, r)
+}
+
 #[test]
 fn migration_fails_rolls_back_as_a_whole_with_nothing_to_revert() {
-    let p = Project::start("migration-fails");
-    let before = p.db_state();
-    let out = p.deploy_guard(&["deploy", "--sha", &sha(2), "--tag", "v2-notnull", "--json"]);
-    expect(&out, 1, "rolled-back", "none");
-    assert_back_at_v1(&p, &before);
+    rolled_back("migration-fails", 2, "v2-notnull", "none");
 }
 
 #[test]
@@ -120,24 +126,16 @@ fn unhealthy_after_migrate_reverts_in_an_image_whose_entrypoint_crashes_with_the
 
 #[test]
 fn a_down_that_errors_restores_the_backup() {
-    let p = Project::start("bad-down");
-    let before = p.db_state();
-    let out = p.deploy_guard(&["deploy", "--sha", &sha(4), "--tag", "v2-bad-down", "--json"]);
-    expect(&out, 1, "rolled-back", "restore");
-    assert_back_at_v1(&p, &before);
+    let (p, _) = rolled_back("bad-down", 4, "v2-bad-down", "restore");
     let kept = format!("shop__failed_{}", &sha(4)[..7]);
     assert_eq!(p.psql(&format!("SELECT count(*) FROM pg_database WHERE datname = '{kept}'")), "1", "broken db kept");
 }
 
 #[test]
 fn a_down_that_leaves_a_column_behind_is_caught_and_the_backup_restored() {
-    let p = Project::start("lying-down");
-    let before = p.db_state();
-    let out = p.deploy_guard(&["deploy", "--sha", &sha(5), "--tag", "v2-lying-down", "--json"]);
-    let r = expect(&out, 1, "rolled-back", "restore");
+    let (_, r) = rolled_back("lying-down", 5, "v2-lying-down", "restore");
     let drift = r["drift"].to_string();
     assert!(drift.contains("nickname"), "the drift must name the column left behind: {r:#}");
-    assert_back_at_v1(&p, &before);
 }
 
 #[test]

@@ -92,48 +92,62 @@ fn base_image() -> String {
     format!("deploy-guard-base:{}", &hex::encode(Sha256::digest(&text))[..12])
 }
 
-/// A backend release: the fixture's migrations plus these, its entrypoint, and whether its
-/// health endpoint fails.
+/// A backend release: the fixture's CreateUsers, then its AddNickname as is or with `down()`
+/// broken, or another migration; its entrypoint; whether its health endpoint fails.
 struct Release {
     name: &'static str,
-    extra: Option<&'static str>,
-    with_add_nickname: bool,
+    second: Second,
     entrypoint: &'static str,
     broken: bool,
 }
 
+enum Second {
+    None,
+    AddNickname,
+    /// AddNickname whose `down()` drops a misspelt column: it errors.
+    AddNicknameBadDown,
+    /// AddNickname whose `down()` only drops the index: it "succeeds" and leaves the column.
+    AddNicknameLyingDown,
+    /// A file of tests/compose/docker/migrations/.
+    File(&'static str),
+}
+
+const NORMAL: &str = "entrypoint.sh";
+
 const RELEASES: &[Release] = &[
-    Release { name: "v1", extra: None, with_add_nickname: false, entrypoint: "entrypoint.sh", broken: false },
-    Release { name: "v2", extra: None, with_add_nickname: true, entrypoint: "entrypoint.sh", broken: false },
+    Release { name: "v1", second: Second::None, entrypoint: NORMAL, broken: false },
+    Release { name: "v2", second: Second::AddNickname, entrypoint: NORMAL, broken: false },
     Release {
         name: "v2-notnull",
-        extra: Some("v2-notnull"),
-        with_add_nickname: false,
-        entrypoint: "entrypoint.sh",
+        second: Second::File("1700000000001-AddLoyaltyTier.js"),
+        entrypoint: NORMAL,
         broken: false,
     },
-    Release {
-        name: "v2-crash",
-        extra: None,
-        with_add_nickname: true,
-        entrypoint: "entrypoint-crash.sh",
-        broken: false,
-    },
-    Release {
-        name: "v2-bad-down",
-        extra: Some("v2-bad-down"),
-        with_add_nickname: false,
-        entrypoint: "entrypoint.sh",
-        broken: true,
-    },
-    Release {
-        name: "v2-lying-down",
-        extra: Some("v2-lying-down"),
-        with_add_nickname: false,
-        entrypoint: "entrypoint.sh",
-        broken: true,
-    },
+    Release { name: "v2-crash", second: Second::AddNickname, entrypoint: "entrypoint-crash.sh", broken: false },
+    Release { name: "v2-bad-down", second: Second::AddNicknameBadDown, entrypoint: NORMAL, broken: true },
+    Release { name: "v2-lying-down", second: Second::AddNicknameLyingDown, entrypoint: NORMAL, broken: true },
 ];
+
+const ADD_NICKNAME: &str = "migrations/1700000000001-AddNickname.js";
+const DROP_COLUMN: &str = "    await queryRunner.query(`ALTER TABLE \"users\" DROP COLUMN \"nickname\"`);\n";
+
+/// The release's second migration: file name and text.
+fn second_migration(s: &Second) -> Option<(String, String)> {
+    let add_nickname = || std::fs::read_to_string(fixture().join(ADD_NICKNAME)).unwrap();
+    let edited = |to: &str| {
+        let text = add_nickname();
+        assert!(text.contains(DROP_COLUMN), "the fixture's AddNickname changed: update tests/common/docker.rs");
+        text.replace(DROP_COLUMN, to)
+    };
+    let name = || ADD_NICKNAME.rsplit('/').next().unwrap().to_string();
+    match s {
+        Second::None => None,
+        Second::AddNickname => Some((name(), add_nickname())),
+        Second::AddNicknameBadDown => Some((name(), edited(&DROP_COLUMN.replace("\"nickname\"", "\"nick_name\"")))),
+        Second::AddNicknameLyingDown => Some((name(), edited(""))),
+        Second::File(f) => Some((f.to_string(), std::fs::read_to_string(inputs().join("migrations").join(f)).unwrap())),
+    }
+}
 
 /// The images one run of the tests uses.
 pub struct Images {
@@ -222,13 +236,8 @@ fn build(images: &Images, base: &str) {
         let migrations = ctx.join("migrations");
         std::fs::create_dir_all(&migrations).unwrap();
         copy(&fixture().join("migrations/1700000000000-CreateUsers.js"), &migrations);
-        if r.with_add_nickname {
-            copy(&fixture().join("migrations/1700000000001-AddNickname.js"), &migrations);
-        }
-        if let Some(extra) = r.extra {
-            for e in std::fs::read_dir(inputs().join("migrations").join(extra)).unwrap() {
-                copy(&e.unwrap().path(), &migrations);
-            }
+        if let Some((name, text)) = second_migration(&r.second) {
+            std::fs::write(migrations.join(name), text).unwrap();
         }
         copy(&backend.join(r.entrypoint), &ctx.join("entrypoint.sh"));
         copy(&backend.join("Dockerfile.release"), &ctx.join("Dockerfile.release"));
