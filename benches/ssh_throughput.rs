@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use deploy_guard::exec::ssh::{Credentials, Ssh};
 use deploy_guard::exec::{Cmd, Executor};
-use deploy_guard::simulate::sandbox::Sshd;
+#[path = "../tests/common/sshd.rs"]
+#[allow(dead_code)] // the tests use the rest
+mod sshd;
+use sshd::Sshd;
 use tokio::io::AsyncReadExt;
 
 fn peak_rss_mib() -> f64 {

@@ -5,8 +5,8 @@ fn main() {
     // Two crypto providers are built in (ring for GitHub, aws-lc-rs inside aws-sdk-s3, which
     // names its own): without a process default, rustls panics on the first TLS client.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    deploy_guard::logging::init();
+    deploy_guard::cli::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let code = runtime.block_on(deploy_guard::run(cli));
-    std::process::exit(code);
+    let code = runtime.block_on(deploy_guard::cli::run(cli));
+    std::process::exit(code.code());
 }

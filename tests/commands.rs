@@ -31,7 +31,7 @@ fn check_names_what_is_wrong_and_exits_3() {
 
 #[test]
 fn runbook_gives_this_deployments_commands() {
-    let app = App::new("cmd_runbook", &[]);
+    let app = App::new("cmd_runbook", &["v2"]);
     let out = app.run(&["runbook"]);
     let text = common::stdout(&out);
     assert_eq!(out.status.code(), Some(0));
@@ -45,8 +45,22 @@ fn runbook_gives_this_deployments_commands() {
         "./migrate.sh down NEW_TAG",
         "./app.sh deploy PREVIOUS_TAG",
         &format!("PGPORT={}", app.stage.port),
-        &format!("\"{}__restore\"", app.db()),
+        // No deploy yet: a placeholder SHA, named as such.
+        &format!("\"{}__restore_0000000\"", app.db()),
     ] {
         assert!(text.contains(expected), "runbook lacks {expected:?}:\n{text}");
+    }
+    // After a deploy, the runbook is that deploy's: its SHA names the scratch and kept databases
+    // exactly as the driver names them, and its tags fill the commands.
+    assert_eq!(app.run(&["deploy", "--sha", common::SHA, "--tag", "v2"]).status.code(), Some(0));
+    let text = common::stdout(&app.run(&["runbook"]));
+    let sha7 = &common::SHA[..7];
+    for expected in [
+        format!("\"{}__restore_{sha7}\"", app.db()),
+        format!("\"{}__failed_{sha7}\"", app.db()),
+        "./migrate.sh down v2".to_string(),
+        "./app.sh deploy v1".to_string(),
+    ] {
+        assert!(text.contains(&expected), "runbook lacks {expected:?}:\n{text}");
     }
 }

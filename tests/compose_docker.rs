@@ -7,6 +7,9 @@
 
 #[path = "common/docker.rs"]
 mod docker;
+#[path = "common/sshd.rs"]
+#[allow(dead_code)]
+mod sshd;
 
 use docker::{DbState, Project};
 

@@ -360,7 +360,14 @@ fn set_manifest(server: &S3Server, key: &str, created_at: &str, outcome: Option<
     let path = server.object_path(key);
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     m["created_at"] = created_at.into();
-    m["outcome"] = outcome.map(Into::into).unwrap_or(serde_json::Value::Null);
+    // The journal's typed outcome, as deploy-guard writes it.
+    m["outcome"] = match outcome {
+        Some("rolled-back") => {
+            serde_json::json!({"result": "rolled-back", "failed_step": "migrate", "path": "restore"})
+        }
+        Some(result) => serde_json::json!({ "result": result }),
+        None => serde_json::Value::Null,
+    };
     std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }
 
@@ -379,7 +386,7 @@ fn retention_keeps_and_deletes_exactly_what_it_should() {
     set_manifest(&server, &manifest_of("aaaaaaa"), "2020-01-01T00:00:00Z", Some("deployed"));
     set_manifest(&server, &manifest_of("bbbbbbb"), "2020-01-02T00:00:00Z", None);
     set_manifest(&server, &manifest_of("ccccccc"), "2020-01-03T00:00:00Z", Some("rolled-back"));
-    set_manifest(&server, &manifest_of("ddddddd"), "2020-01-04T00:00:00Z", Some("backup"));
+    set_manifest(&server, &manifest_of("ddddddd"), "2020-01-04T00:00:00Z", Some("backed-up"));
     {
         let path = server.object_path(&manifest_of("eeeeeee"));
         let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();

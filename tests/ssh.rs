@@ -298,3 +298,74 @@ async fn rsa_and_ecdsa_client_keys_work_too() {
         assert_eq!(exec::run_ok(&ssh, &Cmd::new("t", "echo ok")).await.unwrap(), "ok\n", "{kind}");
     }
 }
+
+/// The fingerprint (`SHA256:…`) of `sshd`'s host key.
+fn fingerprint(sshd: &Sshd) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(sshd.dir.path().join("host_ed25519.pub"))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// Connects with `t` (through `bastion`); the error, as connecting must fail.
+async fn through_impersonator(target: &Sshd, bastion: &Sshd, t: deploy_guard::config::Target) -> String {
+    match Ssh::connect(&t, &bastion.credentials()).await {
+        Ok(ssh) => {
+            let _ = exec::capture(&ssh, &Cmd::new("marker", format!("touch {}", marker(target).display()))).await;
+            panic!("connected through a bastion presenting the target's key");
+        }
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[tokio::test]
+async fn a_jump_host_presenting_the_targets_key_is_refused() {
+    let target = Sshd::start().unwrap();
+    // The bastion holds the target's host key: it could answer for the target itself.
+    let bastion = Sshd::impersonating(&target).unwrap();
+    let key = std::fs::read_to_string(bastion.dir.path().join("client.pub")).unwrap();
+    std::fs::write(target.dir.path().join("authorized_keys"), key).unwrap();
+    let jump = format!("{}@127.0.0.1:{}", bastion.user, bastion.port);
+    // target.fingerprint pins the target; the jump host presenting that key is refused, even when
+    // a careless jump_fingerprint lists the target's key too.
+    let mut t = target.target();
+    t.known_hosts = None;
+    t.fingerprint = Some(fingerprint(&target));
+    t.jump = Some(jump.clone());
+    t.jump_fingerprint = Some(format!("{},{}", fingerprint(&bastion), fingerprint(&target)));
+    let e = through_impersonator(&target, &bastion, t.clone()).await;
+    assert!(e.contains("the target's key"), "{e}");
+    // Without a jump pin, target.fingerprint no longer pins the jump host.
+    t.jump_fingerprint = None;
+    let e = through_impersonator(&target, &bastion, t.clone()).await;
+    assert!(e.contains("target.jump_fingerprint or target.jump_known_hosts is required"), "{e}");
+    // known_hosts with a line for each: the bastion's line carries the target's key.
+    let mut t = target.target();
+    t.jump = Some(jump);
+    t.known_hosts = Some(format!("{}\n{}\n", bastion.known_hosts(), target.known_hosts()));
+    let e = through_impersonator(&target, &bastion, t).await;
+    assert!(e.contains("the target's key"), "{e}");
+    assert!(!marker(&target).exists() && !marker(&bastion).exists(), "a command ran");
+}
+
+#[tokio::test]
+async fn each_hop_is_pinned_by_its_own_fingerprint() {
+    let bastion = Sshd::start().unwrap();
+    let target = Sshd::start().unwrap();
+    let key = std::fs::read_to_string(bastion.dir.path().join("client.pub")).unwrap();
+    std::fs::write(target.dir.path().join("authorized_keys"), key).unwrap();
+    let mut t = target.target();
+    t.known_hosts = None;
+    t.fingerprint = Some(fingerprint(&target));
+    t.jump = Some(format!("{}@127.0.0.1:{}", bastion.user, bastion.port));
+    t.jump_fingerprint = Some(fingerprint(&bastion));
+    let ssh = Ssh::connect(&t, &bastion.credentials()).await.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(exec::run_ok(&ssh, &Cmd::new("t", "echo through")).await.unwrap(), "through\n");
+    // The pins swapped: both hops refuse.
+    t.fingerprint = Some(fingerprint(&bastion));
+    t.jump_fingerprint = Some(fingerprint(&target));
+    let e = format!("{:#}", Ssh::connect(&t, &bastion.credentials()).await.err().expect("swapped pins accepted"));
+    assert!(e.contains("is not the pinned one"), "{e}");
+}

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::Runtime;
+use super::{Action, Runtime};
 use crate::exec::{self, envfile, quote, Cmd, Executor};
 
 pub struct Compose {
@@ -78,7 +78,7 @@ impl Compose {
         format!("{}={} {}", self.tag_variable, quote(tag), self.base)
     }
 
-    fn cmd(&self, label: &str, script: String) -> Cmd {
+    fn command(&self, label: &str, script: String) -> Cmd {
         Cmd::new(label, script).timeout(self.timeout)
     }
 
@@ -111,26 +111,14 @@ impl Compose {
         format!("{} up -d --no-deps {}", self.with_tag(tag), quote(&self.service))
     }
 
-    /// Every command this runtime runs, for `--dry-run`, the runbook and snapshot tests.
+    /// Every command this runtime runs, for snapshot tests.
     pub fn scripts(&self, tag: &str) -> Vec<(&'static str, String)> {
-        vec![
-            ("validate", self.config_script()),
-            ("current_tag", self.current_tag_script()),
-            ("deploy", self.describe_deploy(tag)),
-            ("stop", self.describe_stop()),
-            ("status", self.status_script()),
-            ("services", self.services_script()),
-            ("logs", self.logs_script(30)),
-            ("migrate", self.tool_cmd("migrate", tag, "npm run migration:run").script),
-        ]
-    }
-
-    fn status_script(&self) -> String {
-        format!("{} ps -a {}", self.base, quote(&self.service))
-    }
-
-    fn logs_script(&self, lines: usize) -> String {
-        format!("{} logs --no-color --tail {lines} {}", self.base, quote(&self.service))
+        let actions = [Action::CurrentTag, Action::Deploy(tag), Action::Stop, Action::Status, Action::Logs(30)];
+        let mut out = vec![("validate", self.config_script())];
+        out.extend(actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))));
+        out.push(("services", self.services_script()));
+        out.push(("migrate", self.tool_cmd("migrate", tag, "npm run migration:run").script));
+        out
     }
 
     fn config_script(&self) -> String {
@@ -155,7 +143,7 @@ impl Compose {
 
     async fn validate_now(&self) -> Result<()> {
         let file = &self.compose_file;
-        let out = exec::capture(self.exec.as_ref(), &self.cmd("compose config", self.config_script())).await?;
+        let out = exec::capture(self.exec.as_ref(), &self.command("compose config", self.config_script())).await?;
         if out.exit.code == Some(3) && out.exit.stderr_tail.contains("deploy-guard: no such file") {
             bail!("app.compose_file: {file} does not exist on {}", self.exec.describe());
         }
@@ -187,7 +175,7 @@ impl Compose {
     /// The tag variable's value in the tag file, if set.
     async fn tag_in_env_file(&self) -> Result<Option<String>> {
         let script = format!("[ ! -e {f} ] || cat {f}", f = quote(&self.tag_file));
-        let text = exec::run_ok(self.exec.as_ref(), &self.cmd("read the compose env file", script)).await?;
+        let text = exec::run_ok(self.exec.as_ref(), &self.command("read the compose env file", script)).await?;
         Ok(envfile::parse(&text).into_iter().rev().find(|(k, _)| *k == self.tag_variable).map(|(_, v)| v))
     }
 
@@ -195,11 +183,13 @@ impl Compose {
     /// `check`.
     pub async fn services_report(&self) -> Result<String> {
         self.validate().await?;
-        let out = exec::run_ok(self.exec.as_ref(), &self.cmd("compose ps", self.services_script())).await?;
+        let out = exec::run_ok(self.exec.as_ref(), &self.command("compose ps", self.services_script())).await?;
         let containers = parse_ps_json(&out)?;
-        let config =
-            exec::run_ok(self.exec.as_ref(), &self.cmd("compose services", format!("{} config --services", self.base)))
-                .await?;
+        let config = exec::run_ok(
+            self.exec.as_ref(),
+            &self.command("compose services", format!("{} config --services", self.base)),
+        )
+        .await?;
         let mut parts = Vec::new();
         for service in config.lines().map(str::trim).filter(|s| !s.is_empty()) {
             let mine: Vec<&PsLine> = containers.iter().filter(|c| c.service == service).collect();
@@ -292,11 +282,35 @@ fn steady_container_tag(line: &str) -> (Option<String>, Option<String>) {
 
 #[async_trait]
 impl Runtime for Compose {
+    fn executor(&self) -> &dyn Executor {
+        self.exec.as_ref()
+    }
+
+    /// Deploy starts the tag, then writes it into the env file compose reads.
+    fn cmd(&self, action: Action<'_>) -> Option<Cmd> {
+        let service = quote(&self.service);
+        let (label, script) = match action {
+            Action::CurrentTag => ("compose current tag", self.current_tag_script()),
+            Action::Deploy(tag) => {
+                ("compose up", format!("{} && {}", self.up_script(tag), self.persist_tag_script(tag)))
+            }
+            Action::Stop => ("compose stop", format!("{} stop {service}", self.base)),
+            Action::Status => ("compose ps", format!("{} ps -a {service}", self.base)),
+            Action::Logs(n) => ("compose logs", format!("{} logs --no-color --tail {n} {service}", self.base)),
+        };
+        Some(self.command(label, script))
+    }
+
+    /// The image's tag when the container runs steadily (see [`Runtime::current_tag`] here).
+    fn parse_tag(&self, out: &str) -> Option<String> {
+        steady_container_tag(out).0
+    }
+
     /// The running container's tag; when the container is gone or crash-looping, the tag
     /// variable of the env file (what compose starts next), else the container's tag.
     async fn current_tag(&self) -> Result<Option<String>> {
         self.validate().await?;
-        let out = exec::run_ok(self.exec.as_ref(), &self.cmd("compose current tag", self.current_tag_script())).await?;
+        let out = self.run(Action::CurrentTag).await?;
         let (steady, unsteady) = steady_container_tag(&out);
         if steady.is_some() {
             return Ok(steady);
@@ -318,25 +332,7 @@ impl Runtime for Compose {
 
     async fn deploy(&self, tag: &str) -> Result<()> {
         self.validate().await?;
-        exec::run_ok(self.exec.as_ref(), &self.cmd("compose up", self.up_script(tag))).await?;
-        exec::run_ok(self.exec.as_ref(), &self.cmd("write the tag to the env file", self.persist_tag_script(tag)))
-            .await
-            .with_context(|| {
-                format!("{tag} started, but {}={tag} could not be written to {}", self.tag_variable, self.tag_file)
-            })?;
-        Ok(())
-    }
-
-    async fn stop(&self) -> Result<()> {
-        exec::run_ok(self.exec.as_ref(), &self.cmd("compose stop", self.describe_stop())).await.map(|_| ())
-    }
-
-    async fn status(&self) -> Result<String> {
-        Ok(exec::run_ok(self.exec.as_ref(), &self.cmd("compose ps", self.status_script())).await?.trim().to_string())
-    }
-
-    async fn logs(&self, lines: usize) -> Result<String> {
-        exec::run_ok(self.exec.as_ref(), &self.cmd("compose logs", self.logs_script(lines))).await
+        self.run(Action::Deploy(tag)).await.map(|_| ())
     }
 
     async fn validate(&self) -> Result<()> {
@@ -360,14 +356,6 @@ impl Runtime for Compose {
                 quote(script)
             ),
         )
-    }
-
-    fn describe_deploy(&self, tag: &str) -> String {
-        format!("{} && {}", self.up_script(tag), self.persist_tag_script(tag))
-    }
-
-    fn describe_stop(&self) -> String {
-        format!("{} stop {}", self.base, quote(&self.service))
     }
 }
 

@@ -29,13 +29,18 @@ impl Health {
         }
     }
 
-    /// "GET https://…/health → 2xx" or the command.
-    pub fn describe(&self) -> String {
+    /// The check as a command: the health command as it runs, or for a URL the `curl` a person
+    /// would type (deploy-guard makes the request itself).
+    pub fn cmd(&self) -> Cmd {
         match (&self.url, &self.command) {
-            (Some(u), _) => format!("curl -fsS --max-time 10 {}", exec::quote(u)),
-            (_, Some(c)) => self.script(c),
-            _ => "(no health check)".into(),
+            (Some(u), _) => Cmd::new("health", format!("curl -fsS --max-time 10 {}", exec::quote(u))),
+            (_, Some(c)) => Cmd::new("health", self.script(c)).timeout(self.interval.max(Duration::from_secs(10))),
+            _ => Cmd::new("health", "true # no health check"),
         }
+    }
+
+    pub fn describe(&self) -> String {
+        self.cmd().shell_text()
     }
 
     fn script(&self, c: &str) -> String {
@@ -81,9 +86,8 @@ impl Health {
             }
             return Ok(());
         }
-        if let Some(c) = &self.command {
-            let cmd = Cmd::new("health command", self.script(c)).timeout(self.interval.max(Duration::from_secs(10)));
-            let out = exec::capture(self.exec.as_ref(), &cmd).await?;
+        if self.command.is_some() {
+            let out = exec::capture(self.exec.as_ref(), &self.cmd()).await?;
             return out.exit.check("health command");
         }
         bail!("no health check configured")

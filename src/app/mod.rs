@@ -1,42 +1,105 @@
 //! The app's runtime: start a tag, stop, which tag runs, status, logs; and the health check.
+//! A runtime says which command each action is; running them is the same for every runtime.
 
 pub mod compose;
 pub mod health;
 pub mod shell;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use async_trait::async_trait;
 
-use crate::exec::Cmd;
+use crate::exec::{self, Cmd, Executor};
 
 pub use health::Health;
 pub use shell::Shell;
 
+/// What a runtime is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Print the tag running now.
+    CurrentTag,
+    /// Start this tag (replacing what runs).
+    Deploy(&'a str),
+    Stop,
+    /// One line on the app's state.
+    Status,
+    /// The last N log lines.
+    Logs(usize),
+}
+
+impl Action<'_> {
+    /// The config key that names the command for a shell runtime.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Action::CurrentTag => "current_tag",
+            Action::Deploy(_) => "deploy",
+            Action::Stop => "stop",
+            Action::Status => "status",
+            Action::Logs(_) => "logs",
+        }
+    }
+}
+
 /// Drives the app on the target.
 #[async_trait]
 pub trait Runtime: Send + Sync {
+    fn executor(&self) -> &dyn Executor;
+    /// The command for `action`, exactly as it runs (None: not configured).
+    fn cmd(&self, action: Action<'_>) -> Option<Cmd>;
+    /// The tag in what the current-tag command printed.
+    fn parse_tag(&self, out: &str) -> Option<String>;
+    /// A command that runs `script` (a migration tool) with the code of `tag`.
+    fn tool_cmd(&self, label: &str, tag: &str, script: &str) -> Cmd;
+
     /// The tag running now, if the runtime can tell.
-    async fn current_tag(&self) -> Result<Option<String>>;
-    /// Starts `tag` (replacing what runs).
-    async fn deploy(&self, tag: &str) -> Result<()>;
-    async fn stop(&self) -> Result<()>;
-    /// One line on the app's state, for the report.
-    async fn status(&self) -> Result<String>;
-    /// The last `lines` log lines.
-    async fn logs(&self, lines: usize) -> Result<String>;
+    async fn current_tag(&self) -> Result<Option<String>> {
+        match self.cmd(Action::CurrentTag) {
+            Some(c) => Ok(self.parse_tag(&exec::run_ok(self.executor(), &c).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn deploy(&self, tag: &str) -> Result<()> {
+        self.run(Action::Deploy(tag)).await.map(|_| ())
+    }
+
+    async fn stop(&self) -> Result<()> {
+        match self.cmd(Action::Stop) {
+            Some(c) => exec::run_ok(self.executor(), &c).await.map(|_| ()),
+            None => bail!("app.commands.stop is not set: the app was left running"),
+        }
+    }
+
+    async fn status(&self) -> Result<String> {
+        match self.cmd(Action::Status) {
+            Some(c) => Ok(exec::run_ok(self.executor(), &c).await?.trim().to_string()),
+            None => Ok("(app.commands.status not set)".into()),
+        }
+    }
+
+    async fn logs(&self, lines: usize) -> Result<String> {
+        match self.cmd(Action::Logs(lines)) {
+            Some(c) => exec::run_ok(self.executor(), &c).await,
+            None => Ok(String::new()),
+        }
+    }
+
     /// Checks the runtime's settings against the target (for `check` and the deploy preflight:
     /// an error here means nothing may be touched).
     async fn validate(&self) -> Result<()> {
         Ok(())
     }
-    /// What `check` reports about the app: its state (compose: every service's state, image tag
-    /// and health).
+
+    /// What `check` reports about the app (compose: every service's state, image tag and health).
     async fn check(&self) -> Result<String> {
         self.status().await
     }
-    /// A command that runs `script` (a migration tool) with the code of `tag`.
-    fn tool_cmd(&self, label: &str, tag: &str, script: &str) -> Cmd;
-    /// The exact command text a step runs, for the plan and the runbook.
-    fn describe_deploy(&self, tag: &str) -> String;
-    fn describe_stop(&self) -> String;
+
+    /// Runs the command for `action`; an unconfigured one is an error naming its key.
+    async fn run(&self, action: Action<'_>) -> Result<String> {
+        match self.cmd(action) {
+            Some(c) => exec::run_ok(self.executor(), &c).await,
+            None => bail!("app.commands.{} is not set", action.key()),
+        }
+    }
 }

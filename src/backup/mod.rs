@@ -1,5 +1,6 @@
 //! Backups named by git SHA, their manifests (which are also the run's journal), and lookup.
 
+mod meta_filter;
 mod pipeline;
 pub mod retention;
 
@@ -7,26 +8,14 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::db::Fingerprint;
-use crate::guard::Journal;
+use crate::db::{Fingerprint, RowSum, TableStats};
+use crate::guard::{Journal, Outcome};
+use crate::model::{BackupName, Sha};
 use crate::store::Store;
+use std::collections::BTreeMap;
 
+pub use meta_filter::MetaGuard;
 pub use pipeline::{human_bytes, restore_stream, take, take_verified, verify, Taken, TRAILER};
-
-/// `{yyyymm}/{yyyymmdd}_{hhmmss}_pre-deploy-{sha7}`: the stem of a backup's keys.
-pub fn stem(sha: &str, at: DateTime<Utc>) -> String {
-    format!("{}/{}_pre-deploy-{}", at.format("%Y%m"), at.format("%Y%m%d_%H%M%S"), &sha[..7.min(sha.len())])
-}
-
-pub fn data_key(stem: &str) -> String {
-    format!("{stem}.sql.gz")
-}
-
-pub fn manifest_key(stem: &str) -> String {
-    format!("{stem}.manifest.json")
-}
-
-const MANIFEST_SUFFIX: &str = ".manifest.json";
 
 /// The migration table as it was.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +29,7 @@ pub struct MigrationState {
 pub struct Manifest {
     pub format: u32,
     pub project: String,
-    pub sha: String,
+    pub sha: Sha,
     /// The tag being deployed.
     pub tag: Option<String>,
     /// The tag that ran before (what a rollback redeploys).
@@ -59,20 +48,26 @@ pub struct Manifest {
     pub verified: bool,
     pub migrations: MigrationState,
     pub fingerprint: Option<Fingerprint>,
+    /// Each table's rows at the backup, as order-independent sums (see `db::RowSum`).
+    #[serde(default)]
+    pub data: BTreeMap<String, RowSum>,
+    /// Each table's storage file and update/delete count before the migrations ran.
+    #[serde(default)]
+    pub stats: BTreeMap<String, TableStats>,
     pub journal: Journal,
-    /// deployed, rolled-back, rollback-failed, aborted; none while a run is under way.
-    pub outcome: Option<String>,
+    /// How the last run on this backup ended; none while a run is under way.
+    pub outcome: Option<Outcome>,
 }
 
 impl Manifest {
     pub const FORMAT: u32 = 1;
 
     /// The manifest of a backup that was just taken and verified; the caller fills in the rest.
-    pub fn verified(project: &str, sha: &str, database: &str, created_at: DateTime<Utc>, taken: Taken) -> Manifest {
+    pub fn verified(project: &str, sha: &Sha, database: &str, created_at: DateTime<Utc>, taken: Taken) -> Manifest {
         Manifest {
             format: Manifest::FORMAT,
             project: project.to_string(),
-            sha: sha.to_ascii_lowercase(),
+            sha: sha.clone(),
             tag: None,
             previous_tag: None,
             created_at,
@@ -85,40 +80,176 @@ impl Manifest {
             verified: true,
             migrations: MigrationState::default(),
             fingerprint: None,
+            data: taken.tables,
+            stats: BTreeMap::new(),
             journal: Journal::default(),
             outcome: None,
         }
     }
 
-    pub fn stem(&self) -> &str {
-        self.key.strip_suffix(".sql.gz").unwrap_or(&self.key)
-    }
-
     pub fn manifest_key(&self) -> String {
-        manifest_key(self.stem())
+        BackupName::from_key(&self.key).manifest_key()
     }
 
-    pub fn sha7(&self) -> &str {
-        &self.sha[..7.min(self.sha.len())]
-    }
-
+    /// Writes the manifest beside its backup, signed when `DEPLOY_GUARD_MANIFEST_KEY` is set.
     pub async fn save(&self, store: &dyn Store) -> Result<()> {
-        let body = serde_json::to_vec_pretty(self)?;
+        let body = self.to_bytes(signing_key()?.as_deref())?;
         store.put_bytes(&self.manifest_key(), &body).await.context("cannot write the backup manifest")?;
         Ok(())
     }
 
+    /// Reads the manifest at `key` and checks it: the store is as trusted as code (a restore pipes
+    /// the backup it names into psql), so the signature, when a key is set, and every field that
+    /// reaches a command, a name or a lookup are checked before anything uses it.
     pub async fn load(store: &dyn Store, key: &str) -> Result<Manifest> {
         let bytes = store.get_bytes(key).await?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a deploy-guard manifest"))
+        Manifest::from_bytes(&bytes, key, signing_key()?.as_deref())
     }
+
+    /// The stored form: pretty JSON, with `signature` (HMAC-SHA256 of the canonical body) when
+    /// `key` is given.
+    pub fn to_bytes(&self, key: Option<&[u8]>) -> Result<Vec<u8>> {
+        let mut value = serde_json::to_value(self)?;
+        if let Some(key) = key {
+            let mac = sign(key, &serde_json::to_vec(&value)?);
+            value.as_object_mut().expect("a manifest is an object").insert(SIGNATURE.into(), mac.into());
+        }
+        Ok(serde_json::to_vec_pretty(&value)?)
+    }
+
+    /// Parses, authenticates (when `key` is given) and validates the manifest stored at `at`.
+    pub fn from_bytes(bytes: &[u8], at: &str, key: Option<&[u8]>) -> Result<Manifest> {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).with_context(|| format!("{at} is not a deploy-guard manifest"))?;
+        let obj = value.as_object_mut().with_context(|| format!("{at} is not a deploy-guard manifest"))?;
+        let signature = obj.remove(SIGNATURE);
+        match (key, signature) {
+            (Some(key), Some(serde_json::Value::String(sig))) => {
+                if !verify_signature(key, &serde_json::to_vec(&value)?, &sig) {
+                    bail!(
+                        "manifest {at} fails its signature check: it was changed after it was written, or signed with another DEPLOY_GUARD_MANIFEST_KEY. Refusing to trust it"
+                    );
+                }
+            }
+            (Some(_), _) => bail!(
+                "manifest {at} is not signed, but DEPLOY_GUARD_MANIFEST_KEY is set: refusing to trust it (anyone who can write to the store could have written it). If it predates the key, check it by hand"
+            ),
+            (None, _) => warn_unsigned(),
+        }
+        let m: Manifest =
+            serde_json::from_value(value).with_context(|| format!("{at} is not a deploy-guard manifest"))?;
+        m.validate(at)?;
+        Ok(m)
+    }
+
+    /// Checks every field a command, a database name or a lookup is built from; `at` is the key
+    /// the manifest was read from.
+    pub fn validate(&self, at: &str) -> Result<()> {
+        let bad = |what: String| Err(anyhow::anyhow!("manifest {at} is not trustworthy: {what}"));
+        if self.format != Manifest::FORMAT {
+            return bad(format!("format {} (this deploy-guard reads format {})", self.format, Manifest::FORMAT));
+        }
+        for (what, tag) in [("tag", &self.tag), ("previous_tag", &self.previous_tag)] {
+            if let Some(t) = tag {
+                if let Err(e) = crate::config::check_tag(what, t) {
+                    return bad(format!("{e:#}"));
+                }
+            }
+        }
+        if !plain_name(&self.project, 64) {
+            return bad(format!("project {:?} is not a plain name", self.project));
+        }
+        if !plain_name(&self.database, 63) {
+            return bad(format!("database {:?} is not a plain name", self.database));
+        }
+        if !BackupName::is_manifest_key(at) {
+            return bad("its own key is not a manifest's".into());
+        }
+        let name = BackupName::from_key(at);
+        if self.key != name.data_key() {
+            return bad(format!("it names the backup {:?}, not {:?} beside it", self.key, name.data_key()));
+        }
+        let named = BackupName::sha7_of_manifest_key(at);
+        if !named.is_some_and(|n| n.eq_ignore_ascii_case(self.sha.short())) {
+            return bad(format!("its name is not that of a backup of {}", self.sha.short()));
+        }
+        for (table, sum) in &self.data {
+            if !crate::db::safe_ident_list(table) || !sum.columns.iter().all(|c| crate::db::safe_ident_list(c)) {
+                return bad(format!("table {table:?} or its columns are not plain or quoted identifiers"));
+            }
+        }
+        if self.sha256.len() != 64 || !lower_hex(&self.sha256) {
+            return bad(format!("sha256 {:?} is not a SHA-256", self.sha256));
+        }
+        if self.size == 0 || self.dump_bytes == 0 || self.size > MAX_BYTES || self.dump_bytes > MAX_BYTES {
+            return bad(format!(
+                "sizes {} (stored) and {} (dump) are not those of a backup",
+                self.size, self.dump_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Field holding the manifest's HMAC.
+const SIGNATURE: &str = "signature";
+/// Larger than any backup: sizes above it are corrupt or hostile.
+const MAX_BYTES: u64 = 1 << 50;
+/// The environment variable holding the manifest signing key.
+pub const MANIFEST_KEY_VAR: &str = "DEPLOY_GUARD_MANIFEST_KEY";
+
+fn lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Letters, digits, `_`, `-`, `.`; at most `max` bytes.
+fn plain_name(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The signing key from `DEPLOY_GUARD_MANIFEST_KEY`, when set.
+fn signing_key() -> Result<Option<Vec<u8>>> {
+    match std::env::var(MANIFEST_KEY_VAR) {
+        Ok(k) if k.len() >= 16 => Ok(Some(k.into_bytes())),
+        Ok(k) if k.is_empty() => Ok(None),
+        Ok(_) => bail!("{MANIFEST_KEY_VAR} is too short to be a key: use 32 random bytes (openssl rand -hex 32)"),
+        Err(_) => Ok(None),
+    }
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn sign(key: &[u8], body: &[u8]) -> String {
+    use hmac::Mac;
+    let mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    format!("hmac-sha256:{}", hex::encode(mac.chain_update(body).finalize().into_bytes()))
+}
+
+fn verify_signature(key: &[u8], body: &[u8], signature: &str) -> bool {
+    use hmac::Mac;
+    let Some(Ok(tag)) = signature.strip_prefix("hmac-sha256:").map(hex::decode) else {
+        return false;
+    };
+    let mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    // Constant time.
+    mac.chain_update(body).verify_slice(&tag).is_ok()
+}
+
+/// Says once per run that manifests are read without a signature check.
+fn warn_unsigned() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "backup manifests are unsigned: anyone who can write to the backup store can forge one. Set {MANIFEST_KEY_VAR} (a secret, e.g. `openssl rand -hex 32`) to sign them and refuse forgeries"
+        )
+    });
 }
 
 /// Every manifest in the store, newest first.
 pub async fn list(store: &dyn Store) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     for obj in store.list("").await? {
-        if obj.key.ends_with(MANIFEST_SUFFIX) {
+        if BackupName::is_manifest_key(&obj.key) {
             match Manifest::load(store, &obj.key).await {
                 Ok(m) => out.push(m),
                 Err(e) => tracing::warn!("skipping {}: {e:#}", obj.key),
@@ -129,25 +260,68 @@ pub async fn list(store: &dyn Store) -> Result<Vec<Manifest>> {
     Ok(out)
 }
 
-/// The newest verified backup of the deploy whose SHA starts with `prefix`. Two different SHAs
-/// matching is an error that lists them.
-pub async fn find(store: &dyn Store, prefix: &str) -> Result<Manifest> {
+/// The backup to restore for the deploy of `project` on `database` whose SHA starts with
+/// `prefix`. Backups of the same SHA written by another project or for another database (a
+/// shared bucket, a staging deploy of the same commit) are never chosen; when only such backups
+/// exist the error names them. Among this deploy's own backups, the one its deploy took comes
+/// before any later `backup` of the same SHA (a nightly backup holds the migrated schema).
+pub async fn find_for(store: &dyn Store, project: &str, database: &str, prefix: &str) -> Result<Manifest> {
+    let (mine, others): (Vec<Manifest>, Vec<Manifest>) =
+        matching(store, prefix).await?.into_iter().partition(|m| m.project == project && m.database == database);
+    if mine.is_empty() && !others.is_empty() {
+        bail!(
+            "no backup of project {project}, database {database} matches SHA {prefix} in {}; the backups of that SHA \
+             there belong to another project or database and are never restored here: {}",
+            store.describe(),
+            others
+                .iter()
+                .map(|m| format!("{} (project {}, database {})", m.key, m.project, m.database))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !others.is_empty() {
+        tracing::info!(
+            "ignoring {} backup(s) of SHA {prefix} written by another project or for another database",
+            others.len()
+        );
+    }
+    let (deploys, backups): (Vec<Manifest>, Vec<Manifest>) = mine.into_iter().partition(|m| m.tag.is_some());
+    if deploys.iter().any(|m| m.verified) {
+        if !backups.is_empty() {
+            tracing::info!("using the backup taken by the deploy of {prefix}, not a later `backup` of that SHA");
+        }
+        return newest_verified(store, prefix, deploys);
+    }
+    let mut all = deploys;
+    all.extend(backups);
+    newest_verified(store, prefix, all)
+}
+
+/// Every manifest whose SHA starts with `prefix` (each one validated as it is read).
+async fn matching(store: &dyn Store, prefix: &str) -> Result<Vec<Manifest>> {
     let prefix = prefix.to_ascii_lowercase();
     let short = &prefix[..7.min(prefix.len())];
     let mut found = Vec::new();
     for obj in store.list("").await? {
-        let Some(name) = obj.key.strip_suffix(MANIFEST_SUFFIX) else {
+        let Some(sha7) = BackupName::sha7_of_manifest_key(&obj.key) else {
             continue;
         };
-        let sha7 = name.rsplit("pre-deploy-").next().unwrap_or("");
+        let sha7 = sha7.to_ascii_lowercase();
         if !sha7.starts_with(short) {
             continue;
         }
         let m = Manifest::load(store, &obj.key).await?;
-        if m.sha.starts_with(&prefix) {
+        if m.sha.as_str().starts_with(&prefix) {
             found.push(m);
         }
     }
+    Ok(found)
+}
+
+/// The newest verified of `found`, which must all be of one SHA.
+fn newest_verified(store: &dyn Store, prefix: &str, mut found: Vec<Manifest>) -> Result<Manifest> {
+    let prefix = prefix.to_ascii_lowercase();
     let mut shas: Vec<&str> = found.iter().map(|m| m.sha.as_str()).collect();
     shas.sort();
     shas.dedup();
@@ -174,12 +348,90 @@ pub async fn find(store: &dyn Store, prefix: &str) -> Result<Manifest> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_by_sha_and_time() {
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const AT: &str = "202605/20260510_150000_pre-deploy-abc1234.manifest.json";
+
+    fn sha() -> Sha {
+        Sha::parse("abc1234def5678abc1234def5678abc1234def56").unwrap()
+    }
+
+    fn manifest() -> Manifest {
         let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
-        let s = stem("abc1234def", at);
-        assert_eq!(s, "202605/20260510_150000_pre-deploy-abc1234");
-        assert_eq!(data_key(&s), "202605/20260510_150000_pre-deploy-abc1234.sql.gz");
-        assert_eq!(manifest_key(&s), "202605/20260510_150000_pre-deploy-abc1234.manifest.json");
+        let taken = Taken {
+            key: BackupName::new(&sha(), at).data_key(),
+            dump_bytes: 1000,
+            size: 300,
+            sha256: "9f".repeat(32),
+            tables: Default::default(),
+        };
+        let mut m = Manifest::verified("station", &sha(), "shop", at, taken);
+        m.tag = Some("v2".into());
+        m.previous_tag = Some("v1".into());
+        m
+    }
+
+    /// The manifest as JSON, changed by `f`, stored unsigned.
+    fn edited(f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v = serde_json::to_value(manifest()).unwrap();
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    fn refused(bytes: &[u8], key: Option<&[u8]>, why: &str) {
+        let e = format!("{:#}", Manifest::from_bytes(bytes, AT, key).expect_err(why));
+        assert!(e.contains(why), "expected {why:?} in {e}");
+    }
+
+    #[test]
+    fn signed_manifests_round_trip_and_tampering_is_refused() {
+        let signed = manifest().to_bytes(Some(KEY)).unwrap();
+        let m = Manifest::from_bytes(&signed, AT, Some(KEY)).unwrap();
+        assert_eq!((m.tag.as_deref(), m.sha256.as_str()), (Some("v2"), "9f".repeat(32).as_str()));
+        // Unsigned readers still read it (with the once-per-run warning).
+        Manifest::from_bytes(&signed, AT, None).unwrap();
+        // One byte of the body changed: the previous tag an attacker wants redeployed.
+        let text = String::from_utf8(signed.clone()).unwrap();
+        let tampered = text.replace("\"previous_tag\": \"v1\"", "\"previous_tag\": \"v0\"");
+        assert_ne!(tampered, text);
+        refused(tampered.as_bytes(), Some(KEY), "fails its signature check");
+        // The checksum replaced so that a forged backup would verify.
+        let forged = text.replace(&"9f".repeat(32), &"00".repeat(32));
+        refused(forged.as_bytes(), Some(KEY), "fails its signature check");
+        // Another key, a stripped signature, a mangled one.
+        refused(&signed, Some(b"another key, another deployment!"), "fails its signature check");
+        refused(&manifest().to_bytes(None).unwrap(), Some(KEY), "is not signed");
+        let mangled = text.replace("hmac-sha256:", "hmac-sha256:zz");
+        refused(mangled.as_bytes(), Some(KEY), "fails its signature check");
+    }
+
+    #[test]
+    fn hostile_fields_are_refused_on_read() {
+        use serde_json::json;
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|v| v["tag"] = json!("v2; touch /tmp/pwned")), "not a valid image tag"),
+            (Box::new(|v| v["previous_tag"] = json!("$(id)")), "not a valid image tag"),
+            (Box::new(|v| v["sha"] = json!("abc1234'; touch x")), "not a git SHA"),
+            (Box::new(|v| v["sha"] = json!("abc12")), "not a git SHA"),
+            (
+                Box::new(|v| v["sha"] = json!("def1234def5678abc1234def5678abc1234def56")),
+                "not that of a backup of def1234",
+            ),
+            (Box::new(|v| v["key"] = json!("../../etc/passwd")), "names the backup"),
+            (Box::new(|v| v["key"] = json!("202605/20260101_000000_pre-deploy-abc1234.sql.gz")), "names the backup"),
+            (Box::new(|v| v["database"] = json!("shop\" OR 1=1")), "not a plain name"),
+            (Box::new(|v| v["project"] = json!("")), "not a plain name"),
+            (Box::new(|v| v["size"] = json!(0)), "are not those of a backup"),
+            (Box::new(|v| v["dump_bytes"] = json!(u64::MAX)), "are not those of a backup"),
+            (Box::new(|v| v["sha256"] = json!("xyz")), "not a SHA-256"),
+            (Box::new(|v| v["format"] = json!(99)), "format 99"),
+        ];
+        for (f, why) in cases {
+            refused(&edited(f), None, why);
+        }
+        Manifest::from_bytes(&edited(|_| {}), AT, None).unwrap();
+        // A manifest read from another name than its own.
+        let e = Manifest::from_bytes(&edited(|_| {}), "202605/x_pre-deploy-abc1234.manifest.json", None).unwrap_err();
+        assert!(format!("{e:#}").contains("names the backup"), "{e:#}");
     }
 }

@@ -1,6 +1,8 @@
 //! The streaming backup: `pg_dump` → gzip → store, with nothing held whole in memory or on disk,
 //! then verified by reading the stored object back. Restore streams the other way.
 
+pub use crate::model::human_bytes;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio_util::io::InspectReader;
 
-use super::Manifest;
-use crate::db::Postgres;
+use super::{Manifest, MetaGuard};
+use crate::db::{DumpTables, Postgres, RowSum};
 use crate::exec::Tail;
 use crate::store::Store;
 
@@ -78,6 +80,8 @@ pub struct Taken {
     /// Compressed bytes stored.
     pub size: u64,
     pub sha256: String,
+    /// Each table's rows as an order-independent sum, from reading the backup back.
+    pub tables: BTreeMap<String, RowSum>,
 }
 
 /// Streams a dump of the live database into `key`. Fails (and deletes what it stored) unless
@@ -115,7 +119,13 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
         if stored != gz.bytes {
             bail!("the store took {stored} bytes of {}", gz.bytes);
         }
-        Ok(Taken { key: key.to_string(), dump_bytes: raw.bytes, size: gz.bytes, sha256: gz.sha256() })
+        Ok(Taken {
+            key: key.to_string(),
+            dump_bytes: raw.bytes,
+            size: gz.bytes,
+            sha256: gz.sha256(),
+            tables: BTreeMap::new(),
+        })
     })();
     if checked.is_err() {
         if let Err(e) = store.delete(key).await {
@@ -127,23 +137,28 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
 
 /// [`take`], then [`verify`]; a backup that does not verify is deleted.
 pub async fn take_verified(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Result<Taken> {
-    let taken = take(db, store, key, level).await?;
-    if let Err(e) = verify(store, &taken).await {
-        let _ = store.delete(key).await;
-        return Err(e.context("the backup did not verify and was deleted"));
+    let mut taken = take(db, store, key, level).await?;
+    match verify(store, &taken).await {
+        Ok(tables) => taken.tables = tables,
+        Err(e) => {
+            let _ = store.delete(key).await;
+            return Err(e.context("the backup did not verify and was deleted"));
+        }
     }
     Ok(taken)
 }
 
 /// Reads the stored backup back whole: same size and sha256, gunzips to the same number of
-/// bytes, ends with pg_dump's trailer.
-pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<()> {
+/// bytes, ends with pg_dump's trailer. Returns each table's row sums, read on the way.
+pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<BTreeMap<String, RowSum>> {
     let gz = Meter::shared();
     let raw = Meter::shared();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
     decoder.multiple_members(true);
-    let mut plain = metered(decoder, &raw);
+    let tables = Arc::new(Mutex::new(DumpTables::default()));
+    let seen = tables.clone();
+    let mut plain = InspectReader::new(metered(decoder, &raw), move |b| seen.lock().expect("tables").feed(b));
     tokio::io::copy(&mut plain, &mut tokio::io::sink())
         .await
         .with_context(|| format!("{} does not gunzip", taken.key))?;
@@ -162,7 +177,8 @@ pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<()> {
     if raw.bytes != taken.dump_bytes || !raw.has_trailer() {
         bail!("{} gunzips to {} bytes (expected {}) or lacks the dump trailer", taken.key, raw.bytes, taken.dump_bytes);
     }
-    Ok(())
+    let tables = std::mem::take(&mut tables.lock().expect("tables").tables);
+    Ok(tables)
 }
 
 /// Streams the backup of `manifest` into database `into` (which must be a fresh scratch
@@ -178,6 +194,7 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
         dump_bytes: manifest.dump_bytes,
         size: manifest.size,
         sha256: manifest.sha256.clone(),
+        tables: BTreeMap::new(),
     };
     verify(store, &expected)
         .await
@@ -187,7 +204,9 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
     decoder.multiple_members(true);
     let sql = Meter::shared();
-    let mut plain = metered(decoder, &sql);
+    // The checksum proves the object is the one the manifest names, not that whoever wrote both
+    // meant well: psql meta-commands are refused before psql reads them.
+    let mut plain = MetaGuard::new(metered(decoder, &sql));
     let ticker = progress("restore", &sql);
     let restored = db.restore_into(into, &mut plain).await;
     ticker.abort();
@@ -204,20 +223,4 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
         );
     }
     Ok(report.sql_bytes)
-}
-
-/// "1.5 MiB".
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -82,7 +82,7 @@ pub async fn prune(store: &dyn Store, project: &str, policy: Policy, dry_run: bo
             if dry_run { "would delete" } else { "deleted" },
             m.key,
             m.created_at.format("%Y-%m-%d %H:%M:%S"),
-            m.sha7(),
+            m.sha.short(),
             super::human_bytes(m.size),
             d.why
         );
@@ -96,11 +96,11 @@ mod tests {
     use super::*;
     use crate::guard::Journal;
 
-    fn m(project: &str, days_ago: i64, verified: bool, outcome: Option<&str>) -> Manifest {
+    fn m(project: &str, days_ago: i64, verified: bool, deployed: Option<&str>) -> Manifest {
         let now = DateTime::parse_from_rfc3339("2026-06-30T12:00:00Z").unwrap().with_timezone(&Utc);
         let at = now - chrono::Duration::days(days_ago);
-        let sha = format!("{:07x}aaaaaaaa", days_ago);
-        let stem = super::super::stem(&sha, at);
+        let sha = crate::model::Sha::parse(&format!("{:07x}aaaaaaaa", days_ago)).unwrap();
+        let name = crate::model::BackupName::new(&sha, at);
         Manifest {
             format: 1,
             project: project.into(),
@@ -110,15 +110,17 @@ mod tests {
             created_at: at,
             database: "db".into(),
             server_version: None,
-            key: super::super::data_key(&stem),
+            key: name.data_key(),
             dump_bytes: 1,
             size: 1,
             sha256: String::new(),
             verified,
             migrations: Default::default(),
             fingerprint: None,
+            data: Default::default(),
+            stats: Default::default(),
             journal: Journal::default(),
-            outcome: outcome.map(str::to_string),
+            outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
         }
     }
 
@@ -127,7 +129,7 @@ mod tests {
     }
 
     fn deleted(d: &[Decision]) -> Vec<String> {
-        d.iter().filter(|d| d.delete).map(|d| d.manifest.sha[..7].to_string()).collect()
+        d.iter().filter(|d| d.delete).map(|d| d.manifest.sha.short().to_string()).collect()
     }
 
     #[test]

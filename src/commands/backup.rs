@@ -1,63 +1,46 @@
 //! `backup` (take and verify one, record the state) and `backups` (list them).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
-use super::World;
-use crate::backup::{self, human_bytes, Manifest, MigrationState};
-use crate::guard::{EntryState, Step};
+use crate::backup;
+use crate::guard::{Mode, Outcome};
+use crate::model::{human_bytes, Sha, ShaPrefix};
+use crate::report::{self, Report};
+use crate::run::Run;
+use crate::world::World;
 
 /// Takes a verified backup tagged with `sha`, recording the current migration rows and
-/// fingerprint so it can be validated on restore.
-pub async fn backup(w: &World, sha: &str) -> Result<Manifest> {
-    let started = chrono::Utc::now();
-    let lock = w.db.lock(&w.lock_key()).await?;
-    let result = async {
-        // Fail before a long dump, not after it: the store must be there and writable.
-        w.store.check().await.with_context(|| format!("backup store {} is not usable", w.store.describe()))?;
-        let server_version =
-            w.db.server_version(&w.db.name)
-                .await
-                .with_context(|| format!("database {} is not reachable", w.db.name))?;
-        let key = backup::data_key(&backup::stem(sha, started));
-        let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
-        let rows = w.migration_rows(&w.db.name).await?;
-        let fingerprint = w.db.fingerprint(&w.db.name).await?;
-        let mut m = Manifest::verified(&w.config.project, sha, &w.db.name, started, taken);
-        m.previous_tag = w.runtime.current_tag().await.ok().flatten();
-        m.server_version = Some(server_version);
-        m.migrations = MigrationState { table: w.migrator.table.clone(), rows };
-        m.fingerprint = Some(fingerprint);
-        m.journal.begin(Step::Backup, started);
-        m.journal.end(Step::Backup, EntryState::Ok, "backup command", chrono::Utc::now());
-        m.outcome = Some("backup".into());
-        m.save(w.store.as_ref()).await?;
-        Ok(m)
-    }
-    .await;
-    lock.release().await;
-    result
+/// fingerprint so it can be validated on restore: the tree in `backup` mode.
+pub async fn backup(w: &World, sha: &Sha, config_arg: &str) -> Report {
+    let mut run = Run::new(w, Mode::Backup, sha.clone());
+    run.config_arg = config_arg.to_string();
+    let outcome = run.drive(w.config.rollback.strategy).await;
+    report::build(&run, outcome)
 }
 
 /// One row of `backups`.
 #[derive(Serialize)]
 pub struct Listed {
     pub created_at: chrono::DateTime<chrono::Utc>,
-    pub sha: String,
+    pub sha: Sha,
     pub tag: Option<String>,
     pub previous_tag: Option<String>,
     pub key: String,
     pub size: u64,
     pub verified: bool,
-    pub outcome: Option<String>,
+    /// How the last run on this backup ended (`deployed`, `backed-up`, `restored`, …); none while
+    /// a run is under way.
+    pub outcome: Option<&'static str>,
+    /// How that run brought the database back (`none`, `revert`, `restore`).
+    pub path: Option<&'static str>,
 }
 
-pub async fn list(w: &World, sha_prefix: Option<&str>) -> Result<Vec<Listed>> {
-    let prefix = sha_prefix.map(|p| p.to_ascii_lowercase());
+pub async fn list(w: &World, sha_prefix: Option<&ShaPrefix>) -> Result<Vec<Listed>> {
     Ok(backup::list(w.store.as_ref())
         .await?
         .into_iter()
-        .filter(|m| prefix.as_deref().is_none_or(|p| m.sha.starts_with(p)))
+        .filter(|m| sha_prefix.is_none_or(|p| m.sha.starts_with(p)))
         .map(|m| Listed {
             created_at: m.created_at,
             sha: m.sha,
@@ -66,7 +49,8 @@ pub async fn list(w: &World, sha_prefix: Option<&str>) -> Result<Vec<Listed>> {
             key: m.key,
             size: m.size,
             verified: m.verified,
-            outcome: m.outcome,
+            outcome: m.outcome.as_ref().map(Outcome::result),
+            path: m.outcome.as_ref().map(|o| o.path().name()),
         })
         .collect())
 }
@@ -82,10 +66,10 @@ pub fn table(rows: &[Listed]) -> String {
         out.push_str(&format!(
             "{:<20} {:<9} {:>10} {:<9} {:<16} {}\n",
             r.created_at.format("%Y-%m-%d %H:%M:%S"),
-            &r.sha[..7.min(r.sha.len())],
+            r.sha.short(),
             human_bytes(r.size),
             if r.verified { "yes" } else { "NO" },
-            r.outcome.as_deref().unwrap_or("in progress"),
+            r.outcome.unwrap_or("in progress"),
             r.key
         ));
     }
@@ -120,7 +104,7 @@ pub fn prune_line(d: &backup::retention::Decision) -> String {
         "deleted {} ({}, {}, {}): {}",
         m.key,
         m.created_at.format("%Y-%m-%d %H:%M:%S"),
-        m.sha7(),
+        m.sha.short(),
         human_bytes(m.size),
         d.why
     )

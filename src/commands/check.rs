@@ -3,8 +3,8 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::World;
 use crate::exec::{self, Cmd};
+use crate::world::World;
 
 #[derive(Debug, Serialize)]
 pub struct CheckLine {

@@ -1,96 +1,44 @@
-//! `runbook`: the manual rollback runbook, with this deployment's exact commands, for when a
-//! person has to do by hand what deploy-guard does (or check what it did).
+//! `runbook`: the manual runbook for the newest deploy of this project (or `--sha`'s), with this
+//! deployment's exact commands.
 
-use std::fmt::Write;
+use anyhow::{Context, Result};
 
-use super::World;
-use crate::exec::quote;
+use crate::backup;
+use crate::guard::Mode;
+use crate::model::{Sha, ShaPrefix};
+use crate::run::Run;
+use crate::world::World;
 
-pub fn render(w: &World, config_arg: &str) -> String {
-    let c = &w.config;
-    let db = &w.db;
-    let psql_live = db.shell_text(&db.psql_cmd("psql", &db.name, ""));
-    let psql_m = db.shell_text(&db.psql_cmd("psql", &db.maintenance_db, ""));
-    let sql = |psql: &str, q: &str| format!("echo {} | {psql}", quote(q));
-    let table = w.migrator.table.as_deref().unwrap_or("<your migration table>");
-    let revert = w.migrator.revert_script("NEW_TAG", "SHA").map(|s| w.runtime.tool_cmd("revert", "NEW_TAG", &s).script);
-    let mut md = String::new();
-    let _ = writeln!(md, "# Rollback runbook — {}\n", c.project);
-    let _ = writeln!(
-        md,
-        "Target: {} · database `{}` · backups: {} · rollback strategy: {:?}\n",
-        w.exec.describe(),
-        db.name,
-        w.store.describe(),
-        c.rollback.strategy
-    );
-    md.push_str("deploy-guard does all of this by itself on a failed deploy. Use this page when it says a person must act (exit 3), or to check its work. Commands are for this deployment as configured.\n\n");
-    md.push_str("## 1. Assess (2 minutes)\n\n```sh\n");
-    let _ = writeln!(md, "{}            # app state", w.runtime_status_text());
-    let _ = writeln!(
-        md,
-        "{}",
-        sql(&psql_live, &format!("SELECT * FROM {table} ORDER BY {} DESC LIMIT 5;", w.migrator.order_by))
-    );
-    let _ = writeln!(md, "deploy-guard backups{config_arg}        # the pre-deploy backup of each deploy, by SHA");
-    md.push_str("```\n\nFind the failed deploy's SHA in the Actions run (or `backups`). Compare the migration table with the backup's manifest (`migrations.rows`).\n\n");
-    md.push_str("## 2. Decide\n\n");
-    md.push_str("- The migration failed inside its transaction and the table/schema are unchanged → nothing to do to the database: **redeploy** (5).\n");
-    md.push_str("- The migrations applied, the tool can revert them, the state is not dirty, and nothing destructive ran → **fast path** (3).\n");
-    md.push_str("- Anything else, or the fast path left drift → **safe path** (4).\n\n");
-    let _ = writeln!(md, "Or let deploy-guard do it: `deploy-guard rollback --sha SHA{config_arg}` (`--path revert` or `--path restore` to choose).\n");
-    md.push_str("## 3. Fast path: revert\n\nRun once per migration the deploy applied, with the NEW tag's code (it has the `down()`):\n\n```sh\n");
-    match &revert {
-        Some(r) => {
-            let _ = writeln!(md, "{r}");
+pub async fn render(w: &World, sha: Option<&ShaPrefix>, config_arg: &str) -> Result<String> {
+    // By project only: offline, a `${VAR}` database name is not resolved.
+    let mine = |m: &backup::Manifest| m.project == w.config.project && m.tag.is_some();
+    let listed = backup::list(w.store.as_ref()).await;
+    let found =
+        match sha {
+            Some(p) => Some(listed?.into_iter().find(|m| mine(m) && m.sha.starts_with(p)).with_context(|| {
+                format!("no deploy of {} with SHA {p} in {}", w.config.project, w.store.describe())
+            })?),
+            None => listed.ok().and_then(|ms| ms.into_iter().find(mine)),
+        };
+    let placeholder = found.is_none();
+    let mut run = match found {
+        Some(m) => Run::resume(w, Mode::Rollback, m),
+        None => {
+            let mut run = Run::new(w, Mode::Rollback, Sha::parse("0000000").expect("a SHA"));
+            run.tag = Some("NEW_TAG".into());
+            run.previous_tag = Some("PREVIOUS_TAG".into());
+            run
         }
-        None => md.push_str("# no revert command configured (migrations.revert): use the safe path\n"),
-    }
-    md.push_str("```\n\nThen verify the schema equals the pre-deploy fingerprint:\n\n```sh\n");
-    let _ =
-        writeln!(md, "deploy-guard rollback --sha SHA --path revert{config_arg}   # reverts and verifies, or stops");
-    md.push_str("```\n\n## 4. Safe path: restore the pre-deploy backup\n\n```sh\n");
-    let _ = writeln!(md, "{}", w.runtime.describe_stop());
-    let _ = writeln!(
-        md,
-        "deploy-guard restore --sha SHA{config_arg}   # scratch restore → validate → swap; keeps the broken db"
-    );
-    md.push_str("```\n\nBy hand, if deploy-guard itself cannot run:\n\n```sh\n");
-    let _ = writeln!(md, "{}", sql(&psql_m, &format!("CREATE DATABASE \"{}__restore\" TEMPLATE template0;", db.name)));
-    let _ = writeln!(
-        md,
-        "gunzip -c BACKUP.sql.gz | {}",
-        db.shell_text(&db.psql_cmd("psql", &format!("{}__restore", db.name), "--single-transaction"))
-    );
-    let _ = writeln!(md, "# check the restored database, then swap it in:");
-    let _ = writeln!(
-        md,
-        "{}",
-        sql(
-            &psql_m,
-            &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'; ALTER DATABASE \"{0}\" RENAME TO \"{0}__failed\"; ALTER DATABASE \"{0}__restore\" RENAME TO \"{0}\";",
-                db.name
-            )
+    };
+    run.config_arg = config_arg.to_string();
+    let page = crate::report::runbook::render(&run);
+    Ok(if placeholder {
+        format!(
+            "> No deploy of {} is in the store yet: SHA `0000000`, NEW_TAG and PREVIOUS_TAG stand for the failed \
+             deploy's. `runbook --sha SHA` prints the page for one.\n\n{page}",
+            w.config.project
         )
-    );
-    md.push_str("```\n\n## 5. Redeploy the previous tag\n\n```sh\n");
-    let _ = writeln!(md, "{}", w.runtime.describe_deploy("PREVIOUS_TAG"));
-    let _ = writeln!(md, "{}", w.health.describe());
-    md.push_str("```\n\n## 6. After the rollback\n\n");
-    md.push_str("- [ ] The app answers its health check and serves real requests.\n");
-    md.push_str("- [ ] The migration table matches the previous release.\n");
-    md.push_str("- [ ] If the safe path ran: writes between the backup and the restore are lost — find them in the kept `*__failed_*` database, decide what to replay, then drop it.\n");
-    md.push_str(
-        "- [ ] Write the incident down: what failed, why the migration was unsafe, what prevents it next time.\n\n",
-    );
-    md.push_str("## 7. Rehearsal log\n\nRehearse both paths before you need them:\n\n```sh\n");
-    md.push_str("deploy-guard simulate --record rehearsals.md\n```\n\n| date | scenario | path | duration | result |\n|---|---|---|---|---|\n");
-    md
-}
-
-impl World {
-    fn runtime_status_text(&self) -> String {
-        self.config.app.commands.status.clone().unwrap_or_else(|| "# (app.commands.status not set)".into())
-    }
+    } else {
+        page
+    })
 }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use env::SETTINGS;
-pub use validate::{check_sha, check_sha_prefix, check_tag, is_var_ref as validate_var_ref};
+pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -77,6 +77,10 @@ pub struct Target {
     #[serde(default)]
     pub insecure_accept_any_host_key: bool,
     pub jump: Option<String>,
+    /// The jump host's own pin (known_hosts lines); else its lines in `known_hosts`.
+    pub jump_known_hosts: Option<String>,
+    /// The jump host's own pin (`SHA256:…`); `fingerprint` pins the target only.
+    pub jump_fingerprint: Option<String>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(default = "default_command_timeout", with = "humantime_serde")]
@@ -93,6 +97,8 @@ impl Default for Target {
             fingerprint: None,
             insecure_accept_any_host_key: false,
             jump: None,
+            jump_known_hosts: None,
+            jump_fingerprint: None,
             connect_timeout: default_connect_timeout(),
             command_timeout: default_command_timeout(),
         }
@@ -173,6 +179,9 @@ pub struct Database {
     pub maintenance_db: String,
     /// Directory holding `pg_dump` and `psql` (else they are looked up on PATH).
     pub bin_dir: Option<String>,
+    /// How long one `pg_dump` or `psql` may run (a backup or a restore stream).
+    #[serde(default = "default_stream_timeout", with = "humantime_serde")]
+    pub stream_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -311,6 +320,9 @@ fn default_health_timeout() -> Duration {
 }
 fn default_health_interval() -> Duration {
     Duration::from_secs(2)
+}
+fn default_stream_timeout() -> Duration {
+    crate::db::DEFAULT_STREAM_TIMEOUT
 }
 fn default_engine() -> Engine {
     Engine::Postgres

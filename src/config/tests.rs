@@ -102,10 +102,11 @@ fn every_error_names_the_setting() {
 
 #[test]
 fn shas_and_tags_are_checked() {
-    assert!(check_sha("abc1234").is_ok());
-    assert!(check_sha("ABC1234def").is_ok());
+    use crate::model::Sha;
+    assert!(Sha::parse("abc1234").is_ok());
+    assert!(Sha::parse("ABC1234def").is_ok());
     for bad in ["abc123", "xyz1234", "abc1234; rm", &"a".repeat(41)] {
-        assert!(check_sha(bad).is_err(), "{bad}");
+        assert!(Sha::parse(bad).is_err(), "{bad}");
     }
     for good in ["v1.2.3", "latest", "_x", "2026-05-10.1"] {
         assert!(check_tag("--tag", good).is_ok(), "{good}");

@@ -4,24 +4,6 @@ use anyhow::{bail, Result};
 
 use super::{Config, RuntimeKind, Tool};
 
-/// A git SHA: 7 to 40 hex digits (lower-cased by the caller if needed).
-pub fn check_sha(sha: &str) -> Result<()> {
-    let ok = (7..=40).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit());
-    if !ok {
-        bail!("--sha {sha:?}: not a git SHA (7 to 40 hexadecimal digits)");
-    }
-    Ok(())
-}
-
-/// A SHA prefix for lookups: 4 to 40 hex digits.
-pub fn check_sha_prefix(sha: &str) -> Result<()> {
-    let ok = (4..=40).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit());
-    if !ok {
-        bail!("--sha {sha:?}: not a SHA prefix (4 to 40 hexadecimal digits)");
-    }
-    Ok(())
-}
-
 /// An image tag as Docker accepts it: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 pub fn check_tag(what: &str, tag: &str) -> Result<()> {
     let mut bytes = tag.bytes();
@@ -102,6 +84,16 @@ impl Config {
             if t.user.is_none() {
                 bail!("target.user: required with target.host");
             }
+            let jump_pinned = t.jump_known_hosts.is_some()
+                || t.jump_fingerprint.is_some()
+                || t.known_hosts.is_some()
+                || t.insecure_accept_any_host_key;
+            if t.jump.is_some() && !jump_pinned {
+                bail!(
+                    "target.jump_fingerprint: required with target.jump and target.fingerprint (or \
+                     target.jump_known_hosts): target.fingerprint pins the target only, each host is pinned on its own"
+                );
+            }
         }
         if t.connect_timeout.is_zero() {
             bail!("target.connect_timeout: must be more than 0");
@@ -166,7 +158,7 @@ impl Config {
             None => {}
         }
         if let Some(url) = &d.url {
-            crate::db::ConnInfo::parse_url(url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
+            crate::model::ConnInfo::parse_url(url).map_err(|e| anyhow::anyhow!("database.url: {e}"))?;
         }
         if d.url.is_some() && d.host.is_some() {
             bail!("database.url and database.host: set one, not both");
@@ -177,6 +169,9 @@ impl Config {
             }
         }
         check_identifier("database.maintenance_db", &d.maintenance_db)?;
+        if d.stream_timeout.is_zero() {
+            bail!("database.stream_timeout: must be more than 0");
+        }
         Ok(())
     }
 
@@ -201,8 +196,8 @@ impl Config {
 
     fn validate_backup(&self) -> Result<()> {
         let b = &self.backup;
-        let url = crate::store::StoreUrl::parse(&b.store).map_err(|e| anyhow::anyhow!("backup.store: {e}"))?;
-        let s3 = matches!(url, crate::store::StoreUrl::S3 { .. });
+        let url = crate::model::StoreUrl::parse(&b.store).map_err(|e| anyhow::anyhow!("backup.store: {e}"))?;
+        let s3 = matches!(url, crate::model::StoreUrl::S3 { .. });
         if !s3 {
             for (key, set) in [
                 ("backup.endpoint", b.endpoint.is_some()),

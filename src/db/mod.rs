@@ -1,61 +1,24 @@
 //! PostgreSQL through its own client tools (`psql`, `pg_dump`) run by the [`Executor`]: so the
 //! same code works on this machine, over SSH, or inside a compose service.
 
+mod content;
+mod damage;
 mod fingerprint;
 mod restore;
 
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::exec::{self, quote, Cmd, Executor};
 
+pub use crate::model::ConnInfo;
+pub use content::{safe_ident_list, unquote, DumpTables, RowSum, TableStats};
+pub use damage::Damage;
 pub use fingerprint::Fingerprint;
-pub use restore::{RestoreReport, SwapNames};
-
-/// Connection settings that are not secret (the password stays in PGPASSWORD or the env file).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnInfo {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub dbname: Option<String>,
-}
-
-impl ConnInfo {
-    /// `postgres://user@host:port/dbname`; a password in the URL is refused (secrets come from
-    /// the environment only).
-    pub fn parse_url(url: &str) -> Result<ConnInfo> {
-        let rest = url
-            .strip_prefix("postgres://")
-            .or_else(|| url.strip_prefix("postgresql://"))
-            .ok_or_else(|| anyhow::anyhow!("must start with postgres://"))?;
-        let rest = rest.split('?').next().unwrap_or("");
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        if let Some(u) = userinfo {
-            if u.contains(':') {
-                bail!("contains a password: put it in PGPASSWORD (or the env file on the target), not in the config");
-            }
-        }
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| anyhow::anyhow!("port {p:?} is not a number"))?)),
-            None => (hostport, None),
-        };
-        Ok(ConnInfo {
-            host: (!host.is_empty()).then(|| host.to_string()),
-            port,
-            user: userinfo.filter(|u| !u.is_empty()).map(str::to_string),
-            dbname: (!path.is_empty()).then(|| path.to_string()),
-        })
-    }
-}
+pub use restore::RestoreReport;
 
 /// A PostgreSQL server reached by running its client tools through an executor.
 #[derive(Clone)]
@@ -69,7 +32,12 @@ pub struct Postgres {
     pub maintenance_db: String,
     /// Runs the client tools inside a container (`docker compose … exec -T SERVICE`).
     inside: Option<String>,
+    /// How long one `pg_dump` or `psql` may run (a dump or a restore streams for that long).
+    stream_timeout: std::time::Duration,
 }
+
+/// `database.stream_timeout` unless set.
+pub const DEFAULT_STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 60 * 60);
 
 impl Postgres {
     pub fn new(
@@ -79,7 +47,14 @@ impl Postgres {
         name: String,
         maintenance_db: String,
     ) -> Postgres {
-        Postgres { exec, bin_dir, conn, name, maintenance_db, inside: None }
+        Postgres { exec, bin_dir, conn, name, maintenance_db, inside: None, stream_timeout: DEFAULT_STREAM_TIMEOUT }
+    }
+
+    /// Bounds every `pg_dump` and `psql` run (`database.stream_timeout`): generous, as a dump or
+    /// a restore of a large database streams for hours, but finite.
+    pub fn stream_timeout(mut self, t: std::time::Duration) -> Postgres {
+        self.stream_timeout = t;
+        self
     }
 
     /// Runs `psql` and `pg_dump` through `prefix` (e.g. `docker compose -f F exec -T db`), with
@@ -117,13 +92,14 @@ impl Postgres {
         if let Some(u) = &self.conn.user {
             env.push(("PGUSER".into(), u.clone()));
         }
-        match &self.inside {
+        let cmd = match &self.inside {
             Some(prefix) => {
                 let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
                 Cmd::new(label, format!("exec {prefix} env {} {tool_line}", vars.join(" ")))
             }
             None => Cmd { env, ..Cmd::new(label, format!("exec {tool_line}")) },
-        }
+        };
+        cmd.timeout(self.stream_timeout)
     }
 
     /// libpq variables naming the live database, for the app's migration tool on a local target
@@ -156,25 +132,20 @@ impl Postgres {
         self.with_conn("pg_dump", line)
     }
 
-    /// The shell text of a command, as a person would type it (for the runbook and --dry-run).
-    pub fn shell_text(&self, cmd: &Cmd) -> String {
-        let env: Vec<String> = cmd
-            .env
-            .iter()
-            .filter(|(k, _)| k != "PGCONNECT_TIMEOUT")
-            .map(|(k, v)| format!("{k}={}", quote(v)))
-            .collect();
-        let script = cmd.script.strip_prefix("exec ").unwrap_or(&cmd.script);
-        if env.is_empty() {
-            script.to_string()
-        } else {
-            format!("{} {script}", env.join(" "))
-        }
+    /// `psql` on `db` that runs the SQL on its stdin and prints tuples only, unaligned: every
+    /// query deploy-guard makes.
+    pub fn query_cmd(&self, db: &str) -> Cmd {
+        self.psql_cmd("psql", db, "-A -t")
+    }
+
+    /// `psql` that restores plain SQL from stdin into `db` in one transaction.
+    pub fn restore_cmd(&self, db: &str) -> Cmd {
+        self.psql_cmd("psql restore", db, "--single-transaction -o /dev/null")
     }
 
     /// Runs `sql` on `db`; returns what it printed (unaligned, tuples only).
     pub async fn query(&self, db: &str, sql: &str) -> Result<String> {
-        let cmd = self.psql_cmd("psql", db, "-A -t");
+        let cmd = self.query_cmd(db);
         let out = exec::capture_with_input(self.exec.as_ref(), &cmd, sql.as_bytes()).await?;
         out.exit.check(&format!("psql on database {db}"))?;
         Ok(out.stdout.trim_end_matches('\n').to_string())
@@ -251,7 +222,9 @@ impl Postgres {
     /// returned guard is dropped (or this process dies, which releases it too).
     pub async fn lock(&self, key: &str) -> Result<LockGuard> {
         let id = lock_id(key);
-        let cmd = self.psql_cmd("deploy lock", &self.maintenance_db, "-A -t");
+        // The session lives as long as the run: longer than any one stream, still bounded.
+        let cmd = Cmd { label: "deploy lock".into(), ..self.query_cmd(&self.maintenance_db) }
+            .timeout((self.stream_timeout * 3).max(std::time::Duration::from_secs(24 * 60 * 60)));
         let (mut to_psql, psql_in) = tokio::io::duplex(4096);
         let (psql_out, from_psql) = tokio::io::duplex(4096);
         let exec = self.exec.clone();
@@ -330,18 +303,6 @@ pub fn literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_urls_and_refuses_passwords() {
-        let c = ConnInfo::parse_url("postgres://app@db.local:5433/shop").unwrap();
-        assert_eq!(c.host.as_deref(), Some("db.local"));
-        assert_eq!(c.port, Some(5433));
-        assert_eq!(c.user.as_deref(), Some("app"));
-        assert_eq!(c.dbname.as_deref(), Some("shop"));
-        let err = ConnInfo::parse_url("postgres://app:hunter2@db/shop").unwrap_err().to_string();
-        assert!(err.contains("password") && !err.contains("hunter2"), "{err}");
-        assert!(ConnInfo::parse_url("mysql://x").is_err());
-    }
 
     #[test]
     fn quoting() {

@@ -7,15 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
 use super::{ident, literal, Postgres};
-
-/// The three names a swap involves.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwapNames {
-    pub live: String,
-    pub scratch: String,
-    /// What the live database is renamed to, kept for forensics.
-    pub failed: String,
-}
+use crate::model::{DbNames, Sha};
 
 /// What a restore into scratch did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -24,16 +16,14 @@ pub struct RestoreReport {
 }
 
 impl Postgres {
-    /// Scratch and kept names for a rollback of deploy `sha7`; the kept name is made unique if
-    /// an earlier rollback of the same SHA already used it.
-    pub async fn swap_names(&self, sha7: &str) -> Result<SwapNames> {
-        let live = self.name.clone();
-        let scratch = format!("{live}__restore_{sha7}");
-        let mut failed = format!("{live}__failed_{sha7}");
-        if self.database_exists(&failed).await? {
-            failed = format!("{failed}_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    /// The names of a restore of deploy `sha`; the kept name is made unique if an earlier
+    /// restore of the same deploy already used it.
+    pub async fn swap_names(&self, sha: &Sha) -> Result<DbNames> {
+        let names = DbNames::new(&self.name, sha)?;
+        if self.database_exists(&names.failed).await? {
+            return Ok(names.with_failed_suffix(sha, chrono::Utc::now()));
         }
-        Ok(SwapNames { live, scratch, failed })
+        Ok(names)
     }
 
     /// Drops `scratch` if an interrupted restore left it, then creates it empty with the live
@@ -59,7 +49,7 @@ impl Postgres {
 
     /// Streams plain SQL into `db` in one transaction, stopping at the first error.
     pub async fn restore_into(&self, db: &str, sql: &mut (dyn AsyncRead + Unpin + Send)) -> Result<RestoreReport> {
-        let cmd = self.psql_cmd("psql restore", db, "--single-transaction -o /dev/null");
+        let cmd = self.restore_cmd(db);
         let mut counted = CountingReader { inner: sql, n: 0 };
         let mut sink = tokio::io::sink();
         let exit = self.executor().run(&cmd, Some(&mut counted), &mut sink).await?;
@@ -75,7 +65,7 @@ impl Postgres {
     /// Swaps `names.scratch` in as the live database: new connections are refused, existing ones
     /// terminated, then both renames happen in one transaction. On failure the live database is
     /// left in place and connectable.
-    pub async fn swap(&self, names: &SwapNames) -> Result<()> {
+    pub async fn swap(&self, names: &DbNames) -> Result<()> {
         let m = &self.maintenance_db;
         let live = ident(&names.live);
         self.query(m, &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS false;")).await?;

@@ -10,8 +10,23 @@ use tokio::process::Command;
 
 use super::{Cmd, Executor, Exit, Tail};
 
-/// Secrets of deploy-guard itself that child commands never need.
-const WITHHELD: &[&str] = &["DEPLOY_GUARD_SSH_KEY", "DEPLOY_GUARD_SSH_KEY_PASSPHRASE", "GITHUB_TOKEN"];
+/// Secrets of deploy-guard itself that child commands (migrations, deploy, health and app
+/// commands, pg_dump, psql) never need. The backup store's credentials are among them: a release
+/// being deployed must not be able to delete or rewrite its own backups, nor mint the
+/// credentials to (the Actions OIDC token request pair can be traded for a cloud role).
+pub const WITHHELD: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "GITHUB_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_RUNTIME_TOKEN",
+    "DEPLOY_GUARD_SSH_KEY",
+    "DEPLOY_GUARD_SSH_KEY_PASSPHRASE",
+    "DEPLOY_GUARD_MANIFEST_KEY",
+];
 
 #[derive(Clone, Debug, Default)]
 pub struct Local;
@@ -51,12 +66,19 @@ impl Executor for Local {
             // input must see EOF, else it would never exit.
             let dst = child_in.take();
             if let (Some(src), Some(mut dst)) = (stdin, dst) {
-                match tokio::io::copy(src, &mut dst).await {
-                    Ok(_) => {}
+                match copy_input(src, &mut dst).await {
+                    Ok(()) => {}
                     // The command stopped reading (it failed or finished early): its exit
                     // status tells what happened.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                    Err(e) => return Err(anyhow::Error::new(e).context("feeding stdin")),
+                    Err(Feed::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    Err(Feed::Write(e)) => return Err(anyhow::Error::new(e).context("feeding stdin")),
+                    Err(Feed::Read(e)) => {
+                        // The input broke off: the command must not take what it got for the
+                        // whole (psql would commit a truncated restore at EOF). Kill it first,
+                        // then stdin closes as `dst` drops.
+                        kill_group(pid);
+                        return Err(anyhow::Error::new(e).context("reading the input"));
+                    }
                 }
                 let _ = dst.shutdown().await;
             }
@@ -88,20 +110,18 @@ impl Executor for Local {
             out?;
             Ok::<_, anyhow::Error>((status, tail))
         };
-        let result = match cmd.timeout {
-            Some(t) => match tokio::time::timeout(t, all).await {
-                Ok(r) => r,
-                Err(_) => {
-                    kill_group(pid);
-                    return Ok(Exit {
-                        code: None,
-                        signal: None,
-                        timed_out: true,
-                        stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
-                    });
-                }
-            },
-            None => all.await,
+        let t = cmd.deadline();
+        let result = match tokio::time::timeout(t, all).await {
+            Ok(r) => r,
+            Err(_) => {
+                kill_group(pid);
+                return Ok(Exit {
+                    code: None,
+                    signal: None,
+                    timed_out: true,
+                    stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
+                });
+            }
         };
         let (status, tail) = match result {
             Ok(v) => v,
@@ -115,6 +135,28 @@ impl Executor for Local {
 
     fn describe(&self) -> String {
         "this machine".into()
+    }
+}
+
+/// Which side of a copy failed.
+pub(super) enum Feed {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Copies `src` into `dst`, telling a failed read of the input from a failed write to the
+/// command.
+async fn copy_input(
+    src: &mut (dyn AsyncRead + Unpin + Send),
+    dst: &mut tokio::process::ChildStdin,
+) -> Result<(), Feed> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = src.read(&mut buf).await.map_err(Feed::Read)?;
+        if n == 0 {
+            return Ok(());
+        }
+        dst.write_all(&buf[..n]).await.map_err(Feed::Write)?;
     }
 }
 

@@ -40,7 +40,33 @@ impl Cmd {
         self.timeout = Some(t);
         self
     }
+
+    /// The command as a person would type it (for the plan, the runbook, the next commands).
+    pub fn shell_text(&self) -> String {
+        let env: Vec<String> = self
+            .env
+            .iter()
+            .filter(|(k, _)| k != "PGCONNECT_TIMEOUT")
+            .map(|(k, v)| format!("{k}={}", quote(v)))
+            .collect();
+        match self.script.strip_prefix("exec ") {
+            _ if env.is_empty() => self.script.strip_prefix("exec ").unwrap_or(&self.script).to_string(),
+            // One program: the variables go before it.
+            Some(program) => format!("{} {program}", env.join(" ")),
+            // A script (`cd … && …`): variables before it would reach only its first command.
+            None => format!("env {} sh -c {}", env.join(" "), quote(&self.script)),
+        }
+    }
+
+    /// How long the command may run: its own timeout, else [`DEFAULT_TIMEOUT`]. No command runs
+    /// unbounded: a hung one would hold the deploy (and, during a rollback, the stopped app).
+    pub fn deadline(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
 }
+
+/// The timeout of a command that sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// How a command ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,12 +163,30 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Replaces `{name}` placeholders with quoted values.
+/// Replaces `{name}` placeholders with quoted values, in one pass over the template: a value is
+/// never scanned again, so a tag containing `{sha}` stays literal text. Unknown placeholders and
+/// stray braces are left as they are.
 pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = template.to_string();
-    for (name, value) in values {
-        out = out.replace(&format!("{{{name}}}"), &quote(value));
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let found = after
+            .find('}')
+            .and_then(|close| values.iter().find(|(name, _)| *name == &after[..close]).map(|(_, v)| (close, *v)));
+        match found {
+            Some((close, value)) => {
+                out.push_str(&quote(value));
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
     }
+    out.push_str(rest);
     out
 }
 
@@ -193,6 +237,32 @@ mod tests {
     fn fill_quotes_values() {
         assert_eq!(fill("deploy {tag} now", &[("tag", "a b")]), "deploy 'a b' now");
         assert_eq!(fill("x {sha}", &[("tag", "t")]), "x {sha}");
+        assert_eq!(fill("{a}{b} {{a}} {", &[("a", "1"), ("b", "2")]), "12 {1} {");
+    }
+
+    #[test]
+    fn fill_is_one_pass() {
+        // A tag holding a placeholder is text, not a template: `{sha}` inside it stays literal,
+        // whatever the order of the values.
+        let sha = "abc; touch /tmp/pwned";
+        for values in [[("tag", "v1{sha}"), ("sha", sha)], [("sha", sha), ("tag", "v1{sha}")]] {
+            assert_eq!(fill("deploy {tag} at {sha}", &values), "deploy 'v1{sha}' at 'abc; touch /tmp/pwned'");
+        }
+        // A value that closes its own quote around a placeholder stays one word.
+        assert_eq!(fill("{tag} {sha}", &[("tag", "'{sha}'"), ("sha", "x y")]), r"''\''{sha}'\''' 'x y'");
+    }
+
+    #[tokio::test]
+    async fn fill_one_pass_through_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("pwned");
+        let sha = format!("$(touch {})", marker.display());
+        for tag in ["v1{sha}", "'{sha}'", "{sha}{sha}", "v1\"{sha}\""] {
+            let script = fill("printf '%s|%s' {tag} {sha}", &[("tag", tag), ("sha", &sha)]);
+            let out = run_ok(&Local, &Cmd::new("fill", script)).await.unwrap();
+            assert_eq!(out, format!("{tag}|{sha}"), "tag {tag:?}");
+        }
+        assert!(!marker.exists(), "a value was run as a command");
     }
 
     #[test]

@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Sig};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::local::Feed;
 use super::{quote, Cmd, Executor, Exit, Tail};
 use crate::config::Target;
 
@@ -60,6 +61,28 @@ impl Pin {
             return Ok(Pin::Any);
         }
         bail!("target.known_hosts or target.fingerprint is required to pin the host key of {host}")
+    }
+
+    /// The jump host's pin: `target.jump_fingerprint`, else `target.jump_known_hosts`, else its
+    /// own lines in `target.known_hosts`. `target.fingerprint` never pins a jump host.
+    pub fn for_jump(t: &Target, host: &str, port: u16) -> Result<Pin> {
+        if let Some(fp) = &t.jump_fingerprint {
+            return Ok(Pin::Fingerprints(
+                fp.split([',', ' ', '\n']).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            ));
+        }
+        if let Some(kh) = t.jump_known_hosts.as_ref().or(t.known_hosts.as_ref()) {
+            return Ok(Pin::Keys(known_hosts_keys(kh, host, port)?));
+        }
+        if t.insecure_accept_any_host_key {
+            return Ok(Pin::Any);
+        }
+        bail!("target.jump_fingerprint or target.jump_known_hosts is required to pin the jump host {host}")
+    }
+
+    /// Accepts `key` by an actual pin (not by `Any`).
+    fn pins(&self, key: &PublicKey) -> bool {
+        !matches!(self, Pin::Any) && self.accepts(key)
     }
 
     fn expected(&self) -> String {
@@ -142,6 +165,9 @@ fn host_matches(pattern: &str, name: &str) -> bool {
 /// russh callbacks: the host key check.
 struct Client {
     pin: Pin,
+    /// The other hop's pin (jump host ↔ target): a key it pins is refused here, so that neither
+    /// host can stand in for the other.
+    other: Option<(Pin, &'static str)>,
     offered: Arc<Mutex<Option<String>>>,
 }
 
@@ -149,6 +175,12 @@ impl client::Handler for Client {
     type Error = russh::Error;
 
     async fn check_server_key(&mut self, key: &PublicKey) -> Result<bool, Self::Error> {
+        if let Some((other, whose)) = &self.other {
+            if other.pins(key) {
+                *self.offered.lock().expect("offered") = Some(format!("{} — the {whose}'s key", describe_key(key)));
+                return Ok(false);
+            }
+        }
         *self.offered.lock().expect("offered") = Some(describe_key(key));
         Ok(self.pin.accepts(key))
     }
@@ -259,32 +291,42 @@ impl Ssh {
                 let stream = tokio::net::TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
                     .await
                     .with_context(|| format!("cannot reach {}", self.describe()))?;
-                Ok((self.handshake(&self.endpoint, stream).await?, None))
+                let pin = Pin::from_target(&self.target, &self.endpoint.host, self.endpoint.port)?;
+                Ok((self.handshake(&self.endpoint, stream, pin, None).await?, None))
             }
             Some(jump) => {
                 let stream = tokio::net::TcpStream::connect((jump.host.as_str(), jump.port))
                     .await
                     .with_context(|| format!("cannot reach the jump host {}", jump.describe()))?;
-                let jh = self.handshake(jump, stream).await?;
+                let jump_pin = Pin::for_jump(&self.target, &jump.host, jump.port)?;
+                let target_pin = Pin::from_target(&self.target, &self.endpoint.host, self.endpoint.port)?;
+                let jh = self.handshake(jump, stream, jump_pin.clone(), Some((target_pin.clone(), "target"))).await?;
                 let channel = jh
                     .channel_open_direct_tcpip(self.endpoint.host.clone(), self.endpoint.port as u32, "127.0.0.1", 0)
                     .await
                     .with_context(|| {
                         format!("the jump host {} would not forward to {}", jump.describe(), self.describe())
                     })?;
-                let h = self.handshake(&self.endpoint, channel.into_stream()).await?;
+                let h = self
+                    .handshake(&self.endpoint, channel.into_stream(), target_pin, Some((jump_pin, "jump host")))
+                    .await?;
                 Ok((h, Some(jh)))
             }
         }
     }
 
-    async fn handshake<S>(&self, ep: &Endpoint, stream: S) -> Result<Handle<Client>>
+    async fn handshake<S>(
+        &self,
+        ep: &Endpoint,
+        stream: S,
+        pin: Pin,
+        other: Option<(Pin, &'static str)>,
+    ) -> Result<Handle<Client>>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let pin = Pin::from_target(&self.target, &ep.host, ep.port)?;
         let offered = Arc::new(Mutex::new(None));
-        let client = Client { pin: pin.clone(), offered: offered.clone() };
+        let client = Client { pin: pin.clone(), other, offered: offered.clone() };
         let mut handle = match client::connect_stream(client_config(&pin), stream, client).await {
             Ok(h) => h,
             Err(e) => {
@@ -376,10 +418,28 @@ impl Executor for Ssh {
         let (mut read, write) = channel.split();
         let feed = async {
             if let Some(src) = stdin {
-                write.data(src).await.context("sending stdin")?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match src.read(&mut buf).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // The input broke off: the command must not take what it got for the
+                            // whole (psql would commit a truncated restore at EOF), nor wait for
+                            // more forever. Kill it, then close its stdin and the channel.
+                            let _ = write.signal(Sig::KILL).await;
+                            let _ = write.eof().await;
+                            let _ = write.close().await;
+                            return Err(Feed::Read(e));
+                        }
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    write.data(&buf[..n]).await.map_err(|e| Feed::Write(std::io::Error::other(e)))?;
+                }
             }
-            write.eof().await.context("closing stdin")?;
-            Ok::<(), anyhow::Error>(())
+            write.eof().await.map_err(|e| Feed::Write(std::io::Error::other(e)))?;
+            Ok::<(), Feed>(())
         };
         let drain = async {
             let mut tail = Tail::new(8 * 1024);
@@ -405,30 +465,37 @@ impl Executor for Ssh {
         };
         let both = async {
             let (fed, exit) = tokio::join!(feed, drain);
-            let exit = exit?;
-            // A command that exits without reading all its input is judged by its status.
-            if let Err(e) = fed {
-                if exit.success() {
-                    return Err(e.context(format!("{}: stdin could not be sent whole", cmd.label)));
+            match fed {
+                // Whatever the command did with part of its input, the run failed.
+                Err(Feed::Read(e)) => {
+                    Err(anyhow::Error::new(e).context(format!("{}: reading its input failed", cmd.label)))
                 }
+                // A command that exits without reading all its input is judged by its status.
+                Err(Feed::Write(e)) => {
+                    let exit = exit?;
+                    if exit.success() {
+                        return Err(
+                            anyhow::Error::new(e).context(format!("{}: stdin could not be sent whole", cmd.label))
+                        );
+                    }
+                    Ok(exit)
+                }
+                Ok(()) => exit,
             }
-            Ok(exit)
         };
-        match cmd.timeout {
-            Some(t) => match tokio::time::timeout(t, both).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let _ = write.signal(Sig::KILL).await;
-                    let _ = write.close().await;
-                    Ok(Exit {
-                        code: None,
-                        signal: None,
-                        timed_out: true,
-                        stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
-                    })
-                }
-            },
-            None => both.await,
+        let t = cmd.deadline();
+        match tokio::time::timeout(t, both).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = write.signal(Sig::KILL).await;
+                let _ = write.close().await;
+                Ok(Exit {
+                    code: None,
+                    signal: None,
+                    timed_out: true,
+                    stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
+                })
+            }
         }
     }
 

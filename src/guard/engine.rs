@@ -1,7 +1,9 @@
-//! The decision tree of DESIGN.md as a state machine: `next(step, result)` says what runs next.
+//! The decision tree of the README as a state machine: `next(step, result)` decides which branch
+//! the step took; the tree (`tree::EDGES`) says where that branch leads.
 
 use crate::config::Strategy;
 
+use super::tree::{self, Branch, End, Mode, To};
 use super::{DbPath, Outcome, Step};
 
 /// What the assess step found, compared with the recorded pre-deploy state.
@@ -19,6 +21,8 @@ pub struct Assessment {
     pub revert_configured: bool,
     /// A verified pre-deploy backup exists.
     pub backup_verified: bool,
+    /// What the migrations destroyed of the data that existed before (empty: nothing).
+    pub destroyed: Vec<String>,
 }
 
 /// How the step that just ran ended.
@@ -37,27 +41,30 @@ pub enum Next {
     Finish(Outcome),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// `deploy`: the whole tree.
-    Deploy,
-    /// `rollback`: preflight, then straight to assess.
-    Rollback,
-}
-
 #[derive(Clone, Debug)]
 pub struct Engine {
     mode: Mode,
     strategy: Strategy,
     failed_step: Option<Step>,
     path: DbPath,
+    /// Why the run stops here, when it stops for a person or aborts.
+    reason: String,
     /// Why the fast path was not taken or did not hold, for the report.
     pub notes: Vec<String>,
 }
 
 impl Engine {
     pub fn new(mode: Mode, strategy: Strategy) -> Engine {
-        Engine { mode, strategy, failed_step: None, path: DbPath::None, notes: Vec::new() }
+        let path = if mode == Mode::Restore { DbPath::Restore } else { DbPath::None };
+        Engine { mode, strategy, failed_step: None, path, reason: String::new(), notes: Vec::new() }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
     }
 
     pub fn first(&self) -> Step {
@@ -84,126 +91,115 @@ impl Engine {
         if !a.history_consistent {
             why.push("the migration table no longer starts with the recorded rows".to_string());
         }
+        if !a.destroyed.is_empty() {
+            why.push(format!("the migrations destroyed data a revert cannot bring back: {}", a.destroyed.join("; ")));
+        }
         if a.applied == 0 && !a.db_unchanged {
             why.push("the schema changed but no migration was recorded as applied".to_string());
         }
         why
     }
 
-    fn stuck(&self, at: Step, reason: impl Into<String>) -> Next {
-        Next::Finish(Outcome::RollbackFailed {
-            failed_step: self.failed_step,
-            stuck_at: at,
-            path: self.path,
-            reason: reason.into(),
-        })
-    }
-
     /// The fast path did not hold: the safe path, unless the strategy forbids it.
-    fn after_fast_path_failed(&mut self, at: Step, reason: &str) -> Next {
+    fn fast_path_failed(&mut self, at: Step, reason: &str) -> Branch {
         self.notes.push(format!("{at}: {reason}"));
         if self.strategy == Strategy::Revert {
-            return self.stuck(at, format!("{reason} (rollback strategy is revert, so no restore was tried)"));
+            self.reason = format!("{reason} (rollback strategy is revert, so no restore was tried)");
+            return Branch::RestoreForbidden;
         }
         self.path = DbPath::Restore;
-        Next::Run(Step::StopApp)
+        Branch::NotTrusted
+    }
+
+    /// Which branch of the tree `step` took.
+    fn branch(&mut self, step: Step, result: &StepResult) -> Branch {
+        match (step, result) {
+            (Step::Assess, StepResult::Assessed(a)) => self.assess(a),
+            (Step::Assess, StepResult::Failed(why)) => {
+                // Cannot see the database: only a restore is safe, if allowed.
+                self.fast_path_failed(step, &format!("could not assess the database: {why}"))
+            }
+            (Step::Assess, _) => {
+                self.reason = "assess returned no assessment".into();
+                Branch::RestoreForbidden
+            }
+            (Step::Revert | Step::VerifyRevert, StepResult::Failed(why)) => {
+                let b = self.fast_path_failed(step, why);
+                if b == Branch::NotTrusted {
+                    Branch::Failed
+                } else {
+                    b
+                }
+            }
+            (_, StepResult::Failed(why)) => {
+                if step == Step::StopApp {
+                    self.notes.push(format!("stop-app: {why}"));
+                }
+                self.reason = why.clone();
+                Branch::Failed
+            }
+            (_, StepResult::Warning(w)) => {
+                self.notes.push(format!("{step}: {w}"));
+                Branch::Ok
+            }
+            _ => Branch::Ok,
+        }
+    }
+
+    fn assess(&mut self, a: &Assessment) -> Branch {
+        if a.db_unchanged && (self.strategy != Strategy::Restore || self.mode == Mode::Deploy) {
+            // Nothing to restore: the migration rolled back as a whole.
+            self.path = DbPath::None;
+            return Branch::Unchanged;
+        }
+        let blockers = self.fast_path_blockers(a);
+        if blockers.is_empty() {
+            self.path = DbPath::Revert;
+            return Branch::FastPath;
+        }
+        if self.strategy != Strategy::Restore || self.mode == Mode::Deploy {
+            self.notes.push(format!("fast path not taken: {}", blockers.join("; ")));
+        }
+        if self.strategy == Strategy::Revert {
+            self.reason = format!("revert is not safe here: {}", blockers.join("; "));
+            return Branch::RestoreForbidden;
+        }
+        if !a.backup_verified {
+            self.reason = "no verified backup to restore".into();
+            return Branch::NoBackup;
+        }
+        self.path = DbPath::Restore;
+        Branch::NotTrusted
     }
 
     pub fn next(&mut self, step: Step, result: &StepResult) -> Next {
-        let failed = |r: &StepResult| match r {
-            StepResult::Failed(why) => Some(why.clone()),
-            _ => None,
-        };
-        match step {
-            Step::Preflight => match (failed(result), self.mode) {
-                (None, Mode::Deploy) => Next::Run(Step::Backup),
-                (None, Mode::Rollback) => Next::Run(Step::Assess),
-                (Some(why), Mode::Deploy) => Next::Finish(Outcome::Aborted { at: step, reason: why }),
-                (Some(why), Mode::Rollback) => self.stuck(step, why),
-            },
-            Step::Backup | Step::Record => match failed(result) {
-                None if step == Step::Backup => Next::Run(Step::Record),
-                None => Next::Run(Step::Migrate),
-                Some(why) => Next::Finish(Outcome::Aborted { at: step, reason: why }),
-            },
-            Step::Migrate | Step::Deploy | Step::Health => match failed(result) {
-                None => match step {
-                    Step::Migrate => Next::Run(Step::Deploy),
-                    Step::Deploy => Next::Run(Step::Health),
-                    _ => Next::Finish(Outcome::Deployed),
-                },
-                Some(_) => {
-                    self.failed_step = Some(step);
-                    Next::Run(Step::Assess)
-                }
-            },
-            Step::Assess => {
-                let a = match result {
-                    StepResult::Assessed(a) => a,
-                    StepResult::Failed(why) => {
-                        // Cannot see the database: only a restore is safe, if allowed.
-                        return self.after_fast_path_failed(step, &format!("could not assess the database: {why}"));
-                    }
-                    _ => return self.stuck(step, "assess returned no assessment"),
-                };
-                if a.db_unchanged && self.strategy != Strategy::Restore {
-                    self.path = DbPath::None;
-                    return Next::Run(Step::Redeploy);
-                }
-                if a.db_unchanged && self.mode == Mode::Deploy {
-                    // Nothing to restore: the migration rolled back as a whole.
-                    return Next::Run(Step::Redeploy);
-                }
-                let blockers = self.fast_path_blockers(a);
-                if blockers.is_empty() {
-                    self.path = DbPath::Revert;
-                    return Next::Run(Step::Revert);
-                }
-                if self.strategy != Strategy::Restore || self.mode == Mode::Deploy {
-                    self.notes.push(format!("fast path not taken: {}", blockers.join("; ")));
-                }
-                if self.strategy == Strategy::Revert {
-                    return self.stuck(step, format!("revert is not safe here: {}", blockers.join("; ")));
-                }
-                if !a.backup_verified {
-                    return self.stuck(step, "no verified backup to restore");
-                }
-                self.path = DbPath::Restore;
-                Next::Run(Step::StopApp)
+        let branch = self.branch(step, result);
+        if branch == Branch::Failed && matches!(step, Step::Migrate | Step::Deploy | Step::Health) {
+            self.failed_step = Some(step);
+        }
+        match tree::follow(self.mode, step, branch) {
+            Some(To::Run(s)) => Next::Run(s),
+            Some(To::End(end)) => Next::Finish(self.finish(end, step)),
+            None => Next::Finish(Outcome::RollbackFailed {
+                failed_step: self.failed_step,
+                stuck_at: step,
+                path: self.path,
+                reason: format!("the tree has no `{}` edge from `{step}` in {} mode", branch.label(), self.mode.name()),
+            }),
+        }
+    }
+
+    fn finish(&self, end: End, at: Step) -> Outcome {
+        let reason = self.reason.clone();
+        match end {
+            End::Deployed => Outcome::Deployed,
+            End::RolledBack => Outcome::RolledBack { failed_step: self.failed_step, path: self.path },
+            End::Stuck => {
+                Outcome::RollbackFailed { failed_step: self.failed_step, stuck_at: at, path: self.path, reason }
             }
-            Step::Revert => match failed(result) {
-                None => Next::Run(Step::VerifyRevert),
-                Some(why) => self.after_fast_path_failed(step, &why),
-            },
-            Step::VerifyRevert => match failed(result) {
-                None => Next::Run(Step::Redeploy),
-                Some(why) => self.after_fast_path_failed(step, &why),
-            },
-            Step::StopApp => match result {
-                // A running app is cut off by the swap anyway; carry on.
-                StepResult::Warning(w) => {
-                    self.notes.push(format!("stop-app: {w}"));
-                    Next::Run(Step::Restore)
-                }
-                StepResult::Failed(why) => {
-                    self.notes.push(format!("stop-app: {why}"));
-                    Next::Run(Step::Restore)
-                }
-                _ => Next::Run(Step::Restore),
-            },
-            Step::Restore | Step::ValidateRestore | Step::Swap | Step::Redeploy => match failed(result) {
-                None => Next::Run(match step {
-                    Step::Restore => Step::ValidateRestore,
-                    Step::ValidateRestore => Step::Swap,
-                    Step::Swap => Step::Redeploy,
-                    _ => Step::RedeployHealth,
-                }),
-                Some(why) => self.stuck(step, why),
-            },
-            Step::RedeployHealth => match failed(result) {
-                None => Next::Finish(Outcome::RolledBack { failed_step: self.failed_step, path: self.path }),
-                Some(why) => self.stuck(step, why),
-            },
+            End::Aborted => Outcome::Aborted { at, reason },
+            End::BackedUp => Outcome::BackedUp,
+            End::Restored => Outcome::Restored,
         }
     }
 }
@@ -226,6 +222,7 @@ mod tests {
             dirty: false,
             revert_configured: true,
             backup_verified: true,
+            destroyed: Vec::new(),
         };
         f(&mut a);
         StepResult::Assessed(a)
@@ -260,7 +257,7 @@ mod tests {
             let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| if s == bad { fail() } else { ok() });
             assert_eq!(*steps.last().unwrap(), bad);
             assert!(!steps.contains(&Migrate));
-            assert_eq!(o.deploy_exit_code(), 4, "{bad}");
+            assert_eq!(o.exit_code(Mode::Deploy).code(), 4, "{bad}");
         }
     }
 
@@ -302,7 +299,7 @@ mod tests {
             ]
         );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Revert });
-        assert_eq!(o.deploy_exit_code(), 1);
+        assert_eq!(o.exit_code(Mode::Deploy).code(), 1);
     }
 
     #[test]
@@ -346,6 +343,7 @@ mod tests {
             Box::new(|a| a.revert_configured = false),
             Box::new(|a| a.history_consistent = false),
             Box::new(|a| a.applied = 0),
+            Box::new(|a| a.destroyed = vec!["dropped column public.users.bio".into()]),
         ];
         for f in cases {
             let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {
@@ -379,7 +377,7 @@ mod tests {
         });
         assert!(!steps.contains(&Restore));
         assert!(matches!(o, Outcome::RollbackFailed { stuck_at: Revert, .. }));
-        assert_eq!(o.deploy_exit_code(), 3);
+        assert_eq!(o.exit_code(Mode::Deploy).code(), 3);
         let (_, o) = drive(Mode::Deploy, Strategy::Revert, |s| match s {
             Health => fail(),
             Assess => assessed(|a| a.dirty = true),
@@ -442,7 +440,7 @@ mod tests {
             _ => ok(),
         });
         assert_eq!(steps, vec![Preflight, Assess, Revert, VerifyRevert, Redeploy, RedeployHealth]);
-        assert_eq!(o.rollback_exit_code(), 0);
+        assert_eq!(o.exit_code(Mode::Rollback).code(), 0);
         assert_eq!(o.path(), DbPath::Revert);
     }
 

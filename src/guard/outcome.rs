@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
-use super::Step;
+use super::{End, Mode, Step};
+use crate::model::ExitCode;
 
 /// How the database was brought back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -37,6 +38,10 @@ pub enum Outcome {
     RollbackFailed { failed_step: Option<Step>, stuck_at: Step, path: DbPath, reason: String },
     /// Stopped before anything was changed.
     Aborted { at: Step, reason: String },
+    /// `backup`: a verified backup was taken and the state recorded.
+    BackedUp,
+    /// `restore`: the backup was restored and swapped in.
+    Restored,
 }
 
 impl Outcome {
@@ -47,6 +52,20 @@ impl Outcome {
             Outcome::RolledBack { .. } => "rolled-back",
             Outcome::RollbackFailed { .. } => "rollback-failed",
             Outcome::Aborted { .. } => "aborted",
+            Outcome::BackedUp => "backed-up",
+            Outcome::Restored => "restored",
+        }
+    }
+
+    /// Where in the tree the run ended.
+    pub fn end(&self) -> End {
+        match self {
+            Outcome::Deployed => End::Deployed,
+            Outcome::RolledBack { .. } => End::RolledBack,
+            Outcome::RollbackFailed { .. } => End::Stuck,
+            Outcome::Aborted { .. } => End::Aborted,
+            Outcome::BackedUp => End::BackedUp,
+            Outcome::Restored => End::Restored,
         }
     }
 
@@ -57,22 +76,20 @@ impl Outcome {
         }
     }
 
-    /// Exit code of `deploy`: 0 deployed, 1 rolled back, 3 a person must act, 4 aborted.
-    pub fn deploy_exit_code(&self) -> i32 {
-        match self {
-            Outcome::Deployed => 0,
-            Outcome::RolledBack { .. } => 1,
-            Outcome::RollbackFailed { .. } => 3,
-            Outcome::Aborted { .. } => 4,
+    /// The exit code of a run in `mode`: `deploy` 0 deployed, 1 rolled back, 3 a person must
+    /// act, 4 aborted; the other commands 0 when they did what was asked, else 3.
+    pub fn exit_code(&self, mode: Mode) -> ExitCode {
+        match (self, mode) {
+            (Outcome::RolledBack { .. }, Mode::Deploy) => ExitCode::RolledBack,
+            (Outcome::Aborted { .. }, Mode::Deploy) => ExitCode::Aborted,
+            (Outcome::RollbackFailed { .. } | Outcome::Aborted { .. }, _) => ExitCode::Act,
+            _ => ExitCode::Ok,
         }
     }
 
-    /// Exit code of `rollback`: 0 when the service was restored, else 3.
-    pub fn rollback_exit_code(&self) -> i32 {
-        match self {
-            Outcome::RolledBack { .. } | Outcome::Deployed => 0,
-            _ => 3,
-        }
+    /// The run ended with a healthy service, the database as it must be.
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Outcome::RollbackFailed { .. } | Outcome::Aborted { .. })
     }
 
     /// One line for the top of the summary.
@@ -96,6 +113,10 @@ impl Outcome {
             Outcome::Aborted { at, reason } => {
                 format!("Aborted at `{at}` before any change: {reason}. Nothing was changed.")
             }
+            Outcome::BackedUp => "Backed up: a verified backup was taken and the state recorded.".into(),
+            Outcome::Restored => {
+                "Restored: the backup was restored, validated and swapped in; the old database is kept.".into()
+            }
         }
     }
 }
@@ -106,19 +127,24 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_the_contract() {
-        assert_eq!(Outcome::Deployed.deploy_exit_code(), 0);
+        let code = |o: &Outcome, m| o.exit_code(m).code();
+        assert_eq!(code(&Outcome::Deployed, Mode::Deploy), 0);
         let rb = Outcome::RolledBack { failed_step: Some(Step::Health), path: DbPath::Revert };
-        assert_eq!(rb.deploy_exit_code(), 1);
-        assert_eq!(rb.rollback_exit_code(), 0);
+        assert_eq!(code(&rb, Mode::Deploy), 1);
+        assert_eq!(code(&rb, Mode::Rollback), 0);
         let stuck = Outcome::RollbackFailed {
             failed_step: None,
             stuck_at: Step::Swap,
             path: DbPath::Restore,
             reason: "x".into(),
         };
-        assert_eq!(stuck.deploy_exit_code(), 3);
-        assert_eq!(stuck.rollback_exit_code(), 3);
-        assert_eq!(Outcome::Aborted { at: Step::Backup, reason: "x".into() }.deploy_exit_code(), 4);
+        assert_eq!(code(&stuck, Mode::Deploy), 3);
+        assert_eq!(code(&stuck, Mode::Rollback), 3);
+        let aborted = Outcome::Aborted { at: Step::Backup, reason: "x".into() };
+        assert_eq!(code(&aborted, Mode::Deploy), 4);
+        assert_eq!(code(&aborted, Mode::Backup), 3);
+        assert_eq!(code(&Outcome::BackedUp, Mode::Backup), 0);
+        assert_eq!(code(&Outcome::Restored, Mode::Restore), 0);
         assert_eq!(rb.result(), "rolled-back");
         assert_eq!(rb.path().name(), "revert");
     }

@@ -69,6 +69,15 @@ pub fn applied_since<'a>(
     (now.len() >= before.len() && now[..before.len()] == *before).then(|| &now[before.len()..])
 }
 
+/// A migration row's name, for people: its `name` (TypeORM, knex), else its `version`, else the
+/// row as JSON.
+pub fn row_name(row: &serde_json::Value) -> String {
+    ["name", "migration_name", "version"]
+        .iter()
+        .find_map(|k| row.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .unwrap_or_else(|| row.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 use super::Report;
 use crate::config::Github as GithubConfig;
-use crate::guard::{EntryState, Outcome};
+use crate::guard::{EntryState, Mode, Outcome};
+use crate::model::ExitCode;
 
 pub struct GitHub {
     client: octocrab::Octocrab,
@@ -84,7 +85,7 @@ impl GitHub {
     /// The deployment's final status from the outcome.
     pub async fn finish_deployment(&self, id: u64, report: &Report) -> Result<()> {
         let state = match report.outcome {
-            Outcome::Deployed => "success",
+            Outcome::Deployed | Outcome::BackedUp | Outcome::Restored => "success",
             Outcome::RolledBack { .. } | Outcome::Aborted { .. } => "failure",
             Outcome::RollbackFailed { .. } => "error",
         };
@@ -187,7 +188,7 @@ impl GitHub {
         if let Some(id) = deployment {
             note("deployment status", self.finish_deployment(id, report).await.map(|_| "set".into()));
         }
-        if report.command == "rollback" && report.exit_code == 0 {
+        if report.command == Mode::Rollback && report.exit_code == ExitCode::Ok {
             note(
                 "deployment deactivation",
                 self.deactivate(&report.sha).await.map(|n| format!("{n} deployment(s) inactive")),
@@ -255,7 +256,7 @@ pub fn comment_body(r: &Report) -> String {
         r.duration_secs
     );
     if let Some(b) = &r.backup {
-        let _ = writeln!(md, "\nBackup: `{}` ({})", b.key, crate::backup::human_bytes(b.size));
+        let _ = writeln!(md, "\nBackup: `{}` ({})", b.key, crate::model::human_bytes(b.size));
     }
     if !r.next_commands.is_empty() {
         md.push_str("\n**A person must act:**\n\n");
@@ -270,7 +271,7 @@ pub fn incident_title(r: &Report) -> String {
         Outcome::RolledBack { failed_step, .. } => {
             format!("deploy failed at {}, rolled back", failed_step.map(|s| s.name()).unwrap_or("?"))
         }
-        _ => r.result.clone(),
+        _ => r.result.to_string(),
     };
     format!("Incident: {} {} — {what}", r.project, r.tag.as_deref().unwrap_or(&r.sha))
 }
@@ -305,6 +306,13 @@ pub fn incident_body(r: &Report) -> String {
         let _ = writeln!(md, "\nLast app log lines:\n\n```\n{}\n```", logs.trim_end());
     }
     md.push_str("\n## Impact\n\n");
+    if !r.destroyed.is_empty() {
+        md.push_str("The migrations destroyed data that existed before the deploy (the backup brought it back):\n\n");
+        for d in &r.destroyed {
+            let _ = writeln!(md, "- {d}");
+        }
+        md.push('\n');
+    }
     let failed_at = r.own_steps().find(|e| e.state == EntryState::Failed).map(|e| e.started_at);
     // pg_dump reads one snapshot taken when it starts: later writes are not in the backup.
     let backup_at = r

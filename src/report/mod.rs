@@ -1,14 +1,19 @@
 //! What happened, for people (markdown summary) and programs (JSON, Actions outputs).
 
 pub mod actions;
+mod build;
 pub mod github;
+pub mod runbook;
 pub mod summary;
+
+pub use build::build;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::guard::{Entry, Outcome};
+use crate::guard::{Entry, Mode, Outcome};
+use crate::model::ExitCode;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BackupInfo {
@@ -24,13 +29,14 @@ pub struct BackupInfo {
 /// The report of one deploy or rollback.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    pub command: String,
+    /// The command that ran: deploy, rollback, restore, backup.
+    pub command: Mode,
     pub project: String,
-    /// deployed, rolled-back, rollback-failed, aborted.
-    pub result: String,
+    /// deployed, rolled-back, rollback-failed, aborted, backed-up, restored.
+    pub result: &'static str,
     /// none, revert, restore.
-    pub path: String,
-    pub exit_code: i32,
+    pub path: &'static str,
+    pub exit_code: ExitCode,
     pub headline: String,
     pub outcome: Outcome,
     pub sha: String,
@@ -46,6 +52,8 @@ pub struct Report {
     pub migrations_after: Option<Vec<Value>>,
     /// Schema differences found (`+` added since the backup, `-` missing).
     pub drift: Vec<String>,
+    /// What the migrations destroyed of the data that existed before the deploy.
+    pub destroyed: Vec<String>,
     pub app_status: Option<String>,
     pub app_logs: Option<String>,
     /// The broken database, kept for forensics after a restore.
@@ -59,8 +67,8 @@ impl Report {
     /// Outputs for `$GITHUB_OUTPUT`.
     pub fn outputs(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("result", self.result.clone()),
-            ("path", self.path.clone()),
+            ("result", self.result.to_string()),
+            ("path", self.path.to_string()),
             ("backup-key", self.backup.as_ref().map(|b| b.key.clone()).unwrap_or_default()),
             ("previous-tag", self.previous_tag.clone().unwrap_or_default()),
             ("duration", format!("{}", self.duration_secs.round() as i64)),
@@ -100,11 +108,11 @@ pub(crate) mod fixture {
 
     pub fn report(outcome: Outcome, steps: Vec<Entry>, next: Vec<String>) -> Report {
         Report {
-            command: "deploy".into(),
+            command: Mode::Deploy,
             project: "station".into(),
-            result: outcome.result().into(),
-            path: outcome.path().name().into(),
-            exit_code: outcome.deploy_exit_code(),
+            result: outcome.result(),
+            path: outcome.path().name(),
+            exit_code: outcome.exit_code(Mode::Deploy),
             headline: outcome.headline(),
             outcome,
             sha: "abc1234def5678abc1234def5678abc1234def56".into(),
@@ -128,6 +136,7 @@ pub(crate) mod fixture {
                 json!({"id": 2, "timestamp": 2, "name": "AddTier2"}),
             ]),
             drift: vec!["+ column public.users.tier integer".into()],
+            destroyed: Vec::new(),
             app_status: Some("exited (1)".into()),
             app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
             kept_database: Some("station__failed_abc1234".into()),

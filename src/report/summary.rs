@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::Report;
+use crate::guard::tree::{self, Branch, End, To};
 use crate::guard::{EntryState, Outcome, Step};
 
 pub fn render(r: &Report) -> String {
     let mut md = String::new();
     let icon = match r.outcome {
-        Outcome::Deployed => "✅",
+        Outcome::Deployed | Outcome::BackedUp | Outcome::Restored => "✅",
         Outcome::RolledBack { .. } => "↩️",
         Outcome::RollbackFailed { .. } => "🚨",
         Outcome::Aborted { .. } => "⛔",
@@ -41,8 +42,8 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             md,
             "| size | {} ({} of SQL) |",
-            crate::backup::human_bytes(b.size),
-            crate::backup::human_bytes(b.dump_bytes)
+            crate::model::human_bytes(b.size),
+            crate::model::human_bytes(b.dump_bytes)
         );
         let _ = writeln!(md, "| sha256 | `{}` |", b.sha256);
         let _ = writeln!(
@@ -52,6 +53,13 @@ pub fn render(r: &Report) -> String {
         );
     }
     migrations(&mut md, r);
+    if !r.destroyed.is_empty() {
+        md.push_str("### Data the migrations destroyed\n\nA revert cannot bring these back, so the backup was the way back:\n\n");
+        for d in &r.destroyed {
+            let _ = writeln!(md, "- {d}");
+        }
+        md.push('\n');
+    }
     if !r.drift.is_empty() {
         md.push_str("### Schema changes seen (vs the pre-deploy fingerprint)\n\n```diff\n");
         for d in r.drift.iter().take(50) {
@@ -112,56 +120,64 @@ fn timeline(md: &mut String, r: &Report) {
     md.push('\n');
 }
 
-/// The decision tree with the path this run took coloured in.
+/// The decision tree of the run's mode, drawn from its edges, with the path this run took
+/// coloured in.
 fn flowchart(md: &mut String, r: &Report) {
+    let mode = r.command;
+    let id = |s: Step| s.name().replace('-', "_");
+    md.push_str("### Path through the decision tree\n\n```mermaid\nflowchart TD\n");
+    for step in tree::steps(mode) {
+        let _ = writeln!(md, "  {}[\"{}\"]", id(step), step.title());
+    }
+    let mut ends: Vec<End> = Vec::new();
+    for e in tree::edges(mode) {
+        let to = match e.to {
+            To::Run(s) => id(s),
+            To::End(end) => {
+                if !ends.contains(&end) {
+                    ends.push(end);
+                    let _ = writeln!(md, "  {}([\"{}\"])", end.name(), end.title());
+                }
+                end.name().to_string()
+            }
+        };
+        let arrow = match e.on {
+            Branch::Ok => "-->".to_string(),
+            Branch::Failed => "-. fails .->".to_string(),
+            other => format!("-- {} -->", other.label()),
+        };
+        let _ = writeln!(md, "  {} {arrow} {to}", id(e.from));
+    }
+    md.push_str("  classDef ok fill:#d4edda,stroke:#28a745,color:#000\n");
+    md.push_str("  classDef failed fill:#f8d7da,stroke:#dc3545,color:#000\n");
+    md.push_str("  classDef warn fill:#fff3cd,stroke:#ffc107,color:#000\n");
     let mut state: HashMap<Step, EntryState> = HashMap::new();
     for e in r.own_steps() {
         state.insert(e.step, e.state);
     }
-    md.push_str("### Path through the decision tree\n\n```mermaid\nflowchart TD\n");
-    md.push_str(concat!(
-        "  preflight[Preflight] --> backup[Backup + verify] --> record[Record state] --> migrate[Migrate]\n",
-        "  migrate --> deploy[Deploy new tag] --> health{Healthy?}\n",
-        "  health -- yes --> deployed([Deployed])\n",
-        "  preflight & backup & record -. fails .-> aborted([Aborted: nothing changed])\n",
-        "  migrate & deploy -. fails .-> assess\n",
-        "  health -- no --> assess{Assess}\n",
-        "  assess -- db unchanged --> redeploy\n",
-        "  assess -- fast path --> revert[Revert migrations] --> verify_revert{Same as before?}\n",
-        "  verify_revert -- yes --> redeploy\n",
-        "  assess -- not trusted --> stop_app\n",
-        "  revert -. fails .-> stop_app\n",
-        "  verify_revert -- drift --> stop_app[Stop app]\n",
-        "  stop_app --> restore[Restore into scratch] --> validate_restore{Valid?} --> swap[Swap in]\n",
-        "  swap --> redeploy[Redeploy previous tag] --> redeploy_health{Healthy?}\n",
-        "  redeploy_health -- yes --> rolled_back([Rolled back])\n",
-        "  restore & validate_restore & swap & redeploy & redeploy_health -. fails .-> person([A person must act])\n",
-    ));
-    md.push_str("  classDef ok fill:#d4edda,stroke:#28a745,color:#000\n");
-    md.push_str("  classDef failed fill:#f8d7da,stroke:#dc3545,color:#000\n");
-    md.push_str("  classDef warn fill:#fff3cd,stroke:#ffc107,color:#000\n");
-    let mut by_class: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut by_class: HashMap<&str, Vec<String>> = HashMap::new();
     for step in Step::ALL {
-        if let Some(s) = state.get(&step) {
+        if let Some(s) = state.get(step) {
             let class = match s {
                 EntryState::Ok => "ok",
                 EntryState::Warning => "warn",
                 EntryState::Failed | EntryState::Running => "failed",
             };
-            by_class.entry(class).or_default().push(step.name());
+            by_class.entry(class).or_default().push(id(*step));
         }
     }
     let end = match r.outcome {
-        Outcome::Deployed => ("deployed", "ok"),
-        Outcome::RolledBack { .. } => ("rolled_back", "ok"),
-        Outcome::RollbackFailed { .. } => ("person", "failed"),
-        Outcome::Aborted { .. } => ("aborted", "failed"),
+        Outcome::Deployed => (End::Deployed, "ok"),
+        Outcome::RolledBack { .. } => (End::RolledBack, "ok"),
+        Outcome::RollbackFailed { .. } => (End::Stuck, "failed"),
+        Outcome::Aborted { .. } => (End::Aborted, "failed"),
+        Outcome::BackedUp => (End::BackedUp, "ok"),
+        Outcome::Restored => (End::Restored, "ok"),
     };
-    by_class.entry(end.1).or_default().push(end.0);
+    by_class.entry(end.1).or_default().push(end.0.name().to_string());
     for class in ["ok", "warn", "failed"] {
         if let Some(nodes) = by_class.get(class) {
-            // Mermaid ids use `_`; step names use `-`.
-            let _ = writeln!(md, "  class {} {class}", nodes.join(",").replace('-', "_"));
+            let _ = writeln!(md, "  class {} {class}", nodes.join(","));
         }
     }
     md.push_str("```\n\n");

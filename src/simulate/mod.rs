@@ -13,9 +13,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::commands::World;
+use crate::commands::deploy::DeployArgs;
 use crate::config::Config;
 use crate::exec::Local;
+use crate::guard::{DbPath, End};
+use crate::model::{DbNames, Sha};
+use crate::world::World;
 use sandbox::Cluster;
 
 /// One failure to rehearse and how it must end.
@@ -25,8 +28,8 @@ pub struct Scenario {
     pub about: &'static str,
     /// Release deployed over v1.
     pub release: &'static str,
-    pub expect_result: &'static str,
-    pub expect_path: &'static str,
+    pub expect_end: End,
+    pub expect_path: DbPath,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -34,43 +37,57 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "happy",
         about: "a nullable column and an index: deployed",
         release: "v2",
-        expect_result: "deployed",
-        expect_path: "none",
+        expect_end: End::Deployed,
+        expect_path: DbPath::None,
     },
     Scenario {
         name: "migration-fails",
         about: "NOT NULL column on a table with rows: the migration's transaction rolls back, nothing to revert",
         release: "v2-notnull",
-        expect_result: "rolled-back",
-        expect_path: "none",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::None,
     },
     Scenario {
         name: "unhealthy-after-migrate",
         about: "migration applies, the new app never gets healthy: revert works",
         release: "v2-crash",
-        expect_result: "rolled-back",
-        expect_path: "revert",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::Revert,
     },
     Scenario {
         name: "bad-down",
         about: "the down() migration errors: restore the backup",
         release: "v2-bad-down",
-        expect_result: "rolled-back",
-        expect_path: "restore",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::Restore,
     },
     Scenario {
         name: "lying-down",
         about: "the down() \"succeeds\" but leaves a column behind: drift detected, restore",
         release: "v2-lying-down",
-        expect_result: "rolled-back",
-        expect_path: "restore",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::Restore,
+    },
+    Scenario {
+        name: "destructive-down",
+        about: "the migration drops a column holding data, its down() re-adds it empty: restore, data intact",
+        release: "v2-drop-note",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::Restore,
+    },
+    Scenario {
+        name: "data-rewrite",
+        about: "the migration rewrites every email (UPDATE), its down() is a no-op: restore, data intact",
+        release: "v2-rewrite-email",
+        expect_end: End::RolledBack,
+        expect_path: DbPath::Restore,
     },
     Scenario {
         name: "backup-fails",
         about: "pg_dump loses its connection part-way: abort, nothing changed",
         release: "v2",
-        expect_result: "aborted",
-        expect_path: "none",
+        expect_end: End::Aborted,
+        expect_path: DbPath::None,
     },
 ];
 
@@ -151,6 +168,20 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
             false,
         ),
         "v2-lying-down" => (vec![(up, ADD_NICKNAME), (down, "DROP INDEX customers_nickname_idx;")], false),
+        "v2-drop-note" => (
+            vec![
+                ("003_drop_order_note.up.sql", "ALTER TABLE orders DROP COLUMN note;"),
+                ("003_drop_order_note.down.sql", "ALTER TABLE orders ADD COLUMN note text;"),
+            ],
+            false,
+        ),
+        "v2-rewrite-email" => (
+            vec![
+                ("003_upper_emails.up.sql", "UPDATE customers SET email = upper(email);"),
+                ("003_upper_emails.down.sql", "SELECT 1;"),
+            ],
+            false,
+        ),
         _ => (vec![], true),
     }
 }
@@ -310,17 +341,23 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
     let fp_before = w.db.fingerprint(&w.db.name).await?;
     let sha = {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(s.name.as_bytes()))[..40].to_string()
+        Sha::parse(&hex::encode(sha2::Sha256::digest(s.name.as_bytes()))[..40])?
     };
     let started = Instant::now();
-    let report = crate::commands::deploy::deploy(&w, &sha, s.release, None, None, "").await;
+    let args =
+        DeployArgs { sha: &sha, tag: s.release, previous_tag: None, fallback_previous_tag: None, config_arg: "" };
+    let report = crate::commands::deploy::deploy(&w, &args).await;
     let duration_secs = started.elapsed().as_secs_f64();
 
     let mut problems = Vec::new();
-    if report.result != s.expect_result || report.path != s.expect_path {
+    if report.outcome.end() != s.expect_end || report.outcome.path() != s.expect_path {
         problems.push(format!(
             "ended {} via {}, must end {} via {}: {}",
-            report.result, report.path, s.expect_result, s.expect_path, report.headline
+            report.result,
+            report.path,
+            s.expect_end.title(),
+            s.expect_path.name(),
+            report.headline
         ));
     }
     let after = snapshot(&w, Some(&before.columns)).await?;
@@ -331,7 +368,7 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
     let rows_after = w.db.migration_rows(&w.db.name, &table, "version").await?;
     let fp_after = w.db.fingerprint(&w.db.name).await?;
     let tag_after = w.runtime.current_tag().await?.unwrap_or_default();
-    if s.expect_result == "deployed" {
+    if s.expect_end == End::Deployed {
         if tag_after != s.release || rows_after.len() != rows_before.len() + 1 {
             problems.push(format!(
                 "expected {} running with one more migration; {tag_after} runs with {} rows",
@@ -353,7 +390,7 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
             problems.push("the app is not healthy after the rollback".into());
         }
     }
-    if s.expect_result == "aborted" {
+    if s.expect_end == End::Aborted {
         let objects = w.store.list("").await?;
         if !objects.is_empty() {
             problems.push(format!(
@@ -362,7 +399,7 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
             ));
         }
     }
-    if s.expect_path == "restore" && !w.db.database_exists(&format!("{}__failed_{}", st.db, &sha[..7])).await? {
+    if s.expect_path == DbPath::Restore && !w.db.database_exists(&DbNames::new(&st.db, &sha)?.failed).await? {
         problems.push("the broken database was not kept".into());
     }
     if s3_prefix.is_some() {
@@ -372,9 +409,9 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
     }
     Ok(ScenarioResult {
         scenario: s.name.into(),
-        result: report.result.clone(),
-        path: report.path.clone(),
-        exit_code: report.exit_code,
+        result: report.result.to_string(),
+        path: report.path.to_string(),
+        exit_code: report.exit_code.code(),
         recovery_secs: report.recovery_secs,
         duration_secs,
         data_intact,
@@ -386,7 +423,7 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
 /// Runs the scenarios, each on its own database in one throwaway cluster.
 pub async fn run(scenarios: &[Scenario], config: Option<&Path>, record: Option<&Path>) -> Result<Vec<ScenarioResult>> {
     let base = match config {
-        Some(p) => Some(crate::usage_result(Config::load(Some(p), &[]))?),
+        Some(p) => Some(crate::model::usage(Config::load(Some(p), &[]))?),
         None => None,
     };
     let bin = base.as_ref().and_then(|c| c.database.bin_dir.as_ref()).map(PathBuf::from);

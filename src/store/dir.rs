@@ -1,4 +1,6 @@
 //! A directory store: objects are files; a put writes `KEY.partial` and renames it when whole.
+//! Backups hold every row of the database: objects are created 0600 and the directories this
+//! store creates 0700, whatever the umask (it can only take permissions away).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -7,6 +9,21 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::{Object, Store};
+
+/// Mode of every object (dumps and manifests).
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory the store creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// `mkdir -p` with [`DIR_MODE`] for the directories it creates (existing ones are left alone).
+async fn create_dirs(dir: &Path) -> Result<()> {
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .await
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
 
 pub struct DirStore {
     root: PathBuf,
@@ -31,11 +48,17 @@ impl Store for DirStore {
     async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send)) -> Result<u64> {
         let path = self.path(key)?;
         let dir = path.parent().expect("key has a file name");
-        tokio::fs::create_dir_all(dir).await.with_context(|| format!("cannot create {}", dir.display()))?;
+        create_dirs(dir).await?;
         let partial =
             path.with_extension(format!("{}.partial", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
         let result = async {
-            let mut file = tokio::fs::File::create(&partial)
+            // A `.partial` left by a crash may exist with other permissions: start afresh.
+            let _ = tokio::fs::remove_file(&partial).await;
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&partial)
                 .await
                 .with_context(|| format!("cannot write {}", partial.display()))?;
             let n = tokio::io::copy(body, &mut file).await.with_context(|| format!("writing {}", partial.display()))?;
@@ -95,7 +118,7 @@ impl Store for DirStore {
     }
 
     async fn check(&self) -> Result<()> {
-        tokio::fs::create_dir_all(&self.root)
+        create_dirs(&self.root)
             .await
             .with_context(|| format!("backup store {} cannot be created", self.root.display()))?;
         let probe = tempfile::Builder::new()
@@ -108,5 +131,49 @@ impl Store for DirStore {
 
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn objects_are_0600_in_0700_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        let store = DirStore::new(&root);
+        store.check().await.unwrap();
+        let key = "202605/20260510_150000_pre-deploy-abc1234.sql.gz";
+        let body: &[u8] = b"rows of every customer";
+        let s: &dyn Store = &store;
+        assert_eq!(s.put_bytes(key, body).await.unwrap(), body.len() as u64);
+        s.put_bytes("202605/deeper/x.manifest.json", b"{}").await.unwrap();
+        assert_eq!(mode(&root), DIR_MODE, "root");
+        assert_eq!(mode(&root.join("202605")), DIR_MODE);
+        assert_eq!(mode(&root.join("202605/deeper")), DIR_MODE);
+        assert_eq!(mode(&root.join(key)), FILE_MODE);
+        assert_eq!(mode(&root.join("202605/deeper/x.manifest.json")), FILE_MODE);
+        assert_eq!(s.get_bytes(key).await.unwrap(), body, "nothing lost");
+    }
+
+    #[tokio::test]
+    async fn a_stale_world_readable_partial_is_replaced_not_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::new(tmp.path());
+        let partial = tmp.path().join("k.gz.partial");
+        std::fs::write(&partial, b"stale").unwrap();
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let s: &dyn Store = &store;
+        s.put_bytes("k.gz", b"fresh").await.unwrap();
+        assert_eq!(mode(&tmp.path().join("k.gz")), FILE_MODE);
+        assert_eq!(s.get_bytes("k.gz").await.unwrap(), b"fresh");
+        assert!(!partial.exists());
     }
 }

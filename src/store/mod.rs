@@ -5,7 +5,7 @@ pub mod s3;
 
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
@@ -50,31 +50,7 @@ impl<'a> dyn Store + 'a {
     }
 }
 
-/// `backup.store`, parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreUrl {
-    Dir(std::path::PathBuf),
-    S3 { bucket: String, prefix: String },
-}
-
-impl StoreUrl {
-    pub fn parse(s: &str) -> Result<StoreUrl> {
-        if let Some(path) = s.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                bail!("{s:?}: a file:// store needs an absolute path (file:///var/backups/app)");
-            }
-            return Ok(StoreUrl::Dir(path.into()));
-        }
-        if let Some(rest) = s.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                bail!("{s:?}: no bucket (s3://bucket/prefix)");
-            }
-            return Ok(StoreUrl::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() });
-        }
-        bail!("{s:?}: expected file:///absolute/dir or s3://bucket/prefix")
-    }
-}
+pub use crate::model::StoreUrl;
 
 /// Opens the store `backup.store` names (S3 credentials from the process environment).
 pub fn open(config: &crate::config::Config) -> Result<Arc<dyn Store>> {
@@ -100,22 +76,5 @@ pub fn open_with(config: &crate::config::Config, vars: &[(String, String)]) -> R
             },
             vars,
         )?)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_store_urls() {
-        assert_eq!(StoreUrl::parse("file:///var/b").unwrap(), StoreUrl::Dir("/var/b".into()));
-        assert_eq!(
-            StoreUrl::parse("s3://bk/postgres/").unwrap(),
-            StoreUrl::S3 { bucket: "bk".into(), prefix: "postgres".into() }
-        );
-        assert!(StoreUrl::parse("file://rel").is_err());
-        assert!(StoreUrl::parse("/var/b").is_err());
-        assert!(StoreUrl::parse("s3:///x").is_err());
     }
 }

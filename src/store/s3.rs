@@ -313,7 +313,7 @@ impl Inner {
                 if number > MAX_PARTS {
                     bail!(
                         "the backup needs more than {MAX_PARTS} parts of {}: raise backup.part_size",
-                        crate::backup::human_bytes(self.part_size as u64)
+                        crate::model::human_bytes(self.part_size as u64)
                     );
                 }
                 total += part.len() as u64;

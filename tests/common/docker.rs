@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use deploy_guard::simulate::sandbox::Sshd;
+use crate::sshd::Sshd;
 use sha2::{Digest, Sha256};
 
 const INSTALL: &str = "run scripts/setup (it installs Debian's docker.io and docker-compose, starts dockerd as root \

@@ -101,9 +101,14 @@ impl App {
 
 /// A `Postgres` on the test cluster, run locally.
 pub fn postgres(db: &str) -> deploy_guard::db::Postgres {
+    postgres_on(std::sync::Arc::new(deploy_guard::exec::Local), db)
+}
+
+/// A `Postgres` on the test cluster, its tools run by `exec` (locally, or over SSH to this host).
+pub fn postgres_on(exec: std::sync::Arc<dyn deploy_guard::exec::Executor>, db: &str) -> deploy_guard::db::Postgres {
     let c = cluster();
     deploy_guard::db::Postgres::new(
-        std::sync::Arc::new(deploy_guard::exec::Local),
+        exec,
         Some(c.bin_dir.display().to_string()),
         deploy_guard::db::ConnInfo {
             host: Some("127.0.0.1".into()),
@@ -136,7 +141,8 @@ pub fn json(o: &std::process::Output) -> serde_json::Value {
 
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
-pub use deploy_guard::simulate::sandbox::Sshd;
+mod sshd;
+pub use sshd::Sshd;
 
 /// Test conveniences on the sandbox sshd.
 pub trait SshdExt {

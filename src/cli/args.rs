@@ -1,4 +1,4 @@
-//! The command line. Doc comments here are the `--help` text.
+//! The arguments. Doc comments here are the `--help` text.
 
 use std::path::PathBuf;
 
@@ -90,15 +90,20 @@ pub enum Command {
     /// Rehearse: run failure scenarios against a throwaway PostgreSQL and prove both rollback
     /// paths bring everything back.
     Simulate {
-        /// happy, migration-fails, unhealthy-after-migrate, bad-down, lying-down, backup-fails, or all.
+        /// happy, migration-fails, unhealthy-after-migrate, bad-down, lying-down, destructive-down,
+        /// data-rewrite, backup-fails, or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Append rehearsal-log rows (date, scenario, path, duration, result) to this file.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
     },
-    /// Print the manual rollback runbook with this deployment's exact commands.
-    Runbook,
+    /// Print the manual rollback runbook with this deployment's exact commands (the newest
+    /// deploy's, or SHA's).
+    Runbook {
+        #[arg(long, value_name = "PREFIX")]
+        sha: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

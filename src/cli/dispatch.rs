@@ -1,0 +1,226 @@
+//! Each command: check its arguments (bad ones change nothing: exit 2), run it, print, exit.
+
+use anyhow::Result;
+
+use super::output::{finish_report, print_out};
+use super::{Cli, Command, PathChoice};
+use crate::commands::{self, deploy::DeployArgs};
+use crate::config::{self, Config, Strategy};
+use crate::model::{human_bytes, usage, ExitCode, Sha, ShaPrefix, Usage};
+use crate::report::{self, github::GitHub, Report};
+use crate::world::World;
+use crate::{backup, exec, simulate};
+
+/// Runs the command line; returns the exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    match dispatch(&cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            let code = if e.downcast_ref::<Usage>().is_some() { ExitCode::Usage } else { ExitCode::Act };
+            eprintln!("error: {e:#}");
+            if code == ExitCode::Usage {
+                eprintln!("nothing was changed.");
+            }
+            report::actions::error("deploy-guard", &format!("{e:#}"));
+            code
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config> {
+    usage(Config::load(cli.global.config.as_deref(), &config::process_env()))
+}
+
+/// ` --config FILE` for the commands a person is told to run.
+fn config_arg(cli: &Cli) -> String {
+    cli.global
+        .config
+        .as_ref()
+        .map(|p| format!(" --config {}", exec::quote(&p.display().to_string())))
+        .unwrap_or_default()
+}
+
+fn sha_arg(flag: &str, s: &str) -> Result<Sha> {
+    usage(Sha::parse(s).map_err(|e| anyhow::anyhow!("{flag} {e}")))
+}
+
+fn prefix_arg(s: &str) -> Result<ShaPrefix> {
+    usage(ShaPrefix::parse(s).map_err(|e| anyhow::anyhow!("--sha {e}")))
+}
+
+fn tag_arg(flag: &str, t: &Option<String>) -> Result<()> {
+    match t {
+        Some(t) => usage(config::check_tag(flag, t)),
+        None => Ok(()),
+    }
+}
+
+async fn dispatch(cli: &Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    let cfg_arg = config_arg(cli);
+    match &cli.command {
+        Command::Deploy { sha, tag, previous_tag, dry_run } => {
+            let sha = sha_arg("--sha", sha)?;
+            usage(config::check_tag("--tag", tag))?;
+            tag_arg("--previous-tag", previous_tag)?;
+            let cfg = load_config(cli)?;
+            let mut args = DeployArgs {
+                sha: &sha,
+                tag,
+                previous_tag: previous_tag.as_deref(),
+                fallback_previous_tag: None,
+                config_arg: &cfg_arg,
+            };
+            if *dry_run {
+                let w = usage(World::offline(cfg))?;
+                let plan = commands::deploy::plan(&w, &args);
+                print_out(g.json, &plan, || plan.render())?;
+                return Ok(ExitCode::Ok);
+            }
+            // Nothing has been touched yet: a target that cannot be reached aborts (exit 4).
+            let w = match World::connect(cfg).await {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {e:#}\naborted before any change: nothing was changed.");
+                    report::actions::error("deploy aborted", &format!("{e:#}"));
+                    return Ok(ExitCode::Aborted);
+                }
+            };
+            let gh = github(&w);
+            let mut deployment = None;
+            if let Some(gh) = &gh {
+                if previous_tag.is_none() {
+                    args.fallback_previous_tag =
+                        gh.previous_tag().await.unwrap_or_else(|e| warn_none("reading the last deployment", e));
+                }
+                deployment = gh
+                    .start_deployment(sha.as_str(), tag)
+                    .await
+                    .unwrap_or_else(|e| warn_none("creating the deployment", e));
+            }
+            let report = commands::deploy::deploy(&w, &args).await;
+            file_report(g, gh.as_ref(), deployment, report).await
+        }
+        Command::Rollback { sha, path, to_tag } => {
+            let prefix = prefix_arg(sha)?;
+            tag_arg("--to-tag", to_tag)?;
+            let w = World::connect(load_config(cli)?).await?;
+            let strategy = match path {
+                PathChoice::Auto => None,
+                PathChoice::Revert => Some(Strategy::Revert),
+                PathChoice::Restore => Some(Strategy::Restore),
+            };
+            let report = commands::deploy::rollback(&w, &prefix, strategy, to_tag.as_deref(), &cfg_arg).await?;
+            let gh = github(&w);
+            file_report(g, gh.as_ref(), None, report).await
+        }
+        Command::Backup { sha } => {
+            let sha = sha_arg("--sha", sha)?;
+            let w = World::connect(load_config(cli)?).await?;
+            let report = commands::backup::backup(&w, &sha, &cfg_arg).await;
+            if let (false, Some(b)) = (g.json, &report.backup) {
+                if report.outcome.is_success() {
+                    println!("backup verified: {} ({}, sha256 {})", b.location, human_bytes(b.size), b.sha256);
+                }
+            }
+            let code = finish_report(g, &report)?;
+            if report.outcome.is_success() {
+                for line in commands::backup::prune_after(&w).await {
+                    eprintln!("retention: {line}");
+                }
+            }
+            Ok(code)
+        }
+        Command::Restore { sha, key } => {
+            let prefix = sha.as_deref().map(prefix_arg).transpose()?;
+            let w = World::connect(load_config(cli)?).await?;
+            let m = commands::restore::find(&w, prefix.as_ref(), key.as_deref()).await?;
+            let report = commands::restore::restore(&w, m, &cfg_arg).await;
+            if !g.json {
+                for e in report.own_steps() {
+                    println!("{}: {}", e.step, e.detail);
+                }
+            }
+            finish_report(g, &report)
+        }
+        Command::Backups { sha } => {
+            let prefix = sha.as_deref().map(prefix_arg).transpose()?;
+            let w = usage(World::offline(load_config(cli)?))?;
+            let rows = commands::backup::list(&w, prefix.as_ref()).await?;
+            print_out(g.json, &rows, || commands::backup::table(&rows))?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Prune { dry_run } => {
+            let w = usage(World::offline(load_config(cli)?))?;
+            let policy = commands::backup::policy(&w);
+            if !policy.is_set() {
+                eprintln!("no retention configured (backup.keep, backup.max_age): nothing deleted");
+            }
+            let deleted = backup::retention::prune(w.store.as_ref(), &w.config.project, policy, *dry_run).await?;
+            let rows: Vec<serde_json::Value> = deleted
+                .iter()
+                .map(|d| serde_json::json!({"key": d.manifest.key, "sha": d.manifest.sha, "created_at": d.manifest.created_at, "size": d.manifest.size, "why": d.why, "deleted": !dry_run}))
+                .collect();
+            print_out(g.json, &rows, || {
+                let mut out: String = deleted
+                    .iter()
+                    .map(|d| {
+                        let line = commands::backup::prune_line(d);
+                        if *dry_run {
+                            format!("would be {line}\n")
+                        } else {
+                            format!("{line}\n")
+                        }
+                    })
+                    .collect();
+                if deleted.is_empty() && policy.is_set() {
+                    out.push_str("nothing to delete\n");
+                }
+                out
+            })?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Check => {
+            let w = World::connect(load_config(cli)?).await?;
+            let lines = commands::check::check(&w).await;
+            print_out(g.json, &lines, || commands::check::render(&lines))?;
+            Ok(if lines.iter().all(|l| l.ok) { ExitCode::Ok } else { ExitCode::Act })
+        }
+        Command::Simulate { scenario, record } => {
+            let names = usage(simulate::scenarios_named(scenario))?;
+            let results = simulate::run(&names, g.config.as_deref(), record.as_deref()).await?;
+            print_out(g.json, &results, || simulate::table(&results))?;
+            Ok(if results.iter().all(|r| r.as_expected) { ExitCode::Ok } else { ExitCode::Act })
+        }
+        Command::Runbook { sha } => {
+            let prefix = sha.as_deref().map(prefix_arg).transpose()?;
+            let w = usage(World::offline(load_config(cli)?))?;
+            print!("{}", commands::runbook::render(&w, prefix.as_ref(), &cfg_arg).await?);
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+/// Reports on GitHub (when the environment allows it), then prints and files the report.
+async fn file_report(
+    g: &super::Global,
+    gh: Option<&GitHub>,
+    deployment: Option<u64>,
+    mut report: Report,
+) -> Result<ExitCode> {
+    if let Some(gh) = gh {
+        let notes = gh.report(deployment, &report).await;
+        report.notes.extend(notes);
+    }
+    finish_report(g, &report)
+}
+
+/// GitHub reporting, when the environment allows it (a setup error is a warning).
+fn github(w: &World) -> Option<GitHub> {
+    GitHub::from_env(&w.config.github, &w.config.project).unwrap_or_else(|e| warn_none("GitHub setup", e))
+}
+
+fn warn_none<T>(what: &str, e: anyhow::Error) -> Option<T> {
+    tracing::warn!("GitHub: {what} failed: {e:#}");
+    None
+}

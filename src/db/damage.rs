@@ -1,0 +1,221 @@
+//! What the migrations destroyed, told from the catalog and the statistics recorded before them
+//! and read again after, whatever the migration tool: tables and columns gone, a column's type
+//! changed, a table rewritten or truncated, rows of pre-existing tables updated or deleted
+//! (confirmed by comparing those tables' row sums with the backup's). Pure: the caller reads.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Fingerprint, RowSum, TableStats};
+
+/// A column as the fingerprint lists it: (`schema.table`, column, type).
+fn columns(fp: &Fingerprint) -> BTreeMap<(String, String), String> {
+    fp.items
+        .iter()
+        .filter_map(|i| {
+            let rest = i.strip_prefix("column ")?;
+            let (path, def) = rest.split_once(' ')?;
+            let (table, column) = split_last_ident(path)?;
+            let ty = ["not null", "default ", "identity "]
+                .iter()
+                .filter_map(|m| def.find(&format!(" {m}")))
+                .min()
+                .map_or(def, |at| &def[..at]);
+            Some(((table.to_string(), super::unquote(column)), ty.to_string()))
+        })
+        .collect()
+}
+
+/// Tables (kind r or p) the fingerprint lists, as `schema.table`.
+fn tables(fp: &Fingerprint) -> BTreeSet<String> {
+    fp.items
+        .iter()
+        .filter_map(|i| i.strip_prefix("relation "))
+        .filter_map(|r| r.strip_suffix(" kind=r").or_else(|| r.strip_suffix(" kind=p")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `public."a.b".c` → (`public."a.b"`, `c`): the last identifier, outside quotes.
+fn split_last_ident(path: &str) -> Option<(&str, &str)> {
+    let mut in_quotes = false;
+    let mut last_dot = None;
+    for (i, c) in path.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '.' if !in_quotes => last_dot = Some(i),
+            _ => {}
+        }
+    }
+    last_dot.map(|d| (&path[..d], &path[d + 1..]))
+}
+
+/// What a deploy did to the data that existed before it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Damage {
+    /// Sentences, one per loss ("dropped column public.orders.note (4 500 non-null values)").
+    pub destroyed: Vec<String>,
+    /// Pre-existing tables whose rows may have changed and must be compared with the backup.
+    pub suspects: BTreeSet<String>,
+    /// Pre-existing tables the deploy touched at all (schema or rows): a revert is verified
+    /// only when their rows equal the backup's.
+    pub touched: BTreeSet<String>,
+}
+
+impl Damage {
+    /// From the schema before and now, the statistics before and now, and the backup's sums.
+    pub fn assess(
+        fp_before: &Fingerprint,
+        fp_now: &Fingerprint,
+        stats_before: &BTreeMap<String, TableStats>,
+        stats_now: &BTreeMap<String, TableStats>,
+        data: &BTreeMap<String, RowSum>,
+    ) -> Damage {
+        let mut d = Damage::default();
+        let (tables_now, cols_before, cols_now) = (tables(fp_now), columns(fp_before), columns(fp_now));
+        let rows = |t: &str| data.get(t).map(|s| s.rows);
+        for t in tables(fp_before).difference(&tables_now) {
+            d.destroyed.push(match rows(t) {
+                Some(n) => format!("dropped table {t} ({} rows at the backup)", thousands(n)),
+                None => format!("dropped table {t}"),
+            });
+        }
+        for ((t, c), ty) in &cols_before {
+            if !tables_now.contains(t) {
+                continue;
+            }
+            match cols_now.get(&(t.clone(), c.clone())) {
+                None => {
+                    d.touched.insert(t.clone());
+                    let held = data.get(t).and_then(|s| s.non_null_of(c));
+                    d.destroyed.push(match held {
+                        Some(n) => format!("dropped column {t}.{c} ({} non-null values at the backup)", thousands(n)),
+                        None => format!("dropped column {t}.{c}"),
+                    });
+                }
+                Some(now) if now != ty => {
+                    d.touched.insert(t.clone());
+                    d.destroyed.push(format!("changed the type of {t}.{c} from {ty} to {now}"));
+                }
+                Some(_) => {}
+            }
+        }
+        // Any other change to a pre-existing table's definition (a column added, an index, a
+        // constraint) touches it.
+        let diff = fp_before.diff(fp_now);
+        for t in tables(fp_before).intersection(&tables_now) {
+            if diff.iter().any(|line| line.contains(&format!(" {t}.")) || line.contains(&format!(" {t} "))) {
+                d.touched.insert(t.clone());
+            }
+        }
+        for (t, before) in stats_before {
+            let Some(now) = stats_now.get(t) else { continue };
+            if now.relfilenode != before.relfilenode || now.updated_or_deleted != before.updated_or_deleted {
+                d.touched.insert(t.clone());
+                if data.contains_key(t) && !d.destroyed.iter().any(|l| l.contains(&format!(" {t}."))) {
+                    d.suspects.insert(t.clone());
+                }
+            }
+        }
+        d
+    }
+
+    /// A suspect table whose rows differ from the backup's.
+    pub fn rows_changed(&mut self, table: &str, backup: &RowSum, now: &RowSum) {
+        if !backup.same_rows(now) {
+            self.destroyed.push(format!(
+                "changed rows of {table}: its pre-existing columns no longer match the backup ({} rows then, {} now)",
+                thousands(backup.rows),
+                thousands(now.rows)
+            ));
+        }
+    }
+}
+
+/// `4812` → `4 812`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(items: &[&str]) -> Fingerprint {
+        Fingerprint::from_items(items.iter().map(|s| s.to_string()).collect())
+    }
+
+    const BEFORE: &[&str] = &[
+        "relation public.orders kind=r",
+        "column public.orders.id bigint not null default nextval('orders_id_seq'::regclass)",
+        "column public.orders.note text",
+        "column public.orders.total numeric(10,2) not null",
+        "relation public.gone kind=r",
+        "column public.gone.id integer",
+    ];
+
+    fn data() -> BTreeMap<String, RowSum> {
+        let mut s = RowSum::new(vec!["id".into(), "note".into(), "total".into()]);
+        s.rows = 6000;
+        s.non_null = vec![6000, 4500, 6000];
+        BTreeMap::from([("public.orders".to_string(), s)])
+    }
+
+    #[test]
+    fn drops_and_type_changes_are_destruction_additions_are_not() {
+        let now = fp(&[
+            "relation public.orders kind=r",
+            "column public.orders.id bigint not null default nextval('orders_id_seq'::regclass)",
+            "column public.orders.total integer not null",
+            "column public.orders.tier integer",
+        ]);
+        let d = Damage::assess(&fp(BEFORE), &now, &BTreeMap::new(), &BTreeMap::new(), &data());
+        assert_eq!(
+            d.destroyed,
+            vec![
+                "dropped table public.gone",
+                "dropped column public.orders.note (4 500 non-null values at the backup)",
+                "changed the type of public.orders.total from numeric(10,2) to integer",
+            ]
+        );
+        assert!(d.touched.contains("public.orders"));
+        let added =
+            fp(&[BEFORE, &["column public.orders.tier integer", "index public.orders orders_tier_idx"]].concat());
+        let d = Damage::assess(&fp(BEFORE), &added, &BTreeMap::new(), &BTreeMap::new(), &data());
+        assert!(d.destroyed.is_empty(), "{:?}", d.destroyed);
+        assert_eq!(d.touched, BTreeSet::from(["public.orders".to_string()]));
+    }
+
+    #[test]
+    fn updated_or_rewritten_tables_are_suspects_and_confirmed_by_their_sums() {
+        let st = |relfilenode, n| TableStats { relfilenode, updated_or_deleted: n };
+        let before = BTreeMap::from([("public.orders".to_string(), st(1, 10))]);
+        for now in [st(1, 6010), st(2, 10)] {
+            let mut d = Damage::assess(
+                &fp(BEFORE),
+                &fp(BEFORE),
+                &before,
+                &BTreeMap::from([("public.orders".to_string(), now)]),
+                &data(),
+            );
+            assert_eq!(d.suspects, BTreeSet::from(["public.orders".to_string()]));
+            let backup = &data()["public.orders"];
+            d.rows_changed("public.orders", backup, backup);
+            assert!(d.destroyed.is_empty());
+            let mut other = backup.clone();
+            other.sum ^= 1;
+            d.rows_changed("public.orders", backup, &other);
+            assert_eq!(d.destroyed.len(), 1, "{:?}", d.destroyed);
+        }
+        let d = Damage::assess(&fp(BEFORE), &fp(BEFORE), &before, &before, &data());
+        assert!(d.suspects.is_empty() && d.touched.is_empty());
+        assert_eq!(thousands(4812), "4 812");
+    }
+}

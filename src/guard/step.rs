@@ -1,0 +1,55 @@
+use serde::{Deserialize, Serialize};
+
+/// Declares the steps once: the enum, its order, names and titles.
+macro_rules! steps {
+    ($($v:ident => $name:literal, $title:literal;)+) => {
+        /// Every step of the tree, in the order the tree meets them.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum Step { $($v,)+ }
+
+        impl Step {
+            pub const ALL: &'static [Step] = &[$(Step::$v,)+];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Step::$v => $name,)+ }
+            }
+
+            /// What the step does, for people.
+            pub fn title(self) -> &'static str {
+                match self { $(Step::$v => $title,)+ }
+            }
+        }
+    };
+}
+
+steps! {
+    Preflight => "preflight", "Preflight checks";
+    Backup => "backup", "Back up the database";
+    Record => "record", "Record the pre-deploy state";
+    Migrate => "migrate", "Run the migrations";
+    Deploy => "deploy", "Deploy the new tag";
+    Health => "health", "Health check";
+    Assess => "assess", "Assess the damage";
+    Revert => "revert", "Revert the migrations (fast path)";
+    VerifyRevert => "verify-revert", "Verify the revert";
+    StopApp => "stop-app", "Stop the app (safe path)";
+    Restore => "restore", "Restore the backup into a scratch database";
+    ValidateRestore => "validate-restore", "Validate the restored database";
+    Swap => "swap", "Swap the restored database in";
+    Redeploy => "redeploy", "Redeploy the previous tag";
+    RedeployHealth => "redeploy-health", "Health check after redeploy";
+}
+
+impl Step {
+    /// True for steps that are part of a rollback.
+    pub fn is_rollback(self) -> bool {
+        self >= Step::Assess
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,240 @@
+//! The decision tree as data: every edge from a step, by how the step ended, to the next step or
+//! to an end. The engine follows it; the plan, the flowchart and the runbook are drawn from it.
+
+use serde::Serialize;
+
+use super::Step;
+
+/// What a run was asked to do. Each mode walks its own part of the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// `deploy`: the whole tree.
+    Deploy,
+    /// `rollback`: preflight, then straight to assess.
+    Rollback,
+    /// `restore`: preflight, then the restore by scratch-and-swap.
+    Restore,
+    /// `backup`: preflight, backup and record.
+    Backup,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Deploy => "deploy",
+            Mode::Rollback => "rollback",
+            Mode::Restore => "restore",
+            Mode::Backup => "backup",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a step ended, as far as the tree cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Branch {
+    Ok,
+    Failed,
+    /// assess: the database is as recorded (the migration rolled back as a whole).
+    Unchanged,
+    /// assess: the tool's revert can be trusted.
+    FastPath,
+    /// assess: the revert cannot be trusted, or the database cannot be seen.
+    NotTrusted,
+    /// The safe path is needed but `rollback.strategy: revert` forbids it.
+    RestoreForbidden,
+    /// The safe path is needed but there is no verified backup.
+    NoBackup,
+}
+
+impl Branch {
+    /// The edge's label in the flowchart and the runbook ("" for the plain way on).
+    pub fn label(self) -> &'static str {
+        match self {
+            Branch::Ok => "",
+            Branch::Failed => "fails",
+            Branch::Unchanged => "database unchanged",
+            Branch::FastPath => "revert trusted",
+            Branch::NotTrusted => "revert not trusted",
+            Branch::RestoreForbidden => "restore not allowed",
+            Branch::NoBackup => "no verified backup",
+        }
+    }
+}
+
+/// Where a run ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum End {
+    Deployed,
+    RolledBack,
+    /// A person must act.
+    Stuck,
+    /// Stopped before anything was changed.
+    Aborted,
+    BackedUp,
+    Restored,
+}
+
+impl End {
+    pub fn name(self) -> &'static str {
+        match self {
+            End::Deployed => "deployed",
+            End::RolledBack => "rolled_back",
+            End::Stuck => "person",
+            End::Aborted => "aborted",
+            End::BackedUp => "backed_up",
+            End::Restored => "restored",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            End::Deployed => "Deployed",
+            End::RolledBack => "Rolled back",
+            End::Stuck => "A person must act",
+            End::Aborted => "Aborted: nothing changed",
+            End::BackedUp => "Backed up",
+            End::Restored => "Restored",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum To {
+    Run(Step),
+    End(End),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edge {
+    pub modes: &'static [Mode],
+    pub from: Step,
+    pub on: Branch,
+    pub to: To,
+}
+
+use Branch::*;
+use Mode::{Backup as B, Deploy as D, Restore as R, Rollback as RB};
+use Step::*;
+
+const fn e(modes: &'static [Mode], from: Step, on: Branch, to: To) -> Edge {
+    Edge { modes, from, on, to }
+}
+const fn run(s: Step) -> To {
+    To::Run(s)
+}
+const fn end(e: End) -> To {
+    To::End(e)
+}
+
+/// Modes that roll back: a deploy that failed, and a manual rollback.
+const ROLL: &[Mode] = &[D, RB];
+/// Modes that restore a backup.
+const REST: &[Mode] = &[D, RB, R];
+
+/// The tree. Order matters only for reading: the first step of a mode is `Preflight`.
+pub const EDGES: &[Edge] = &[
+    e(&[D, B], Preflight, Ok, run(Step::Backup)),
+    e(&[RB], Preflight, Ok, run(Assess)),
+    e(&[R], Preflight, Ok, run(Step::Restore)),
+    e(&[D, B], Preflight, Failed, end(End::Aborted)),
+    e(&[RB, R], Preflight, Failed, end(End::Stuck)),
+    e(&[D, B], Step::Backup, Ok, run(Record)),
+    e(&[D, B], Step::Backup, Failed, end(End::Aborted)),
+    e(&[D], Record, Ok, run(Migrate)),
+    e(&[B], Record, Ok, end(End::BackedUp)),
+    e(&[D, B], Record, Failed, end(End::Aborted)),
+    e(&[D], Migrate, Ok, run(Step::Deploy)),
+    e(&[D], Migrate, Failed, run(Assess)),
+    e(&[D], Step::Deploy, Ok, run(Health)),
+    e(&[D], Step::Deploy, Failed, run(Assess)),
+    e(&[D], Health, Ok, end(End::Deployed)),
+    e(&[D], Health, Failed, run(Assess)),
+    e(ROLL, Assess, Unchanged, run(Redeploy)),
+    e(ROLL, Assess, FastPath, run(Revert)),
+    e(ROLL, Assess, NotTrusted, run(StopApp)),
+    e(ROLL, Assess, RestoreForbidden, end(End::Stuck)),
+    e(ROLL, Assess, NoBackup, end(End::Stuck)),
+    e(ROLL, Revert, Ok, run(VerifyRevert)),
+    e(ROLL, Revert, Failed, run(StopApp)),
+    e(ROLL, Revert, RestoreForbidden, end(End::Stuck)),
+    e(ROLL, VerifyRevert, Ok, run(Redeploy)),
+    e(ROLL, VerifyRevert, Failed, run(StopApp)),
+    e(ROLL, VerifyRevert, RestoreForbidden, end(End::Stuck)),
+    // A running app is cut off by the swap anyway: a failed stop is carried past.
+    e(ROLL, StopApp, Ok, run(Step::Restore)),
+    e(ROLL, StopApp, Failed, run(Step::Restore)),
+    e(REST, Step::Restore, Ok, run(ValidateRestore)),
+    e(REST, Step::Restore, Failed, end(End::Stuck)),
+    e(REST, ValidateRestore, Ok, run(Swap)),
+    e(REST, ValidateRestore, Failed, end(End::Stuck)),
+    e(ROLL, Swap, Ok, run(Redeploy)),
+    e(&[R], Swap, Ok, end(End::Restored)),
+    e(REST, Swap, Failed, end(End::Stuck)),
+    e(ROLL, Redeploy, Ok, run(RedeployHealth)),
+    e(ROLL, Redeploy, Failed, end(End::Stuck)),
+    e(ROLL, RedeployHealth, Ok, end(End::RolledBack)),
+    e(ROLL, RedeployHealth, Failed, end(End::Stuck)),
+];
+
+/// The edges a mode walks.
+pub fn edges(mode: Mode) -> impl Iterator<Item = &'static Edge> {
+    EDGES.iter().filter(move |e| e.modes.contains(&mode))
+}
+
+/// Where `from` leads on `on` in `mode`; `None` when the tree has no such edge.
+pub fn follow(mode: Mode, from: Step, on: Branch) -> Option<To> {
+    edges(mode).find(|e| e.from == from && e.on == on).map(|e| e.to)
+}
+
+/// The steps `mode` can run, in tree order.
+pub fn steps(mode: Mode) -> Vec<Step> {
+    Step::ALL.iter().copied().filter(|s| edges(mode).any(|e| e.from == *s)).collect()
+}
+
+/// The steps run when nothing fails, in order.
+pub fn straight_path(mode: Mode) -> Vec<Step> {
+    let mut out = vec![Preflight];
+    while let Some(To::Run(next)) = follow(mode, *out.last().expect("non-empty"), Ok) {
+        if out.contains(&next) {
+            break;
+        }
+        out.push(next);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_of_a_mode_has_an_ok_and_a_failed_edge_and_is_reachable() {
+        for mode in [D, RB, R, B] {
+            let steps = steps(mode);
+            for s in &steps {
+                if *s != Assess {
+                    assert!(follow(mode, *s, Ok).is_some(), "{mode:?} {s}: no ok edge");
+                    assert!(follow(mode, *s, Failed).is_some(), "{mode:?} {s}: no failed edge");
+                }
+                let reachable = *s == Preflight || edges(mode).any(|e| e.to == To::Run(*s));
+                assert!(reachable, "{mode:?} {s}: unreachable");
+            }
+            for e in edges(mode) {
+                assert_eq!(edges(mode).filter(|o| o.from == e.from && o.on == e.on).count(), 1, "{e:?}");
+            }
+        }
+        assert_eq!(straight_path(D), vec![Preflight, Step::Backup, Record, Migrate, Step::Deploy, Health]);
+        assert_eq!(straight_path(B), vec![Preflight, Step::Backup, Record]);
+        assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap]);
+    }
+}

@@ -1,0 +1,100 @@
+//! The URLs a config holds, parsed: the database's and the backup store's.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// Connection settings that are not secret (the password stays in PGPASSWORD or the env file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnInfo {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub dbname: Option<String>,
+}
+
+impl ConnInfo {
+    /// `postgres://user@host:port/dbname`; a password in the URL is refused (secrets come from
+    /// the environment only).
+    pub fn parse_url(url: &str) -> Result<ConnInfo> {
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or_else(|| anyhow::anyhow!("must start with postgres://"))?;
+        let rest = rest.split('?').next().unwrap_or("");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if let Some(u) = userinfo {
+            if u.contains(':') {
+                bail!("contains a password: put it in PGPASSWORD (or the env file on the target), not in the config");
+            }
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| anyhow::anyhow!("port {p:?} is not a number"))?)),
+            None => (hostport, None),
+        };
+        Ok(ConnInfo {
+            host: (!host.is_empty()).then(|| host.to_string()),
+            port,
+            user: userinfo.filter(|u| !u.is_empty()).map(str::to_string),
+            dbname: (!path.is_empty()).then(|| path.to_string()),
+        })
+    }
+}
+
+/// `backup.store`, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    Dir(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl StoreUrl {
+    pub fn parse(s: &str) -> Result<StoreUrl> {
+        if let Some(path) = s.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                bail!("{s:?}: a file:// store needs an absolute path (file:///var/backups/app)");
+            }
+            return Ok(StoreUrl::Dir(path.into()));
+        }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("{s:?}: no bucket (s3://bucket/prefix)");
+            }
+            return Ok(StoreUrl::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() });
+        }
+        bail!("{s:?}: expected file:///absolute/dir or s3://bucket/prefix")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_and_refuses_passwords() {
+        let c = ConnInfo::parse_url("postgres://app@db.local:5433/shop").unwrap();
+        assert_eq!(c.host.as_deref(), Some("db.local"));
+        assert_eq!(c.port, Some(5433));
+        assert_eq!(c.user.as_deref(), Some("app"));
+        assert_eq!(c.dbname.as_deref(), Some("shop"));
+        let err = ConnInfo::parse_url("postgres://app:hunter2@db/shop").unwrap_err().to_string();
+        assert!(err.contains("password") && !err.contains("hunter2"), "{err}");
+        assert!(ConnInfo::parse_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn parses_store_urls() {
+        assert_eq!(StoreUrl::parse("file:///var/b").unwrap(), StoreUrl::Dir("/var/b".into()));
+        assert_eq!(
+            StoreUrl::parse("s3://bk/postgres/").unwrap(),
+            StoreUrl::S3 { bucket: "bk".into(), prefix: "postgres".into() }
+        );
+        assert!(StoreUrl::parse("file://rel").is_err());
+        assert!(StoreUrl::parse("/var/b").is_err());
+        assert!(StoreUrl::parse("s3:///x").is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! The report of a run, from its journal and what its steps found.
+
+use super::{BackupInfo, Report};
+use crate::guard::Outcome;
+use crate::run::{spec, Run};
+
+pub fn build(run: &Run, outcome: Outcome) -> Report {
+    let w = run.w;
+    let steps = run.journal.entries.clone();
+    let recovery_secs =
+        steps.iter().find(|e| e.step.is_rollback() && e.started_at >= run.started_at).and_then(|first| {
+            steps
+                .last()
+                .and_then(|l| l.finished_at)
+                .map(|end| (end - first.started_at).num_milliseconds() as f64 / 1000.0)
+        });
+    let next_commands = match &outcome {
+        Outcome::RollbackFailed { stuck_at, .. } => {
+            let mut c = vec![format!("# the full manual runbook for this deployment: {}", run.dg("runbook"))];
+            c.extend(spec(*stuck_at).by_hand(run));
+            c
+        }
+        _ => Vec::new(),
+    };
+    let headline = outcome.headline();
+    super::actions::error_for(&outcome, &headline);
+    Report {
+        command: run.mode,
+        project: w.config.project.clone(),
+        result: outcome.result(),
+        path: outcome.path().name(),
+        exit_code: outcome.exit_code(run.mode),
+        headline,
+        sha: run.sha.to_string(),
+        tag: run.tag.clone(),
+        previous_tag: run.previous_tag.clone(),
+        started_at: run.started_at,
+        duration_secs: run.started.elapsed().as_secs_f64(),
+        recovery_secs,
+        steps,
+        backup: run.manifest.as_ref().map(|m| BackupInfo {
+            location: format!("{}/{}", w.store.describe().trim_end_matches('/'), m.key),
+            key: m.key.clone(),
+            size: m.size,
+            dump_bytes: m.dump_bytes,
+            sha256: m.sha256.clone(),
+            verified: m.verified,
+        }),
+        migrations_before: run.manifest.as_ref().map(|m| m.migrations.rows.clone()).unwrap_or_default(),
+        migrations_after: run.rows_after.clone(),
+        drift: run.drift.clone(),
+        destroyed: run.destroyed.clone(),
+        app_status: run.app_status.clone(),
+        app_logs: run.app_logs.clone(),
+        kept_database: run.kept_database().map(str::to_string),
+        notes: run.notes.clone(),
+        next_commands,
+        outcome,
+    }
+}

@@ -1,0 +1,188 @@
+//! The one driver. `deploy`, `rollback`, `restore` and `backup` are modes of the same engine,
+//! run by the same loop: the journal is written before every step, the deploy lock is taken in
+//! preflight and released at the end, and every run ends in a typed [`Outcome`].
+
+mod plan;
+pub mod steps;
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::backup::Manifest;
+use crate::config::Strategy;
+use crate::db::LockGuard;
+use crate::guard::{Engine, EntryState, Journal, Mode, Next, Outcome, Step, StepResult};
+use crate::model::{DbNames, Sha};
+use crate::world::World;
+
+pub use plan::plan;
+pub use steps::{spec, Done, StepSpec};
+
+/// One guarded run and everything its steps and its report need.
+pub struct Run<'w> {
+    pub w: &'w World,
+    pub mode: Mode,
+    pub sha: Sha,
+    /// The tag deployed (deploy) or whose code reverts its migrations (rollback).
+    pub tag: Option<String>,
+    /// What a rollback redeploys.
+    pub previous_tag: Option<String>,
+    /// Used when the runtime cannot tell which tag runs.
+    pub fallback_previous_tag: Option<String>,
+    /// ` --config FILE` when one was given: added to the commands a person is told to run.
+    pub config_arg: String,
+    /// Read in preflight, recorded in the manifest.
+    pub server_version: Option<String>,
+    pub manifest: Option<Manifest>,
+    pub journal: Journal,
+    pub rows_after: Option<Vec<Value>>,
+    pub app_status: Option<String>,
+    pub app_logs: Option<String>,
+    pub notes: Vec<String>,
+    pub drift: Vec<String>,
+    pub started: Instant,
+    pub started_at: DateTime<Utc>,
+    pub lock: Option<LockGuard>,
+    /// Migrations this deploy applied, as assess found.
+    pub applied: usize,
+    /// The databases of a restore, once the scratch one holds the backup.
+    pub swap: Option<DbNames>,
+    /// What the migrations destroyed, as assess found it.
+    pub destroyed: Vec<String>,
+    /// Pre-existing tables the deploy touched: a revert must leave their rows as the backup's.
+    pub touched: std::collections::BTreeSet<String>,
+}
+
+impl<'w> Run<'w> {
+    pub fn new(w: &'w World, mode: Mode, sha: Sha) -> Run<'w> {
+        Run {
+            w,
+            mode,
+            sha,
+            tag: None,
+            previous_tag: None,
+            fallback_previous_tag: None,
+            config_arg: String::new(),
+            server_version: None,
+            manifest: None,
+            journal: Journal::default(),
+            rows_after: None,
+            app_status: None,
+            app_logs: None,
+            notes: Vec::new(),
+            drift: Vec::new(),
+            started: Instant::now(),
+            started_at: Utc::now(),
+            lock: None,
+            applied: 0,
+            swap: None,
+            destroyed: Vec::new(),
+            touched: Default::default(),
+        }
+    }
+
+    /// Continues the journal of an earlier run (a manual rollback or restore).
+    pub fn resume(w: &'w World, mode: Mode, manifest: Manifest) -> Run<'w> {
+        let mut run = Run::new(w, mode, manifest.sha.clone());
+        run.tag = manifest.tag.clone();
+        run.previous_tag = manifest.previous_tag.clone();
+        run.journal = manifest.journal.clone();
+        run.manifest = Some(manifest);
+        run
+    }
+
+    pub fn manifest(&self) -> Result<&Manifest> {
+        self.manifest.as_ref().context("no backup manifest for this run")
+    }
+
+    /// Writes the journal into the manifest, if there is one yet. A store that fails here does
+    /// not stop a rollback: the report still says everything.
+    pub async fn persist(&mut self) {
+        if let Some(m) = self.manifest.as_mut() {
+            m.journal = self.journal.clone();
+            if let Err(e) = m.save(self.w.store.as_ref()).await {
+                tracing::warn!("could not update the journal in {}: {e:#}", self.w.store.describe());
+            }
+        }
+    }
+
+    /// Runs the engine to its end.
+    pub async fn drive(&mut self, strategy: Strategy) -> Outcome {
+        let mut engine = Engine::new(self.mode, strategy);
+        let mut step = engine.first();
+        let outcome = loop {
+            self.journal.begin(step, Utc::now());
+            self.persist().await;
+            crate::report::actions::group_start(step);
+            tracing::info!("▶ {}: {}", step.name(), step.title());
+            let (result, detail) = match spec(step).perform(self).await {
+                Ok(Done::Ok(detail)) => (StepResult::Ok, detail),
+                Ok(Done::Warning(w)) => (StepResult::Warning(w.clone()), w),
+                Ok(Done::Assessed(a, detail)) => (StepResult::Assessed(a), detail),
+                Err(e) => (StepResult::Failed(format!("{e:#}")), format!("{e:#}")),
+            };
+            let state = match &result {
+                StepResult::Ok | StepResult::Assessed(_) => EntryState::Ok,
+                StepResult::Warning(_) => EntryState::Warning,
+                StepResult::Failed(_) => EntryState::Failed,
+            };
+            match state {
+                EntryState::Failed => tracing::error!("✗ {}: {detail}", step.name()),
+                EntryState::Warning => tracing::warn!("! {}: {detail}", step.name()),
+                _ => tracing::info!("✓ {}: {detail}", step.name()),
+            }
+            crate::report::actions::group_end();
+            self.journal.end(step, state, detail, Utc::now());
+            match engine.next(step, &result) {
+                Next::Run(s) => step = s,
+                Next::Finish(o) => break o,
+            }
+        };
+        self.notes.append(&mut engine.notes);
+        if let Some(m) = self.manifest.as_mut() {
+            m.outcome = Some(outcome.clone());
+        }
+        self.persist().await;
+        self.release().await;
+        outcome
+    }
+
+    /// Releases the deploy lock, if held.
+    pub async fn release(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
+        }
+    }
+
+    /// The kept copy of the broken database, when a swap happened.
+    pub fn kept_database(&self) -> Option<&str> {
+        self.swap.as_ref().map(|s| s.failed.as_str())
+    }
+
+    /// The tag whose code runs the migrations.
+    pub fn code_tag(&self) -> Result<&str> {
+        self.tag.as_deref().context("no tag recorded for this deploy")
+    }
+
+    /// The names of this run's restore (scratch and kept databases).
+    pub fn db_names(&self) -> Result<DbNames> {
+        DbNames::new(&self.w.db.name, &self.sha)
+    }
+
+    /// A `deploy-guard …` command line for a person, with this run's `--config`.
+    pub fn dg(&self, args: &str) -> String {
+        format!("deploy-guard {args}{}", self.config_arg)
+    }
+
+    /// Steps of this run that ended, newest last (a resumed run's journal also holds earlier ones).
+    pub fn steps_since_start(&self) -> impl Iterator<Item = &crate::guard::Entry> {
+        self.journal.entries.iter().filter(move |e| e.started_at >= self.started_at)
+    }
+
+    pub fn is(&self, step: Step) -> bool {
+        self.steps_since_start().any(|e| e.step == step)
+    }
+}

@@ -1,0 +1,100 @@
+use anyhow::Result;
+use async_trait::async_trait;
+
+use super::{Done, Run, StepSpec};
+use crate::app::Action;
+use crate::db::Damage;
+use crate::exec::Cmd;
+use crate::guard::{Assessment, Engine};
+use crate::migrate::{applied_since, row_name};
+
+pub struct Assess;
+
+#[async_trait]
+impl StepSpec for Assess {
+    fn what(&self, _run: &Run) -> String {
+        "app status and logs; migration table, fingerprint and table statistics vs the recorded ones; row sums of \
+         pre-existing tables the migrations updated or rewrote vs the backup's"
+            .into()
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        let w = run.w;
+        let mut out: Vec<Cmd> = [Action::Status, Action::Logs(30)].iter().filter_map(|a| w.runtime.cmd(*a)).collect();
+        out.push(w.db.query_cmd(&w.db.name));
+        out
+    }
+
+    fn manual(&self, run: &Run) -> Vec<String> {
+        let w = run.w;
+        let mut out: Vec<String> =
+            [Action::Status, Action::Logs(30)].iter().filter_map(|a| Some(w.runtime.cmd(*a)?.shell_text())).collect();
+        if let Some(table) = &w.migrator.table {
+            let sql = format!("SELECT * FROM {table} ORDER BY {} DESC LIMIT 5;", w.migrator.order_by);
+            out.push(super::psql_line(run, &w.db.name, &sql));
+        }
+        out.push(format!("{}        # the pre-deploy backup of each deploy, by SHA", run.dg("backups")));
+        out
+    }
+
+    fn by_hand(&self, run: &Run) -> Vec<String> {
+        vec![
+            "# the fast path is not possible or did not hold, and restore is not allowed by rollback.strategy".into(),
+            "# restore the verified pre-deploy backup (the broken database is kept):".into(),
+            run.dg(&format!("rollback --sha {} --path restore", run.sha.short())),
+        ]
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        let w = run.w;
+        run.app_status = Some(w.runtime.status().await.unwrap_or_else(|e| format!("(status failed: {e:#})")));
+        run.app_logs = w.runtime.logs(30).await.ok().filter(|l| !l.trim().is_empty());
+        let m = run.manifest()?.clone();
+        let rows_now = w.migration_rows(&w.db.name).await?;
+        let fp_now = w.db.fingerprint(&w.db.name).await?;
+        let applied = applied_since(&m.migrations.rows, &rows_now);
+        let fp_same = m.fingerprint.as_ref() == Some(&fp_now);
+        if let Some(before) = &m.fingerprint {
+            run.drift = before.diff(&fp_now);
+            let stats_now = w.db.table_stats(&w.db.name).await?;
+            let mut damage = Damage::assess(before, &fp_now, &m.stats, &stats_now, &m.data);
+            for t in damage.suspects.clone() {
+                let backup = &m.data[&t];
+                let now = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
+                damage.rows_changed(&t, backup, &now);
+            }
+            let names: Vec<String> = applied.unwrap_or_default().iter().map(row_name).collect();
+            run.destroyed = damage
+                .destroyed
+                .into_iter()
+                .map(|what| match names.as_slice() {
+                    [one] => format!("`{one}` {what}"),
+                    [] => what,
+                    many => format!("{what} (by one of {})", many.join(", ")),
+                })
+                .collect();
+            run.touched = damage.touched;
+        }
+        let a = Assessment {
+            db_unchanged: fp_same && rows_now == m.migrations.rows,
+            applied: applied.map(|a| a.len()).unwrap_or(0),
+            history_consistent: applied.is_some() && m.fingerprint.is_some(),
+            dirty: false,
+            revert_configured: w.migrator.revert.is_some() && w.migrator.table.is_some(),
+            backup_verified: m.verified,
+            destroyed: run.destroyed.clone(),
+        };
+        run.applied = a.applied;
+        run.rows_after = Some(rows_now);
+        let mut detail = if a.db_unchanged {
+            "database unchanged since the backup (the migration rolled back as a whole)".to_string()
+        } else {
+            format!("{} migration(s) applied by this deploy; schema changed in {} place(s)", a.applied, run.drift.len())
+        };
+        let blockers = Engine::new(run.mode, w.config.rollback.strategy).fast_path_blockers(&a);
+        if !a.db_unchanged && !blockers.is_empty() {
+            detail.push_str(&format!("; fast path not trusted: {}", blockers.join("; ")));
+        }
+        Ok(Done::Assessed(a, detail))
+    }
+}

@@ -1,0 +1,25 @@
+use anyhow::Result;
+use async_trait::async_trait;
+
+use super::{Done, Run, StepSpec};
+use crate::app::Action;
+use crate::exec::Cmd;
+
+pub struct Deploy;
+
+#[async_trait]
+impl StepSpec for Deploy {
+    fn what(&self, run: &Run) -> String {
+        format!("start {}", run.tag.as_deref().unwrap_or("the new tag"))
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        run.tag.as_deref().and_then(|t| run.w.runtime.cmd(Action::Deploy(t))).into_iter().collect()
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        let tag = run.code_tag()?.to_string();
+        run.w.runtime.deploy(&tag).await?;
+        Ok(Done::Ok(format!("{tag} started")))
+    }
+}

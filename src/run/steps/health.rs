@@ -1,0 +1,27 @@
+use anyhow::Result;
+use async_trait::async_trait;
+
+use super::{Done, Run, StepSpec};
+use crate::exec::Cmd;
+
+/// The health check: after the deploy, and again after the redeploy of a rollback.
+pub struct Health;
+
+#[async_trait]
+impl StepSpec for Health {
+    fn what(&self, run: &Run) -> String {
+        format!("wait for health (timeout {})", humantime::format_duration(run.w.config.app.health.timeout))
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        vec![run.w.health.cmd()]
+    }
+
+    fn by_hand(&self, run: &Run) -> Vec<String> {
+        super::redeploy::Redeploy.by_hand(run)
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        Ok(Done::Ok(run.w.health.wait().await?))
+    }
+}

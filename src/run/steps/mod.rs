@@ -1,0 +1,96 @@
+//! The step table: each step of the tree, said once — what it does with this config, the exact
+//! commands it runs, how it is performed, and what a person runs by hand if a run stopped there.
+//! `--dry-run`, the runbook and the "what to run next" block are views of this table.
+//!
+//! A new step: a file here implementing [`StepSpec`], a variant in `guard/step.rs`, its line in
+//! [`spec`], and its edges in `guard/tree.rs`.
+
+mod assess;
+mod backup;
+mod deploy;
+mod health;
+mod migrate;
+mod preflight;
+mod record;
+mod redeploy;
+mod restore;
+mod revert;
+mod stop_app;
+mod swap;
+mod validate_restore;
+mod verify_revert;
+
+use anyhow::Result;
+use async_trait::async_trait;
+
+use super::Run;
+use crate::exec::Cmd;
+use crate::guard::{Assessment, Step};
+
+/// How a step ended when it did not fail (a failure is the `Err`).
+pub enum Done {
+    Ok(String),
+    /// Went wrong in a way the tree carries on past.
+    Warning(String),
+    Assessed(Assessment, String),
+}
+
+#[async_trait]
+pub trait StepSpec: Send + Sync {
+    /// What the step does with this config, in one line.
+    fn what(&self, run: &Run) -> String;
+    /// The commands it runs on the target, exactly as it runs them.
+    fn commands(&self, _run: &Run) -> Vec<Cmd> {
+        Vec::new()
+    }
+    /// What a person runs by hand when a run stopped at this step.
+    fn by_hand(&self, _run: &Run) -> Vec<String> {
+        Vec::new()
+    }
+    /// How a person does this step by hand, for the runbook (default: its commands).
+    fn manual(&self, run: &Run) -> Vec<String> {
+        self.commands(run).iter().map(|c| c.shell_text()).collect()
+    }
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done>;
+}
+
+/// The table: one line per step.
+pub fn spec(step: Step) -> &'static dyn StepSpec {
+    match step {
+        Step::Preflight => &preflight::Preflight,
+        Step::Backup => &backup::Backup,
+        Step::Record => &record::Record,
+        Step::Migrate => &migrate::Migrate,
+        Step::Deploy => &deploy::Deploy,
+        Step::Health => &health::Health,
+        Step::Assess => &assess::Assess,
+        Step::Revert => &revert::Revert,
+        Step::VerifyRevert => &verify_revert::VerifyRevert,
+        Step::StopApp => &stop_app::StopApp,
+        Step::Restore => &restore::Restore,
+        Step::ValidateRestore => &validate_restore::ValidateRestore,
+        Step::Swap => &swap::Swap,
+        Step::Redeploy => &redeploy::Redeploy,
+        Step::RedeployHealth => &health::Health,
+    }
+}
+
+/// `echo 'SQL' | psql …` on `db`: a query as a person types it.
+fn psql_line(run: &Run, db: &str, sql: &str) -> String {
+    format!("echo {} | {}", crate::exec::quote(sql), run.w.db.query_cmd(db).shell_text())
+}
+
+/// The migration tool's command, with the database named in libpq's variables on a local target.
+fn tool_cmd(run: &Run, label: &str, tag: &str, script: &str) -> Cmd {
+    let w = run.w;
+    let mut cmd = w.runtime.tool_cmd(label, tag, script).timeout(w.migrator.timeout);
+    if w.config.is_local() {
+        cmd.env.extend(w.db.conn_env());
+    }
+    cmd
+}
+
+/// The tag a rollback redeploys, or a placeholder for the plan.
+fn previous_tag_or_placeholder(run: &Run) -> String {
+    run.previous_tag.clone().unwrap_or_else(|| "PREVIOUS_TAG".into())
+}

@@ -1,0 +1,47 @@
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+
+use super::{Done, Run, StepSpec};
+use crate::app::Action;
+use crate::backup::MigrationState;
+use crate::exec::Cmd;
+use crate::guard::Mode;
+
+pub struct Record;
+
+#[async_trait]
+impl StepSpec for Record {
+    fn what(&self, run: &Run) -> String {
+        format!(
+            "record migration rows ({}), the schema fingerprint and table statistics in the manifest",
+            run.w.migrator.table.as_deref().unwrap_or("no table configured")
+        )
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        let mut out = vec![run.w.db.query_cmd(&run.w.db.name)];
+        if run.mode == Mode::Backup {
+            out.extend(run.w.runtime.cmd(Action::CurrentTag));
+        }
+        out
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        let w = run.w;
+        let rows = w.migration_rows(&w.db.name).await?;
+        let fp = w.db.fingerprint(&w.db.name).await?;
+        let stats = w.db.table_stats(&w.db.name).await?;
+        let detail =
+            format!("{} migration rows; schema fingerprint {} ({} objects)", rows.len(), fp.short(), fp.items.len());
+        let m = run.manifest.as_mut().context("no manifest")?;
+        m.migrations = MigrationState { table: w.migrator.table.clone(), rows };
+        m.fingerprint = Some(fp);
+        m.stats = stats;
+        if m.previous_tag.is_none() {
+            // A backup on its own records what runs, for a later restore's redeploy.
+            m.previous_tag = w.runtime.current_tag().await.ok().flatten();
+        }
+        run.persist().await;
+        Ok(Done::Ok(detail))
+    }
+}

@@ -1,0 +1,32 @@
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+
+use super::{previous_tag_or_placeholder, Done, Run, StepSpec};
+use crate::app::Action;
+use crate::exec::Cmd;
+
+pub struct Redeploy;
+
+#[async_trait]
+impl StepSpec for Redeploy {
+    fn what(&self, run: &Run) -> String {
+        format!("start the previous tag {}", run.previous_tag.as_deref().unwrap_or("(read at run time)"))
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        run.w.runtime.cmd(Action::Deploy(&previous_tag_or_placeholder(run))).into_iter().collect()
+    }
+
+    fn by_hand(&self, run: &Run) -> Vec<String> {
+        let mut c = vec!["# the database is back to its pre-deploy state; the previous tag did not come up".into()];
+        c.extend(self.commands(run).iter().map(|c| c.shell_text()));
+        c.push(format!("# then check: {}", run.w.health.describe()));
+        c
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        let tag = run.previous_tag.clone().context("no previous tag known; rerun with --to-tag TAG")?;
+        run.w.runtime.deploy(&tag).await?;
+        Ok(Done::Ok(format!("{tag} started")))
+    }
+}

@@ -1,0 +1,90 @@
+use anyhow::Result;
+use async_trait::async_trait;
+
+use super::{psql_line, Done, Run, StepSpec};
+use crate::backup;
+use crate::exec::Cmd;
+use crate::model::human_bytes;
+
+/// The safe path's first half: the verified backup into a fresh scratch database.
+pub struct Restore;
+
+#[async_trait]
+impl StepSpec for Restore {
+    fn what(&self, run: &Run) -> String {
+        match run.db_names() {
+            Ok(n) => format!("restore the backup into scratch database {}", n.scratch),
+            Err(e) => format!("restore the backup into a scratch database ({e:#})"),
+        }
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        let db = &run.w.db;
+        let mut out = vec![db.query_cmd(&db.maintenance_db)];
+        if let Ok(n) = run.db_names() {
+            out.push(db.restore_cmd(&n.scratch));
+        }
+        out
+    }
+
+    fn by_hand(&self, run: &Run) -> Vec<String> {
+        let sha7 = run.sha.short();
+        vec![
+            format!(
+                "# the live database {} was NOT touched; the backup could not be restored or did not validate",
+                run.w.db.name
+            ),
+            run.dg(&format!("backups --sha {sha7}")),
+            "# after fixing the cause (disk space, permissions, psql version):".into(),
+            run.dg(&format!("rollback --sha {sha7} --path restore")),
+        ]
+    }
+
+    fn manual(&self, run: &Run) -> Vec<String> {
+        let mut out = vec![format!(
+            "{}   # scratch restore → validate → swap; keeps the broken db",
+            run.dg(&format!("restore --sha {}", run.sha.short()))
+        )];
+        out.push("# by hand, if deploy-guard itself cannot run:".into());
+        out.extend(manual(run));
+        out
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        let w = run.w;
+        let m = run.manifest()?.clone();
+        let names = w.db.swap_names(&run.sha).await?;
+        w.db.create_scratch(&names.scratch).await?;
+        match backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.scratch).await {
+            Ok(sql_bytes) => {
+                let detail = format!("{} restored into {} ({} of SQL)", m.key, names.scratch, human_bytes(sql_bytes));
+                run.swap = Some(names);
+                Ok(Done::Ok(detail))
+            }
+            Err(e) => {
+                let _ = w.db.drop_database(&names.scratch).await;
+                Err(e.context(format!("{} is untouched", names.live)))
+            }
+        }
+    }
+}
+
+/// How to restore by hand, when deploy-guard itself cannot run (the runbook).
+pub fn manual(run: &Run) -> Vec<String> {
+    let db = &run.w.db;
+    let Ok(n) = run.db_names() else { return Vec::new() };
+    vec![
+        psql_line(run, &db.maintenance_db, &format!("CREATE DATABASE \"{}\" TEMPLATE template0;", n.scratch)),
+        format!("gunzip -c BACKUP.sql.gz | {}", db.restore_cmd(&n.scratch).shell_text()),
+        "# check the restored database, then swap it in:".into(),
+        psql_line(
+            run,
+            &db.maintenance_db,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'; ALTER DATABASE \"{0}\" \
+                 RENAME TO \"{1}\"; ALTER DATABASE \"{2}\" RENAME TO \"{0}\";",
+                n.live, n.failed, n.scratch
+            ),
+        ),
+    ]
+}

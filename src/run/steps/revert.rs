@@ -1,0 +1,69 @@
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+
+use super::{tool_cmd, Done, Run, StepSpec};
+use crate::exec::{self, Cmd};
+
+/// The fast path: the tool's revert, once per migration this deploy applied, with the code of
+/// the new tag (it has the down migrations).
+pub struct Revert;
+
+impl Revert {
+    fn cmd(run: &Run) -> Option<Cmd> {
+        let tag = run.tag.as_deref()?;
+        let script = run.w.migrator.revert_script(tag, run.sha.as_str())?;
+        Some(tool_cmd(run, "revert", tag, &script))
+    }
+}
+
+#[async_trait]
+impl StepSpec for Revert {
+    fn what(&self, run: &Run) -> String {
+        match run.w.migrator.revert {
+            Some(_) => "fast path: revert each migration this deploy applied".into(),
+            None => "fast path: no revert command is configured, so it is never taken".into(),
+        }
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        let mut out: Vec<Cmd> = Self::cmd(run).into_iter().collect();
+        out.push(run.w.db.query_cmd(&run.w.db.name));
+        out
+    }
+
+    fn manual(&self, run: &Run) -> Vec<String> {
+        match Self::cmd(run) {
+            Some(c) => vec![c.shell_text()],
+            None => vec!["# no revert command is configured (migrations.revert): use the safe path".into()],
+        }
+    }
+
+    fn by_hand(&self, run: &Run) -> Vec<String> {
+        super::assess::Assess.by_hand(run)
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        let w = run.w;
+        let tag = run.code_tag()?.to_string();
+        let table = w.migrator.table.clone().context("no migration table")?;
+        let cmd = Self::cmd(run).context("no revert command")?;
+        let applied = run.applied;
+        let mut rows = w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by).await?;
+        for i in 0..applied {
+            let out = exec::capture(w.exec.as_ref(), &cmd).await?;
+            out.exit.check(&format!("revert {} of {applied}", i + 1))?;
+            let now = w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by).await?;
+            if now.len() + 1 != rows.len() || now[..] != rows[..now.len()] {
+                bail!(
+                    "revert {} of {applied} exited 0 but the migration table went from {} to {} rows instead of \
+                     dropping the last one",
+                    i + 1,
+                    rows.len(),
+                    now.len()
+                );
+            }
+            rows = now;
+        }
+        Ok(Done::Ok(format!("{applied} migration(s) reverted with the code of {tag}")))
+    }
+}

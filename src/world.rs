@@ -1,0 +1,161 @@
+//! [`World`]: the config and every adapter it names, wired once for every command.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::app::compose::{self, Compose};
+use crate::app::{Health, Runtime, Shell};
+use crate::config::{Config, RuntimeKind};
+use crate::db::{ConnInfo, Postgres};
+use crate::exec::envfile::Resolver;
+use crate::exec::ssh::{Credentials, Ssh};
+use crate::exec::{Executor, Local};
+use crate::migrate::Migrator;
+use crate::model::check_live_db_name;
+use crate::store::{self, Store};
+
+/// The config and every adapter it names.
+pub struct World {
+    pub config: Config,
+    pub exec: Arc<dyn Executor>,
+    pub runtime: Box<dyn Runtime>,
+    pub health: Health,
+    pub db: Postgres,
+    pub store: Arc<dyn Store>,
+    pub migrator: Migrator,
+}
+
+impl World {
+    /// Builds the adapters without running anything: `${VAR}` values stay unresolved (for
+    /// `--dry-run` and `runbook`).
+    pub fn offline(config: Config) -> Result<World> {
+        let exec: Arc<dyn Executor> = match &config.target.host {
+            None => Arc::new(Local),
+            Some(_) => Arc::new(Offline(ssh_name(&config))),
+        };
+        let db = postgres(&config, exec.clone(), |_, v| Ok(v.to_string()))?;
+        Self::assemble(config, exec, db)
+    }
+
+    /// Builds the adapters and resolves `${VAR}` values on the target.
+    pub async fn connect(config: Config) -> Result<World> {
+        let exec = executor(&config).await?;
+        Self::with_executor(config, exec).await
+    }
+
+    /// Like [`World::connect`], with a given executor (tests, simulate).
+    pub async fn with_executor(config: Config, exec: Arc<dyn Executor>) -> Result<World> {
+        let resolver = Resolver::load(exec.as_ref(), config.app.env_file.as_deref()).await?;
+        let db = postgres(&config, exec.clone(), |k, v| resolver.resolve(k, v))?;
+        // `${VAR}` values are hostile until checked: the names derived from them must hold.
+        check_live_db_name(&db.name).context("database.name, as resolved")?;
+        if db.maintenance_db == db.name {
+            bail!("database.maintenance_db: must not be the live database {:?} (the swap renames it)", db.name);
+        }
+        Self::assemble(config, exec, db)
+    }
+
+    fn assemble(config: Config, exec: Arc<dyn Executor>, db: Postgres) -> Result<World> {
+        let runtime: Box<dyn Runtime> = match config.app.runtime {
+            RuntimeKind::Shell => Box::new(Shell::new(
+                exec.clone(),
+                config.app.commands.clone(),
+                config.app.workdir.clone(),
+                config.target.command_timeout,
+            )),
+            RuntimeKind::Compose => {
+                Box::new(Compose::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
+            }
+        };
+        Ok(World {
+            health: Health::from_config(exec.clone(), &config.app),
+            store: store::open(&config)?,
+            migrator: Migrator::from_config(&config.migrations),
+            runtime,
+            db,
+            exec,
+            config,
+        })
+    }
+
+    /// The migration table's rows in `db` (none when no table is configured).
+    pub async fn migration_rows(&self, db: &str) -> Result<Vec<serde_json::Value>> {
+        match &self.migrator.table {
+            Some(t) => self.db.migration_rows(db, t, &self.migrator.order_by).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The deploy lock's key: one deploy at a time per project and database.
+    pub fn lock_key(&self) -> String {
+        format!("{}/{}", self.config.project, self.db.name)
+    }
+}
+
+async fn executor(config: &Config) -> Result<Arc<dyn Executor>> {
+    match &config.target.host {
+        None => Ok(Arc::new(Local)),
+        Some(_) => Ok(Arc::new(Ssh::connect(&config.target, &Credentials::from_env()?).await?)),
+    }
+}
+
+fn ssh_name(config: &Config) -> String {
+    let t = &config.target;
+    format!("{}@{}:{}", t.user.as_deref().unwrap_or("?"), t.host.as_deref().unwrap_or("?"), t.port)
+}
+
+/// Stands for the target where nothing may run (`--dry-run`, `runbook`, `backups`).
+struct Offline(String);
+
+#[async_trait::async_trait]
+impl Executor for Offline {
+    async fn run(
+        &self,
+        cmd: &crate::exec::Cmd,
+        _: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
+        _: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<crate::exec::Exit> {
+        bail!("{}: nothing runs on {} in this mode", cmd.label, self.0)
+    }
+
+    fn describe(&self) -> String {
+        self.0.clone()
+    }
+}
+
+fn postgres(
+    config: &Config,
+    exec: Arc<dyn Executor>,
+    resolve: impl Fn(&str, &str) -> Result<String>,
+) -> Result<Postgres> {
+    let d = &config.database;
+    let mut conn = match &d.url {
+        Some(u) => ConnInfo::parse_url(u)?,
+        None => ConnInfo::default(),
+    };
+    if let Some(h) = &d.host {
+        conn.host = Some(resolve("database.host", h)?);
+    }
+    if let Some(p) = d.port {
+        conn.port = Some(p);
+    }
+    if let Some(u) = &d.user {
+        conn.user = Some(resolve("database.user", u)?);
+    }
+    let name = match (&d.name, &conn.dbname) {
+        (Some(n), _) => resolve("database.name", n)?,
+        (None, Some(n)) => n.clone(),
+        (None, None) => bail!("database.name: required"),
+    };
+    let pg =
+        Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone()).stream_timeout(d.stream_timeout);
+    Ok(match (&d.service, &config.app.compose_file) {
+        (Some(service), Some(file)) => pg.inside(format!(
+            "{} exec -T {}",
+            compose::base_command(file, config.app.env_file.as_deref()),
+            crate::exec::quote(service)
+        )),
+        _ => pg,
+    })
+}

@@ -1,0 +1,77 @@
+//! The plan `deploy --dry-run` prints is what a deploy runs: for deploys that end in each
+//! outcome, every command the run executed (recorded by the executor) appears in the plan for the
+//! same config. Both come from the one step table; this proves nothing runs that the plan hides.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use deploy_guard::commands::deploy::{self, DeployArgs};
+use deploy_guard::exec::{Cmd, Executor, Exit, Local};
+use deploy_guard::model::Sha;
+use deploy_guard::world::World;
+
+/// Runs every command locally and remembers it as a person would type it.
+struct Recording(Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl Executor for Recording {
+    async fn run(
+        &self,
+        cmd: &Cmd,
+        stdin: Option<&mut (dyn tokio::io::AsyncRead + Unpin + Send)>,
+        stdout: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> anyhow::Result<Exit> {
+        self.0.lock().unwrap().push(cmd.shell_text());
+        Local.run(cmd, stdin, stdout).await
+    }
+
+    fn describe(&self) -> String {
+        Local.describe()
+    }
+}
+
+async fn check(prefix: &str, release: &str, crash_pg_dump: bool, result: &str, path: &str) {
+    let app = common::App::build(prefix, &[release], crash_pg_dump);
+    let config = deploy_guard::config::Config::load(Some(&app.config), &[]).unwrap();
+    let rec = Arc::new(Recording(Mutex::new(Vec::new())));
+    let w = World::with_executor(config.clone(), rec.clone()).await.unwrap();
+    let sha = Sha::parse(common::SHA).unwrap();
+    let args = DeployArgs { sha: &sha, tag: release, previous_tag: None, fallback_previous_tag: None, config_arg: "" };
+    let report = deploy::deploy(&w, &args).await;
+    assert_eq!((report.result, report.path), (result, path), "{}", report.headline);
+
+    let offline = World::offline(config).unwrap();
+    let planned = DeployArgs { previous_tag: Some("v1"), ..args };
+    let plan = deploy::plan(&offline, &planned).render();
+    let executed = rec.0.lock().unwrap().clone();
+    assert!(executed.len() >= 5, "{executed:?}");
+    for cmd in &executed {
+        assert!(plan.contains(&format!("$ {cmd}\n")), "ran `{cmd}`, which the plan does not show:\n{plan}");
+    }
+}
+
+#[tokio::test]
+async fn a_deployed_run_executes_only_planned_commands() {
+    check("plan_deployed", "v2", false, "deployed", "none").await;
+}
+
+#[tokio::test]
+async fn a_run_whose_migration_rolled_back_executes_only_planned_commands() {
+    check("plan_unchanged", "v2-notnull", false, "rolled-back", "none").await;
+}
+
+#[tokio::test]
+async fn a_reverted_run_executes_only_planned_commands() {
+    check("plan_revert", "v2-crash", false, "rolled-back", "revert").await;
+}
+
+#[tokio::test]
+async fn a_restored_run_executes_only_planned_commands() {
+    check("plan_restore", "v2-bad-down", false, "rolled-back", "restore").await;
+}
+
+#[tokio::test]
+async fn an_aborted_run_executes_only_planned_commands() {
+    check("plan_aborted", "v2", true, "aborted", "none").await;
+}
