@@ -142,6 +142,16 @@ fn a_down_that_leaves_a_column_behind_is_caught_and_the_backup_restored() {
 }
 
 #[test]
+fn a_migration_that_destroyed_data_is_not_reverted_but_restored() {
+    rolled_back("destructive-down", 11, "v2-drop-name", "restore");
+}
+
+#[test]
+fn a_migration_that_rewrote_data_is_not_reverted_but_restored() {
+    rolled_back("data-rewrite", 12, "v2-rewrite-name", "restore");
+}
+
+#[test]
 fn a_backup_that_fails_part_way_aborts_with_nothing_changed() {
     let p = Project::start("backup-fails");
     // A real pg_dump failure part-way: the backup role may read every table but one, whose

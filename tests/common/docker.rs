@@ -126,6 +126,18 @@ const RELEASES: &[Release] = &[
     Release { name: "v2-crash", second: Second::AddNickname, entrypoint: "entrypoint-crash.sh", broken: false },
     Release { name: "v2-bad-down", second: Second::AddNicknameBadDown, entrypoint: NORMAL, broken: true },
     Release { name: "v2-lying-down", second: Second::AddNicknameLyingDown, entrypoint: NORMAL, broken: true },
+    Release {
+        name: "v2-drop-name",
+        second: Second::File("1700000000001-DropName.js"),
+        entrypoint: NORMAL,
+        broken: true,
+    },
+    Release {
+        name: "v2-rewrite-name",
+        second: Second::File("1700000000001-UpperNames.js"),
+        entrypoint: NORMAL,
+        broken: true,
+    },
 ];
 
 const ADD_NICKNAME: &str = "migrations/1700000000001-AddNickname.js";
