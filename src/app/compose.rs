@@ -1,21 +1,35 @@
 //! `app.runtime: compose`: the service runs under `docker compose` on the target; the image tag
 //! is chosen by an environment variable the compose file interpolates (`image: app:${TAG}`).
+//!
+//! A deploy starts the tag with the variable set on the command line, then writes it into the
+//! env file compose reads (atomically, the rest of the file untouched), so the next plain
+//! `docker compose up -d` on the host (a reboot, a colleague, a cron job) keeps running it. The
+//! migration tool runs in a one-off container of the new image with its entrypoint overridden,
+//! so it works even when that entrypoint crashes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
 
 use super::{Action, Runtime};
-use crate::exec::{quote, Cmd, Executor};
+use crate::exec::{self, envfile, quote, Cmd, Executor};
 
 pub struct Compose {
     exec: Arc<dyn Executor>,
     /// `docker compose -f FILE [--env-file ENV]`
     base: String,
+    compose_file: String,
+    /// Where the deployed tag is written: `app.env_file`, else compose's default `.env` beside
+    /// the compose file.
+    tag_file: String,
     service: String,
     tag_variable: String,
     timeout: Duration,
+    /// [`Compose::validate`] runs once per process, the first time the target is touched.
+    validated: OnceCell<()>,
 }
 
 /// `docker compose -f FILE [--env-file ENV]`, quoted.
@@ -27,17 +41,36 @@ pub fn base_command(compose_file: &str, env_file: Option<&str>) -> String {
     base
 }
 
+/// The value the tag variable is set to while [`Compose::validate`] checks that the compose file
+/// reads it.
+const PROBE_TAG: &str = "deploy-guard-probe";
+
 impl Compose {
     pub fn from_config(exec: Arc<dyn Executor>, app: &crate::config::App, timeout: Duration) -> Result<Compose> {
         let need = |v: &Option<String>, k: &str| {
             v.clone().ok_or_else(|| anyhow::anyhow!("{k}: required with app.runtime: compose"))
         };
+        let compose_file = need(&app.compose_file, "app.compose_file")?;
+        let tag_variable = need(&app.tag_variable, "app.tag_variable")?;
+        let mut chars = tag_variable.chars();
+        if !(chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            bail!("app.tag_variable {tag_variable:?}: not an environment variable name (letters, digits, '_')");
+        }
+        let tag_file = app.env_file.clone().unwrap_or_else(|| match compose_file.rsplit_once('/') {
+            Some((dir, _)) => format!("{}/.env", if dir.is_empty() { "" } else { dir }),
+            None => ".env".into(),
+        });
         Ok(Compose {
             exec,
-            base: base_command(&need(&app.compose_file, "app.compose_file")?, app.env_file.as_deref()),
+            base: base_command(&compose_file, app.env_file.as_deref()),
+            compose_file,
+            tag_file,
             service: need(&app.service, "app.service")?,
-            tag_variable: need(&app.tag_variable, "app.tag_variable")?,
+            tag_variable,
             timeout,
+            validated: OnceCell::new(),
         })
     }
 
@@ -45,22 +78,181 @@ impl Compose {
         format!("{}={} {}", self.tag_variable, quote(tag), self.base)
     }
 
+    fn command(&self, label: &str, script: String) -> Cmd {
+        Cmd::new(label, script).timeout(self.timeout)
+    }
+
+    /// Prints `STATUS RESTARTING RESTART_COUNT IMAGE` of the service's container, nothing when
+    /// there is none.
     fn current_tag_script(&self) -> String {
         format!(
-            "id=$({} ps -q {} 2>/dev/null | head -n 1); [ -n \"$id\" ] || exit 0; docker inspect --format '{{{{.Config.Image}}}}' \"$id\"",
+            "id=$({} ps -a -q {} 2>/dev/null | head -n 1); [ -n \"$id\" ] || exit 0; \
+             docker inspect --format '{{{{.State.Status}}}} {{{{.State.Restarting}}}} {{{{.RestartCount}}}} {{{{.Config.Image}}}}' \"$id\"",
             self.base,
             quote(&self.service)
         )
     }
 
+    /// Writes `VAR=tag` into the tag file: every line setting VAR is replaced (or one appended),
+    /// in a temp file beside it that keeps its mode and owner, then renamed over it.
+    fn persist_tag_script(&self, tag: &str) -> String {
+        format!(
+            "f={file} && {{ [ -e \"$f\" ] || : > \"$f\"; }} && t=$(mktemp \"$f.XXXXXX\") && \
+             {{ cp -p \"$f\" \"$t\" && awk -v k={var} -v v={tag} 'BEGIN {{ re = \"^[ \\t]*(export[ \\t]+)?\" k \"[ \\t]*=\" }} \
+             $0 ~ re {{ print substr($0, 1, index($0, \"=\")) v; done = 1; next }} {{ print }} \
+             END {{ if (!done) print k \"=\" v }}' \"$f\" > \"$t\" && mv -f \"$t\" \"$f\" || {{ rm -f \"$t\"; false; }}; }}",
+            file = quote(&self.tag_file),
+            var = quote(&self.tag_variable),
+            tag = quote(tag),
+        )
+    }
+
+    fn up_script(&self, tag: &str) -> String {
+        format!("{} up -d --no-deps {}", self.with_tag(tag), quote(&self.service))
+    }
+
     /// Every command this runtime runs, for snapshot tests.
     pub fn scripts(&self, tag: &str) -> Vec<(&'static str, String)> {
         let actions = [Action::CurrentTag, Action::Deploy(tag), Action::Stop, Action::Status, Action::Logs(30)];
-        let mut out: Vec<(&'static str, String)> =
-            actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))).collect();
+        let mut out = vec![("validate", self.config_script())];
+        out.extend(actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))));
+        out.push(("services", self.services_script()));
         out.push(("migrate", self.tool_cmd("migrate", tag, "npm run migration:run").script));
         out
     }
+
+    fn config_script(&self) -> String {
+        format!(
+            "[ -f {file} ] || {{ echo 'deploy-guard: no such file' >&2; exit 3; }}; {} config --format json",
+            self.with_tag(PROBE_TAG),
+            file = quote(&self.compose_file)
+        )
+    }
+
+    fn services_script(&self) -> String {
+        format!("{} ps -a --format json", self.base)
+    }
+
+    /// Checks the configuration against the compose file on the target: it exists, defines
+    /// `app.service`, and that service's image follows `app.tag_variable` (else a deploy would
+    /// start the old image again). Run once per process by `current_tag` and `deploy`; `check`
+    /// and the deploy preflight may call it first for an early, clear error.
+    pub async fn validate(&self) -> Result<()> {
+        self.validated.get_or_try_init(|| self.validate_now()).await.map(|_| ())
+    }
+
+    async fn validate_now(&self) -> Result<()> {
+        let file = &self.compose_file;
+        let out = exec::capture(self.exec.as_ref(), &self.command("compose config", self.config_script())).await?;
+        if out.exit.code == Some(3) && out.exit.stderr_tail.contains("deploy-guard: no such file") {
+            bail!("app.compose_file: {file} does not exist on {}", self.exec.describe());
+        }
+        out.exit.check(&format!("docker compose config of {file}"))?;
+        let model: serde_json::Value = serde_json::from_str(&out.stdout)
+            .with_context(|| format!("docker compose config of {file} printed no JSON model"))?;
+        let services = model.get("services").and_then(|s| s.as_object()).cloned().unwrap_or_default();
+        let Some(svc) = services.get(&self.service) else {
+            bail!(
+                "app.service: {:?} is not a service of {file} (it defines: {})",
+                self.service,
+                services.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        };
+        let image = svc.get("image").and_then(|i| i.as_str()).unwrap_or("");
+        if image_tag(image).as_deref() != Some(PROBE_TAG) {
+            bail!(
+                "app.tag_variable: the image of service {:?} in {file} does not follow {var} (with {var}={PROBE_TAG} it is {}): \
+                 a deploy would start the same image again; write the image as `image: NAME:${{{var}}}` or set \
+                 app.tag_variable to the variable it reads",
+                self.service,
+                if image.is_empty() { "(no image)".to_string() } else { image.to_string() },
+                var = self.tag_variable,
+            );
+        }
+        Ok(())
+    }
+
+    /// The tag variable's value in the tag file, if set.
+    async fn tag_in_env_file(&self) -> Result<Option<String>> {
+        let script = format!("[ ! -e {f} ] || cat {f}", f = quote(&self.tag_file));
+        let text = exec::run_ok(self.exec.as_ref(), &self.command("read the compose env file", script)).await?;
+        Ok(envfile::parse(&text).into_iter().rev().find(|(k, _)| *k == self.tag_variable).map(|(_, v)| v))
+    }
+
+    /// Each service's state, image tag and health (`backend running, healthy, tag v2; …`), for
+    /// `check`.
+    pub async fn services_report(&self) -> Result<String> {
+        self.validate().await?;
+        let out = exec::run_ok(self.exec.as_ref(), &self.command("compose ps", self.services_script())).await?;
+        let containers = parse_ps_json(&out)?;
+        let config = exec::run_ok(
+            self.exec.as_ref(),
+            &self.command("compose services", format!("{} config --services", self.base)),
+        )
+        .await?;
+        let mut parts = Vec::new();
+        for service in config.lines().map(str::trim).filter(|s| !s.is_empty()) {
+            let mine: Vec<&PsLine> = containers.iter().filter(|c| c.service == service).collect();
+            if mine.is_empty() {
+                parts.push(format!("{service} no container"));
+            }
+            for c in mine {
+                parts.push(c.describe());
+            }
+        }
+        Ok(parts.join("; "))
+    }
+}
+
+/// One container of `docker compose ps --format json`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PsLine {
+    pub service: String,
+    pub state: String,
+    pub health: String,
+    pub image: String,
+    pub exit_code: i64,
+}
+
+impl PsLine {
+    fn describe(&self) -> String {
+        let mut s = format!("{} {}", self.service, self.state);
+        if self.state == "exited" {
+            s.push_str(&format!(" (exit {})", self.exit_code));
+        }
+        if !self.health.is_empty() {
+            s.push_str(&format!(", {}", self.health));
+        }
+        match image_tag(&self.image) {
+            Some(t) => s.push_str(&format!(", tag {t}")),
+            None => s.push_str(&format!(", image {}", self.image)),
+        }
+        s
+    }
+}
+
+/// `docker compose ps --format json`: one object per line (Compose ≥ 2.21) or one array.
+pub fn parse_ps_json(text: &str) -> Result<Vec<PsLine>> {
+    let text = text.trim();
+    let values: Vec<serde_json::Value> = if text.starts_with('[') {
+        serde_json::from_str(text).context("docker compose ps printed bad JSON")?
+    } else {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).context("docker compose ps printed bad JSON"))
+            .collect::<Result<_>>()?
+    };
+    let s = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    Ok(values
+        .iter()
+        .map(|v| PsLine {
+            service: s(v, "Service"),
+            state: s(v, "State"),
+            health: s(v, "Health"),
+            image: s(v, "Image"),
+            exit_code: v.get("ExitCode").and_then(|x| x.as_i64()).unwrap_or(0),
+        })
+        .collect())
 }
 
 /// The tag of an image reference (`registry:5000/org/app:v2` → `v2`); none for a digest or a
@@ -74,33 +266,95 @@ pub fn image_tag(image: &str) -> Option<String> {
     last.split_once(':').map(|(_, t)| t.to_string()).filter(|t| !t.is_empty())
 }
 
+/// What `current_tag_script` printed: the image's tag when the container runs steadily; `None`
+/// when there is no container, or it is restarting, exited or has restarted (a crash loop).
+fn steady_container_tag(line: &str) -> (Option<String>, Option<String>) {
+    let mut parts = line.split_whitespace();
+    let (status, restarting, restarts, image) = (parts.next(), parts.next(), parts.next(), parts.next());
+    let tag = image.and_then(image_tag);
+    let steady = status == Some("running") && restarting == Some("false") && restarts == Some("0");
+    if steady {
+        (tag, None)
+    } else {
+        (None, tag)
+    }
+}
+
+#[async_trait]
 impl Runtime for Compose {
     fn executor(&self) -> &dyn Executor {
         self.exec.as_ref()
     }
 
+    /// Deploy starts the tag, then writes it into the env file compose reads.
     fn cmd(&self, action: Action<'_>) -> Option<Cmd> {
         let service = quote(&self.service);
         let (label, script) = match action {
             Action::CurrentTag => ("compose current tag", self.current_tag_script()),
-            Action::Deploy(tag) => ("compose up", format!("{} up -d --no-deps {service}", self.with_tag(tag))),
+            Action::Deploy(tag) => {
+                ("compose up", format!("{} && {}", self.up_script(tag), self.persist_tag_script(tag)))
+            }
             Action::Stop => ("compose stop", format!("{} stop {service}", self.base)),
             Action::Status => ("compose ps", format!("{} ps -a {service}", self.base)),
             Action::Logs(n) => ("compose logs", format!("{} logs --no-color --tail {n} {service}", self.base)),
         };
-        Some(Cmd::new(label, script).timeout(self.timeout))
+        Some(self.command(label, script))
     }
 
+    /// The image's tag when the container runs steadily (see [`Runtime::current_tag`] here).
     fn parse_tag(&self, out: &str) -> Option<String> {
-        image_tag(out)
+        steady_container_tag(out).0
     }
 
-    /// Runs the tool in a one-off container of the NEW image, so a revert works even when the
-    /// service will not start (the runbook's "start it just long enough to revert").
+    /// The running container's tag; when the container is gone or crash-looping, the tag
+    /// variable of the env file (what compose starts next), else the container's tag.
+    async fn current_tag(&self) -> Result<Option<String>> {
+        self.validate().await?;
+        let out = self.run(Action::CurrentTag).await?;
+        let (steady, unsteady) = steady_container_tag(&out);
+        if steady.is_some() {
+            return Ok(steady);
+        }
+        let from_env = self.tag_in_env_file().await?;
+        if from_env.is_some() {
+            tracing::info!(
+                "{} has no steadily running container ({}): the previous tag is {}={} from {}",
+                self.service,
+                out.trim().split(' ').next().filter(|s| !s.is_empty()).unwrap_or("none"),
+                self.tag_variable,
+                from_env.as_deref().unwrap_or(""),
+                self.tag_file
+            );
+            return Ok(from_env);
+        }
+        Ok(unsteady)
+    }
+
+    async fn deploy(&self, tag: &str) -> Result<()> {
+        self.validate().await?;
+        self.run(Action::Deploy(tag)).await.map(|_| ())
+    }
+
+    async fn validate(&self) -> Result<()> {
+        Compose::validate(self).await
+    }
+
+    async fn check(&self) -> Result<String> {
+        self.services_report().await
+    }
+
+    /// Runs the tool in a one-off container of the NEW image with its entrypoint overridden, so a
+    /// revert works even when the service will not start or its entrypoint crashes (the
+    /// runbook's "start it just long enough to revert").
     fn tool_cmd(&self, label: &str, tag: &str, script: &str) -> Cmd {
         Cmd::new(
             label,
-            format!("{} run --rm --no-deps -T {} sh -c {}", self.with_tag(tag), quote(&self.service), quote(script)),
+            format!(
+                "{} run --rm --no-deps -T --entrypoint sh {} -c {}",
+                self.with_tag(tag),
+                quote(&self.service),
+                quote(script)
+            ),
         )
     }
 }
@@ -116,6 +370,41 @@ mod tests {
         assert_eq!(image_tag("registry:5000/app"), None);
         assert_eq!(image_tag("app@sha256:abc"), None);
         assert_eq!(image_tag(""), None);
+    }
+
+    #[test]
+    fn a_crash_looping_container_is_not_trusted_for_the_tag() {
+        assert_eq!(steady_container_tag("running false 0 app:v1\n"), (Some("v1".into()), None));
+        assert_eq!(steady_container_tag("restarting true 4 app:v2\n"), (None, Some("v2".into())));
+        assert_eq!(steady_container_tag("running false 3 app:v2\n"), (None, Some("v2".into())));
+        assert_eq!(steady_container_tag("exited false 0 app:v2\n"), (None, Some("v2".into())));
+        assert_eq!(steady_container_tag(""), (None, None));
+    }
+
+    #[test]
+    fn ps_json_lines_and_arrays() {
+        let line = r#"{"Service":"backend","State":"running","Health":"healthy","Image":"app:v2","ExitCode":0}"#;
+        let want = vec![PsLine {
+            service: "backend".into(),
+            state: "running".into(),
+            health: "healthy".into(),
+            image: "app:v2".into(),
+            exit_code: 0,
+        }];
+        assert_eq!(parse_ps_json(&format!("{line}\n")).unwrap(), want);
+        assert_eq!(parse_ps_json(&format!("[{line}]")).unwrap(), want);
+        assert_eq!(want[0].describe(), "backend running, healthy, tag v2");
+        assert!(parse_ps_json("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn tag_variable_must_be_a_variable_name() {
+        let app: crate::config::App = serde_yaml::from_str(
+            "runtime: compose\ncompose_file: /c.yml\nservice: b\ntag_variable: 'A B'\nhealth: {url: 'http://x'}",
+        )
+        .unwrap();
+        let e = Compose::from_config(Arc::new(crate::exec::Local), &app, Duration::from_secs(1)).err().unwrap();
+        assert!(e.to_string().contains("not an environment variable name"), "{e}");
     }
 
     #[test]

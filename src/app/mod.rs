@@ -84,6 +84,17 @@ pub trait Runtime: Send + Sync {
         }
     }
 
+    /// Checks the runtime's settings against the target (for `check` and the deploy preflight:
+    /// an error here means nothing may be touched).
+    async fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// What `check` reports about the app (compose: every service's state, image tag and health).
+    async fn check(&self) -> Result<String> {
+        self.status().await
+    }
+
     /// Runs the command for `action`; an unconfigured one is an error naming its key.
     async fn run(&self, action: Action<'_>) -> Result<String> {
         match self.cmd(action) {

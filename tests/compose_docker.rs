@@ -1,0 +1,259 @@
+//! The compose runtime against a real Docker Engine and Compose v2: a `backend` / `worker` /
+//! `postgres` project reached over SSH (loopback sshd, host key pinned), whose backend image holds
+//! the real TypeORM fixture and runs its migrations in a one-off container, with a real HTTP
+//! health endpoint. Every `simulate` scenario runs through the real deploy-guard binary; each test
+//! checks the exit code, result and path of the JSON report, the running tag, the env file, and
+//! the database's contents afterwards. Docker is set up by scripts/setup (scripts/docker-setup).
+
+#[path = "common/docker.rs"]
+mod docker;
+#[path = "common/sshd.rs"]
+#[allow(dead_code)]
+mod sshd;
+
+use docker::{DbState, Project};
+
+const V1_TABLES: &str = "migrations,users";
+const V1_COLUMNS: &str = "id,name";
+const V1_MIGRATIONS: &str = "CreateUsers1700000000000";
+
+fn sha(n: u8) -> String {
+    format!("{n}").repeat(40)[..40].to_string()
+}
+
+fn report(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "deploy-guard printed no JSON report ({e}), exit {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Exit code, `result` and `path` as the scenario must end.
+fn expect(out: &std::process::Output, code: i32, result: &str, path: &str) -> serde_json::Value {
+    let r = report(out);
+    let explain = || format!("report: {r:#}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "exit code; {}", explain());
+    assert_eq!(r["result"], result, "result; {}", explain());
+    assert_eq!(r["path"], path, "path; {}", explain());
+    r
+}
+
+/// The database, the running tag, the env file and health are all back at v1.
+fn assert_back_at_v1(p: &Project, before: &DbState) {
+    let after = p.db_state();
+    assert_eq!(&after, before, "the database is not as it was before the deploy");
+    assert_eq!(after.tables, V1_TABLES);
+    assert_eq!(after.user_columns, V1_COLUMNS);
+    assert_eq!(after.migrations, V1_MIGRATIONS);
+    assert_eq!(p.running_tag(), "v1");
+    assert_eq!(p.env_text(), docker::ENV_FILE, "the env file must say v1, the rest untouched");
+    p.wait_healthy("v1");
+}
+
+fn env_mode(p: &Project) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(&p.env_file).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn happy_deploy_writes_the_tag_where_compose_reads_it_and_a_later_rollback_reverts() {
+    let p = Project::start("happy");
+    let before = p.db_state();
+    assert_eq!(before.migrations, V1_MIGRATIONS);
+
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(1), "--tag", "v2", "--json"]);
+    let r = expect(&out, 0, "deployed", "none");
+    assert_eq!(r["previous_tag"], "v1");
+    let after = p.db_state();
+    assert_eq!(after.user_columns, "id,name,nickname");
+    assert_eq!(after.migrations, "CreateUsers1700000000000,AddNickname1700000000001");
+    assert_eq!(after.users, before.users, "the deploy changed the users' data");
+    assert_eq!(p.running_tag(), "v2");
+    assert_eq!(p.env_text(), docker::ENV_FILE.replace("APP_VERSION=v1", "APP_VERSION=v2"));
+    assert_eq!(env_mode(&p), 0o640, "the env file's mode changed");
+
+    // The host's next plain `docker compose up -d` (a reboot, a colleague, cron) keeps v2.
+    p.compose_ok(&["up", "-d"]);
+    assert_eq!(p.running_tag(), "v2");
+    p.wait_healthy("v2");
+
+    // The job ended; a new process rolls back by SHA: TypeORM's down() in the v2 image.
+    let out = p.deploy_guard(&["rollback", "--sha", &sha(1)[..7], "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "rollback: {}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    let r = report(&out);
+    assert_eq!(r["path"], "revert", "{r:#}");
+    assert_back_at_v1(&p, &before);
+    assert_eq!(env_mode(&p), 0o640);
+    p.compose_ok(&["up", "-d"]);
+    assert_eq!(p.running_tag(), "v1", "a plain `docker compose up -d` after the rollback must run v1");
+    p.wait_healthy("v1");
+}
+
+/// Deploys `tag` over v1, which must end rolled back by `path` with everything back at v1.
+fn rolled_back(test: &str, n: u8, tag: &str, path: &str) -> (Project, serde_json::Value) {
+    let p = Project::start(test);
+    let before = p.db_state();
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(n), "--tag", tag, "--json"]);
+    let r = expect(&out, 1, "rolled-back", path);
+    assert_back_at_v1(&p, &before);
+    (p, r)
+}
+
+#[test]
+fn migration_fails_rolls_back_as_a_whole_with_nothing_to_revert() {
+    rolled_back("migration-fails", 2, "v2-notnull", "none");
+}
+
+#[test]
+fn unhealthy_after_migrate_reverts_in_an_image_whose_entrypoint_crashes_with_the_app_container_gone() {
+    let p = Project::start("unhealthy");
+    let before = p.db_state();
+    // The app container is gone (removed by hand, a failed host): the previous tag comes from
+    // the env file's tag variable.
+    p.compose_ok(&["rm", "--stop", "--force", "backend"]);
+    assert_eq!(p.running_tag(), "");
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(3), "--tag", "v2-crash", "--json"]);
+    let r = expect(&out, 1, "rolled-back", "revert");
+    assert_eq!(r["previous_tag"], "v1", "{r:#}");
+    // The v2-crash image cannot start (its entrypoint exits 1: the logs the rollback collected
+    // say so), yet TypeORM's down() ran in it.
+    let logs = r["app_logs"].as_str().unwrap_or_default();
+    assert!(logs.contains("cannot start"), "v2-crash's entrypoint did not run and crash: {r:#}");
+    assert_back_at_v1(&p, &before);
+}
+
+#[test]
+fn a_down_that_errors_restores_the_backup() {
+    let (p, _) = rolled_back("bad-down", 4, "v2-bad-down", "restore");
+    let kept = format!("shop__failed_{}", &sha(4)[..7]);
+    assert_eq!(p.psql(&format!("SELECT count(*) FROM pg_database WHERE datname = '{kept}'")), "1", "broken db kept");
+}
+
+#[test]
+fn a_down_that_leaves_a_column_behind_is_caught_and_the_backup_restored() {
+    let (_, r) = rolled_back("lying-down", 5, "v2-lying-down", "restore");
+    let drift = r["drift"].to_string();
+    assert!(drift.contains("nickname"), "the drift must name the column left behind: {r:#}");
+}
+
+#[test]
+fn a_migration_that_destroyed_data_is_not_reverted_but_restored() {
+    rolled_back("destructive-down", 11, "v2-drop-name", "restore");
+}
+
+#[test]
+fn a_migration_that_rewrote_data_is_not_reverted_but_restored() {
+    rolled_back("data-rewrite", 12, "v2-rewrite-name", "restore");
+}
+
+#[test]
+fn a_backup_that_fails_part_way_aborts_with_nothing_changed() {
+    let p = Project::start("backup-fails");
+    // A real pg_dump failure part-way: the backup role may read every table but one, whose
+    // row-level security stops pg_dump when it reaches that table's data (after the others').
+    p.psql(
+        "CREATE ROLE dumper LOGIN; CREATE ROLE auditor; \
+         CREATE TABLE zz_audit (id serial PRIMARY KEY, note text); INSERT INTO zz_audit (note) VALUES ('kept'); \
+         ALTER TABLE zz_audit OWNER TO auditor; ALTER TABLE zz_audit ENABLE ROW LEVEL SECURITY; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO dumper; GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO dumper;",
+    );
+    let config = p.tmp.path().join("dumper.yml");
+    let text = std::fs::read_to_string(&p.config).unwrap().replace("user: ${DATABASE_USER}", "user: dumper");
+    std::fs::write(&config, text).unwrap();
+    let before = p.db_state();
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(6), "--tag", "v2", "--json"]);
+    let r = expect(&out, 4, "aborted", "none");
+    assert!(r.to_string().contains("zz_audit"), "the report must say where pg_dump failed: {r:#}");
+    assert_eq!(p.stored_files(), Vec::<String>::new(), "a failed backup left files in the store");
+    assert_eq!(p.db_state(), before);
+    assert_eq!(p.running_tag(), "v1");
+    assert_eq!(p.env_text(), docker::ENV_FILE);
+    p.wait_healthy("v1");
+}
+
+#[test]
+fn a_crash_looping_container_does_not_count_as_the_previous_tag() {
+    let p = Project::start("crash-loop");
+    // Someone started v2-crash by hand: it restarts and exits, over and over.
+    let mut up = p.compose(&["up", "-d", "backend"]);
+    up.env("APP_VERSION", "v2-crash");
+    docker::run(&mut up).unwrap();
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(7), "--tag", "v2", "--json"]);
+    let r = expect(&out, 0, "deployed", "none");
+    assert_eq!(r["previous_tag"], "v1", "the env file's tag, not the crash-looping container's: {r:#}");
+    assert_eq!(p.running_tag(), "v2");
+    p.wait_healthy("v2");
+}
+
+/// Each service's state, image tag and health, as `check` over compose reports them.
+fn services_report(p: &Project, config: &std::path::Path) -> String {
+    let config = deploy_guard::config::Config::load(Some(config), &[]).unwrap();
+    let creds = deploy_guard::exec::ssh::Credentials { key: p.sshd.client_key.clone(), passphrase: None };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ssh = deploy_guard::exec::ssh::Ssh::connect(&config.target, &creds).await.unwrap();
+        let compose = deploy_guard::app::compose::Compose::from_config(
+            std::sync::Arc::new(ssh),
+            &config.app,
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+        compose.services_report().await.unwrap_or_else(|e| format!("error: {e:#}"))
+    })
+}
+
+#[test]
+fn bad_compose_settings_are_refused_by_check_and_by_deploy_before_the_backup() {
+    let p = Project::start("bad-input");
+    let out = p.deploy_guard(&["check"]);
+    assert!(out.status.success(), "check of the good config: {}", String::from_utf8_lossy(&out.stdout));
+    let report = services_report(&p, &p.config);
+    for part in ["backend running, tag v1", "postgres running, healthy", "worker running, tag v1"] {
+        assert!(report.contains(part), "services report lacks {part:?}: {report}");
+    }
+
+    let before = p.db_state();
+    let good = std::fs::read_to_string(&p.config).unwrap();
+    let compose_file = p.compose_file.display().to_string();
+    let cases = [
+        (
+            "a compose file that does not exist",
+            good.replace(&compose_file, "/nonexistent/docker-compose.prod.yml"),
+            "app.compose_file: /nonexistent/docker-compose.prod.yml does not exist",
+        ),
+        (
+            "a service the compose file does not define",
+            good.replace("service: backend", "service: api"),
+            "app.service: \"api\" is not a service of",
+        ),
+        (
+            "a tag variable the compose file never reads",
+            good.replace("tag_variable: APP_VERSION", "tag_variable: STATION_VERSION"),
+            "does not follow STATION_VERSION",
+        ),
+    ];
+    for (i, (what, text, message)) in cases.into_iter().enumerate() {
+        assert_ne!(text, good);
+        let config = p.tmp.path().join(format!("bad-{i}.yml"));
+        std::fs::write(&config, text).unwrap();
+
+        let out = p.deploy_guard_with(&config, &["check"]);
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{what}: check passed:\n{printed}");
+        assert!(printed.contains(message), "{what}: check must say {message:?}:\n{printed}");
+
+        let sha = sha(8 + i as u8);
+        let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha, "--tag", "v2", "--json"]);
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(matches!(out.status.code(), Some(2 | 4)), "{what}: deploy must stop with 2 or 4:\n{printed}");
+        assert_eq!(p.stored_files(), Vec::<String>::new(), "{what}: a backup was taken:\n{printed}");
+        assert_eq!(p.db_state(), before, "{what}: the database changed");
+        assert_eq!(p.running_tag(), "v1", "{what}");
+        assert_eq!(p.env_text(), docker::ENV_FILE, "{what}: the env file changed");
+    }
+    p.wait_healthy("v1");
+}
