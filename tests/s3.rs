@@ -457,7 +457,7 @@ fn simulate_scenarios_with_the_s3_store() {
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let results = common::json(&out);
-    assert_eq!(results.as_array().unwrap().len(), 6);
+    assert_eq!(results.as_array().unwrap().len(), deploy_guard::simulate::SCENARIOS.len());
     assert!(results.as_array().unwrap().iter().all(|r| r["as_expected"] == true), "{results}");
     assert!(err.contains("s3://backups/s3_sim/deploy-guard-simulate-"), "{err}");
     // Each scenario cleaned up after itself.

@@ -66,6 +66,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     if let (Some(file), Some(service)) = (&w.config.app.compose_file, &w.config.app.service) {
         add("compose", compose_services(w, file, service).await);
     }
+    add("services", w.runtime.check().await);
     add(
         "app",
         w.runtime

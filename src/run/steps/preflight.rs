@@ -68,6 +68,7 @@ impl StepSpec for Preflight {
                 w.store.describe()
             )));
         }
+        w.runtime.validate().await.context("app")?;
         refuse_unfinished_runs(run).await?;
         if run.previous_tag.is_none() {
             run.previous_tag = w.runtime.current_tag().await.context("cannot read the running tag")?;
