@@ -86,6 +86,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                     return Ok(ExitCode::Aborted);
                 }
             };
+            // A tool's file missing from the release is a config error: before the backup, exit 2.
+            commands::check::migration_files(&w, tag).await?;
             let gh = github(&w);
             let mut deployment = None;
             if let Some(gh) = &gh {
@@ -104,7 +106,17 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Rollback { sha, path, to_tag } => {
             let prefix = prefix_arg(sha)?;
             tag_arg("--to-tag", to_tag)?;
-            let w = World::connect(load_config(cli)?).await?;
+            let cfg = load_config(cli)?;
+            let migrator = crate::migrate::Migrator::from_config(&cfg.migrations);
+            if *path == PathChoice::Revert && !migrator.can_revert() {
+                return Err(Usage(anyhow::anyhow!(
+                    "--path revert: migrations.tool {} cannot revert (forward-only, or no migrations.revert and \
+                     migrations.table): restoring the pre-deploy backup is the only way back (--path restore)",
+                    migrator.tool().name()
+                ))
+                .into());
+            }
+            let w = World::connect(cfg).await?;
             let strategy = match path {
                 PathChoice::Auto => None,
                 PathChoice::Revert => Some(Strategy::Revert),
@@ -184,7 +196,15 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let w = World::connect(load_config(cli)?).await?;
             let lines = commands::check::check(&w).await;
             print_out(g.json, &lines, || commands::check::render(&lines))?;
-            Ok(if lines.iter().all(|l| l.ok) { ExitCode::Ok } else { ExitCode::Act })
+            // A file the config names that is not there is the config's fault: exit 2.
+            let bad_config = lines.iter().any(|l| !l.ok && l.part == "tool files");
+            Ok(if lines.iter().all(|l| l.ok) {
+                ExitCode::Ok
+            } else if bad_config {
+                ExitCode::Usage
+            } else {
+                ExitCode::Act
+            })
         }
         Command::Simulate { scenario, record } => {
             let names = usage(simulate::scenarios_named(scenario))?;

@@ -4,6 +4,19 @@ use super::{BackupInfo, Report};
 use crate::guard::Outcome;
 use crate::run::{spec, Run};
 
+/// The run's notes, and for a tool that cannot revert, that plainly.
+fn notes(run: &Run) -> Vec<String> {
+    let mut notes = run.notes.clone();
+    let m = &run.w.migrator;
+    if !m.can_revert() && matches!(run.mode, crate::guard::Mode::Deploy | crate::guard::Mode::Rollback) {
+        notes.push(format!(
+            "migrations.tool {} cannot revert (forward-only): restoring the pre-deploy backup is the only way back",
+            m.tool().name()
+        ));
+    }
+    notes
+}
+
 pub fn build(run: &Run, outcome: Outcome) -> Report {
     let w = run.w;
     let steps = run.journal.entries.clone();
@@ -52,7 +65,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         app_status: run.app_status.clone(),
         app_logs: run.app_logs.clone(),
         kept_database: run.kept_database().map(str::to_string),
-        notes: run.notes.clone(),
+        notes: notes(run),
         next_commands,
         outcome,
     }

@@ -5,7 +5,6 @@ use super::{Done, Run, StepSpec};
 use crate::app::Action;
 use crate::exec::Cmd;
 use crate::guard::{Assessment, Engine};
-use crate::migrate::applied_since;
 
 pub struct Assess;
 
@@ -49,17 +48,17 @@ impl StepSpec for Assess {
         let m = run.manifest()?.clone();
         let rows_now = w.migration_rows(&w.db.name).await?;
         let fp_now = w.db.fingerprint(&w.db.name).await?;
-        let applied = applied_since(&m.migrations.rows, &rows_now);
+        let applied = w.migrator.applied(&m.migrations.rows, &rows_now);
         let fp_same = m.fingerprint.as_ref() == Some(&fp_now);
         if let Some(before) = &m.fingerprint {
             run.drift = before.diff(&fp_now);
         }
         let a = Assessment {
             db_unchanged: fp_same && rows_now == m.migrations.rows,
-            applied: applied.map(|a| a.len()).unwrap_or(0),
+            applied: applied.unwrap_or(0),
             history_consistent: applied.is_some() && m.fingerprint.is_some(),
-            dirty: false,
-            revert_configured: w.migrator.revert.is_some() && w.migrator.table.is_some(),
+            dirty: w.migrator.failed_state(&w.db, &w.db.name).await.map_or(true, |f| f.is_some()),
+            revert_configured: w.migrator.can_revert(),
             backup_verified: m.verified,
         };
         run.applied = a.applied;
