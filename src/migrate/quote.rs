@@ -72,7 +72,7 @@ pub fn failure_quote(stdout: &str, stderr: &str, lines: usize) -> String {
 
 fn names_error(l: &str) -> bool {
     let t = l.trim_start();
-    t.starts_with("error") || t.starts_with("Error") || t.contains("ERROR") || t.contains("Error:")
+    t.starts_with("error:") || t.starts_with("Error:") || t.contains("ERROR:") || t.contains("Error: ")
 }
 
 /// Lines that are never the reason: npm's config warnings.
@@ -109,8 +109,8 @@ mod tests {
 
     #[test]
     fn the_error_line_before_a_stack_is_kept() {
-        let err = "npm warn Unknown user config\nerror: column \"n\" contains null values\n    at a\n    at b\n    at c\n}\n";
+        let err = "npm warn Unknown user config\nerror: column \"n\" contains null values\n    at a\n    at b\n  severity: 'ERROR',\n}\n";
         let q = failure_quote("", err, 3);
-        assert_eq!(q, "error: column \"n\" contains null values\n…\n    at b\n    at c\n}");
+        assert_eq!(q, "error: column \"n\" contains null values\n…\n    at b\n  severity: 'ERROR',\n}");
     }
 }

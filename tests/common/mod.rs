@@ -142,6 +142,7 @@ pub fn json(o: &std::process::Output) -> serde_json::Value {
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 mod sshd;
+pub mod tool;
 pub use sshd::Sshd;
 
 /// Test conveniences on the sandbox sshd.
