@@ -10,12 +10,18 @@ pub fn strip_control(text: &str) -> String {
     while let Some(c) = chars.next() {
         match c {
             '\u{1b}' => match chars.next() {
-                // CSI: parameters and intermediates, then one final byte in @..~
+                // CSI: parameters and intermediates, then one final byte in @..~. Erasing the
+                // line (`2K`) or going back to its start (`G`) is a spinner's redraw.
                 Some('[') => {
+                    let mut params = String::new();
                     for c in chars.by_ref() {
                         if ('@'..='~').contains(&c) {
+                            if c == 'G' || (c == 'K' && params == "2") {
+                                out.truncate(out.rfind('\n').map(|i| i + 1).unwrap_or(0));
+                            }
                             break;
                         }
+                        params.push(c);
                     }
                 }
                 // OSC: up to BEL or ESC \
@@ -89,6 +95,9 @@ mod tests {
         let raw = "\u{1b}[?25l[\u{1b}[33m⣷\u{1b}[39m] applying migrations...\r\u{1b}[2K[\u{1b}[31m✗\u{1b}[39m] failed\n\
                    \u{1b}]8;;https://x\u{7}link\u{1b}]8;;\u{7}\n";
         assert_eq!(strip_control(raw), "[✗] failed\nlink\n");
+        // drizzle-kit 0.31.11, as it reached a summary
+        let drizzle = "Using 'pg' driver\n[⣷] applying migrations...\u{1b}[2K\u{1b}[1G[⣷] applying migrations...";
+        assert_eq!(strip_control(drizzle), "Using 'pg' driver\n[⣷] applying migrations...");
     }
 
     #[test]
