@@ -9,10 +9,11 @@ fn notes(run: &Run) -> Vec<String> {
     let mut notes = run.notes.clone();
     let m = &run.w.migrator;
     if !m.can_revert() && matches!(run.mode, crate::guard::Mode::Deploy | crate::guard::Mode::Rollback) {
-        notes.push(format!(
-            "migrations.tool {} cannot revert (forward-only): restoring the pre-deploy backup is the only way back",
-            m.tool().name()
-        ));
+        let why = match m.tool {
+            crate::config::Tool::Command => "no migrations.revert (and migrations.table) is configured".to_string(),
+            _ => format!("migrations.tool {} cannot revert (forward-only)", m.tool().name()),
+        };
+        notes.push(format!("{why}: restoring the pre-deploy backup is the only way back"));
     }
     notes
 }
