@@ -85,7 +85,10 @@ fn write(app: &Path, migrations: &[Migration]) {
 
 fn spec() -> ToolSpec {
     let bin = tool::tools_venv_bin();
-    tool::require(&bin.join("alembic"), "pip install alembic==1.20.1 SQLAlchemy==2.1.9 psycopg2-binary==2.9.13 (scripts/setup)");
+    tool::require(
+        &bin.join("alembic"),
+        "pip install alembic==1.20.1 SQLAlchemy==2.1.9 psycopg2-binary==2.9.13 (scripts/setup)",
+    );
     ToolSpec {
         tool: "alembic",
         fixture: None,
@@ -129,5 +132,9 @@ fn lying_down() {
 #[test]
 fn a_missing_alembic_ini_is_bad_config() {
     let w = tool::World::new(spec(), "alembic_missing", &[]);
-    tool::missing_file_is_bad_config(&w, ("  timeout: 120s\n", "  timeout: 120s\n  config: deploy/alembic.ini\n"), "migrations.config");
+    tool::missing_file_is_bad_config(
+        &w,
+        ("  timeout: 120s\n", "  timeout: 120s\n  config: deploy/alembic.ini\n"),
+        "migrations.config",
+    );
 }

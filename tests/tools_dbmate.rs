@@ -59,5 +59,9 @@ fn lying_down() {
 #[test]
 fn a_missing_migrations_dir_is_bad_config() {
     let w = tool::World::new(spec(), "dbmate_missing", &[]);
-    tool::missing_file_is_bad_config(&w, ("  timeout: 120s\n", "  timeout: 120s\n  dir: migrations\n"), "migrations.dir");
+    tool::missing_file_is_bad_config(
+        &w,
+        ("  timeout: 120s\n", "  timeout: 120s\n  dir: migrations\n"),
+        "migrations.dir",
+    );
 }

@@ -74,5 +74,9 @@ fn rollback_path_revert_is_bad_usage() {
 #[test]
 fn a_missing_config_is_bad_config() {
     let w = tool::World::new(spec(), "drizzle_missing", &[]);
-    tool::missing_file_is_bad_config(&w, ("config: drizzle.config.js", "config: drizzle.prod.config.js"), "migrations.config");
+    tool::missing_file_is_bad_config(
+        &w,
+        ("config: drizzle.config.js", "config: drizzle.prod.config.js"),
+        "migrations.config",
+    );
 }

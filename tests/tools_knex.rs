@@ -100,5 +100,9 @@ fn a_crashed_run_leaves_the_lock_and_the_next_deploy_is_refused() {
 #[test]
 fn a_missing_knexfile_is_bad_config() {
     let w = tool::World::new(spec(), "knex_missing", &[]);
-    tool::missing_file_is_bad_config(&w, ("  timeout: 120s\n", "  timeout: 120s\n  config: knexfile.prod.js\n"), "migrations.config");
+    tool::missing_file_is_bad_config(
+        &w,
+        ("  timeout: 120s\n", "  timeout: 120s\n  config: knexfile.prod.js\n"),
+        "migrations.config",
+    );
 }

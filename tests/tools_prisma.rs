@@ -186,7 +186,8 @@ fn prisma_migrate_deploy_needs_the_schema_engine_download() {
         "module.exports = { schema: \"prisma/schema.prisma\", datasource: { url: process.env.DATABASE_URL } };\n",
     )
     .unwrap();
-    let version = std::fs::read_to_string(tool::fixture_dir("prisma").join("node_modules/prisma/package.json")).unwrap();
+    let version =
+        std::fs::read_to_string(tool::fixture_dir("prisma").join("node_modules/prisma/package.json")).unwrap();
     assert!(version.contains("\"version\": \"7.10.1\""), "the fixture's prisma");
     let out = w.sh("npx --no-install prisma migrate deploy");
     let said = format!("{}{}", common::stdout(&out), common::stderr(&out));

@@ -99,5 +99,9 @@ fn a_dirty_row_refuses_the_deploy() {
 #[test]
 fn a_missing_migrations_dir_is_bad_config() {
     let w = tool::World::new(spec(), "sqlx_missing", &[]);
-    tool::missing_file_is_bad_config(&w, ("  timeout: 120s\n", "  timeout: 120s\n  dir: db/migrations\n"), "migrations.dir");
+    tool::missing_file_is_bad_config(
+        &w,
+        ("  timeout: 120s\n", "  timeout: 120s\n  dir: db/migrations\n"),
+        "migrations.dir",
+    );
 }

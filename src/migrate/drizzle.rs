@@ -23,7 +23,8 @@ impl MigrationTool for Drizzle {
         Some(PendingSql::Files(format!("{}/*.sql", dir_or(m, "drizzle"))))
     }
     fn files(&self, m: &Migrations) -> Vec<(&'static str, String)> {
-        let mut f: Vec<(&'static str, String)> = m.config.clone().map(|c| ("migrations.config", c)).into_iter().collect();
+        let mut f: Vec<(&'static str, String)> =
+            m.config.clone().map(|c| ("migrations.config", c)).into_iter().collect();
         f.push(("migrations.dir", format!("{}/meta/_journal.json", dir_or(m, "drizzle"))));
         f
     }

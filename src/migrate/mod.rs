@@ -339,7 +339,7 @@ mod tests {
         let ok = json!({"migration_name": "1_init", "finished_at": "2026-01-01", "rolled_back_at": null});
         let failed = json!({"migration_name": "2_x", "finished_at": null, "rolled_back_at": null});
         assert_eq!(m.order_by, "started_at");
-        assert_eq!(m.applied(&[ok.clone()], &[ok.clone(), failed]), Some(0));
+        assert_eq!(m.applied(std::slice::from_ref(&ok), &[ok.clone(), failed]), Some(0));
     }
 
     #[test]

@@ -92,7 +92,8 @@ mod tests {
 
     #[test]
     fn spinners_and_colours_are_removed() {
-        let raw = "\u{1b}[?25l[\u{1b}[33m⣷\u{1b}[39m] applying migrations...\r\u{1b}[2K[\u{1b}[31m✗\u{1b}[39m] failed\n\
+        let raw =
+            "\u{1b}[?25l[\u{1b}[33m⣷\u{1b}[39m] applying migrations...\r\u{1b}[2K[\u{1b}[31m✗\u{1b}[39m] failed\n\
                    \u{1b}]8;;https://x\u{7}link\u{1b}]8;;\u{7}\n";
         assert_eq!(strip_control(raw), "[✗] failed\nlink\n");
         // drizzle-kit 0.31.11, as it reached a summary
@@ -113,7 +114,10 @@ mod tests {
 
     #[test]
     fn stdout_when_stderr_is_silent() {
-        assert_eq!(failure_quote("Reading config\nerror: relation \"x\" does not exist\n", "", 3), "Reading config\nerror: relation \"x\" does not exist");
+        assert_eq!(
+            failure_quote("Reading config\nerror: relation \"x\" does not exist\n", "", 3),
+            "Reading config\nerror: relation \"x\" does not exist"
+        );
     }
 
     #[test]

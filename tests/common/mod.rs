@@ -26,7 +26,9 @@ pub fn fresh_db(prefix: &str) -> String {
 /// The deploy-guard binary built for these tests. `DG_TEST_BIN` names a copy instead: worktrees
 /// sharing one CARGO_TARGET_DIR overwrite each other's `target/debug/deploy-guard`.
 pub fn bin() -> PathBuf {
-    std::env::var_os("DG_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_deploy-guard")))
+    std::env::var_os("DG_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_deploy-guard")))
 }
 
 /// A temp dir that the `postgres` user can read (for COPY and the like).
