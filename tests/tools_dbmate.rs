@@ -31,30 +31,7 @@ fn spec() -> ToolSpec {
     }
 }
 
-#[test]
-fn happy() {
-    tool::happy(spec());
-}
-
-#[test]
-fn migration_fails() {
-    tool::migration_fails(spec());
-}
-
-#[test]
-fn unhealthy_after_migrate() {
-    tool::unhealthy_reverts(spec());
-}
-
-#[test]
-fn bad_down() {
-    tool::bad_down(spec());
-}
-
-#[test]
-fn lying_down() {
-    tool::lying_down(spec());
-}
+reverting_tool_scenarios!(spec());
 
 #[test]
 fn a_missing_migrations_dir_is_bad_config() {

@@ -56,30 +56,7 @@ fn spec() -> ToolSpec {
     }
 }
 
-#[test]
-fn happy() {
-    tool::happy(spec());
-}
-
-#[test]
-fn migration_fails() {
-    tool::migration_fails(spec());
-}
-
-#[test]
-fn unhealthy_after_migrate() {
-    tool::unhealthy_reverts(spec());
-}
-
-#[test]
-fn bad_down() {
-    tool::bad_down(spec());
-}
-
-#[test]
-fn lying_down() {
-    tool::lying_down(spec());
-}
+reverting_tool_scenarios!(spec());
 
 #[test]
 fn a_crashed_run_leaves_the_lock_and_the_next_deploy_is_refused() {

@@ -36,30 +36,7 @@ fn spec() -> ToolSpec {
     }
 }
 
-#[test]
-fn happy() {
-    tool::happy(spec());
-}
-
-#[test]
-fn migration_fails() {
-    tool::migration_fails(spec());
-}
-
-#[test]
-fn unhealthy_after_migrate() {
-    tool::unhealthy_reverts(spec());
-}
-
-#[test]
-fn bad_down() {
-    tool::bad_down(spec());
-}
-
-#[test]
-fn lying_down() {
-    tool::lying_down(spec());
-}
+reverting_tool_scenarios!(spec());
 
 /// A `-- no-transaction` migration that fails half-way: `CREATE UNIQUE INDEX CONCURRENTLY` on
 /// duplicates leaves an INVALID index behind, and sqlx 0.9 records no row (it writes the row only

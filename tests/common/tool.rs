@@ -57,8 +57,36 @@ pub struct ToolSpec {
     pub path: Vec<PathBuf>,
 }
 
+/// The drill scenarios of a tool that reverts: one test each.
+#[macro_export]
+macro_rules! reverting_tool_scenarios {
+    ($spec:expr) => {
+        #[test]
+        fn happy() {
+            common::tool::happy($spec)
+        }
+        /// The tool's error is quoted (Alembic's: the last line of its traceback).
+        #[test]
+        fn migration_fails() {
+            common::tool::migration_fails($spec)
+        }
+        #[test]
+        fn unhealthy_after_migrate() {
+            common::tool::unhealthy_reverts($spec)
+        }
+        #[test]
+        fn bad_down() {
+            common::tool::bad_down($spec)
+        }
+        #[test]
+        fn lying_down() {
+            common::tool::lying_down($spec)
+        }
+    };
+}
+
 /// The sample app: "deploying" a tag records it; health fails for a tag listed in `broken`.
-const APP: &str = r#"#!/bin/sh
+pub const APP: &str = r#"#!/bin/sh
 set -eu
 dir=$(dirname "$0")
 case "$1" in
@@ -323,23 +351,25 @@ pub fn migration_fails_saying(spec: ToolSpec, said: &str) {
     assert!(!detail.contains('\u{1b}'), "no terminal control codes: {detail:?}");
 }
 
-/// unhealthy-after-migrate: v2 applies, its app never gets healthy; the tool's revert undoes it.
-pub fn unhealthy_reverts(spec: ToolSpec) {
-    let w = World::new(spec, "unhealthy", &["v2"]);
-    w.release("add_nickname", ADD_NICKNAME, DROP_NICKNAME);
+/// v2 (with `down` as its down migration) applies, its app never gets healthy: rolled back by
+/// `path`, the database exactly at v1 again. Returns the report.
+fn unhealthy(spec: ToolSpec, prefix: &str, down: &str, path: &str) -> serde_json::Value {
+    let w = World::new(spec, prefix, &["v2"]);
+    w.release("add_nickname", ADD_NICKNAME, down);
     let out = w.deploy("v2");
-    assert_eq!(w.ended(&out), (Some(1), "rolled-back".into(), "revert".into()), "{}", explain(&out));
+    assert_eq!(w.ended(&out), (Some(1), "rolled-back".into(), path.into()), "{}", explain(&out));
     w.assert_back_at_v1("nickname");
+    super::json(&out)
 }
 
-/// A forward-only tool, v2 unhealthy: straight to restore.
+/// unhealthy-after-migrate: the tool's revert undoes v2.
+pub fn unhealthy_reverts(spec: ToolSpec) {
+    unhealthy(spec, "unhealthy", DROP_NICKNAME, "revert");
+}
+
+/// A forward-only tool, v2 unhealthy: straight to restore, and the report says why.
 pub fn unhealthy_restores(spec: ToolSpec) {
-    let w = World::new(spec, "fwd_only", &["v2"]);
-    w.release("add_nickname", ADD_NICKNAME, DROP_NICKNAME);
-    let out = w.deploy("v2");
-    assert_eq!(w.ended(&out), (Some(1), "rolled-back".into(), "restore".into()), "{}", explain(&out));
-    w.assert_back_at_v1("nickname");
-    let r = super::json(&out);
+    let r = unhealthy(spec, "fwd_only", DROP_NICKNAME, "restore");
     assert!(!r["steps"].as_array().unwrap().iter().any(|s| s["step"] == "revert"), "no revert was tried: {r:#}");
     let notes = r["notes"].to_string();
     assert!(notes.contains("restoring the pre-deploy backup is the only way back"), "{notes}");
@@ -347,20 +377,12 @@ pub fn unhealthy_restores(spec: ToolSpec) {
 
 /// bad-down: the down migration errors; the backup is restored.
 pub fn bad_down(spec: ToolSpec) {
-    let w = World::new(spec, "bad_down", &["v2"]);
-    w.release("add_nickname", ADD_NICKNAME, BAD_DOWN);
-    let out = w.deploy("v2");
-    assert_eq!(w.ended(&out), (Some(1), "rolled-back".into(), "restore".into()), "{}", explain(&out));
-    w.assert_back_at_v1("nickname");
+    unhealthy(spec, "bad_down", BAD_DOWN, "restore");
 }
 
 /// lying-down: the down migration leaves the column behind; drift is seen, the backup restored.
 pub fn lying_down(spec: ToolSpec) {
-    let w = World::new(spec, "lying_down", &["v2"]);
-    w.release("add_nickname", ADD_NICKNAME, LYING_DOWN);
-    let out = w.deploy("v2");
-    assert_eq!(w.ended(&out), (Some(1), "rolled-back".into(), "restore".into()), "{}", explain(&out));
-    w.assert_back_at_v1("nickname");
+    unhealthy(spec, "lying_down", LYING_DOWN, "restore");
 }
 
 /// `rollback --path revert` on a forward-only tool: bad usage, nothing touched.
