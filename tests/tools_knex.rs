@@ -83,3 +83,20 @@ fn a_missing_knexfile_is_bad_config() {
         "migrations.config",
     );
 }
+
+/// A deploy whose migration crashes knex half-way: the lock is left and the schema changed, so
+/// the assessment reads the tool's dirty state, the fast path is not taken, and the backup is
+/// restored (with the lock as it was before the deploy).
+#[test]
+fn a_crash_during_the_deploy_skips_the_fast_path_and_restores() {
+    let w = tool::World::new(spec(), "knex_crash_deploy", &[]);
+    w.release("crash", "CRASH", tool::DROP_NICKNAME);
+    let out = w.deploy("v2");
+    assert_eq!(w.ended(&out), (Some(1), "rolled-back".into(), "restore".into()), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    let assess = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "assess").expect("an assess step");
+    assert!(assess["detail"].as_str().unwrap().contains("dirty or failed state"), "{assess:#}");
+    assert_eq!(w.psql("SELECT to_regclass('half_done') IS NULL"), "t");
+    assert_eq!(w.psql("SELECT is_locked FROM knex_migrations_lock"), "0");
+    w.assert_back_at_v1("nickname");
+}
