@@ -67,6 +67,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         app_logs: run.app_logs.clone(),
         kept_database: run.kept_database().map(str::to_string),
         notes: notes(run),
+        can_revert: w.migrator.can_revert(),
         next_commands,
         outcome,
     }
