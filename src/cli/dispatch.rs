@@ -87,7 +87,14 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 }
             };
             // A tool's file missing from the release is a config error: before the backup, exit 2.
-            commands::check::migration_files(&w, tag).await?;
+            if let Err(e) = commands::check::migration_files(&w, tag).await {
+                if e.downcast_ref::<Usage>().is_some() {
+                    return Err(e);
+                }
+                eprintln!("error: {e:#}\naborted before any change: nothing was changed.");
+                report::actions::error("deploy aborted", &format!("{e:#}"));
+                return Ok(ExitCode::Aborted);
+            }
             let gh = github(&w);
             let mut deployment = None;
             if let Some(gh) = &gh {
@@ -197,7 +204,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let lines = commands::check::check(&w).await;
             print_out(g.json, &lines, || commands::check::render(&lines))?;
             // A file the config names that is not there is the config's fault: exit 2.
-            let bad_config = lines.iter().any(|l| !l.ok && l.part == "tool files");
+            let bad_config =
+                lines.iter().any(|l| !l.ok && l.part == "tool files" && l.detail.contains(crate::migrate::MISSING));
             Ok(if lines.iter().all(|l| l.ok) {
                 ExitCode::Ok
             } else if bad_config {

@@ -91,16 +91,17 @@ pub async fn migration_files(w: &World, tag: &str) -> Result<()> {
     let Some(script) = w.migrator.files_script() else { return Ok(()) };
     let cmd = w.runtime.tool_cmd("migration files", tag, &script).timeout(w.config.target.command_timeout);
     let out = exec::capture(w.exec.as_ref(), &cmd).await?;
-    if !out.exit.success() {
-        let said = out.exit.stderr_tail.trim();
-        return Err(crate::model::Usage(anyhow::anyhow!(
-            "{} (migrations.tool: {})",
-            if said.is_empty() { "a file the migration tool needs is missing" } else { said },
-            w.migrator.tool().name()
-        ))
-        .into());
+    let said = out.exit.stderr_tail.trim();
+    if out.exit.success() {
+        return Ok(());
     }
-    Ok(())
+    if let Some(missing) = said.lines().find(|l| l.ends_with(crate::migrate::MISSING)) {
+        return Err(
+            crate::model::Usage(anyhow::anyhow!("{missing} (migrations.tool: {})", w.migrator.tool().name())).into()
+        );
+    }
+    // Not a missing file: the check itself could not run (the image, the target).
+    out.exit.check("looking for the migration tool's files")
 }
 
 fn files_detail(w: &World, tag: &str) -> String {

@@ -237,13 +237,16 @@ impl Migrator {
                 format!(
                     "test -e {p} || {{ echo {msg} >&2; exit 1; }}",
                     p = q(path),
-                    msg = q(&format!("{key}: {path} does not exist in the app's directory"))
+                    msg = q(&format!("{key}: {path}{MISSING}"))
                 )
             })
             .collect();
         Some(tests.join("; "))
     }
 }
+
+/// How [`Migrator::files_script`] says a file is missing.
+pub const MISSING: &str = " does not exist in the app's directory";
 
 /// The rows a deploy added: `now` minus the recorded `before`, when `before` is still the start
 /// of `now` (else `None`: history was rewritten and cannot be trusted).
