@@ -108,3 +108,12 @@ fn environment_overrides_reach_the_config() {
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     assert!(elsewhere.exists() && !app.stage.store_dir().exists());
 }
+
+#[test]
+fn unknown_migration_tool() {
+    let app = App::new("cfg_tool", &["v2"]);
+    app.edit_config(|t| t.replace("tool: command", "tool: flyway"));
+    let expected = "migrations.tool: unknown variant `flyway`";
+    refused(&app, &deploy_args("v2"), &[], expected);
+    refused(&app, &["check"], &[], expected);
+}

@@ -23,20 +23,6 @@ struct World {
     db: String,
 }
 
-/// The sample app: "deploying" a tag records it; health fails for a tag listed in `broken`.
-const APP: &str = r#"#!/bin/sh
-set -eu
-dir=$(dirname "$0")
-case "$1" in
-  deploy) printf '%s\n' "$2" > "$dir/tag" ;;
-  stop) : ;;
-  current-tag) cat "$dir/tag" ;;
-  status) echo "running $(cat "$dir/tag")" ;;
-  logs) echo "started $(cat "$dir/tag")" ;;
-  health) if grep -qxF "$(cat "$dir/tag")" "$dir/broken"; then echo "$(cat "$dir/tag") is broken" >&2; exit 1; fi ;;
-esac
-"#;
-
 impl World {
     fn new(prefix: &str, broken: &[&str]) -> World {
         World::with_source(prefix, broken, "data-source.js")
@@ -62,7 +48,7 @@ impl World {
         assert_eq!(w.migrations(), "CreateUsers1700000000000");
 
         let app = w.tmp.path().join("app.sh");
-        std::fs::write(&app, APP).unwrap();
+        std::fs::write(&app, common::tool::APP).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(w.tmp.path().join("tag"), "v1\n").unwrap();

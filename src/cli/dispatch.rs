@@ -88,6 +88,15 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             };
             // The user's checks must run, read-only, before anything is changed.
             usage(crate::run::steps::checks::query_results(&w).await.map(|_| ()))?;
+            // A tool's file missing from the release is a config error: before the backup, exit 2.
+            if let Err(e) = commands::check::migration_files(&w, tag).await {
+                if e.downcast_ref::<Usage>().is_some() {
+                    return Err(e);
+                }
+                eprintln!("error: {e:#}\naborted before any change: nothing was changed.");
+                report::actions::error("deploy aborted", &format!("{e:#}"));
+                return Ok(ExitCode::Aborted);
+            }
             let gh = github(&w);
             let mut deployment = None;
             if let Some(gh) = &gh {
@@ -106,7 +115,17 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Rollback { sha, path, to_tag } => {
             let prefix = prefix_arg(sha)?;
             tag_arg("--to-tag", to_tag)?;
-            let w = World::connect(load_config(cli)?).await?;
+            let cfg = load_config(cli)?;
+            let migrator = crate::migrate::Migrator::from_config(&cfg.migrations);
+            if *path == PathChoice::Revert && !migrator.can_revert() {
+                return Err(Usage(anyhow::anyhow!(
+                    "--path revert: migrations.tool {} cannot revert (forward-only, or no migrations.revert and \
+                     migrations.table): restoring the pre-deploy backup is the only way back (--path restore)",
+                    migrator.tool().name()
+                ))
+                .into());
+            }
+            let w = World::connect(cfg).await?;
             let strategy = match path {
                 PathChoice::Auto => None,
                 PathChoice::Revert => Some(Strategy::Revert),
@@ -196,7 +215,16 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let w = World::connect(load_config(cli)?).await?;
             let lines = commands::check::check(&w).await;
             print_out(g.json, &lines, || commands::check::render(&lines))?;
-            Ok(if lines.iter().all(|l| l.ok) { ExitCode::Ok } else { ExitCode::Act })
+            // A file the config names that is not there is the config's fault: exit 2.
+            let bad_config =
+                lines.iter().any(|l| !l.ok && l.part == "tool files" && l.detail.contains(crate::migrate::MISSING));
+            Ok(if lines.iter().all(|l| l.ok) {
+                ExitCode::Ok
+            } else if bad_config {
+                ExitCode::Usage
+            } else {
+                ExitCode::Act
+            })
         }
         Command::Simulate { scenario, record } => {
             let names = usage(simulate::scenarios_named(scenario))?;

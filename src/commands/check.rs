@@ -53,6 +53,22 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
                 .map(|r| format!("{} verify.queries run read-only", r.len())),
         );
     }
+    let tag = w.runtime.current_tag().await.ok().flatten();
+    add(
+        "tool files",
+        match &tag {
+            Some(t) => migration_files(w, t).await.map(|_| files_detail(w, t)),
+            None => Ok("(no running tag to look in)".into()),
+        },
+    );
+    add(
+        "tool state",
+        match w.migrator.failed_state(&w.db, &w.db.name).await {
+            Ok(None) => Ok(format!("{}: no failed or dirty migration", w.migrator.tool().name())),
+            Ok(Some(_)) => w.migrator.refuse_failed_state(&w.db, &w.db.name).await.map(|_| String::new()),
+            Err(e) => Err(e),
+        },
+    );
     add("store", w.store.check().await.map(|_| format!("{} writable", w.store.describe())));
     add(
         "lock",
@@ -76,6 +92,34 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     );
     add("health", w.health.probe_once().await.map(|_| format!("healthy now ({})", w.health.describe())));
     lines
+}
+
+/// The files the migration tool needs are in the code of `tag` (a missing one is a config error
+/// naming its setting: exit 2, before anything runs).
+pub async fn migration_files(w: &World, tag: &str) -> Result<()> {
+    let Some(script) = w.migrator.files_script() else { return Ok(()) };
+    let cmd = w.runtime.tool_cmd("migration files", tag, &script).timeout(w.config.target.command_timeout);
+    let out = exec::capture(w.exec.as_ref(), &cmd).await?;
+    let said = out.exit.stderr_tail.trim();
+    if out.exit.success() {
+        return Ok(());
+    }
+    if let Some(missing) = said.lines().find(|l| l.ends_with(crate::migrate::MISSING)) {
+        return Err(
+            crate::model::Usage(anyhow::anyhow!("{missing} (migrations.tool: {})", w.migrator.tool().name())).into()
+        );
+    }
+    // Not a missing file: the check itself could not run (the image, the target).
+    out.exit.check("looking for the migration tool's files")
+}
+
+fn files_detail(w: &World, tag: &str) -> String {
+    let files: Vec<&str> = w.migrator.files.iter().map(|(_, p)| p.as_str()).collect();
+    if files.is_empty() {
+        format!("{}: nothing to look for", w.migrator.tool().name())
+    } else {
+        format!("{} in the code of {tag}", files.join(", "))
+    }
 }
 
 /// docker compose answers and the compose file defines the app's and the database's services.

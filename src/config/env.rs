@@ -58,6 +58,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("migrations.table", Kind::Str),
     ("migrations.order_by", Kind::Str),
     ("migrations.data_source", Kind::Str),
+    ("migrations.config", Kind::Str),
+    ("migrations.dir", Kind::Str),
     ("migrations.timeout", Kind::Str),
     ("backup.store", Kind::Str),
     ("backup.endpoint", Kind::Str),

@@ -202,7 +202,15 @@ pub struct Database {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tool {
+    // One line per preset; its file in src/migrate/ and its line in `migrate::preset`.
     Typeorm,
+    NodePgMigrate,
+    Knex,
+    Drizzle,
+    Sqlx,
+    Alembic,
+    Dbmate,
+    Prisma,
     Command,
 }
 
@@ -221,6 +229,11 @@ pub struct Migrations {
     pub order_by: Option<String>,
     /// TypeORM data source file (preset `typeorm`).
     pub data_source: Option<String>,
+    /// The tool's config file, relative to the app's directory: knexfile (knex), drizzle config
+    /// (drizzle), alembic.ini (alembic), schema.prisma (prisma), node-pg-migrate's config file.
+    pub config: Option<String>,
+    /// The migrations directory, relative to the app's directory (the preset's default if unset).
+    pub dir: Option<String>,
     #[serde(default = "default_migration_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -234,6 +247,8 @@ impl Default for Migrations {
             table: None,
             order_by: None,
             data_source: None,
+            config: None,
+            dir: None,
             timeout: default_migration_timeout(),
         }
     }

@@ -1,9 +1,119 @@
-//! Migration tools: presets fill in the commands and the table the tool records migrations in.
+//! Migration tools: each tool is one file behind [`MigrationTool`] (its commands, its state
+//! table and how its rows read, whether it can revert, its failed or dirty state, where its
+//! pending SQL can be read). [`Migrator`] is a tool resolved for one config, overrides applied.
+//!
+//! A new tool: a file here implementing [`MigrationTool`], its variant in `config::Tool`, and
+//! its line in [`preset`].
+
+mod alembic;
+mod command;
+mod dbmate;
+mod drizzle;
+mod knex;
+mod node_pg_migrate;
+mod prisma;
+mod quote;
+mod sqlx;
+mod typeorm;
 
 use std::time::Duration;
 
+use anyhow::{bail, Result};
+use serde_json::Value;
+
 use crate::config::{Migrations, Tool};
-use crate::exec::fill;
+use crate::exec::{fill, quote as q};
+
+pub use quote::{failure_quote, strip_control};
+
+/// The table: one line per tool.
+pub fn preset(tool: Tool) -> &'static dyn MigrationTool {
+    match tool {
+        Tool::Typeorm => &typeorm::Typeorm,
+        Tool::NodePgMigrate => &node_pg_migrate::NodePgMigrate,
+        Tool::Knex => &knex::Knex,
+        Tool::Drizzle => &drizzle::Drizzle,
+        Tool::Sqlx => &sqlx::Sqlx,
+        Tool::Alembic => &alembic::Alembic,
+        Tool::Dbmate => &dbmate::Dbmate,
+        Tool::Prisma => &prisma::Prisma,
+        Tool::Command => &command::Command,
+    }
+}
+
+/// What one migration tool is, for a config.
+pub trait MigrationTool: Sync {
+    /// The preset's name in `migrations.tool`.
+    fn name(&self) -> &'static str;
+    /// The command that applies every pending migration (`migrations.run` overrides it).
+    fn run(&self, m: &Migrations) -> String;
+    /// The command that reverts the newest migration (`migrations.revert` overrides it); `None`:
+    /// the tool is forward-only, and restoring the backup is the only way back. `{head}` is
+    /// replaced by [`MigrationTool::revert_target`].
+    fn revert(&self, m: &Migrations) -> Option<String>;
+    /// Where the tool records applied migrations (`migrations.table` overrides it).
+    fn table(&self) -> Option<&'static str>;
+    /// The column that orders that table (`migrations.order_by` overrides it).
+    fn order_by(&self) -> &'static str {
+        "id"
+    }
+    /// Whether the table grows by one row per migration, or holds only the head.
+    fn history(&self) -> History {
+        History::Appends
+    }
+    /// Whether a row counts as an applied migration (Prisma keeps failed and rolled-back ones).
+    fn counts(&self, _row: &Value) -> bool {
+        true
+    }
+    /// The revert's `{head}`: the state to go back to, from the recorded rows (head-only tools).
+    fn revert_target(&self, _recorded: &[Value]) -> Option<String> {
+        None
+    }
+    /// How the tool marks a migration that failed or crashed half-way.
+    fn failed_state(&self, _m: &Migrations) -> Option<FailedState> {
+        None
+    }
+    /// Where the pending migrations' SQL can be read before they run.
+    fn pending_sql(&self, _m: &Migrations) -> Option<PendingSql> {
+        None
+    }
+    /// Files the tool needs in the app's directory: (the setting that names it, its path).
+    fn files(&self, _m: &Migrations) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+    /// What the app's image needs for this tool (README, `check`).
+    fn needs(&self) -> &'static str;
+}
+
+/// How the migration table holds history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum History {
+    /// One row per applied migration, in order (most tools).
+    Appends,
+    /// One row, the current head, rewritten by every migration (Alembic).
+    HeadOnly,
+}
+
+/// A tool's failed or dirty state: the SQL that finds it and the tool's own commands to look at
+/// it and to clear it once the schema has been checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedState {
+    /// The table the SQL reads (none there: the state is clean).
+    pub table: String,
+    /// One line per failed or dirty migration; no rows when clean.
+    pub sql: String,
+    pub inspect: Vec<String>,
+    pub clear: Vec<String>,
+}
+
+/// Where the pending migrations' SQL is, for a classification before running them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PendingSql {
+    /// SQL files matching this glob (relative to the app's directory).
+    Files(String),
+    /// A command that prints the SQL without running it (`{head}`: the recorded state).
+    Command(String),
+}
 
 /// The migration commands and table for this config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,61 +121,136 @@ pub struct Migrator {
     pub tool: Tool,
     /// Applies all pending migrations.
     pub run: String,
-    /// Reverts the most recent migration.
+    /// Reverts the most recent migration (None: forward-only).
     pub revert: Option<String>,
     /// Where applied migrations are recorded (None: only the fingerprint tells).
     pub table: Option<String>,
     pub order_by: String,
     pub timeout: Duration,
+    pub history: History,
+    pub failed: Option<FailedState>,
+    pub pending_sql: Option<PendingSql>,
+    /// Files the tool needs: (setting, path relative to the app's directory).
+    pub files: Vec<(&'static str, String)>,
 }
-
-const TYPEORM_DATA_SOURCE: &str = "dist/data-source.js";
 
 impl Migrator {
     pub fn from_config(m: &Migrations) -> Migrator {
-        match m.tool {
-            Tool::Typeorm => {
-                let ds = m.data_source.as_deref().unwrap_or(TYPEORM_DATA_SOURCE);
-                let ds = crate::exec::quote(ds);
-                Migrator {
-                    tool: m.tool,
-                    run: m.run.clone().unwrap_or_else(|| format!("npx --no-install typeorm migration:run -d {ds}")),
-                    revert: Some(
-                        m.revert
-                            .clone()
-                            .unwrap_or_else(|| format!("npx --no-install typeorm migration:revert -d {ds}")),
-                    ),
-                    table: Some(m.table.clone().unwrap_or_else(|| "migrations".into())),
-                    order_by: m.order_by.clone().unwrap_or_else(|| "id".into()),
-                    timeout: m.timeout,
-                }
-            }
-            Tool::Command => Migrator {
-                tool: m.tool,
-                run: m.run.clone().unwrap_or_default(),
-                revert: m.revert.clone(),
-                table: m.table.clone(),
-                order_by: m.order_by.clone().unwrap_or_else(|| "id".into()),
-                timeout: m.timeout,
-            },
+        let t = preset(m.tool);
+        let revert = match &m.revert {
+            Some(r) => Some(r.clone()),
+            None => t.revert(m),
+        };
+        Migrator {
+            tool: m.tool,
+            run: m.run.clone().unwrap_or_else(|| t.run(m)),
+            revert,
+            table: m.table.clone().or_else(|| t.table().map(str::to_string)),
+            order_by: m.order_by.clone().unwrap_or_else(|| t.order_by().into()),
+            timeout: m.timeout,
+            history: t.history(),
+            failed: t.failed_state(m),
+            pending_sql: t.pending_sql(m),
+            files: t.files(m),
         }
+    }
+
+    pub fn tool(&self) -> &'static dyn MigrationTool {
+        preset(self.tool)
+    }
+
+    /// The tool can take the fast path at all (a revert command and a table to check it by).
+    pub fn can_revert(&self) -> bool {
+        self.revert.is_some() && self.table.is_some()
     }
 
     pub fn run_script(&self, tag: &str, sha: &str) -> String {
         fill(&self.run, &[("tag", tag), ("sha", sha)])
     }
 
-    pub fn revert_script(&self, tag: &str, sha: &str) -> Option<String> {
-        self.revert.as_ref().map(|r| fill(r, &[("tag", tag), ("sha", sha)]))
+    /// The revert command; `recorded` (the pre-deploy rows) gives head-only tools their target.
+    pub fn revert_script(&self, tag: &str, sha: &str, recorded: Option<&[Value]>) -> Option<String> {
+        let head = match recorded {
+            Some(rows) => self.tool().revert_target(rows).unwrap_or_default(),
+            None => "RECORDED_HEAD".into(),
+        };
+        self.revert.as_ref().map(|r| fill(r, &[("tag", tag), ("sha", sha), ("head", &head)]))
+    }
+
+    /// How many reverts undo what this deploy applied: `now` against the recorded `before`
+    /// (`None`: history was rewritten and cannot be trusted).
+    pub fn applied(&self, before: &[Value], now: &[Value]) -> Option<usize> {
+        match self.history {
+            History::Appends => {
+                applied_since(before, now).map(|rows| rows.iter().filter(|r| self.tool().counts(r)).count())
+            }
+            // One row that changes: a different head is one `downgrade <recorded head>` away.
+            History::HeadOnly if before == now => Some(0),
+            History::HeadOnly if before.len() <= 1 && now.len() == 1 => Some(1),
+            History::HeadOnly => None,
+        }
+    }
+
+    /// After one revert the table went from `before` to `after`: did it undo exactly one step
+    /// (head-only: did it get back to the `recorded` head)?
+    pub fn reverted_one(&self, before: &[Value], after: &[Value], recorded: &[Value]) -> bool {
+        match self.history {
+            History::Appends => after.len() + 1 == before.len() && after[..] == before[..after.len()],
+            History::HeadOnly => after == recorded,
+        }
+    }
+
+    /// The tool's failed or dirty state in `db`, one line per failed migration (`None`: clean).
+    pub async fn failed_state(&self, pg: &crate::db::Postgres, db: &str) -> Result<Option<String>> {
+        let Some(f) = &self.failed else { return Ok(None) };
+        let exists = pg.query(db, &format!("SELECT to_regclass({}) IS NOT NULL;", literal(&f.table))).await?;
+        if exists.trim() != "t" {
+            return Ok(None);
+        }
+        let found = strip_control(pg.query(db, &f.sql).await?.trim());
+        Ok((!found.is_empty()).then_some(found))
+    }
+
+    /// Refuses to start a deploy on top of a failed or dirty state, with the tool's commands.
+    pub async fn refuse_failed_state(&self, pg: &crate::db::Postgres, db: &str) -> Result<()> {
+        let Some(found) = self.failed_state(pg, db).await? else { return Ok(()) };
+        let f = self.failed.as_ref().expect("a failed state was found");
+        bail!(
+            "the {} migration state in {db} is failed or dirty ({}): a deploy on top of it would not be \
+             trusted. Check the schema, then clear it with the tool.\n  inspect: {}\n  clear:   {}",
+            self.tool().name(),
+            found.lines().collect::<Vec<_>>().join("; "),
+            f.inspect.join("\n           "),
+            f.clear.join("\n           "),
+        )
+    }
+
+    /// A shell test that every file the tool needs is there: fails naming the setting.
+    pub fn files_script(&self) -> Option<String> {
+        if self.files.is_empty() {
+            return None;
+        }
+        let tests: Vec<String> = self
+            .files
+            .iter()
+            .map(|(key, path)| {
+                format!(
+                    "test -e {p} || {{ echo {msg} >&2; exit 1; }}",
+                    p = q(path),
+                    msg = q(&format!("{key}: {path}{MISSING}"))
+                )
+            })
+            .collect();
+        Some(tests.join("; "))
     }
 }
 
+/// How [`Migrator::files_script`] says a file is missing.
+pub const MISSING: &str = " does not exist in the app's directory";
+
 /// The rows a deploy added: `now` minus the recorded `before`, when `before` is still the start
 /// of `now` (else `None`: history was rewritten and cannot be trusted).
-pub fn applied_since<'a>(
-    before: &[serde_json::Value],
-    now: &'a [serde_json::Value],
-) -> Option<&'a [serde_json::Value]> {
+pub fn applied_since<'a>(before: &[Value], now: &'a [Value]) -> Option<&'a [Value]> {
     (now.len() >= before.len() && now[..before.len()] == *before).then(|| &now[before.len()..])
 }
 
@@ -78,28 +263,95 @@ pub fn row_name(row: &serde_json::Value) -> String {
         .unwrap_or_else(|| row.to_string())
 }
 
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `psql` on the deploy's database, as a person runs it (libpq variables or DATABASE_URL).
+fn psql(sql: &str) -> String {
+    format!("psql \"${{DATABASE_URL:-}}\" -X -c {}", q(sql))
+}
+
+/// `dir` or the preset's default, for a path inside the app's directory.
+fn dir_or<'a>(m: &'a Migrations, default: &'a str) -> &'a str {
+    m.dir.as_deref().unwrap_or(default)
+}
+
+/// ` FLAG VALUE` when the setting is given.
+fn flag(name: &str, value: Option<&str>) -> String {
+    value.map(|v| format!(" {name} {}", q(v))).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
+    fn mg(yaml: &str) -> Migrator {
+        Migrator::from_config(&serde_yaml::from_str(yaml).unwrap())
+    }
+
     #[test]
     fn typeorm_preset() {
-        let m: Migrations = serde_yaml::from_str("tool: typeorm").unwrap();
-        let mg = Migrator::from_config(&m);
-        assert_eq!(mg.table.as_deref(), Some("migrations"));
-        assert_eq!(mg.order_by, "id");
-        assert_eq!(mg.run_script("v2", "abc1234"), "npx --no-install typeorm migration:run -d dist/data-source.js");
-        assert!(mg.revert_script("v2", "abc").unwrap().contains("migration:revert"));
+        let m = mg("tool: typeorm");
+        assert_eq!(m.table.as_deref(), Some("migrations"));
+        assert_eq!(m.order_by, "id");
+        assert_eq!(m.run_script("v2", "abc1234"), "npx --no-install typeorm migration:run -d dist/data-source.js");
+        assert!(m.revert_script("v2", "abc", None).unwrap().contains("migration:revert"));
+        assert_eq!(m.files, vec![("migrations.data_source", "dist/data-source.js".to_string())]);
     }
 
     #[test]
     fn command_placeholders_are_quoted() {
-        let m: Migrations =
-            serde_yaml::from_str("run: ./migrate up {tag} {sha}\nrevert: ./migrate down {tag}").unwrap();
-        let mg = Migrator::from_config(&m);
-        assert_eq!(mg.run_script("v2;rm", "abc1234"), "./migrate up 'v2;rm' abc1234");
-        assert_eq!(mg.revert_script("v2", "x").unwrap(), "./migrate down v2");
+        let m = mg("run: ./migrate up {tag} {sha}\nrevert: ./migrate down {tag}");
+        assert_eq!(m.run_script("v2;rm", "abc1234"), "./migrate up 'v2;rm' abc1234");
+        assert_eq!(m.revert_script("v2", "x", None).unwrap(), "./migrate down v2");
+    }
+
+    #[test]
+    fn every_preset_has_a_table_and_says_what_it_needs() {
+        for t in [
+            Tool::Typeorm,
+            Tool::NodePgMigrate,
+            Tool::Knex,
+            Tool::Drizzle,
+            Tool::Sqlx,
+            Tool::Alembic,
+            Tool::Dbmate,
+            Tool::Prisma,
+        ] {
+            let m = Migrator::from_config(&Migrations { tool: t, ..Default::default() });
+            assert!(m.table.is_some(), "{t:?}");
+            assert!(!m.run.is_empty(), "{t:?}");
+            assert!(!preset(t).needs().is_empty(), "{t:?}");
+            assert_eq!(serde_yaml::to_string(&t).unwrap().trim(), preset(t).name());
+        }
+        assert!(!mg("tool: drizzle").can_revert());
+        assert!(mg("tool: knex").can_revert());
+    }
+
+    #[test]
+    fn alembic_reverts_to_the_recorded_head() {
+        let m = mg("tool: alembic");
+        let a = vec![json!({"version_num": "aaa"})];
+        let b = vec![json!({"version_num": "bbb"})];
+        assert_eq!(m.applied(&a, &a), Some(0));
+        assert_eq!(m.applied(&a, &b), Some(1));
+        assert_eq!(m.applied(&[], &b), Some(1));
+        assert!(m.revert_script("v2", "x", Some(&a)).unwrap().ends_with("downgrade aaa"));
+        assert!(m.revert_script("v2", "x", Some(&[])).unwrap().ends_with("downgrade base"));
+        assert!(m.reverted_one(&b, &a, &a));
+        assert!(!m.reverted_one(&b, &b, &a));
+    }
+
+    #[test]
+    fn prisma_counts_only_finished_migrations() {
+        let m = mg("tool: prisma");
+        let ok = json!({"migration_name": "1_init", "finished_at": "2026-01-01", "rolled_back_at": null});
+        let failed = json!({"migration_name": "2_x", "finished_at": null, "rolled_back_at": null});
+        assert_eq!(m.order_by, "started_at");
+        assert_eq!(m.applied(std::slice::from_ref(&ok), &[ok.clone(), failed]), Some(0));
     }
 
     #[test]
@@ -111,5 +363,12 @@ mod tests {
         assert_eq!(applied_since(&one, &one).unwrap().len(), 0);
         assert!(applied_since(&one, &two[1..]).is_none());
         assert!(applied_since(&two, &two[1..]).is_none());
+    }
+
+    #[test]
+    fn missing_files_name_their_setting() {
+        let s = mg("tool: knex\nconfig: db/knexfile.js").files_script().unwrap();
+        assert!(s.contains("test -e db/knexfile.js"), "{s}");
+        assert!(s.contains("migrations.config: db/knexfile.js does not exist"), "{s}");
     }
 }

@@ -4,6 +4,20 @@ use super::{BackupInfo, Report};
 use crate::guard::Outcome;
 use crate::run::{spec, Run};
 
+/// The run's notes, and for a tool that cannot revert, that plainly.
+fn notes(run: &Run) -> Vec<String> {
+    let mut notes = run.notes.clone();
+    let m = &run.w.migrator;
+    if !m.can_revert() && matches!(run.mode, crate::guard::Mode::Deploy | crate::guard::Mode::Rollback) {
+        let why = match m.tool {
+            crate::config::Tool::Command => "no migrations.revert (and migrations.table) is configured".to_string(),
+            _ => format!("migrations.tool {} cannot revert (forward-only)", m.tool().name()),
+        };
+        notes.push(format!("{why}: restoring the pre-deploy backup is the only way back"));
+    }
+    notes
+}
+
 pub fn build(run: &Run, outcome: Outcome) -> Report {
     let w = run.w;
     let steps = run.journal.entries.clone();
@@ -58,7 +72,8 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         app_status: run.app_status.clone(),
         app_logs: run.app_logs.clone(),
         kept_database: run.kept_database().map(str::to_string),
-        notes: run.notes.clone(),
+        notes: notes(run),
+        can_revert: w.migrator.can_revert(),
         next_commands,
         outcome,
     }

@@ -63,6 +63,8 @@ pub struct Report {
     /// The broken database, kept for forensics after a restore.
     pub kept_database: Option<String>,
     pub notes: Vec<String>,
+    /// The migration tool can revert (false: forward-only, restore is the only way back).
+    pub can_revert: bool,
     /// What a person runs next (set when a person must act).
     pub next_commands: Vec<String>,
 }
@@ -148,6 +150,7 @@ pub(crate) mod fixture {
             kept_database: Some("station__failed_abc1234".into()),
             notes: vec!["verify-revert: schema drift after revert: + column public.users.tier integer".into()],
             next_commands: next,
+            can_revert: true,
         }
     }
 }

@@ -133,12 +133,14 @@ fn timeline(md: &mut String, r: &Report) {
 fn flowchart(md: &mut String, r: &Report) {
     let mode = r.command;
     let id = |s: Step| s.name().replace('-', "_");
+    // A tool that cannot revert has no fast path: its branch is left out.
+    let drawn = |s: Step| r.can_revert || !matches!(s, Step::Revert | Step::VerifyRevert);
     md.push_str("### Path through the decision tree\n\n```mermaid\nflowchart TD\n");
-    for step in tree::steps(mode) {
+    for step in tree::steps(mode).into_iter().filter(|s| drawn(*s)) {
         let _ = writeln!(md, "  {}[\"{}\"]", id(step), step.title());
     }
     let mut ends: Vec<End> = Vec::new();
-    for e in tree::edges(mode) {
+    for e in tree::edges(mode).filter(|e| drawn(e.from) && !matches!(e.to, To::Run(s) if !drawn(s))) {
         let to = match e.to {
             To::Run(s) => id(s),
             To::End(end) => {
@@ -152,6 +154,7 @@ fn flowchart(md: &mut String, r: &Report) {
         let arrow = match e.on {
             Branch::Ok => "-->".to_string(),
             Branch::Failed => "-. fails .->".to_string(),
+            Branch::NotTrusted if !r.can_revert => "-- forward-only: restore is the only way back -->".to_string(),
             other => format!("-- {} -->", other.label()),
         };
         let _ = writeln!(md, "  {} {arrow} {to}", id(e.from));
@@ -266,6 +269,18 @@ mod tests {
     use super::*;
     use crate::guard::DbPath;
     use crate::report::fixture::{entry, report};
+
+    #[test]
+    fn a_forward_only_tool_has_no_revert_branch() {
+        let mut r = report(Outcome::Deployed, vec![], vec![]);
+        assert!(render(&r).contains("  revert["), "the fast path is drawn for a tool that reverts");
+        r.can_revert = false;
+        let md = render(&r);
+        let chart = &md[md.find("flowchart TD").unwrap()..];
+        let chart = &chart[..chart.find("```").unwrap()];
+        assert!(!chart.contains("revert"), "{chart}");
+        assert!(chart.contains("restore"), "{chart}");
+    }
 
     #[test]
     fn restored_after_drift() {

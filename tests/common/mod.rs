@@ -23,9 +23,12 @@ pub fn fresh_db(prefix: &str) -> String {
     name
 }
 
-/// The deploy-guard binary built for these tests.
+/// The deploy-guard binary built for these tests. `DG_TEST_BIN` names a copy instead: worktrees
+/// sharing one CARGO_TARGET_DIR overwrite each other's `target/debug/deploy-guard`.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_deploy-guard"))
+    std::env::var_os("DG_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_deploy-guard")))
 }
 
 /// A temp dir that the `postgres` user can read (for COPY and the like).
@@ -142,6 +145,7 @@ pub fn json(o: &std::process::Output) -> serde_json::Value {
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 mod sshd;
+pub mod tool;
 pub use sshd::Sshd;
 
 /// Test conveniences on the sandbox sshd.

@@ -7,7 +7,7 @@ use crate::config::Additive;
 use crate::db::Damage;
 use crate::exec::Cmd;
 use crate::guard::{Assessment, Engine};
-use crate::migrate::{applied_since, row_name};
+use crate::migrate::row_name;
 
 pub struct Assess;
 
@@ -53,7 +53,7 @@ impl StepSpec for Assess {
         let m = run.manifest()?.clone();
         let rows_now = w.migration_rows(&w.db.name).await?;
         let fp_now = w.db.fingerprint(&w.db.name).await?;
-        let applied = applied_since(&m.migrations.rows, &rows_now);
+        let applied = w.migrator.applied(&m.migrations.rows, &rows_now);
         let fp_same = m.fingerprint.as_ref() == Some(&fp_now);
         let mut additive_only = false;
         if let Some(before) = &m.fingerprint {
@@ -66,7 +66,8 @@ impl StepSpec for Assess {
                 damage.rows_changed(&t, backup, &now);
             }
             additive_only = damage.only_added();
-            let names: Vec<String> = applied.unwrap_or_default().iter().map(row_name).collect();
+            // The rows this deploy added (for a head-only table, the new head).
+            let names: Vec<String> = rows_now.iter().filter(|r| !m.migrations.rows.contains(r)).map(row_name).collect();
             run.destroyed = damage
                 .destroyed
                 .into_iter()
@@ -81,10 +82,10 @@ impl StepSpec for Assess {
         }
         let a = Assessment {
             db_unchanged: fp_same && rows_now == m.migrations.rows,
-            applied: applied.map(|a| a.len()).unwrap_or(0),
+            applied: applied.unwrap_or(0),
             history_consistent: applied.is_some() && m.fingerprint.is_some(),
-            dirty: false,
-            revert_configured: w.migrator.revert.is_some() && w.migrator.table.is_some(),
+            dirty: w.migrator.failed_state(&w.db, &w.db.name).await.map_or(true, |f| f.is_some()),
+            revert_configured: w.migrator.can_revert(),
             backup_verified: m.verified,
             destroyed: run.destroyed.clone(),
             additive_only,

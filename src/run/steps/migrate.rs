@@ -1,4 +1,4 @@
-use anyhow::Result;
+use anyhow::{bail, Result};
 use async_trait::async_trait;
 
 use super::{tool_cmd, Done, Run, StepSpec};
@@ -27,8 +27,15 @@ impl StepSpec for Migrate {
         run.code_tag()?;
         let cmd = Self::cmd(run).expect("a tag");
         let out = exec::capture(run.w.exec.as_ref(), &cmd).await?;
-        out.exit.check("the migration command")?;
-        Ok(Done::Ok(last_lines(&out.stdout, 3).unwrap_or_else(|| "migrations applied".into())))
+        if !out.exit.success() {
+            bail!(
+                "the migration command failed ({}): {}",
+                out.exit.describe(),
+                crate::migrate::failure_quote(&out.stdout, &out.exit.stderr_tail, 6)
+            );
+        }
+        let stdout = crate::migrate::strip_control(&out.stdout);
+        Ok(Done::Ok(last_lines(&stdout, 3).unwrap_or_else(|| "migrations applied".into())))
     }
 }
 

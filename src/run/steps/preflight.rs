@@ -14,7 +14,8 @@ impl StepSpec for Preflight {
     fn what(&self, run: &Run) -> String {
         match run.mode {
             Mode::Deploy => {
-                "store writable, database reachable, migration table readable, deploy lock, no unfinished deploy, \
+                "store writable, database reachable, migration table readable and not failed or dirty, deploy lock, \
+                 no unfinished deploy, \
                  previous tag"
                     .into()
             }
@@ -61,6 +62,7 @@ impl StepSpec for Preflight {
                 .with_context(|| format!("database {} is not reachable", w.db.name))?;
         run.server_version = Some(version.clone());
         w.migration_rows(&w.db.name).await?;
+        w.migrator.refuse_failed_state(&w.db, &w.db.name).await?;
         run.lock = Some(w.db.lock(&w.lock_key()).await?);
         if run.mode == Mode::Backup {
             return Ok(Done::Ok(format!(

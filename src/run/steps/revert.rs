@@ -11,7 +11,8 @@ pub struct Revert;
 impl Revert {
     fn cmd(run: &Run) -> Option<Cmd> {
         let tag = run.tag.as_deref()?;
-        let script = run.w.migrator.revert_script(tag, run.sha.as_str())?;
+        let recorded = run.manifest.as_ref().map(|m| &m.migrations.rows[..]);
+        let script = run.w.migrator.revert_script(tag, run.sha.as_str(), recorded)?;
         Some(tool_cmd(run, "revert", tag, &script))
     }
 }
@@ -51,12 +52,15 @@ impl StepSpec for Revert {
         let mut rows = w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by).await?;
         for i in 0..applied {
             let out = exec::capture(w.exec.as_ref(), &cmd).await?;
-            out.exit.check(&format!("revert {} of {applied}", i + 1))?;
+            if !out.exit.success() {
+                let said = crate::migrate::failure_quote(&out.stdout, &out.exit.stderr_tail, 6);
+                bail!("revert {} of {applied} failed ({}): {said}", i + 1, out.exit.describe());
+            }
             let now = w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by).await?;
-            if now.len() + 1 != rows.len() || now[..] != rows[..now.len()] {
+            if !w.migrator.reverted_one(&rows, &now, &run.manifest()?.migrations.rows) {
                 bail!(
                     "revert {} of {applied} exited 0 but the migration table went from {} to {} rows instead of \
-                     dropping the last one",
+                     going back one migration",
                     i + 1,
                     rows.len(),
                     now.len()
