@@ -13,6 +13,7 @@ fn the_plan_for_a_compose_deployment() {
         previous_tag: Some("v2.3.1"),
         fallback_previous_tag: None,
         config_arg: "",
+        allow_destructive: false,
     };
     let plan = deploy_guard::commands::deploy::plan(&w, &args);
     let rendered = plan.render();

@@ -170,3 +170,26 @@ fn find(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
     }
     panic!("no {suffix} under {}", dir.display())
 }
+
+#[tokio::test]
+async fn destructive_sql_is_classified_before_the_deploy_and_refused_when_asked() {
+    let app = App::new("ds_refuse", &["v2-drop-note"]);
+    app.edit_config(|t| format!("{t}\nrollback:\n  destructive: refuse\n"));
+    let before = common::state(app.db()).await;
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2-drop-note", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["outcome"]["at"], "classify", "{r}");
+    assert!(r["outcome"]["reason"].as_str().unwrap().contains("drop-column"), "{r}");
+    assert!(!app.stage.store_dir().exists(), "nothing may be backed up or changed");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+
+    // Allowed: it deploys, and the failed release is restored, never reverted.
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2-drop-note", "--allow-destructive", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["path"], "restore", "{r}");
+    assert_eq!(r["classification"][0]["rule"], "drop-column", "{r}");
+    assert_eq!(common::state(app.db()).await, before);
+}

@@ -37,7 +37,14 @@ async fn check(prefix: &str, release: &str, crash_pg_dump: bool, result: &str, p
     let rec = Arc::new(Recording(Mutex::new(Vec::new())));
     let w = World::with_executor(config.clone(), rec.clone()).await.unwrap();
     let sha = Sha::parse(common::SHA).unwrap();
-    let args = DeployArgs { sha: &sha, tag: release, previous_tag: None, fallback_previous_tag: None, config_arg: "" };
+    let args = DeployArgs {
+        sha: &sha,
+        tag: release,
+        previous_tag: None,
+        fallback_previous_tag: None,
+        config_arg: "",
+        allow_destructive: false,
+    };
     let report = deploy::deploy(&w, &args).await;
     assert_eq!((report.result, report.path), (result, path), "{}", report.headline);
 

@@ -75,6 +75,9 @@ pub struct Manifest {
     /// The writes a restore of this backup lost, found in the kept database.
     #[serde(default)]
     pub lost_writes: Option<LostWrites>,
+    /// The pending migrations' SQL, classified before the deploy.
+    #[serde(default)]
+    pub classification: Vec<crate::db::lint::Finding>,
     pub journal: Journal,
     /// How the last run on this backup ended; none while a run is under way.
     pub outcome: Option<Outcome>,
@@ -105,6 +108,7 @@ impl Manifest {
             stats: BTreeMap::new(),
             checks: Vec::new(),
             lost_writes: None,
+            classification: Vec::new(),
             journal: Journal::default(),
             outcome: None,
         }

@@ -124,6 +124,7 @@ mod tests {
             stats: Default::default(),
             checks: Vec::new(),
             lost_writes: None,
+            classification: Vec::new(),
             journal: Journal::default(),
             outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
         }

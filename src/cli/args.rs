@@ -48,6 +48,10 @@ pub enum Command {
         /// Print the plan with its exact commands; run and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Deploy even though the pending migrations' SQL is destructive and
+        /// rollback.destructive is refuse (a rollback will restore, never revert).
+        #[arg(long)]
+        allow_destructive: bool,
     },
     /// Roll back the deploy of SHA by hand (finds its backup and journal by SHA prefix).
     Rollback {

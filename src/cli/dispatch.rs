@@ -59,7 +59,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
     let g = &cli.global;
     let cfg_arg = config_arg(cli);
     match &cli.command {
-        Command::Deploy { sha, tag, previous_tag, dry_run } => {
+        Command::Deploy { sha, tag, previous_tag, dry_run, allow_destructive } => {
             let sha = sha_arg("--sha", sha)?;
             usage(config::check_tag("--tag", tag))?;
             tag_arg("--previous-tag", previous_tag)?;
@@ -70,6 +70,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 previous_tag: previous_tag.as_deref(),
                 fallback_previous_tag: None,
                 config_arg: &cfg_arg,
+                allow_destructive: *allow_destructive,
             };
             if *dry_run {
                 let w = usage(World::offline(cfg))?;

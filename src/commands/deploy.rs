@@ -18,6 +18,8 @@ pub struct DeployArgs<'a> {
     /// Used when the runtime cannot tell what runs (e.g. the last successful GitHub deployment).
     pub fallback_previous_tag: Option<String>,
     pub config_arg: &'a str,
+    /// Deploy even when `rollback.destructive: refuse` finds destructive SQL.
+    pub allow_destructive: bool,
 }
 
 fn deploy_run<'w>(w: &'w World, a: &DeployArgs) -> Run<'w> {
@@ -26,6 +28,7 @@ fn deploy_run<'w>(w: &'w World, a: &DeployArgs) -> Run<'w> {
     run.previous_tag = a.previous_tag.map(str::to_string);
     run.fallback_previous_tag = a.fallback_previous_tag.clone();
     run.config_arg = a.config_arg.to_string();
+    run.allow_destructive = a.allow_destructive;
     run
 }
 

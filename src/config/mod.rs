@@ -234,6 +234,9 @@ pub struct Migrations {
     pub config: Option<String>,
     /// The migrations directory, relative to the app's directory (the preset's default if unset).
     pub dir: Option<String>,
+    /// Where the pending migrations' SQL can be read before they run, relative to the app's
+    /// directory, with `{tag}` (a glob: `releases/{tag}/migrations/*.up.sql`); presets know theirs.
+    pub pending_sql: Option<String>,
     #[serde(default = "default_migration_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -249,6 +252,7 @@ impl Default for Migrations {
             data_source: None,
             config: None,
             dir: None,
+            pending_sql: None,
             timeout: default_migration_timeout(),
         }
     }
@@ -339,6 +343,19 @@ pub struct Rollback {
     /// tag alone — its schema is a subset of the new one.
     #[serde(default)]
     pub additive: Additive,
+    /// When the pending migrations' SQL shows destructive statements before the deploy:
+    /// `restore` (default: the safe path is planned up front, the revert never trusted) or
+    /// `refuse` (exit 4 before the backup, unless `deploy --allow-destructive`).
+    #[serde(default)]
+    pub destructive: Destructive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Destructive {
+    #[default]
+    Restore,
+    Refuse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]

@@ -25,6 +25,9 @@ pub struct Assessment {
     pub destroyed: Vec<String>,
     /// The migrations only added what the previous release can live with.
     pub additive_only: bool,
+    /// Their SQL, read before the deploy, has destructive statements (`rollback.destructive:
+    /// restore` plans the safe path up front).
+    pub classified_destructive: bool,
 }
 
 /// How the step that just ran ended.
@@ -109,6 +112,12 @@ impl Engine {
         }
         if !a.history_consistent {
             why.push("the migration table no longer starts with the recorded rows".to_string());
+        }
+        if a.classified_destructive {
+            why.push(
+                "the migrations' SQL was classified destructive before the deploy (rollback.destructive: restore)"
+                    .into(),
+            );
         }
         if !a.destroyed.is_empty() {
             why.push(format!("the migrations destroyed data a revert cannot bring back: {}", a.destroyed.join("; ")));
@@ -247,6 +256,7 @@ mod tests {
             backup_verified: true,
             destroyed: Vec::new(),
             additive_only: false,
+            classified_destructive: false,
         };
         f(&mut a);
         StepResult::Assessed(a)
@@ -271,13 +281,13 @@ mod tests {
     #[test]
     fn happy_path_deploys() {
         let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |_| ok());
-        assert_eq!(steps, vec![Preflight, Backup, Record, Migrate, Deploy, Health]);
+        assert_eq!(steps, vec![Preflight, Classify, Backup, Record, Migrate, Deploy, Health]);
         assert_eq!(o, Outcome::Deployed);
     }
 
     #[test]
     fn preflight_backup_or_record_failure_aborts_before_any_change() {
-        for bad in [Preflight, Backup, Record] {
+        for bad in [Preflight, Classify, Backup, Record] {
             let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| if s == bad { fail() } else { ok() });
             assert_eq!(*steps.last().unwrap(), bad);
             assert!(!steps.contains(&Migrate));
@@ -295,7 +305,7 @@ mod tests {
             }),
             _ => ok(),
         });
-        assert_eq!(steps, vec![Preflight, Backup, Record, Migrate, Assess, Redeploy, RedeployHealth, Checks]);
+        assert_eq!(steps, vec![Preflight, Classify, Backup, Record, Migrate, Assess, Redeploy, RedeployHealth, Checks]);
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Migrate), path: DbPath::None });
     }
 
@@ -310,6 +320,7 @@ mod tests {
             steps,
             vec![
                 Preflight,
+                Classify,
                 Backup,
                 Record,
                 Migrate,
@@ -347,7 +358,7 @@ mod tests {
             }
         };
         let (steps, o) = run(true);
-        assert_eq!(&steps[6..], &[Assess, Redeploy, RedeployHealth, Checks]);
+        assert_eq!(&steps[7..], &[Assess, Redeploy, RedeployHealth, Checks]);
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::None });
         let (steps, o) = run(false);
         assert!(steps.contains(&Revert));
@@ -373,7 +384,7 @@ mod tests {
             _ => ok(),
         });
         assert_eq!(
-            &steps[7..],
+            &steps[8..],
             &[Revert, StopApp, Restore, ValidateRestore, Swap, LostWrites, Redeploy, RedeployHealth, Checks]
         );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Restore });
@@ -399,6 +410,7 @@ mod tests {
             Box::new(|a| a.history_consistent = false),
             Box::new(|a| a.applied = 0),
             Box::new(|a| a.destroyed = vec!["dropped column public.users.bio".into()]),
+            Box::new(|a| a.classified_destructive = true),
         ];
         for f in cases {
             let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| match s {

@@ -146,7 +146,10 @@ const REST: &[Mode] = &[D, RB, R];
 
 /// The tree. Order matters only for reading: the first step of a mode is `Preflight`.
 pub const EDGES: &[Edge] = &[
-    e(&[D, B], Preflight, Ok, run(Step::Backup)),
+    e(&[D], Preflight, Ok, run(Classify)),
+    e(&[B], Preflight, Ok, run(Step::Backup)),
+    e(&[D], Classify, Ok, run(Step::Backup)),
+    e(&[D], Classify, Failed, end(End::Aborted)),
     e(&[RB], Preflight, Ok, run(Assess)),
     e(&[R], Preflight, Ok, run(Step::Restore)),
     e(&[D, B], Preflight, Failed, end(End::Aborted)),
@@ -244,7 +247,7 @@ mod tests {
                 assert_eq!(edges(mode).filter(|o| o.from == e.from && o.on == e.on).count(), 1, "{e:?}");
             }
         }
-        assert_eq!(straight_path(D), vec![Preflight, Step::Backup, Record, Migrate, Step::Deploy, Health]);
+        assert_eq!(straight_path(D), vec![Preflight, Classify, Step::Backup, Record, Migrate, Step::Deploy, Health]);
         assert_eq!(straight_path(B), vec![Preflight, Step::Backup, Record]);
         assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap, LostWrites, Checks]);
     }

@@ -150,7 +150,7 @@ impl Migrator {
             timeout: m.timeout,
             history: t.history(),
             failed: t.failed_state(m),
-            pending_sql: t.pending_sql(m),
+            pending_sql: m.pending_sql.clone().map(PendingSql::Files).or_else(|| t.pending_sql(m)),
             files: t.files(m),
         }
     }

@@ -65,6 +65,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         drift: run.drift.clone(),
         destroyed: run.destroyed.clone(),
         lost_writes: run.lost_writes.clone(),
+        classification: run.classification.clone(),
         kept_additions: match &outcome {
             Outcome::RolledBack { path: crate::guard::DbPath::None, .. } => run.added.clone(),
             _ => Vec::new(),

@@ -58,6 +58,8 @@ pub struct Report {
     pub lost_writes: Option<crate::backup::LostWrites>,
     /// Additions the rollback kept (`rollback.additive: keep`): what stays in the schema.
     pub kept_additions: Vec<String>,
+    /// The pending migrations' SQL, classified before the deploy.
+    pub classification: Vec<crate::db::lint::Finding>,
     pub app_status: Option<String>,
     pub app_logs: Option<String>,
     /// The broken database, kept for forensics after a restore.
@@ -145,6 +147,7 @@ pub(crate) mod fixture {
             destroyed: Vec::new(),
             lost_writes: None,
             kept_additions: Vec::new(),
+            classification: Vec::new(),
             app_status: Some("exited (1)".into()),
             app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
             kept_database: Some("station__failed_abc1234".into()),

@@ -53,6 +53,24 @@ pub fn render(r: &Report) -> String {
         );
     }
     migrations(&mut md, r);
+    if !r.classification.is_empty() {
+        md.push_str("### What the migrations' SQL does (read before the deploy)\n\n| kind | rule | why | statement |\n|---|---|---|---|\n");
+        for f in &r.classification {
+            let kind = match f.kind {
+                crate::db::lint::Kind::Destructive => "destructive",
+                crate::db::lint::Kind::LongLock => "long lock",
+                crate::db::lint::Kind::BreaksPrevious => "breaks the previous release",
+            };
+            let _ = writeln!(
+                md,
+                "| {kind} | `{}` | {} | `{}` |",
+                f.rule,
+                f.why,
+                f.statement.replace('|', "\\|").replace('`', "'")
+            );
+        }
+        md.push('\n');
+    }
     if !r.destroyed.is_empty() {
         md.push_str("### Data the migrations destroyed\n\nA revert cannot bring these back, so the backup was the way back:\n\n");
         for d in &r.destroyed {

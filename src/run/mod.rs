@@ -58,6 +58,10 @@ pub struct Run<'w> {
     pub lost_writes: Option<crate::backup::LostWrites>,
     /// What the deploy added to the schema (kept under `rollback.additive: keep`).
     pub added: Vec<String>,
+    /// What the pending migrations' SQL was classified as, before the deploy.
+    pub classification: Vec<crate::db::lint::Finding>,
+    /// `deploy --allow-destructive`.
+    pub allow_destructive: bool,
 }
 
 impl<'w> Run<'w> {
@@ -87,6 +91,8 @@ impl<'w> Run<'w> {
             touched: Default::default(),
             lost_writes: None,
             added: Vec::new(),
+            classification: Vec::new(),
+            allow_destructive: false,
         }
     }
 
@@ -96,6 +102,7 @@ impl<'w> Run<'w> {
         run.tag = manifest.tag.clone();
         run.previous_tag = manifest.previous_tag.clone();
         run.journal = manifest.journal.clone();
+        run.classification = manifest.classification.clone();
         run.manifest = Some(manifest);
         run
     }

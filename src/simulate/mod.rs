@@ -411,8 +411,14 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
         Sha::parse(&hex::encode(sha2::Sha256::digest(s.name.as_bytes()))[..40])?
     };
     let started = Instant::now();
-    let args =
-        DeployArgs { sha: &sha, tag: s.release, previous_tag: None, fallback_previous_tag: None, config_arg: "" };
+    let args = DeployArgs {
+        sha: &sha,
+        tag: s.release,
+        previous_tag: None,
+        fallback_previous_tag: None,
+        config_arg: "",
+        allow_destructive: false,
+    };
     let report = crate::commands::deploy::deploy(&w, &args).await;
     let duration_secs = started.elapsed().as_secs_f64();
 

@@ -89,6 +89,8 @@ impl StepSpec for Assess {
             backup_verified: m.verified,
             destroyed: run.destroyed.clone(),
             additive_only,
+            classified_destructive: m.classification.iter().any(|f| f.kind == crate::db::lint::Kind::Destructive)
+                && w.config.rollback.destructive == crate::config::Destructive::Restore,
         };
         run.applied = a.applied;
         run.rows_after = Some(rows_now);

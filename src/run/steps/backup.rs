@@ -39,6 +39,7 @@ impl StepSpec for Backup {
         m.previous_tag = run.previous_tag.clone();
         m.server_version = run.server_version.clone();
         m.stats = stats;
+        m.classification = run.classification.clone();
         run.manifest = Some(m);
         run.persist().await;
         Ok(Done::Ok(detail))

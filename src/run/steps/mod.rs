@@ -8,6 +8,7 @@
 mod assess;
 mod backup;
 pub mod checks;
+mod classify;
 mod deploy;
 mod health;
 mod lost_writes;
@@ -60,6 +61,7 @@ pub trait StepSpec: Send + Sync {
 pub fn spec(step: Step) -> &'static dyn StepSpec {
     match step {
         Step::Preflight => &preflight::Preflight,
+        Step::Classify => &classify::Classify,
         Step::Backup => &backup::Backup,
         Step::Record => &record::Record,
         Step::Migrate => &migrate::Migrate,

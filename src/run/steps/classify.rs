@@ -1,0 +1,164 @@
+//! Reads the pending migrations' SQL before anything runs (where the tool keeps it readable)
+//! and classifies it: destructive statements, long locks, renames. Destructive SQL plans the
+//! safe path up front, or, under `rollback.destructive: refuse`, stops the deploy (exit 4)
+//! before the backup unless `--allow-destructive`.
+
+use anyhow::{bail, Result};
+use async_trait::async_trait;
+
+use super::{tool_cmd, Done, Run, StepSpec};
+use crate::config::Destructive;
+use crate::db::lint::{self, Finding, Kind};
+use crate::exec::{self, fill, Cmd};
+use crate::migrate::{row_name, PendingSql};
+
+pub struct Classify;
+
+/// Marks where each file starts in the command's output.
+const MARK: &str = "-- deploy-guard-file: ";
+
+impl Classify {
+    fn cmd(run: &Run) -> Option<Cmd> {
+        let tag = run.tag.as_deref()?;
+        let script = match run.w.migrator.pending_sql.as_ref()? {
+            // The glob is left to the shell; `{tag}` is filled in quoted.
+            PendingSql::Files(glob) => format!(
+                "for f in {}; do [ -f \"$f\" ] || continue; printf '\\n{MARK}%s\\n' \"$f\"; cat \"$f\"; done",
+                fill(glob, &[("tag", tag)])
+            ),
+            PendingSql::Command(c) => c.clone(),
+        };
+        Some(tool_cmd(run, "classify", tag, &script))
+    }
+}
+
+/// A down/rollback file, which the deploy does not run.
+fn is_down(path: &str) -> bool {
+    let p = path.to_ascii_lowercase();
+    p.contains(".down.") || p.ends_with("down.sql") || p.ends_with("rollback.sql")
+}
+
+/// A file the migration table already records (its name starts with, or a folder of it is,
+/// a recorded version or name).
+fn is_applied(path: &str, recorded: &[String]) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let base = parts.last().copied().unwrap_or(path);
+    recorded.iter().filter(|v| v.len() >= 3).any(|v| base.starts_with(v.as_str()) || parts.contains(&v.as_str()))
+}
+
+/// The findings of the pending files (or of the whole output of a tool's offline command).
+fn classify(output: &str, recorded: &[String], files: bool) -> Vec<Finding> {
+    if !files {
+        return lint::lint(output);
+    }
+    let mut out = Vec::new();
+    for chunk in output.split(&format!("\n{MARK}")).skip(1) {
+        let (path, sql) = chunk.split_once('\n').unwrap_or((chunk, ""));
+        if is_down(path) || is_applied(path, recorded) {
+            continue;
+        }
+        out.extend(lint::lint(sql).into_iter().map(|mut f| {
+            f.statement = format!("{path}: {}", f.statement);
+            f
+        }));
+    }
+    out
+}
+
+#[async_trait]
+impl StepSpec for Classify {
+    fn what(&self, run: &Run) -> String {
+        match &run.w.migrator.pending_sql {
+            Some(_) => {
+                "read the pending migrations' SQL with the new tag's code; flag destructive statements and long locks"
+                    .into()
+            }
+            None => {
+                "the tool's pending SQL cannot be read before it runs (set migrations.pending_sql): nothing to classify"
+                    .into()
+            }
+        }
+    }
+
+    fn commands(&self, run: &Run) -> Vec<Cmd> {
+        Self::cmd(run).into_iter().collect()
+    }
+
+    fn by_hand(&self, run: &Run) -> Vec<String> {
+        vec![
+            "# the pending migrations are destructive and rollback.destructive is refuse:".into(),
+            "# review them; to deploy anyway (a rollback will restore the backup, never revert):".into(),
+            run.dg(&format!(
+                "deploy --sha {} --tag {} --allow-destructive",
+                run.sha,
+                run.tag.as_deref().unwrap_or("TAG")
+            )),
+        ]
+    }
+
+    async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        let w = run.w;
+        let Some(cmd) = Self::cmd(run) else {
+            return Ok(Done::Ok("not classified: the pending migrations' SQL cannot be read before they run".into()));
+        };
+        let rows = w.migration_rows(&w.db.name).await?;
+        // Every value a row records (version, name, …) may be what a file is named by.
+        let recorded: Vec<String> = rows
+            .iter()
+            .flat_map(|r| match r {
+                serde_json::Value::Object(o) => {
+                    o.values().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()
+                }
+                other => vec![row_name(other)],
+            })
+            .collect();
+        let cmd = match &w.migrator.pending_sql {
+            Some(PendingSql::Command(_)) => {
+                let head = w.migrator.tool().revert_target(&rows).unwrap_or_default();
+                Cmd { script: fill(&cmd.script, &[("head", &head)]), ..cmd }
+            }
+            _ => cmd,
+        };
+        let out = exec::capture(w.exec.as_ref(), &cmd).await?;
+        out.exit.check("reading the pending migrations' SQL")?;
+        let findings = classify(&out.stdout, &recorded, matches!(w.migrator.pending_sql, Some(PendingSql::Files(_))));
+        let destructive: Vec<&Finding> = findings.iter().filter(|f| f.kind == Kind::Destructive).collect();
+        let locks = findings.iter().filter(|f| f.kind == Kind::LongLock).count();
+        run.classification = findings.clone();
+        if !destructive.is_empty() && w.config.rollback.destructive == Destructive::Refuse && !run.allow_destructive {
+            bail!(
+                "the pending migrations are destructive ({}); rollback.destructive is refuse: review them, then \
+                 deploy with --allow-destructive",
+                destructive.iter().map(|f| format!("{}: {}", f.rule, f.statement)).collect::<Vec<_>>().join("; ")
+            );
+        }
+        Ok(Done::Ok(if findings.is_empty() {
+            "nothing destructive and no long locks in the pending migrations".to_string()
+        } else {
+            format!(
+                "{} destructive statement(s){}, {locks} long lock(s): {}",
+                destructive.len(),
+                if destructive.is_empty() { "" } else { " (a rollback will restore, never revert)" },
+                findings.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pending_up_files_are_classified() {
+        let out = format!(
+            "\n{MARK}releases/v2/migrations/001_create.up.sql\nDROP TABLE old;\n\
+             \n{MARK}releases/v2/migrations/003_drop_note.up.sql\nALTER TABLE orders DROP COLUMN note;\n\
+             \n{MARK}releases/v2/migrations/003_drop_note.down.sql\nDROP TABLE x;\n"
+        );
+        let f = classify(&out, &["001".into(), "create".into()], true);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].rule, "drop-column");
+        assert!(f[0].statement.starts_with("releases/v2/migrations/003_drop_note.up.sql: "));
+    }
+}
