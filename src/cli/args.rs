@@ -112,6 +112,16 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
     },
+    /// Look at this repository (the migration tool's files, a compose file) and write a commented
+    /// deploy-guard.yml, and the example workflows when there are none. Asks nothing.
+    Init {
+        /// The migration tool [default: detected].
+        #[arg(long, value_parser = parse_tool)]
+        tool: Option<crate::config::Tool>,
+        /// compose or shell [default: compose when a compose file is here].
+        #[arg(long, value_parser = parse_runtime)]
+        runtime: Option<crate::config::RuntimeKind>,
+    },
     /// Print the manual rollback runbook with this deployment's exact commands (the newest
     /// deploy's, or SHA's).
     Runbook {
@@ -125,4 +135,12 @@ pub enum PathChoice {
     Auto,
     Revert,
     Restore,
+}
+
+fn parse_tool(s: &str) -> Result<crate::config::Tool, String> {
+    serde_yaml::from_str(s).map_err(|_| format!("{s:?}: not a migration tool deploy-guard knows"))
+}
+
+fn parse_runtime(s: &str) -> Result<crate::config::RuntimeKind, String> {
+    serde_yaml::from_str(s).map_err(|_| format!("{s:?}: compose or shell"))
 }

@@ -233,6 +233,14 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             print_out(g.json, &results, || simulate::table(&results))?;
             Ok(if results.iter().all(|r| r.as_expected) { ExitCode::Ok } else { ExitCode::Act })
         }
+        Command::Init { tool, runtime } => {
+            let dir = std::env::current_dir()?;
+            for f in usage(commands::init::init(&dir, *tool, *runtime))? {
+                println!("wrote {f}");
+            }
+            eprintln!("next: fill in the lines marked CHECK, then run `deploy-guard check`");
+            Ok(ExitCode::Ok)
+        }
         Command::Runbook { sha } => {
             let prefix = sha.as_deref().map(prefix_arg).transpose()?;
             let w = usage(World::offline(load_config(cli)?))?;

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod check;
 pub mod deploy;
+pub mod init;
 pub mod replay;
 pub mod restore;
 pub mod runbook;

@@ -1,0 +1,208 @@
+//! `init`: looks at the repository it runs in — the migration tool's lock and config files, a
+//! compose file — and writes a commented `deploy-guard.yml` (and the two example workflows when
+//! there are none), asking nothing. What it could not tell is left as a marked placeholder.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_yaml::Value;
+
+use crate::config::{Config, RuntimeKind, Tool};
+
+/// What was found, or chosen with `--tool` / `--runtime`.
+pub struct Found {
+    pub tool: Tool,
+    pub tool_why: String,
+    pub compose: Option<Compose>,
+}
+
+pub struct Compose {
+    pub file: String,
+    pub service: String,
+    pub db_service: Option<String>,
+    pub tag_variable: Option<String>,
+    pub env_file: Option<String>,
+}
+
+/// The migration tool, from the files a project on it has.
+fn detect_tool(dir: &Path) -> (Tool, String) {
+    let package: Option<serde_json::Value> =
+        std::fs::read(dir.join("package.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let has_dep = |name: &str| {
+        package.as_ref().is_some_and(|p| {
+            ["dependencies", "devDependencies"].iter().any(|k| p.get(k).and_then(|d| d.get(name)).is_some())
+        })
+    };
+    // Most specific first: a project with Prisma or Drizzle may also list pg or knex.
+    let node = [
+        ("prisma", Tool::Prisma),
+        ("drizzle-kit", Tool::Drizzle),
+        ("typeorm", Tool::Typeorm),
+        ("node-pg-migrate", Tool::NodePgMigrate),
+        ("knex", Tool::Knex),
+        ("dbmate", Tool::Dbmate),
+    ];
+    if let Some((dep, tool)) = node.iter().find(|(d, _)| has_dep(d)) {
+        return (*tool, format!("package.json depends on {dep}"));
+    }
+    if dir.join("alembic.ini").exists() {
+        return (Tool::Alembic, "alembic.ini".into());
+    }
+    let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+    if cargo.contains("sqlx") && dir.join("migrations").is_dir() {
+        return (Tool::Sqlx, "Cargo.toml uses sqlx and migrations/ exists".into());
+    }
+    if dir.join("db/migrations").is_dir() {
+        return (Tool::Dbmate, "db/migrations/ exists".into());
+    }
+    (Tool::Command, "no known tool found: give migrations.run and migrations.revert".into())
+}
+
+const COMPOSE_FILES: &[&str] = &[
+    "docker-compose.prod.yml",
+    "docker-compose.production.yml",
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
+
+/// The app and database services of the first compose file found.
+fn detect_compose(dir: &Path) -> Result<Option<Compose>> {
+    let Some(file) = COMPOSE_FILES.iter().find(|f| dir.join(f).is_file()) else { return Ok(None) };
+    let text = std::fs::read_to_string(dir.join(file))?;
+    let doc: Value = serde_yaml::from_str(&text).with_context(|| format!("{file} is not YAML"))?;
+    let services =
+        doc.get("services").and_then(Value::as_mapping).with_context(|| format!("{file} has no services"))?;
+    let image = |s: &Value| s.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+    let is_db = |s: &Value| {
+        let i = image(s);
+        i.contains("postgres") || i.contains("postgis")
+    };
+    let db_service = services.iter().find(|(_, s)| is_db(s)).and_then(|(n, _)| n.as_str()).map(str::to_string);
+    // The app: a service whose image follows a variable, else one that is built, else any non-database one.
+    let app = services
+        .iter()
+        .filter(|(_, s)| !is_db(s))
+        .max_by_key(|(_, s)| (image(s).contains("${"), s.get("build").is_some()))
+        .with_context(|| format!("{file}: no service other than the database"))?;
+    let (name, svc) = (app.0.as_str().unwrap_or_default().to_string(), app.1);
+    let tag_variable = image(svc).split("${").nth(1).and_then(|r| r.split(['}', ':', '-']).next()).map(str::to_string);
+    let env_file = match svc.get("env_file") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Sequence(v)) => v.first().and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
+    Ok(Some(Compose { file: file.to_string(), service: name, db_service, tag_variable, env_file }))
+}
+
+pub fn detect(dir: &Path, tool: Option<Tool>, runtime: Option<RuntimeKind>) -> Result<Found> {
+    let (detected, why) = detect_tool(dir);
+    let compose = match runtime {
+        Some(RuntimeKind::Shell) => None,
+        Some(RuntimeKind::Compose) => Some(
+            detect_compose(dir)?
+                .context("--runtime compose: no compose file here (docker-compose.yml, compose.yml, …)")?,
+        ),
+        None => detect_compose(dir)?,
+    };
+    Ok(Found {
+        tool: tool.unwrap_or(detected),
+        tool_why: if tool.is_some() { "chosen with --tool".into() } else { why },
+        compose,
+    })
+}
+
+/// The commented config for what was found.
+pub fn render(project: &str, f: &Found) -> String {
+    let tool = crate::migrate::preset(f.tool);
+    let mut y = format!(
+        "# deploy-guard.yml, written by `deploy-guard init`. Check each line marked CHECK, then run\n\
+         # `deploy-guard check` (it reaches every part and changes nothing). Every setting can also be\n\
+         # given as DEPLOY_GUARD_<SECTION>_<KEY>; secrets only ever come from the environment.\n\
+         project: {project}\n\n\
+         # The host that runs the app. Without `host`, everything runs on this machine.\n\
+         # target:\n\
+         #   host: vps.example.com          # CHECK\n\
+         #   user: deploy\n\
+         #   known_hosts: \"vps.example.com ssh-ed25519 AAAA…\"   # ssh-keyscan -t ed25519 HOST, checked out of band\n\n"
+    );
+    match &f.compose {
+        Some(c) => {
+            y.push_str(&format!(
+                "app:\n  runtime: compose\n  compose_file: {}          # CHECK: its path on the host\n  service: {}\n",
+                c.file, c.service
+            ));
+            match &c.env_file {
+                Some(e) => y.push_str(&format!("  env_file: {e}               # CHECK: its path on the host\n")),
+                None => y.push_str("  # env_file: /opt/app/.env     # where ${VAR} values and the tag variable live\n"),
+            }
+            y.push_str(&format!(
+                "  tag_variable: {}   # the variable the service's image tag follows\n",
+                c.tag_variable
+                    .as_deref()
+                    .unwrap_or("APP_VERSION   # CHECK: image: …:${APP_VERSION} in the compose file")
+            ));
+            y.push_str("  health: { url: \"http://localhost:3000/health\", timeout: 90s }   # CHECK\n\n");
+            y.push_str("database:\n");
+            match &c.db_service {
+                Some(d) => y.push_str(&format!("  service: {d}             # pg_dump and psql run inside it\n")),
+                None => y.push_str("  host: 127.0.0.1               # CHECK\n"),
+            }
+            y.push_str("  name: ${POSTGRES_DB}          # CHECK: read from the env file on the host\n  user: ${POSTGRES_USER}\n\n");
+        }
+        None => {
+            y.push_str(
+                "app:\n  runtime: shell\n  commands:                     # CHECK: your own commands\n\
+                 \x20   deploy: ./deploy.sh {tag}\n    current_tag: cat .running-tag\n    stop: ./stop.sh\n\
+                 \x20 health: { url: \"http://localhost:3000/health\", timeout: 90s }   # CHECK\n\n\
+                 database:\n  host: 127.0.0.1               # CHECK\n  name: ${DATABASE_NAME}        # CHECK\n\n",
+            );
+        }
+    }
+    y.push_str(&format!("migrations:\n  tool: {}   # {}; needs {}\n", tool.name(), f.tool_why, tool.needs()));
+    if f.tool == Tool::Command {
+        y.push_str("  run: ./migrate up              # CHECK\n  # revert: ./migrate down\n");
+    }
+    y.push_str(
+        "  timeout: 10m\n\n\
+         backup:\n  # Keep backups where they outlive the CI runner: S3-compatible storage, or the host's disk.\n\
+         \x20 store: file:///var/backups/app   # CHECK (or s3://bucket/prefix with backup.endpoint)\n\n\
+         rollback:\n  strategy: auto                # revert when trusted, else restore the backup\n",
+    );
+    y
+}
+
+/// Writes `deploy-guard.yml` (refusing to overwrite one) and the example workflows where none
+/// exist; returns the files written.
+pub fn init(dir: &Path, tool: Option<Tool>, runtime: Option<RuntimeKind>) -> Result<Vec<String>> {
+    let config = dir.join("deploy-guard.yml");
+    if config.exists() {
+        bail!("{} exists: init writes a new config only (move it away to start over)", config.display());
+    }
+    let project = dir
+        .canonicalize()?
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect::<String>())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "app".into());
+    let text = render(&project, &detect(dir, tool, runtime)?);
+    // What init writes must load: a person only fills in the CHECK lines.
+    Config::from_yaml(&text, &[]).context("the config init wrote does not load (a bug: please report it)")?;
+    std::fs::write(&config, text)?;
+    let mut written = vec!["deploy-guard.yml".to_string()];
+    let workflows = dir.join(".github/workflows");
+    for (name, body) in [
+        ("deploy-guard-deploy.yml", include_str!("../../examples/workflows/deploy.yml")),
+        ("deploy-guard-rollback.yml", include_str!("../../examples/workflows/rollback.yml")),
+    ] {
+        let path = workflows.join(name);
+        if !path.exists() {
+            std::fs::create_dir_all(&workflows)?;
+            std::fs::write(&path, body)?;
+            written.push(format!(".github/workflows/{name}"));
+        }
+    }
+    Ok(written)
+}
