@@ -79,6 +79,13 @@ impl World {
         })
     }
 
+    /// The migration table as the catalog and pg_dump name it (`public.migrations`): its rows are
+    /// the tool's bookkeeping, verified on their own, never "data" a deploy destroyed or lost.
+    pub fn migration_table_key(&self) -> Option<String> {
+        let t = self.migrator.table.as_deref()?;
+        Some(if t.contains('.') { t.to_string() } else { format!("public.{t}") })
+    }
+
     /// The migration table's rows in `db` (none when no table is configured).
     pub async fn migration_rows(&self, db: &str) -> Result<Vec<serde_json::Value>> {
         match &self.migrator.table {

@@ -176,8 +176,9 @@ async fn an_interrupted_deploy_must_be_dealt_with_first() {
     let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     m["outcome"] = serde_json::Value::Null;
     let journal = m["journal"]["entries"].as_array_mut().unwrap();
-    journal.truncate(4);
-    journal[3]["state"] = "running".into();
+    let migrate = journal.iter().position(|e| e["step"] == "migrate").unwrap();
+    journal.truncate(migrate + 1);
+    journal[migrate]["state"] = "running".into();
     std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
     let other = "fedcba9876543210fedcba9876543210fedcba98";
     let out = app.run(&["deploy", "--sha", other, "--tag", "v2-crash"]);

@@ -72,7 +72,7 @@ pub async fn prune(store: &dyn Store, project: &str, policy: Policy, dry_run: bo
         let m = &d.manifest;
         if !dry_run {
             store.delete(&m.key).await.with_context(|| format!("retention: cannot delete {}", m.key))?;
-            if let Some(l) = &m.lost_writes {
+            if let Some(l) = m.lost_writes.as_ref().filter(|l| !l.key.is_empty()) {
                 store.delete(&l.key).await.with_context(|| format!("retention: cannot delete {}", l.key))?;
             }
             store

@@ -25,6 +25,11 @@ impl MigrationTool for Typeorm {
         Some("migrations")
     }
     fn files(&self, m: &Migrations) -> Vec<(&'static str, String)> {
+        // The data source is only ours to look for when our commands name it: with your own
+        // `migrations.run`, it is wherever that command says (give data_source to have it checked).
+        if m.run.is_some() && m.data_source.is_none() {
+            return Vec::new();
+        }
         vec![("migrations.data_source", data_source(m).to_string())]
     }
     fn needs(&self) -> &'static str {

@@ -59,9 +59,15 @@ impl StepSpec for Assess {
         if let Some(before) = &m.fingerprint {
             run.drift = before.diff(&fp_now);
             let stats_now = w.db.table_stats(&w.db.name).await?;
-            let mut damage = Damage::assess(before, &fp_now, &m.stats, &stats_now, &m.data);
+            let mut data = m.data.clone();
+            if let Some(t) = w.migration_table_key() {
+                data.remove(&t);
+            }
+            let mut stats = m.stats.clone();
+            stats.retain(|t, _| data.contains_key(t));
+            let mut damage = Damage::assess(before, &fp_now, &stats, &stats_now, &data);
             for t in damage.suspects.clone() {
-                let backup = &m.data[&t];
+                let backup = &data[&t];
                 let now = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
                 damage.rows_changed(&t, backup, &now);
             }

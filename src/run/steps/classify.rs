@@ -46,10 +46,21 @@ fn is_applied(path: &str, recorded: &[String]) -> bool {
     recorded.iter().filter(|v| v.len() >= 3).any(|v| base.starts_with(v.as_str()) || parts.contains(&v.as_str()))
 }
 
-/// The findings of the pending files (or of the whole output of a tool's offline command).
-fn classify(output: &str, recorded: &[String], files: bool) -> Vec<Finding> {
+/// A migration file's up part: files that hold both directions (dbmate, node-pg-migrate's SQL
+/// files, goose, sql-migrate) end it at their down marker.
+fn up_part(sql: &str) -> &str {
+    const DOWN: &[&str] = &["-- migrate:down", "-- down migration", "-- +goose down", "-- +migrate down"];
+    let lower = sql.to_ascii_lowercase();
+    let end = DOWN.iter().filter_map(|m| lower.find(m)).min().unwrap_or(sql.len());
+    &sql[..end]
+}
+
+/// The findings of the pending files (or of the whole output of a tool's offline command),
+/// leaving out what the tool writes to its own table.
+fn classify(output: &str, recorded: &[String], files: bool, table: Option<&str>) -> Vec<Finding> {
+    let own = |f: &Finding| table.is_some_and(|t| f.statement.contains(&t.to_ascii_uppercase()));
     if !files {
-        return lint::lint(output);
+        return lint::lint(output).into_iter().filter(|f| !own(f)).collect();
     }
     let mut out = Vec::new();
     for chunk in output.split(&format!("\n{MARK}")).skip(1) {
@@ -57,7 +68,7 @@ fn classify(output: &str, recorded: &[String], files: bool) -> Vec<Finding> {
         if is_down(path) || is_applied(path, recorded) {
             continue;
         }
-        out.extend(lint::lint(sql).into_iter().map(|mut f| {
+        out.extend(lint::lint(up_part(sql)).into_iter().filter(|f| !own(f)).map(|mut f| {
             f.statement = format!("{path}: {}", f.statement);
             f
         }));
@@ -121,7 +132,9 @@ impl StepSpec for Classify {
         };
         let out = exec::capture(w.exec.as_ref(), &cmd).await?;
         out.exit.check("reading the pending migrations' SQL")?;
-        let findings = classify(&out.stdout, &recorded, matches!(w.migrator.pending_sql, Some(PendingSql::Files(_))));
+        let table = w.migrator.table.as_deref().map(|t| t.rsplit('.').next().unwrap_or(t));
+        let files = matches!(w.migrator.pending_sql, Some(PendingSql::Files(_)));
+        let findings = classify(&out.stdout, &recorded, files, table);
         let destructive: Vec<&Finding> = findings.iter().filter(|f| f.kind == Kind::Destructive).collect();
         let locks = findings.iter().filter(|f| f.kind == Kind::LongLock).count();
         run.classification = findings.clone();
@@ -150,13 +163,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn down_sections_and_the_tools_own_table_are_left_out() {
+        let dbmate = "-- migrate:up\nALTER TABLE t ADD COLUMN c int;\n-- migrate:down\nALTER TABLE t DROP COLUMN c;\n";
+        assert!(classify(&format!("\n{MARK}db/migrations/2_c.sql\n{dbmate}"), &[], true, None).is_empty());
+        let alembic = "UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';";
+        assert!(classify(alembic, &[], false, Some("alembic_version")).is_empty());
+        assert_eq!(classify("UPDATE users SET x = 1;", &[], false, Some("alembic_version")).len(), 1);
+    }
+
+    #[test]
     fn only_pending_up_files_are_classified() {
         let out = format!(
             "\n{MARK}releases/v2/migrations/001_create.up.sql\nDROP TABLE old;\n\
              \n{MARK}releases/v2/migrations/003_drop_note.up.sql\nALTER TABLE orders DROP COLUMN note;\n\
              \n{MARK}releases/v2/migrations/003_drop_note.down.sql\nDROP TABLE x;\n"
         );
-        let f = classify(&out, &["001".into(), "create".into()], true);
+        let f = classify(&out, &["001".into(), "create".into()], true, Some("schema_migrations"));
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].rule, "drop-column");
         assert!(f[0].statement.starts_with("releases/v2/migrations/003_drop_note.up.sql: "));

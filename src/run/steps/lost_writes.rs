@@ -45,8 +45,7 @@ impl StepSpec for LostWrites {
         // Tables that saw writes since the backup (all of them when nothing was recorded), but
         // not the migration table: its rows are the migrations' own, and the restore put it
         // back as it must be.
-        let migration_table =
-            w.migrator.table.as_deref().map(|t| if t.contains('.') { t.to_string() } else { format!("public.{t}") });
+        let migration_table = w.migration_table_key();
         let candidates: Vec<&String> = m
             .data
             .keys()
@@ -94,8 +93,16 @@ impl StepSpec for LostWrites {
         let (produced, stored) = tokio::join!(produce, put);
         produced?;
         stored.context("storing the replay file")?;
-        found.key = BackupName::from_key(&m.key).replay_key();
-        found.sha256 = hex::encode(sha.finalize());
+        if found.tables.is_empty() {
+            // Nothing lost: no file to review.
+            w.store
+                .delete(&BackupName::from_key(&m.key).replay_key())
+                .await
+                .context("removing the empty replay file")?;
+        } else {
+            found.key = BackupName::from_key(&m.key).replay_key();
+            found.sha256 = hex::encode(sha.finalize());
+        }
         let (ins, upd, del) =
             found.tables.iter().fold((0, 0, 0), |a, t| (a.0 + t.inserted, a.1 + t.updated, a.2 + t.deleted));
         let detail = if found.tables.is_empty() {
