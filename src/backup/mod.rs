@@ -78,6 +78,9 @@ pub struct Manifest {
     /// The pending migrations' SQL, classified before the deploy.
     #[serde(default)]
     pub classification: Vec<crate::db::lint::Finding>,
+    /// What rehearsing the migrations on a copy of this backup showed.
+    #[serde(default)]
+    pub rehearsal: Option<crate::run::steps::rehearse::Rehearsal>,
     pub journal: Journal,
     /// How the last run on this backup ended; none while a run is under way.
     pub outcome: Option<Outcome>,
@@ -109,6 +112,7 @@ impl Manifest {
             checks: Vec::new(),
             lost_writes: None,
             classification: Vec::new(),
+            rehearsal: None,
             journal: Journal::default(),
             outcome: None,
         }

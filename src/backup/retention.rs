@@ -125,6 +125,7 @@ mod tests {
             checks: Vec::new(),
             lost_writes: None,
             classification: Vec::new(),
+            rehearsal: None,
             journal: Journal::default(),
             outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
         }

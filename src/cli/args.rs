@@ -53,6 +53,16 @@ pub enum Command {
         #[arg(long)]
         allow_destructive: bool,
     },
+    /// Rehearse the release TAG on a copy of production's data: a verified backup restored into a
+    /// scratch database, the release's migrations run up and back down there, compared with the
+    /// backup; production is not changed.
+    Rehearse {
+        #[arg(long, env = "GITHUB_SHA")]
+        sha: String,
+        /// Image tag whose code runs the migrations.
+        #[arg(long)]
+        tag: String,
+    },
     /// Roll back the deploy of SHA by hand (finds its backup and journal by SHA prefix).
     Rollback {
         #[arg(long)]
@@ -105,7 +115,7 @@ pub enum Command {
     /// paths bring everything back.
     Simulate {
         /// happy, migration-fails, unhealthy-after-migrate, bad-down, lying-down, destructive-down,
-        /// data-rewrite, lost-writes, additive-keep, backup-fails, or all.
+        /// data-rewrite, lost-writes, additive-keep, rehearsal-catches, backup-fails, or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Append rehearsal-log rows (date, scenario, path, duration, result) to this file.

@@ -113,6 +113,21 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let report = commands::deploy::deploy(&w, &args).await;
             file_report(g, gh.as_ref(), deployment, report).await
         }
+        Command::Rehearse { sha, tag } => {
+            let sha = sha_arg("--sha", sha)?;
+            usage(config::check_tag("--tag", tag))?;
+            let w = World::connect(load_config(cli)?).await?;
+            let args = DeployArgs {
+                sha: &sha,
+                tag,
+                previous_tag: None,
+                fallback_previous_tag: None,
+                config_arg: &cfg_arg,
+                allow_destructive: true,
+            };
+            let report = commands::deploy::rehearse(&w, &args).await;
+            finish_report(g, &report)
+        }
         Command::Rollback { sha, path, to_tag } => {
             let prefix = prefix_arg(sha)?;
             tag_arg("--to-tag", to_tag)?;

@@ -49,6 +49,15 @@ pub async fn deploy(w: &World, a: &DeployArgs<'_>) -> Report {
     report::build(&run, outcome)
 }
 
+/// Rehearses the release `a.tag`: a fresh verified backup, then its migrations up and down on
+/// a copy of it; production is not changed.
+pub async fn rehearse(w: &World, a: &DeployArgs<'_>) -> Report {
+    let mut run = deploy_run(w, a);
+    run.mode = Mode::Rehearse;
+    let outcome = run.drive(w.config.rollback.strategy).await;
+    report::build(&run, outcome)
+}
+
 /// Rolls back the deploy of `sha` by hand: finds its manifest, then assess onwards.
 pub async fn rollback(
     w: &World,

@@ -33,6 +33,19 @@ pub struct Config {
     pub github: Github,
     #[serde(default)]
     pub verify: Verify,
+    #[serde(default)]
+    pub deploy: DeploySettings,
+}
+
+/// How a deploy runs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    /// Rehearse every deploy first: restore the verified backup into a scratch database, run the
+    /// release's migrations up and down there, and compare; a migration that fails there stops
+    /// the deploy before production is touched.
+    #[serde(default)]
+    pub rehearse: bool,
 }
 
 /// The user's own checks that a rollback brought everything back.

@@ -28,6 +28,8 @@ pub struct Assessment {
     /// Their SQL, read before the deploy, has destructive statements (`rollback.destructive:
     /// restore` plans the safe path up front).
     pub classified_destructive: bool,
+    /// The rehearsal showed the revert does not bring the schema or the data back.
+    pub rehearsed_revert_fails: bool,
 }
 
 /// How the step that just ran ended.
@@ -112,6 +114,9 @@ impl Engine {
         }
         if !a.history_consistent {
             why.push("the migration table no longer starts with the recorded rows".to_string());
+        }
+        if a.rehearsed_revert_fails {
+            why.push("the rehearsal showed the revert does not bring everything back".into());
         }
         if a.classified_destructive {
             why.push(
@@ -232,6 +237,7 @@ impl Engine {
             End::Aborted => Outcome::Aborted { at, reason },
             End::BackedUp => Outcome::BackedUp,
             End::Restored => Outcome::Restored,
+            End::Rehearsed => Outcome::Rehearsed,
         }
     }
 }
@@ -257,6 +263,7 @@ mod tests {
             destroyed: Vec::new(),
             additive_only: false,
             classified_destructive: false,
+            rehearsed_revert_fails: false,
         };
         f(&mut a);
         StepResult::Assessed(a)
@@ -281,13 +288,13 @@ mod tests {
     #[test]
     fn happy_path_deploys() {
         let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |_| ok());
-        assert_eq!(steps, vec![Preflight, Classify, Backup, Record, Migrate, Deploy, Health]);
+        assert_eq!(steps, vec![Preflight, Classify, Backup, Record, Rehearse, Migrate, Deploy, Health]);
         assert_eq!(o, Outcome::Deployed);
     }
 
     #[test]
     fn preflight_backup_or_record_failure_aborts_before_any_change() {
-        for bad in [Preflight, Classify, Backup, Record] {
+        for bad in [Preflight, Classify, Backup, Record, Rehearse] {
             let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| if s == bad { fail() } else { ok() });
             assert_eq!(*steps.last().unwrap(), bad);
             assert!(!steps.contains(&Migrate));
@@ -305,7 +312,7 @@ mod tests {
             }),
             _ => ok(),
         });
-        assert_eq!(steps, vec![Preflight, Classify, Backup, Record, Migrate, Assess, Redeploy, RedeployHealth, Checks]);
+        assert_eq!(steps, vec![Preflight, Classify, Backup, Record, Rehearse, Migrate, Assess, Redeploy, RedeployHealth, Checks]);
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Migrate), path: DbPath::None });
     }
 
@@ -323,6 +330,7 @@ mod tests {
                 Classify,
                 Backup,
                 Record,
+                Rehearse,
                 Migrate,
                 Deploy,
                 Health,
@@ -358,7 +366,7 @@ mod tests {
             }
         };
         let (steps, o) = run(true);
-        assert_eq!(&steps[7..], &[Assess, Redeploy, RedeployHealth, Checks]);
+        assert_eq!(&steps[8..], &[Assess, Redeploy, RedeployHealth, Checks]);
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::None });
         let (steps, o) = run(false);
         assert!(steps.contains(&Revert));
@@ -384,7 +392,7 @@ mod tests {
             _ => ok(),
         });
         assert_eq!(
-            &steps[8..],
+            &steps[9..],
             &[Revert, StopApp, Restore, ValidateRestore, Swap, LostWrites, Redeploy, RedeployHealth, Checks]
         );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Restore });

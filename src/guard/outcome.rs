@@ -42,6 +42,8 @@ pub enum Outcome {
     BackedUp,
     /// `restore`: the backup was restored and swapped in.
     Restored,
+    /// `rehearse`: the migrations ran up and down on a copy of a fresh backup.
+    Rehearsed,
 }
 
 impl Outcome {
@@ -54,6 +56,7 @@ impl Outcome {
             Outcome::Aborted { .. } => "aborted",
             Outcome::BackedUp => "backed-up",
             Outcome::Restored => "restored",
+            Outcome::Rehearsed => "rehearsed",
         }
     }
 
@@ -66,6 +69,7 @@ impl Outcome {
             Outcome::Aborted { .. } => End::Aborted,
             Outcome::BackedUp => End::BackedUp,
             Outcome::Restored => End::Restored,
+            Outcome::Rehearsed => End::Rehearsed,
         }
     }
 
@@ -116,6 +120,9 @@ impl Outcome {
             Outcome::BackedUp => "Backed up: a verified backup was taken and the state recorded.".into(),
             Outcome::Restored => {
                 "Restored: the backup was restored, validated and swapped in; the old database is kept.".into()
+            }
+            Outcome::Rehearsed => {
+                "Rehearsed: the migrations ran up and back down on a copy of production's data; production was not touched.".into()
             }
         }
     }

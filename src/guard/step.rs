@@ -28,6 +28,7 @@ steps! {
     Classify => "classify", "Classify the pending migrations' SQL";
     Backup => "backup", "Back up the database";
     Record => "record", "Record the pre-deploy state";
+    Rehearse => "rehearse", "Rehearse the migrations on a copy of the backup";
     Migrate => "migrate", "Run the migrations";
     Deploy => "deploy", "Deploy the new tag";
     Health => "health", "Health check";

@@ -17,6 +17,8 @@ pub enum Mode {
     Restore,
     /// `backup`: preflight, backup and record.
     Backup,
+    /// `rehearse`: a backup, then the release's migrations up and down on a copy of it.
+    Rehearse,
 }
 
 impl Mode {
@@ -26,6 +28,7 @@ impl Mode {
             Mode::Rollback => "rollback",
             Mode::Restore => "restore",
             Mode::Backup => "backup",
+            Mode::Rehearse => "rehearse",
         }
     }
 }
@@ -84,6 +87,7 @@ pub enum End {
     Aborted,
     BackedUp,
     Restored,
+    Rehearsed,
 }
 
 impl End {
@@ -95,6 +99,7 @@ impl End {
             End::Aborted => "aborted",
             End::BackedUp => "backed_up",
             End::Restored => "restored",
+            End::Rehearsed => "rehearsed",
         }
     }
 
@@ -106,6 +111,7 @@ impl End {
             End::Aborted => "Aborted: nothing changed",
             End::BackedUp => "Backed up",
             End::Restored => "Restored",
+            End::Rehearsed => "Rehearsed",
         }
     }
 }
@@ -126,7 +132,7 @@ pub struct Edge {
 }
 
 use Branch::*;
-use Mode::{Backup as B, Deploy as D, Restore as R, Rollback as RB};
+use Mode::{Backup as B, Deploy as D, Rehearse as RH, Restore as R, Rollback as RB};
 use Step::*;
 
 const fn e(modes: &'static [Mode], from: Step, on: Branch, to: To) -> Edge {
@@ -146,19 +152,23 @@ const REST: &[Mode] = &[D, RB, R];
 
 /// The tree. Order matters only for reading: the first step of a mode is `Preflight`.
 pub const EDGES: &[Edge] = &[
-    e(&[D], Preflight, Ok, run(Classify)),
+    e(&[D, RH], Preflight, Ok, run(Classify)),
     e(&[B], Preflight, Ok, run(Step::Backup)),
-    e(&[D], Classify, Ok, run(Step::Backup)),
-    e(&[D], Classify, Failed, end(End::Aborted)),
+    e(&[D, RH], Classify, Ok, run(Step::Backup)),
+    e(&[D, RH], Classify, Failed, end(End::Aborted)),
     e(&[RB], Preflight, Ok, run(Assess)),
     e(&[R], Preflight, Ok, run(Step::Restore)),
-    e(&[D, B], Preflight, Failed, end(End::Aborted)),
+    e(&[D, B, RH], Preflight, Failed, end(End::Aborted)),
     e(&[RB, R], Preflight, Failed, end(End::Stuck)),
-    e(&[D, B], Step::Backup, Ok, run(Record)),
-    e(&[D, B], Step::Backup, Failed, end(End::Aborted)),
-    e(&[D], Record, Ok, run(Migrate)),
+    e(&[D, B, RH], Step::Backup, Ok, run(Record)),
+    e(&[D, B, RH], Step::Backup, Failed, end(End::Aborted)),
+    e(&[D, RH], Record, Ok, run(Step::Rehearse)),
+    e(&[D], Step::Rehearse, Ok, run(Migrate)),
+    e(&[RH], Step::Rehearse, Ok, end(End::Rehearsed)),
+    // A migration that fails on the copy stops the deploy before production is touched.
+    e(&[D, RH], Step::Rehearse, Failed, end(End::Aborted)),
     e(&[B], Record, Ok, end(End::BackedUp)),
-    e(&[D, B], Record, Failed, end(End::Aborted)),
+    e(&[D, B, RH], Record, Failed, end(End::Aborted)),
     e(&[D], Migrate, Ok, run(Step::Deploy)),
     e(&[D], Migrate, Failed, run(Assess)),
     e(&[D], Step::Deploy, Ok, run(Health)),
@@ -233,7 +243,7 @@ mod tests {
 
     #[test]
     fn every_step_of_a_mode_has_an_ok_and_a_failed_edge_and_is_reachable() {
-        for mode in [D, RB, R, B] {
+        for mode in [D, RB, R, B, RH] {
             let steps = steps(mode);
             for s in &steps {
                 if *s != Assess {
@@ -247,7 +257,7 @@ mod tests {
                 assert_eq!(edges(mode).filter(|o| o.from == e.from && o.on == e.on).count(), 1, "{e:?}");
             }
         }
-        assert_eq!(straight_path(D), vec![Preflight, Classify, Step::Backup, Record, Migrate, Step::Deploy, Health]);
+        assert_eq!(straight_path(D), vec![Preflight, Classify, Step::Backup, Record, Step::Rehearse, Migrate, Step::Deploy, Health]);
         assert_eq!(straight_path(B), vec![Preflight, Step::Backup, Record]);
         assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap, LostWrites, Checks]);
     }

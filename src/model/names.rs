@@ -82,6 +82,9 @@ pub struct DbNames {
     pub scratch: String,
     /// What the live database is renamed to, kept for forensics.
     pub failed: String,
+    /// Where a rehearsal runs the release's migrations on a copy of the backup.
+    #[serde(default)]
+    pub rehearse: String,
 }
 
 impl DbNames {
@@ -93,8 +96,10 @@ impl DbNames {
             live: live.to_string(),
             scratch: derived(live, &format!("__restore_{}", sha.short())),
             failed: derived(live, &format!("__failed_{}", sha.short())),
+            rehearse: derived(live, &format!("__rehearse_{}", sha.short())),
         };
-        if names.scratch == names.live || names.failed == names.live || names.scratch == names.failed {
+        let all = [&names.live, &names.scratch, &names.failed, &names.rehearse];
+        if all.iter().enumerate().any(|(i, a)| all[i + 1..].contains(a)) {
             bail!("database name {live:?}: its scratch and kept names would collide with it");
         }
         Ok(names)

@@ -74,7 +74,7 @@ pub fn write_summary(markdown: &str, fallback: Option<&std::path::Path>) -> Resu
 pub fn error_for(outcome: &crate::guard::Outcome, headline: &str) {
     use crate::guard::Outcome;
     match outcome {
-        Outcome::Deployed | Outcome::BackedUp | Outcome::Restored => {}
+        Outcome::Deployed | Outcome::BackedUp | Outcome::Restored | Outcome::Rehearsed => {}
         Outcome::RolledBack { failed_step, .. } => {
             error(&format!("deploy failed at {}", failed_step.map(|s| s.name()).unwrap_or("?")), headline)
         }

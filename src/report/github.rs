@@ -85,7 +85,7 @@ impl GitHub {
     /// The deployment's final status from the outcome.
     pub async fn finish_deployment(&self, id: u64, report: &Report) -> Result<()> {
         let state = match report.outcome {
-            Outcome::Deployed | Outcome::BackedUp | Outcome::Restored => "success",
+            Outcome::Deployed | Outcome::BackedUp | Outcome::Restored | Outcome::Rehearsed => "success",
             Outcome::RolledBack { .. } | Outcome::Aborted { .. } => "failure",
             Outcome::RollbackFailed { .. } => "error",
         };

@@ -11,7 +11,7 @@ use crate::guard::{EntryState, Outcome, Step};
 pub fn render(r: &Report) -> String {
     let mut md = String::new();
     let icon = match r.outcome {
-        Outcome::Deployed | Outcome::BackedUp | Outcome::Restored => "✅",
+        Outcome::Deployed | Outcome::BackedUp | Outcome::Restored | Outcome::Rehearsed => "✅",
         Outcome::RolledBack { .. } => "↩️",
         Outcome::RollbackFailed { .. } => "🚨",
         Outcome::Aborted { .. } => "⛔",
@@ -202,6 +202,7 @@ fn flowchart(md: &mut String, r: &Report) {
         Outcome::Aborted { .. } => (End::Aborted, "failed"),
         Outcome::BackedUp => (End::BackedUp, "ok"),
         Outcome::Restored => (End::Restored, "ok"),
+        Outcome::Rehearsed => (End::Rehearsed, "ok"),
     };
     by_class.entry(end.1).or_default().push(end.0.name().to_string());
     for class in ["ok", "warn", "failed"] {

@@ -35,6 +35,8 @@ pub struct Scenario {
     pub lost_writes: Option<(u64, u64, u64)>,
     /// Runs with `rollback.additive: keep`: the new schema and what the app wrote into it stay.
     pub keep_additive: bool,
+    /// Runs with `deploy.rehearse: true`.
+    pub rehearse: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -46,6 +48,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::None,
         lost_writes: None,
         keep_additive: false,
+        rehearse: false,
     },
     Scenario {
         name: "migration-fails",
@@ -55,6 +58,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::None,
         lost_writes: None,
         keep_additive: false,
+        rehearse: false,
     },
     Scenario {
         name: "unhealthy-after-migrate",
@@ -64,6 +68,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::Revert,
         lost_writes: None,
         keep_additive: false,
+        rehearse: false,
     },
     Scenario {
         name: "bad-down",
@@ -73,6 +78,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::Restore,
         lost_writes: None,
         keep_additive: false,
+        rehearse: false,
     },
     Scenario {
         name: "lying-down",
@@ -82,6 +88,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::Restore,
         lost_writes: None,
         keep_additive: false,
+        rehearse: false,
     },
     Scenario {
         name: "destructive-down",
@@ -91,6 +98,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::Restore,
         lost_writes: None,
         keep_additive: false,
+        rehearse: false,
     },
     Scenario {
         name: "data-rewrite",
@@ -100,6 +108,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::Restore,
         lost_writes: None,
         keep_additive: false,
+        rehearse: false,
     },
     Scenario {
         name: "lost-writes",
@@ -109,6 +118,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::Restore,
         lost_writes: Some((3, 1, 1)),
         keep_additive: false,
+        rehearse: false,
     },
     Scenario {
         name: "additive-keep",
@@ -119,6 +129,17 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::None,
         lost_writes: None,
         keep_additive: true,
+        rehearse: false,
+    },
+    Scenario {
+        name: "rehearsal-catches",
+        about: "deploy.rehearse: true; a unique index the real rows break: caught on a copy, production never touched",
+        release: "v2-unique-status",
+        expect_end: End::Aborted,
+        expect_path: DbPath::None,
+        lost_writes: None,
+        keep_additive: false,
+        rehearse: true,
     },
     Scenario {
         name: "backup-fails",
@@ -128,6 +149,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect_path: DbPath::None,
         lost_writes: None,
         keep_additive: false,
+        rehearse: false,
     },
 ];
 
@@ -216,6 +238,13 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
             false,
         ),
         "v2-additive" => (vec![(up, ADD_NICKNAME), (down, DROP_NICKNAME)], false),
+        "v2-unique-status" => (
+            vec![
+                ("003_one_per_status.up.sql", "CREATE UNIQUE INDEX customers_status_key ON customers (status);"),
+                ("003_one_per_status.down.sql", "DROP INDEX customers_status_key;"),
+            ],
+            true,
+        ),
         "v2-app-writes" => (
             vec![
                 ("003_drop_order_note.up.sql", "ALTER TABLE orders DROP COLUMN note;"),
@@ -285,7 +314,7 @@ impl Stage {
         std::fs::write(
             app.join("env.sh"),
             format!(
-                "export PGHOST=127.0.0.1 PGPORT={} PGUSER=postgres PGDATABASE={db}\nexport PATH={}:$PATH\n",
+                "export PGHOST=127.0.0.1 PGPORT={} PGUSER=postgres PGDATABASE=${{PGDATABASE:-{db}}}\nexport PATH={}:$PATH\n",
                 cluster.port,
                 crate::exec::quote(&cluster.bin_dir.display().to_string())
             ),
@@ -388,6 +417,7 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
     if s.keep_additive {
         config.rollback.additive = crate::config::Additive::Keep;
     }
+    config.deploy.rehearse = s.rehearse;
     let mut s3_prefix = None;
     if let Some(b) = base {
         config.backup.compression = b.backup.compression;
@@ -475,7 +505,7 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
             problems.push("the app is not healthy after the rollback".into());
         }
     }
-    if s.expect_end == End::Aborted {
+    if matches!(report.outcome, crate::guard::Outcome::Aborted { at: crate::guard::Step::Backup, .. }) {
         let objects = w.store.list("").await?;
         if !objects.is_empty() {
             problems.push(format!(
@@ -486,6 +516,14 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
     }
     if s.expect_path == DbPath::Restore && !w.db.database_exists(&DbNames::new(&st.db, &sha)?.failed).await? {
         problems.push("the broken database was not kept".into());
+    }
+    if s.rehearse {
+        if report.steps.iter().any(|e| e.step == crate::guard::Step::Migrate) {
+            problems.push("the migrations ran on production".into());
+        }
+        if w.db.database_exists(&DbNames::new(&st.db, &sha)?.rehearse).await? {
+            problems.push("the rehearsal copy was left behind".into());
+        }
     }
     if let Some(expected) = s.lost_writes {
         if let Err(e) = check_replay(&w, &report, &sha, expected).await {

@@ -95,6 +95,7 @@ impl StepSpec for Assess {
             backup_verified: m.verified,
             destroyed: run.destroyed.clone(),
             additive_only,
+            rehearsed_revert_fails: m.rehearsal.as_ref().is_some_and(|r| !r.differences.is_empty()),
             classified_destructive: m.classification.iter().any(|f| f.kind == crate::db::lint::Kind::Destructive)
                 && w.config.rollback.destructive == crate::config::Destructive::Restore,
         };

@@ -16,6 +16,7 @@ mod migrate;
 mod preflight;
 mod record;
 mod redeploy;
+pub mod rehearse;
 mod restore;
 mod revert;
 mod stop_app;
@@ -64,6 +65,7 @@ pub fn spec(step: Step) -> &'static dyn StepSpec {
         Step::Classify => &classify::Classify,
         Step::Backup => &backup::Backup,
         Step::Record => &record::Record,
+        Step::Rehearse => &rehearse::Rehearse,
         Step::Migrate => &migrate::Migrate,
         Step::Deploy => &deploy::Deploy,
         Step::Health => &health::Health,
