@@ -116,6 +116,16 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let gh = github(&w);
             file_report(g, gh.as_ref(), None, report).await
         }
+        Command::Resolve { sha, note } => {
+            let prefix = prefix_arg(sha)?;
+            if note.trim().is_empty() {
+                usage(Err(anyhow::anyhow!("--note must say what a person did")))?;
+            }
+            let w = usage(World::offline(load_config(cli)?))?;
+            let done = commands::resolve::resolve(&w, &prefix, note).await?;
+            print_out(g.json, &done, || commands::resolve::render(&done))?;
+            Ok(ExitCode::Ok)
+        }
         Command::Backup { sha } => {
             let sha = sha_arg("--sha", sha)?;
             let w = World::connect(load_config(cli)?).await?;

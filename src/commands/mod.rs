@@ -4,5 +4,6 @@ pub mod backup;
 pub mod check;
 pub mod deploy;
 pub mod replay;
+pub mod resolve;
 pub mod restore;
 pub mod runbook;

@@ -151,6 +151,10 @@ impl<'w> Run<'w> {
         self.notes.append(&mut engine.notes);
         if let Some(m) = self.manifest.as_mut() {
             m.outcome = Some(outcome.clone());
+            // A run that is stuck again needs a person again, whatever was resolved before.
+            if matches!(outcome, Outcome::RollbackFailed { .. }) {
+                m.resolved = None;
+            }
         }
         self.persist().await;
         self.release().await;
