@@ -17,7 +17,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let code = if e.downcast_ref::<Usage>().is_some() { ExitCode::Usage } else { ExitCode::Act };
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report::actions::untrusted(&format!("{e:#}")));
             if code == ExitCode::Usage {
                 eprintln!("nothing was changed.");
             }
@@ -81,7 +81,10 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let w = match World::connect(cfg).await {
                 Ok(w) => w,
                 Err(e) => {
-                    eprintln!("error: {e:#}\naborted before any change: nothing was changed.");
+                    eprintln!(
+                        "error: {}\naborted before any change: nothing was changed.",
+                        report::actions::untrusted(&format!("{e:#}"))
+                    );
                     report::actions::error("deploy aborted", &format!("{e:#}"));
                     return Ok(ExitCode::Aborted);
                 }
@@ -150,7 +153,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let report = commands::restore::restore(&w, m, &cfg_arg).await;
             if !g.json {
                 for e in report.own_steps() {
-                    println!("{}: {}", e.step, e.detail);
+                    println!("{}: {}", e.step, report::actions::untrusted(&e.detail));
                 }
             }
             finish_report(g, &report)

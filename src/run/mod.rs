@@ -136,10 +136,12 @@ impl<'w> Run<'w> {
                 StepResult::Warning(_) => EntryState::Warning,
                 StepResult::Failed(_) => EntryState::Failed,
             };
+            // Details quote tool and app output: no workflow commands from them.
+            let shown = crate::report::actions::untrusted(&detail);
             match state {
-                EntryState::Failed => tracing::error!("✗ {}: {detail}", step.name()),
-                EntryState::Warning => tracing::warn!("! {}: {detail}", step.name()),
-                _ => tracing::info!("✓ {}: {detail}", step.name()),
+                EntryState::Failed => tracing::error!("✗ {}: {shown}", step.name()),
+                EntryState::Warning => tracing::warn!("! {}: {shown}", step.name()),
+                _ => tracing::info!("✓ {}: {shown}", step.name()),
             }
             crate::report::actions::group_end();
             self.journal.end(step, state, detail, Utc::now());
