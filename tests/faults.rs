@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{App, Sshd, SHA};
 #[allow(unused_imports)]
 use common::SshdExt;
+use common::{App, Sshd, SHA};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -151,7 +151,8 @@ fn files(dir: &Path) -> Vec<String> {
 }
 
 /// Nothing left behind by `app`'s runs: no process mentions its directory or database, no scratch
-/// (`__restore_`) database exists, and no partial upload is in its file store.
+/// (`__restore_`) database exists, and its file store holds only backups, manifests and replay
+/// files (no partial upload).
 fn nothing_left_behind(app: &App) {
     let dir = app.tmp.path().display().to_string();
     let db = app.db().to_string();
@@ -164,8 +165,10 @@ fn nothing_left_behind(app: &App) {
     });
     let scratch: Vec<String> = derived_databases(&db).into_iter().filter(|d| d.contains("__restore_")).collect();
     assert!(scratch.is_empty(), "scratch databases left: {scratch:?}");
-    let partial: Vec<String> =
-        files(&app.stage.store_dir()).into_iter().filter(|f| !f.ends_with(".sql.gz") && !f.ends_with(".json")).collect();
+    let partial: Vec<String> = files(&app.stage.store_dir())
+        .into_iter()
+        .filter(|f| !f.ends_with(".sql.gz") && !f.ends_with(".json") && !f.ends_with(".lost-writes.sql"))
+        .collect();
     assert!(partial.is_empty(), "stray objects in the store: {partial:?}");
 }
 
@@ -382,5 +385,305 @@ async fn psql_killed_mid_restore_leaves_the_live_database_as_it_was_and_drops_th
     assert!(derived_databases(app.db()).is_empty(), "{:?}", derived_databases(app.db()));
     assert_eq!(backups(&app), (1, 1));
     assert!(!manifest(&app)["outcome"].is_null(), "the rollback's outcome is not recorded");
+    nothing_left_behind(&app);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage faults
+
+/// A tmpfs of `kib` KiB, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: PathBuf, kib: u32) -> Tmpfs {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"]).arg(&at).status();
+        assert!(ok.is_ok_and(|s| s.success()), "cannot mount a tmpfs at {} (needs root)", at.display());
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_on_a_file_store_aborts_with_exit_4_and_leaves_no_partial_backup() {
+    let app = App::new("fault_full", &["v2"]);
+    let fs = Tmpfs::mount(app.tmp.path().join("small"), 32);
+    let store = fs.0.join("store");
+    app.edit_config(|c| {
+        let at = c.find("store: ").unwrap();
+        format!("{}store: \"file://{}\"\n", &c[..at], store.display())
+    });
+    let before = common::state(app.db()).await;
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(common::json(&out)["result"], "aborted");
+    assert!(err.contains("No space left on device"), "the cause is not named: {err}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    let left: Vec<String> = files(&store).into_iter().filter(|f| !f.ends_with(".json")).collect();
+    assert!(left.is_empty(), "a partial backup was left on the full disk: {left:?}");
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_backup_object_is_refused_and_the_live_database_is_untouched() {
+    let app = App::new("fault_tamper", &["v2"]);
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let deployed = common::state(app.db()).await;
+    let key = files(&app.stage.store_dir()).into_iter().find(|f| f.ends_with(".sql.gz")).unwrap();
+    let path = app.stage.store_dir().join(&key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = dg(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(common::json(&out)["result"], "rollback-failed");
+    assert!(err.contains("is not the verified backup; nothing was restored"), "the tampering is not named: {err}");
+    assert_eq!(common::state(app.db()).await, deployed, "the live database changed");
+    assert!(derived_databases(app.db()).is_empty(), "{:?}", derived_databases(app.db()));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the evidence was changed");
+    assert_eq!(backups(&app), (1, 1));
+    nothing_left_behind(&app);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tag_or_sha_is_refused_with_exit_2_before_anything_runs() {
+    let app = App::new("fault_hostile", &["v2"]);
+    let proof = app.tmp.path().join("pwned");
+    let before = common::state(app.db()).await;
+    let evil = format!("$(touch {})", proof.display());
+    for args in [
+        vec!["deploy", "--sha", SHA, "--tag", &*format!("v2;touch {}", proof.display())],
+        vec!["deploy", "--sha", SHA, "--tag", &evil],
+        vec!["deploy", "--sha", &evil, "--tag", "v2"],
+        vec!["deploy", "--sha", SHA, "--tag", "v2", "--previous-tag", "`id`"],
+        vec!["rollback", "--sha", &evil],
+        vec!["resolve", "--sha", &evil, "--note", "x"],
+    ] {
+        let out = dg(&app, &args, &[]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", common::stderr(&out));
+        assert!(common::stderr(&out).contains("nothing was changed"), "{args:?}");
+    }
+    assert!(!proof.exists(), "a hostile argument ran a command");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert!(!app.stage.store_dir().exists(), "{:?}", files(&app.stage.store_dir()));
+    nothing_left_behind(&app);
+}
+
+/// A database name read from the env file (`${DB_NAME}`) with `value`.
+fn name_from_env_file(app: &App, value: &str) {
+    std::fs::write(app.tmp.path().join("app.env"), format!("DB_NAME={value}\n")).unwrap();
+    let env = app.tmp.path().join("app.env").display().to_string();
+    app.edit_config(|c| {
+        c.replace(&format!("name: \"{}\"", app.db()), "name: \"${DB_NAME}\"")
+            .replace("  runtime: shell\n", &format!("  runtime: shell\n  env_file: \"{env}\"\n"))
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_env_file_value_never_runs_and_changes_nothing() {
+    let app = App::new("fault_envval", &["v2"]);
+    let proof = app.tmp.path().join("pwned");
+    let before = common::state(app.db()).await;
+    for value in [format!("$(touch {})", proof.display()), format!("`touch {}`", proof.display())] {
+        name_from_env_file(&app, &value);
+        let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
+        let code = out.status.code();
+        assert!(code == Some(4) || code == Some(2), "{value}: {code:?} {}", common::stderr(&out));
+        assert!(!proof.exists(), "{value}: the env file value ran as a command");
+        std::fs::write(&app.config, app.stage.config_yaml(app.db())).unwrap();
+    }
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert_eq!(backups(&app).0, 0);
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_name_with_an_equals_sign_is_refused_not_read_as_a_connection_string() {
+    let app = App::new("fault_eq", &["v2"]);
+    let before = common::state(app.db()).await;
+    // Read as a connection string, this would reach another database.
+    name_from_env_file(&app, &format!("dbname={} host=127.0.0.1", app.db()));
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert!(matches!(out.status.code(), Some(2) | Some(4)), "{err}");
+    assert!(err.contains("connection string"), "{err}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert_eq!(backups(&app).0, 0);
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_63_byte_database_name_is_restored_by_scratch_and_swap_without_touching_another_name() {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut db = format!("f63_{}_{}_", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    while db.len() < 63 {
+        db.push('x');
+    }
+    let tmp = common::tempdir();
+    let stage =
+        deploy_guard::simulate::Stage::new(common::cluster(), tmp.path(), &db, &["v2-bad-down"], false).unwrap();
+    let config = tmp.path().join("deploy-guard.yml");
+    std::fs::write(&config, stage.config_yaml("f63")).unwrap();
+    let app = App { tmp, stage, config };
+    // A literal name is capped at 40 bytes; one from the env file may use PostgreSQL's 63.
+    name_from_env_file(&app, &db);
+    let before = common::state(app.db()).await;
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2-bad-down", "--json"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let r = common::json(&out);
+    assert_eq!((r["result"].as_str(), r["path"].as_str()), (Some("rolled-back"), Some("restore")), "{err}");
+    assert_eq!(common::state(app.db()).await, before, "the live database is not the backup's");
+    assert_eq!(app.tag(), "v1");
+    // The broken database is kept under its own (shortened) name, distinct from the live one.
+    let kept = r["kept_database"].as_str().expect("kept_database").to_string();
+    assert!(kept != db && kept.len() <= 63 && kept.contains("__failed_"), "{kept}");
+    let exists =
+        common::cluster().psql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = '{kept}'"));
+    assert_eq!(exists.unwrap().trim(), "1", "the kept copy {kept} does not exist");
+    nothing_left_behind(&app);
+    common::cluster().psql("postgres", &format!("DROP DATABASE \"{kept}\"")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_output_carrying_workflow_commands_cannot_issue_them_in_the_actions_log() {
+    let app = App::new("fault_wfcmd", &["v2-notnull"]);
+    app.edit_config(|c| {
+        c.replace(
+            "run: ./migrate.sh up {tag}",
+            "run: echo '::add-mask::injected'; echo '::error::injected-by-migration' >&2; ./migrate.sh up {tag}",
+        )
+    });
+    let before = common::state(app.db()).await;
+    let out =
+        dg(&app, &["deploy", "--sha", SHA, "--tag", "v2-notnull"], &[("GITHUB_ACTIONS", "true")]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("injected"), "the migration's output is not in the log at all: {err}");
+    // Read the log as the runner does: `::stop-commands::T` stops processing until `::T::`.
+    let mut stopped: Option<String> = None;
+    for line in err.lines() {
+        let l = line.trim_start();
+        match &stopped {
+            Some(t) if l == format!("::{t}::") => stopped = None,
+            Some(_) => {}
+            None => {
+                if let Some(t) = l.strip_prefix("::stop-commands::") {
+                    assert!(t.len() >= 32, "a guessable token: {t}");
+                    stopped = Some(t.to_string());
+                } else {
+                    assert!(!l.contains("injected"), "a workflow command from the migration ran: {line}");
+                }
+            }
+        }
+    }
+    assert!(stopped.is_none(), "commands were never resumed");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rollback_blocks_the_next_deploy_and_keeps_its_backup_until_resolved() {
+    let app = App::new("fault_stuck", &["v2", "v2-crash"]);
+    // The previous tag cannot be started again: the rollback cannot finish.
+    app.edit_config(|c| {
+        c.replace("deploy: ./app.sh deploy {tag}", "deploy: test {tag} != v1 && ./app.sh deploy {tag}")
+            .replace("backup:\n", "backup:\n  keep: 1\n")
+    });
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2-crash", "--json"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert_eq!(common::json(&out)["result"], "rollback-failed");
+    let stuck = common::state(app.db()).await;
+    // A later backup with retention (keep: 1) must not prune the stuck run's backup.
+    let sha2 = "3333333333333333333333333333333333333333";
+    let out = dg(&app, &["backup", "--sha", sha2], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(backups(&app), (2, 2), "retention pruned the backup of an unresolved rollback-failed run");
+    // The next deploy is refused, saying what to run.
+    let sha3 = "4444444444444444444444444444444444444444";
+    let out = dg(&app, &["deploy", "--sha", sha3, "--tag", "v2"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(&format!("resolve --sha {}", &SHA[..7])), "{err}");
+    assert_eq!(common::state(app.db()).await, stuck, "the refused deploy changed the database");
+    assert_eq!(backups(&app), (2, 2));
+    // A person repairs it and records what they did.
+    let out = dg(&app, &["resolve", "--sha", &SHA[..7], "--note", "started v1 by hand"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).contains("started v1 by hand"));
+    let again = dg(&app, &["resolve", "--sha", &SHA[..7], "--note", "twice"], &[]).output().unwrap();
+    assert_eq!(again.status.code(), Some(3), "resolving twice: {}", common::stderr(&again));
+    std::fs::write(&app.config, app.stage.config_yaml(app.db())).unwrap();
+    let out = dg(&app, &["deploy", "--sha", sha3, "--tag", "v2"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(app.tag(), "v2");
+    assert!(migrated(&app));
+    nothing_left_behind(&app);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SSH and S3
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_key_is_refused_with_exit_4_before_anything_runs() {
+    let sshd = Sshd::start().unwrap();
+    let app = App::new("fault_unknownkey", &["v2"]);
+    // known_hosts pins another port only: this server's key is unknown.
+    let elsewhere = sshd.known_hosts().replace(&format!(":{}", sshd.port), ":1");
+    app.edit_config(|t| format!("{t}{}", sshd.target_yaml().replace(&sshd.known_hosts(), &elsewhere)));
+    let before = common::state(app.db()).await;
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[("DEPLOY_GUARD_SSH_KEY", &sshd.client_key)])
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert!(!app.stage.store_dir().exists());
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_server_killed_during_the_backup_upload_aborts_with_exit_4_and_stores_nothing() {
+    let mut s3 = s3server::S3Server::start();
+    let app = App::new("fault_s3up", &["v2"]);
+    let gates = Gates::new(&app);
+    gated_tools(&app, &gates, true, false);
+    let yaml = s3.backup_yaml("prod");
+    app.edit_config(|c| {
+        let at = c.find("backup:\n").unwrap();
+        format!("{}{yaml}", &c[..at])
+    });
+    let before = common::state(app.db()).await;
+    let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &s3.env());
+    gates.reached("pg_dump", &mut child);
+    s3.stop();
+    gates.open("pg_dump", "go");
+    let (code, out, err) = out_of(child);
+    assert_eq!(code, 4, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["result"], "aborted", "{err}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    s3.restart();
+    assert_eq!(s3.keys(), Vec::<String>::new(), "objects stored by a failed backup");
     nothing_left_behind(&app);
 }
