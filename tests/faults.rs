@@ -190,6 +190,23 @@ fn manifest(app: &App) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(app.stage.store_dir().join(&f[0])).unwrap()).unwrap()
 }
 
+/// A deploy of v2 that succeeds; the database after it.
+async fn deploy_v2(app: &App) -> common::State {
+    let out = dg(app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    common::state(app.db()).await
+}
+
+/// The run ended aborted (exit 4) with the database as `before` and the app on v1.
+async fn aborted_unchanged(app: &App, child: Child, before: &common::State) {
+    let (code, out, err) = out_of(child);
+    assert_eq!(code, 4, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["result"], "aborted", "{err}");
+    assert_eq!(&common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+}
+
 fn migrated(app: &App) -> bool {
     app.psql("SELECT count(*) FROM schema_migrations WHERE version = '003'").trim() == "1"
 }
@@ -352,12 +369,7 @@ async fn pg_dump_killed_during_the_backup_aborts_with_exit_4_and_nothing_changed
     let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]);
     let pid = gates.reached("pg_dump", &mut child);
     sigkill(pid);
-    let (code, out, err) = out_of(child);
-    assert_eq!(code, 4, "{err}");
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(r["result"], "aborted", "{err}");
-    assert_eq!(common::state(app.db()).await, before);
-    assert_eq!(app.tag(), "v1");
+    aborted_unchanged(&app, child, &before).await;
     // No backup data object: a manifest without a verified backup is never written.
     assert_eq!(backups(&app).0, 0, "{:?}", files(&app.stage.store_dir()));
     nothing_left_behind(&app);
@@ -366,9 +378,7 @@ async fn pg_dump_killed_during_the_backup_aborts_with_exit_4_and_nothing_changed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_killed_mid_restore_leaves_the_live_database_as_it_was_and_drops_the_scratch() {
     let app = App::new("fault_psql", &["v2"]);
-    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    let deployed = common::state(app.db()).await;
+    let deployed = deploy_v2(&app).await;
     let gates = Gates::new(&app);
     gated_tools(&app, &gates, false, true);
     let mut child = spawn(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &[]);
@@ -434,9 +444,7 @@ async fn disk_full_on_a_file_store_aborts_with_exit_4_and_leaves_no_partial_back
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_backup_object_is_refused_and_the_live_database_is_untouched() {
     let app = App::new("fault_tamper", &["v2"]);
-    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    let deployed = common::state(app.db()).await;
+    let deployed = deploy_v2(&app).await;
     let key = files(&app.stage.store_dir()).into_iter().find(|f| f.ends_with(".sql.gz")).unwrap();
     let path = app.stage.store_dir().join(&key);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -677,12 +685,7 @@ async fn the_s3_server_killed_during_the_backup_upload_aborts_with_exit_4_and_st
     gates.reached("pg_dump", &mut child);
     s3.stop();
     gates.open("pg_dump", "go");
-    let (code, out, err) = out_of(child);
-    assert_eq!(code, 4, "{err}");
-    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(r["result"], "aborted", "{err}");
-    assert_eq!(common::state(app.db()).await, before);
-    assert_eq!(app.tag(), "v1");
+    aborted_unchanged(&app, child, &before).await;
     s3.restart();
     assert_eq!(s3.keys(), Vec::<String>::new(), "objects stored by a failed backup");
     nothing_left_behind(&app);
