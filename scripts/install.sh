@@ -16,6 +16,8 @@
 #   DG_TARGET            override the detected target triple
 #
 # A checksum mismatch stops with exit 1 and installs nothing: it never falls back to a build.
+# An installed (or cache-restored) binary is used only when it matches sha256sums.txt, fetched
+# again on every run; with no release to check it against, it is built again from source.
 set -euo pipefail
 
 die() { echo "deploy-guard install: error: $*" >&2; exit 1; }
@@ -71,16 +73,6 @@ fi
 [ $# -eq 0 ] || die "unknown argument '$1' (use --resolve or nothing)"
 
 bin="$dir/deploy-guard"
-record="$dir/deploy-guard.sha256"
-
-# Already in place (a rerun, or restored from the Action's cache)? Only if it still matches the
-# checksum recorded when it was verified.
-if [ -x "$bin" ] && [ -f "$record" ] && [ "$(sha256_of "$bin")" = "$(cat "$record")" ]; then
-  say "$version for $target already installed and verified: $bin"
-  out bin "$bin"
-  out from cached
-  exit 0
-fi
 
 mkdir -p "$(dirname "$dir")"
 tmp="$(mktemp -d "$(dirname "$dir")/.install.XXXXXX")"
@@ -104,7 +96,6 @@ install_from_source() {
     die "cargo build --release --locked failed"
   [ -x "$target_dir/release/deploy-guard" ] || die "cargo built no $target_dir/release/deploy-guard"
   cp "$target_dir/release/deploy-guard" "$tmp/deploy-guard"
-  sha256_of "$tmp/deploy-guard" >"$tmp/deploy-guard.sha256"
   place
   out bin "$bin"
   out from source
@@ -114,9 +105,9 @@ install_from_source() {
 place() {
   chmod 755 "$tmp/deploy-guard"
   mkdir -p "$dir"
-  mv -f "$tmp/deploy-guard.sha256" "$record.new"
+  # A checksum file left by an older install.sh: never read, so not kept to mislead.
+  rm -f "$dir/deploy-guard.sha256"
   mv -f "$tmp/deploy-guard" "$bin"
-  mv -f "$record.new" "$record"
 }
 
 asset="deploy-guard-$target"
@@ -134,6 +125,17 @@ esac
 expected="$(awk -v a="$asset" '($2 == a || $2 == "*" a) { print $1; exit }' "$tmp/sha256sums.txt")"
 [ -n "$expected" ] || install_from_source "sha256sums.txt lists no $asset"
 [[ "$expected" =~ ^[0-9a-f]{64}$ ]] || die "sha256sums.txt has a malformed checksum for $asset"
+
+# Already in place (a rerun, or restored from the Action's cache)? Only if it matches the
+# release's checksum, read again now: the cache entry is writable by any job with the same key,
+# so nothing kept in it (a recorded checksum) can vouch for the binary beside it.
+if [ -x "$bin" ] && [ "$(sha256_of "$bin")" = "$expected" ]; then
+  say "$version for $target already installed and matches sha256sums.txt: $bin"
+  out bin "$bin"
+  out from cached
+  exit 0
+fi
+[ ! -e "$bin" ] || say "the installed $bin does not match sha256sums.txt: replacing it"
 
 say "downloading $base/$asset"
 code="$(fetch "$base/$asset" "$tmp/deploy-guard")"

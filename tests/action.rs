@@ -310,12 +310,13 @@ fn install_verifies_the_checksum_then_installs_a_binary_that_runs() {
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("deploy-guard "));
     eprintln!("install from the local server: {install_time:?}; binary answered --version at {ran:?}");
 
-    // A rerun (or a cache restore) finds the verified binary and downloads nothing.
+    // A rerun (or a cache restore) checks the binary against the release's sha256sums.txt again
+    // and downloads nothing else.
     let asked = server.requests.lock().unwrap().len();
     let again = install(&server.base, &dir, &[]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(again.value("from"), Some("cached"));
-    assert_eq!(server.requests.lock().unwrap().len(), asked, "the rerun downloaded again");
+    assert_eq!(server.requests.lock().unwrap()[asked..], ["/v9.9.9/sha256sums.txt".to_string()], "the rerun fetched");
 
     // A binary changed after it was verified is not trusted: it is downloaded and verified anew.
     std::fs::write(&bin, b"#!/bin/sh\necho tampered\n").unwrap();
@@ -323,6 +324,36 @@ fn install_verifies_the_checksum_then_installs_a_binary_that_runs() {
     assert_eq!(fixed.code, 0, "{}", fixed.stderr);
     assert_eq!(fixed.value("from"), Some("release"));
     assert_eq!(sha256_hex(&std::fs::read(&bin).unwrap()), sha256_hex(&binary));
+}
+
+#[test]
+fn a_tampered_cached_binary_with_a_matching_checksum_beside_it_is_replaced() {
+    let binary = real_binary();
+    let rel = release(&binary, None);
+    let server = serve(rel.path());
+    let tmp = tempdir();
+    let dir = tmp.path().join("tools/deploy-guard");
+    assert_eq!(install(&server.base, &dir, &[]).code, 0);
+    // A poisoned cache entry: another binary, and the checksum file an older install.sh trusted,
+    // rewritten to match it.
+    let evil = b"#!/bin/sh\necho tampered\n";
+    let bin = dir.join("deploy-guard");
+    std::fs::write(&bin, evil).unwrap();
+    std::fs::write(dir.join("deploy-guard.sha256"), format!("{}\n", sha256_hex(evil))).unwrap();
+    let r = install(&server.base, &dir, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.value("from"), Some("release"), "the tampered binary was used: {}", r.stdout);
+    assert!(r.stderr.contains("does not match sha256sums.txt"), "{}", r.stderr);
+    assert_eq!(sha256_hex(&std::fs::read(&bin).unwrap()), sha256_hex(&binary), "not replaced");
+    assert!(!dir.join("deploy-guard.sha256").exists(), "the misleading checksum file was kept");
+    let out = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("deploy-guard "));
+
+    // And when the release cannot be read, the cached binary is not run on faith.
+    std::fs::write(&bin, evil).unwrap();
+    let down = install("http://127.0.0.1:9/v9.9.9", &dir, &[]);
+    assert_eq!(down.code, 1, "{}", down.stderr);
+    assert!(down.value("bin").is_none(), "{}", down.stdout);
 }
 
 #[test]

@@ -186,10 +186,12 @@ async fn a_rolled_back_deploy_is_reported_on_github() {
         "No data was lost",
         "## Resolution",
         "## Prevention",
-        "TypeError",
+        "github.incident_logs: true",
     ] {
         assert!(body.contains(part), "incident body lacks {part:?}:\n{body}");
     }
+    // App logs go to a possibly public issue only when `github.incident_logs` says so.
+    assert!(!body.contains("TypeError"), "app logs in the incident without github.incident_logs:\n{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

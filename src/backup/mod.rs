@@ -84,6 +84,17 @@ pub struct Manifest {
     pub journal: Journal,
     /// How the last run on this backup ended; none while a run is under way.
     pub outcome: Option<Outcome>,
+    /// What a person did about a `rollback-failed` run (`deploy-guard resolve`). Until it is set,
+    /// the next deploy is refused and retention keeps this backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolution>,
+}
+
+/// A person's note that a stuck run was dealt with by hand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub at: DateTime<Utc>,
+    pub note: String,
 }
 
 impl Manifest {
@@ -115,7 +126,13 @@ impl Manifest {
             rehearsal: None,
             journal: Journal::default(),
             outcome: None,
+            resolved: None,
         }
+    }
+
+    /// A `rollback-failed` run that no person has yet recorded as dealt with.
+    pub fn unresolved_failure(&self) -> bool {
+        matches!(self.outcome, Some(Outcome::RollbackFailed { .. })) && self.resolved.is_none()
     }
 
     pub fn manifest_key(&self) -> String {

@@ -2,7 +2,9 @@
 //!
 //! A backup is due for deletion when it is beyond the newest `keep` of its project, or older than
 //! `max_age`. Never deleted, whatever the settings: the newest verified backup, and any backup
-//! of a deploy that has not finished (its manifest has no outcome: a rollback may still need it).
+//! of a deploy that has not finished (its manifest has no outcome: a rollback may still need it),
+//! and any backup of a `rollback-failed` run until `deploy-guard resolve` records it (the "what
+//! to run next" block tells the operator to restore it).
 
 use std::time::Duration;
 
@@ -48,6 +50,8 @@ pub fn plan(manifests: &[Manifest], project: &str, policy: Policy, now: DateTime
                 (false, "the newest verified backup".to_string())
             } else if m.outcome.is_none() {
                 (false, "its deploy has not finished".to_string())
+            } else if m.unresolved_failure() {
+                (false, "its rollback failed and no one has resolved it (deploy-guard resolve)".to_string())
             } else if beyond_count {
                 (true, format!("beyond the newest {}", policy.keep.unwrap_or_default()))
             } else if too_old {
@@ -128,6 +132,7 @@ mod tests {
             rehearsal: None,
             journal: Journal::default(),
             outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
+            resolved: None,
         }
     }
 
@@ -178,5 +183,28 @@ mod tests {
         let p = Policy { keep: Some(1), max_age: Some(Duration::from_secs(30 * 86400)) };
         assert_eq!(deleted(&plan(&all, "p", p, now())), vec!["0000002", "000005a"]);
         assert!(deleted(&plan(&all, "p", Policy::default(), now())).is_empty());
+    }
+
+    #[test]
+    fn an_unresolved_rollback_failed_backup_is_kept_until_resolved() {
+        use crate::guard::{DbPath, Outcome, Step};
+        let stuck = || {
+            let mut s = m("p", 3, true, Some("x"));
+            s.outcome = Some(Outcome::RollbackFailed {
+                failed_step: Some(Step::Health),
+                stuck_at: Step::Restore,
+                path: DbPath::Restore,
+                reason: "swap failed".into(),
+            });
+            s
+        };
+        let all = vec![m("p", 1, true, Some("deployed")), stuck(), m("p", 90, true, Some("deployed"))];
+        let p = Policy { keep: Some(1), max_age: Some(Duration::from_secs(86400)) };
+        let d = plan(&all, "p", p, now());
+        assert_eq!(deleted(&d), vec!["000005a"]);
+        assert!(d[1].why.contains("deploy-guard resolve"), "{}", d[1].why);
+        let mut resolved = all.clone();
+        resolved[1].resolved = Some(crate::backup::Resolution { at: now(), note: "restored by hand".into() });
+        assert_eq!(deleted(&plan(&resolved, "p", p, now())), vec!["0000003", "000005a"]);
     }
 }

@@ -74,6 +74,16 @@ pub enum Command {
         #[arg(long, value_name = "TAG")]
         to_tag: Option<String>,
     },
+    /// Record what a person did about the deploy of SHA whose rollback failed (exit 3): until
+    /// then the next deploy is refused and retention keeps its backup.
+    Resolve {
+        /// SHA (prefix) of the deploy whose rollback failed.
+        #[arg(long)]
+        sha: String,
+        /// What was done (kept in the manifest, e.g. "restored by hand from the backup").
+        #[arg(long)]
+        note: String,
+    },
     /// Take and verify a backup tagged with SHA, and nothing else.
     Backup {
         #[arg(long, env = "GITHUB_SHA")]

@@ -17,7 +17,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let code = if e.downcast_ref::<Usage>().is_some() { ExitCode::Usage } else { ExitCode::Act };
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report::actions::untrusted(&format!("{e:#}")));
             if code == ExitCode::Usage {
                 eprintln!("nothing was changed.");
             }
@@ -82,7 +82,10 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let w = match World::connect(cfg).await {
                 Ok(w) => w,
                 Err(e) => {
-                    eprintln!("error: {e:#}\naborted before any change: nothing was changed.");
+                    eprintln!(
+                        "error: {}\naborted before any change: nothing was changed.",
+                        report::actions::untrusted(&format!("{e:#}"))
+                    );
                     report::actions::error("deploy aborted", &format!("{e:#}"));
                     return Ok(ExitCode::Aborted);
                 }
@@ -151,6 +154,16 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let gh = github(&w);
             file_report(g, gh.as_ref(), None, report).await
         }
+        Command::Resolve { sha, note } => {
+            let prefix = prefix_arg(sha)?;
+            if note.trim().is_empty() {
+                usage(Err(anyhow::anyhow!("--note must say what a person did")))?;
+            }
+            let w = usage(World::offline(load_config(cli)?))?;
+            let done = commands::resolve::resolve(&w, &prefix, note).await?;
+            print_out(g.json, &done, || commands::resolve::render(&done))?;
+            Ok(ExitCode::Ok)
+        }
         Command::Backup { sha } => {
             let sha = sha_arg("--sha", sha)?;
             let w = World::connect(load_config(cli)?).await?;
@@ -175,7 +188,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let report = commands::restore::restore(&w, m, &cfg_arg).await;
             if !g.json {
                 for e in report.own_steps() {
-                    println!("{}: {}", e.step, e.detail);
+                    println!("{}: {}", e.step, report::actions::untrusted(&e.detail));
                 }
             }
             finish_report(g, &report)

@@ -5,5 +5,6 @@ pub mod check;
 pub mod deploy;
 pub mod init;
 pub mod replay;
+pub mod resolve;
 pub mod restore;
 pub mod runbook;

@@ -80,6 +80,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("github.deployments", Kind::Bool),
     ("github.comment", Kind::Bool),
     ("github.incident", Kind::Bool),
+    ("github.incident_logs", Kind::Bool),
     ("deploy.rehearse", Kind::Bool),
     ("verify.queries", Kind::Lines),
     ("verify.commands", Kind::Lines),

@@ -77,11 +77,21 @@ pub struct Github {
     /// Open an incident issue with a postmortem draft when a deploy is rolled back or stuck.
     #[serde(default = "yes")]
     pub incident: bool,
+    /// Put the app's last log lines in incident issues (off: they may carry user data, and the
+    /// repository may be public).
+    #[serde(default)]
+    pub incident_logs: bool,
 }
 
 impl Default for Github {
     fn default() -> Self {
-        Github { environment: default_environment(), deployments: true, comment: true, incident: true }
+        Github {
+            environment: default_environment(),
+            deployments: true,
+            comment: true,
+            incident: true,
+            incident_logs: false,
+        }
     }
 }
 

@@ -12,6 +12,34 @@ fn in_actions() -> bool {
     std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true")
 }
 
+/// Text that came from elsewhere (tool and app output, errors that quote it) made safe for the
+/// Actions log: under Actions it goes between `::stop-commands::TOKEN` and `::TOKEN::` with a
+/// random token, so no line in it runs as a workflow command (`::add-mask::`, `::error::`,
+/// `::stop-commands::` of its own…). Outside Actions it is returned as it is.
+pub fn untrusted(text: &str) -> String {
+    if !in_actions() || !text.contains("::") {
+        return text.to_string();
+    }
+    wrap(text, &token())
+}
+
+fn wrap(text: &str, token: &str) -> String {
+    format!("\n::stop-commands::{token}\n{}\n::{token}::", text.trim_end())
+}
+
+/// 128 random bits, hex: a token the text cannot guess.
+fn token() -> String {
+    let mut buf = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf));
+    if read.is_err() {
+        // No /dev/urandom: the clock and the pid, hashed, still cannot be read from the log in advance.
+        use sha2::{Digest, Sha256};
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        buf.copy_from_slice(&Sha256::digest(seed.as_bytes())[..16]);
+    }
+    format!("dg{}", hex::encode(buf))
+}
+
 pub fn group_start(step: Step) {
     if in_actions() {
         eprintln!("::group::{} — {}", step.name(), step.title());
@@ -80,5 +108,16 @@ pub fn error_for(outcome: &crate::guard::Outcome, headline: &str) {
         }
         Outcome::RollbackFailed { stuck_at, .. } => error(&format!("rollback stuck at {}", stuck_at.name()), headline),
         Outcome::Aborted { at, .. } => error(&format!("aborted at {}", at.name()), headline),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wrapped_text_starts_and_ends_on_lines_of_its_own() {
+        let w = super::wrap("ok\n::add-mask::secret\n", "dgabc");
+        assert_eq!(w, "\n::stop-commands::dgabc\nok\n::add-mask::secret\n::dgabc::");
+        let (a, b) = (super::token(), super::token());
+        assert!(a != b && a.len() == 34, "{a} {b}");
     }
 }

@@ -143,10 +143,12 @@ impl<'w> Run<'w> {
                 StepResult::Warning(_) => EntryState::Warning,
                 StepResult::Failed(_) => EntryState::Failed,
             };
+            // Details quote tool and app output: no workflow commands from them.
+            let shown = crate::report::actions::untrusted(&detail);
             match state {
-                EntryState::Failed => tracing::error!("✗ {}: {detail}", step.name()),
-                EntryState::Warning => tracing::warn!("! {}: {detail}", step.name()),
-                _ => tracing::info!("✓ {}: {detail}", step.name()),
+                EntryState::Failed => tracing::error!("✗ {}: {shown}", step.name()),
+                EntryState::Warning => tracing::warn!("! {}: {shown}", step.name()),
+                _ => tracing::info!("✓ {}: {shown}", step.name()),
             }
             crate::report::actions::group_end();
             self.journal.end(step, state, detail, Utc::now());
@@ -158,6 +160,10 @@ impl<'w> Run<'w> {
         self.notes.append(&mut engine.notes);
         if let Some(m) = self.manifest.as_mut() {
             m.outcome = Some(outcome.clone());
+            // A run that is stuck again needs a person again, whatever was resolved before.
+            if matches!(outcome, Outcome::RollbackFailed { .. }) {
+                m.resolved = None;
+            }
         }
         self.persist().await;
         self.release().await;

@@ -124,8 +124,11 @@ pub fn postgres_on(exec: std::sync::Arc<dyn deploy_guard::exec::Executor>, db: &
     )
 }
 
+/// Schema fingerprint and content checksums: "the database as it is".
+pub type State = (deploy_guard::db::Fingerprint, std::collections::BTreeMap<String, (i64, String)>);
+
 /// Schema fingerprint and content checksums of `db`: "the database as it is".
-pub async fn state(db: &str) -> (deploy_guard::db::Fingerprint, std::collections::BTreeMap<String, (i64, String)>) {
+pub async fn state(db: &str) -> State {
     let pg = postgres(db);
     (pg.fingerprint(db).await.unwrap(), pg.content_checksums(db).await.unwrap())
 }

@@ -89,15 +89,14 @@ impl StepSpec for Preflight {
     }
 }
 
-/// A deploy that stopped half-way (job cancelled, runner lost) must be rolled back or inspected
-/// first: never stack a deploy on top of an unknown state.
+/// A deploy that stopped half-way (job cancelled, runner lost), or whose rollback failed and no
+/// one has resolved (`deploy-guard resolve`), must be dealt with first: never stack a deploy on
+/// top of an unknown state.
 async fn refuse_unfinished_runs(run: &Run<'_>) -> Result<()> {
     let w = run.w;
-    let mut unfinished = backup::list(w.store.as_ref())
-        .await?
-        .into_iter()
-        .filter(|m| m.project == w.config.project && m.outcome.is_none() && m.tag.is_some());
-    if let Some(m) = unfinished.next() {
+    let mine: Vec<_> =
+        backup::list(w.store.as_ref()).await?.into_iter().filter(|m| m.project == w.config.project).collect();
+    if let Some(m) = mine.iter().find(|m| m.outcome.is_none() && m.tag.is_some()) {
         let at = m.journal.interrupted().map(|e| e.step.name()).unwrap_or("an unknown step");
         bail!(
             "an earlier deploy of {} (sha {}) stopped during `{at}` and never finished; \
@@ -105,6 +104,16 @@ async fn refuse_unfinished_runs(run: &Run<'_>) -> Result<()> {
             m.tag.as_deref().unwrap_or("?"),
             m.sha,
             run.dg(&format!("rollback --sha {}", m.sha.short()))
+        );
+    }
+    if let Some(m) = mine.iter().find(|m| m.unresolved_failure()) {
+        bail!(
+            "the rollback of the deploy of {} (sha {}) failed and no one has recorded what was done about it: \
+             deploying on top of a half-rolled-back database is refused. Finish it (`{}`) or repair it by hand, then record what was done with `{}`",
+            m.tag.as_deref().unwrap_or("?"),
+            m.sha,
+            run.dg(&format!("rollback --sha {}", m.sha.short())),
+            run.dg(&format!("resolve --sha {} --note \"what you did\"", m.sha.short()))
         );
     }
     Ok(())

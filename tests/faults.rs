@@ -1,0 +1,692 @@
+//! The fault suite (issue 13): each test injects ONE fault into a real run — the real binary, a
+//! real PostgreSQL, real shell commands, a real OpenSSH server, a real S3 server (s3s-fs), real
+//! processes killed with real signals — and asserts the outcome, the exit code, the database's
+//! contents and the store's, and that nothing is left behind (no scratch database, no stray
+//! object, no process). Each test's name says the fault; docs/RELIABILITY.md lists them.
+
+mod common;
+#[path = "common/s3.rs"]
+mod s3server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+use common::SshdExt;
+use common::{App, Sshd, SHA};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+/// Polls `f` every 20 ms until it holds; fails after `secs`.
+fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// deploy-guard with `app`'s config, GitHub and Actions variables cleared, ready to spawn.
+fn dg(app: &App, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(common::bin());
+    c.args(args).arg("--config").arg(&app.config);
+    for v in ["GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ACTIONS", "GITHUB_SHA", "GITHUB_TOKEN"] {
+        c.env_remove(v);
+    }
+    c.env("GITHUB_REPOSITORY", "");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn spawn(app: &App, args: &[&str], env: &[(&str, &str)]) -> Child {
+    dg(app, args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn deploy-guard")
+}
+
+fn sigkill(pid: u32) {
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+/// A point a command stops at: `sh gate.sh NAME` writes NAME.at (with its pid) and blocks on
+/// NAME.fifo until the test says `go` (exit 0) or anything else (exit 1).
+struct Gates {
+    dir: PathBuf,
+}
+
+impl Gates {
+    fn new(app: &App) -> Gates {
+        let dir = app.tmp.path().join("gates");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("gate.sh"),
+            "d=$(dirname \"$0\"); echo $$ > \"$d/$1.tmp\"; mv \"$d/$1.tmp\" \"$d/$1.at\"\n\
+             read -r x < \"$d/$1.fifo\"; [ \"$x\" = go ]\n",
+        )
+        .unwrap();
+        Gates { dir }
+    }
+
+    /// The shell snippet that stops at gate `name`.
+    fn stop(&self, name: &str) -> String {
+        mkfifo(&self.dir.join(format!("{name}.fifo")));
+        format!("sh {} {name}", self.dir.join("gate.sh").display())
+    }
+
+    /// Waits until something stopped at `name`; returns its pid.
+    fn reached(&self, name: &str, child: &mut Child) -> u32 {
+        let at = self.dir.join(format!("{name}.at"));
+        until(&format!("gate {name}"), 60, || {
+            if let Ok(Some(s)) = child.try_wait() {
+                let mut err = String::new();
+                use std::io::Read;
+                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                panic!("deploy-guard ended ({s}) before gate {name}: {err}");
+            }
+            at.exists()
+        });
+        std::fs::read_to_string(at).unwrap().trim().parse().unwrap()
+    }
+
+    fn open(&self, name: &str, word: &str) {
+        std::fs::write(self.dir.join(format!("{name}.fifo")), format!("{word}\n")).unwrap();
+    }
+}
+
+/// Processes (other than this test) whose command line or environment mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let read = |f: &str| std::fs::read(format!("/proc/{pid}/{f}")).unwrap_or_default();
+        let (cmd, env) = (read("cmdline"), read("environ"));
+        let hit = |b: &[u8]| b.windows(needle.len()).any(|w| w == needle.as_bytes());
+        if hit(&cmd) || hit(&env) {
+            let stat = String::from_utf8_lossy(&read("stat")).into_owned();
+            if stat.split_whitespace().nth(2) == Some("Z") {
+                continue; // a zombie is already dead: its parent reaps it
+            }
+            out.push(format!("{pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    out
+}
+
+/// Every database of the test cluster named after `db` other than `db` itself.
+fn derived_databases(db: &str) -> Vec<String> {
+    let out = common::cluster()
+        .psql("postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{db}\\_\\_%' ORDER BY 1"))
+        .unwrap();
+    out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+/// Every file below `dir` (relative), sorted; none when it does not exist.
+fn files(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Nothing left behind by `app`'s runs: no process mentions its directory or database, no scratch
+/// (`__restore_`) database exists, and its file store holds only backups, manifests and replay
+/// files (no partial upload).
+fn nothing_left_behind(app: &App) {
+    let dir = app.tmp.path().display().to_string();
+    let db = app.db().to_string();
+    let mut left = Vec::new();
+    until("the run's processes to exit", 20, || {
+        left = processes_mentioning(&dir);
+        left.extend(processes_mentioning(&format!("PGDATABASE={db}\0")));
+        left.extend(processes_mentioning(&format!("-d {db}")));
+        left.is_empty()
+    });
+    let scratch: Vec<String> = derived_databases(&db).into_iter().filter(|d| d.contains("__restore_")).collect();
+    assert!(scratch.is_empty(), "scratch databases left: {scratch:?}");
+    let partial: Vec<String> = files(&app.stage.store_dir())
+        .into_iter()
+        .filter(|f| !f.ends_with(".sql.gz") && !f.ends_with(".json") && !f.ends_with(".lost-writes.sql"))
+        .collect();
+    assert!(partial.is_empty(), "stray objects in the store: {partial:?}");
+}
+
+fn out_of(child: Child) -> (i32, String, String) {
+    let o = child.wait_with_output().unwrap();
+    (o.status.code().unwrap_or(-1), common::stdout(&o), common::stderr(&o))
+}
+
+/// The backups (`.sql.gz`) and manifests (`.json`) in `app`'s file store.
+fn backups(app: &App) -> (usize, usize) {
+    let f = files(&app.stage.store_dir());
+    (f.iter().filter(|f| f.ends_with(".sql.gz")).count(), f.iter().filter(|f| f.ends_with(".json")).count())
+}
+
+/// The one manifest in the file store, as JSON.
+fn manifest(app: &App) -> serde_json::Value {
+    let f: Vec<String> = files(&app.stage.store_dir()).into_iter().filter(|f| f.ends_with(".json")).collect();
+    assert_eq!(f.len(), 1, "{f:?}");
+    serde_json::from_slice(&std::fs::read(app.stage.store_dir().join(&f[0])).unwrap()).unwrap()
+}
+
+/// A deploy of v2 that succeeds; the database after it.
+async fn deploy_v2(app: &App) -> common::State {
+    let out = dg(app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    common::state(app.db()).await
+}
+
+/// The run ended aborted (exit 4) with the database as `before` and the app on v1.
+async fn aborted_unchanged(app: &App, child: Child, before: &common::State) {
+    let (code, out, err) = out_of(child);
+    assert_eq!(code, 4, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["result"], "aborted", "{err}");
+    assert_eq!(&common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+}
+
+fn migrated(app: &App) -> bool {
+    app.psql("SELECT count(*) FROM schema_migrations WHERE version = '003'").trim() == "1"
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes killed, runs raced
+
+/// Kills deploy-guard with SIGKILL while `step`'s command is stopped at a gate, lets the command
+/// finish on its own (as an orphan does), then `rollback --sha` must bring everything back.
+async fn kill_9_during(step: &str) {
+    let app = App::new(&format!("fault_k9_{step}"), &["v2"]);
+    let gates = Gates::new(&app);
+    let done = app.tmp.path().join(format!("{step}.done"));
+    let stop = gates.stop(step);
+    let done_q = done.display().to_string();
+    app.edit_config(|c| match step {
+        "migrate" => c.replace(
+            "run: ./migrate.sh up {tag}",
+            &format!("run: {stop} && ./migrate.sh up {{tag}} > migrate.out 2>&1 && touch {done_q}"),
+        ),
+        // The deploy of v2 stops; the rollback's redeploy passes through.
+        "deploy" => c.replace(
+            "deploy: ./app.sh deploy {tag}",
+            &format!(
+                "deploy: if [ ! -e {done_q} ]; then {stop} && ./app.sh deploy {{tag}} > deploy.out 2>&1 && touch {done_q}; \
+                 else ./app.sh deploy {{tag}}; fi"
+            ),
+        ),
+        // The first health check stops; later ones (the rollback's) pass through.
+        _ => c.replace(
+            "command: ./app.sh health",
+            &format!("command: if [ ! -e {done_q} ]; then {stop}; touch {done_q}; fi; ./app.sh health"),
+        ),
+    });
+    let before = common::state(app.db()).await;
+    let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]);
+    gates.reached(step, &mut child);
+    sigkill(child.id());
+    let (code, _, _) = out_of(child);
+    assert_eq!(code, -1, "deploy-guard was not killed");
+    gates.open(step, "go");
+    until("the orphaned command to finish", 30, || done.exists());
+    // The journal says where it stopped; the next deploy is refused until it is rolled back.
+    assert_eq!(manifest(&app)["outcome"], serde_json::Value::Null);
+    let next = dg(&app, &["deploy", "--sha", "1111111111111111111111111111111111111111", "--tag", "v2"], &[])
+        .output()
+        .unwrap();
+    assert_eq!(next.status.code(), Some(4), "{}", common::stderr(&next));
+    assert!(common::stderr(&next).contains(&format!("stopped during `{step}`")), "{}", common::stderr(&next));
+    let rb = dg(&app, &["rollback", "--sha", &SHA[..7], "--json"], &[]).output().unwrap();
+    assert_eq!(rb.status.code(), Some(0), "{}", common::stderr(&rb));
+    assert_eq!(common::json(&rb)["result"], "rolled-back");
+    assert_eq!(common::state(app.db()).await, before, "the database is not as it was before the deploy");
+    assert_eq!(app.tag(), "v1");
+    assert!(!migrated(&app));
+    assert_eq!(backups(&app), (1, 1));
+    assert!(!manifest(&app)["outcome"].is_null(), "the rollback's outcome is not recorded");
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_deploy_guard_during_migrate_then_rollback_sha_restores_everything() {
+    kill_9_during("migrate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_deploy_guard_during_deploy_then_rollback_sha_restores_everything() {
+    kill_9_during("deploy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_deploy_guard_during_health_then_rollback_sha_restores_everything() {
+    kill_9_during("health").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deploys_started_together_one_takes_the_lock_the_other_exits_4_changing_nothing() {
+    let app = App::new("fault_race", &["v2"]);
+    let gates = Gates::new(&app);
+    let stop = gates.stop("migrate");
+    app.edit_config(|c| c.replace("run: ./migrate.sh up {tag}", &format!("run: {stop} && ./migrate.sh up {{tag}}")));
+    let other_sha = "2222222222222222222222222222222222222222";
+    let mut a = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]);
+    let mut b = spawn(&app, &["deploy", "--sha", other_sha, "--tag", "v2"], &[]);
+    // One of them reaches the migration; the other must end on its own, with exit 4.
+    let at = gates.dir.join("migrate.at");
+    let mut loser = None;
+    until("one deploy to lose the race", 60, || {
+        if loser.is_none() {
+            if let Ok(Some(_)) = a.try_wait() {
+                loser = Some(0);
+            } else if let Ok(Some(_)) = b.try_wait() {
+                loser = Some(1);
+            }
+        }
+        loser.is_some() && at.exists()
+    });
+    let (winner, lost, winner_sha) = if loser == Some(0) { (b, a, other_sha) } else { (a, b, SHA) };
+    let (code, _, err) = out_of(lost);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("lock"), "the loser does not say it lost the lock: {err}");
+    // The loser took no backup and touched nothing: only the winner's backup exists so far.
+    assert_eq!(backups(&app), (1, 1));
+    assert_eq!(manifest(&app)["sha"], winner_sha);
+    assert!(!migrated(&app));
+    gates.open("migrate", "go");
+    let (code, _, err) = out_of(winner);
+    assert_eq!(code, 0, "{err}");
+    assert!(migrated(&app));
+    assert_eq!(app.tag(), "v2");
+    assert_eq!(backups(&app), (1, 1));
+    nothing_left_behind(&app);
+}
+
+/// A `bin_dir` whose `pg_dump` (and, for a restore, `psql`) stops at a gate before it runs the
+/// real tool, so the test can kill it there.
+fn gated_tools(app: &App, gates: &Gates, pg_dump: bool, psql_restore: bool) {
+    let real = common::cluster().bin_dir.display().to_string();
+    let bin = app.tmp.path().join("gated-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let write = |name: &str, body: String| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(bin.join(name), body).unwrap();
+        std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let gate = |name: &str| gates.stop(name);
+    write(
+        "pg_dump",
+        if pg_dump {
+            format!("#!/bin/sh\n{} || exit 1\nexec {real}/pg_dump \"$@\"\n", gate("pg_dump"))
+        } else {
+            format!("#!/bin/sh\nexec {real}/pg_dump \"$@\"\n")
+        },
+    );
+    write(
+        "psql",
+        if psql_restore {
+            format!(
+                "#!/bin/sh\ncase \"$*\" in *--single-transaction*) exec sh -c '{} || exit 1; exec {real}/psql \"$@\"' psql \"$@\";; esac\nexec {real}/psql \"$@\"\n",
+                gate("psql")
+            )
+        } else {
+            format!("#!/bin/sh\nexec {real}/psql \"$@\"\n")
+        },
+    );
+    let bin = bin.display().to_string();
+    app.edit_config(|c| {
+        let at = c.find("bin_dir: ").unwrap();
+        let end = at + c[at..].find('\n').unwrap();
+        format!("{}bin_dir: \"{bin}\"{}", &c[..at], &c[end..])
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_dump_killed_during_the_backup_aborts_with_exit_4_and_nothing_changed() {
+    let app = App::new("fault_pgdump", &["v2"]);
+    let gates = Gates::new(&app);
+    gated_tools(&app, &gates, true, false);
+    let before = common::state(app.db()).await;
+    let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]);
+    let pid = gates.reached("pg_dump", &mut child);
+    sigkill(pid);
+    aborted_unchanged(&app, child, &before).await;
+    // No backup data object: a manifest without a verified backup is never written.
+    assert_eq!(backups(&app).0, 0, "{:?}", files(&app.stage.store_dir()));
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_killed_mid_restore_leaves_the_live_database_as_it_was_and_drops_the_scratch() {
+    let app = App::new("fault_psql", &["v2"]);
+    let deployed = deploy_v2(&app).await;
+    let gates = Gates::new(&app);
+    gated_tools(&app, &gates, false, true);
+    let mut child = spawn(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &[]);
+    let pid = gates.reached("psql", &mut child);
+    sigkill(pid);
+    let (code, out, err) = out_of(child);
+    assert_eq!(code, 3, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["result"], "rollback-failed", "{err}");
+    let restore = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "restore").unwrap();
+    assert_eq!(restore["state"], "failed", "{restore}");
+    // The live database was never touched: the restore went into the scratch one.
+    assert_eq!(common::state(app.db()).await, deployed);
+    assert!(derived_databases(app.db()).is_empty(), "{:?}", derived_databases(app.db()));
+    assert_eq!(backups(&app), (1, 1));
+    assert!(!manifest(&app)["outcome"].is_null(), "the rollback's outcome is not recorded");
+    nothing_left_behind(&app);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage faults
+
+/// A tmpfs of `kib` KiB, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: PathBuf, kib: u32) -> Tmpfs {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"]).arg(&at).status();
+        assert!(ok.is_ok_and(|s| s.success()), "cannot mount a tmpfs at {} (needs root)", at.display());
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_on_a_file_store_aborts_with_exit_4_and_leaves_no_partial_backup() {
+    let app = App::new("fault_full", &["v2"]);
+    let fs = Tmpfs::mount(app.tmp.path().join("small"), 32);
+    let store = fs.0.join("store");
+    app.edit_config(|c| {
+        let at = c.find("store: ").unwrap();
+        format!("{}store: \"file://{}\"\n", &c[..at], store.display())
+    });
+    let before = common::state(app.db()).await;
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(common::json(&out)["result"], "aborted");
+    assert!(err.contains("No space left on device"), "the cause is not named: {err}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    let left: Vec<String> = files(&store).into_iter().filter(|f| !f.ends_with(".json")).collect();
+    assert!(left.is_empty(), "a partial backup was left on the full disk: {left:?}");
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_backup_object_is_refused_and_the_live_database_is_untouched() {
+    let app = App::new("fault_tamper", &["v2"]);
+    let deployed = deploy_v2(&app).await;
+    let key = files(&app.stage.store_dir()).into_iter().find(|f| f.ends_with(".sql.gz")).unwrap();
+    let path = app.stage.store_dir().join(&key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = dg(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(common::json(&out)["result"], "rollback-failed");
+    assert!(err.contains("is not the verified backup; nothing was restored"), "the tampering is not named: {err}");
+    assert_eq!(common::state(app.db()).await, deployed, "the live database changed");
+    assert!(derived_databases(app.db()).is_empty(), "{:?}", derived_databases(app.db()));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the evidence was changed");
+    assert_eq!(backups(&app), (1, 1));
+    nothing_left_behind(&app);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tag_or_sha_is_refused_with_exit_2_before_anything_runs() {
+    let app = App::new("fault_hostile", &["v2"]);
+    let proof = app.tmp.path().join("pwned");
+    let before = common::state(app.db()).await;
+    let evil = format!("$(touch {})", proof.display());
+    for args in [
+        vec!["deploy", "--sha", SHA, "--tag", &*format!("v2;touch {}", proof.display())],
+        vec!["deploy", "--sha", SHA, "--tag", &evil],
+        vec!["deploy", "--sha", &evil, "--tag", "v2"],
+        vec!["deploy", "--sha", SHA, "--tag", "v2", "--previous-tag", "`id`"],
+        vec!["rollback", "--sha", &evil],
+        vec!["resolve", "--sha", &evil, "--note", "x"],
+    ] {
+        let out = dg(&app, &args, &[]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", common::stderr(&out));
+        assert!(common::stderr(&out).contains("nothing was changed"), "{args:?}");
+    }
+    assert!(!proof.exists(), "a hostile argument ran a command");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert!(!app.stage.store_dir().exists(), "{:?}", files(&app.stage.store_dir()));
+    nothing_left_behind(&app);
+}
+
+/// A database name read from the env file (`${DB_NAME}`) with `value`.
+fn name_from_env_file(app: &App, value: &str) {
+    std::fs::write(app.tmp.path().join("app.env"), format!("DB_NAME={value}\n")).unwrap();
+    let env = app.tmp.path().join("app.env").display().to_string();
+    app.edit_config(|c| {
+        c.replace(&format!("name: \"{}\"", app.db()), "name: \"${DB_NAME}\"")
+            .replace("  runtime: shell\n", &format!("  runtime: shell\n  env_file: \"{env}\"\n"))
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_env_file_value_never_runs_and_changes_nothing() {
+    let app = App::new("fault_envval", &["v2"]);
+    let proof = app.tmp.path().join("pwned");
+    let before = common::state(app.db()).await;
+    for value in [format!("$(touch {})", proof.display()), format!("`touch {}`", proof.display())] {
+        name_from_env_file(&app, &value);
+        let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
+        let code = out.status.code();
+        assert!(code == Some(4) || code == Some(2), "{value}: {code:?} {}", common::stderr(&out));
+        assert!(!proof.exists(), "{value}: the env file value ran as a command");
+        std::fs::write(&app.config, app.stage.config_yaml(app.db())).unwrap();
+    }
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert_eq!(backups(&app).0, 0);
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_name_with_an_equals_sign_is_refused_not_read_as_a_connection_string() {
+    let app = App::new("fault_eq", &["v2"]);
+    let before = common::state(app.db()).await;
+    // Read as a connection string, this would reach another database.
+    name_from_env_file(&app, &format!("dbname={} host=127.0.0.1", app.db()));
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert!(matches!(out.status.code(), Some(2) | Some(4)), "{err}");
+    assert!(err.contains("connection string"), "{err}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert_eq!(backups(&app).0, 0);
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_63_byte_database_name_is_restored_by_scratch_and_swap_without_touching_another_name() {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut db = format!("f63_{}_{}_", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    while db.len() < 63 {
+        db.push('x');
+    }
+    let tmp = common::tempdir();
+    let stage =
+        deploy_guard::simulate::Stage::new(common::cluster(), tmp.path(), &db, &["v2-bad-down"], false).unwrap();
+    let config = tmp.path().join("deploy-guard.yml");
+    std::fs::write(&config, stage.config_yaml("f63")).unwrap();
+    let app = App { tmp, stage, config };
+    // A literal name is capped at 40 bytes; one from the env file may use PostgreSQL's 63.
+    name_from_env_file(&app, &db);
+    let before = common::state(app.db()).await;
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2-bad-down", "--json"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let r = common::json(&out);
+    assert_eq!((r["result"].as_str(), r["path"].as_str()), (Some("rolled-back"), Some("restore")), "{err}");
+    assert_eq!(common::state(app.db()).await, before, "the live database is not the backup's");
+    assert_eq!(app.tag(), "v1");
+    // The broken database is kept under its own (shortened) name, distinct from the live one.
+    let kept = r["kept_database"].as_str().expect("kept_database").to_string();
+    assert!(kept != db && kept.len() <= 63 && kept.contains("__failed_"), "{kept}");
+    let exists =
+        common::cluster().psql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = '{kept}'"));
+    assert_eq!(exists.unwrap().trim(), "1", "the kept copy {kept} does not exist");
+    nothing_left_behind(&app);
+    common::cluster().psql("postgres", &format!("DROP DATABASE \"{kept}\"")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_output_carrying_workflow_commands_cannot_issue_them_in_the_actions_log() {
+    let app = App::new("fault_wfcmd", &["v2-notnull"]);
+    app.edit_config(|c| {
+        c.replace(
+            "run: ./migrate.sh up {tag}",
+            "run: echo '::add-mask::injected'; echo '::error::injected-by-migration' >&2; ./migrate.sh up {tag}",
+        )
+    });
+    let before = common::state(app.db()).await;
+    let out =
+        dg(&app, &["deploy", "--sha", SHA, "--tag", "v2-notnull"], &[("GITHUB_ACTIONS", "true")]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("injected"), "the migration's output is not in the log at all: {err}");
+    // Read the log as the runner does: `::stop-commands::T` stops processing until `::T::`.
+    let mut stopped: Option<String> = None;
+    for line in err.lines() {
+        let l = line.trim_start();
+        match &stopped {
+            Some(t) if l == format!("::{t}::") => stopped = None,
+            Some(_) => {}
+            None => {
+                if let Some(t) = l.strip_prefix("::stop-commands::") {
+                    assert!(t.len() >= 32, "a guessable token: {t}");
+                    stopped = Some(t.to_string());
+                } else {
+                    assert!(!l.contains("injected"), "a workflow command from the migration ran: {line}");
+                }
+            }
+        }
+    }
+    assert!(stopped.is_none(), "commands were never resumed");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rollback_blocks_the_next_deploy_and_keeps_its_backup_until_resolved() {
+    let app = App::new("fault_stuck", &["v2", "v2-crash"]);
+    // The previous tag cannot be started again: the rollback cannot finish.
+    app.edit_config(|c| {
+        c.replace("deploy: ./app.sh deploy {tag}", "deploy: test {tag} != v1 && ./app.sh deploy {tag}")
+            .replace("backup:\n", "backup:\n  keep: 1\n")
+    });
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2-crash", "--json"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert_eq!(common::json(&out)["result"], "rollback-failed");
+    let stuck = common::state(app.db()).await;
+    // A later backup with retention (keep: 1) must not prune the stuck run's backup.
+    let sha2 = "3333333333333333333333333333333333333333";
+    let out = dg(&app, &["backup", "--sha", sha2], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(backups(&app), (2, 2), "retention pruned the backup of an unresolved rollback-failed run");
+    // The next deploy is refused, saying what to run.
+    let sha3 = "4444444444444444444444444444444444444444";
+    let out = dg(&app, &["deploy", "--sha", sha3, "--tag", "v2"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(&format!("resolve --sha {}", &SHA[..7])), "{err}");
+    assert_eq!(common::state(app.db()).await, stuck, "the refused deploy changed the database");
+    assert_eq!(backups(&app), (2, 2));
+    // A person repairs it and records what they did.
+    let out = dg(&app, &["resolve", "--sha", &SHA[..7], "--note", "started v1 by hand"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(common::stdout(&out).contains("started v1 by hand"));
+    let again = dg(&app, &["resolve", "--sha", &SHA[..7], "--note", "twice"], &[]).output().unwrap();
+    assert_eq!(again.status.code(), Some(3), "resolving twice: {}", common::stderr(&again));
+    std::fs::write(&app.config, app.stage.config_yaml(app.db())).unwrap();
+    let out = dg(&app, &["deploy", "--sha", sha3, "--tag", "v2"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(app.tag(), "v2");
+    assert!(migrated(&app));
+    nothing_left_behind(&app);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SSH and S3
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_key_is_refused_with_exit_4_before_anything_runs() {
+    let sshd = Sshd::start().unwrap();
+    let app = App::new("fault_unknownkey", &["v2"]);
+    // known_hosts pins another port only: this server's key is unknown.
+    let elsewhere = sshd.known_hosts().replace(&format!(":{}", sshd.port), ":1");
+    app.edit_config(|t| format!("{t}{}", sshd.target_yaml().replace(&sshd.known_hosts(), &elsewhere)));
+    let before = common::state(app.db()).await;
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[("DEPLOY_GUARD_SSH_KEY", &sshd.client_key)])
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert!(!app.stage.store_dir().exists());
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_server_killed_during_the_backup_upload_aborts_with_exit_4_and_stores_nothing() {
+    let mut s3 = s3server::S3Server::start();
+    let app = App::new("fault_s3up", &["v2"]);
+    let gates = Gates::new(&app);
+    gated_tools(&app, &gates, true, false);
+    let yaml = s3.backup_yaml("prod");
+    app.edit_config(|c| {
+        let at = c.find("backup:\n").unwrap();
+        format!("{}{yaml}", &c[..at])
+    });
+    let before = common::state(app.db()).await;
+    let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &s3.env());
+    gates.reached("pg_dump", &mut child);
+    s3.stop();
+    gates.open("pg_dump", "go");
+    aborted_unchanged(&app, child, &before).await;
+    s3.restart();
+    assert_eq!(s3.keys(), Vec::<String>::new(), "objects stored by a failed backup");
+    nothing_left_behind(&app);
+}
