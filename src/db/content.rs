@@ -32,12 +32,15 @@ impl RowSum {
     pub fn add_line(&mut self, line: &[u8]) {
         self.rows += 1;
         self.sum = self.sum.wrapping_add(xxhash_rust::xxh3::xxh3_64(line));
-        for (i, field) in line.split(|b| *b == b'\t').enumerate() {
-            if field != b"\\N" {
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\t', line).chain(std::iter::once(line.len()));
+        for (i, end) in ends.enumerate() {
+            if &line[start..end] != b"\\N" {
                 if let Some(n) = self.non_null.get_mut(i) {
                     *n += 1;
                 }
             }
+            start = end + 1;
         }
     }
 
@@ -90,7 +93,7 @@ pub struct DumpTables {
 
 impl DumpTables {
     pub fn feed(&mut self, mut bytes: &[u8]) {
-        while let Some(nl) = bytes.iter().position(|b| *b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', bytes) {
             if self.line.is_empty() {
                 self.take_line(&bytes[..nl]);
             } else {

@@ -312,7 +312,10 @@ mod tests {
             }),
             _ => ok(),
         });
-        assert_eq!(steps, vec![Preflight, Classify, Backup, Record, Rehearse, Migrate, Assess, Redeploy, RedeployHealth, Checks]);
+        assert_eq!(
+            steps,
+            vec![Preflight, Classify, Backup, Record, Rehearse, Migrate, Assess, Redeploy, RedeployHealth, Checks]
+        );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Migrate), path: DbPath::None });
     }
 
@@ -393,7 +396,7 @@ mod tests {
         });
         assert_eq!(
             &steps[9..],
-            &[Revert, StopApp, Restore, ValidateRestore, Swap, LostWrites, Redeploy, RedeployHealth, Checks]
+            &[Revert, Restore, ValidateRestore, StopApp, Swap, LostWrites, Redeploy, RedeployHealth, Checks]
         );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Restore });
     }

@@ -35,9 +35,9 @@ steps! {
     Assess => "assess", "Assess the damage";
     Revert => "revert", "Revert the migrations (fast path)";
     VerifyRevert => "verify-revert", "Verify the revert";
-    StopApp => "stop-app", "Stop the app (safe path)";
-    Restore => "restore", "Restore the backup into a scratch database";
+    Restore => "restore", "Restore the backup into a scratch database (safe path)";
     ValidateRestore => "validate-restore", "Validate the restored database";
+    StopApp => "stop-app", "Stop the app (the backup is good)";
     Swap => "swap", "Swap the restored database in";
     LostWrites => "lost-writes", "Find the writes the restore took away";
     Redeploy => "redeploy", "Redeploy the previous tag";

@@ -178,21 +178,24 @@ pub const EDGES: &[Edge] = &[
     e(ROLL, Assess, Unchanged, run(Redeploy)),
     e(ROLL, Assess, FastPath, run(Revert)),
     e(ROLL, Assess, KeepAdditive, run(Redeploy)),
-    e(ROLL, Assess, NotTrusted, run(StopApp)),
+    e(ROLL, Assess, NotTrusted, run(Step::Restore)),
     e(ROLL, Assess, RestoreForbidden, end(End::Stuck)),
     e(ROLL, Assess, NoBackup, end(End::Stuck)),
     e(ROLL, Revert, Ok, run(VerifyRevert)),
-    e(ROLL, Revert, Failed, run(StopApp)),
+    e(ROLL, Revert, Failed, run(Step::Restore)),
     e(ROLL, Revert, RestoreForbidden, end(End::Stuck)),
     e(ROLL, VerifyRevert, Ok, run(Redeploy)),
-    e(ROLL, VerifyRevert, Failed, run(StopApp)),
+    e(ROLL, VerifyRevert, Failed, run(Step::Restore)),
     e(ROLL, VerifyRevert, RestoreForbidden, end(End::Stuck)),
-    // A running app is cut off by the swap anyway: a failed stop is carried past.
-    e(ROLL, StopApp, Ok, run(Step::Restore)),
-    e(ROLL, StopApp, Failed, run(Step::Restore)),
+    // The backup is restored and validated into a scratch database while the app still runs:
+    // a backup that turns out bad leaves the app as it was.
     e(REST, Step::Restore, Ok, run(ValidateRestore)),
     e(REST, Step::Restore, Failed, end(End::Stuck)),
-    e(REST, ValidateRestore, Ok, run(Swap)),
+    e(ROLL, ValidateRestore, Ok, run(StopApp)),
+    e(&[R], ValidateRestore, Ok, run(Swap)),
+    // Only then is the app stopped; a failed stop is carried past (the swap cuts it off anyway).
+    e(ROLL, StopApp, Ok, run(Swap)),
+    e(ROLL, StopApp, Failed, run(Swap)),
     e(REST, ValidateRestore, Failed, end(End::Stuck)),
     e(REST, Swap, Ok, run(LostWrites)),
     // Finding lost writes never holds up the recovery: a failure is carried past.
@@ -257,7 +260,10 @@ mod tests {
                 assert_eq!(edges(mode).filter(|o| o.from == e.from && o.on == e.on).count(), 1, "{e:?}");
             }
         }
-        assert_eq!(straight_path(D), vec![Preflight, Classify, Step::Backup, Record, Step::Rehearse, Migrate, Step::Deploy, Health]);
+        assert_eq!(
+            straight_path(D),
+            vec![Preflight, Classify, Step::Backup, Record, Step::Rehearse, Migrate, Step::Deploy, Health]
+        );
         assert_eq!(straight_path(B), vec![Preflight, Step::Backup, Record]);
         assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap, LostWrites, Checks]);
     }

@@ -54,8 +54,11 @@ impl StepSpec for LostWrites {
             .collect();
         let key = BackupName::from_key(&m.key).replay_key();
         let mut found = Found::default();
-        let mut sha = Sha256::new();
-        let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
+        let sha = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
+        let (tx, mut rx) = tokio::io::duplex(64 * 1024);
+        // Hashed as it is written, so no table's statements are ever held whole.
+        let hashing = sha.clone();
+        let mut tx = tokio_util::io::InspectWriter::new(tx, move |b| hashing.lock().expect("sha").update(b));
         let produce = async {
             let header = format!(
                 "-- deploy-guard: writes made to {} after the backup {} and lost by its restore.\n\
@@ -64,7 +67,6 @@ impl StepSpec for LostWrites {
                 m.key,
                 run.sha.short()
             );
-            sha.update(header.as_bytes());
             tx.write_all(header.as_bytes()).await?;
             for t in candidates {
                 let shape = match w.db.loss_shape(&names.live, &names.failed, t).await {
@@ -74,10 +76,7 @@ impl StepSpec for LostWrites {
                         continue;
                     }
                 };
-                let mut buf = Vec::new();
-                let loss: TableLoss = w.db.table_loss(&names.live, &names.failed, &shape, &mut buf).await?;
-                sha.update(&buf);
-                tx.write_all(&buf).await?;
+                let loss: TableLoss = w.db.table_loss(&names.live, &names.failed, &shape, &mut tx).await?;
                 if loss.total() > 0 {
                     if run.touched.contains(t) {
                         found.touched_by_migrations.push(t.clone());
@@ -101,7 +100,7 @@ impl StepSpec for LostWrites {
                 .context("removing the empty replay file")?;
         } else {
             found.key = BackupName::from_key(&m.key).replay_key();
-            found.sha256 = hex::encode(sha.finalize());
+            found.sha256 = hex::encode(sha.lock().expect("sha").clone().finalize());
         }
         let (ins, upd, del) =
             found.tables.iter().fold((0, 0, 0), |a, t| (a.0 + t.inserted, a.1 + t.updated, a.2 + t.deleted));

@@ -13,10 +13,9 @@ pub struct Preflight;
 impl StepSpec for Preflight {
     fn what(&self, run: &Run) -> String {
         match run.mode {
-            Mode::Deploy => {
+            Mode::Deploy | Mode::Rehearse => {
                 "store writable, database reachable, migration table readable and not failed or dirty, deploy lock, \
-                 no unfinished deploy, \
-                 previous tag"
+                 no unfinished deploy, previous tag"
                     .into()
             }
             Mode::Backup => "store writable, database reachable, deploy lock".into(),
@@ -27,10 +26,10 @@ impl StepSpec for Preflight {
     fn commands(&self, run: &Run) -> Vec<Cmd> {
         let db = &run.w.db;
         let mut out = vec![db.query_cmd(&db.maintenance_db)];
-        if matches!(run.mode, Mode::Deploy | Mode::Backup) {
+        if matches!(run.mode, Mode::Deploy | Mode::Backup | Mode::Rehearse) {
             out.push(db.query_cmd(&db.name));
         }
-        if run.mode == Mode::Deploy {
+        if matches!(run.mode, Mode::Deploy | Mode::Rehearse) {
             out.extend(run.w.runtime.cmd(Action::CurrentTag));
         }
         out
@@ -41,7 +40,7 @@ impl StepSpec for Preflight {
         match run.mode {
             Mode::Rollback => c.push(run.dg(&format!("rollback --sha {}", run.sha.short()))),
             Mode::Restore => c.push(run.dg(&format!("restore --sha {}", run.sha.short()))),
-            Mode::Deploy | Mode::Backup => {}
+            Mode::Deploy | Mode::Backup | Mode::Rehearse => {}
         }
         c
     }

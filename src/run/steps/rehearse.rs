@@ -19,7 +19,7 @@ use crate::model::DbNames;
 pub struct Rehearse;
 
 /// What the rehearsal found.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rehearsal {
     pub applied: usize,
     pub up_secs: f64,
@@ -48,7 +48,8 @@ impl Rehearse {
         let names = run.db_names().ok()?;
         let tag = run.tag.as_deref()?;
         let w = run.w;
-        let up = Self::on_copy(run, "rehearse migrate", &w.migrator.run_script(tag, run.sha.as_str()), &names.rehearse)?;
+        let up =
+            Self::on_copy(run, "rehearse migrate", &w.migrator.run_script(tag, run.sha.as_str()), &names.rehearse)?;
         let recorded = run.manifest.as_ref().map(|m| m.migrations.rows.as_slice());
         let down = w
             .migrator
@@ -140,7 +141,8 @@ impl StepSpec for Rehearse {
                     Ok(now) if now.same_rows(sum) => {}
                     Ok(now) => {
                         r.revert_restores_data = false;
-                        r.differences.push(format!("rows of {table} after the revert: {} then, {} now", sum.rows, now.rows));
+                        r.differences
+                            .push(format!("rows of {table} after the revert: {} then, {} now", sum.rows, now.rows));
                     }
                     Err(e) => {
                         r.revert_restores_data = false;

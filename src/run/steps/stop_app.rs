@@ -10,7 +10,7 @@ pub struct StopApp;
 #[async_trait]
 impl StepSpec for StopApp {
     fn what(&self, _run: &Run) -> String {
-        "safe path: stop the app".into()
+        "the restored backup is valid: stop the app before the swap".into()
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
