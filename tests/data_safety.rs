@@ -206,3 +206,17 @@ fn stored_files(dir: &std::path::Path) -> usize {
     }
     n
 }
+
+#[tokio::test]
+async fn what_the_new_release_wrote_into_its_additions_is_counted_before_a_revert_drops_it() {
+    // The release adds `nickname`, its app fills one in, then it is unhealthy: the revert is
+    // trusted (nothing that existed was harmed), and the report says what it threw away.
+    let app = App::new("ds_discard", &["v2-additive"]);
+    let before = common::state(app.db()).await;
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2-additive", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["path"], "revert", "{r}");
+    assert_eq!(r["discarded"][0], "new column public.customers.nickname holds 1 value(s)", "{r}");
+    assert_eq!(common::state(app.db()).await, before);
+}

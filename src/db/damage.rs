@@ -147,6 +147,20 @@ impl Damage {
     }
 }
 
+/// What a revert would drop that the new release added: its new tables, and its new columns
+/// of tables that existed before (a new table's columns go with it).
+pub fn additions(before: &Fingerprint, now: &Fingerprint) -> (Vec<String>, Vec<(String, String)>) {
+    let (old_tables, new_tables) = (tables(before), tables(now));
+    let added_tables: Vec<String> = new_tables.difference(&old_tables).cloned().collect();
+    let old_cols = columns(before);
+    let added_cols = columns(now)
+        .into_keys()
+        .filter(|(t, _)| old_tables.contains(t))
+        .filter(|k| !old_cols.contains_key(k))
+        .collect();
+    (added_tables, added_cols)
+}
+
 /// `4812` → `4 812`.
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();

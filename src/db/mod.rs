@@ -18,7 +18,7 @@ use crate::exec::{self, quote, Cmd, Executor};
 
 pub use crate::model::ConnInfo;
 pub use content::{safe_ident_list, unquote, DumpTables, RowSum, TableStats};
-pub use damage::Damage;
+pub use damage::{additions, thousands, Damage};
 pub use fingerprint::Fingerprint;
 pub use lost::{Shape, TableLoss};
 pub use restore::RestoreReport;

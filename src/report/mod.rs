@@ -60,6 +60,8 @@ pub struct Report {
     pub kept_additions: Vec<String>,
     /// The pending migrations' SQL, classified before the deploy.
     pub classification: Vec<crate::db::lint::Finding>,
+    /// What the revert dropped that the new release had written (set when the path is revert).
+    pub discarded: Vec<String>,
     pub app_status: Option<String>,
     pub app_logs: Option<String>,
     /// The broken database, kept for forensics after a restore.
@@ -148,6 +150,7 @@ pub(crate) mod fixture {
             lost_writes: None,
             kept_additions: Vec::new(),
             classification: Vec::new(),
+            discarded: Vec::new(),
             app_status: Some("exited (1)".into()),
             app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
             kept_database: Some("station__failed_abc1234".into()),

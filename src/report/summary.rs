@@ -79,6 +79,13 @@ pub fn render(r: &Report) -> String {
         md.push('\n');
     }
     lost_writes(&mut md, r);
+    if !r.discarded.is_empty() {
+        md.push_str("### What the revert discarded\n\nThe new release had already written into what its migrations added; the revert dropped it (it was never in the backup):\n\n");
+        for d in &r.discarded {
+            let _ = writeln!(md, "- {d}");
+        }
+        md.push('\n');
+    }
     if !r.kept_additions.is_empty() {
         md.push_str("### Kept: the migrations only added\n\nThe previous tag runs on the new schema, a superset of its own (`rollback.additive: keep`); nothing written into the additions was dropped. What stays:\n\n```\n");
         for a in &r.kept_additions {

@@ -58,6 +58,8 @@ pub struct Run<'w> {
     pub lost_writes: Option<crate::backup::LostWrites>,
     /// What the deploy added to the schema (kept under `rollback.additive: keep`).
     pub added: Vec<String>,
+    /// What the new release wrote into what it added (a revert drops it).
+    pub discarded: Vec<String>,
     /// What the pending migrations' SQL was classified as, before the deploy.
     pub classification: Vec<crate::db::lint::Finding>,
     /// `deploy --allow-destructive`.
@@ -92,6 +94,7 @@ impl<'w> Run<'w> {
             lost_writes: None,
             added: Vec::new(),
             classification: Vec::new(),
+            discarded: Vec::new(),
             allow_destructive: false,
         }
     }

@@ -11,6 +11,38 @@ use crate::migrate::row_name;
 
 pub struct Assess;
 
+/// What the new release has already written into what it added: a revert would drop it.
+/// Counted before any revert runs; a count that cannot be read is said so, not skipped.
+async fn discarded(
+    w: &crate::world::World,
+    before: &crate::db::Fingerprint,
+    now: &crate::db::Fingerprint,
+) -> Vec<String> {
+    use crate::db::{ident, thousands};
+    let (tables, columns) = crate::db::additions(before, now);
+    let mut out = Vec::new();
+    let ours = w.migration_table_key();
+    for t in tables.iter().filter(|t| ours.as_deref() != Some(t.as_str())) {
+        match w.db.query(&w.db.name, &format!("SELECT count(*) FROM {t};")).await {
+            Ok(n) if n.trim() != "0" => {
+                out.push(format!("new table {t} holds {} row(s)", thousands(n.trim().parse().unwrap_or(0))))
+            }
+            Ok(_) => {}
+            Err(e) => out.push(format!("new table {t}: rows not counted ({e:#})")),
+        }
+    }
+    for (t, c) in &columns {
+        match w.db.query(&w.db.name, &format!("SELECT count({}) FROM {t};", ident(c))).await {
+            Ok(n) if n.trim() != "0" => {
+                out.push(format!("new column {t}.{c} holds {} value(s)", thousands(n.trim().parse().unwrap_or(0))))
+            }
+            Ok(_) => {}
+            Err(e) => out.push(format!("new column {t}.{c}: values not counted ({e:#})")),
+        }
+    }
+    out
+}
+
 #[async_trait]
 impl StepSpec for Assess {
     fn what(&self, _run: &Run) -> String {
@@ -84,6 +116,7 @@ impl StepSpec for Assess {
                 })
                 .collect();
             run.touched = damage.touched;
+            run.discarded = discarded(w, before, &fp_now).await;
             run.added = damage.added;
         }
         let a = Assessment {
@@ -106,6 +139,12 @@ impl StepSpec for Assess {
         } else {
             format!("{} migration(s) applied by this deploy; schema changed in {} place(s)", a.applied, run.drift.len())
         };
+        if !run.discarded.is_empty() {
+            detail.push_str(&format!(
+                "; a revert would discard what the new release wrote: {}",
+                run.discarded.join("; ")
+            ));
+        }
         if a.additive_only && w.config.rollback.additive == Additive::Keep {
             detail.push_str("; the migrations only added: kept (rollback.additive: keep)");
         }
