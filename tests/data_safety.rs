@@ -220,3 +220,32 @@ async fn what_the_new_release_wrote_into_its_additions_is_counted_before_a_rever
     assert_eq!(r["discarded"][0], "new column public.customers.nickname holds 1 value(s)", "{r}");
     assert_eq!(common::state(app.db()).await, before);
 }
+
+#[tokio::test]
+async fn a_rehearsal_runs_the_release_on_a_copy_and_tells_whether_its_revert_can_be_trusted() {
+    let app = App::new("ds_rehearse", &["v2", "v2-drop-note"]);
+    let before = common::state(app.db()).await;
+    let detail = |r: &serde_json::Value| {
+        r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "rehearse").unwrap()["detail"].to_string()
+    };
+    // On its own: production is not changed, the copy is gone, and the lying down() is caught.
+    let out = app.run(&["rehearse", "--sha", SHA, "--tag", "v2-drop-note", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["result"], "rehearsed", "{r}");
+    assert!(detail(&r).contains("does NOT bring everything back") && detail(&r).contains("public.orders"), "{r}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    let copies = common::cluster()
+        .psql("postgres", r"SELECT count(*) FROM pg_database WHERE datname LIKE '%\_\_rehearse\_%'")
+        .unwrap();
+    assert_eq!(copies, "0", "the rehearsal copy was left behind");
+
+    // Inside a deploy: a good release rehearses clean, then deploys.
+    app.edit_config(|t| format!("{t}\ndeploy:\n  rehearse: true\n"));
+    let out = app.run(&["deploy", "--sha", "abcdef0123456789abcdef0123456789abcdef01", "--tag", "v2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert!(detail(&r).contains("brings back the schema, the migration rows and every row"), "{r}");
+    assert_eq!(app.tag(), "v2");
+}
