@@ -39,7 +39,9 @@ impl World {
         for step in ["migration:run", "migration:revert"] {
             let out = w
                 .pg_env(Command::new("npx"))
-                .args(["--no-install", "typeorm", step, "-d", source])
+                // The state before the deploy comes from the first release's data source:
+                // CreateUsers applied, its rows in place.
+                .args(["--no-install", "typeorm", step, "-d", "data-source.js"])
                 .current_dir(&fixture)
                 .output()
                 .expect("run npx");
