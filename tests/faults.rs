@@ -268,6 +268,43 @@ async fn kill_9_during(step: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_migrate_lets_it_finish_stops_journaled_with_exit_3_then_rollback_sha_restores() {
+    // A cancelled Actions job: SIGTERM while the migration runs.
+    let app = App::new("fault_term", &["v2"]);
+    let gates = Gates::new(&app);
+    let stop = gates.stop("migrate");
+    app.edit_config(|c| c.replace("run: ./migrate.sh up {tag}", &format!("run: {stop} && ./migrate.sh up {{tag}}")));
+    let before = common::state(app.db()).await;
+    let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]);
+    gates.reached("migrate", &mut child);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    gates.open("migrate", "go");
+    let (code, stdout, err) = out_of(child);
+    assert_eq!(code, 3, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["outcome"]["stuck_at"], "deploy", "{r}");
+    assert!(r["outcome"]["reason"].as_str().unwrap().contains("stopped by SIGTERM"), "{r}");
+    assert!(r["next_commands"].to_string().contains("rollback --sha 0123456"), "{r}");
+    // The migration it was running finished and is journaled; nothing after it started.
+    assert!(migrated(&app));
+    assert_eq!(app.tag(), "v1");
+    let steps: Vec<String> = manifest(&app)["journal"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}={}", e["step"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps.last().map(String::as_str), Some("migrate=ok"), "{steps:?}");
+    let rb = dg(&app, &["rollback", "--sha", &SHA[..7], "--json"], &[]).output().unwrap();
+    assert_eq!(rb.status.code(), Some(0), "{}", common::stderr(&rb));
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_deploy_guard_during_migrate_then_rollback_sha_restores_everything() {
     kill_9_during("migrate").await;
 }

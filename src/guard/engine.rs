@@ -226,6 +226,16 @@ impl Engine {
         }
     }
 
+    /// The run was asked to stop (SIGTERM, SIGINT) and did, after `after`, before `next`.
+    pub fn interrupted(&self, signal: &str, after: Step, next: Step) -> Outcome {
+        Outcome::RollbackFailed {
+            failed_step: self.failed_step,
+            stuck_at: next,
+            path: self.path,
+            reason: format!("stopped by {signal}: `{after}` finished, `{next}` and what follows did not run"),
+        }
+    }
+
     fn finish(&self, end: End, at: Step) -> Outcome {
         let reason = self.reason.clone();
         match end {

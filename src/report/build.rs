@@ -31,7 +31,13 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
     let next_commands = match &outcome {
         Outcome::RollbackFailed { stuck_at, .. } => {
             let mut c = vec![format!("# the full manual runbook for this deployment: {}", run.dg("runbook"))];
-            c.extend(spec(*stuck_at).by_hand(run));
+            let by_hand = spec(*stuck_at).by_hand(run);
+            if by_hand.is_empty() {
+                // Stopped between steps (a signal): the rollback picks up from the journal.
+                c.push(format!("# `{stuck_at}` did not run; roll back from where the journal stopped:"));
+                c.push(run.dg(&format!("rollback --sha {}", run.sha.short())));
+            }
+            c.extend(by_hand);
             c
         }
         _ => Vec::new(),

@@ -130,6 +130,7 @@ impl<'w> Run<'w> {
         let mut engine =
             Engine::new(self.mode, strategy).keep_additive(self.w.config.rollback.additive == Additive::Keep);
         let mut step = engine.first();
+        let stop = StopSignal::listen();
         let outcome = loop {
             self.journal.begin(step, Utc::now());
             self.persist().await;
@@ -156,6 +157,10 @@ impl<'w> Run<'w> {
             crate::report::actions::group_end();
             self.journal.end(step, state, detail, Utc::now());
             match engine.next(step, &result) {
+                // Asked to stop: the step that was running finished; nothing more starts.
+                Next::Run(s) if stop.received().is_some() => {
+                    break engine.interrupted(stop.received().unwrap_or("a signal"), step, s);
+                }
                 Next::Run(s) => step = s,
                 Next::Finish(o) => break o,
             }
@@ -207,5 +212,52 @@ impl<'w> Run<'w> {
 
     pub fn is(&self, step: Step) -> bool {
         self.steps_since_start().any(|e| e.step == step)
+    }
+}
+
+/// SIGTERM (a cancelled Actions job) or SIGINT: the first lets the running step finish and stops
+/// the run there, journaled, with the commands to go on; a second stops the process at once.
+struct StopSignal {
+    got: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
+    /// The run is over: a signal now ends the process as it would have without us.
+    over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StopSignal {
+    fn listen() -> StopSignal {
+        use std::sync::atomic::Ordering;
+        use tokio::signal::unix::{signal, SignalKind};
+        let got = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = StopSignal { got: got.clone(), over: over.clone() };
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return stop;
+        };
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                let mut g = got.lock().expect("signal");
+                if g.is_some() || over.load(Ordering::SeqCst) {
+                    eprintln!("{name}: stopping now; the journal shows where things stand");
+                    std::process::exit(crate::model::ExitCode::Act.code());
+                }
+                tracing::warn!("{name}: stopping after the current step (send it again to stop at once)");
+                *g = Some(name);
+            }
+        });
+        stop
+    }
+
+    fn received(&self) -> Option<&'static str> {
+        *self.got.lock().expect("signal")
+    }
+}
+
+impl Drop for StopSignal {
+    fn drop(&mut self) {
+        self.over.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
