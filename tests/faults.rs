@@ -267,6 +267,78 @@ async fn kill_9_during(step: &str) {
     nothing_left_behind(&app);
 }
 
+/// The advisory lock id deploy-guard takes for `app` (project and database are the db name).
+fn lock_id(app: &App) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("deploy-guard:{0}/{0}", app.db()).as_bytes());
+    i64::from_be_bytes(d[..8].try_into().unwrap())
+}
+
+/// Ends the session holding `app`'s deploy lock, as a dropped connection would.
+fn drop_lock_session(app: &App) {
+    let id = lock_id(app);
+    let sql = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' \
+         AND classid = {} AND objid = {}",
+        (id >> 32) as u32,
+        id as u32
+    );
+    assert_eq!(common::cluster().psql("postgres", &sql).unwrap(), "1", "no session held the deploy lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_lock_lost_mid_run_is_taken_again_or_the_run_stops_if_another_holds_it() {
+    for taken_by_another in [false, true] {
+        let app = App::new("fault_lock", &["v2"]);
+        let gates = Gates::new(&app);
+        let stop = gates.stop("migrate");
+        app.edit_config(|c| {
+            c.replace("run: ./migrate.sh up {tag}", &format!("run: {stop} && ./migrate.sh up {{tag}}"))
+        });
+        let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]);
+        gates.reached("migrate", &mut child);
+        drop_lock_session(&app);
+        // Another run's session takes the lock while this one's connection is gone.
+        let mut other = taken_by_another.then(|| {
+            let c = common::cluster();
+            let mut p = Command::new(c.bin_dir.join("psql"))
+                .args(["-X", "-q", "-h", "127.0.0.1", "-p", &c.port.to_string(), "-U", "postgres", "-d", "postgres"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            writeln!(p.stdin.as_mut().unwrap(), "SELECT pg_advisory_lock({});", lock_id(&app)).unwrap();
+            until("the other session to hold the lock", 30, || {
+                let q = format!(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = {}",
+                    lock_id(&app) as u32
+                );
+                common::cluster().psql("postgres", &q).unwrap() == "1"
+            });
+            p
+        });
+        gates.open("migrate", "go");
+        let (code, stdout, err) = out_of(child);
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
+        if taken_by_another {
+            assert_eq!(code, 3, "{err}");
+            assert_eq!(r["outcome"]["stuck_at"], "deploy", "{r}");
+            assert!(r["outcome"]["reason"].as_str().unwrap().contains("lost the deploy lock"), "{r}");
+            // It stopped where it lost the lock: the migration ran, v2 was never started.
+            assert!(migrated(&app));
+            assert_eq!(app.tag(), "v1");
+            let mut p = other.take().unwrap();
+            let _ = p.kill();
+            let _ = p.wait();
+        } else {
+            assert_eq!(code, 0, "{err}");
+            assert!(r["notes"].to_string().contains("taken again"), "{r}");
+            assert_eq!(app.tag(), "v2");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_migrate_lets_it_finish_stops_journaled_with_exit_3_then_rollback_sha_restores() {
     // A cancelled Actions job: SIGTERM while the migration runs.

@@ -270,6 +270,20 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
+    /// Whether the session still holds the lock (its connection can drop: a restarted server,
+    /// a lost SSH channel, a terminated backend).
+    pub async fn held(&mut self) -> bool {
+        let (Some(stdin), Some(lines)) = (self.stdin.as_mut(), self.lines.as_mut()) else { return false };
+        let ask = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted;\n";
+        if stdin.write_all(ask.as_bytes()).await.is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await,
+            Ok(Ok(Some(l))) if l.trim() == "1"
+        )
+    }
+
     /// Releases the lock and waits for the holding session to end. The lock is unlocked
     /// explicitly first: a session's locks go only when its backend has exited, which can lag
     /// behind psql's exit, and the next run (a `backup` right after another) would find it held.

@@ -226,14 +226,9 @@ impl Engine {
         }
     }
 
-    /// The run was asked to stop (SIGTERM, SIGINT) and did, after `after`, before `next`.
-    pub fn interrupted(&self, signal: &str, after: Step, next: Step) -> Outcome {
-        Outcome::RollbackFailed {
-            failed_step: self.failed_step,
-            stuck_at: next,
-            path: self.path,
-            reason: format!("stopped by {signal}: `{after}` finished, `{next}` and what follows did not run"),
-        }
+    /// The run stopped before `next` for `reason` (a signal, the deploy lock lost to another run).
+    pub fn stopped_before(&self, next: Step, reason: String) -> Outcome {
+        Outcome::RollbackFailed { failed_step: self.failed_step, stuck_at: next, path: self.path, reason }
     }
 
     fn finish(&self, end: End, at: Step) -> Outcome {

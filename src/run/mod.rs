@@ -159,9 +159,16 @@ impl<'w> Run<'w> {
             match engine.next(step, &result) {
                 // Asked to stop: the step that was running finished; nothing more starts.
                 Next::Run(s) if stop.received().is_some() => {
-                    break engine.interrupted(stop.received().unwrap_or("a signal"), step, s);
+                    let signal = stop.received().unwrap_or("a signal");
+                    let why = format!("stopped by {signal}: `{step}` finished, `{s}` and what follows did not run");
+                    break engine.stopped_before(s, why);
                 }
-                Next::Run(s) => step = s,
+                Next::Run(s) => {
+                    if let Err(why) = self.keep_lock(s).await {
+                        break engine.stopped_before(s, why);
+                    }
+                    step = s;
+                }
                 Next::Finish(o) => break o,
             }
         };
@@ -176,6 +183,30 @@ impl<'w> Run<'w> {
         self.persist().await;
         self.release().await;
         outcome
+    }
+
+    /// Before every step after preflight: the deploy lock is still ours, or is taken again when
+    /// its connection dropped and no one else took it; `Err` when another run holds it now.
+    async fn keep_lock(&mut self, next: Step) -> std::result::Result<(), String> {
+        let Some(lock) = self.lock.as_mut() else { return Ok(()) };
+        if lock.held().await {
+            return Ok(());
+        }
+        match self.w.db.lock(&self.w.lock_key()).await {
+            Ok(again) => {
+                self.lock = Some(again);
+                self.notes.push(format!(
+                    "the deploy lock was lost before `{next}` (its connection dropped) and taken again: no other run held it"
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                self.lock = None;
+                Err(format!(
+                    "lost the deploy lock before `{next}`, and it cannot be taken again ({e:#}); stopped there"
+                ))
+            }
+        }
     }
 
     /// Releases the deploy lock, if held.
