@@ -98,3 +98,63 @@ async fn a_connection_lost_during_migrate_is_assessed_not_retried() {
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
 }
+
+#[tokio::test]
+async fn destructive_down() {
+    deploy_over_ssh("v2-drop-note", false, 1, "restore").await;
+}
+
+#[tokio::test]
+async fn data_rewrite() {
+    deploy_over_ssh("v2-rewrite-email", false, 1, "restore").await;
+}
+
+#[tokio::test]
+async fn lost_writes() {
+    deploy_over_ssh("v2-app-writes", false, 1, "restore").await;
+}
+
+/// Whether a session of the app's migration is still open in its database.
+fn migration_running(app: &App) -> bool {
+    let q = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND application_name LIKE 'deploy-guard-migrate-%'",
+        app.db()
+    );
+    common::cluster().psql("postgres", &q).unwrap() != "0"
+}
+
+#[tokio::test]
+async fn a_migration_that_times_out_over_ssh_is_cancelled_where_it_runs_and_never_commits() {
+    // Over SSH the remote command outlives its timeout (sshd does not pass the kill on): left
+    // alone, this migration would create `late_table` seconds after deploy-guard moved on.
+    let sshd = Sshd::start().unwrap();
+    let app = App::new("ssh_slow", &[]);
+    let dir = app.stage.app_dir().join("releases/v2-slow/migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(app.stage.app_dir().join("releases/v1/migrations")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    std::fs::write(dir.join("003_slow.up.sql"), "DO $$ BEGIN PERFORM pg_sleep(6); END $$;\nCREATE TABLE late_table (id int);").unwrap();
+    std::fs::write(dir.join("003_slow.down.sql"), "DROP TABLE late_table;").unwrap();
+    app.edit_config(|t| format!("{}{}", t.replace("timeout: 60s", "timeout: 2s"), sshd.target_yaml()));
+    let before = common::state(app.db()).await;
+    let out = app.run_env(
+        &["deploy", "--sha", SHA, "--tag", "v2-slow", "--json"],
+        &[("DEPLOY_GUARD_SSH_KEY", &sshd.client_key)],
+    );
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let r = common::json(&out);
+    let migrate = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "migrate").unwrap()["detail"].to_string();
+    assert!(migrate.contains("session(s) of the migration ended"), "{migrate}");
+    // Wait for the orphaned remote command to be gone, then prove it committed nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while migration_running(&app) {
+        assert!(std::time::Instant::now() < deadline, "the remote migration never ended");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(app.psql("SELECT to_regclass('late_table') IS NULL"), "t", "the timed-out migration committed");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+}

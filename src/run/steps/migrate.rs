@@ -7,10 +7,44 @@ use crate::exec::{self, Cmd};
 pub struct Migrate;
 
 impl Migrate {
+    /// The tool's sessions carry this `application_name` (libpq's PGAPPNAME), so a migration that
+    /// outlives its command (a timeout, a dropped SSH channel) can be found and ended.
+    fn app_name(run: &Run) -> String {
+        format!("deploy-guard-migrate-{}", run.sha.short())
+    }
+
     fn cmd(run: &Run) -> Option<Cmd> {
         let tag = run.tag.as_deref()?;
-        Some(tool_cmd(run, "migrate", tag, &run.w.migrator.run_script(tag, run.sha.as_str())))
+        let script =
+            format!("export PGAPPNAME={} && {}", Self::app_name(run), run.w.migrator.run_script(tag, run.sha.as_str()));
+        Some(tool_cmd(run, "migrate", tag, &script))
     }
+}
+
+/// Ends the database sessions of a migration whose command did not end cleanly, and waits until
+/// they are gone: assess must never look at a database a migration is still changing.
+async fn cancel(run: &Run<'_>) -> Result<String> {
+    let db = &run.w.db;
+    let name = crate::db::literal(&Migrate::app_name(run));
+    let ended = db
+        .query(
+            &db.maintenance_db,
+            &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {name};"),
+        )
+        .await?;
+    for _ in 0..300 {
+        let left = db
+            .query(
+                &db.maintenance_db,
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = {name};"),
+            )
+            .await?;
+        if left.trim() == "0" {
+            return Ok(format!("{} session(s) of the migration ended", ended.trim()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("the migration's sessions ({name}) did not end within 30 s")
 }
 
 #[async_trait]
@@ -20,16 +54,25 @@ impl StepSpec for Migrate {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        Self::cmd(run).into_iter().collect()
+        let db = &run.w.db;
+        Self::cmd(run).into_iter().chain([db.query_cmd(&db.maintenance_db)]).collect()
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         run.code_tag()?;
         let cmd = Self::cmd(run).expect("a tag");
-        let out = exec::capture(run.w.exec.as_ref(), &cmd).await?;
+        let out = match exec::capture(run.w.exec.as_ref(), &cmd).await {
+            Ok(out) => out,
+            Err(e) => {
+                let cancelled = cancel(run).await.unwrap_or_else(|c| format!("cancelling it failed too: {c:#}"));
+                bail!("{e:#}; {cancelled}");
+            }
+        };
         if !out.exit.success() {
+            // A timeout or a lost channel can leave the migration running where it was started.
+            let cancelled = cancel(run).await.unwrap_or_else(|c| format!("cancelling it failed too: {c:#}"));
             bail!(
-                "the migration command failed ({}): {}",
+                "the migration command failed ({}): {}; {cancelled}",
                 out.exit.describe(),
                 crate::migrate::failure_quote(&out.stdout, &out.exit.stderr_tail, 6)
             );
