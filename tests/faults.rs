@@ -802,3 +802,49 @@ async fn the_s3_server_killed_during_the_backup_upload_aborts_with_exit_4_and_st
     assert_eq!(s3.keys(), Vec::<String>::new(), "objects stored by a failed backup");
     nothing_left_behind(&app);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_stuck_behind_a_lock_names_who_blocks_it_and_lock_timeout_fails_it_fast() {
+    for (case, settings) in [("timeout", "timeout: 2s"), ("lock_timeout", "timeout: 60s\n  lock_timeout: 500ms")] {
+        let app = App::new(&format!("fault_blocked_{case}"), &["v2"]);
+        app.edit_config(|c| c.replace("timeout: 60s", settings));
+        let before = common::state(app.db()).await;
+        // Another session reads the table the migration alters, in a transaction left open: its
+        // ACCESS SHARE lets the backup read, and makes the ALTER wait.
+        let c = common::cluster();
+        let mut holder = Command::new(c.bin_dir.join("psql"))
+            .args(["-X", "-q", "-h", "127.0.0.1", "-p", &c.port.to_string(), "-U", "postgres", "-d", app.db()])
+            .env("PGAPPNAME", "test-blocker")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            writeln!(holder.stdin.as_mut().unwrap(), "BEGIN; SELECT count(*) FROM customers;").unwrap();
+        }
+        until("the blocker to hold its lock", 30, || {
+            let q = format!(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE a.application_name = 'test-blocker' AND a.datname = '{}' AND l.mode = 'AccessShareLock' AND l.granted",
+                app.db()
+            );
+            common::cluster().psql("postgres", &q).unwrap() != "0"
+        });
+        let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]).output().unwrap();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{case}: {err}");
+        let r = common::json(&out);
+        let detail =
+            r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "migrate").unwrap()["detail"].to_string();
+        if case == "timeout" {
+            assert!(detail.contains("it waited on a lock held by pid") && detail.contains("test-blocker"), "{detail}");
+        } else {
+            assert!(detail.contains("lock timeout"), "{detail}");
+        }
+        assert_eq!(common::state(app.db()).await, before, "{case}");
+        assert_eq!(app.tag(), "v1");
+    }
+}

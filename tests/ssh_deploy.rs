@@ -135,7 +135,11 @@ async fn a_migration_that_times_out_over_ssh_is_cancelled_where_it_runs_and_neve
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
     }
-    std::fs::write(dir.join("003_slow.up.sql"), "DO $$ BEGIN PERFORM pg_sleep(6); END $$;\nCREATE TABLE late_table (id int);").unwrap();
+    std::fs::write(
+        dir.join("003_slow.up.sql"),
+        "DO $$ BEGIN PERFORM pg_sleep(6); END $$;\nCREATE TABLE late_table (id int);",
+    )
+    .unwrap();
     std::fs::write(dir.join("003_slow.down.sql"), "DROP TABLE late_table;").unwrap();
     app.edit_config(|t| format!("{}{}", t.replace("timeout: 60s", "timeout: 2s"), sshd.target_yaml()));
     let before = common::state(app.db()).await;

@@ -61,6 +61,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("migrations.config", Kind::Str),
     ("migrations.dir", Kind::Str),
     ("migrations.timeout", Kind::Str),
+    ("migrations.lock_timeout", Kind::Str),
+    ("migrations.statement_timeout", Kind::Str),
     ("migrations.pending_sql", Kind::Str),
     ("backup.store", Kind::Str),
     ("backup.endpoint", Kind::Str),

@@ -262,6 +262,13 @@ pub struct Migrations {
     pub pending_sql: Option<String>,
     #[serde(default = "default_migration_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// PostgreSQL's `lock_timeout` for the tool's sessions (through PGOPTIONS): a migration that
+    /// waits on a lock longer fails, instead of queueing every query behind it.
+    #[serde(default, with = "humantime_serde")]
+    pub lock_timeout: Option<Duration>,
+    /// PostgreSQL's `statement_timeout` for the tool's sessions (through PGOPTIONS).
+    #[serde(default, with = "humantime_serde")]
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for Migrations {
@@ -277,6 +284,8 @@ impl Default for Migrations {
             dir: None,
             pending_sql: None,
             timeout: default_migration_timeout(),
+            lock_timeout: None,
+            statement_timeout: None,
         }
     }
 }

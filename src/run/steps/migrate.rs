@@ -15,10 +15,38 @@ impl Migrate {
 
     fn cmd(run: &Run) -> Option<Cmd> {
         let tag = run.tag.as_deref()?;
-        let script =
-            format!("export PGAPPNAME={} && {}", Self::app_name(run), run.w.migrator.run_script(tag, run.sha.as_str()));
+        let m = &run.w.config.migrations;
+        let ms = |d: std::time::Duration| d.as_millis().to_string();
+        let options: Vec<String> = [("lock_timeout", m.lock_timeout), ("statement_timeout", m.statement_timeout)]
+            .iter()
+            .filter_map(|(k, v)| v.map(|d| format!("-c {k}={}", ms(d))))
+            .collect();
+        let pgoptions = if options.is_empty() {
+            String::new()
+        } else {
+            format!(" PGOPTIONS={}", crate::exec::quote(&options.join(" ")))
+        };
+        let script = format!(
+            "export PGAPPNAME={}{pgoptions} && {}",
+            Self::app_name(run),
+            run.w.migrator.run_script(tag, run.sha.as_str())
+        );
         Some(tool_cmd(run, "migrate", tag, &script))
     }
+}
+
+/// Who blocks the migration's sessions, when they wait on a lock: pid, application, age, query.
+async fn blockers(run: &Run<'_>) -> Option<String> {
+    let db = &run.w.db;
+    let sql = format!(
+        "SELECT string_agg(format('pid %s (%s, %s, for %s): %s', b.pid, coalesce(nullif(b.application_name, ''), '?'), \
+         b.state, date_trunc('second', now() - coalesce(b.xact_start, b.query_start)), left(b.query, 120)), '; ') \
+         FROM pg_stat_activity m JOIN pg_stat_activity b ON b.pid = ANY(pg_blocking_pids(m.pid)) \
+         WHERE m.application_name = {};",
+        crate::db::literal(&Migrate::app_name(run))
+    );
+    let out = db.query(&db.maintenance_db, &sql).await.ok()?;
+    (!out.trim().is_empty()).then(|| format!("it waited on a lock held by {}", out.trim()))
 }
 
 /// Ends the database sessions of a migration whose command did not end cleanly, and waits until
@@ -64,15 +92,17 @@ impl StepSpec for Migrate {
         let out = match exec::capture(run.w.exec.as_ref(), &cmd).await {
             Ok(out) => out,
             Err(e) => {
+                let blocked = blockers(run).await.map(|b| format!("; {b}")).unwrap_or_default();
                 let cancelled = cancel(run).await.unwrap_or_else(|c| format!("cancelling it failed too: {c:#}"));
-                bail!("{e:#}; {cancelled}");
+                bail!("{e:#}{blocked}; {cancelled}");
             }
         };
         if !out.exit.success() {
             // A timeout or a lost channel can leave the migration running where it was started.
+            let blocked = blockers(run).await.map(|b| format!("; {b}")).unwrap_or_default();
             let cancelled = cancel(run).await.unwrap_or_else(|c| format!("cancelling it failed too: {c:#}"));
             bail!(
-                "the migration command failed ({}): {}; {cancelled}",
+                "the migration command failed ({}): {}{blocked}; {cancelled}",
                 out.exit.describe(),
                 crate::migrate::failure_quote(&out.stdout, &out.exit.stderr_tail, 6)
             );
