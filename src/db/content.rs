@@ -91,19 +91,27 @@ pub struct DumpTables {
     pub tables: BTreeMap<String, RowSum>,
 }
 
-impl DumpTables {
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        while let Some(nl) = memchr::memchr(b'\n', bytes) {
-            if self.line.is_empty() {
-                self.take_line(&bytes[..nl]);
-            } else {
-                self.line.extend_from_slice(&bytes[..nl]);
-                let line = std::mem::take(&mut self.line);
-                self.take_line(&line);
-            }
-            bytes = &bytes[nl + 1..];
+/// Calls `f` with each whole line of `bytes` (without its newline); `partial` carries a line
+/// cut by the end of one chunk into the next.
+fn each_line(partial: &mut Vec<u8>, mut bytes: &[u8], mut f: impl FnMut(&[u8])) {
+    while let Some(nl) = memchr::memchr(b'\n', bytes) {
+        if partial.is_empty() {
+            f(&bytes[..nl]);
+        } else {
+            partial.extend_from_slice(&bytes[..nl]);
+            f(partial);
+            partial.clear();
         }
-        self.line.extend_from_slice(bytes);
+        bytes = &bytes[nl + 1..];
+    }
+    partial.extend_from_slice(bytes);
+}
+
+impl DumpTables {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let mut partial = std::mem::take(&mut self.line);
+        each_line(&mut partial, bytes, |line| self.take_line(line));
+        self.line = partial;
     }
 
     fn take_line(&mut self, line: &[u8]) {
@@ -276,14 +284,7 @@ impl tokio::io::AsyncWrite for LineSum {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        for b in buf {
-            if *b == b'\n' {
-                this.sum.add_line(&this.line);
-                this.line.clear();
-            } else {
-                this.line.push(*b);
-            }
-        }
+        each_line(&mut this.line, buf, |line| this.sum.add_line(line));
         std::task::Poll::Ready(Ok(buf.len()))
     }
 

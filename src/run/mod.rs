@@ -235,15 +235,6 @@ impl<'w> Run<'w> {
     pub fn dg(&self, args: &str) -> String {
         format!("deploy-guard {args}{}", self.config_arg)
     }
-
-    /// Steps of this run that ended, newest last (a resumed run's journal also holds earlier ones).
-    pub fn steps_since_start(&self) -> impl Iterator<Item = &crate::guard::Entry> {
-        self.journal.entries.iter().filter(move |e| e.started_at >= self.started_at)
-    }
-
-    pub fn is(&self, step: Step) -> bool {
-        self.steps_since_start().any(|e| e.step == step)
-    }
 }
 
 /// SIGTERM (a cancelled Actions job) or SIGINT: the first lets the running step finish and stops

@@ -97,8 +97,3 @@ fn tool_cmd(run: &Run, label: &str, tag: &str, script: &str) -> Cmd {
     }
     cmd
 }
-
-/// The tag a rollback redeploys, or a placeholder for the plan.
-fn previous_tag_or_placeholder(run: &Run) -> String {
-    run.previous_tag.clone().unwrap_or_else(|| "PREVIOUS_TAG".into())
-}

@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 
-use super::{previous_tag_or_placeholder, Done, Run, StepSpec};
+use super::{Done, Run, StepSpec};
 use crate::app::Action;
 use crate::exec::Cmd;
 
@@ -14,7 +14,9 @@ impl StepSpec for Redeploy {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        run.w.runtime.cmd(Action::Deploy(&previous_tag_or_placeholder(run))).into_iter().collect()
+        // The plan is printed before the running tag is known: a placeholder stands for it.
+        let tag = run.previous_tag.as_deref().unwrap_or("PREVIOUS_TAG");
+        run.w.runtime.cmd(Action::Deploy(tag)).into_iter().collect()
     }
 
     fn by_hand(&self, run: &Run) -> Vec<String> {
