@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use async_compression::tokio::bufread::{GzipDecoder, GzipEncoder};
 use async_compression::Level;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::io::InspectReader;
 
 use super::{Manifest, MetaGuard};
@@ -161,16 +161,30 @@ async fn read_back(store: &dyn Store, taken: &Taken, sum_tables: bool) -> Result
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
     decoder.multiple_members(true);
-    let tables = Arc::new(Mutex::new(DumpTables::default()));
-    let seen = tables.clone();
-    let mut plain = InspectReader::new(metered(decoder, &raw), move |b| {
-        if sum_tables {
-            seen.lock().expect("tables").feed(b)
-        }
+    let mut plain = metered(decoder, &raw);
+    // The row sums run on their own thread, fed copies of the plain SQL through a bounded
+    // channel: beside gunzip rather than after it, so on two cores they add (almost) no time.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let sums = sum_tables.then(|| {
+        std::thread::spawn(move || {
+            let mut tables = DumpTables::default();
+            while let Some(chunk) = rx.blocking_recv() {
+                tables.feed(&chunk);
+            }
+            tables.tables
+        })
     });
-    tokio::io::copy(&mut plain, &mut tokio::io::sink())
-        .await
-        .with_context(|| format!("{} does not gunzip", taken.key))?;
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = plain.read(&mut buf).await.with_context(|| format!("{} does not gunzip", taken.key))?;
+        if n == 0 {
+            break;
+        }
+        if sums.is_some() && tx.send(buf[..n].to_vec()).await.is_err() {
+            bail!("the row sums of {} stopped", taken.key);
+        }
+    }
+    drop(tx);
     let gz = gz.lock().expect("meter");
     let raw = raw.lock().expect("meter");
     if gz.bytes != taken.size || gz.sha256() != taken.sha256 {
@@ -186,8 +200,10 @@ async fn read_back(store: &dyn Store, taken: &Taken, sum_tables: bool) -> Result
     if raw.bytes != taken.dump_bytes || !raw.has_trailer() {
         bail!("{} gunzips to {} bytes (expected {}) or lacks the dump trailer", taken.key, raw.bytes, taken.dump_bytes);
     }
-    let tables = std::mem::take(&mut tables.lock().expect("tables").tables);
-    Ok(tables)
+    match sums {
+        Some(thread) => thread.join().map_err(|_| anyhow::anyhow!("the row sums of {} panicked", taken.key)),
+        None => Ok(BTreeMap::new()),
+    }
 }
 
 /// Streams the backup of `manifest` into database `into` (which must be a fresh scratch
