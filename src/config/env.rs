@@ -66,6 +66,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("migrations.timeout", Kind::Str),
     ("migrations.lock_timeout", Kind::Str),
     ("migrations.statement_timeout", Kind::Str),
+    ("migrations.lock_warn", Kind::Str),
     ("migrations.pending_sql", Kind::Str),
     ("backup.store", Kind::Str),
     ("backup.store_on", Kind::Str),

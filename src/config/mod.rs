@@ -277,6 +277,10 @@ pub struct Migrations {
     /// PostgreSQL's `statement_timeout` for the tool's sessions (through PGOPTIONS).
     #[serde(default, with = "humantime_serde")]
     pub statement_timeout: Option<Duration>,
+    /// The rehearsal (`deploy.rehearse`) reports every table lock that blocks reads or writes
+    /// and that a migration held longer than this on the copy.
+    #[serde(default = "default_lock_warn", with = "humantime_serde")]
+    pub lock_warn: Duration,
 }
 
 impl Default for Migrations {
@@ -294,6 +298,7 @@ impl Default for Migrations {
             timeout: default_migration_timeout(),
             lock_timeout: None,
             statement_timeout: None,
+            lock_warn: default_lock_warn(),
         }
     }
 }
@@ -449,6 +454,10 @@ fn default_maintenance_db() -> String {
 fn default_tool() -> Tool {
     Tool::Command
 }
+fn default_lock_warn() -> Duration {
+    Duration::from_secs(5)
+}
+
 fn default_migration_timeout() -> Duration {
     Duration::from_secs(600)
 }

@@ -74,6 +74,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         destroyed: run.destroyed.clone(),
         lost_writes: run.lost_writes.clone(),
         classification: run.classification.clone(),
+        rehearsal: run.manifest.as_ref().and_then(|m| m.rehearsal.clone()),
         discarded: if outcome.path() == crate::guard::DbPath::Revert { run.discarded.clone() } else { Vec::new() },
         kept_additions: match &outcome {
             Outcome::RolledBack { path: crate::guard::DbPath::None, .. } => run.added.clone(),

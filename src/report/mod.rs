@@ -64,6 +64,8 @@ pub struct Report {
     pub kept_additions: Vec<String>,
     /// The pending migrations' SQL, classified before the deploy.
     pub classification: Vec<crate::db::lint::Finding>,
+    /// The rehearsal on a copy of the backup: per migration, durations and long locks.
+    pub rehearsal: Option<crate::run::steps::rehearse::Rehearsal>,
     /// What the revert dropped that the new release had written (set when the path is revert).
     pub discarded: Vec<String>,
     pub app_status: Option<String>,
@@ -156,6 +158,7 @@ pub(crate) mod fixture {
             lost_writes: None,
             kept_additions: Vec::new(),
             classification: Vec::new(),
+            rehearsal: None,
             discarded: Vec::new(),
             app_status: Some("exited (1)".into()),
             app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
