@@ -3,9 +3,11 @@
 //! writes, both copies are read ordered by primary key (byte order, so both sides sort alike),
 //! compared row by row, and each difference becomes an idempotent statement of a replay file:
 //! an upsert for a row inserted or updated, a delete for a row deleted. Memory stays flat: both
-//! streams are merged as they arrive.
+//! streams are merged as they arrive. The sequences the restore set back are moved up again, so
+//! the next insert takes no id a replayed row (or anyone after the backup) already has.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,15 @@ async fn columns(pg: &Postgres, db: &str, table: &str) -> Result<Option<(Vec<(St
     Ok(Some(v))
 }
 
+/// The ascending sequences of `db` (`schema.name` as quoted by `quote_ident`) and their last
+/// value (`None`: never used).
+async fn sequences(pg: &Postgres, db: &str) -> Result<BTreeMap<String, Option<i64>>> {
+    let sql = "SELECT coalesce(json_object_agg(quote_ident(schemaname) || '.' || quote_ident(sequencename), \
+               last_value), '{}') FROM pg_sequences WHERE increment_by > 0;";
+    let text = pg.query(db, sql).await?;
+    serde_json::from_str(text.trim()).with_context(|| format!("reading the sequences of {db}"))
+}
+
 impl Postgres {
     /// How to compare `table` between `live` and `kept`: its key and shared columns; `Err` says
     /// why it cannot be compared (no primary key, gone, key changed).
@@ -77,6 +88,22 @@ impl Postgres {
             bail!("its key columns changed type");
         }
         Ok(Shape { table: table.to_string(), key: live_key, columns })
+    }
+
+    /// Statements that move each ascending sequence of `live` up to where it stood in `kept`,
+    /// where the restore set it back; idempotent, and never moving a sequence down.
+    pub async fn sequence_catchup(&self, live: &str, kept: &str) -> Result<Vec<String>> {
+        let (now, was) = (sequences(self, live).await?, sequences(self, kept).await?);
+        Ok(was
+            .into_iter()
+            .filter_map(|(seq, v)| {
+                let v = v?;
+                let behind = now.get(&seq)?.is_none_or(|n| n < v);
+                behind.then(|| {
+                    format!("SELECT setval({}, {v}) FROM {seq} WHERE NOT is_called OR last_value < {v};", literal(&seq))
+                })
+            })
+            .collect())
     }
 
     /// Compares `shape` between `live` (restored) and `kept` (the broken database); writes the
