@@ -303,6 +303,30 @@ fn a_migration_the_real_rows_break_is_caught_on_a_copy_and_production_is_never_t
     );
 }
 
+/// TypeORM has no dirty or failed state to refuse (sqlx's `success = false`, golang-migrate's
+/// `dirty`): it records a migration in the transaction that runs it. Its nearest case is a
+/// migration outside a transaction that fails half-way: no row, the tool says clean, the schema
+/// is changed. Its revert must not run (it would revert the last *recorded* migration).
+#[test]
+fn a_non_transactional_migration_that_fails_half_way_is_restored_not_reverted() {
+    let p = Project::start("half-applied");
+    let before = p.db_state();
+    let good = std::fs::read_to_string(&p.config).unwrap();
+    let text = good.replace("migration:run -d", "migration:run -t each -d");
+    assert_ne!(text, good, "the config's run command changed: update this test");
+    let config = p.tmp.path().join("each.yml");
+    std::fs::write(&config, text).unwrap();
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(16), "--tag", "v2-half-applied", "--json"]);
+    let r = expect(&out, 1, "rolled-back", "restore");
+    // Half-applied: the column and the (invalid) index were there, with no migration recorded.
+    let drift = r["drift"].to_string();
+    assert!(drift.contains("first_name") && drift.contains("users_first_name_key"), "drift: {r:#}");
+    assert_eq!(r["migrations_after"], r["migrations_before"], "{r:#}");
+    let steps: Vec<&str> = r["steps"].as_array().unwrap().iter().filter_map(|e| e["step"].as_str()).collect();
+    assert!(!steps.contains(&"revert"), "TypeORM's revert ran with nothing of this deploy recorded: {steps:?}");
+    assert_back_at_v1(&p, &before);
+}
+
 #[test]
 fn a_backup_that_fails_part_way_aborts_with_nothing_changed() {
     let p = Project::start("backup-fails");

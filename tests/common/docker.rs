@@ -153,6 +153,12 @@ const RELEASES: &[Release] = &[
         entrypoint: NORMAL,
         broken: false,
     },
+    Release {
+        name: "v2-half-applied",
+        second: Second::File("1700000000001-AddFirstNameConcurrently.js"),
+        entrypoint: NORMAL,
+        broken: false,
+    },
 ];
 
 const ADD_NICKNAME: &str = "migrations/1700000000001-AddNickname.js";
