@@ -148,6 +148,8 @@ async fn writes_after_the_backup_are_found_after_a_restore_and_replayed_on_reque
     // Idempotent: a second replay changes nothing more.
     assert_eq!(app.run(&["replay", "--sha", &SHA[..7]]).status.code(), Some(0));
     assert_eq!(app.psql("SELECT count(*) FROM customers"), "2003");
+    // The sequence the restore set back moved up too: the next signup takes a fresh id.
+    assert_eq!(app.psql("INSERT INTO customers (name) VALUES ('after the replay') RETURNING id"), "2004");
 }
 
 /// The one file under `dir` whose name ends with `suffix`.

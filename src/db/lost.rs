@@ -6,8 +6,11 @@
 //! row inserted or updated (built by the server from the kept row, read by primary key in
 //! batches). When very many rows differ, the kept rows are streamed again each with its upsert
 //! (no lookups). Memory stays flat: at most [`MAX_KEYED`] keys are held.
+//! The sequences the restore set back are moved up again, so the next insert takes no id a
+//! replayed row (or anyone after the backup) already has.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -67,6 +70,15 @@ async fn columns(pg: &Postgres, db: &str, table: &str) -> Result<Option<(Vec<(St
     Ok(Some(v))
 }
 
+/// The ascending sequences of `db` (`schema.name` as quoted by `quote_ident`) and their last
+/// value (`None`: never used).
+async fn sequences(pg: &Postgres, db: &str) -> Result<BTreeMap<String, Option<i64>>> {
+    let sql = "SELECT coalesce(json_object_agg(quote_ident(schemaname) || '.' || quote_ident(sequencename), \
+               last_value), '{}') FROM pg_sequences WHERE increment_by > 0;";
+    let text = pg.query(db, sql).await?;
+    serde_json::from_str(text.trim()).with_context(|| format!("reading the sequences of {db}"))
+}
+
 impl Postgres {
     /// How to compare `table` between `live` and `kept`: its key and shared columns; `Err` says
     /// why it cannot be compared (no primary key, gone, key changed).
@@ -90,6 +102,22 @@ impl Postgres {
         }
         let columns = shared.into_iter().map(|(n, _)| n.clone()).collect();
         Ok(Shape { table: table.to_string(), key: live_key, key_types, columns })
+    }
+
+    /// Statements that move each ascending sequence of `live` up to where it stood in `kept`,
+    /// where the restore set it back; idempotent, and never moving a sequence down.
+    pub async fn sequence_catchup(&self, live: &str, kept: &str) -> Result<Vec<String>> {
+        let (now, was) = (sequences(self, live).await?, sequences(self, kept).await?);
+        Ok(was
+            .into_iter()
+            .filter_map(|(seq, v)| {
+                let v = v?;
+                let behind = now.get(&seq)?.is_none_or(|n| n < v);
+                behind.then(|| {
+                    format!("SELECT setval({}, {v}) FROM {seq} WHERE NOT is_called OR last_value < {v};", literal(&seq))
+                })
+            })
+            .collect())
     }
 
     /// Compares `shape` between `live` (restored) and `kept` (the broken database); writes the

@@ -138,6 +138,27 @@ const RELEASES: &[Release] = &[
         entrypoint: NORMAL,
         broken: true,
     },
+    // Its server writes backend/writes/v2-app-writes.sql when it starts, after the backup.
+    Release {
+        name: "v2-app-writes",
+        second: Second::File("1700000000001-DropOrderNote.js"),
+        entrypoint: NORMAL,
+        broken: true,
+    },
+    // Its server writes a nickname into the column its migration adds (backend/writes/).
+    Release { name: "v2-additive", second: Second::AddNickname, entrypoint: NORMAL, broken: true },
+    Release {
+        name: "v2-unique-first-name",
+        second: Second::File("1700000000001-OneUserPerFirstName.js"),
+        entrypoint: NORMAL,
+        broken: false,
+    },
+    Release {
+        name: "v2-half-applied",
+        second: Second::File("1700000000001-AddFirstNameConcurrently.js"),
+        entrypoint: NORMAL,
+        broken: false,
+    },
 ];
 
 const ADD_NICKNAME: &str = "migrations/1700000000001-AddNickname.js";
@@ -231,13 +252,14 @@ fn build(images: &Images, base: &str) {
     let backend = inputs().join("backend");
     docker_build(&inputs().join("postgres"), "Dockerfile", &images.postgres, &[("BASE", base)]);
 
-    // The app: the fixture's package with its node_modules, the server, the worker.
+    // The app: the fixture's package with its node_modules, the server (with what releases write
+    // when they start), the worker.
     let app = tmp.path().join("app");
     std::fs::create_dir(&app).unwrap();
     for f in ["package.json", "package-lock.json", "data-source.js", "node_modules"] {
         copy(&fixture().join(f), &app.join(f));
     }
-    for f in ["Dockerfile", "server.js", "worker.js", "entrypoint.sh"] {
+    for f in ["Dockerfile", "server.js", "worker.js", "entrypoint.sh", "writes"] {
         copy(&backend.join(f), &app.join(f));
     }
     let app_image = format!("{}:app", images.backend_repo);
@@ -387,6 +409,12 @@ backup:
 
     /// SQL as the database's owner, in the postgres container.
     pub fn psql(&self, sql: &str) -> String {
+        self.psql_in("shop", sql)
+    }
+
+    /// SQL as the database's owner in database `db` (a kept or scratch one), in the postgres
+    /// container.
+    pub fn psql_in(&self, db: &str, sql: &str) -> String {
         self.compose_ok(&[
             "exec",
             "-T",
@@ -401,7 +429,7 @@ backup:
             "-U",
             "shop",
             "-d",
-            "shop",
+            db,
             "-c",
             sql,
         ])
