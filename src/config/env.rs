@@ -64,6 +64,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("migrations.lock_timeout", Kind::Str),
     ("migrations.statement_timeout", Kind::Str),
     ("migrations.pending_sql", Kind::Str),
+    ("migrations.dirty_sql", Kind::Str),
+    ("migrations.dirty_clear", Kind::Str),
     ("backup.store", Kind::Str),
     ("backup.endpoint", Kind::Str),
     ("backup.region", Kind::Str),
