@@ -189,9 +189,7 @@ fn migration_fails_restores_and_leaves_nothing_to_resolve() {
 /// `migrate deploy` applies it again.
 #[test]
 fn unhealthy_after_migrate_reverts_with_rollback_sql() {
-    let (w, r) = tool::unhealthy_world(spec(), "prisma_unhealthy", tool::DROP_NICKNAME, "revert");
-    let revert = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "revert").expect("a revert step");
-    assert!(revert["detail"].as_str().unwrap().contains("reverting 20240101000002_add_nickname"), "{revert:#}");
+    let (w, _) = tool::unhealthy_world(spec(), "prisma_unhealthy", tool::DROP_NICKNAME, "revert");
     let (code, said) = prisma(&w, "migrate status");
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("have not yet been applied") && said.contains("20240101000002_add_nickname"), "{said}");
@@ -224,7 +222,10 @@ fn a_failed_migrate_deploy_refuses_the_next_deploy_until_resolved() {
     assert!(said.contains(null_failure()), "{said}");
     let failed = name(2, "add_tier");
     assert_eq!(w.state(), format!("{},{failed} (failed)", w.spec.state_v1));
-    assert_eq!(w.psql(&format!("SELECT logs IS NOT NULL FROM _prisma_migrations WHERE migration_name = '{failed}'")), "t");
+    assert_eq!(
+        w.psql(&format!("SELECT logs IS NOT NULL FROM _prisma_migrations WHERE migration_name = '{failed}'")),
+        "t"
+    );
     assert_eq!(migrator().applied(&before, &rows(&w)), Some(0), "a failed row is not an applied migration");
     let found = runtime().block_on(migrator().failed_state(&common::postgres(&w.db), &w.db)).unwrap();
     let found = found.expect("Prisma's failed state is found");
@@ -269,9 +270,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn rows(w: &tool::World) -> Vec<serde_json::Value> {
     let m = migrator();
-    runtime()
-        .block_on(common::postgres(&w.db).migration_rows(&w.db, m.table.as_deref().unwrap(), &m.order_by))
-        .unwrap()
+    runtime().block_on(common::postgres(&w.db).migration_rows(&w.db, m.table.as_deref().unwrap(), &m.order_by)).unwrap()
 }
 
 /// v2 applied by the real `migrate deploy`, its row's random `id` then made to sort BEFORE v1's:

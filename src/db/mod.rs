@@ -339,7 +339,9 @@ mod tests {
 
     #[test]
     fn one_statement_read_only() {
-        assert!(read_only("verify.queries", "SELECT count(*) FROM users;").unwrap().starts_with("BEGIN TRANSACTION READ ONLY"));
+        assert!(read_only("verify.queries", "SELECT count(*) FROM users;")
+            .unwrap()
+            .starts_with("BEGIN TRANSACTION READ ONLY"));
         let e = read_only("verify.queries", "COMMIT; DELETE FROM users").unwrap_err().to_string();
         assert!(e.starts_with("verify.queries: "), "{e}");
         assert!(read_only("migrations.dirty_sql", "  ").is_err());

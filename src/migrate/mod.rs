@@ -215,10 +215,11 @@ impl Migrator {
     pub async fn refuse_failed_state(&self, pg: &crate::db::Postgres, db: &str) -> Result<()> {
         let Some(found) = self.failed_state(pg, db).await? else { return Ok(()) };
         let f = self.failed.as_ref().expect("a failed state was found");
+        // `command`: the state `migrations.dirty_sql` reads, of a tool deploy-guard has no name for.
+        let whose = if self.tool == Tool::Command { String::new() } else { format!("{} ", self.tool().name()) };
         bail!(
-            "the {} migration state in {db} is failed or dirty ({}): a deploy on top of it would not be \
+            "the {whose}migration state in {db} is failed or dirty ({}): a deploy on top of it would not be \
              trusted. Check the schema, then clear it with the tool.\n  inspect: {}\n  clear:   {}",
-            self.tool().name(),
             found.lines().collect::<Vec<_>>().join("; "),
             f.inspect.join("\n           "),
             f.clear.join("\n           "),
@@ -379,10 +380,15 @@ mod tests {
 
     #[test]
     fn dirty_sql_gives_any_tool_a_dirty_state() {
-        let m = mg("run: ./migrate up\ntable: schema_migrations\norder_by: version\n\
-                    dirty_sql: SELECT version FROM schema_migrations WHERE dirty\ndirty_clear: ./migrate force VERSION");
+        let m = mg(
+            "run: ./migrate up\ntable: schema_migrations\norder_by: version\n\
+                    dirty_sql: SELECT version FROM schema_migrations WHERE dirty\ndirty_clear: ./migrate force VERSION",
+        );
         let f = m.failed.unwrap();
-        assert_eq!((f.table.as_str(), f.sql.as_str()), ("schema_migrations", "SELECT version FROM schema_migrations WHERE dirty"));
+        assert_eq!(
+            (f.table.as_str(), f.sql.as_str()),
+            ("schema_migrations", "SELECT version FROM schema_migrations WHERE dirty")
+        );
         assert!(f.inspect[0].contains("SELECT * FROM schema_migrations ORDER BY version;"), "{:?}", f.inspect);
         assert_eq!(f.clear.last().map(String::as_str), Some("./migrate force VERSION"));
         assert!(mg("run: ./migrate up\ntable: schema_migrations").failed.is_none());

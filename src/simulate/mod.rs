@@ -590,7 +590,10 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
             problems.push("the dirty flag is gone: the deploy touched the tool's state".into());
         }
     }
-    if matches!(report.outcome, crate::guard::Outcome::Aborted { at: crate::guard::Step::Backup | crate::guard::Step::Preflight, .. }) {
+    if matches!(
+        report.outcome,
+        crate::guard::Outcome::Aborted { at: crate::guard::Step::Backup | crate::guard::Step::Preflight, .. }
+    ) {
         let objects = w.store.list("").await?;
         if !objects.is_empty() {
             problems.push(format!(
