@@ -139,7 +139,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn pg_dump_crashing_mid_stream_aborts() {
-    let app = App::build("dep_dumpcrash", &["v2"], true);
+    let app = App::build("dep_dumpcrash", &["v2"], deploy_guard::simulate::Staged::CrashingPgDump);
     aborts(&app, "pg_dump failed").await;
 }
 

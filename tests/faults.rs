@@ -656,8 +656,14 @@ async fn a_63_byte_database_name_is_restored_by_scratch_and_swap_without_touchin
         db.push('x');
     }
     let tmp = common::tempdir();
-    let stage =
-        deploy_guard::simulate::Stage::new(common::cluster(), tmp.path(), &db, &["v2-bad-down"], false).unwrap();
+    let stage = deploy_guard::simulate::Stage::new(
+        common::cluster(),
+        tmp.path(),
+        &db,
+        &["v2-bad-down"],
+        deploy_guard::simulate::Staged::Clean,
+    )
+    .unwrap();
     let config = tmp.path().join("deploy-guard.yml");
     std::fs::write(&config, stage.config_yaml("f63")).unwrap();
     let app = App { tmp, stage, config };

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use deploy_guard::commands::deploy::{self, DeployArgs};
 use deploy_guard::exec::{Cmd, Executor, Exit, Local};
 use deploy_guard::model::Sha;
+use deploy_guard::simulate::Staged;
 use deploy_guard::world::World;
 
 /// Runs every command locally and remembers it as a person would type it.
@@ -31,8 +32,8 @@ impl Executor for Recording {
     }
 }
 
-async fn check(prefix: &str, release: &str, crash_pg_dump: bool, result: &str, path: &str) {
-    let app = common::App::build(prefix, &[release], crash_pg_dump);
+async fn check(prefix: &str, release: &str, staged: Staged, result: &str, path: &str) {
+    let app = common::App::build(prefix, &[release], staged);
     let config = deploy_guard::config::Config::load(Some(&app.config), &[]).unwrap();
     let rec = Arc::new(Recording(Mutex::new(Vec::new())));
     let w = World::with_executor(config.clone(), rec.clone()).await.unwrap();
@@ -60,25 +61,25 @@ async fn check(prefix: &str, release: &str, crash_pg_dump: bool, result: &str, p
 
 #[tokio::test]
 async fn a_deployed_run_executes_only_planned_commands() {
-    check("plan_deployed", "v2", false, "deployed", "none").await;
+    check("plan_deployed", "v2", Staged::Clean, "deployed", "none").await;
 }
 
 #[tokio::test]
 async fn a_run_whose_migration_rolled_back_executes_only_planned_commands() {
-    check("plan_unchanged", "v2-notnull", false, "rolled-back", "none").await;
+    check("plan_unchanged", "v2-notnull", Staged::Clean, "rolled-back", "none").await;
 }
 
 #[tokio::test]
 async fn a_reverted_run_executes_only_planned_commands() {
-    check("plan_revert", "v2-crash", false, "rolled-back", "revert").await;
+    check("plan_revert", "v2-crash", Staged::Clean, "rolled-back", "revert").await;
 }
 
 #[tokio::test]
 async fn a_restored_run_executes_only_planned_commands() {
-    check("plan_restore", "v2-bad-down", false, "rolled-back", "restore").await;
+    check("plan_restore", "v2-bad-down", Staged::Clean, "rolled-back", "restore").await;
 }
 
 #[tokio::test]
 async fn an_aborted_run_executes_only_planned_commands() {
-    check("plan_aborted", "v2", true, "aborted", "none").await;
+    check("plan_aborted", "v2", Staged::CrashingPgDump, "aborted", "none").await;
 }

@@ -49,6 +49,30 @@ async fn backup_fails() {
     assert_eq!((r.result.as_str(), r.path.as_str(), r.exit_code), ("aborted", "none", 4));
 }
 
+/// An earlier migration run left the tool's dirty flag: refused before the backup (the scenario
+/// checks the refusal names the tool's commands, the store is empty and the flag is still set).
+#[tokio::test]
+async fn dirty_state() {
+    let r = scenario("dirty-state").await;
+    assert_eq!((r.result.as_str(), r.path.as_str(), r.exit_code), ("aborted", "none", 4));
+    assert_eq!(r.recovery_secs, None, "nothing to recover from");
+}
+
+#[test]
+fn the_dirty_state_row_of_the_table_says_the_deploy_was_refused() {
+    let out =
+        std::process::Command::new(common::bin()).args(["simulate", "--scenario", "dirty-state"]).output().unwrap();
+    let stdout = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", common::stderr(&out));
+    let row = stdout.lines().find(|l| l.starts_with("dirty-state ")).unwrap_or_else(|| panic!("{stdout}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1..4], ["none", "aborted", "(4)"], "{row}");
+    assert!(row.ends_with(" ok    yes"), "{row}");
+    assert!(stdout.contains("all 1 scenarios ended as they must"), "{stdout}");
+    let err = common::stderr(&out);
+    assert!(err.contains("./migrate.sh force VERSION"), "the log names the tool's command: {err}");
+}
+
 #[test]
 fn the_command_prints_a_table_and_records_a_rehearsal_log() {
     let dir = common::tempdir();

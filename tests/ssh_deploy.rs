@@ -3,10 +3,13 @@
 
 mod common;
 use common::{App, Sshd, SHA};
+use deploy_guard::simulate::Staged;
 
-async fn deploy_over_ssh(release: &str, crash_pg_dump: bool, code: i32, path: &str) {
+/// Deploys `release` over SSH onto a stage with `staged` already wrong; returns the app and the
+/// deploy's stderr.
+async fn deploy_over_ssh(release: &str, staged: Staged, code: i32, path: &str) -> (App, String) {
     let sshd = Sshd::start().unwrap();
-    let app = App::build(&format!("ssh_{}", release.replace('-', "_")), &[release], crash_pg_dump);
+    let app = App::build(&format!("ssh_{}", release.replace('-', "_")), &[release], staged);
     app.edit_config(|t| format!("{t}{}", sshd.target_yaml()));
     let before = common::state(app.db()).await;
     let out = app
@@ -22,36 +25,49 @@ async fn deploy_over_ssh(release: &str, crash_pg_dump: bool, code: i32, path: &s
         assert_eq!(app.tag(), "v1");
         assert_eq!(common::state(app.db()).await, before, "data not intact");
     }
+    (app, err)
 }
 
 #[tokio::test]
 async fn happy() {
-    deploy_over_ssh("v2", false, 0, "none").await;
+    deploy_over_ssh("v2", Staged::Clean, 0, "none").await;
 }
 
 #[tokio::test]
 async fn migration_fails() {
-    deploy_over_ssh("v2-notnull", false, 1, "none").await;
+    deploy_over_ssh("v2-notnull", Staged::Clean, 1, "none").await;
 }
 
 #[tokio::test]
 async fn unhealthy_after_migrate() {
-    deploy_over_ssh("v2-crash", false, 1, "revert").await;
+    deploy_over_ssh("v2-crash", Staged::Clean, 1, "revert").await;
 }
 
 #[tokio::test]
 async fn bad_down() {
-    deploy_over_ssh("v2-bad-down", false, 1, "restore").await;
+    deploy_over_ssh("v2-bad-down", Staged::Clean, 1, "restore").await;
 }
 
 #[tokio::test]
 async fn lying_down() {
-    deploy_over_ssh("v2-lying-down", false, 1, "restore").await;
+    deploy_over_ssh("v2-lying-down", Staged::Clean, 1, "restore").await;
 }
 
 #[tokio::test]
 async fn backup_fails() {
-    deploy_over_ssh("v2", true, 4, "none").await;
+    deploy_over_ssh("v2", Staged::CrashingPgDump, 4, "none").await;
+}
+
+/// An earlier migration run stopped part-way and left migrate.sh's dirty flag: refused before the
+/// backup (no store written), the tool's commands named, the database as it was.
+#[tokio::test]
+async fn dirty_state() {
+    let (app, err) = deploy_over_ssh("v2", Staged::DirtyMigration, 4, "none").await;
+    assert!(err.contains("version 003 (customer_indexes) is dirty"), "{err}");
+    assert!(err.contains("./migrate.sh force VERSION") && err.contains("SELECT * FROM schema_migrations"), "{err}");
+    let stored: Vec<_> = std::fs::read_dir(app.stage.store_dir()).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(stored.is_empty(), "no backup was taken: {stored:?}");
+    assert_eq!(app.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations WHERE dirty"), "003");
 }
 
 #[tokio::test]
@@ -101,17 +117,17 @@ async fn a_connection_lost_during_migrate_is_assessed_not_retried() {
 
 #[tokio::test]
 async fn destructive_down() {
-    deploy_over_ssh("v2-drop-note", false, 1, "restore").await;
+    deploy_over_ssh("v2-drop-note", Staged::Clean, 1, "restore").await;
 }
 
 #[tokio::test]
 async fn data_rewrite() {
-    deploy_over_ssh("v2-rewrite-email", false, 1, "restore").await;
+    deploy_over_ssh("v2-rewrite-email", Staged::Clean, 1, "restore").await;
 }
 
 #[tokio::test]
 async fn lost_writes() {
-    deploy_over_ssh("v2-app-writes", false, 1, "restore").await;
+    deploy_over_ssh("v2-app-writes", Staged::Clean, 1, "restore").await;
 }
 
 /// Whether a session of the app's migration is still open in its database.

@@ -125,7 +125,8 @@ pub enum Command {
     /// paths bring everything back.
     Simulate {
         /// happy, migration-fails, unhealthy-after-migrate, bad-down, lying-down, destructive-down,
-        /// data-rewrite, lost-writes, additive-keep, rehearsal-catches, backup-fails, or all.
+        /// data-rewrite, lost-writes, additive-keep, rehearsal-catches, backup-fails, dirty-state,
+        /// or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// Append rehearsal-log rows (date, scenario, path, duration, result) to this file.

@@ -68,6 +68,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("migrations.statement_timeout", Kind::Str),
     ("migrations.lock_warn", Kind::Str),
     ("migrations.pending_sql", Kind::Str),
+    ("migrations.dirty_sql", Kind::Str),
+    ("migrations.dirty_clear", Kind::Str),
     ("backup.store", Kind::Str),
     ("backup.store_on", Kind::Str),
     ("backup.copy_to", Kind::Str),

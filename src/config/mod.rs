@@ -268,6 +268,13 @@ pub struct Migrations {
     /// Where the pending migrations' SQL can be read before they run, relative to the app's
     /// directory, with `{tag}` (a glob: `releases/{tag}/migrations/*.up.sql`); presets know theirs.
     pub pending_sql: Option<String>,
+    /// SQL that prints one line per failed or dirty migration, none when the state is clean
+    /// (the preset's own detection if unset), e.g. golang-migrate's
+    /// `SELECT version FROM schema_migrations WHERE dirty`.
+    pub dirty_sql: Option<String>,
+    /// The tool's command that clears that state once a person has checked the schema (printed,
+    /// never run), e.g. `migrate force VERSION`.
+    pub dirty_clear: Option<String>,
     #[serde(default = "default_migration_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// PostgreSQL's `lock_timeout` for the tool's sessions (through PGOPTIONS): a migration that
@@ -295,6 +302,8 @@ impl Default for Migrations {
             config: None,
             dir: None,
             pending_sql: None,
+            dirty_sql: None,
+            dirty_clear: None,
             timeout: default_migration_timeout(),
             lock_timeout: None,
             statement_timeout: None,

@@ -83,6 +83,11 @@ fn every_error_names_the_setting() {
         (&MINIMAL.replace("name: app", "name: \"app; drop\""), &[], "database.name"),
         (&MINIMAL.replace("file:///var/backups/station", "ftp://x"), &[], "backup.store"),
         (&MINIMAL.replace("migrations: { run: \"./migrate\" }", "migrations: {}"), &[], "migrations.run: required"),
+        (
+            MINIMAL,
+            &[("DEPLOY_GUARD_MIGRATIONS_DIRTY_SQL", "SELECT version FROM schema_migrations WHERE dirty")],
+            "migrations.dirty_sql: needs migrations.table",
+        ),
         (&format!("{MINIMAL}target: {{ host: vps }}\n"), &[], "target.known_hosts: required"),
         (&format!("{MINIMAL}backup2: {{}}\n"), &[], "unknown field `backup2`"),
         (

@@ -224,6 +224,9 @@ impl Config {
         if let Some(o) = &m.order_by {
             check_identifier("migrations.order_by", o)?;
         }
+        if m.tool == Tool::Command && m.dirty_sql.is_some() && m.table.is_none() {
+            bail!("migrations.dirty_sql: needs migrations.table (the table it reads) with migrations.tool: command");
+        }
         Ok(())
     }
 

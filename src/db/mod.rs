@@ -318,6 +318,16 @@ pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// `BEGIN READ ONLY; query; ROLLBACK;`: the query of a setting (named in the error), one
+/// statement, which cannot change anything.
+pub fn read_only(setting: &str, query: &str) -> Result<String> {
+    let q = query.trim().trim_end_matches(';').trim();
+    if q.is_empty() || q.contains(';') {
+        bail!("{setting}: {query:?} must be exactly one SQL statement");
+    }
+    Ok(format!("BEGIN TRANSACTION READ ONLY;\n{q};\nROLLBACK;\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +336,15 @@ mod tests {
     fn quoting() {
         assert_eq!(ident(r#"a"b"#), r#""a""b""#);
         assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn one_statement_read_only() {
+        assert!(read_only("verify.queries", "SELECT count(*) FROM users;")
+            .unwrap()
+            .starts_with("BEGIN TRANSACTION READ ONLY"));
+        let e = read_only("verify.queries", "COMMIT; DELETE FROM users").unwrap_err().to_string();
+        assert!(e.starts_with("verify.queries: "), "{e}");
+        assert!(read_only("migrations.dirty_sql", "  ").is_err());
     }
 }

@@ -149,7 +149,7 @@ impl Migrator {
             order_by: m.order_by.clone().unwrap_or_else(|| t.order_by().into()),
             timeout: m.timeout,
             history: t.history(),
-            failed: t.failed_state(m),
+            failed: failed_state(t, m),
             pending_sql: m.pending_sql.clone().map(PendingSql::Files).or_else(|| t.pending_sql(m)),
             files: t.files(m),
         }
@@ -207,7 +207,7 @@ impl Migrator {
         if exists.trim() != "t" {
             return Ok(None);
         }
-        let found = strip_control(pg.query(db, &f.sql).await?.trim());
+        let found = strip_control(pg.query(db, &crate::db::read_only("migrations.dirty_sql", &f.sql)?).await?.trim());
         Ok((!found.is_empty()).then_some(found))
     }
 
@@ -215,10 +215,11 @@ impl Migrator {
     pub async fn refuse_failed_state(&self, pg: &crate::db::Postgres, db: &str) -> Result<()> {
         let Some(found) = self.failed_state(pg, db).await? else { return Ok(()) };
         let f = self.failed.as_ref().expect("a failed state was found");
+        // `command`: the state `migrations.dirty_sql` reads, of a tool deploy-guard has no name for.
+        let whose = if self.tool == Tool::Command { String::new() } else { format!("{} ", self.tool().name()) };
         bail!(
-            "the {} migration state in {db} is failed or dirty ({}): a deploy on top of it would not be \
+            "the {whose}migration state in {db} is failed or dirty ({}): a deploy on top of it would not be \
              trusted. Check the schema, then clear it with the tool.\n  inspect: {}\n  clear:   {}",
-            self.tool().name(),
             found.lines().collect::<Vec<_>>().join("; "),
             f.inspect.join("\n           "),
             f.clear.join("\n           "),
@@ -243,6 +244,29 @@ impl Migrator {
             .collect();
         Some(tests.join("; "))
     }
+}
+
+/// The tool's failed or dirty state, with `migrations.dirty_sql` / `dirty_clear` in place of the
+/// preset's: any tool whose table marks it (golang-migrate's `dirty`) gets it through `command`.
+fn failed_state(t: &dyn MigrationTool, m: &Migrations) -> Option<FailedState> {
+    let mut f = match (t.failed_state(m), &m.dirty_sql) {
+        (f, None) => f?,
+        (Some(f), Some(sql)) => FailedState { sql: sql.clone(), ..f },
+        (None, Some(sql)) => {
+            let table = m.table.clone().or_else(|| t.table().map(str::to_string))?;
+            let order = m.order_by.clone().unwrap_or_else(|| t.order_by().into());
+            FailedState {
+                inspect: vec![psql(&format!("SELECT * FROM {table} ORDER BY {order};"))],
+                table,
+                sql: sql.clone(),
+                clear: vec!["# with the tool's own command (migrations.dirty_clear names it)".into()],
+            }
+        }
+    };
+    if let Some(c) = &m.dirty_clear {
+        f.clear = vec!["# once the schema has been checked:".into(), c.clone()];
+    }
+    Some(f)
 }
 
 /// How [`Migrator::files_script`] says a file is missing.
@@ -352,6 +376,26 @@ mod tests {
         let failed = json!({"migration_name": "2_x", "finished_at": null, "rolled_back_at": null});
         assert_eq!(m.order_by, "started_at");
         assert_eq!(m.applied(std::slice::from_ref(&ok), &[ok.clone(), failed]), Some(0));
+    }
+
+    #[test]
+    fn dirty_sql_gives_any_tool_a_dirty_state() {
+        let m = mg(
+            "run: ./migrate up\ntable: schema_migrations\norder_by: version\n\
+                    dirty_sql: SELECT version FROM schema_migrations WHERE dirty\ndirty_clear: ./migrate force VERSION",
+        );
+        let f = m.failed.unwrap();
+        assert_eq!(
+            (f.table.as_str(), f.sql.as_str()),
+            ("schema_migrations", "SELECT version FROM schema_migrations WHERE dirty")
+        );
+        assert!(f.inspect[0].contains("SELECT * FROM schema_migrations ORDER BY version;"), "{:?}", f.inspect);
+        assert_eq!(f.clear.last().map(String::as_str), Some("./migrate force VERSION"));
+        assert!(mg("run: ./migrate up\ntable: schema_migrations").failed.is_none());
+        // A preset keeps its own commands to look at the state.
+        let k = mg("tool: knex\ndirty_clear: npx --no-install knex migrate:unlock --env production").failed.unwrap();
+        assert!(k.inspect[0].contains("knex migrate:status"), "{:?}", k.inspect);
+        assert!(k.sql.contains("knex_migrations_lock"));
     }
 
     #[test]

@@ -52,8 +52,10 @@ impl MigrationTool for Prisma {
     fn failed_state(&self, m: &Migrations) -> Option<FailedState> {
         Some(FailedState {
             table: "_prisma_migrations".into(),
+            // The start of its logs, whitespace squashed: the native engine's first line is only
+            // "Database error code: 23502", the adapter's "external connector error".
             sql: "SELECT 'migration ' || migration_name || ' failed' || coalesce(': ' || \
-                  left(btrim(split_part(logs, E'\\n', 1)), 200), '') FROM _prisma_migrations \
+                  left(regexp_replace(btrim(logs), '\\s+', ' ', 'g'), 200), '') FROM _prisma_migrations \
                   WHERE rolled_back_at IS NULL AND (finished_at IS NULL OR logs IS NOT NULL) ORDER BY started_at;"
                 .into(),
             inspect: vec![
@@ -78,6 +80,7 @@ impl MigrationTool for Prisma {
         f
     }
     fn needs(&self) -> &'static str {
-        "node, `prisma` with its schema engine, the migrations folder; `psql` for rollback.sql; DATABASE_URL"
+        "node, `prisma` with its schema engine (the native one, or Prisma 6.19's WebAssembly one through a driver \
+         adapter), the migrations folder; `psql` for rollback.sql; DATABASE_URL"
     }
 }

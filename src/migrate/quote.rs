@@ -81,9 +81,22 @@ fn names_error(l: &str) -> bool {
     t.starts_with("error:") || t.starts_with("Error:") || t.contains("ERROR:") || t.contains("Error: ")
 }
 
-/// Lines that are never the reason: npm's config warnings.
+/// Lines that are never the reason: npm's config warnings, and the frames of a Rust span trace
+/// that Prisma's schema engine prints after its error (`   0: module::function`, `with k=v`,
+/// `at file.rs:113`).
 fn is_noise(l: &str) -> bool {
-    l.starts_with("npm warn") || l.starts_with("npm WARN")
+    let t = l.trim_start();
+    let indented = l.len() - t.len() >= 3;
+    let frame = t.split_once(": ").is_some_and(|(n, f)| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && f.contains("::") && !f.contains(' ')
+    });
+    let at_source = t
+        .strip_prefix("at ")
+        .and_then(|p| p.rsplit_once(".rs:"))
+        .is_some_and(|(_, line)| !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()));
+    l.starts_with("npm warn")
+        || l.starts_with("npm WARN")
+        || (indented && (frame || at_source || t.starts_with("with ")))
 }
 
 #[cfg(test)]
@@ -118,6 +131,13 @@ mod tests {
             failure_quote("Reading config\nerror: relation \"x\" does not exist\n", "", 3),
             "Reading config\nerror: relation \"x\" does not exist"
         );
+    }
+
+    #[test]
+    fn a_span_trace_is_not_the_reason() {
+        // prisma migrate deploy 6.19.3 on its WebAssembly schema engine
+        let err = "Error: external connector error\nNull constraint failed: \n   0: sql_schema_connector::apply_migration::apply_script\n           with migration_name=\"2_add_tier\"\n             at schema-engine/connectors/sql-schema-connector/src/apply_migration.rs:113\n   1: schema_engine_wasm::wasm::engine::ApplyMigrations\n             at schema-engine/schema-engine-wasm/src/wasm/engine.rs:167\n";
+        assert_eq!(failure_quote("", err, 6), "Error: external connector error\nNull constraint failed:");
     }
 
     #[test]

@@ -37,7 +37,25 @@ pub struct Scenario {
     pub keep_additive: bool,
     /// Runs with `deploy.rehearse: true`.
     pub rehearse: bool,
+    /// What is already wrong on the stage when the deploy starts.
+    pub staged: Staged,
 }
+
+/// What is already wrong on a stage when the deploy under test starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Staged {
+    /// v1 runs, its migrations applied, nothing wrong.
+    Clean,
+    /// `database.bin_dir` holds a `pg_dump` that loses its connection part-way.
+    CrashingPgDump,
+    /// An earlier run of the migrations (release [`DIRTY_RELEASE`], by hand, outside
+    /// deploy-guard) stopped part-way through a migration that cannot run in a transaction: one
+    /// index built, the next left invalid, the tool's `dirty` flag set on its version.
+    DirtyMigration,
+}
+
+/// The release whose migration run stopped part-way before a `dirty-state` deploy.
+pub const DIRTY_RELEASE: &str = "v2-indexes";
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -49,6 +67,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: false,
         rehearse: false,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "migration-fails",
@@ -59,6 +78,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: false,
         rehearse: false,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "unhealthy-after-migrate",
@@ -69,6 +89,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: false,
         rehearse: false,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "bad-down",
@@ -79,6 +100,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: false,
         rehearse: false,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "lying-down",
@@ -89,6 +111,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: false,
         rehearse: false,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "destructive-down",
@@ -99,6 +122,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: false,
         rehearse: false,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "data-rewrite",
@@ -109,6 +133,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: false,
         rehearse: false,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "lost-writes",
@@ -119,6 +144,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: Some((3, 1, 1)),
         keep_additive: false,
         rehearse: false,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "additive-keep",
@@ -130,6 +156,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: true,
         rehearse: false,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "rehearsal-catches",
@@ -140,6 +167,7 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: false,
         rehearse: true,
+        staged: Staged::Clean,
     },
     Scenario {
         name: "backup-fails",
@@ -150,6 +178,19 @@ pub const SCENARIOS: &[Scenario] = &[
         lost_writes: None,
         keep_additive: false,
         rehearse: false,
+        staged: Staged::CrashingPgDump,
+    },
+    Scenario {
+        name: "dirty-state",
+        about: "an earlier migration run stopped part-way and left the tool's dirty flag: refused before the backup, \
+                the tool's commands named, nothing changed",
+        release: "v2",
+        expect_end: End::Aborted,
+        expect_path: DbPath::None,
+        lost_writes: None,
+        keep_additive: false,
+        rehearse: false,
+        staged: Staged::DirtyMigration,
     },
 ];
 
@@ -252,6 +293,22 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
             ],
             false,
         ),
+        // No transaction (CREATE INDEX CONCURRENTLY cannot run in one): the first index is
+        // built, the unique one fails on the rows and is left INVALID, the version dirty.
+        DIRTY_RELEASE => (
+            vec![
+                (
+                    "003_customer_indexes.up.sql",
+                    "-- no-transaction\nCREATE INDEX CONCURRENTLY customers_name_idx ON customers (name);\n\
+                     CREATE UNIQUE INDEX CONCURRENTLY customers_status_key ON customers (status);",
+                ),
+                (
+                    "003_customer_indexes.down.sql",
+                    "DROP INDEX IF EXISTS customers_status_key;\nDROP INDEX IF EXISTS customers_name_idx;",
+                ),
+            ],
+            true,
+        ),
         "v2-rewrite-email" => (
             vec![
                 ("003_upper_emails.up.sql", "UPDATE customers SET email = upper(email);"),
@@ -302,8 +359,9 @@ fn write_exec(path: &Path, text: &str) -> Result<()> {
 }
 
 impl Stage {
-    /// Stages database `db` and `dir/app` with releases v1 and each of `releases`.
-    pub fn new(cluster: &Cluster, dir: &Path, db: &str, releases: &[&str], crash_pg_dump: bool) -> Result<Stage> {
+    /// Stages database `db` and `dir/app` with releases v1 and each of `releases`, and what is
+    /// `staged` as already wrong.
+    pub fn new(cluster: &Cluster, dir: &Path, db: &str, releases: &[&str], staged: Staged) -> Result<Stage> {
         let app = dir.join("app");
         std::fs::create_dir_all(app.join("state"))?;
         write_exec(&app.join("app.sh"), include_str!("files/app.sh"))?;
@@ -319,7 +377,8 @@ impl Stage {
                 crate::exec::quote(&cluster.bin_dir.display().to_string())
             ),
         )?;
-        for name in std::iter::once("v1").chain(releases.iter().copied()) {
+        let earlier = (staged == Staged::DirtyMigration).then_some(DIRTY_RELEASE);
+        for name in std::iter::once("v1").chain(releases.iter().copied()).chain(earlier) {
             let (migrations, healthy) = release(name);
             let mdir = app.join("releases").join(name).join("migrations");
             std::fs::create_dir_all(&mdir)?;
@@ -344,7 +403,14 @@ impl Stage {
         sh(&[&migrate, "up", "v1"])?;
         cluster.psql(db, SEED)?;
         sh(&[&app.join("app.sh").display().to_string(), "deploy", "v1"])?;
-        let bin_dir = if crash_pg_dump {
+        if let Some(release) = earlier {
+            let out = std::process::Command::new(&migrate).args(["up", release]).output()?;
+            let said = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || !said.contains("is dirty") {
+                bail!("staging the dirty state: migrate.sh up {release} must stop part-way, it said: {said}");
+            }
+        }
+        let bin_dir = if staged == Staged::CrashingPgDump {
             let bin = dir.join("bin");
             std::fs::create_dir_all(&bin)?;
             let real = cluster.bin_dir.display().to_string();
@@ -412,7 +478,7 @@ async fn snapshot(w: &World, columns: Option<&BTreeMap<String, Vec<String>>>) ->
 
 async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Config>) -> Result<ScenarioResult> {
     let db = format!("shop_{}", s.name.replace('-', "_"));
-    let st = Stage::new(cluster, &root.join(s.name), &db, &[s.release], s.name == "backup-fails")?;
+    let st = Stage::new(cluster, &root.join(s.name), &db, &[s.release], s.staged)?;
     let mut config = Config::from_yaml(&st.config_yaml(&format!("simulate-{}", s.name)), &[])?;
     if s.keep_additive {
         config.rollback.additive = crate::config::Additive::Keep;
@@ -505,7 +571,29 @@ async fn run_one(cluster: &Cluster, root: &Path, s: &Scenario, base: Option<&Con
             problems.push("the app is not healthy after the rollback".into());
         }
     }
-    if matches!(report.outcome, crate::guard::Outcome::Aborted { at: crate::guard::Step::Backup, .. }) {
+    if s.staged == Staged::DirtyMigration {
+        // Refused before the backup, naming the tool's commands; the dirty flag left for a person.
+        let f = w.migrator.failed.as_ref().context("the sample app's tool has no dirty state")?;
+        let at = match &report.outcome {
+            crate::guard::Outcome::Aborted { at, .. } => Some(*at),
+            _ => None,
+        };
+        if at != Some(crate::guard::Step::Preflight) {
+            problems.push(format!("must be refused at preflight, ended at {at:?}"));
+        }
+        for c in f.inspect.iter().chain(&f.clear) {
+            if !report.headline.contains(c.as_str()) {
+                problems.push(format!("the refusal does not name `{c}`: {}", report.headline));
+            }
+        }
+        if w.migrator.failed_state(&w.db, &w.db.name).await?.is_none() {
+            problems.push("the dirty flag is gone: the deploy touched the tool's state".into());
+        }
+    }
+    if matches!(
+        report.outcome,
+        crate::guard::Outcome::Aborted { at: crate::guard::Step::Backup | crate::guard::Step::Preflight, .. }
+    ) {
         let objects = w.store.list("").await?;
         if !objects.is_empty() {
             problems.push(format!(

@@ -48,13 +48,13 @@ pub struct App {
 
 impl App {
     pub fn new(prefix: &str, releases: &[&str]) -> App {
-        Self::build(prefix, releases, false)
+        Self::build(prefix, releases, deploy_guard::simulate::Staged::Clean)
     }
 
-    pub fn build(prefix: &str, releases: &[&str], crash_pg_dump: bool) -> App {
+    pub fn build(prefix: &str, releases: &[&str], staged: deploy_guard::simulate::Staged) -> App {
         let tmp = tempdir();
         let db = fresh_db(prefix);
-        let stage = deploy_guard::simulate::Stage::new(cluster(), tmp.path(), &db, releases, crash_pg_dump)
+        let stage = deploy_guard::simulate::Stage::new(cluster(), tmp.path(), &db, releases, staged)
             .unwrap_or_else(|e| panic!("staging the sample app: {e:#}"));
         let config = tmp.path().join("deploy-guard.yml");
         std::fs::write(&config, stage.config_yaml(&db)).unwrap();

@@ -315,7 +315,7 @@ migrations:
     }
 }
 
-fn explain(out: &Output) -> String {
+pub fn explain(out: &Output) -> String {
     format!("stdout: {}\nstderr: {}", super::stdout(out), super::stderr(out))
 }
 
@@ -352,14 +352,18 @@ pub fn migration_fails_saying(spec: ToolSpec, said: &str) {
 }
 
 /// v2 (with `down` as its down migration) applies, its app never gets healthy: rolled back by
-/// `path`, the database exactly at v1 again. Returns the report.
-fn unhealthy(spec: ToolSpec, prefix: &str, down: &str, path: &str) -> serde_json::Value {
+/// `path`, the database exactly at v1 again. Returns the world and the report.
+pub fn unhealthy_world(spec: ToolSpec, prefix: &str, down: &str, path: &str) -> (World, serde_json::Value) {
     let w = World::new(spec, prefix, &["v2"]);
     w.release("add_nickname", ADD_NICKNAME, down);
     let out = w.deploy("v2");
     assert_eq!(w.ended(&out), (Some(1), "rolled-back".into(), path.into()), "{}", explain(&out));
     w.assert_back_at_v1("nickname");
-    super::json(&out)
+    (w, super::json(&out))
+}
+
+fn unhealthy(spec: ToolSpec, prefix: &str, down: &str, path: &str) -> serde_json::Value {
+    unhealthy_world(spec, prefix, down, path).1
 }
 
 /// unhealthy-after-migrate: the tool's revert undoes v2.
