@@ -285,13 +285,13 @@ fn a_migration_that_times_out_has_its_container_removed_and_never_commits() {
     let before = p.db_state();
     let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(13), "--tag", "v2-slow", "--json"]);
     let r = expect(&out, 1, "rolled-back", "none");
+    // Gone when deploy-guard returned: nothing is left that could still commit.
+    assert_eq!(one_off_containers(&p), Vec::<String>::new(), "the migration's container outlived the deploy");
+    assert_eq!(p.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'deploy-guard-%'"), "0");
     let migrate = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "migrate").unwrap().to_string();
     assert!(migrate.contains("timed out"), "{migrate}");
     assert!(migrate.contains("1 container(s) of the migration removed"), "{migrate}");
     assert!(migrate.contains("session(s) of the migration ended"), "{migrate}");
-    // Gone when deploy-guard returned: nothing is left that could still commit.
-    assert_eq!(one_off_containers(&p), Vec::<String>::new(), "the migration's container outlived the deploy");
-    assert_eq!(p.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'deploy-guard-%'"), "0");
     assert_eq!(p.psql("SELECT to_regclass('late_change') IS NULL"), "t", "the timed-out migration committed");
     assert_back_at_v1(&p, &before);
 }

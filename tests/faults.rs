@@ -903,7 +903,7 @@ fn over_ssh(app: &App, sshd: &Sshd) -> Vec<(&'static str, String)> {
     vec![("DEPLOY_GUARD_SSH_KEY", sshd.client_key.clone())]
 }
 
-fn env_refs(env: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
@@ -1050,6 +1050,7 @@ async fn ssh_dropped_at_the_swap(after: bool) {
         assert_eq!(names, vec![scratch], "only the validated copy is left");
         // The next command the report gives finishes the job.
         assert!(out.contains(&format!("rollback --sha {} --path restore", &SHA[..7])), "{out}");
+        tool_wrappers(&app, &pass("pg_dump"), &pass("psql"));
         let again = dg(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &env_refs(&env))
             .output()
             .unwrap();
