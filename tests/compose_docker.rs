@@ -261,9 +261,14 @@ fn bad_compose_settings_are_refused_by_check_and_by_deploy_before_the_backup() {
 /// The one-off containers of the project (`docker compose run`), running or not.
 fn one_off_containers(p: &Project) -> Vec<String> {
     let project = format!("label=com.docker.compose.project={}", p.name);
-    let out = docker::run(
-        std::process::Command::new("docker").args(["ps", "-aq", "--filter", &project, "--filter", "label=com.docker.compose.oneoff=True"]),
-    )
+    let out = docker::run(std::process::Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &project,
+        "--filter",
+        "label=com.docker.compose.oneoff=True",
+    ]))
     .unwrap();
     out.split_whitespace().map(str::to_string).collect()
 }

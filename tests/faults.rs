@@ -173,7 +173,8 @@ fn nothing_left_behind_in(app: &App, cluster: &deploy_guard::simulate::sandbox::
         left.extend(processes_mentioning(&format!("-d {db}")));
         left.is_empty()
     });
-    let scratch: Vec<String> = derived_databases_in(cluster, &db).into_iter().filter(|d| d.contains("__restore_")).collect();
+    let scratch: Vec<String> =
+        derived_databases_in(cluster, &db).into_iter().filter(|d| d.contains("__restore_")).collect();
     assert!(scratch.is_empty(), "scratch databases left: {scratch:?}");
     let partial: Vec<String> = files(&app.stage.store_dir())
         .into_iter()
@@ -1024,7 +1025,9 @@ async fn ssh_dropped_at_the_swap(after: bool) {
     let failed = format!("{}__failed_{}", app.db(), &SHA[..7]);
     let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
     let allows = |db: &str| {
-        common::cluster().psql("postgres", &format!("SELECT datallowconn FROM pg_database WHERE datname = '{db}'")).unwrap()
+        common::cluster()
+            .psql("postgres", &format!("SELECT datallowconn FROM pg_database WHERE datname = '{db}'"))
+            .unwrap()
     };
     if after {
         // The renames committed: the swap is done, whatever the lost link said.
@@ -1192,7 +1195,10 @@ async fn the_postgres_server_restarted_mid_migration_rolls_back_with_nothing_hal
     let before = common::state_in(&cluster, db).await;
     let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2-mid", "--json"], &[]);
     gates.reached("migrate", &mut child);
-    assert_eq!(cluster.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'").unwrap(), "1");
+    assert_eq!(
+        cluster.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'").unwrap(),
+        "1"
+    );
     cluster.restart().unwrap();
     gates.open("migrate", "go");
     let (code, out, err) = out_of(child);

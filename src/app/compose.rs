@@ -120,7 +120,10 @@ impl Compose {
         let mut out = vec![("validate", self.config_script())];
         out.extend(actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))));
         out.push(("services", self.services_script()));
-        out.push(("migrate", self.tool_cmd("migrate", "deploy-guard-migrate-abc1234", tag, "npm run migration:run").script));
+        out.push((
+            "migrate",
+            self.tool_cmd("migrate", "deploy-guard-migrate-abc1234", tag, "npm run migration:run").script,
+        ));
         out.push(("tool stop", self.tool_stop("deploy-guard-migrate-abc1234").expect("compose").script));
         out
     }

@@ -98,7 +98,10 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
 /// naming its setting: exit 2, before anything runs).
 pub async fn migration_files(w: &World, tag: &str) -> Result<()> {
     let Some(script) = w.migrator.files_script() else { return Ok(()) };
-    let cmd = w.runtime.tool_cmd("migration files", "deploy-guard-check", tag, &script).timeout(w.config.target.command_timeout);
+    let cmd = w
+        .runtime
+        .tool_cmd("migration files", "deploy-guard-check", tag, &script)
+        .timeout(w.config.target.command_timeout);
     let out = exec::capture(w.exec.as_ref(), &cmd).await?;
     let said = out.exit.stderr_tail.trim();
     if out.exit.success() {

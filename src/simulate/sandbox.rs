@@ -164,7 +164,10 @@ impl Cluster {
     pub fn restart(&self) -> Result<()> {
         let log = self.root.path().join("server.log");
         let data = self.data_dir();
-        self.run("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&log)?, "-m", "fast", "-w", "-t", "60", "restart"])?;
+        self.run(
+            "pg_ctl",
+            &["-D", path_str(&data)?, "-l", path_str(&log)?, "-m", "fast", "-w", "-t", "60", "restart"],
+        )?;
         Ok(())
     }
 

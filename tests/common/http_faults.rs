@@ -186,13 +186,10 @@ fn serve(client: TcpStream, upstream: u16, shared: &Shared) -> std::io::Result<(
     let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
     let fault = {
         let mut rules = shared.rules.lock().unwrap();
-        rules
-            .iter_mut()
-            .find(|r| r.times > 0 && r.method == method && path.contains(&r.path_contains))
-            .map(|r| {
-                r.times -= 1;
-                r.fault
-            })
+        rules.iter_mut().find(|r| r.times > 0 && r.method == method && path.contains(&r.path_contains)).map(|r| {
+            r.times -= 1;
+            r.fault
+        })
     };
     let log = |what: String| shared.log.lock().unwrap().push(format!("{method} {path} -> {what}"));
     if let Some(Fault::Status(code)) = fault {

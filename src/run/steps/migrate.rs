@@ -57,9 +57,8 @@ async fn blockers(run: &Run<'_>) -> Option<String> {
 async fn cancel(run: &Run<'_>) -> Result<String> {
     let mut done = Vec::new();
     if let Some(stop) = run.w.runtime.tool_stop(&Migrate::app_name(run)) {
-        let removed = exec::run_ok(run.w.runtime.executor(), &stop)
-            .await
-            .context("removing the migration's container failed")?;
+        let removed =
+            exec::run_ok(run.w.runtime.executor(), &stop).await.context("removing the migration's container failed")?;
         done.push(format!("{} container(s) of the migration removed", removed.trim()));
     }
     let db = &run.w.db;

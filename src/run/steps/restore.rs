@@ -65,7 +65,9 @@ impl StepSpec for Restore {
                 let e = e.context(format!("{} is untouched", names.live));
                 match w.db.drop_database(&names.scratch).await {
                     Ok(()) => Err(e),
-                    Err(d) => Err(e.context(format!("and dropping the scratch database {} failed: {d:#}", names.scratch))),
+                    Err(d) => {
+                        Err(e.context(format!("and dropping the scratch database {} failed: {d:#}", names.scratch)))
+                    }
                 }
             }
         }
