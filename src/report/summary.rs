@@ -29,6 +29,21 @@ pub fn render(r: &Report) -> String {
         r.duration_secs,
         r.exit_code
     );
+    if let Some(secs) = r.recovery_secs {
+        let split: Vec<String> = r
+            .own_steps()
+            .filter(|e| e.step.is_rollback())
+            .filter_map(|e| Some(format!("{} {:.1} s", e.step.name(), e.duration_ms()? as f64 / 1000.0)))
+            .collect();
+        let _ = writeln!(
+            md,
+            "Recovery took {secs:.1} s, from the failure to the end of the rollback: {}.\n",
+            split.join(", ")
+        );
+    }
+    if let (Some(tag), Some(source)) = (&r.previous_tag, r.previous_tag_source) {
+        let _ = writeln!(md, "Previous tag `{tag}` read from {}.\n", source.describe());
+    }
     if !r.next_commands.is_empty() {
         md.push_str("### What to do now\n\n");
         md.push_str(&r.next_commands_block());
@@ -46,6 +61,9 @@ pub fn render(r: &Report) -> String {
             crate::model::human_bytes(b.dump_bytes)
         );
         let _ = writeln!(md, "| sha256 | `{}` |", b.sha256);
+        if let Some(copy) = &b.copy {
+            let _ = writeln!(md, "| offsite copy | `{copy}` (verified) |");
+        }
         let _ = writeln!(
             md,
             "| verified | {} |\n",
