@@ -433,3 +433,46 @@ fn bad_compose_settings_are_refused_by_check_and_by_deploy_before_the_backup() {
     }
     p.wait_healthy("v1");
 }
+
+/// The one-off containers of the project (`docker compose run`), running or not.
+fn one_off_containers(p: &Project) -> Vec<String> {
+    let project = format!("label=com.docker.compose.project={}", p.name);
+    let out = docker::run(std::process::Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &project,
+        "--filter",
+        "label=com.docker.compose.oneoff=True",
+    ]))
+    .unwrap();
+    out.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn a_migration_that_times_out_has_its_container_removed_and_never_commits() {
+    let p = Project::start("slow-migration");
+    // The release's migration sleeps 30 s in PostgreSQL, then creates `late_change`; its command
+    // retries until it succeeds, as entrypoints that wait for the database do. Killing the client
+    // and ending its session is not enough: the one-off container runs on, connects again and
+    // commits after the deploy reported rolled back, unless it is removed.
+    let config = p.tmp.path().join("slow.yml");
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    let text = text.replace("  timeout: 3m", "  timeout: 5s").replace(
+        "  run: ./node_modules/.bin/typeorm migration:run -d data-source.js",
+        "  run: \"until ./node_modules/.bin/typeorm migration:run -d data-source.js; do sleep 1; done\"",
+    );
+    std::fs::write(&config, &text).unwrap();
+    let before = p.db_state();
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(13), "--tag", "v2-slow", "--json"]);
+    let r = expect(&out, 1, "rolled-back", "none");
+    // Gone when deploy-guard returned: nothing is left that could still commit.
+    assert_eq!(one_off_containers(&p), Vec::<String>::new(), "the migration's container outlived the deploy");
+    assert_eq!(p.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'deploy-guard-%'"), "0");
+    let migrate = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "migrate").unwrap().to_string();
+    assert!(migrate.contains("timed out"), "{migrate}");
+    assert!(migrate.contains("1 container(s) of the migration removed"), "{migrate}");
+    assert!(migrate.contains("session(s) of the migration ended"), "{migrate}");
+    assert_eq!(p.psql("SELECT to_regclass('late_change') IS NULL"), "t", "the timed-out migration committed");
+    assert_back_at_v1(&p, &before);
+}

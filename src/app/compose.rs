@@ -53,6 +53,9 @@ pub fn base_command(compose_file: &str, env_file: Option<&str>) -> String {
 /// reads it.
 const PROBE_TAG: &str = "deploy-guard-probe";
 
+/// The label a tool's one-off container carries, its value the name the tool runs as.
+const TOOL_LABEL: &str = "deploy-guard.run";
+
 impl Compose {
     pub fn from_config(exec: Arc<dyn Executor>, app: &crate::config::App, timeout: Duration) -> Result<Compose> {
         let need = |v: &Option<String>, k: &str| {
@@ -157,7 +160,11 @@ impl Compose {
         out.extend(actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))));
         out.push(("services", self.services_script()));
         out.push(("settle", self.settle_script()));
-        out.push(("migrate", self.tool_cmd("migrate", tag, "npm run migration:run").script));
+        out.push((
+            "migrate",
+            self.tool_cmd("migrate", "deploy-guard-migrate-abc1234", tag, "npm run migration:run").script,
+        ));
+        out.push(("tool stop", self.tool_stop("deploy-guard-migrate-abc1234").expect("compose").script));
         out
     }
 
@@ -435,17 +442,33 @@ impl Runtime for Compose {
 
     /// Runs the tool in a one-off container of the NEW image with its entrypoint overridden, so a
     /// revert works even when the service will not start or its entrypoint crashes (the
-    /// runbook's "start it just long enough to revert").
-    fn tool_cmd(&self, label: &str, tag: &str, script: &str) -> Cmd {
+    /// runbook's "start it just long enough to revert"). The container is labelled with `name`.
+    fn tool_cmd(&self, label: &str, name: &str, tag: &str, script: &str) -> Cmd {
         Cmd::new(
             label,
             format!(
-                "{} run --rm --no-deps -T --entrypoint sh {} -c {}",
+                "{} run --rm --no-deps -T --label {} --entrypoint sh {} -c {}",
                 self.with_tag(tag),
+                quote(&format!("{TOOL_LABEL}={name}")),
                 quote(&self.service),
                 quote(script)
             ),
         )
+    }
+
+    /// `docker compose run` leaves its container running when the client is killed or loses its
+    /// channel: remove it (its processes killed) and wait until it is gone; prints how many.
+    fn tool_stop(&self, name: &str) -> Option<Cmd> {
+        let list = format!("docker ps -aq --filter {}", quote(&format!("label={TOOL_LABEL}={name}")));
+        Some(self.command(
+            "remove the tool's container",
+            format!(
+                "ids=$({list}) || exit 1; [ -z \"$ids\" ] || docker rm -f -v $ids >/dev/null 2>&1; i=0; \
+                 while :; do left=$({list}) || exit 1; [ -n \"$left\" ] || break; i=$((i + 1)); \
+                 [ $i -le 30 ] || {{ echo \"deploy-guard: the tool's container is still there after 30 s: $left\" >&2; exit 1; }}; \
+                 sleep 1; done; echo $ids | wc -w"
+            ),
+        ))
     }
 }
 

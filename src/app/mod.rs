@@ -86,8 +86,16 @@ pub trait Runtime: Send + Sync {
     fn cmd(&self, action: Action<'_>) -> Option<Cmd>;
     /// The tag in what the current-tag command printed.
     fn parse_tag(&self, out: &str) -> Option<String>;
-    /// A command that runs `script` (a migration tool) with the code of `tag`.
-    fn tool_cmd(&self, label: &str, tag: &str, script: &str) -> Cmd;
+    /// A command that runs `script` (a migration tool) with the code of `tag`; what it starts is
+    /// known by `name` (compose: its one-off container's label), for [`Runtime::tool_stop`].
+    fn tool_cmd(&self, label: &str, name: &str, tag: &str, script: &str) -> Cmd;
+
+    /// A command that ends what [`Runtime::tool_cmd`] started as `name` when it outlived its
+    /// command (a timeout, a lost channel), returns once it is gone and prints how many it ended;
+    /// `None`: nothing there runs on without its command.
+    fn tool_stop(&self, _name: &str) -> Option<Cmd> {
+        None
+    }
 
     /// The tag running now, if the runtime can tell.
     async fn current_tag(&self) -> Result<Option<String>> {

@@ -51,7 +51,7 @@ impl Runtime for Shell {
         (!tag.is_empty()).then(|| tag.to_string())
     }
 
-    fn tool_cmd(&self, label: &str, _tag: &str, script: &str) -> Cmd {
+    fn tool_cmd(&self, label: &str, _name: &str, _tag: &str, script: &str) -> Cmd {
         Cmd::new(label, self.script(script))
     }
 }

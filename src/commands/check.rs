@@ -126,7 +126,10 @@ async fn store_line(w: &World, store: &dyn crate::store::Store) -> Result<String
 /// naming its setting: exit 2, before anything runs).
 pub async fn migration_files(w: &World, tag: &str) -> Result<()> {
     let Some(script) = w.migrator.files_script() else { return Ok(()) };
-    let cmd = w.runtime.tool_cmd("migration files", tag, &script).timeout(w.config.target.command_timeout);
+    let cmd = w
+        .runtime
+        .tool_cmd("migration files", "deploy-guard-check", tag, &script)
+        .timeout(w.config.target.command_timeout);
     let out = exec::capture(w.exec.as_ref(), &cmd).await?;
     let said = out.exit.stderr_tail.trim();
     if out.exit.success() {

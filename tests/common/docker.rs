@@ -133,6 +133,12 @@ const RELEASES: &[Release] = &[
         broken: true,
     },
     Release {
+        name: "v2-slow",
+        second: Second::File("1700000000001-SlowLateChange.js"),
+        entrypoint: NORMAL,
+        broken: false,
+    },
+    Release {
         name: "v2-rewrite-name",
         second: Second::File("1700000000001-UpperNames.js"),
         entrypoint: NORMAL,
@@ -481,7 +487,9 @@ backup:
     }
 
     pub fn deploy_guard_with(&self, config: &Path, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_deploy-guard"));
+        // `DG_TEST_BIN` names another build (as in tests/common/mod.rs).
+        let bin = std::env::var_os("DG_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_deploy-guard").into());
+        let mut c = Command::new(bin);
         c.args(args).arg("--config").arg(config).env("DEPLOY_GUARD_SSH_KEY", &self.sshd.client_key);
         for v in ["GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ACTIONS", "GITHUB_SHA", "RUNNER_ENVIRONMENT"] {
             c.env_remove(v);
