@@ -96,8 +96,11 @@ impl Drop for Proxy {
     }
 }
 
-/// Reads a head (request or response) up to the blank line: its first line and its headers.
-fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<(String, Vec<(String, String)>)>> {
+/// A request or response head: its first line and its headers.
+type Head = (String, Vec<(String, String)>);
+
+/// Reads a head up to the blank line; none at the end of the stream.
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
     let mut first = String::new();
     if r.read_line(&mut first)? == 0 {
         return Ok(None);
