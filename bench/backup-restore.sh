@@ -139,6 +139,25 @@ say "database $DB: $DB_PRETTY ($DB_BYTES bytes) generated in $(( $(date +%s) - t
 (( DB_BYTES >= MIN_DB_BYTES )) \
     || die "database is $DB_BYTES bytes, less than BENCH_MIN_DB_BYTES=$MIN_DB_BYTES: raise BENCH_SCALE"
 
+# --- the release that `rehearse` tries: two migrations, each in its own transaction ----------------
+# AddNote adds a nullable column (instant); IndexBalance builds an index without CONCURRENTLY,
+# which holds a SHARE lock (blocks writes) on pgbench_accounts while it reads the whole table.
+"${PSQL[@]}" -d "$DB" -c 'CREATE TABLE bench_migrations (id serial PRIMARY KEY, name text NOT NULL);' >/dev/null
+P="'$PG_BIN/psql' -X -q -v ON_ERROR_STOP=1"
+cat >"$WORK/app/migrate.sh" <<EOF
+applied() { $P -At -c "SELECT count(*) FROM bench_migrations WHERE name = '\$1'"; }
+set -e
+[ "\$(applied AddNote)" = 1 ] || $P -c "BEGIN; ALTER TABLE pgbench_accounts ADD COLUMN note text; INSERT INTO bench_migrations (name) VALUES ('AddNote'); COMMIT;"
+[ "\$(applied IndexBalance)" = 1 ] || $P -c "BEGIN; CREATE INDEX bench_abalance ON pgbench_accounts (abalance); INSERT INTO bench_migrations (name) VALUES ('IndexBalance'); COMMIT;"
+EOF
+cat >"$WORK/app/revert.sh" <<EOF
+set -e
+case "\$($P -At -c 'SELECT name FROM bench_migrations ORDER BY id DESC LIMIT 1')" in
+IndexBalance) $P -c "BEGIN; DROP INDEX bench_abalance; DELETE FROM bench_migrations WHERE name = 'IndexBalance'; COMMIT;" ;;
+AddNote) $P -c "BEGIN; ALTER TABLE pgbench_accounts DROP COLUMN note; DELETE FROM bench_migrations WHERE name = 'AddNote'; COMMIT;" ;;
+esac
+EOF
+
 # --- deploy-guard's config ---------------------------------------------------------------------
 echo v1 >"$WORK/app/state"
 CONFIG=$WORK/deploy-guard.yml
@@ -160,7 +179,11 @@ database:
   bin_dir: "$PG_BIN"
 migrations:
   tool: command
-  run: "true"
+  run: sh migrate.sh
+  revert: sh revert.sh
+  table: bench_migrations
+  order_by: id
+  lock_warn: 1s
 backup:
   store: "file://$WORK/store"
 EOF
@@ -319,7 +342,20 @@ for ROUND in $(seq 1 "$RUNS"); do
         measure "dg_restore.$ROUND" "$BIN" restore --sha "${SHA:0:7}" --config "$CONFIG"
         record dg_restore
         drop_kept
+
+        # 5b. deploy-guard rehearse: the backup restored into a copy, the release's two
+        # migrations up and back down there (locks sampled), compared with the backup, dropped.
+        measure "dg_rehearse.$ROUND" "$BIN" rehearse --sha "${SHA:0:7}" --tag v2 --json --config "$CONFIG"
+        record dg_rehearse
+        if (( RC == 0 )); then cp "$WORK/out/dg_rehearse.$ROUND.stdout" "$WORK/out/rehearse.json"; fi
     fi
+
+    # 5c. The same by hand: restore into a copy, migrate up, revert twice, drop the copy (no
+    # comparison, no lock sampling).
+    "$PG_BIN/createdb" "${DB}_rehearse"
+    measure "shell_rehearse.$ROUND" bash -c "set -o pipefail; gunzip -c '$WORK/out/shell.sql.gz' | '$PG_BIN/psql' -X -q --no-password -v ON_ERROR_STOP=1 --single-transaction -o /dev/null -d ${DB}_rehearse && cd '$WORK/app' && export PGDATABASE=${DB}_rehearse && sh migrate.sh && sh revert.sh && sh revert.sh"
+    record shell_rehearse
+    "$PG_BIN/dropdb" "${DB}_rehearse"
 
     # 6. The shell restore a person would write, into a fresh database.
     "$PG_BIN/createdb" "${DB}_shell"
@@ -346,6 +382,21 @@ row shell_backup "\`pg_dump \\| gzip -$GZIP_LEVEL > file\`" "$PLAIN_BYTES" - "un
 row dg_backup "**\`deploy-guard backup\`** (dump, gzip, store, verify)" "$DUMP_BYTES" own "$(mib "$DUMP_BYTES") MiB SQL → $(mib "$GZ_BYTES") MiB; dump → gzip → store ${TAKE_MED} s ($(rate "$DUMP_BYTES" "$TAKE_MED") MiB/s), then verify etc."
 row dg_restore "**\`deploy-guard restore\`** (scratch, psql, validate, swap)" "$DUMP_BYTES" own "into a scratch database, then swapped in"
 row shell_restore "\`gunzip \\| psql --single-transaction\`" "$PLAIN_BYTES" - "into an empty database"
+# What the last rehearsal reported: per migration, and the locks held over migrations.lock_warn.
+REHEARSED=$(python3 - "$WORK/out/rehearse.json" <<'PY' 2>/dev/null || echo "-"
+import json, sys
+r = json.load(open(sys.argv[1]))["rehearsal"]
+out = ["up %.1f s, down %.1f s" % (r["up_secs"], r["down_secs"])]
+for m in r["migrations"]:
+    down = "-" if m["down_secs"] is None else "%.1f" % m["down_secs"]
+    out.append("%s: applied %.1f s, reverted %s s" % (m["name"], m["up_secs"], down))
+for l in r["long_locks"]:
+    out.append("%s on %s ≥ %.1f s by %s%s" % (l["mode"], l["table"], l["secs"], "the revert of " if l["revert"] else "", l["migration"]))
+print("; ".join(out))
+PY
+)
+row dg_rehearse "**\`deploy-guard rehearse\`** (copy, up, down, compare, drop)" "$DUMP_BYTES" own "last round: $REHEARSED"
+row shell_rehearse "by hand: \`gunzip \\| psql\` into a copy, \`migrate.sh\`, \`revert.sh\` ×2" "$PLAIN_BYTES" - "no comparison, no lock sampling"
 
 # --- where deploy-guard's time went (from its timestamped log) ---------------------------------
 {

@@ -15,11 +15,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deploy_guard::backup::{self, Taken};
-use deploy_guard::db::{ConnInfo, DumpTables, Postgres, RowSum};
+use std::cmp::Ordering;
+
+use anyhow::{bail, Context, Result};
+use deploy_guard::db::{copy_unescape, ident, literal, ConnInfo, DumpTables, Postgres, RowSum, Shape, TableLoss};
 use deploy_guard::exec::{Executor, Local};
 use deploy_guard::simulate::sandbox::Cluster;
 use deploy_guard::store::{DirStore, Store};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 const BUF: usize = 256 * 1024;
 const ACCOUNTS: &str = "public.pgbench_accounts";
@@ -156,9 +160,10 @@ async fn timed_sh_rss(env: &Env, script: &str) -> (M, f64) {
     (m, kb / 1024.0)
 }
 
-/// `backup::verify` without the row sums: the same read-back (size, sha256 of the object,
-/// gunzip, length of the SQL), for what the verification cost before item 1.
-async fn verify_without_sums(store: &dyn Store, taken: &Taken) {
+/// `backup::verify`'s read-back (size, sha256 of the object, gunzip, length of the SQL) without
+/// the row sums (what the verification cost before item 1), or with them fed inline on the
+/// gunzip thread (`inline`: as `backup::verify` did before they got their own thread).
+async fn verify_copy(store: &dyn Store, taken: &Taken, inline: bool) -> BTreeMap<String, RowSum> {
     use async_compression::tokio::bufread::GzipDecoder;
     use tokio::io::{AsyncReadExt, BufReader};
     let object = store.get(&taken.key).await.unwrap();
@@ -174,11 +179,15 @@ async fn verify_without_sums(store: &dyn Store, taken: &Taken) {
     let mut raw_sha = Sha256::new();
     let mut raw = 0u64;
     let mut tail = deploy_guard::exec::Tail::new(4096);
-    let mut buf = vec![0u8; 8192];
+    let mut tables = DumpTables::default();
+    let mut buf = vec![0u8; BUF];
     loop {
         let n = decoder.read(&mut buf).await.unwrap();
         if n == 0 {
             break;
+        }
+        if inline {
+            tables.feed(&buf[..n]);
         }
         raw += n as u64;
         raw_sha.update(&buf[..n]);
@@ -188,6 +197,7 @@ async fn verify_without_sums(store: &dyn Store, taken: &Taken) {
     assert_eq!((gz, hex::encode(sha.finalize())), (taken.size, taken.sha256.clone()));
     assert_eq!(raw, taken.dump_bytes);
     assert!(tail.text().contains(backup::TRAILER));
+    tables.tables
 }
 
 /// A writer that feeds what it is given through [`DumpTables`] (chunked line splitting), to
@@ -239,14 +249,11 @@ fn passes(plain: &Path) -> Vec<(&'static str, f64, f64)> {
             }),
         ),
         (
-            "newline scan (`iter().position`, as DumpTables::feed)",
+            "newline scan (`memchr`, as DumpTables::feed)",
             Box::new({
                 let mut lines = 0u64;
-                move |mut b: &[u8]| {
-                    while let Some(nl) = b.iter().position(|c| *c == b'\n') {
-                        lines += 1;
-                        b = &b[nl + 1..];
-                    }
+                move |b: &[u8]| {
+                    lines += memchr::memchr_iter(b'\n', b).count() as u64;
                     std::hint::black_box(lines);
                 }
             }),
@@ -274,6 +281,32 @@ fn passes(plain: &Path) -> Vec<(&'static str, f64, f64)> {
     }
     out
 }
+
+/// `loss_shape` + `table_loss` of pgbench_accounts, `b` restored and `a` kept, the statements
+/// collected in a `Vec`: as it was, as its fallback for many differences is, or as it is.
+async fn loss_of(pg: &Postgres, how: How) -> (TableLoss, usize) {
+    let shape = pg.loss_shape("b", "a", ACCOUNTS).await.unwrap();
+    let mut buf = Vec::new();
+    let loss = match how {
+        How::Before => Before(pg).table_loss("b", "a", &shape, &mut buf).await,
+        How::Whole => pg.table_loss_whole("b", "a", &shape, &mut buf).await,
+        How::Now => pg.table_loss("b", "a", &shape, &mut buf).await,
+    };
+    (loss.unwrap(), buf.len())
+}
+
+#[derive(Clone, Copy)]
+enum How {
+    Before,
+    Whole,
+    Now,
+}
+
+const HOWS: [(&str, How); 3] = [
+    ("before: every row's statement built and streamed, md5", How::Before),
+    ("`table_loss_whole` (the fallback above 20 000 differences): the kept rows' statements streamed", How::Whole),
+    ("**now**: key + hash streamed, the differing rows read by key", How::Now),
+];
 
 struct Report {
     scale: u32,
@@ -357,32 +390,41 @@ async fn one_scale(cluster: &Cluster, env: &Env, scale: u32, runs: usize, all_ro
     );
 
     // ---- Item 1, every deploy: the read-back with and without the row sums, in turns.
-    say("verify with and without DumpTables");
-    let (mut with, mut without) = (Vec::new(), Vec::new());
+    say("verify without row sums, with them inline, with them on their own thread");
+    let (mut with, mut inline, mut without) = (Vec::new(), Vec::new(), Vec::new());
     let mut sums: BTreeMap<String, RowSum> = BTreeMap::new();
+    let mut same = true;
     for _ in 0..runs {
-        let (_, m) = measure(verify_without_sums(&store, &taken)).await;
+        let (_, m) = measure(verify_copy(&store, &taken, false)).await;
         without.push(m);
+        let (inline_sums, m) = measure(verify_copy(&store, &taken, true)).await;
+        inline.push(m);
         let (s, m) = measure(backup::verify(&store, &taken)).await;
         sums = s.unwrap();
+        same &= sums == inline_sums;
         with.push(m);
     }
     let (mw, lo, hi) = median(without);
     rep.row("verify read-back **without** row sums (size, sha256, gunzip)", &mw, Some((lo, hi)), None, "");
-    let (m, lo, hi) = median(with);
-    let added = m.wall - mw.wall;
-    rep.row(
-        "**`backup::verify`** (the same **plus `DumpTables`**)",
-        &m,
-        Some((lo, hi)),
-        None,
-        &format!(
-            "adds **{added:.2} s** wall, {:.2} s CPU ({:.0} MiB of SQL at {:.0} MiB/s of added wall)",
-            m.cpu_own - mw.cpu_own,
-            mib(taken.dump_bytes),
-            mib(taken.dump_bytes) / added.max(0.001)
-        ),
-    );
+    for (label, ms) in [
+        ("the same **plus `DumpTables` inline** on the gunzip thread (before)", inline),
+        ("**`backup::verify`**: the same, `DumpTables` **on its own thread** (now)", with),
+    ] {
+        let (m, lo, hi) = median(ms);
+        let added = m.wall - mw.wall;
+        rep.row(
+            label,
+            &m,
+            Some((lo, hi)),
+            None,
+            &format!(
+                "adds **{added:.2} s** wall, {:.2} s CPU ({:.0} MiB of SQL; sums equal: {})",
+                m.cpu_own - mw.cpu_own,
+                mib(taken.dump_bytes),
+                if same { "yes" } else { "**NO**" }
+            ),
+        );
+    }
 
     // The same, single-threaded over the plain SQL, to see what bounds it.
     let plain_dir = tempfile::Builder::new().prefix("dg-bench-plain-").tempdir().unwrap();
@@ -461,38 +503,44 @@ async fn one_scale(cluster: &Cluster, env: &Env, scale: u32, runs: usize, all_ro
         env.psql("a", "WITH u AS (UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 1000 = 0 RETURNING 1) SELECT count(*) FROM u;")
             .parse()
             .unwrap();
-    say("table_loss (a kept, b restored)");
-    let mut losses = Vec::new();
-    for _ in 0..runs.min(2) {
-        let (r, m) = measure(async {
-            let shape = pg.loss_shape("b", "a", ACCOUNTS).await.unwrap();
-            // As run/steps/lost_writes.rs does: each table's statements into a Vec first.
-            let mut buf = Vec::new();
-            let loss = pg.table_loss("b", "a", &shape, &mut buf).await.unwrap();
-            (loss, buf.len())
-        })
-        .await;
-        losses.push((r, m));
+    say("table_loss before and after (a kept, b restored), in turns");
+    let mut rows_loss = Vec::new();
+    for (label, how) in HOWS {
+        rows_loss.push((label, how, Vec::new()));
     }
-    let (loss, replay_bytes) = losses[0].0.clone();
-    let right = loss.updated == changed && loss.inserted == 0 && loss.deleted == 0;
-    let (m, lo, hi) = median(losses.into_iter().map(|(_, m)| m).collect());
-    rep.row(
-        "**`loss_shape` + `table_loss`** of pgbench_accounts",
-        &m,
-        Some((lo, hi)),
-        None,
-        &format!(
-            "{} of {} rows updated; found {} updated, {} inserted, {} deleted ({}); replay {:.1} KiB",
-            changed,
-            backup_sum.rows,
-            loss.updated,
-            loss.inserted,
-            loss.deleted,
-            if right { "right" } else { "**WRONG**" },
-            replay_bytes as f64 / 1024.0
-        ),
-    );
+    for _ in 0..runs {
+        for (_, how, ms) in rows_loss.iter_mut() {
+            ms.push(measure(loss_of(&pg, *how)).await);
+        }
+    }
+    let mut walls = Vec::new();
+    for (label, _, ms) in rows_loss {
+        let ((loss, replay_bytes), _) = ms[0].clone();
+        let right = loss.updated == changed && loss.inserted == 0 && loss.deleted == 0;
+        let (m, lo, hi) = median(ms.into_iter().map(|(_, m)| m).collect());
+        walls.push(m.wall);
+        rep.row(
+            &format!("`loss_shape` + `table_loss` of pgbench_accounts, {label}"),
+            &m,
+            Some((lo, hi)),
+            None,
+            &format!(
+                "{} of {} rows updated; found {} updated, {} inserted, {} deleted ({}); replay {:.1} KiB{}",
+                changed,
+                backup_sum.rows,
+                loss.updated,
+                loss.inserted,
+                loss.deleted,
+                if right { "right" } else { "**WRONG**" },
+                replay_bytes as f64 / 1024.0,
+                if walls.len() > 1 {
+                    format!("; {:.1}× faster than before", walls[0] / m.wall)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
 
     say("gunzip | psql --single-transaction (plain restore, for scale)");
     env.psql("postgres", "CREATE DATABASE c;");
@@ -513,21 +561,20 @@ async fn one_scale(cluster: &Cluster, env: &Env, scale: u32, runs: usize, all_ro
     if scale <= all_rows_max {
         say("worst case: every row of pgbench_accounts changed");
         env.psql("a", "UPDATE pgbench_accounts SET abalance = abalance + 1;");
-        let (r, m) = measure(async {
-            let shape = pg.loss_shape("b", "a", ACCOUNTS).await.unwrap();
-            let mut buf = Vec::new();
-            let loss = pg.table_loss("b", "a", &shape, &mut buf).await.unwrap();
-            (loss, buf.len())
-        })
-        .await;
-        let (loss, bytes) = r;
-        rep.row(
-            "`table_loss`, **every** row of pgbench_accounts updated",
-            &m,
-            None,
-            None,
-            &format!("found {} updated; replay {:.0} MiB, held in memory whole", loss.updated, mib(bytes as u64)),
-        );
+        for (label, how) in HOWS {
+            let ((loss, bytes), m) = measure(loss_of(&pg, how)).await;
+            rep.row(
+                &format!("`table_loss`, **every** row of pgbench_accounts updated, {label}"),
+                &m,
+                None,
+                None,
+                &format!(
+                    "found {} updated; replay {:.0} MiB (collected in a Vec here)",
+                    loss.updated,
+                    mib(bytes as u64)
+                ),
+            );
+        }
     }
     for db in ["a", "b"] {
         env.psql("postgres", &format!("DROP DATABASE {db};"));
@@ -581,4 +628,127 @@ async fn main() {
         print!("{text}");
         std::io::Write::flush(&mut std::io::stdout()).unwrap();
     }
+}
+
+// ---- `table_loss` as it was before it streamed only keys and hashes, verbatim but for the
+// helpers it shares with the library, for the side-by-side rows.
+
+struct Before<'a>(&'a Postgres);
+
+impl Before<'_> {
+    async fn table_loss(
+        &self,
+        live: &str,
+        kept: &str,
+        shape: &Shape,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<TableLoss> {
+        let (kept_rows, kept_task) = self.keyed_rows(kept, shape, Side::Kept);
+        let (live_rows, live_task) = self.keyed_rows(live, shape, Side::Live);
+        let mut kept_lines = BufReader::new(kept_rows).lines();
+        let mut live_lines = BufReader::new(live_rows).lines();
+        let mut loss = TableLoss { table: shape.table.clone(), ..Default::default() };
+        let mut k = next_row(&mut kept_lines).await?;
+        let mut l = next_row(&mut live_lines).await?;
+        loop {
+            let ord = match (&k, &l) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(a), Some(b)) => a.key.as_bytes().cmp(b.key.as_bytes()),
+            };
+            match ord {
+                Ordering::Less => {
+                    let row = k.take().expect("a kept row");
+                    out.write_all(format!("{}\n", row.statement).as_bytes()).await?;
+                    loss.inserted += 1;
+                    k = next_row(&mut kept_lines).await?;
+                }
+                Ordering::Greater => {
+                    let row = l.take().expect("a live row");
+                    out.write_all(format!("{}\n", row.statement).as_bytes()).await?;
+                    loss.deleted += 1;
+                    l = next_row(&mut live_lines).await?;
+                }
+                Ordering::Equal => {
+                    let (a, b) = (k.take().expect("kept"), l.take().expect("live"));
+                    if a.hash != b.hash {
+                        out.write_all(format!("{}\n", a.statement).as_bytes()).await?;
+                        loss.updated += 1;
+                    }
+                    k = next_row(&mut kept_lines).await?;
+                    l = next_row(&mut live_lines).await?;
+                }
+            }
+        }
+        for (side, task) in [("kept", kept_task), ("live", live_task)] {
+            let exit = task.await.context("reading rows")??;
+            exit.check(&format!("reading {} in the {side} database", shape.table))?;
+        }
+        Ok(loss)
+    }
+
+    /// Streams `key<TAB>hash<TAB>statement` lines of `db`'s table, ordered by key in byte order.
+    fn keyed_rows(
+        &self,
+        db: &str,
+        shape: &Shape,
+        side: Side,
+    ) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<Result<deploy_guard::exec::Exit>>) {
+        let q = |c: &String| ident(c);
+        let key_row = format!("row({})::text", shape.key.iter().map(q).collect::<Vec<_>>().join(", "));
+        let all_row = format!("row({})::text", shape.columns.iter().map(q).collect::<Vec<_>>().join(", "));
+        let statement = match side {
+            // The kept row, upserted.
+            Side::Kept => shape.upsert_sql(),
+            // The live row, deleted by its key.
+            Side::Live => {
+                let conds: Vec<String> = shape
+                    .key
+                    .iter()
+                    .map(|c| format!("format('%s = %s', {}, quote_nullable({}))", literal(&q(c)), q(c)))
+                    .collect();
+                format!(
+                    "format('DELETE FROM %s WHERE %s', {}, concat_ws(' AND ', {}))",
+                    literal(&shape.table),
+                    conds.join(", ")
+                )
+            }
+        };
+        let sql = format!(
+            "COPY (SELECT {key_row} COLLATE \"C\" AS k, md5({all_row}), {statement} || ';' FROM {} ORDER BY 1) TO STDOUT;\n",
+            shape.table
+        );
+        let cmd = self.0.query_cmd(db);
+        let exec = self.0.executor().clone();
+        let (mut w, r) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            let mut input = sql.as_bytes();
+            let exit = exec.run(&cmd, Some(&mut input), &mut w).await;
+            let _ = w.shutdown().await;
+            exit
+        });
+        (r, task)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Kept,
+    Live,
+}
+
+struct Row {
+    key: String,
+    hash: String,
+    statement: String,
+}
+
+async fn next_row(lines: &mut tokio::io::Lines<BufReader<tokio::io::DuplexStream>>) -> Result<Option<Row>> {
+    let Some(line) = lines.next_line().await? else { return Ok(None) };
+    let mut f = line.splitn(3, '\t');
+    let (Some(k), Some(h), Some(s)) = (f.next(), f.next(), f.next()) else {
+        bail!("unexpected row from COPY: {:.200}", line);
+    };
+    Ok(Some(Row { key: copy_unescape(k), hash: h.to_string(), statement: copy_unescape(s) }))
 }

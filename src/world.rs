@@ -23,6 +23,8 @@ pub struct World {
     pub health: Health,
     pub db: Postgres,
     pub store: Arc<dyn Store>,
+    /// `backup.copy_to`: the offsite copy of every verified backup.
+    pub copy: Option<Arc<dyn Store>>,
     pub migrator: Migrator,
 }
 
@@ -70,7 +72,8 @@ impl World {
         };
         Ok(World {
             health: Health::from_config(exec.clone(), &config.app),
-            store: store::open(&config)?,
+            store: store::open(&config, exec.clone())?,
+            copy: store::open_copy(&config)?,
             migrator: Migrator::from_config(&config.migrations),
             runtime,
             db,

@@ -42,16 +42,29 @@ fn expect(out: &std::process::Output, code: i32, result: &str, path: &str) -> se
     r
 }
 
-/// The database, the running tag, the env file and health are all back at v1.
-fn assert_back_at_v1(p: &Project, before: &DbState) {
-    let after = p.db_state();
-    assert_eq!(&after, before, "the database is not as it was before the deploy");
-    assert_eq!(after.tables, V1_TABLES);
-    assert_eq!(after.user_columns, V1_COLUMNS);
-    assert_eq!(after.migrations, V1_MIGRATIONS);
+/// The database as it was before the deploy; v1 running, healthy, and in the env file.
+fn assert_as_before(p: &Project, before: &DbState) {
+    assert_eq!(&p.db_state(), before, "the database is not as it was before the deploy");
     assert_eq!(p.running_tag(), "v1");
     assert_eq!(p.env_text(), docker::ENV_FILE, "the env file must say v1, the rest untouched");
     p.wait_healthy("v1");
+}
+
+/// The database, the running tag, the env file and health are all back at v1.
+fn assert_back_at_v1(p: &Project, before: &DbState) {
+    assert_as_before(p, before);
+    let after = p.db_state();
+    assert_eq!(after.tables, V1_TABLES);
+    assert_eq!(after.user_columns, V1_COLUMNS);
+    assert_eq!(after.migrations, V1_MIGRATIONS);
+}
+
+/// This project's config with `extra` (more YAML sections) appended, written as `name`.
+fn config_with(p: &Project, name: &str, extra: &str) -> std::path::PathBuf {
+    let path = p.tmp.path().join(name);
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(&path, format!("{text}{extra}")).unwrap();
+    path
 }
 
 fn env_mode(p: &Project) -> u32 {
@@ -149,6 +162,169 @@ fn a_migration_that_destroyed_data_is_not_reverted_but_restored() {
 #[test]
 fn a_migration_that_rewrote_data_is_not_reverted_but_restored() {
     rolled_back("data-rewrite", 12, "v2-rewrite-name", "restore");
+}
+
+/// `count md5` of the rows of `table` in database `db`: its `columns`, ordered by id.
+fn rows(p: &Project, db: &str, table: &str, columns: &str) -> String {
+    p.psql_in(
+        db,
+        &format!(
+            "SELECT count(*) || ' ' || md5(coalesce(string_agg(ROW({columns})::text, ',' ORDER BY id), '')) FROM {table}"
+        ),
+    )
+}
+
+/// What each table lost, as the report says: (table, inserted, updated, deleted), sorted.
+fn lost_counts(r: &serde_json::Value) -> Vec<(String, u64, u64, u64)> {
+    let n = |t: &serde_json::Value, k: &str| t[k].as_u64().unwrap_or_else(|| panic!("lost_writes: no {k}: {r:#}"));
+    let mut out: Vec<_> = r["lost_writes"]["tables"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the report names no lost writes: {r:#}"))
+        .iter()
+        .map(|t| (t["table"].as_str().unwrap().to_string(), n(t, "inserted"), n(t, "updated"), n(t, "deleted")))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn writes_made_after_the_backup_go_to_a_replay_file_that_brings_them_back_after_the_restore() {
+    let p = Project::start("lost-writes");
+    // The shop's orders, there before the deploy: the release's migration drops their notes.
+    p.psql(
+        "CREATE TABLE orders (id serial PRIMARY KEY, user_id int NOT NULL REFERENCES users(id), \
+         total numeric(10,2) NOT NULL, note text); \
+         INSERT INTO orders (user_id, total, note) SELECT 1 + i % 305, (i % 997) / 7.0, 'order ' || i \
+         FROM generate_series(1, 600) i;",
+    );
+    const ORDERS: &str = "id, user_id, total, note";
+    let before = p.db_state();
+    let orders_before = rows(&p, "shop", "orders", ORDERS);
+
+    // v2-app-writes' server writes when it starts, after the backup (three signups, a rename, a
+    // cancelled order), then never gets healthy; its migration destroyed the notes: restore.
+    let sha = sha(13);
+    let out = p.deploy_guard(&["deploy", "--sha", &sha, "--tag", "v2-app-writes", "--json"]);
+    let r = expect(&out, 1, "rolled-back", "restore");
+    assert!(r["destroyed"].to_string().contains("note"), "the report must say the notes were destroyed: {r:#}");
+    assert_as_before(&p, &before);
+    assert_eq!(rows(&p, "shop", "orders", ORDERS), orders_before, "the orders' notes are not back");
+
+    // The writes are in the kept database, and in a replay file beside the backup.
+    let kept = format!("shop__failed_{}", &sha[..7]);
+    assert_eq!(
+        p.psql_in(&kept, "SELECT string_agg(name, ',' ORDER BY id) FROM users WHERE id = 2 OR id > 305"),
+        "Zoë (renamed),Neu 1,Neu 2,Neu 3",
+        "the kept database lacks what v2-app-writes wrote"
+    );
+    assert_eq!(
+        lost_counts(&r),
+        [("public.orders".to_string(), 0, 0, 1), ("public.users".to_string(), 3, 1, 0)],
+        "lost (inserted, updated, deleted) rows"
+    );
+    let key = r["lost_writes"]["key"].as_str().unwrap();
+    assert!(key.ends_with(".lost-writes.sql"), "{r:#}");
+    assert!(
+        p.stored_files().iter().any(|f| f.ends_with(key)),
+        "the replay file {key} is not in the store: {:?}",
+        p.stored_files()
+    );
+
+    // Reviewed, then applied by a new process, by SHA.
+    let out = p.deploy_guard(&["replay", "--sha", &sha[..7], "--dry-run"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "replay --dry-run: {printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("'Neu 1'") && printed.contains("DELETE FROM"), "replay --dry-run printed:\n{printed}");
+    assert_eq!(p.db_state(), before, "replay --dry-run changed the database");
+    let out = p.deploy_guard(&["replay", "--sha", &sha[..7]]);
+    assert!(out.status.success(), "replay: {}", String::from_utf8_lossy(&out.stderr));
+    for (table, columns) in [("users", "id, name"), ("orders", "id, user_id, total")] {
+        assert_eq!(
+            rows(&p, "shop", table, columns),
+            rows(&p, &kept, table, columns),
+            "after the replay, {table} differs from what the app had written"
+        );
+    }
+    assert_eq!(p.psql("SELECT count(*) FROM orders WHERE note IS NOT NULL"), "599", "the other orders' notes");
+    // The app carries on: v1 healthy, and the next signup gets a fresh id.
+    p.wait_healthy("v1");
+    assert_eq!(p.psql("INSERT INTO users (name) VALUES ('after the replay') RETURNING id"), "309");
+}
+
+#[test]
+fn additive_migrations_stay_under_keep_and_the_previous_tag_runs_on_them() {
+    let p = Project::start("additive-keep");
+    let before = p.db_state();
+    let config = config_with(&p, "keep.yml", "rollback:\n  additive: keep\n");
+    // v2-additive adds nickname (and its index), writes one when it starts, never gets healthy.
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(14), "--tag", "v2-additive", "--json"]);
+    let r = expect(&out, 1, "rolled-back", "none");
+    assert!(r["kept_additions"].to_string().contains("nickname"), "the report must say what stays: {r:#}");
+    let after = p.db_state();
+    assert_eq!(after.user_columns, "id,name,nickname");
+    assert!(after.indexes.contains("users_nickname_idx"), "the index was dropped: {}", after.indexes);
+    assert_eq!(after.migrations, format!("{V1_MIGRATIONS},AddNickname1700000000001"));
+    assert_eq!(after.users, before.users, "the users' names changed");
+    assert_eq!(p.psql("SELECT nickname FROM users WHERE id = 2"), "Zo", "what v2 wrote into the kept column is gone");
+    assert_eq!(
+        p.psql("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'shop\\_\\_%'"),
+        "",
+        "nothing was to be restored, yet a scratch or kept database exists"
+    );
+    assert_eq!(p.running_tag(), "v1");
+    assert_eq!(p.env_text(), docker::ENV_FILE, "the env file must say v1, the rest untouched");
+    p.wait_healthy("v1");
+    p.compose_ok(&["up", "-d"]);
+    assert_eq!(p.running_tag(), "v1", "a plain `docker compose up -d` after the rollback must run v1");
+    p.wait_healthy("v1");
+}
+
+#[test]
+fn a_migration_the_real_rows_break_is_caught_on_a_copy_and_production_is_never_touched() {
+    let p = Project::start("rehearsal-catches");
+    let before = p.db_state();
+    let config = config_with(&p, "rehearse.yml", "deploy:\n  rehearse: true\n");
+    let sha = sha(15);
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha, "--tag", "v2-unique-first-name", "--json"]);
+    let r = expect(&out, 4, "aborted", "none");
+    assert!(
+        r.to_string().contains("could not create unique index"),
+        "the report must say why the migration failed on the copy: {r:#}"
+    );
+    let steps: Vec<&str> = r["steps"].as_array().unwrap().iter().filter_map(|e| e["step"].as_str()).collect();
+    assert!(steps.contains(&"rehearse"), "no rehearsal ran: {steps:?}");
+    assert!(!steps.contains(&"migrate") && !steps.contains(&"deploy"), "production was touched: {steps:?}");
+    assert_back_at_v1(&p, &before);
+    let copy = format!("shop__rehearse_{}", &sha[..7]);
+    assert_eq!(
+        p.psql(&format!("SELECT count(*) FROM pg_database WHERE datname = '{copy}'")),
+        "0",
+        "the rehearsal copy {copy} was left behind"
+    );
+}
+
+/// TypeORM has no dirty or failed state to refuse (sqlx's `success = false`, golang-migrate's
+/// `dirty`): it records a migration in the transaction that runs it. Its nearest case is a
+/// migration outside a transaction that fails half-way: no row, the tool says clean, the schema
+/// is changed. Its revert must not run (it would revert the last *recorded* migration).
+#[test]
+fn a_non_transactional_migration_that_fails_half_way_is_restored_not_reverted() {
+    let p = Project::start("half-applied");
+    let before = p.db_state();
+    let good = std::fs::read_to_string(&p.config).unwrap();
+    let text = good.replace("migration:run -d", "migration:run -t each -d");
+    assert_ne!(text, good, "the config's run command changed: update this test");
+    let config = p.tmp.path().join("each.yml");
+    std::fs::write(&config, text).unwrap();
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(16), "--tag", "v2-half-applied", "--json"]);
+    let r = expect(&out, 1, "rolled-back", "restore");
+    // Half-applied: the column and the (invalid) index were there, with no migration recorded.
+    let drift = r["drift"].to_string();
+    assert!(drift.contains("first_name") && drift.contains("users_first_name_key"), "drift: {r:#}");
+    assert_eq!(r["migrations_after"], r["migrations_before"], "{r:#}");
+    let steps: Vec<&str> = r["steps"].as_array().unwrap().iter().filter_map(|e| e["step"].as_str()).collect();
+    assert!(!steps.contains(&"revert"), "TypeORM's revert ran with nothing of this deploy recorded: {steps:?}");
+    assert_back_at_v1(&p, &before);
 }
 
 #[test]
@@ -256,4 +432,47 @@ fn bad_compose_settings_are_refused_by_check_and_by_deploy_before_the_backup() {
         assert_eq!(p.env_text(), docker::ENV_FILE, "{what}: the env file changed");
     }
     p.wait_healthy("v1");
+}
+
+/// The one-off containers of the project (`docker compose run`), running or not.
+fn one_off_containers(p: &Project) -> Vec<String> {
+    let project = format!("label=com.docker.compose.project={}", p.name);
+    let out = docker::run(std::process::Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &project,
+        "--filter",
+        "label=com.docker.compose.oneoff=True",
+    ]))
+    .unwrap();
+    out.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn a_migration_that_times_out_has_its_container_removed_and_never_commits() {
+    let p = Project::start("slow-migration");
+    // The release's migration sleeps 30 s in PostgreSQL, then creates `late_change`; its command
+    // retries until it succeeds, as entrypoints that wait for the database do. Killing the client
+    // and ending its session is not enough: the one-off container runs on, connects again and
+    // commits after the deploy reported rolled back, unless it is removed.
+    let config = p.tmp.path().join("slow.yml");
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    let text = text.replace("  timeout: 3m", "  timeout: 5s").replace(
+        "  run: ./node_modules/.bin/typeorm migration:run -d data-source.js",
+        "  run: \"until ./node_modules/.bin/typeorm migration:run -d data-source.js; do sleep 1; done\"",
+    );
+    std::fs::write(&config, &text).unwrap();
+    let before = p.db_state();
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(13), "--tag", "v2-slow", "--json"]);
+    let r = expect(&out, 1, "rolled-back", "none");
+    // Gone when deploy-guard returned: nothing is left that could still commit.
+    assert_eq!(one_off_containers(&p), Vec::<String>::new(), "the migration's container outlived the deploy");
+    assert_eq!(p.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'deploy-guard-%'"), "0");
+    let migrate = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "migrate").unwrap().to_string();
+    assert!(migrate.contains("timed out"), "{migrate}");
+    assert!(migrate.contains("1 container(s) of the migration removed"), "{migrate}");
+    assert!(migrate.contains("session(s) of the migration ended"), "{migrate}");
+    assert_eq!(p.psql("SELECT to_regclass('late_change') IS NULL"), "t", "the timed-out migration committed");
+    assert_back_at_v1(&p, &before);
 }

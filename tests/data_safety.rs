@@ -148,6 +148,8 @@ async fn writes_after_the_backup_are_found_after_a_restore_and_replayed_on_reque
     // Idempotent: a second replay changes nothing more.
     assert_eq!(app.run(&["replay", "--sha", &SHA[..7]]).status.code(), Some(0));
     assert_eq!(app.psql("SELECT count(*) FROM customers"), "2003");
+    // The sequence the restore set back moved up too: the next signup takes a fresh id.
+    assert_eq!(app.psql("INSERT INTO customers (name) VALUES ('after the replay') RETURNING id"), "2004");
 }
 
 /// The one file under `dir` whose name ends with `suffix`.
@@ -248,4 +250,47 @@ async fn a_rehearsal_runs_the_release_on_a_copy_and_tells_whether_its_revert_can
     let r = common::json(&out);
     assert!(detail(&r).contains("brings back the schema, the migration rows and every row"), "{r}");
     assert_eq!(app.tag(), "v2");
+}
+
+#[tokio::test]
+async fn a_rehearsal_times_each_migration_and_names_the_locks_it_held_too_long() {
+    let app = App::new("ds_locks", &["v2"]);
+    // 003 holds a SHARE lock on customers (blocks writes) for 3 s; 004 takes a brief one.
+    release(&app, "v2-locks", "LOCK TABLE customers IN SHARE MODE; SELECT pg_sleep(3);", "SELECT 1;");
+    let dir = app.stage.app_dir().join("releases/v2-locks/migrations");
+    std::fs::write(dir.join("004_brief.up.sql"), "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;").unwrap();
+    std::fs::write(dir.join("004_brief.down.sql"), "SELECT 1;").unwrap();
+    let before = common::state(app.db()).await;
+    let summary = app.tmp.path().join("summary.md");
+    let out = app.run_env(
+        &["rehearse", "--sha", SHA, "--tag", "v2-locks", "--json", "--summary", summary.to_str().unwrap()],
+        &[("DEPLOY_GUARD_MIGRATIONS_LOCK_WARN", "1s")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    let h = &r["rehearsal"];
+    let names: Vec<&str> = h["migrations"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["change", "brief"], "{h}");
+    for m in h["migrations"].as_array().unwrap() {
+        assert_eq!(m["committed_with"], 1, "each in its own transaction: {h}");
+        assert!(m["down_secs"].is_number(), "each reverted: {h}");
+    }
+    // The slow one took at least its sleep; only its lock is reported, with its statement.
+    assert!(h["migrations"][0]["up_secs"].as_f64().unwrap() >= 3.0, "{h}");
+    let locks = h["long_locks"].as_array().unwrap();
+    assert_eq!(locks.len(), 1, "{h}");
+    let l = &locks[0];
+    assert_eq!(
+        (l["table"].as_str(), l["mode"].as_str(), l["migration"].as_str()),
+        (Some("customers"), Some("ShareLock"), Some("change")),
+        "{h}"
+    );
+    assert_eq!((l["blocks"].as_str(), l["revert"].as_bool()), (Some("writes"), Some(false)), "{h}");
+    assert!(l["secs"].as_f64().unwrap() >= 1.0 && l["statement"].as_str().unwrap().contains("pg_sleep"), "{h}");
+    // In the journal and the summary too; production untouched, the copy gone.
+    let summary = std::fs::read_to_string(summary).unwrap();
+    assert!(summary.contains("### Rehearsal on a copy") && summary.contains("`customers` ShareLock"), "{summary}");
+    let manifest = std::fs::read_to_string(find(&app.stage.store_dir(), ".manifest.json")).unwrap();
+    assert!(manifest.contains("\"long_locks\"") && manifest.contains("ShareLock"), "{manifest}");
+    assert_eq!(common::state(app.db()).await, before);
 }

@@ -5,6 +5,8 @@
 //! object, no process). Each test's name says the fault; docs/RELIABILITY.md lists them.
 
 mod common;
+#[path = "common/http_faults.rs"]
+mod http_faults;
 #[path = "common/s3.rs"]
 mod s3server;
 
@@ -126,7 +128,11 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 /// Every database of the test cluster named after `db` other than `db` itself.
 fn derived_databases(db: &str) -> Vec<String> {
-    let out = common::cluster()
+    derived_databases_in(common::cluster(), db)
+}
+
+fn derived_databases_in(cluster: &deploy_guard::simulate::sandbox::Cluster, db: &str) -> Vec<String> {
+    let out = cluster
         .psql("postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{db}\\_\\_%' ORDER BY 1"))
         .unwrap();
     out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
@@ -154,6 +160,10 @@ fn files(dir: &Path) -> Vec<String> {
 /// (`__restore_`) database exists, and its file store holds only backups, manifests and replay
 /// files (no partial upload).
 fn nothing_left_behind(app: &App) {
+    nothing_left_behind_in(app, common::cluster())
+}
+
+fn nothing_left_behind_in(app: &App, cluster: &deploy_guard::simulate::sandbox::Cluster) {
     let dir = app.tmp.path().display().to_string();
     let db = app.db().to_string();
     let mut left = Vec::new();
@@ -163,7 +173,8 @@ fn nothing_left_behind(app: &App) {
         left.extend(processes_mentioning(&format!("-d {db}")));
         left.is_empty()
     });
-    let scratch: Vec<String> = derived_databases(&db).into_iter().filter(|d| d.contains("__restore_")).collect();
+    let scratch: Vec<String> =
+        derived_databases_in(cluster, &db).into_iter().filter(|d| d.contains("__restore_")).collect();
     assert!(scratch.is_empty(), "scratch databases left: {scratch:?}");
     let partial: Vec<String> = files(&app.stage.store_dir())
         .into_iter()
@@ -430,43 +441,47 @@ async fn two_deploys_started_together_one_takes_the_lock_the_other_exits_4_chang
     nothing_left_behind(&app);
 }
 
-/// A `bin_dir` whose `pg_dump` (and, for a restore, `psql`) stops at a gate before it runs the
-/// real tool, so the test can kill it there.
-fn gated_tools(app: &App, gates: &Gates, pg_dump: bool, psql_restore: bool) {
+/// A `bin_dir` whose `pg_dump` and `psql` are the sh scripts given (`@REAL@` stands for the real
+/// tools' directory), with `database.bin_dir` pointed at it.
+fn tool_wrappers(app: &App, pg_dump: &str, psql: &str) {
     let real = common::cluster().bin_dir.display().to_string();
     let bin = app.tmp.path().join("gated-bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let write = |name: &str, body: String| {
+    for (name, body) in [("pg_dump", pg_dump), ("psql", psql)] {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::write(bin.join(name), body).unwrap();
+        std::fs::write(bin.join(name), format!("#!/bin/sh\n{}", body.replace("@REAL@", &real))).unwrap();
         std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
-    };
-    let gate = |name: &str| gates.stop(name);
-    write(
-        "pg_dump",
-        if pg_dump {
-            format!("#!/bin/sh\n{} || exit 1\nexec {real}/pg_dump \"$@\"\n", gate("pg_dump"))
-        } else {
-            format!("#!/bin/sh\nexec {real}/pg_dump \"$@\"\n")
-        },
-    );
-    write(
-        "psql",
-        if psql_restore {
-            format!(
-                "#!/bin/sh\ncase \"$*\" in *--single-transaction*) exec sh -c '{} || exit 1; exec {real}/psql \"$@\"' psql \"$@\";; esac\nexec {real}/psql \"$@\"\n",
-                gate("psql")
-            )
-        } else {
-            format!("#!/bin/sh\nexec {real}/psql \"$@\"\n")
-        },
-    );
+    }
     let bin = bin.display().to_string();
     app.edit_config(|c| {
         let at = c.find("bin_dir: ").unwrap();
         let end = at + c[at..].find('\n').unwrap();
         format!("{}bin_dir: \"{bin}\"{}", &c[..at], &c[end..])
     });
+}
+
+/// A wrapper that runs the real tool.
+fn pass(tool: &str) -> String {
+    format!("exec @REAL@/{tool} \"$@\"\n")
+}
+
+/// A `bin_dir` whose `pg_dump` (and, for a restore, `psql`) stops at a gate before it runs the
+/// real tool, so the test can kill it there.
+fn gated_tools(app: &App, gates: &Gates, pg_dump: bool, psql_restore: bool) {
+    let pg_dump = if pg_dump {
+        format!("{} || exit 1\nexec @REAL@/pg_dump \"$@\"\n", gates.stop("pg_dump"))
+    } else {
+        pass("pg_dump")
+    };
+    let psql = if psql_restore {
+        format!(
+            "case \"$*\" in *--single-transaction*) exec sh -c '{} || exit 1; exec @REAL@/psql \"$@\"' psql \"$@\";; esac\nexec @REAL@/psql \"$@\"\n",
+            gates.stop("psql")
+        )
+    } else {
+        pass("psql")
+    };
+    tool_wrappers(app, &pg_dump, &psql);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -853,4 +868,355 @@ async fn a_migration_stuck_behind_a_lock_names_who_blocks_it_and_lock_timeout_fa
         assert_eq!(common::state(app.db()).await, before, "{case}");
         assert_eq!(app.tag(), "v1");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections dropped
+
+/// The parent of `pid` and its command name, from /proc.
+fn parent_and_name(pid: i32) -> Option<(i32, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (name, rest) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))?;
+    Some((rest.split_whitespace().nth(1)?.parse().ok()?, name.to_string()))
+}
+
+/// Drops the SSH connection the command `pid` runs on, as a broken link does: SIGKILLs every
+/// sshd process serving it (its sshd ancestors below the listening server). The command itself
+/// runs on, orphaned.
+fn drop_ssh_connection_of(pid: u32) {
+    let mut sshds = Vec::new();
+    let mut at = pid as i32;
+    while let Some((parent, _)) = parent_and_name(at) {
+        match parent_and_name(parent) {
+            Some((_, name)) if name == "sshd" => sshds.push(parent),
+            _ if !sshds.is_empty() => break,
+            _ => {}
+        }
+        if parent <= 1 {
+            break;
+        }
+        at = parent;
+    }
+    sshds.pop(); // the listening server: it stays up, so deploy-guard can connect again
+    assert!(!sshds.is_empty(), "{pid} does not run under an sshd session");
+    for p in sshds {
+        sigkill(p as u32);
+    }
+}
+
+/// `app` reached over a real sshd: the config's target and the key deploy-guard is given.
+fn over_ssh(app: &App, sshd: &Sshd) -> Vec<(&'static str, String)> {
+    app.edit_config(|t| format!("{t}{}", sshd.target_yaml()));
+    vec![("DEPLOY_GUARD_SSH_KEY", sshd.client_key.clone())]
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The step named `step` of a JSON report.
+fn step(r: &serde_json::Value, step: &str) -> serde_json::Value {
+    r["steps"].as_array().unwrap().iter().find(|s| s["step"] == step).cloned().unwrap_or_default()
+}
+
+/// Whether the sample app is running (not stopped).
+fn app_running(app: &App) -> bool {
+    app.stage.app_dir().join("state/running").exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_connection_dropped_mid_backup_aborts_with_exit_4_and_stores_nothing() {
+    let sshd = Sshd::start().unwrap();
+    let app = App::new("fault_ssh_dump", &["v2"]);
+    let env = over_ssh(&app, &sshd);
+    let gates = Gates::new(&app);
+    // pg_dump writes half its dump, then the stream stops at a gate and the link drops.
+    let pg_dump = format!(
+        "t=$(mktemp) || exit 1\n@REAL@/pg_dump \"$@\" > \"$t\" || {{ rc=$?; rm -f \"$t\"; exit $rc; }}\n\
+         half=$(( $(wc -c < \"$t\") / 2 ))\nhead -c $half \"$t\"\n{} || {{ rm -f \"$t\"; exit 1; }}\n\
+         tail -c +$((half + 1)) \"$t\"; rm -f \"$t\"\n",
+        gates.stop("pg_dump")
+    );
+    tool_wrappers(&app, &pg_dump, &pass("psql"));
+    let before = common::state(app.db()).await;
+    let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &env_refs(&env));
+    let pid = gates.reached("pg_dump", &mut child);
+    drop_ssh_connection_of(pid);
+    let (code, out, err) = out_of(child);
+    gates.open("pg_dump", "stop");
+    assert_eq!(code, 4, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["result"], "aborted", "{err}");
+    let backup = step(&r, "backup");
+    assert!(backup["detail"].to_string().contains("dropped"), "the cause is not named: {backup}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert!(app_running(&app));
+    assert_eq!(backups(&app).0, 0, "{:?}", files(&app.stage.store_dir()));
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_connection_dropped_mid_restore_leaves_the_live_database_and_the_app_as_they_were() {
+    let sshd = Sshd::start().unwrap();
+    let app = App::new("fault_ssh_restore", &["v2"]);
+    let env = over_ssh(&app, &sshd);
+    let deployed = {
+        let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &env_refs(&env)).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+        common::state(app.db()).await
+    };
+    let gates = Gates::new(&app);
+    // The restoring psql gets the first 4 KiB of the backup, then its input stops at a gate and
+    // the link drops, with psql still connected to the scratch database.
+    let psql = format!(
+        "case \"$*\" in *--single-transaction*)\n  {{ head -c 4096; {} >/dev/null || exit 1; cat; }} | @REAL@/psql \"$@\"; exit $? ;;\nesac\n{}",
+        gates.stop("psql"),
+        pass("psql")
+    );
+    tool_wrappers(&app, &pass("pg_dump"), &psql);
+    let mut child = spawn(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &env_refs(&env));
+    let pid = gates.reached("psql", &mut child);
+    drop_ssh_connection_of(pid);
+    let (code, out, err) = out_of(child);
+    gates.open("psql", "stop");
+    assert_eq!(code, 3, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["result"], "rollback-failed", "{err}");
+    let restore = step(&r, "restore");
+    assert_eq!(restore["state"], "failed", "{restore}");
+    assert!(restore["detail"].to_string().contains("dropped"), "the cause is not named: {restore}");
+    // Nothing was replaced: the live database as deployed, the app never stopped.
+    assert_eq!(common::state(app.db()).await, deployed);
+    assert_eq!(app.tag(), "v2");
+    assert!(app_running(&app), "the app was stopped for a restore that failed");
+    assert_eq!(backups(&app), (1, 1));
+    nothing_left_behind(&app);
+    assert!(derived_databases(app.db()).is_empty(), "{:?}", derived_databases(app.db()));
+}
+
+/// `rollback --path restore` over SSH whose link drops at the swap's renames: `after` they
+/// committed (the outcome is lost with the link), or before they ran.
+async fn ssh_dropped_at_the_swap(after: bool) {
+    let sshd = Sshd::start().unwrap();
+    let app = App::new(&format!("fault_ssh_swap_{after}"), &["v2"]);
+    let env = over_ssh(&app, &sshd);
+    let before = common::state(app.db()).await;
+    let deployed = {
+        let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &env_refs(&env)).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+        common::state(app.db()).await
+    };
+    let gates = Gates::new(&app);
+    let gate = gates.stop("swap");
+    let renames = if after {
+        format!("printf '%s\\n' \"$first\" | @REAL@/psql \"$@\"; rc=$?; {gate}; exit $rc")
+    } else {
+        format!("{gate} || exit 1; printf '%s\\n' \"$first\" | @REAL@/psql \"$@\"; exit $?")
+    };
+    // Every psql passes its input through (line by line: the lock session streams); the one
+    // carrying the renames stops at the gate.
+    let psql = format!(
+        "case \"$*\" in *--single-transaction*) exec @REAL@/psql \"$@\";; esac\nIFS= read -r first\n\
+         case \"$first\" in *'RENAME TO'*) {renames} ;; esac\n{{ printf '%s\\n' \"$first\"; cat; }} | @REAL@/psql \"$@\"\n"
+    );
+    tool_wrappers(&app, &pass("pg_dump"), &psql);
+    let mut child = spawn(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &env_refs(&env));
+    let pid = gates.reached("swap", &mut child);
+    drop_ssh_connection_of(pid);
+    let (code, out, err) = out_of(child);
+    gates.open("swap", if after { "go" } else { "stop" });
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {err}"));
+    let names = derived_databases(app.db());
+    let failed = format!("{}__failed_{}", app.db(), &SHA[..7]);
+    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
+    let allows = |db: &str| {
+        common::cluster()
+            .psql("postgres", &format!("SELECT datallowconn FROM pg_database WHERE datname = '{db}'"))
+            .unwrap()
+    };
+    if after {
+        // The renames committed: the swap is done, whatever the lost link said.
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(r["result"], "rolled-back", "{err}");
+        assert_eq!(r["path"], "restore", "{err}");
+        assert_eq!(step(&r, "swap")["state"], "ok", "{r:#}");
+        assert_eq!(common::state(app.db()).await, before, "the live database is not the backup");
+        assert_eq!(names, vec![failed.clone()], "the broken database is kept, nothing else");
+        assert_eq!(allows(&failed), "t", "the kept database must stay readable");
+        assert_eq!(app.tag(), "v1");
+        assert!(app_running(&app));
+    } else {
+        // Nothing was renamed: the live database stays as deployed and connectable; the
+        // validated copy waits for the next commands.
+        assert_eq!(code, 3, "{err}");
+        assert_eq!(r["result"], "rollback-failed", "{err}");
+        let swap = step(&r, "swap");
+        assert_eq!(swap["state"], "failed", "{swap}");
+        assert!(swap["detail"].to_string().contains("dropped"), "{swap}");
+        assert_eq!(common::state(app.db()).await, deployed);
+        assert_eq!(allows(app.db()), "t", "the live database was left refusing connections");
+        assert_eq!(names, vec![scratch], "only the validated copy is left");
+        // The next command the report gives finishes the job.
+        assert!(out.contains(&format!("rollback --sha {} --path restore", &SHA[..7])), "{out}");
+        tool_wrappers(&app, &pass("pg_dump"), &pass("psql"));
+        let again = dg(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &env_refs(&env))
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(0), "{}", common::stderr(&again));
+        assert_eq!(common::state(app.db()).await, before);
+        assert_eq!(derived_databases(app.db()), vec![failed]);
+        assert_eq!(app.tag(), "v1");
+    }
+    assert_eq!(backups(&app), (1, 1));
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_connection_dropped_after_the_swap_committed_is_found_done_and_the_rollback_finishes() {
+    ssh_dropped_at_the_swap(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssh_connection_dropped_before_the_swap_leaves_the_live_database_connectable_and_unchanged() {
+    ssh_dropped_at_the_swap(false).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3 answering 5xx, resetting connections
+
+/// `app` with its store in a real S3 server behind a fault-injecting proxy.
+fn behind_proxy(app: &App) -> (s3server::S3Server, http_faults::Proxy) {
+    let s3 = s3server::S3Server::start();
+    let proxy = http_faults::Proxy::start(s3.port);
+    let yaml = s3.backup_yaml("prod").replace(&s3.endpoint(), &proxy.endpoint());
+    app.edit_config(|c| {
+        let at = c.find("backup:\n").unwrap();
+        format!("{}{yaml}", &c[..at])
+    });
+    (s3, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_answering_503_is_retried_and_the_backup_lands_or_aborts_with_exit_4_and_nothing_stored() {
+    // Twice: the SDK's retries carry the backup through.
+    let app = App::new("fault_s3_503", &["v2"]);
+    let (s3, proxy) = behind_proxy(&app);
+    proxy.fail("PUT", ".sql.gz", 2, http_faults::Fault::Status(503));
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &s3.env()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}\n{:?}", common::stderr(&out), proxy.log());
+    assert_eq!(proxy.count(&["PUT", ".sql.gz", "503 (injected)"]), 2, "{:?}", proxy.log());
+    assert_eq!(proxy.count(&["PUT", ".sql.gz", "-> 200"]), 1, "{:?}", proxy.log());
+    let keys = s3.keys();
+    assert_eq!(keys.iter().filter(|k| k.ends_with(".sql.gz")).count(), 1, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k.ends_with(".json")).count(), 1, "{keys:?}");
+    assert_eq!(app.tag(), "v2");
+
+    // Every time: the backup fails, nothing is changed or stored.
+    let app = App::new("fault_s3_503_always", &["v2"]);
+    let (s3, proxy) = behind_proxy(&app);
+    proxy.fail("PUT", ".sql.gz", usize::MAX, http_faults::Fault::Status(503));
+    let before = common::state(app.db()).await;
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &s3.env()).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    let r = common::json(&out);
+    assert_eq!(r["result"], "aborted");
+    assert!(step(&r, "backup")["detail"].to_string().contains("503"), "the cause is not named: {r:#}");
+    assert_eq!(proxy.count(&["PUT", ".sql.gz", "503 (injected)"]), 3, "{:?}", proxy.log());
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert_eq!(s3.keys(), Vec::<String>::new(), "objects stored by a failed backup");
+    assert_eq!(s3.pending_uploads(), Vec::<String>::new());
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_reset_mid_download_fails_the_restore_with_nothing_replaced_and_a_rerun_restores() {
+    let app = App::new("fault_s3_reset", &["v2"]);
+    let (s3, proxy) = behind_proxy(&app);
+    let before = common::state(app.db()).await;
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &s3.env()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let deployed = common::state(app.db()).await;
+    let keys = s3.keys();
+    let key = keys.iter().find(|k| k.ends_with(".sql.gz")).unwrap().clone();
+    let size = std::fs::metadata(s3.object_path(&key)).unwrap().len() as usize;
+    // A 503 before the download starts is retried by the SDK; a reset half-way through the body
+    // is not retried by anyone: the restore fails.
+    proxy.fail("GET", ".sql.gz", 1, http_faults::Fault::Status(503));
+    proxy.fail("GET", ".sql.gz", 1, http_faults::Fault::ResetAfter(size / 2));
+    let out = dg(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &s3.env()).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}\n{:?}", proxy.log());
+    let r = common::json(&out);
+    assert_eq!(r["result"], "rollback-failed");
+    let restore = step(&r, "restore");
+    assert_eq!(restore["state"], "failed", "{restore}");
+    assert_eq!(proxy.count(&["GET", ".sql.gz", "503 (injected)"]), 1, "{:?}", proxy.log());
+    assert_eq!(proxy.count(&["GET", ".sql.gz", "reset after"]), 1, "{:?}", proxy.log());
+    assert_eq!(common::state(app.db()).await, deployed, "a half-downloaded backup replaced the live database");
+    assert_eq!(app.tag(), "v2");
+    assert!(app_running(&app), "the app was stopped for a restore that failed");
+    assert!(derived_databases(app.db()).is_empty(), "{:?}", derived_databases(app.db()));
+    assert_eq!(s3.keys(), keys, "the store changed");
+    // The link is back: the same command restores.
+    proxy.heal();
+    let out = dg(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &s3.env()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    nothing_left_behind(&app);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database server restarted
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_server_restarted_mid_migration_rolls_back_with_nothing_half_applied() {
+    // Its own cluster: restarting the shared one would break the other tests.
+    let cluster = deploy_guard::simulate::sandbox::Cluster::start(None).unwrap();
+    let tmp = common::tempdir();
+    let db = "fault_pg_restart";
+    cluster.create_database(db).unwrap();
+    let stage = deploy_guard::simulate::Stage::new(&cluster, tmp.path(), db, &[], false).unwrap();
+    let config = tmp.path().join("deploy-guard.yml");
+    std::fs::write(&config, stage.config_yaml(db)).unwrap();
+    let app = App { tmp, stage, config };
+    let gates = Gates::new(&app);
+    // A release whose migration creates a table, then stops at a gate inside its transaction.
+    let releases = app.stage.app_dir().join("releases");
+    let dir = releases.join("v2-mid/migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(releases.join("v1/migrations")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        dir.join("003_mid.up.sql"),
+        format!("CREATE TABLE mid_table (id int);\n\\! {}\nINSERT INTO mid_table VALUES (1);\n", gates.stop("migrate")),
+    )
+    .unwrap();
+    std::fs::write(dir.join("003_mid.down.sql"), "DROP TABLE mid_table;").unwrap();
+    let before = common::state_in(&cluster, db).await;
+    let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2-mid", "--json"], &[]);
+    gates.reached("migrate", &mut child);
+    assert_eq!(
+        cluster.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'").unwrap(),
+        "1"
+    );
+    cluster.restart().unwrap();
+    gates.open("migrate", "go");
+    let (code, out, err) = out_of(child);
+    assert_eq!(code, 1, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["result"], "rolled-back", "{err}");
+    assert_eq!(r["path"], "none", "{err}");
+    assert_eq!(step(&r, "migrate")["state"], "failed", "{r:#}");
+    assert_eq!(cluster.psql(db, "SELECT to_regclass('mid_table') IS NULL").unwrap(), "t");
+    assert_eq!(common::state_in(&cluster, db).await, before);
+    assert_eq!(app.tag(), "v1");
+    assert!(app_running(&app));
+    assert_eq!(backups(&app), (1, 1));
+    nothing_left_behind_in(&app, &cluster);
 }

@@ -22,7 +22,7 @@ fn a_knex_project_under_compose_gets_a_config_that_loads() {
     std::fs::write(dir.join("package.json"), r#"{"dependencies": {"knex": "^3.1.0", "pg": "^8"}}"#).unwrap();
     std::fs::write(
         dir.join("docker-compose.yml"),
-        "services:\n  postgres:\n    image: postgres:16\n  worker:\n    build: .\n  backend:\n    image: ghcr.io/acme/api:${API_TAG}\n    env_file: .env.production\n",
+        "services:\n  postgres:\n    image: postgres:16\n  worker:\n    build: .\n  backend:\n    image: ghcr.io/acme/api:${API_TAG}\n    env_file: .env.production\n  jobs:\n    image: ghcr.io/acme/api:${API_TAG}\n    command: node jobs.js\n",
     )
     .unwrap();
     let out = init(dir, &[]);
@@ -35,6 +35,8 @@ fn a_knex_project_under_compose_gets_a_config_that_loads() {
         (Some("backend"), Some("API_TAG"), Some(".env.production"))
     );
     assert_eq!(c.database.service.as_deref(), Some("postgres"));
+    // The service on the app's image writes too: it is stopped and deployed with the app.
+    assert_eq!(c.app.services, ["backend", "jobs"]);
     assert!(dir.join(".github/workflows/deploy-guard-deploy.yml").exists());
     assert!(dir.join(".github/workflows/deploy-guard-rollback.yml").exists());
 

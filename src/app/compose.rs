@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::{Action, Runtime};
+use super::{Action, Runtime, TagSource};
 use crate::exec::{self, envfile, quote, Cmd, Executor};
 
 pub struct Compose {
@@ -25,8 +25,16 @@ pub struct Compose {
     /// Where the deployed tag is written: `app.env_file`, else compose's default `.env` beside
     /// the compose file.
     tag_file: String,
+    /// The service whose image runs the migrations and whose tag is "the running tag".
     service: String,
+    /// Every service started on a tag and stopped before a restore (`app.services`), `service`
+    /// first.
+    services: Vec<String>,
     tag_variable: String,
+    /// `app.commands.pause_writes` / `resume_writes`, run as given (in `app.workdir`).
+    pause_writes: Option<String>,
+    resume_writes: Option<String>,
+    workdir: Option<String>,
     timeout: Duration,
     /// [`Compose::validate`] runs once per process, the first time the target is touched.
     validated: OnceCell<()>,
@@ -45,6 +53,9 @@ pub fn base_command(compose_file: &str, env_file: Option<&str>) -> String {
 /// reads it.
 const PROBE_TAG: &str = "deploy-guard-probe";
 
+/// The label a tool's one-off container carries, its value the name the tool runs as.
+const TOOL_LABEL: &str = "deploy-guard.run";
+
 impl Compose {
     pub fn from_config(exec: Arc<dyn Executor>, app: &crate::config::App, timeout: Duration) -> Result<Compose> {
         let need = |v: &Option<String>, k: &str| {
@@ -62,13 +73,20 @@ impl Compose {
             Some((dir, _)) => format!("{}/.env", if dir.is_empty() { "" } else { dir }),
             None => ".env".into(),
         });
+        let service = need(&app.service, "app.service")?;
+        let mut services = vec![service.clone()];
+        services.extend(app.services.iter().filter(|s| **s != service).cloned());
         Ok(Compose {
             exec,
             base: base_command(&compose_file, app.env_file.as_deref()),
             compose_file,
             tag_file,
-            service: need(&app.service, "app.service")?,
+            service,
+            services,
             tag_variable,
+            pause_writes: app.commands.pause_writes.clone(),
+            resume_writes: app.commands.resume_writes.clone(),
+            workdir: app.workdir.clone(),
             timeout,
             validated: OnceCell::new(),
         })
@@ -107,8 +125,32 @@ impl Compose {
         )
     }
 
+    /// Every service of `app.services`, quoted, for one compose command.
+    fn all_services(&self) -> String {
+        self.services.iter().map(|s| quote(s)).collect::<Vec<_>>().join(" ")
+    }
+
     fn up_script(&self, tag: &str) -> String {
-        format!("{} up -d --no-deps {}", self.with_tag(tag), quote(&self.service))
+        format!("{} up -d --no-deps {}", self.with_tag(tag), self.all_services())
+    }
+
+    fn user_command(&self, text: &str) -> String {
+        match &self.workdir {
+            Some(dir) => format!("cd {} && {text}", quote(dir)),
+            None => text.to_string(),
+        }
+    }
+
+    /// `SERVICE STATUS RESTARTING RESTART_COUNT HEALTH` of each service's container (`SERVICE
+    /// none` when it has none).
+    fn settle_script(&self) -> String {
+        format!(
+            "for s in {}; do id=$({} ps -a -q \"$s\" 2>/dev/null | head -n 1); if [ -z \"$id\" ]; then echo \"$s none\"; \
+             else printf '%s ' \"$s\"; docker inspect --format '{{{{.State.Status}}}} {{{{.State.Restarting}}}} {{{{.RestartCount}}}} \
+             {{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}no-healthcheck{{{{end}}}}' \"$id\"; fi; done",
+            self.all_services(),
+            self.base
+        )
     }
 
     /// Every command this runtime runs, for snapshot tests.
@@ -117,7 +159,12 @@ impl Compose {
         let mut out = vec![("validate", self.config_script())];
         out.extend(actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))));
         out.push(("services", self.services_script()));
-        out.push(("migrate", self.tool_cmd("migrate", tag, "npm run migration:run").script));
+        out.push(("settle", self.settle_script()));
+        out.push((
+            "migrate",
+            self.tool_cmd("migrate", "deploy-guard-migrate-abc1234", tag, "npm run migration:run").script,
+        ));
+        out.push(("tool stop", self.tool_stop("deploy-guard-migrate-abc1234").expect("compose").script));
         out
     }
 
@@ -151,23 +198,32 @@ impl Compose {
         let model: serde_json::Value = serde_json::from_str(&out.stdout)
             .with_context(|| format!("docker compose config of {file} printed no JSON model"))?;
         let services = model.get("services").and_then(|s| s.as_object()).cloned().unwrap_or_default();
-        let Some(svc) = services.get(&self.service) else {
+        if !services.contains_key(&self.service) {
             bail!(
                 "app.service: {:?} is not a service of {file} (it defines: {})",
                 self.service,
                 services.keys().cloned().collect::<Vec<_>>().join(", ")
             );
-        };
-        let image = svc.get("image").and_then(|i| i.as_str()).unwrap_or("");
-        if image_tag(image).as_deref() != Some(PROBE_TAG) {
-            bail!(
-                "app.tag_variable: the image of service {:?} in {file} does not follow {var} (with {var}={PROBE_TAG} it is {}): \
-                 a deploy would start the same image again; write the image as `image: NAME:${{{var}}}` or set \
-                 app.tag_variable to the variable it reads",
-                self.service,
-                if image.is_empty() { "(no image)".to_string() } else { image.to_string() },
-                var = self.tag_variable,
-            );
+        }
+        for name in &self.services[1..] {
+            if !services.contains_key(name) {
+                bail!(
+                    "app.services: {name:?} is not a service of {file} (it defines: {})",
+                    services.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        for name in &self.services {
+            let image = services[name].get("image").and_then(|i| i.as_str()).unwrap_or("");
+            if image_tag(image).as_deref() != Some(PROBE_TAG) {
+                bail!(
+                    "app.tag_variable: the image of service {name:?} in {file} does not follow {var} (with {var}={PROBE_TAG} it is {}): \
+                     a deploy would start the same image again; write the image as `image: NAME:${{{var}}}` or set \
+                     app.tag_variable to the variable it reads",
+                    if image.is_empty() { "(no image)".to_string() } else { image.to_string() },
+                    var = self.tag_variable,
+                );
+            }
         }
         Ok(())
     }
@@ -266,6 +322,25 @@ pub fn image_tag(image: &str) -> Option<String> {
     last.split_once(':').map(|(_, t)| t.to_string()).filter(|t| !t.is_empty())
 }
 
+/// A line of `settle_script` for a service that does not run steadily, described; none when it does.
+fn unsteady_service(line: &str) -> Option<String> {
+    let mut p = line.split_whitespace();
+    let service = p.next()?;
+    let (status, restarting, restarts, health) = (p.next(), p.next(), p.next(), p.next());
+    let steady = status == Some("running")
+        && restarting == Some("false")
+        && restarts == Some("0")
+        && matches!(health, Some("healthy" | "no-healthcheck"));
+    (!steady).then(|| match status {
+        None | Some("none") => format!("{service} has no container"),
+        Some(s) => format!(
+            "{service} {s}{}{}",
+            restarts.filter(|r| *r != "0").map(|r| format!(", {r} restarts")).unwrap_or_default(),
+            health.filter(|h| *h != "no-healthcheck").map(|h| format!(", {h}")).unwrap_or_default()
+        ),
+    })
+}
+
 /// What `current_tag_script` printed: the image's tag when the container runs steadily; `None`
 /// when there is no container, or it is restarting, exited or has restarted (a crash loop).
 fn steady_container_tag(line: &str) -> (Option<String>, Option<String>) {
@@ -288,15 +363,18 @@ impl Runtime for Compose {
 
     /// Deploy starts the tag, then writes it into the env file compose reads.
     fn cmd(&self, action: Action<'_>) -> Option<Cmd> {
-        let service = quote(&self.service);
         let (label, script) = match action {
             Action::CurrentTag => ("compose current tag", self.current_tag_script()),
             Action::Deploy(tag) => {
                 ("compose up", format!("{} && {}", self.up_script(tag), self.persist_tag_script(tag)))
             }
-            Action::Stop => ("compose stop", format!("{} stop {service}", self.base)),
-            Action::Status => ("compose ps", format!("{} ps -a {service}", self.base)),
-            Action::Logs(n) => ("compose logs", format!("{} logs --no-color --tail {n} {service}", self.base)),
+            Action::Stop => ("compose stop", format!("{} stop {}", self.base, self.all_services())),
+            Action::Status => ("compose ps", format!("{} ps -a {}", self.base, self.all_services())),
+            Action::Logs(n) => {
+                ("compose logs", format!("{} logs --no-color --tail {n} {}", self.base, self.all_services()))
+            }
+            Action::PauseWrites => ("pause writes", self.user_command(self.pause_writes.as_deref()?)),
+            Action::ResumeWrites => ("resume writes", self.user_command(self.resume_writes.as_deref()?)),
         };
         Some(self.command(label, script))
     }
@@ -308,12 +386,12 @@ impl Runtime for Compose {
 
     /// The running container's tag; when the container is gone or crash-looping, the tag
     /// variable of the env file (what compose starts next), else the container's tag.
-    async fn current_tag(&self) -> Result<Option<String>> {
+    async fn previous_tag(&self) -> Result<Option<(String, TagSource)>> {
         self.validate().await?;
         let out = self.run(Action::CurrentTag).await?;
         let (steady, unsteady) = steady_container_tag(&out);
-        if steady.is_some() {
-            return Ok(steady);
+        if let Some(tag) = steady {
+            return Ok(Some((tag, TagSource::Running)));
         }
         let from_env = self.tag_in_env_file().await?;
         if from_env.is_some() {
@@ -325,9 +403,28 @@ impl Runtime for Compose {
                 from_env.as_deref().unwrap_or(""),
                 self.tag_file
             );
-            return Ok(from_env);
+            return Ok(from_env.map(|t| (t, TagSource::EnvFile)));
         }
-        Ok(unsteady)
+        Ok(unsteady.map(|t| (t, TagSource::Unsteady)))
+    }
+
+    async fn settled(&self, timeout: Duration, interval: Duration) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let cmd = self.command("compose services settled", self.settle_script());
+        // Two steady readings in a row: a container that just restarted can look "running".
+        let mut steady_before = false;
+        loop {
+            let out = exec::run_ok(self.exec.as_ref(), &cmd).await?;
+            let unsteady: Vec<String> = out.lines().filter_map(unsteady_service).collect();
+            if unsteady.is_empty() && steady_before {
+                return Ok(format!("{} running steadily", self.services.join(", ")));
+            }
+            steady_before = unsteady.is_empty();
+            if tokio::time::Instant::now() + interval > deadline {
+                bail!("not every service runs steadily: {}", unsteady.join("; "));
+            }
+            tokio::time::sleep(interval).await;
+        }
     }
 
     async fn deploy(&self, tag: &str) -> Result<()> {
@@ -345,17 +442,33 @@ impl Runtime for Compose {
 
     /// Runs the tool in a one-off container of the NEW image with its entrypoint overridden, so a
     /// revert works even when the service will not start or its entrypoint crashes (the
-    /// runbook's "start it just long enough to revert").
-    fn tool_cmd(&self, label: &str, tag: &str, script: &str) -> Cmd {
+    /// runbook's "start it just long enough to revert"). The container is labelled with `name`.
+    fn tool_cmd(&self, label: &str, name: &str, tag: &str, script: &str) -> Cmd {
         Cmd::new(
             label,
             format!(
-                "{} run --rm --no-deps -T --entrypoint sh {} -c {}",
+                "{} run --rm --no-deps -T --label {} --entrypoint sh {} -c {}",
                 self.with_tag(tag),
+                quote(&format!("{TOOL_LABEL}={name}")),
                 quote(&self.service),
                 quote(script)
             ),
         )
+    }
+
+    /// `docker compose run` leaves its container running when the client is killed or loses its
+    /// channel: remove it (its processes killed) and wait until it is gone; prints how many.
+    fn tool_stop(&self, name: &str) -> Option<Cmd> {
+        let list = format!("docker ps -aq --filter {}", quote(&format!("label={TOOL_LABEL}={name}")));
+        Some(self.command(
+            "remove the tool's container",
+            format!(
+                "ids=$({list}) || exit 1; [ -z \"$ids\" ] || docker rm -f -v $ids >/dev/null 2>&1; i=0; \
+                 while :; do left=$({list}) || exit 1; [ -n \"$left\" ] || break; i=$((i + 1)); \
+                 [ $i -le 30 ] || {{ echo \"deploy-guard: the tool's container is still there after 30 s: $left\" >&2; exit 1; }}; \
+                 sleep 1; done; echo $ids | wc -w"
+            ),
+        ))
     }
 }
 

@@ -25,6 +25,10 @@ pub enum Action<'a> {
     Status,
     /// The last N log lines.
     Logs(usize),
+    /// Read-only mode on (`app.commands.pause_writes`), instead of stopping before a restore.
+    PauseWrites,
+    /// Read-only mode off, after the previous tag is started again.
+    ResumeWrites,
 }
 
 impl Action<'_> {
@@ -36,6 +40,40 @@ impl Action<'_> {
             Action::Stop => "stop",
             Action::Status => "status",
             Action::Logs(_) => "logs",
+            Action::PauseWrites => "pause_writes",
+            Action::ResumeWrites => "resume_writes",
+        }
+    }
+}
+
+/// Where the tag a rollback redeploys was read, for the summary: the running container when it
+/// runs steadily; when it is gone or crash-looping, the compose env file, then the last deploy
+/// the backup store's journal saw succeed, then GitHub's deployments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagSource {
+    /// `--previous-tag` / `--to-tag`.
+    Given,
+    Running,
+    EnvFile,
+    Journal,
+    GitHub,
+    /// The image of a container that is not running steadily: used only when nothing else knows.
+    Unsteady,
+    /// The deploy's own manifest (a manual rollback).
+    Manifest,
+}
+
+impl TagSource {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            TagSource::Given => "given on the command line",
+            TagSource::Running => "the running app",
+            TagSource::EnvFile => "the compose env file's tag variable (no steadily running container)",
+            TagSource::Journal => "the last successful deploy in the backup store's journal",
+            TagSource::GitHub => "GitHub's last successful deployment",
+            TagSource::Unsteady => "the image of a container that is not running steadily (nothing else knew)",
+            TagSource::Manifest => "the deploy's manifest",
         }
     }
 }
@@ -48,15 +86,34 @@ pub trait Runtime: Send + Sync {
     fn cmd(&self, action: Action<'_>) -> Option<Cmd>;
     /// The tag in what the current-tag command printed.
     fn parse_tag(&self, out: &str) -> Option<String>;
-    /// A command that runs `script` (a migration tool) with the code of `tag`.
-    fn tool_cmd(&self, label: &str, tag: &str, script: &str) -> Cmd;
+    /// A command that runs `script` (a migration tool) with the code of `tag`; what it starts is
+    /// known by `name` (compose: its one-off container's label), for [`Runtime::tool_stop`].
+    fn tool_cmd(&self, label: &str, name: &str, tag: &str, script: &str) -> Cmd;
+
+    /// A command that ends what [`Runtime::tool_cmd`] started as `name` when it outlived its
+    /// command (a timeout, a lost channel), returns once it is gone and prints how many it ended;
+    /// `None`: nothing there runs on without its command.
+    fn tool_stop(&self, _name: &str) -> Option<Cmd> {
+        None
+    }
 
     /// The tag running now, if the runtime can tell.
     async fn current_tag(&self) -> Result<Option<String>> {
+        Ok(self.previous_tag().await?.map(|(tag, _)| tag))
+    }
+
+    /// The tag running now and where it was read.
+    async fn previous_tag(&self) -> Result<Option<(String, TagSource)>> {
         match self.cmd(Action::CurrentTag) {
-            Some(c) => Ok(self.parse_tag(&exec::run_ok(self.executor(), &c).await?)),
+            Some(c) => Ok(self.parse_tag(&exec::run_ok(self.executor(), &c).await?).map(|t| (t, TagSource::Running))),
             None => Ok(None),
         }
+    }
+
+    /// Waits until every service runs steadily (compose: each container running, not
+    /// restarting, healthy where it has a healthcheck); what was found, for the journal.
+    async fn settled(&self, _timeout: std::time::Duration, _interval: std::time::Duration) -> Result<String> {
+        Ok(String::new())
     }
 
     async fn deploy(&self, tag: &str) -> Result<()> {

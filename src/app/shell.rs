@@ -40,6 +40,8 @@ impl Runtime for Shell {
             Action::Stop => c.stop.clone()?,
             Action::Status => c.status.clone()?,
             Action::Logs(n) => c.logs.as_deref()?.replace("{lines}", &n.to_string()),
+            Action::PauseWrites => c.pause_writes.clone()?,
+            Action::ResumeWrites => c.resume_writes.clone()?,
         };
         Some(Cmd::new(format!("app {}", action.key()), self.script(&text)).timeout(self.timeout))
     }
@@ -49,7 +51,7 @@ impl Runtime for Shell {
         (!tag.is_empty()).then(|| tag.to_string())
     }
 
-    fn tool_cmd(&self, label: &str, _tag: &str, script: &str) -> Cmd {
+    fn tool_cmd(&self, label: &str, _name: &str, _tag: &str, script: &str) -> Cmd {
         Cmd::new(label, self.script(script))
     }
 }

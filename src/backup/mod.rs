@@ -15,7 +15,7 @@ use crate::store::Store;
 use std::collections::BTreeMap;
 
 pub use meta_filter::MetaGuard;
-pub use pipeline::{human_bytes, restore_stream, take, take_verified, verify, Taken, TRAILER};
+pub use pipeline::{copy_verified, human_bytes, restore_stream, take, take_verified, verify, Taken, TRAILER};
 
 /// The writes made after the backup's snapshot that a restore took away, per table, and the
 /// replay file that puts them back.
@@ -49,6 +49,9 @@ pub struct Manifest {
     pub tag: Option<String>,
     /// The tag that ran before (what a rollback redeploys).
     pub previous_tag: Option<String>,
+    /// Where `previous_tag` was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_tag_source: Option<crate::app::TagSource>,
     pub created_at: DateTime<Utc>,
     pub database: String,
     pub server_version: Option<String>,
@@ -88,6 +91,9 @@ pub struct Manifest {
     /// the next deploy is refused and retention keeps this backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<Resolution>,
+    /// Where `backup.copy_to` holds the verified offsite copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
 }
 
 /// A person's note that a stuck run was dealt with by hand.
@@ -108,6 +114,7 @@ impl Manifest {
             sha: sha.clone(),
             tag: None,
             previous_tag: None,
+            previous_tag_source: None,
             created_at,
             database: database.to_string(),
             server_version: None,
@@ -127,6 +134,18 @@ impl Manifest {
             journal: Journal::default(),
             outcome: None,
             resolved: None,
+            copy: None,
+        }
+    }
+
+    /// What was stored, as the read-back checks it.
+    pub fn taken(&self) -> Taken {
+        Taken {
+            key: self.key.clone(),
+            dump_bytes: self.dump_bytes,
+            size: self.size,
+            sha256: self.sha256.clone(),
+            tables: BTreeMap::new(),
         }
     }
 
@@ -344,6 +363,41 @@ pub async fn find_for(store: &dyn Store, project: &str, database: &str, prefix: 
     let mut all = deploys;
     all.extend(backups);
     newest_verified(store, prefix, all)
+}
+
+/// [`find_for`] in `backup.store`, else in `backup.copy_to`: a backup found only in the copy (the
+/// target's disk was lost, or the store was emptied) is first copied back into the store and
+/// verified there, so the run goes on exactly as with any other backup.
+pub async fn find_here_or_copy(
+    store: &dyn Store,
+    copy: Option<&dyn Store>,
+    project: &str,
+    database: &str,
+    prefix: &str,
+) -> Result<Manifest> {
+    let err = match find_for(store, project, database, prefix).await {
+        Ok(m) => return Ok(m),
+        Err(e) => e,
+    };
+    let Some(copy) = copy else { return Err(err) };
+    let m = find_for(copy, project, database, prefix)
+        .await
+        .map_err(|copy_err| anyhow::anyhow!("{err:#}; and in backup.copy_to {}: {copy_err:#}", copy.describe()))?;
+    tracing::warn!("{err:#}; the offsite copy {} has it: copying it back", copy.location(&m.key));
+    let home = async {
+        copy_verified(copy, store, &m.taken()).await?;
+        m.save(store).await
+    };
+    home.await.with_context(|| {
+        format!(
+            "{} is in backup.copy_to but could not be copied back into {}; to restore straight from the copy, \
+             run again with DEPLOY_GUARD_BACKUP_STORE={} (and DEPLOY_GUARD_BACKUP_COPY_TO unset)",
+            m.key,
+            store.describe(),
+            copy.describe()
+        )
+    })?;
+    Ok(m)
 }
 
 /// Every manifest whose SHA starts with `prefix` (each one validated as it is read).

@@ -114,6 +114,7 @@ mod tests {
             sha,
             tag: Some("v".into()),
             previous_tag: None,
+            previous_tag_source: None,
             created_at: at,
             database: "db".into(),
             server_version: None,
@@ -133,6 +134,7 @@ mod tests {
             journal: Journal::default(),
             outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
             resolved: None,
+            copy: None,
         }
     }
 

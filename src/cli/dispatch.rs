@@ -27,6 +27,17 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The world of a command that only needs the backup store: offline unless the store is on the
+/// target.
+async fn store_world(cli: &Cli) -> Result<World> {
+    let cfg = load_config(cli)?;
+    if cfg.store_on_target() {
+        World::connect(cfg).await
+    } else {
+        usage(World::offline(cfg))
+    }
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
     usage(Config::load(cli.global.config.as_deref(), &config::process_env()))
 }
@@ -159,7 +170,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             if note.trim().is_empty() {
                 usage(Err(anyhow::anyhow!("--note must say what a person did")))?;
             }
-            let w = usage(World::offline(load_config(cli)?))?;
+            let w = store_world(cli).await?;
             let done = commands::resolve::resolve(&w, &prefix, note).await?;
             print_out(g.json, &done, || commands::resolve::render(&done))?;
             Ok(ExitCode::Ok)
@@ -205,13 +216,13 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Backups { sha } => {
             let prefix = sha.as_deref().map(prefix_arg).transpose()?;
-            let w = usage(World::offline(load_config(cli)?))?;
+            let w = store_world(cli).await?;
             let rows = commands::backup::list(&w, prefix.as_ref()).await?;
             print_out(g.json, &rows, || commands::backup::table(&rows))?;
             Ok(ExitCode::Ok)
         }
         Command::Prune { dry_run } => {
-            let w = usage(World::offline(load_config(cli)?))?;
+            let w = store_world(cli).await?;
             let policy = commands::backup::policy(&w);
             if !policy.is_set() {
                 eprintln!("no retention configured (backup.keep, backup.max_age): nothing deleted");
@@ -271,7 +282,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
         }
         Command::Runbook { sha } => {
             let prefix = sha.as_deref().map(prefix_arg).transpose()?;
-            let w = usage(World::offline(load_config(cli)?))?;
+            let w = store_world(cli).await?;
             print!("{}", commands::runbook::render(&w, prefix.as_ref(), &cfg_arg).await?);
             Ok(ExitCode::Ok)
         }

@@ -69,7 +69,10 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
             Err(e) => Err(e),
         },
     );
-    add("store", w.store.check().await.map(|_| format!("{} writable", w.store.describe())));
+    add("store", store_line(w, w.store.as_ref()).await);
+    if let Some(copy) = &w.copy {
+        add("offsite copy", store_line(w, copy.as_ref()).await);
+    }
     add(
         "lock",
         async {
@@ -94,11 +97,39 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     lines
 }
 
+/// Where the store is, that it is writable, and the room left against the last backup's size.
+async fn store_line(w: &World, store: &dyn crate::store::Store) -> Result<String> {
+    use crate::model::human_bytes;
+    store.check().await?;
+    let mut line = format!("{} writable", store.describe());
+    let Some(free) = store.free_space().await? else { return Ok(line) };
+    let last = crate::backup::list(store)
+        .await?
+        .into_iter()
+        .find(|m| m.project == w.config.project && m.database == w.db.name)
+        .map(|m| m.size);
+    line.push_str(&format!(", {} free", human_bytes(free)));
+    match last {
+        Some(size) if free < size => bail!(
+            "{line}: the last backup took {}, the next one may not fit; free space there or prune (deploy-guard prune)",
+            human_bytes(size)
+        ),
+        Some(size) => {
+            line.push_str(&format!(" (room for about {} backups of {})", free / size.max(1), human_bytes(size)))
+        }
+        None => {}
+    }
+    Ok(line)
+}
+
 /// The files the migration tool needs are in the code of `tag` (a missing one is a config error
 /// naming its setting: exit 2, before anything runs).
 pub async fn migration_files(w: &World, tag: &str) -> Result<()> {
     let Some(script) = w.migrator.files_script() else { return Ok(()) };
-    let cmd = w.runtime.tool_cmd("migration files", tag, &script).timeout(w.config.target.command_timeout);
+    let cmd = w
+        .runtime
+        .tool_cmd("migration files", "deploy-guard-check", tag, &script)
+        .timeout(w.config.target.command_timeout);
     let out = exec::capture(w.exec.as_ref(), &cmd).await?;
     let said = out.exit.stderr_tail.trim();
     if out.exit.success() {

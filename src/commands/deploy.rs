@@ -26,6 +26,7 @@ fn deploy_run<'w>(w: &'w World, a: &DeployArgs) -> Run<'w> {
     let mut run = Run::new(w, Mode::Deploy, a.sha.clone());
     run.tag = Some(a.tag.to_string());
     run.previous_tag = a.previous_tag.map(str::to_string);
+    run.previous_tag_source = a.previous_tag.map(|_| crate::app::TagSource::Given);
     run.fallback_previous_tag = a.fallback_previous_tag.clone();
     run.config_arg = a.config_arg.to_string();
     run.allow_destructive = a.allow_destructive;
@@ -66,11 +67,19 @@ pub async fn rollback(
     to_tag: Option<&str>,
     config_arg: &str,
 ) -> Result<Report> {
-    let manifest = crate::backup::find_for(w.store.as_ref(), &w.config.project, &w.db.name, sha.as_str()).await?;
+    let manifest = crate::backup::find_here_or_copy(
+        w.store.as_ref(),
+        w.copy.as_deref(),
+        &w.config.project,
+        &w.db.name,
+        sha.as_str(),
+    )
+    .await?;
     let mut run = Run::resume(w, Mode::Rollback, manifest);
     run.config_arg = config_arg.to_string();
     if let Some(t) = to_tag {
         run.previous_tag = Some(t.to_string());
+        run.previous_tag_source = Some(crate::app::TagSource::Given);
     }
     if run.previous_tag.is_none() {
         bail!("the manifest of {} records no previous tag; pass --to-tag TAG", run.sha);

@@ -19,6 +19,8 @@ pub struct Found {
 pub struct Compose {
     pub file: String,
     pub service: String,
+    /// Other services on the app's image (a worker): they write too.
+    pub others: Vec<String>,
     pub db_service: Option<String>,
     pub tag_variable: Option<String>,
     pub env_file: Option<String>,
@@ -84,7 +86,8 @@ fn detect_compose(dir: &Path) -> Result<Option<Compose>> {
     let app = services
         .iter()
         .filter(|(_, s)| !is_db(s))
-        .max_by_key(|(_, s)| (image(s).contains("${"), s.get("build").is_some()))
+        // Among services on one image, the app is the one that runs its default command (a worker overrides it).
+        .max_by_key(|(_, s)| (image(s).contains("${"), s.get("build").is_some(), s.get("command").is_none()))
         .with_context(|| format!("{file}: no service other than the database"))?;
     let (name, svc) = (app.0.as_str().unwrap_or_default().to_string(), app.1);
     let tag_variable = image(svc).split("${").nth(1).and_then(|r| r.split(['}', ':', '-']).next()).map(str::to_string);
@@ -93,7 +96,12 @@ fn detect_compose(dir: &Path) -> Result<Option<Compose>> {
         Some(Value::Sequence(v)) => v.first().and_then(Value::as_str).map(str::to_string),
         _ => None,
     };
-    Ok(Some(Compose { file: file.to_string(), service: name, db_service, tag_variable, env_file }))
+    let others = services
+        .iter()
+        .filter(|(n, s)| n.as_str() != Some(name.as_str()) && !image(svc).is_empty() && image(s) == image(svc))
+        .filter_map(|(n, _)| n.as_str().map(str::to_string))
+        .collect();
+    Ok(Some(Compose { file: file.to_string(), service: name, others, db_service, tag_variable, env_file }))
 }
 
 pub fn detect(dir: &Path, tool: Option<Tool>, runtime: Option<RuntimeKind>) -> Result<Found> {
@@ -133,6 +141,13 @@ pub fn render(project: &str, f: &Found) -> String {
                 "app:\n  runtime: compose\n  compose_file: {}          # CHECK: its path on the host\n  service: {}\n",
                 c.file, c.service
             ));
+            if !c.others.is_empty() {
+                y.push_str(&format!(
+                    "  services: [{}, {}]   # every service that writes: stopped before a restore, deployed together\n",
+                    c.service,
+                    c.others.join(", ")
+                ));
+            }
             match &c.env_file {
                 Some(e) => y.push_str(&format!("  env_file: {e}               # CHECK: its path on the host\n")),
                 None => y.push_str("  # env_file: /opt/app/.env     # where ${VAR} values and the tag variable live\n"),

@@ -13,7 +13,10 @@ use crate::world::World;
 
 pub async fn find(w: &World, sha: Option<&ShaPrefix>, key: Option<&str>) -> Result<Manifest> {
     match (sha, key) {
-        (Some(s), _) => backup::find_for(w.store.as_ref(), &w.config.project, &w.db.name, s.as_str()).await,
+        (Some(s), _) => {
+            backup::find_here_or_copy(w.store.as_ref(), w.copy.as_deref(), &w.config.project, &w.db.name, s.as_str())
+                .await
+        }
         (None, Some(k)) => {
             let m = Manifest::load(w.store.as_ref(), &BackupName::from_key(k).manifest_key()).await?;
             if !m.verified {

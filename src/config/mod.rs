@@ -162,6 +162,10 @@ pub struct App {
     pub workdir: Option<String>,
     pub compose_file: Option<String>,
     pub service: Option<String>,
+    /// `runtime: compose`: every service that writes to the database (default: `[service]`):
+    /// all are stopped before a restore and all started on a tag together.
+    #[serde(default)]
+    pub services: Vec<String>,
     pub env_file: Option<String>,
     pub tag_variable: Option<String>,
 }
@@ -177,6 +181,10 @@ pub struct ShellCommands {
     pub status: Option<String>,
     /// Prints the app's recent log lines (`{lines}` is replaced by a count).
     pub logs: Option<String>,
+    /// Puts the app in read-only mode (any runtime): used instead of stopping it before a restore.
+    pub pause_writes: Option<String>,
+    /// Ends read-only mode: run after the previous tag is started again.
+    pub resume_writes: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -276,6 +284,10 @@ pub struct Migrations {
     /// PostgreSQL's `statement_timeout` for the tool's sessions (through PGOPTIONS).
     #[serde(default, with = "humantime_serde")]
     pub statement_timeout: Option<Duration>,
+    /// The rehearsal (`deploy.rehearse`) reports every table lock that blocks reads or writes
+    /// and that a migration held longer than this on the copy.
+    #[serde(default = "default_lock_warn", with = "humantime_serde")]
+    pub lock_warn: Duration,
 }
 
 impl Default for Migrations {
@@ -295,6 +307,7 @@ impl Default for Migrations {
             timeout: default_migration_timeout(),
             lock_timeout: None,
             statement_timeout: None,
+            lock_warn: default_lock_warn(),
         }
     }
 }
@@ -304,6 +317,12 @@ impl Default for Migrations {
 pub struct Backup {
     /// `file:///dir` or `s3://bucket/prefix`.
     pub store: String,
+    /// Where a `file://` store is: on the target host (default; over SSH when `target.host` is
+    /// set) or on the machine deploy-guard runs on (`runner`, refused on GitHub-hosted runners).
+    #[serde(default)]
+    pub store_on: StoreOn,
+    /// A second, offsite copy of every verified backup (`s3://bucket/prefix`), verified too.
+    pub copy_to: Option<String>,
     /// S3 endpoint URL for non-AWS services (B2, R2, MinIO); omitted → AWS S3.
     pub endpoint: Option<String>,
     /// S3 region; omitted → `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1` with an endpoint.
@@ -360,6 +379,16 @@ pub mod size {
             Raw::S(s) => parse(&s).map_err(serde::de::Error::custom),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreOn {
+    /// The host the app and database run on: backups outlive the runner.
+    #[default]
+    Target,
+    /// The machine deploy-guard runs on.
+    Runner,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -434,6 +463,10 @@ fn default_maintenance_db() -> String {
 fn default_tool() -> Tool {
     Tool::Command
 }
+fn default_lock_warn() -> Duration {
+    Duration::from_secs(5)
+}
+
 fn default_migration_timeout() -> Duration {
     Duration::from_secs(600)
 }
@@ -497,7 +530,15 @@ impl Config {
             }
         })?;
         config.validate()?;
+        config.validate_runner(vars)?;
         Ok(config)
+    }
+
+    /// True when `backup.store` is a directory reached over the target connection.
+    pub fn store_on_target(&self) -> bool {
+        self.target.host.is_some()
+            && self.backup.store_on == StoreOn::Target
+            && matches!(crate::model::StoreUrl::parse(&self.backup.store), Ok(crate::model::StoreUrl::Dir(_)))
     }
 
     /// True when commands run on this machine (no `target.host`).

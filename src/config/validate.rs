@@ -72,6 +72,22 @@ impl Config {
         Ok(())
     }
 
+    /// Refuses backups that die with the job: a store on a GitHub-hosted runner while the
+    /// database lives elsewhere (the manual rollback would find nothing).
+    pub(super) fn validate_runner(&self, vars: &[(String, String)]) -> Result<()> {
+        let hosted = vars.iter().any(|(k, v)| k == "RUNNER_ENVIRONMENT" && v == "github-hosted");
+        let dir = matches!(crate::model::StoreUrl::parse(&self.backup.store), Ok(crate::model::StoreUrl::Dir(_)));
+        if hosted && dir && self.backup.store_on == super::StoreOn::Runner && self.target.host.is_some() {
+            bail!(
+                "backup.store_on: runner puts the backups ({}) on this GitHub-hosted runner, which is deleted when the \
+                 job ends: a later rollback would find no backup. Keep them on the target (remove store_on: the \
+                 default is the target's disk) or in S3-compatible storage (backup.store: s3://bucket/prefix)",
+                self.backup.store
+            );
+        }
+        Ok(())
+    }
+
     fn validate_target(&self) -> Result<()> {
         let t = &self.target;
         if t.host.is_some() {
@@ -108,6 +124,9 @@ impl Config {
                 if a.commands.deploy.is_none() {
                     bail!("app.commands.deploy: required with app.runtime: shell (a command with {{tag}})");
                 }
+                if !a.services.is_empty() {
+                    bail!("app.services: only with app.runtime: compose (with shell, app.commands.deploy and stop drive every service)");
+                }
                 if a.commands.current_tag.is_none() {
                     bail!("app.commands.current_tag: required with app.runtime: shell (prints the running tag)");
                 }
@@ -125,10 +144,24 @@ impl Config {
                         bail!("{key}: required with app.runtime: compose");
                     }
                 }
+                for s in &a.services {
+                    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                        bail!("app.services: {s:?} is not a compose service name");
+                    }
+                }
+                if !a.services.is_empty() && !a.services.iter().any(|s| Some(s) == a.service.as_ref()) {
+                    bail!(
+                        "app.services: must include app.service ({}), the service whose image runs the migrations",
+                        a.service.as_deref().unwrap_or("")
+                    );
+                }
                 if self.database.service.is_none() && self.database.url.is_none() && self.database.host.is_none() {
                     bail!("database.service: required with app.runtime: compose (the compose service running PostgreSQL), or database.url");
                 }
             }
+        }
+        if a.commands.resume_writes.is_some() != a.commands.pause_writes.is_some() {
+            bail!("app.commands.pause_writes and resume_writes: set both or neither (writes paused must be resumed)");
         }
         let h = &a.health;
         match (&h.url, &h.command) {
@@ -200,7 +233,16 @@ impl Config {
     fn validate_backup(&self) -> Result<()> {
         let b = &self.backup;
         let url = crate::model::StoreUrl::parse(&b.store).map_err(|e| anyhow::anyhow!("backup.store: {e}"))?;
-        let s3 = matches!(url, crate::model::StoreUrl::S3 { .. });
+        if let Some(copy) = &b.copy_to {
+            let parsed = crate::model::StoreUrl::parse(copy).map_err(|e| anyhow::anyhow!("backup.copy_to: {e}"))?;
+            if !matches!(parsed, crate::model::StoreUrl::S3 { .. }) {
+                bail!("backup.copy_to: {copy:?} must be s3://bucket/prefix (an offsite copy; S3, B2, R2, MinIO)");
+            }
+            if *copy == b.store {
+                bail!("backup.copy_to: is backup.store itself; name a second bucket or prefix");
+            }
+        }
+        let s3 = matches!(url, crate::model::StoreUrl::S3 { .. }) || b.copy_to.is_some();
         if !s3 {
             for (key, set) in [
                 ("backup.endpoint", b.endpoint.is_some()),
@@ -210,7 +252,7 @@ impl Config {
                 ("backup.sse_kms_key_id", b.sse_kms_key_id.is_some()),
             ] {
                 if set {
-                    bail!("{key}: only applies to an s3:// backup.store (it is {})", b.store);
+                    bail!("{key}: only applies to an s3:// backup.store or backup.copy_to (the store is {})", b.store);
                 }
             }
         }

@@ -5,6 +5,7 @@ mod content;
 mod damage;
 mod fingerprint;
 pub mod lint;
+pub mod locks;
 mod lost;
 mod restore;
 
@@ -20,7 +21,7 @@ pub use crate::model::ConnInfo;
 pub use content::{safe_ident_list, unquote, DumpTables, RowSum, TableStats};
 pub use damage::{additions, thousands, Damage};
 pub use fingerprint::Fingerprint;
-pub use lost::{Shape, TableLoss};
+pub use lost::{copy_unescape, Shape, TableLoss};
 pub use restore::RestoreReport;
 
 /// A PostgreSQL server reached by running its client tools through an executor.

@@ -57,8 +57,15 @@ impl Postgres {
         Ok(RestoreReport { sql_bytes: counted.n })
     }
 
+    /// Drops `db` (a scratch or rehearsal copy), ending the sessions still on it first: a restore
+    /// whose link dropped leaves its psql connected, and DROP DATABASE refuses a database in use.
     pub async fn drop_database(&self, db: &str) -> Result<()> {
-        self.query(&self.maintenance_db, &format!("DROP DATABASE IF EXISTS {};", ident(db))).await?;
+        let sql = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {}; DROP DATABASE IF EXISTS {};",
+            literal(db),
+            ident(db)
+        );
+        self.query(&self.maintenance_db, &sql).await?;
         Ok(())
     }
 
@@ -90,6 +97,15 @@ impl Postgres {
             self.query(m, &renames).await
         }
         .await;
+        // A dropped connection loses the renames' outcome, not necessarily the renames: the kept
+        // name (new before this swap) exists and the scratch one is gone only if they committed.
+        let result = match result {
+            Err(e) if self.swapped(names).await => {
+                tracing::warn!("{e:#}; yet both renames had committed: {} is the restored database", names.live);
+                Ok(String::new())
+            }
+            r => r,
+        };
         match result {
             Ok(_) => {
                 // The kept copy stays readable for forensics.
@@ -107,6 +123,14 @@ impl Postgres {
                 )))
             }
         }
+    }
+
+    /// Whether both renames of a swap took place.
+    async fn swapped(&self, names: &DbNames) -> bool {
+        matches!(
+            (self.database_exists(&names.failed).await, self.database_exists(&names.scratch).await),
+            (Ok(true), Ok(false))
+        )
     }
 }
 

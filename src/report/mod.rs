@@ -24,6 +24,8 @@ pub struct BackupInfo {
     pub dump_bytes: u64,
     pub sha256: String,
     pub verified: bool,
+    /// The verified offsite copy (`backup.copy_to`), if one was made.
+    pub copy: Option<String>,
 }
 
 /// The report of one deploy or rollback.
@@ -42,6 +44,8 @@ pub struct Report {
     pub sha: String,
     pub tag: Option<String>,
     pub previous_tag: Option<String>,
+    /// Where the previous tag was read.
+    pub previous_tag_source: Option<crate::app::TagSource>,
     pub started_at: DateTime<Utc>,
     pub duration_secs: f64,
     /// From the first rollback step to the end.
@@ -60,6 +64,8 @@ pub struct Report {
     pub kept_additions: Vec<String>,
     /// The pending migrations' SQL, classified before the deploy.
     pub classification: Vec<crate::db::lint::Finding>,
+    /// The rehearsal on a copy of the backup: per migration, durations and long locks.
+    pub rehearsal: Option<crate::run::steps::rehearse::Rehearsal>,
     /// What the revert dropped that the new release had written (set when the path is revert).
     pub discarded: Vec<String>,
     pub app_status: Option<String>,
@@ -128,6 +134,7 @@ pub(crate) mod fixture {
             sha: "abc1234def5678abc1234def5678abc1234def56".into(),
             tag: Some("v2.4.0".into()),
             previous_tag: Some("v2.3.1".into()),
+            previous_tag_source: Some(crate::app::TagSource::Running),
             started_at: at(0),
             duration_secs: 42.0,
             recovery_secs: Some(30.0),
@@ -139,6 +146,7 @@ pub(crate) mod fixture {
                 dump_bytes: 17 * 1024 * 1024,
                 sha256: "9f2c".repeat(16),
                 verified: true,
+                copy: None,
             }),
             migrations_before: vec![json!({"id": 1, "timestamp": 1, "name": "Init1"})],
             migrations_after: Some(vec![
@@ -150,6 +158,7 @@ pub(crate) mod fixture {
             lost_writes: None,
             kept_additions: Vec::new(),
             classification: Vec::new(),
+            rehearsal: None,
             discarded: Vec::new(),
             app_status: Some("exited (1)".into()),
             app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),

@@ -29,6 +29,21 @@ pub fn render(r: &Report) -> String {
         r.duration_secs,
         r.exit_code
     );
+    if let Some(secs) = r.recovery_secs {
+        let split: Vec<String> = r
+            .own_steps()
+            .filter(|e| e.step.is_rollback())
+            .filter_map(|e| Some(format!("{} {:.1} s", e.step.name(), e.duration_ms()? as f64 / 1000.0)))
+            .collect();
+        let _ = writeln!(
+            md,
+            "Recovery took {secs:.1} s, from the failure to the end of the rollback: {}.\n",
+            split.join(", ")
+        );
+    }
+    if let (Some(tag), Some(source)) = (&r.previous_tag, r.previous_tag_source) {
+        let _ = writeln!(md, "Previous tag `{tag}` read from {}.\n", source.describe());
+    }
     if !r.next_commands.is_empty() {
         md.push_str("### What to do now\n\n");
         md.push_str(&r.next_commands_block());
@@ -46,6 +61,9 @@ pub fn render(r: &Report) -> String {
             crate::model::human_bytes(b.dump_bytes)
         );
         let _ = writeln!(md, "| sha256 | `{}` |", b.sha256);
+        if let Some(copy) = &b.copy {
+            let _ = writeln!(md, "| offsite copy | `{copy}` (verified) |");
+        }
         let _ = writeln!(
             md,
             "| verified | {} |\n",
@@ -71,6 +89,7 @@ pub fn render(r: &Report) -> String {
         }
         md.push('\n');
     }
+    rehearsal(&mut md, r);
     if !r.destroyed.is_empty() {
         md.push_str("### Data the migrations destroyed\n\nA revert cannot bring these back, so the backup was the way back:\n\n");
         for d in &r.destroyed {
@@ -218,6 +237,62 @@ fn flowchart(md: &mut String, r: &Report) {
         }
     }
     md.push_str("```\n\n");
+}
+
+/// The rehearsal on a copy: each migration's times, and the locks held past `lock_warn`.
+fn rehearsal(md: &mut String, r: &Report) {
+    let Some(h) = &r.rehearsal else { return };
+    md.push_str("### Rehearsal on a copy of the backup\n\n");
+    if !h.migrations.is_empty() {
+        md.push_str(
+            "| migration | applied (s) | reverted (s) | locks held over the threshold |\n|---|---:|---:|---|\n",
+        );
+        for m in &h.migrations {
+            let up = if m.committed_with > 1 {
+                format!("{:.1} (one transaction with {} migrations)", m.up_secs, m.committed_with)
+            } else {
+                format!("{:.1}", m.up_secs)
+            };
+            let down = m.down_secs.map(|d| format!("{d:.1}")).unwrap_or_else(|| "-".into());
+            let locks: Vec<String> = h
+                .long_locks
+                .iter()
+                .filter(|l| l.migration.split(" + ").any(|n| n == m.name))
+                .map(|l| {
+                    format!(
+                        "{}`{}` {} ≥ {:.1} s, blocks {}",
+                        if l.revert { "revert: " } else { "" },
+                        l.table,
+                        l.mode,
+                        l.secs,
+                        l.blocks
+                    )
+                })
+                .collect();
+            let locks = if locks.is_empty() { "none".to_string() } else { locks.join("; ") };
+            let _ = writeln!(md, "| `{}` | {up} | {down} | {} |", m.name, locks.replace('|', "\\|"));
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(
+        md,
+        "Applied in {:.1} s, reverted in {:.1} s. The revert brings back the schema and migration rows: {}; every row \
+         of the tables that existed before: {}. Locks reported: table locks that block reads or writes, held over \
+         {:.1} s on the copy (sampled every {:.1} s; a lower bound).\n",
+        h.up_secs,
+        h.down_secs,
+        if h.revert_restores_schema { "yes" } else { "**no**" },
+        if h.revert_restores_data { "yes" } else { "**no**" },
+        h.lock_warn_secs,
+        crate::db::locks::INTERVAL.as_secs_f64(),
+    );
+    for l in &h.long_locks {
+        let _ = writeln!(md, "- {}", l.describe());
+    }
+    for n in h.differences.iter().chain(&h.notes) {
+        let _ = writeln!(md, "- {n}");
+    }
+    md.push('\n');
 }
 
 /// The writes the restore took away: counts per table, and how to put them back.

@@ -30,7 +30,9 @@ pub struct Run<'w> {
     pub tag: Option<String>,
     /// What a rollback redeploys.
     pub previous_tag: Option<String>,
-    /// Used when the runtime cannot tell which tag runs.
+    /// Where `previous_tag` was read.
+    pub previous_tag_source: Option<crate::app::TagSource>,
+    /// GitHub's last successful deployment: used when neither the runtime nor the journal knows.
     pub fallback_previous_tag: Option<String>,
     /// ` --config FILE` when one was given: added to the commands a person is told to run.
     pub config_arg: String,
@@ -74,6 +76,7 @@ impl<'w> Run<'w> {
             sha,
             tag: None,
             previous_tag: None,
+            previous_tag_source: None,
             fallback_previous_tag: None,
             config_arg: String::new(),
             server_version: None,
@@ -104,6 +107,10 @@ impl<'w> Run<'w> {
         let mut run = Run::new(w, mode, manifest.sha.clone());
         run.tag = manifest.tag.clone();
         run.previous_tag = manifest.previous_tag.clone();
+        run.previous_tag_source = manifest
+            .previous_tag
+            .as_ref()
+            .map(|_| manifest.previous_tag_source.unwrap_or(crate::app::TagSource::Manifest));
         run.journal = manifest.journal.clone();
         run.classification = manifest.classification.clone();
         run.manifest = Some(manifest);
@@ -121,6 +128,12 @@ impl<'w> Run<'w> {
             m.journal = self.journal.clone();
             if let Err(e) = m.save(self.w.store.as_ref()).await {
                 tracing::warn!("could not update the journal in {}: {e:#}", self.w.store.describe());
+            }
+            // The offsite copy's manifest follows, so a backup restored from it carries the journal.
+            if let (Some(copy), Some(_)) = (&self.w.copy, &m.copy) {
+                if let Err(e) = m.save(copy.as_ref()).await {
+                    tracing::warn!("could not update the journal in {}: {e:#}", copy.describe());
+                }
             }
         }
     }

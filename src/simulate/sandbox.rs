@@ -159,6 +159,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`: every session is ended), as an operator or
+    /// a crashed container's restart policy would; returns once it accepts connections again.
+    pub fn restart(&self) -> Result<()> {
+        let log = self.root.path().join("server.log");
+        let data = self.data_dir();
+        self.run(
+            "pg_ctl",
+            &["-D", path_str(&data)?, "-l", path_str(&log)?, "-m", "fast", "-w", "-t", "60", "restart"],
+        )?;
+        Ok(())
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.root.path().join("data")
     }

@@ -35,12 +35,17 @@ impl DirStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        let rel = Path::new(key);
-        if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            bail!("invalid object key {key:?}");
-        }
-        Ok(self.root.join(rel))
+        key_path(&self.root, key)
     }
+}
+
+/// Where `key` lives under `root`; a key that could leave `root` (`..`, absolute) is refused.
+pub(super) fn key_path(root: &Path, key: &str) -> Result<PathBuf> {
+    let rel = Path::new(key);
+    if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        bail!("invalid object key {key:?}");
+    }
+    Ok(root.join(rel))
 }
 
 #[async_trait]
@@ -129,9 +134,26 @@ impl Store for DirStore {
         Ok(())
     }
 
+    async fn free_space(&self) -> Result<Option<u64>> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || free_bytes(&root)).await?.map(Some)
+    }
+
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
+}
+
+/// Bytes an unprivileged user may still write in the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid statvfs to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", dir.display()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod dir;
 pub mod s3;
+pub mod target;
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use tokio::io::AsyncRead;
 
 pub use dir::DirStore;
 pub use s3::{S3Settings, S3Store};
+pub use target::TargetDirStore;
 
 /// One stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,8 +33,16 @@ pub trait Store: Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
     /// Checks the store can be reached and written, changing nothing the user keeps.
     async fn check(&self) -> Result<()>;
+    /// Bytes free where the objects go, when the store can tell (a directory can, S3 cannot).
+    async fn free_space(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// Where the store is, for messages ("file:///var/backups").
     fn describe(&self) -> String;
+    /// Where one object is, for people ("s3://bucket/prefix/key").
+    fn location(&self, key: &str) -> String {
+        format!("{}/{key}", self.describe().trim_end_matches('/'))
+    }
 }
 
 impl<'a> dyn Store + 'a {
@@ -52,15 +62,28 @@ impl<'a> dyn Store + 'a {
 
 pub use crate::model::StoreUrl;
 
-/// Opens the store `backup.store` names (S3 credentials from the process environment).
-pub fn open(config: &crate::config::Config) -> Result<Arc<dyn Store>> {
-    open_with(config, &crate::config::process_env())
+/// Opens the store `backup.store` names (S3 credentials from the process environment); a
+/// directory is on the target, reached through `exec`, unless `backup.store_on: runner`.
+pub fn open(config: &crate::config::Config, exec: Arc<dyn crate::exec::Executor>) -> Result<Arc<dyn Store>> {
+    let vars = crate::config::process_env();
+    match StoreUrl::parse(&config.backup.store)? {
+        StoreUrl::Dir(path) if config.store_on_target() => {
+            Ok(Arc::new(TargetDirStore::new(exec, path, config.database.stream_timeout)))
+        }
+        url => open_url(config, url, &vars),
+    }
 }
 
-/// Like [`open`], with the environment given.
-pub fn open_with(config: &crate::config::Config, vars: &[(String, String)]) -> Result<Arc<dyn Store>> {
+/// Opens `backup.copy_to`, if set.
+pub fn open_copy(config: &crate::config::Config) -> Result<Option<Arc<dyn Store>>> {
+    let Some(copy) = &config.backup.copy_to else { return Ok(None) };
+    open_url(config, StoreUrl::parse(copy)?, &crate::config::process_env()).map(Some)
+}
+
+/// Opens a store on this machine or in S3, with the environment given.
+pub fn open_url(config: &crate::config::Config, url: StoreUrl, vars: &[(String, String)]) -> Result<Arc<dyn Store>> {
     let b = &config.backup;
-    match StoreUrl::parse(&b.store)? {
+    match url {
         StoreUrl::Dir(path) => Ok(Arc::new(DirStore::new(path))),
         StoreUrl::S3 { bucket, prefix } => Ok(Arc::new(S3Store::new(
             S3Settings {

@@ -133,10 +133,37 @@ const RELEASES: &[Release] = &[
         broken: true,
     },
     Release {
+        name: "v2-slow",
+        second: Second::File("1700000000001-SlowLateChange.js"),
+        entrypoint: NORMAL,
+        broken: false,
+    },
+    Release {
         name: "v2-rewrite-name",
         second: Second::File("1700000000001-UpperNames.js"),
         entrypoint: NORMAL,
         broken: true,
+    },
+    // Its server writes backend/writes/v2-app-writes.sql when it starts, after the backup.
+    Release {
+        name: "v2-app-writes",
+        second: Second::File("1700000000001-DropOrderNote.js"),
+        entrypoint: NORMAL,
+        broken: true,
+    },
+    // Its server writes a nickname into the column its migration adds (backend/writes/).
+    Release { name: "v2-additive", second: Second::AddNickname, entrypoint: NORMAL, broken: true },
+    Release {
+        name: "v2-unique-first-name",
+        second: Second::File("1700000000001-OneUserPerFirstName.js"),
+        entrypoint: NORMAL,
+        broken: false,
+    },
+    Release {
+        name: "v2-half-applied",
+        second: Second::File("1700000000001-AddFirstNameConcurrently.js"),
+        entrypoint: NORMAL,
+        broken: false,
     },
 ];
 
@@ -231,13 +258,14 @@ fn build(images: &Images, base: &str) {
     let backend = inputs().join("backend");
     docker_build(&inputs().join("postgres"), "Dockerfile", &images.postgres, &[("BASE", base)]);
 
-    // The app: the fixture's package with its node_modules, the server, the worker.
+    // The app: the fixture's package with its node_modules, the server (with what releases write
+    // when they start), the worker.
     let app = tmp.path().join("app");
     std::fs::create_dir(&app).unwrap();
     for f in ["package.json", "package-lock.json", "data-source.js", "node_modules"] {
         copy(&fixture().join(f), &app.join(f));
     }
-    for f in ["Dockerfile", "server.js", "worker.js", "entrypoint.sh"] {
+    for f in ["Dockerfile", "server.js", "worker.js", "entrypoint.sh", "writes"] {
         copy(&backend.join(f), &app.join(f));
     }
     let app_image = format!("{}:app", images.backend_repo);
@@ -387,6 +415,12 @@ backup:
 
     /// SQL as the database's owner, in the postgres container.
     pub fn psql(&self, sql: &str) -> String {
+        self.psql_in("shop", sql)
+    }
+
+    /// SQL as the database's owner in database `db` (a kept or scratch one), in the postgres
+    /// container.
+    pub fn psql_in(&self, db: &str, sql: &str) -> String {
         self.compose_ok(&[
             "exec",
             "-T",
@@ -401,7 +435,7 @@ backup:
             "-U",
             "shop",
             "-d",
-            "shop",
+            db,
             "-c",
             sql,
         ])
@@ -453,7 +487,9 @@ backup:
     }
 
     pub fn deploy_guard_with(&self, config: &Path, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_deploy-guard"));
+        // `DG_TEST_BIN` names another build (as in tests/common/mod.rs).
+        let bin = std::env::var_os("DG_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_deploy-guard").into());
+        let mut c = Command::new(bin);
         c.args(args).arg("--config").arg(config).env("DEPLOY_GUARD_SSH_KEY", &self.sshd.client_key);
         for v in ["GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ACTIONS", "GITHUB_SHA", "RUNNER_ENVIRONMENT"] {
             c.env_remove(v);

@@ -109,7 +109,15 @@ pub fn postgres(db: &str) -> deploy_guard::db::Postgres {
 
 /// A `Postgres` on the test cluster, its tools run by `exec` (locally, or over SSH to this host).
 pub fn postgres_on(exec: std::sync::Arc<dyn deploy_guard::exec::Executor>, db: &str) -> deploy_guard::db::Postgres {
-    let c = cluster();
+    postgres_in(cluster(), exec, db)
+}
+
+/// A `Postgres` on cluster `c`, its tools run by `exec`.
+pub fn postgres_in(
+    c: &Cluster,
+    exec: std::sync::Arc<dyn deploy_guard::exec::Executor>,
+    db: &str,
+) -> deploy_guard::db::Postgres {
     deploy_guard::db::Postgres::new(
         exec,
         Some(c.bin_dir.display().to_string()),
@@ -129,7 +137,12 @@ pub type State = (deploy_guard::db::Fingerprint, std::collections::BTreeMap<Stri
 
 /// Schema fingerprint and content checksums of `db`: "the database as it is".
 pub async fn state(db: &str) -> State {
-    let pg = postgres(db);
+    state_in(cluster(), db).await
+}
+
+/// [`state`] of `db` on cluster `c`.
+pub async fn state_in(c: &Cluster, db: &str) -> State {
+    let pg = postgres_in(c, std::sync::Arc::new(deploy_guard::exec::Local), db);
     (pg.fingerprint(db).await.unwrap(), pg.content_checksums(db).await.unwrap())
 }
 

@@ -34,12 +34,31 @@ impl Sshd {
         Sshd::start_with_host_key(None)
     }
 
+    /// A server whose sessions see a disk of their own at `dir` (a tmpfs mounted there in the
+    /// server's own mount namespace): what they write there is on "the target" only, invisible to
+    /// this process, as on a real remote host. Read it with [`Sshd::target_command`].
+    pub fn with_private_dir(dir: &Path) -> Result<Sshd> {
+        std::fs::create_dir_all(dir)?;
+        Sshd::start_inner(None, Some(dir))
+    }
+
+    /// A command run in the server's mount namespace (what the target's own shell sees).
+    pub fn target_command(&self, script: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.child.id().to_string(), "-m", "--", "sh", "-c", script]);
+        c
+    }
+
     /// A server presenting the host key of `other` (an impersonator, for tests).
     pub fn impersonating(other: &Sshd) -> Result<Sshd> {
         Sshd::start_with_host_key(Some(&other.dir.path().join("host_ed25519")))
     }
 
     fn start_with_host_key(host_key: Option<&Path>) -> Result<Sshd> {
+        Sshd::start_inner(host_key, None)
+    }
+
+    fn start_inner(host_key: Option<&Path>, private_dir: Option<&Path>) -> Result<Sshd> {
         if !Path::new("/usr/sbin/sshd").exists() {
             bail!("/usr/sbin/sshd is missing: apt-get install openssh-server (scripts/setup does)");
         }
@@ -67,7 +86,18 @@ impl Sshd {
             p("authorized_keys").display()
         );
         std::fs::write(p("sshd_config"), config)?;
-        let child = Command::new("/usr/sbin/sshd")
+        let mut command = match private_dir {
+            None => Command::new("/usr/sbin/sshd"),
+            Some(d) => {
+                // unshare execs the shell, which execs sshd: the child's pid is sshd's.
+                let mut c = Command::new("unshare");
+                c.args(["-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs \"$0\" && exec \"$@\""])
+                    .arg(d)
+                    .arg("/usr/sbin/sshd");
+                c
+            }
+        };
+        let child = command
             .args(["-D", "-e", "-f"])
             .arg(p("sshd_config"))
             .stderr(std::fs::File::create(p("sshd.log"))?)

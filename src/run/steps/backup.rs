@@ -11,11 +11,14 @@ pub struct Backup;
 #[async_trait]
 impl StepSpec for Backup {
     fn what(&self, run: &Run) -> String {
-        format!(
-            "stream pg_dump → gzip → {}/{} (…time of the run), then read it back whole to verify",
-            run.w.store.describe(),
-            BackupName::new(&run.sha, run.started_at).data_key()
-        )
+        let mut what = format!(
+            "stream pg_dump → gzip → {} (…time of the run), then read it back whole to verify",
+            run.w.store.location(&BackupName::new(&run.sha, run.started_at).data_key()),
+        );
+        if let Some(copy) = &run.w.copy {
+            what.push_str(&format!("; copy it to {} and verify the copy", copy.describe()));
+        }
+        what
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
@@ -37,11 +40,22 @@ impl StepSpec for Backup {
         let mut m = Manifest::verified(&w.config.project, &run.sha, &w.db.name, run.started_at, taken);
         m.tag = run.tag.clone();
         m.previous_tag = run.previous_tag.clone();
+        m.previous_tag_source = run.previous_tag_source;
         m.server_version = run.server_version.clone();
         m.stats = stats;
         m.classification = run.classification.clone();
         run.manifest = Some(m);
         run.persist().await;
-        Ok(Done::Ok(detail))
+        let Some(copy) = &w.copy else { return Ok(Done::Ok(detail)) };
+        // The store's backup is verified and enough for this run: a failed copy is a warning.
+        let m = run.manifest.as_mut().expect("set above");
+        match backup::copy_verified(w.store.as_ref(), copy.as_ref(), &m.taken()).await {
+            Ok(()) => {
+                m.copy = Some(copy.location(&m.key));
+                run.persist().await;
+                Ok(Done::Ok(format!("{detail}; offsite copy verified in {}", copy.describe())))
+            }
+            Err(e) => Ok(Done::Warning(format!("{detail}; but no offsite copy: {e:#}"))),
+        }
     }
 }

@@ -22,6 +22,10 @@ impl StepSpec for Health {
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
-        Ok(Done::Ok(run.w.health.wait().await?))
+        let healthy = run.w.health.wait().await?;
+        let h = &run.w.config.app.health;
+        // The URL answers for one service; every other one that writes must be running too.
+        let services = run.w.runtime.settled(h.timeout, h.interval).await?;
+        Ok(Done::Ok(if services.is_empty() { healthy } else { format!("{healthy}; {services}") }))
     }
 }

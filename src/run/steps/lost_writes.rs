@@ -10,8 +10,8 @@ use crate::exec::Cmd;
 use crate::model::BackupName;
 
 /// After the swap: the kept database holds every write made after the backup's snapshot;
-/// those the restore took away are written to a replay file beside the backup (never applied
-/// by itself: `deploy-guard replay --sha SHA`).
+/// those the restore took away (and the sequences it set back) are written to a replay file
+/// beside the backup (never applied by itself: `deploy-guard replay --sha SHA`).
 pub struct LostWrites;
 
 #[async_trait]
@@ -83,6 +83,9 @@ impl StepSpec for LostWrites {
                     }
                     found.tables.push(loss);
                 }
+            }
+            for statement in w.db.sequence_catchup(&names.live, &names.failed).await? {
+                tx.write_all(format!("{statement}\n").as_bytes()).await?;
             }
             tx.shutdown().await?;
             anyhow::Ok(())

@@ -1,16 +1,17 @@
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
-use super::{tool_cmd, Done, Run, StepSpec};
+use super::{tool_cmd, tool_name, Done, Run, StepSpec};
 use crate::exec::{self, Cmd};
 
 pub struct Migrate;
 
 impl Migrate {
-    /// The tool's sessions carry this `application_name` (libpq's PGAPPNAME), so a migration that
-    /// outlives its command (a timeout, a dropped SSH channel) can be found and ended.
+    /// What the migration runs as: its sessions' `application_name` (libpq's PGAPPNAME) and its
+    /// container's label, so a migration that outlives its command (a timeout, a dropped SSH
+    /// channel) can be found and ended.
     fn app_name(run: &Run) -> String {
-        format!("deploy-guard-migrate-{}", run.sha.short())
+        tool_name(run, "migrate")
     }
 
     fn cmd(run: &Run) -> Option<Cmd> {
@@ -49,9 +50,17 @@ async fn blockers(run: &Run<'_>) -> Option<String> {
     (!out.trim().is_empty()).then(|| format!("it waited on a lock held by {}", out.trim()))
 }
 
-/// Ends the database sessions of a migration whose command did not end cleanly, and waits until
-/// they are gone: assess must never look at a database a migration is still changing.
+/// Ends a migration whose command did not end cleanly, and waits until it is gone: first what
+/// runs it where it was started (compose: its one-off container, which outlives a killed or
+/// disconnected client and could connect again), then its database sessions. Assess must never
+/// look at a database a migration is still changing.
 async fn cancel(run: &Run<'_>) -> Result<String> {
+    let mut done = Vec::new();
+    if let Some(stop) = run.w.runtime.tool_stop(&Migrate::app_name(run)) {
+        let removed =
+            exec::run_ok(run.w.runtime.executor(), &stop).await.context("removing the migration's container failed")?;
+        done.push(format!("{} container(s) of the migration removed", removed.trim()));
+    }
     let db = &run.w.db;
     let name = crate::db::literal(&Migrate::app_name(run));
     let ended = db
@@ -68,7 +77,8 @@ async fn cancel(run: &Run<'_>) -> Result<String> {
             )
             .await?;
         if left.trim() == "0" {
-            return Ok(format!("{} session(s) of the migration ended", ended.trim()));
+            done.push(format!("{} session(s) of the migration ended", ended.trim()));
+            return Ok(done.join(", "));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -83,7 +93,8 @@ impl StepSpec for Migrate {
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
         let db = &run.w.db;
-        Self::cmd(run).into_iter().chain([db.query_cmd(&db.maintenance_db)]).collect()
+        let stop = run.w.runtime.tool_stop(&Self::app_name(run));
+        Self::cmd(run).into_iter().chain(stop).chain([db.query_cmd(&db.maintenance_db)]).collect()
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {

@@ -88,10 +88,17 @@ fn psql_line(run: &Run, db: &str, sql: &str) -> String {
     format!("echo {} | {}", crate::exec::quote(sql), run.w.db.query_cmd(db).shell_text())
 }
 
+/// What a tool command of this run is known by where it runs: its one-off container's label and
+/// (migrate) its database sessions' `application_name`, so one that outlives its command can be
+/// found and ended.
+fn tool_name(run: &Run, label: &str) -> String {
+    format!("deploy-guard-{}-{}", label.replace(' ', "-"), run.sha.short())
+}
+
 /// The migration tool's command, with the database named in libpq's variables on a local target.
 fn tool_cmd(run: &Run, label: &str, tag: &str, script: &str) -> Cmd {
     let w = run.w;
-    let mut cmd = w.runtime.tool_cmd(label, tag, script).timeout(w.migrator.timeout);
+    let mut cmd = w.runtime.tool_cmd(label, &tool_name(run, label), tag, script).timeout(w.migrator.timeout);
     if w.config.is_local() {
         cmd.env.extend(w.db.conn_env());
     }

@@ -3,9 +3,11 @@ use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
 use crate::app::Action;
-use crate::backup;
+use crate::app::TagSource;
+use crate::backup::{self, Manifest};
 use crate::exec::Cmd;
 use crate::guard::Mode;
+use crate::guard::Outcome;
 
 pub struct Preflight;
 
@@ -70,31 +72,51 @@ impl StepSpec for Preflight {
             )));
         }
         w.runtime.validate().await.context("app")?;
-        refuse_unfinished_runs(run).await?;
+        let mine: Vec<Manifest> = backup::list(w.store.as_ref())
+            .await?
+            .into_iter()
+            .filter(|m| m.project == w.config.project && m.database == w.db.name)
+            .collect();
+        refuse_unfinished_runs(run, &mine)?;
         if run.previous_tag.is_none() {
-            run.previous_tag = w.runtime.current_tag().await.context("cannot read the running tag")?;
-            if run.previous_tag.is_none() {
-                run.previous_tag = run.fallback_previous_tag.clone();
-            }
+            let (tag, source) = previous_tag(run, &mine).await?;
+            crate::config::check_tag(&format!("the previous tag (from {})", source.describe()), &tag)?;
+            run.previous_tag = Some(tag);
+            run.previous_tag_source = Some(source);
         }
-        let Some(prev) = &run.previous_tag else {
-            bail!("cannot tell which tag runs now (app.commands.current_tag printed nothing); pass --previous-tag TAG");
-        };
-        crate::config::check_tag("the running tag", prev)?;
+        let prev = run.previous_tag.as_deref().unwrap_or_default();
+        let from = run.previous_tag_source.map(|s| s.describe()).unwrap_or_default();
         Ok(Done::Ok(format!(
-            "store {} ok; PostgreSQL {version} ok; deploy lock taken; running tag {prev}",
+            "store {} ok; PostgreSQL {version} ok; deploy lock taken; previous tag {prev} (from {from})",
             w.store.describe()
         )))
     }
 }
 
+/// The tag a rollback would redeploy: the steadily running app's; else (the container is gone or
+/// crash-looping) the compose env file's, then the last deploy the journal saw succeed, then
+/// GitHub's last successful deployment; the crash-looping container's image only when nothing
+/// else knows.
+async fn previous_tag(run: &Run<'_>, mine: &[Manifest]) -> Result<(String, TagSource)> {
+    let read = run.w.runtime.previous_tag().await.context("cannot read the running tag")?;
+    let last_resort = match read {
+        Some((tag, source)) if source != TagSource::Unsteady => return Ok((tag, source)),
+        other => other,
+    };
+    // Newest first: the last deploy that ended deployed (a later rollback of it changes its outcome).
+    let journal = mine.iter().find(|m| matches!(m.outcome, Some(Outcome::Deployed))).and_then(|m| m.tag.clone());
+    let github = run.fallback_previous_tag.clone();
+    journal
+        .map(|t| (t, TagSource::Journal))
+        .or(github.map(|t| (t, TagSource::GitHub)))
+        .or(last_resort)
+        .context("cannot tell which tag runs now (no running app, no tag in the env file, no successful deploy in the journal or on GitHub); pass --previous-tag TAG")
+}
+
 /// A deploy that stopped half-way (job cancelled, runner lost), or whose rollback failed and no
 /// one has resolved (`deploy-guard resolve`), must be dealt with first: never stack a deploy on
 /// top of an unknown state.
-async fn refuse_unfinished_runs(run: &Run<'_>) -> Result<()> {
-    let w = run.w;
-    let mine: Vec<_> =
-        backup::list(w.store.as_ref()).await?.into_iter().filter(|m| m.project == w.config.project).collect();
+fn refuse_unfinished_runs(run: &Run<'_>, mine: &[Manifest]) -> Result<()> {
     if let Some(m) = mine.iter().find(|m| m.outcome.is_none() && m.tag.is_some()) {
         let at = m.journal.interrupted().map(|e| e.step.name()).unwrap_or("an unknown step");
         bail!(

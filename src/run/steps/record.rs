@@ -39,7 +39,10 @@ impl StepSpec for Record {
         m.checks = checks;
         if m.previous_tag.is_none() {
             // A backup on its own records what runs, for a later restore's redeploy.
-            m.previous_tag = w.runtime.current_tag().await.ok().flatten();
+            if let Some((tag, source)) = w.runtime.previous_tag().await.ok().flatten() {
+                m.previous_tag = Some(tag);
+                m.previous_tag_source = Some(source);
+            }
         }
         run.persist().await;
         Ok(Done::Ok(detail))

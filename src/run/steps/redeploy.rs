@@ -16,7 +16,8 @@ impl StepSpec for Redeploy {
     fn commands(&self, run: &Run) -> Vec<Cmd> {
         // The plan is printed before the running tag is known: a placeholder stands for it.
         let tag = run.previous_tag.as_deref().unwrap_or("PREVIOUS_TAG");
-        run.w.runtime.cmd(Action::Deploy(tag)).into_iter().collect()
+        let rt = &run.w.runtime;
+        rt.cmd(Action::Deploy(tag)).into_iter().chain(rt.cmd(Action::ResumeWrites)).collect()
     }
 
     fn by_hand(&self, run: &Run) -> Vec<String> {
@@ -29,6 +30,14 @@ impl StepSpec for Redeploy {
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let tag = run.previous_tag.clone().context("no previous tag known; rerun with --to-tag TAG")?;
         run.w.runtime.deploy(&tag).await?;
+        if run.w.runtime.cmd(Action::ResumeWrites).is_some() {
+            run.w
+                .runtime
+                .run(Action::ResumeWrites)
+                .await
+                .context("the previous tag runs but writes are still paused")?;
+            return Ok(Done::Ok(format!("{tag} started; writes resumed")));
+        }
         Ok(Done::Ok(format!("{tag} started")))
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{tool_cmd, Done, Run, StepSpec};
 use crate::backup;
+use crate::db::locks::{self, HeldLock, Sample};
 use crate::exec::{self, Cmd};
 use crate::guard::Mode;
 use crate::model::DbNames;
@@ -28,6 +29,31 @@ pub struct Rehearsal {
     pub revert_restores_data: bool,
     /// What differed after the revert.
     pub differences: Vec<String>,
+    /// Each applied migration, in order.
+    #[serde(default)]
+    pub migrations: Vec<RehearsedMigration>,
+    /// Table locks that block reads or writes, held longer than `lock_warn_secs`.
+    #[serde(default)]
+    pub long_locks: Vec<HeldLock>,
+    #[serde(default)]
+    pub lock_warn_secs: f64,
+    /// What the rehearsal could not observe.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// One migration on the copy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RehearsedMigration {
+    pub name: String,
+    /// Seconds from the previous commit (the first: from the tool's start, its start-up
+    /// included) until its migration row was seen committed; within one sampling interval.
+    pub up_secs: f64,
+    /// How many migrations committed in the same transaction as this one (1: its own); their
+    /// `up_secs` is then the whole transaction's.
+    pub committed_with: usize,
+    /// Seconds its revert command took (the tool's start-up included); `None`: not reverted.
+    pub down_secs: Option<f64>,
 }
 
 /// `deploy.rehearse: true`, or the `rehearse` command itself.
@@ -99,32 +125,27 @@ impl StepSpec for Rehearse {
         }
         let (names, up, down) = Self::cmds(run).context("nothing to rehearse: no tag or database names")?;
         let m = run.manifest()?.clone();
+        let watch_name = format!("deploy-guard-lockwatch-{}", run.sha.short());
         w.db.create_scratch(&names.rehearse).await?;
-        let result = async {
+        let result: Result<Rehearsal> = async {
             backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.rehearse).await?;
             let before = w.migration_rows(&names.rehearse).await?;
-            let t = Instant::now();
-            let out = exec::capture(w.exec.as_ref(), &up).await?;
-            if let Err(e) = out.exit.check("the migrations on the copy") {
-                bail!("{e:#}: production was not touched");
-            }
-            let up_secs = t.elapsed().as_secs_f64();
-            let after = w.migration_rows(&names.rehearse).await?;
-            let applied = w.migrator.applied(&before, &after).unwrap_or(0);
-            let mut r = Rehearsal { applied, up_secs, ..Default::default() };
-            let Some(down) = down else {
-                r.differences.push("no revert: a rollback restores the backup".into());
-                return Ok(r);
+            let clock = Instant::now();
+            let table = w.migration_table_key();
+            let watch = w.db.watch_locks(&names.rehearse, table.as_deref(), &watch_name, clock).await;
+            let ran = Self::up_and_down(run, &names.rehearse, &up, down.as_ref(), &before, clock).await;
+            let samples = match watch {
+                Ok(watch) => watch.stop(&w.db).await,
+                Err(e) => Err(e),
             };
-            let t = Instant::now();
-            for i in 0..applied {
-                let out = exec::capture(w.exec.as_ref(), &down).await?;
-                if let Err(e) = out.exit.check(&format!("revert {} of {applied} on the copy", i + 1)) {
-                    r.differences.push(format!("{e:#}"));
-                    return Ok(r);
-                }
+            let (mut r, timeline) = ran?;
+            match samples {
+                Ok(samples) => timeline.report(&mut r, &samples, w.config.migrations.lock_warn),
+                Err(e) => r.notes.push(format!("locks were not observed: {e:#}")),
             }
-            r.down_secs = t.elapsed().as_secs_f64();
+            if down.is_none() || !r.differences.is_empty() {
+                return Ok(r);
+            }
             let fp = w.db.fingerprint(&names.rehearse).await?;
             let rows = w.migration_rows(&names.rehearse).await?;
             r.revert_restores_schema = m.fingerprint.as_ref() == Some(&fp) && rows == m.migrations.rows;
@@ -157,8 +178,18 @@ impl StepSpec for Rehearse {
             tracing::warn!("could not drop the rehearsal copy {}: {e:#}", names.rehearse);
         }
         let r = result?;
+        let locks = if r.long_locks.is_empty() {
+            String::new()
+        } else {
+            let each: Vec<String> = r.long_locks.iter().map(HeldLock::describe).collect();
+            format!(
+                "; locks held over {}: {}",
+                humantime::format_duration(w.config.migrations.lock_warn),
+                each.join("; ")
+            )
+        };
         let detail = format!(
-            "{} migration(s) applied on the copy in {:.1} s, reverted in {:.1} s; the revert {}",
+            "{} migration(s) applied on the copy in {:.1} s, reverted in {:.1} s{locks}; the revert {}",
             r.applied,
             r.up_secs,
             r.down_secs,
@@ -173,5 +204,121 @@ impl StepSpec for Rehearse {
         }
         run.persist().await;
         Ok(Done::Ok(detail))
+    }
+}
+
+impl Rehearse {
+    /// Runs the migrations up on `copy`, then reverts them one by one, timing each part on
+    /// `clock`. A failure of the up is the error; a failed revert is a difference.
+    async fn up_and_down(
+        run: &Run<'_>,
+        copy: &str,
+        up: &Cmd,
+        down: Option<&Cmd>,
+        before: &[serde_json::Value],
+        clock: Instant,
+    ) -> Result<(Rehearsal, Timeline)> {
+        let w = run.w;
+        let now = || clock.elapsed().as_secs_f64();
+        let up_start = now();
+        let out = exec::capture(w.exec.as_ref(), up).await?;
+        if let Err(e) = out.exit.check("the migrations on the copy") {
+            bail!("{e:#}: production was not touched");
+        }
+        let up_end = now();
+        let after = w.migration_rows(copy).await?;
+        let applied = w.migrator.applied(before, &after).unwrap_or(0);
+        let names: Vec<String> = match crate::migrate::applied_since(before, &after) {
+            Some(rows) if w.migrator.history == crate::migrate::History::Appends => {
+                rows.iter().map(crate::migrate::row_name).collect()
+            }
+            _ => after.last().map(crate::migrate::row_name).into_iter().collect(),
+        };
+        let mut r = Rehearsal { applied, up_secs: up_end - up_start, ..Default::default() };
+        let mut t = Timeline { up: (up_start, up_end), rows: (before.len(), after.len()), names, reverts: Vec::new() };
+        let Some(down) = down else {
+            r.differences.push("no revert: a rollback restores the backup".into());
+            return Ok((r, t));
+        };
+        let recorded = run.manifest.as_ref().map(|m| m.migrations.rows.clone()).unwrap_or_default();
+        let mut rows = after;
+        for i in 0..applied {
+            let start = now();
+            let out = exec::capture(w.exec.as_ref(), down).await?;
+            let end = now();
+            let name = t.names.len().checked_sub(i + 1).map(|k| t.names[k].clone()).unwrap_or_default();
+            t.reverts.push((start, end, name.clone()));
+            if let Err(e) = out.exit.check(&format!("revert {} of {applied} on the copy", i + 1)) {
+                r.differences.push(format!("{e:#}"));
+                return Ok((r, t));
+            }
+            let now_rows = w.migration_rows(copy).await?;
+            if !w.migrator.reverted_one(&rows, &now_rows, &recorded) {
+                r.differences.push(format!("the revert of {name} did not remove exactly its migration row"));
+            }
+            rows = now_rows;
+            r.down_secs += end - start;
+        }
+        Ok((r, t))
+    }
+}
+
+/// When each part of the rehearsal ran, on the lock sampler's clock.
+struct Timeline {
+    up: (f64, f64),
+    /// The migration table's row count before and after the up.
+    rows: (usize, usize),
+    /// The applied migrations' names, in order (head-only tools: the new head).
+    names: Vec<String>,
+    /// Each revert: start, end, the migration it reverts.
+    reverts: Vec<(f64, f64, String)>,
+}
+
+impl Timeline {
+    /// Per-migration durations and the long locks, from the sampler's samples.
+    fn report(&self, r: &mut Rehearsal, samples: &[Sample], warn: std::time::Duration) {
+        let (up_start, up_end) = self.up;
+        // When each applied migration's row became visible: its commit (the last ones: the end).
+        let mut seen = locks::row_times(samples, self.rows.0 as i64, self.rows.1 as i64);
+        seen.resize(self.names.len(), None);
+        let done: Vec<f64> = seen.iter().map(|t| t.unwrap_or(up_end).clamp(up_start, up_end)).collect();
+        let mut migrations: Vec<RehearsedMigration> = Vec::new();
+        let mut prev = up_start;
+        let mut i = 0;
+        while i < self.names.len() {
+            let group = done[i..].iter().take_while(|t| **t == done[i]).count();
+            for name in &self.names[i..i + group] {
+                migrations.push(RehearsedMigration {
+                    name: name.clone(),
+                    up_secs: done[i] - prev,
+                    committed_with: group,
+                    down_secs: None,
+                });
+            }
+            prev = done[i];
+            i += group;
+        }
+        for (start, end, name) in &self.reverts {
+            if let Some(m) = migrations.iter_mut().rev().find(|m| &m.name == name && m.down_secs.is_none()) {
+                m.down_secs = Some(end - start);
+            }
+        }
+        let during = |at: f64| -> (String, bool) {
+            if let Some((_, _, name)) = self.reverts.iter().find(|(s, e, _)| (*s..=*e).contains(&at)) {
+                return (name.clone(), true);
+            }
+            // The migration (or the ones committed together) whose commit came next.
+            let k = done.iter().position(|t| *t >= at).unwrap_or(done.len().saturating_sub(1));
+            let names: Vec<&str> = migrations
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| done.get(*j) == done.get(k))
+                .map(|(_, m)| m.name.as_str())
+                .collect();
+            (names.join(" + "), false)
+        };
+        r.long_locks = locks::long_locks(samples, warn, during);
+        r.lock_warn_secs = warn.as_secs_f64();
+        r.migrations = migrations;
     }
 }

@@ -62,8 +62,13 @@ impl StepSpec for Restore {
                 Ok(Done::Ok(detail))
             }
             Err(e) => {
-                let _ = w.db.drop_database(&names.scratch).await;
-                Err(e.context(format!("{} is untouched", names.live)))
+                let e = e.context(format!("{} is untouched", names.live));
+                match w.db.drop_database(&names.scratch).await {
+                    Ok(()) => Err(e),
+                    Err(d) => {
+                        Err(e.context(format!("and dropping the scratch database {} failed: {d:#}", names.scratch)))
+                    }
+                }
             }
         }
     }

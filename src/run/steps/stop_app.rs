@@ -9,15 +9,25 @@ pub struct StopApp;
 
 #[async_trait]
 impl StepSpec for StopApp {
-    fn what(&self, _run: &Run) -> String {
-        "the restored backup is valid: stop the app before the swap".into()
+    fn what(&self, run: &Run) -> String {
+        if run.w.runtime.cmd(Action::PauseWrites).is_some() {
+            "the restored backup is valid: pause the app's writes (app.commands.pause_writes) before the swap".into()
+        } else {
+            "the restored backup is valid: stop every service that writes before the swap".into()
+        }
     }
 
+    /// Pausing writes, where the app has a read-only switch, else stopping it.
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        run.w.runtime.cmd(Action::Stop).into_iter().collect()
+        run.w.runtime.cmd(Action::PauseWrites).or_else(|| run.w.runtime.cmd(Action::Stop)).into_iter().collect()
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        if run.w.runtime.cmd(Action::PauseWrites).is_some() {
+            // Writes left running would be lost by the swap: a pause that fails stops the run here.
+            run.w.runtime.run(Action::PauseWrites).await?;
+            return Ok(Done::Ok("writes paused; the app keeps serving reads".into()));
+        }
         Ok(match run.w.runtime.stop().await {
             Ok(()) => Done::Ok("app stopped".into()),
             // A running app is cut off by the swap anyway.

@@ -1,12 +1,27 @@
 // The backend: GET /health answers 200 with the release and the user count when the database
 // answers, 503 when it does not (or when the release is BROKEN=1: a bug that fails every
-// request). One connection per request, so nothing holds the database open.
+// request). One connection per request, so nothing holds the database open. A release with
+// writes/RELEASE.sql (signups, edits) runs it when it starts, before it answers anything.
+const fs = require("fs");
 const http = require("http");
 const { Client } = require("pg");
 
 const release = process.env.RELEASE || "unknown";
 
-http
+async function writeOnStart() {
+  const file = `${__dirname}/writes/${release}.sql`;
+  if (!fs.existsSync(file)) return;
+  const client = new Client();
+  await client.connect();
+  try {
+    await client.query(fs.readFileSync(file, "utf8"));
+  } finally {
+    await client.end();
+  }
+  console.log(`backend ${release}: wrote ${file}`);
+}
+
+const server = http
   .createServer(async (req, res) => {
     if (req.url !== "/health") {
       res.writeHead(404).end();
@@ -25,8 +40,14 @@ http
     } finally {
       client.end().catch(() => {});
     }
-  })
-  .listen(8080, () => console.log(`backend ${release} listening on 8080`));
+  });
+writeOnStart().then(
+  () => server.listen(8080, () => console.log(`backend ${release} listening on 8080`)),
+  (e) => {
+    console.error(`backend ${release}: cannot write on start: ${e.message}`);
+    process.exit(1);
+  },
+);
 
 // Stop at once when compose stops the container (as PID 1, node would ignore SIGTERM).
 for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => process.exit(0));
