@@ -96,8 +96,11 @@ impl Drop for Proxy {
     }
 }
 
+/// A request's or response's first line and its headers (name, value).
+type Head = (String, Vec<(String, String)>);
+
 /// Reads a head (request or response) up to the blank line: its first line and its headers.
-fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<(String, Vec<(String, String)>)>> {
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
     let mut first = String::new();
     if r.read_line(&mut first)? == 0 {
         return Ok(None);
