@@ -1179,7 +1179,9 @@ async fn the_postgres_server_restarted_mid_migration_rolls_back_with_nothing_hal
     let tmp = common::tempdir();
     let db = "fault_pg_restart";
     cluster.create_database(db).unwrap();
-    let stage = deploy_guard::simulate::Stage::new(&cluster, tmp.path(), db, &[], false).unwrap();
+    let stage =
+        deploy_guard::simulate::Stage::new(&cluster, tmp.path(), db, &[], deploy_guard::simulate::Staged::Clean)
+            .unwrap();
     let config = tmp.path().join("deploy-guard.yml");
     std::fs::write(&config, stage.config_yaml(db)).unwrap();
     let app = App { tmp, stage, config };
