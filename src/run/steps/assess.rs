@@ -81,7 +81,8 @@ impl StepSpec for Assess {
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
         run.app_status = Some(w.runtime.status().await.unwrap_or_else(|e| format!("(status failed: {e:#})")));
-        run.app_logs = w.runtime.logs(30).await.ok().filter(|l| !l.trim().is_empty());
+        run.app_logs =
+            w.runtime.logs(30).await.ok().map(|l| crate::migrate::strip_control(&l)).filter(|l| !l.trim().is_empty());
         let m = run.manifest()?.clone();
         let rows_now = w.migration_rows(&w.db.name).await?;
         let fp_now = w.db.fingerprint(&w.db.name).await?;
