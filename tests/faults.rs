@@ -203,7 +203,11 @@ fn manifest(app: &App) -> serde_json::Value {
 
 /// A deploy of v2 that succeeds; the database after it.
 async fn deploy_v2(app: &App) -> common::State {
-    let out = dg(app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
+    deploy_v2_with(app, &[]).await
+}
+
+async fn deploy_v2_with(app: &App, env: &[(&str, &str)]) -> common::State {
+    let out = dg(app, &["deploy", "--sha", SHA, "--tag", "v2"], env).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     common::state(app.db()).await
 }
@@ -961,11 +965,7 @@ async fn the_ssh_connection_dropped_mid_restore_leaves_the_live_database_and_the
     let sshd = Sshd::start().unwrap();
     let app = App::new("fault_ssh_restore", &["v2"]);
     let env = over_ssh(&app, &sshd);
-    let deployed = {
-        let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &env_refs(&env)).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-        common::state(app.db()).await
-    };
+    let deployed = deploy_v2_with(&app, &env_refs(&env)).await;
     let gates = Gates::new(&app);
     // The restoring psql gets the first 4 KiB of the backup, then its input stops at a gate and
     // the link drops, with psql still connected to the scratch database.
@@ -1002,11 +1002,7 @@ async fn ssh_dropped_at_the_swap(after: bool) {
     let app = App::new(&format!("fault_ssh_swap_{after}"), &["v2"]);
     let env = over_ssh(&app, &sshd);
     let before = common::state(app.db()).await;
-    let deployed = {
-        let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &env_refs(&env)).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-        common::state(app.db()).await
-    };
+    let deployed = deploy_v2_with(&app, &env_refs(&env)).await;
     let gates = Gates::new(&app);
     let gate = gates.stop("swap");
     let renames = if after {

@@ -9,7 +9,7 @@
 //! fixture is Prisma 6.19.3 with its early-access driver-adapter migrations: `engine: "js"` in
 //! `prisma.config.js`, the WebAssembly schema engine bundled in the CLI, connected through
 //! `@prisma/adapter-pg` 7.10.1 (6.19.3's own adapter cannot read PostgreSQL's `name` columns:
-//! "Column type 'name' could not be deserialized", prisma/prisma#27403). The GitHub workflow's
+//! "Column type 'name' could not be deserialized", prisma/orm#27403). The GitHub workflow's
 //! `prisma-native` job runs this file with `DG_PRISMA_ENGINE=native`: the same fixture on the
 //! native engine, which is also where `migrate resolve` runs (6.19.3's `resolve --rolled-back`
 //! starts the native engine even with an adapter configured).
