@@ -239,7 +239,10 @@ async fn a_rehearsal_runs_the_release_on_a_copy_and_tells_whether_its_revert_can
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
     let copies = common::cluster()
-        .psql("postgres", r"SELECT count(*) FROM pg_database WHERE datname LIKE '%\_\_rehearse\_%'")
+        .psql(
+            "postgres",
+            &format!(r"SELECT count(*) FROM pg_database WHERE datname LIKE '{}\_\_rehearse\_%'", app.db()),
+        )
         .unwrap();
     assert_eq!(copies, "0", "the rehearsal copy was left behind");
 
@@ -258,7 +261,10 @@ async fn a_rehearsal_times_each_migration_and_names_the_locks_it_held_too_long()
     // 003 holds a SHARE lock on customers (blocks writes) for 3 s; 004 takes a brief one.
     release(&app, "v2-locks", "LOCK TABLE customers IN SHARE MODE; SELECT pg_sleep(3);", "SELECT 1;");
     let dir = app.stage.app_dir().join("releases/v2-locks/migrations");
-    std::fs::write(dir.join("004_brief.up.sql"), "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;").unwrap();
+    // Half a second: several samples apart from 003's commit (the sampler polls every 100 ms,
+    // and a brief one would commit within one interval of it), yet under lock_warn.
+    std::fs::write(dir.join("004_brief.up.sql"), "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(0.5);")
+        .unwrap();
     std::fs::write(dir.join("004_brief.down.sql"), "SELECT 1;").unwrap();
     let before = common::state(app.db()).await;
     let summary = app.tmp.path().join("summary.md");
