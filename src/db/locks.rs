@@ -202,7 +202,8 @@ pub fn row_times(samples: &[Sample], from: i64, to: i64) -> Vec<Option<f64>> {
 /// table, mode and migration.
 pub fn long_locks(samples: &[Sample], warn: Duration, during: impl Fn(f64) -> (String, bool)) -> Vec<HeldLock> {
     // (pid, transaction start, table, mode) → first seen, last seen, statement at first sight.
-    let mut held: BTreeMap<(i64, &str, &str, &str), (f64, f64, &str)> = BTreeMap::new();
+    type Held<'a> = BTreeMap<(i64, &'a str, &'a str, &'a str), (f64, f64, &'a str)>;
+    let mut held: Held = BTreeMap::new();
     for s in samples {
         if let Seen::Lock { pid, xact, mode, table, query } = &s.seen {
             held.entry((*pid, xact, table, mode)).and_modify(|e| e.1 = s.at).or_insert((s.at, s.at, query));

@@ -128,7 +128,13 @@ impl StepSpec for Rehearse {
         let watch_name = format!("deploy-guard-lockwatch-{}", run.sha.short());
         w.db.create_scratch(&names.rehearse).await?;
         let result: Result<Rehearsal> = async {
+            let t = Instant::now();
             backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.rehearse).await?;
+            tracing::info!(
+                "rehearse: the backup restored into {} in {:.1} s",
+                names.rehearse,
+                t.elapsed().as_secs_f64()
+            );
             let before = w.migration_rows(&names.rehearse).await?;
             let clock = Instant::now();
             let table = w.migration_table_key();
@@ -143,6 +149,11 @@ impl StepSpec for Rehearse {
                 Ok(samples) => timeline.report(&mut r, &samples, w.config.migrations.lock_warn),
                 Err(e) => r.notes.push(format!("locks were not observed: {e:#}")),
             }
+            tracing::info!(
+                "rehearse: up in {:.1} s, down in {:.1} s; comparing with the backup",
+                r.up_secs,
+                r.down_secs
+            );
             if down.is_none() || !r.differences.is_empty() {
                 return Ok(r);
             }
