@@ -257,10 +257,12 @@ async fn a_rehearsal_runs_the_release_on_a_copy_and_tells_whether_its_revert_can
 #[tokio::test]
 async fn a_rehearsal_times_each_migration_and_names_the_locks_it_held_too_long() {
     let app = App::new("ds_locks", &["v2"]);
-    // 003 holds a SHARE lock on customers (blocks writes) for 3 s; 004 takes a brief one.
+    // 003 holds a SHARE lock on customers (blocks writes) for 3 s; 004 takes a brief one at
+    // its end (it runs 1 s, so the sampler sees the two commits apart).
     release(&app, "v2-locks", "LOCK TABLE customers IN SHARE MODE; SELECT pg_sleep(3);", "SELECT 1;");
     let dir = app.stage.app_dir().join("releases/v2-locks/migrations");
-    std::fs::write(dir.join("004_brief.up.sql"), "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;").unwrap();
+    std::fs::write(dir.join("004_brief.up.sql"), "SELECT pg_sleep(1); LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;")
+        .unwrap();
     std::fs::write(dir.join("004_brief.down.sql"), "SELECT 1;").unwrap();
     let before = common::state(app.db()).await;
     let summary = app.tmp.path().join("summary.md");

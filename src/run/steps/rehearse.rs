@@ -49,8 +49,9 @@ pub struct RehearsedMigration {
     /// Seconds from the previous commit (the first: from the tool's start, its start-up
     /// included) until its migration row was seen committed; within one sampling interval.
     pub up_secs: f64,
-    /// How many migrations committed in the same transaction as this one (1: its own); their
-    /// `up_secs` is then the whole transaction's.
+    /// How many migrations were first seen committed in the same sample as this one (1: alone):
+    /// one transaction, or each faster than the sampling interval; their `up_secs` is then the
+    /// group's.
     pub committed_with: usize,
     /// Seconds its revert command took (the tool's start-up included); `None`: not reverted.
     pub down_secs: Option<f64>,
