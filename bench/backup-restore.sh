@@ -401,7 +401,7 @@ row shell_rehearse "by hand: \`gunzip \\| psql\` into a copy, \`migrate.sh\`, \`
 # --- where deploy-guard's time went (from its timestamped log) ---------------------------------
 {
     echo "deploy-guard logs (seconds since start):"
-    for n in dg_backup.1 dg_restore.1; do
+    for n in dg_backup.1 dg_restore.1 dg_rehearse.1; do
         [[ -f $WORK/out/$n.log ]] || continue
         echo "--- $n"
         sed 's/\x1b\[[0-9;]*m//g' "$WORK/out/$n.log" | grep -v '^ *[0-9.]* *$' | cut -c1-200 || true

@@ -238,6 +238,7 @@ async fn a_rehearsal_runs_the_release_on_a_copy_and_tells_whether_its_revert_can
     assert!(detail(&r).contains("does NOT bring everything back") && detail(&r).contains("public.orders"), "{r}");
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
+    // This test's own copy (other tests rehearse at the same time).
     let copies = common::cluster()
         .psql(
             "postgres",
@@ -258,12 +259,11 @@ async fn a_rehearsal_runs_the_release_on_a_copy_and_tells_whether_its_revert_can
 #[tokio::test]
 async fn a_rehearsal_times_each_migration_and_names_the_locks_it_held_too_long() {
     let app = App::new("ds_locks", &["v2"]);
-    // 003 holds a SHARE lock on customers (blocks writes) for 3 s; 004 takes a brief one.
+    // 003 holds a SHARE lock on customers (blocks writes) for 3 s; 004 takes a brief one at
+    // its end (it runs 1 s, so the sampler sees the two commits apart).
     release(&app, "v2-locks", "LOCK TABLE customers IN SHARE MODE; SELECT pg_sleep(3);", "SELECT 1;");
     let dir = app.stage.app_dir().join("releases/v2-locks/migrations");
-    // Half a second: several samples apart from 003's commit (the sampler polls every 100 ms,
-    // and a brief one would commit within one interval of it), yet under lock_warn.
-    std::fs::write(dir.join("004_brief.up.sql"), "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(0.5);")
+    std::fs::write(dir.join("004_brief.up.sql"), "SELECT pg_sleep(1); LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;")
         .unwrap();
     std::fs::write(dir.join("004_brief.down.sql"), "SELECT 1;").unwrap();
     let before = common::state(app.db()).await;
@@ -299,4 +299,47 @@ async fn a_rehearsal_times_each_migration_and_names_the_locks_it_held_too_long()
     let manifest = std::fs::read_to_string(find(&app.stage.store_dir(), ".manifest.json")).unwrap();
     assert!(manifest.contains("\"long_locks\"") && manifest.contains("ShareLock"), "{manifest}");
     assert_eq!(common::state(app.db()).await, before);
+    let copies = common::cluster()
+        .psql("postgres", &format!(r"SELECT count(*) FROM pg_database WHERE datname LIKE '{}\_\_%'", app.db()))
+        .unwrap();
+    assert_eq!(copies, "0", "the rehearsal copy was left behind");
+}
+
+/// The replay `table_loss` writes, applied to the restored copy, gives the kept copy's rows
+/// exactly: a composite key with text that needs quoting, NULLs, inserts, updates and deletes;
+/// with a few differences (read by key) and with more than 20 000 (every statement streamed).
+#[tokio::test]
+async fn the_replay_of_lost_writes_brings_the_restored_table_to_the_kept_rows_exactly() {
+    for (changed, inserted) in [(300, 40), (30_000, 40)] {
+        let live = common::fresh_db("ds_loss_live");
+        let kept = common::fresh_db("ds_loss_kept");
+        let setup = "CREATE TABLE t (region text, n int, note text, score numeric, PRIMARY KEY (region, n)); \
+                     INSERT INTO t SELECT (ARRAY['eu', 'us''west', 'a\tb', 'zoë\\x'])[1 + g % 4], g, \
+                     CASE WHEN g % 7 = 0 THEN NULL ELSE 'note ' || g END, g / 3.0 FROM generate_series(1, 40000) g;";
+        for db in [&live, &kept] {
+            common::cluster().psql(db, setup).unwrap();
+        }
+        common::cluster()
+            .psql(
+                &kept,
+                &format!(
+                    "UPDATE t SET note = E'changed\\nline ''q''', score = NULL WHERE n <= {changed}; \
+                     DELETE FROM t WHERE n > 39990; \
+                     INSERT INTO t SELECT 'new|' || g, g, NULL, 1 FROM generate_series(1, {inserted}) g;"
+                ),
+            )
+            .unwrap();
+        let pg = common::postgres(&live);
+        let shape = pg.loss_shape(&live, &kept, "public.t").await.unwrap();
+        let mut replay = Vec::new();
+        let loss = pg.table_loss(&live, &kept, &shape, &mut replay).await.unwrap();
+        assert_eq!((loss.updated, loss.inserted, loss.deleted), (changed, inserted, 10), "{changed}");
+        let sql = String::from_utf8(replay).unwrap();
+        pg.query(&live, &format!("BEGIN;\n{sql}\nCOMMIT;\n")).await.unwrap();
+        let rows = "SELECT md5(string_agg(t::text, ',' ORDER BY region, n)) FROM t";
+        assert_eq!(common::cluster().psql(&live, rows).unwrap(), common::cluster().psql(&kept, rows).unwrap());
+        // Idempotent: applied again, nothing changes.
+        pg.query(&live, &format!("BEGIN;\n{sql}\nCOMMIT;\n")).await.unwrap();
+        assert_eq!(common::cluster().psql(&live, rows).unwrap(), common::cluster().psql(&kept, rows).unwrap());
+    }
 }

@@ -47,8 +47,8 @@ pub enum Seen {
 /// A lock a migration held longer than `migrations.lock_warn`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeldLock {
-    /// The migration running when it was first seen (several joined by ` + ` when they ran in
-    /// one transaction).
+    /// The migration running when it was first seen (several joined by ` + ` when they committed
+    /// together).
     pub migration: String,
     /// While it was being reverted rather than applied.
     pub revert: bool,

@@ -249,7 +249,11 @@ fn rehearsal(md: &mut String, r: &Report) {
         );
         for m in &h.migrations {
             let up = if m.committed_with > 1 {
-                format!("{:.1} (one transaction with {} migrations)", m.up_secs, m.committed_with)
+                format!(
+                    "{:.1} (committed together with {} migrations: one transaction, or each under 0.1 s)",
+                    m.up_secs,
+                    m.committed_with - 1
+                )
             } else {
                 format!("{:.1}", m.up_secs)
             };

@@ -49,8 +49,9 @@ pub struct RehearsedMigration {
     /// Seconds from the previous commit (the first: from the tool's start, its start-up
     /// included) until its migration row was seen committed; within one sampling interval.
     pub up_secs: f64,
-    /// How many migrations committed in the same transaction as this one (1: its own); their
-    /// `up_secs` is then the whole transaction's.
+    /// How many migrations were first seen committed in the same sample as this one (1: alone):
+    /// one transaction, or each faster than the sampling interval; their `up_secs` is then the
+    /// group's.
     pub committed_with: usize,
     /// Seconds its revert command took (the tool's start-up included); `None`: not reverted.
     pub down_secs: Option<f64>,
@@ -128,7 +129,13 @@ impl StepSpec for Rehearse {
         let watch_name = format!("deploy-guard-lockwatch-{}", run.sha.short());
         w.db.create_scratch(&names.rehearse).await?;
         let result: Result<Rehearsal> = async {
+            let t = Instant::now();
             backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.rehearse).await?;
+            tracing::info!(
+                "rehearse: the backup restored into {} in {:.1} s",
+                names.rehearse,
+                t.elapsed().as_secs_f64()
+            );
             let before = w.migration_rows(&names.rehearse).await?;
             let clock = Instant::now();
             let table = w.migration_table_key();
@@ -143,6 +150,11 @@ impl StepSpec for Rehearse {
                 Ok(samples) => timeline.report(&mut r, &samples, w.config.migrations.lock_warn),
                 Err(e) => r.notes.push(format!("locks were not observed: {e:#}")),
             }
+            tracing::info!(
+                "rehearse: up in {:.1} s, down in {:.1} s; comparing with the backup",
+                r.up_secs,
+                r.down_secs
+            );
             if down.is_none() || !r.differences.is_empty() {
                 return Ok(r);
             }
