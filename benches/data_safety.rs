@@ -5,6 +5,8 @@
 //! `cargo bench --bench data_safety` (`BENCH_SCALES=10,75`: pgbench scale factors, about 15 MiB
 //! of database each; `BENCH_RUNS=3`: rounds of the timed pairs; `BENCH_ALL_ROWS_MAX_SCALE=10`:
 //! also time `table_loss` with every row of pgbench_accounts changed, at scales up to this one).
+//! Side by side, in turns: the read-back without row sums, with them inline (as before), and
+//! `backup::verify` (on their own thread); `table_loss` as it was, its fallback, and as it is.
 //! Prints markdown tables on stdout, progress on stderr. Not run by `cargo test`.
 
 use std::collections::BTreeMap;
