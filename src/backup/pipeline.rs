@@ -182,6 +182,12 @@ async fn same_object(store: &dyn Store, taken: &Taken) -> Result<()> {
     let mut reader = metered(BufReader::with_capacity(BUF, object), &gz);
     tokio::io::copy(&mut reader, &mut tokio::io::sink()).await.with_context(|| format!("reading {}", taken.key))?;
     let gz = gz.lock().expect("meter");
+    stored_as_taken(&gz, taken)?;
+    Ok(())
+}
+
+/// The object read back has the length and sha256 it was stored with.
+fn stored_as_taken(gz: &Meter, taken: &Taken) -> Result<()> {
     if gz.bytes != taken.size || gz.sha256() != taken.sha256 {
         bail!(
             "{} read back as {} bytes sha256 {}, expected {} bytes sha256 {}",
@@ -226,16 +232,7 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<BTreeMap<String, 
     drop(tx);
     let gz = gz.lock().expect("meter");
     let raw = raw.lock().expect("meter");
-    if gz.bytes != taken.size || gz.sha256() != taken.sha256 {
-        bail!(
-            "{} read back as {} bytes sha256 {}, expected {} bytes sha256 {}",
-            taken.key,
-            gz.bytes,
-            gz.sha256(),
-            taken.size,
-            taken.sha256
-        );
-    }
+    stored_as_taken(&gz, taken)?;
     if raw.bytes != taken.dump_bytes || !raw.has_trailer() {
         bail!("{} gunzips to {} bytes (expected {}) or lacks the dump trailer", taken.key, raw.bytes, taken.dump_bytes);
     }

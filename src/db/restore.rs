@@ -50,7 +50,7 @@ impl Postgres {
     /// Streams plain SQL into `db` in one transaction, stopping at the first error.
     pub async fn restore_into(&self, db: &str, sql: &mut (dyn AsyncRead + Unpin + Send)) -> Result<RestoreReport> {
         let cmd = self.restore_cmd(db);
-        let mut counted = CountingReader { inner: sql, n: 0 };
+        let mut counted = crate::exec::CountingReader { inner: sql, n: 0 };
         let mut sink = tokio::io::sink();
         let exit = self.executor().run(&cmd, Some(&mut counted), &mut sink).await?;
         exit.check(&format!("restoring into {db}"))?;
@@ -131,24 +131,5 @@ impl Postgres {
             (self.database_exists(&names.failed).await, self.database_exists(&names.scratch).await),
             (Ok(true), Ok(false))
         )
-    }
-}
-
-struct CountingReader<'a> {
-    inner: &'a mut (dyn AsyncRead + Unpin + Send),
-    n: u64,
-}
-
-impl AsyncRead for CountingReader<'_> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
-        let added = buf.filled().len() - before;
-        self.n += added as u64;
-        r
     }
 }

@@ -190,6 +190,25 @@ pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
+/// Counts the bytes read through it (what a command was fed, to check against what it took).
+pub struct CountingReader<'a> {
+    pub inner: &'a mut (dyn AsyncRead + Unpin + Send),
+    pub n: u64,
+}
+
+impl AsyncRead for CountingReader<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        self.n += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
 /// Keeps the last `cap` bytes written, for stderr tails in error messages.
 #[derive(Default)]
 pub struct Tail {

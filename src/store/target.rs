@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::dir::key_path;
 use super::{Object, Store};
-use crate::exec::{self, quote, Cmd, Executor};
+use crate::exec::{self, quote, Cmd, CountingReader, Executor};
 
 pub struct TargetDirStore {
     exec: Arc<dyn Executor>,
@@ -41,25 +41,6 @@ impl TargetDirStore {
 
     async fn run(&self, label: &str, script: String) -> Result<String> {
         exec::run_ok(self.exec.as_ref(), &Cmd::new(label, script)).await
-    }
-}
-
-/// Counts what passes through, so the length written on the target can be checked.
-struct Counted<'a> {
-    inner: &'a mut (dyn AsyncRead + Unpin + Send),
-    n: u64,
-}
-
-impl AsyncRead for Counted<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        self.n += (buf.filled().len() - before) as u64;
-        r
     }
 }
 
@@ -106,7 +87,7 @@ impl Store for TargetDirStore {
             ),
         )
         .timeout(self.stream_timeout);
-        let mut counted = Counted { inner: body, n: 0 };
+        let mut counted = CountingReader { inner: body, n: 0 };
         let mut out = Vec::new();
         let written = async {
             let exit = self.exec.run(&write, Some(&mut counted), &mut out).await?;
