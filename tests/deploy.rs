@@ -118,7 +118,7 @@ async fn aborts(app: &App, why: &str) {
     let store = app.stage.store_dir();
     let files: Vec<_> = walk(&store);
     assert!(
-        files.iter().all(|f| !f.ends_with(".sql.gz") && !f.ends_with(".manifest.json")),
+        files.iter().all(|f| !common::is_backup_data(f) && !f.ends_with(".manifest.json")),
         "backup recorded: {files:?}"
     );
 }

@@ -178,7 +178,7 @@ fn nothing_left_behind_in(app: &App, cluster: &deploy_guard::simulate::sandbox::
     assert!(scratch.is_empty(), "scratch databases left: {scratch:?}");
     let partial: Vec<String> = files(&app.stage.store_dir())
         .into_iter()
-        .filter(|f| !f.ends_with(".sql.gz") && !f.ends_with(".json") && !f.ends_with(".lost-writes.sql"))
+        .filter(|f| !common::is_backup_data(f) && !f.ends_with(".json") && !f.ends_with(".lost-writes.sql"))
         .collect();
     assert!(partial.is_empty(), "stray objects in the store: {partial:?}");
 }
@@ -188,10 +188,10 @@ fn out_of(child: Child) -> (i32, String, String) {
     (o.status.code().unwrap_or(-1), common::stdout(&o), common::stderr(&o))
 }
 
-/// The backups (`.sql.gz`) and manifests (`.json`) in `app`'s file store.
+/// The backups (`.sql.zst`) and manifests (`.json`) in `app`'s file store.
 fn backups(app: &App) -> (usize, usize) {
     let f = files(&app.stage.store_dir());
-    (f.iter().filter(|f| f.ends_with(".sql.gz")).count(), f.iter().filter(|f| f.ends_with(".json")).count())
+    (f.iter().filter(|f| common::is_backup_data(f)).count(), f.iter().filter(|f| f.ends_with(".json")).count())
 }
 
 /// The one manifest in the file store, as JSON.
@@ -573,7 +573,7 @@ async fn disk_full_on_a_file_store_aborts_with_exit_4_and_leaves_no_partial_back
 async fn a_tampered_backup_object_is_refused_and_the_live_database_is_untouched() {
     let app = App::new("fault_tamper", &["v2"]);
     let deployed = deploy_v2(&app).await;
-    let key = files(&app.stage.store_dir()).into_iter().find(|f| f.ends_with(".sql.gz")).unwrap();
+    let key = files(&app.stage.store_dir()).into_iter().find(|f| common::is_backup_data(f)).unwrap();
     let path = app.stage.store_dir().join(&key);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
@@ -1098,20 +1098,20 @@ async fn s3_answering_503_is_retried_and_the_backup_lands_or_aborts_with_exit_4_
     // Twice: the SDK's retries carry the backup through.
     let app = App::new("fault_s3_503", &["v2"]);
     let (s3, proxy) = behind_proxy(&app);
-    proxy.fail("PUT", ".sql.gz", 2, http_faults::Fault::Status(503));
+    proxy.fail("PUT", ".sql.zst", 2, http_faults::Fault::Status(503));
     let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &s3.env()).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}\n{:?}", common::stderr(&out), proxy.log());
-    assert_eq!(proxy.count(&["PUT", ".sql.gz", "503 (injected)"]), 2, "{:?}", proxy.log());
-    assert_eq!(proxy.count(&["PUT", ".sql.gz", "-> 200"]), 1, "{:?}", proxy.log());
+    assert_eq!(proxy.count(&["PUT", ".sql.zst", "503 (injected)"]), 2, "{:?}", proxy.log());
+    assert_eq!(proxy.count(&["PUT", ".sql.zst", "-> 200"]), 1, "{:?}", proxy.log());
     let keys = s3.keys();
-    assert_eq!(keys.iter().filter(|k| k.ends_with(".sql.gz")).count(), 1, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| common::is_backup_data(k)).count(), 1, "{keys:?}");
     assert_eq!(keys.iter().filter(|k| k.ends_with(".json")).count(), 1, "{keys:?}");
     assert_eq!(app.tag(), "v2");
 
     // Every time: the backup fails, nothing is changed or stored.
     let app = App::new("fault_s3_503_always", &["v2"]);
     let (s3, proxy) = behind_proxy(&app);
-    proxy.fail("PUT", ".sql.gz", usize::MAX, http_faults::Fault::Status(503));
+    proxy.fail("PUT", ".sql.zst", usize::MAX, http_faults::Fault::Status(503));
     let before = common::state(app.db()).await;
     let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &s3.env()).output().unwrap();
     let err = common::stderr(&out);
@@ -1119,7 +1119,7 @@ async fn s3_answering_503_is_retried_and_the_backup_lands_or_aborts_with_exit_4_
     let r = common::json(&out);
     assert_eq!(r["result"], "aborted");
     assert!(step(&r, "backup")["detail"].to_string().contains("503"), "the cause is not named: {r:#}");
-    assert_eq!(proxy.count(&["PUT", ".sql.gz", "503 (injected)"]), 3, "{:?}", proxy.log());
+    assert_eq!(proxy.count(&["PUT", ".sql.zst", "503 (injected)"]), 3, "{:?}", proxy.log());
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
     assert_eq!(s3.keys(), Vec::<String>::new(), "objects stored by a failed backup");
@@ -1136,12 +1136,12 @@ async fn a_connection_reset_mid_download_fails_the_restore_with_nothing_replaced
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let deployed = common::state(app.db()).await;
     let keys = s3.keys();
-    let key = keys.iter().find(|k| k.ends_with(".sql.gz")).unwrap().clone();
+    let key = keys.iter().find(|k| common::is_backup_data(k)).unwrap().clone();
     let size = std::fs::metadata(s3.object_path(&key)).unwrap().len() as usize;
     // A 503 before the download starts is retried by the SDK; a reset half-way through the body
     // is not retried by anyone: the restore fails.
-    proxy.fail("GET", ".sql.gz", 1, http_faults::Fault::Status(503));
-    proxy.fail("GET", ".sql.gz", 1, http_faults::Fault::ResetAfter(size / 2));
+    proxy.fail("GET", ".sql.zst", 1, http_faults::Fault::Status(503));
+    proxy.fail("GET", ".sql.zst", 1, http_faults::Fault::ResetAfter(size / 2));
     let out = dg(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"], &s3.env()).output().unwrap();
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}\n{:?}", proxy.log());
@@ -1149,8 +1149,8 @@ async fn a_connection_reset_mid_download_fails_the_restore_with_nothing_replaced
     assert_eq!(r["result"], "rollback-failed");
     let restore = step(&r, "restore");
     assert_eq!(restore["state"], "failed", "{restore}");
-    assert_eq!(proxy.count(&["GET", ".sql.gz", "503 (injected)"]), 1, "{:?}", proxy.log());
-    assert_eq!(proxy.count(&["GET", ".sql.gz", "reset after"]), 1, "{:?}", proxy.log());
+    assert_eq!(proxy.count(&["GET", ".sql.zst", "503 (injected)"]), 1, "{:?}", proxy.log());
+    assert_eq!(proxy.count(&["GET", ".sql.zst", "reset after"]), 1, "{:?}", proxy.log());
     assert_eq!(common::state(app.db()).await, deployed, "a half-downloaded backup replaced the live database");
     assert_eq!(app.tag(), "v2");
     assert!(app_running(&app), "the app was stopped for a restore that failed");

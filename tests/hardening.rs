@@ -280,7 +280,7 @@ async fn another_projects_backup_of_the_same_sha_in_a_shared_bucket_is_never_pic
     assert_eq!(server.keys().len(), 6);
 }
 
-/// The one backup object in a file store, gunzipped.
+/// The one backup object in a file store, decompressed.
 fn plain_dump(store: &std::path::Path) -> (std::path::PathBuf, String) {
     let mut stack = vec![store.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -288,10 +288,8 @@ fn plain_dump(store: &std::path::Path) -> (std::path::PathBuf, String) {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.to_string_lossy().ends_with(".sql.gz") {
-                let mut text = String::new();
-                use std::io::Read;
-                flate2::read::MultiGzDecoder::new(std::fs::File::open(&p).unwrap()).read_to_string(&mut text).unwrap();
+            } else if common::is_backup_data(&p.to_string_lossy()) {
+                let text = common::unpack(&p);
                 return (p, text);
             }
         }
@@ -303,12 +301,11 @@ fn plain_dump(store: &std::path::Path) -> (std::path::PathBuf, String) {
 /// who can write to the store can do both when manifests are unsigned).
 fn forge_backup(path: &std::path::Path, sql: &str) {
     use sha2::Digest;
-    use std::io::Write;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(sql.as_bytes()).unwrap();
-    let gz = gz.finish().unwrap();
+    let gz = common::pack(path, sql.as_bytes());
     std::fs::write(path, &gz).unwrap();
-    let manifest = path.to_string_lossy().replace(".sql.gz", ".manifest.json");
+    let stem = path.to_string_lossy();
+    let stem = stem.trim_end_matches(".zst").trim_end_matches(".gz").trim_end_matches(".sql");
+    let manifest = format!("{stem}.manifest.json");
     let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     m["sha256"] = hex::encode(sha2::Sha256::digest(&gz)).into();
     m["size"] = (gz.len() as u64).into();

@@ -260,7 +260,7 @@ fn the_server_stopped_mid_upload_aborts_the_deploy_and_leaves_no_parts() {
     assert!(err.contains("no parts left"), "{err}");
     assert_eq!(server.pending_uploads(), Vec::<String>::new(), "parts left behind");
     assert!(
-        server.keys().iter().all(|k| !k.ends_with(".manifest.json") && !k.ends_with(".sql.gz")),
+        server.keys().iter().all(|k| !k.ends_with(".manifest.json") && !common::is_backup_data(k)),
         "{:?}",
         server.keys()
     );
@@ -418,18 +418,18 @@ fn retention_keeps_and_deletes_exactly_what_it_should() {
     let out = run(&app, &server, &["prune"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let text = common::stdout(&out);
-    assert!(text.contains("pre-deploy-aaaaaaa.sql.gz") && text.contains("pre-deploy-ccccccc.sql.gz"), "{text}");
+    assert!(text.contains("pre-deploy-aaaaaaa.sql.zst") && text.contains("pre-deploy-ccccccc.sql.zst"), "{text}");
     assert_eq!(text.lines().count(), 2, "{text}");
     let left = shas_left(&server);
     assert_eq!(
         left,
         [
             "bbbbbbb.manifest.json",
-            "bbbbbbb.sql.gz",
+            "bbbbbbb.sql.zst",
             "ddddddd.manifest.json",
-            "ddddddd.sql.gz",
+            "ddddddd.sql.zst",
             "eeeeeee.manifest.json",
-            "eeeeeee.sql.gz"
+            "eeeeeee.sql.zst"
         ]
     );
     let listed = common::json(&run(&app, &server, &["backups", "--json"]));
@@ -446,7 +446,7 @@ fn retention_keeps_and_deletes_exactly_what_it_should() {
         "{err}"
     );
     let left = shas_left(&server);
-    assert_eq!(left, ["bbbbbbb.manifest.json", "bbbbbbb.sql.gz", "fffffff.manifest.json", "fffffff.sql.gz"]);
+    assert_eq!(left, ["bbbbbbb.manifest.json", "bbbbbbb.sql.zst", "fffffff.manifest.json", "fffffff.sql.gz"]);
 }
 
 #[test]

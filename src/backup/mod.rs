@@ -1,5 +1,6 @@
 //! Backups named by git SHA, their manifests (which are also the run's journal), and lookup.
 
+mod codec;
 mod meta_filter;
 mod pipeline;
 pub mod retention;
@@ -14,8 +15,9 @@ use crate::model::{BackupName, Sha};
 use crate::store::Store;
 use std::collections::BTreeMap;
 
+pub use codec::Codec;
 pub use meta_filter::MetaGuard;
-pub use pipeline::{copy_verified, human_bytes, restore_stream, take, take_verified, verify, Taken, TRAILER};
+pub use pipeline::{copy_verified, human_bytes, restore_stream, take, take_verified, verify, Packing, Taken, TRAILER};
 
 /// The writes made after the backup's snapshot that a restore took away, per table, and the
 /// replay file that puts them back.
@@ -55,11 +57,11 @@ pub struct Manifest {
     pub created_at: DateTime<Utc>,
     pub database: String,
     pub server_version: Option<String>,
-    /// Key of the gzip-compressed plain dump, relative to the store.
+    /// Key of the compressed plain dump, relative to the store; its suffix names the codec.
     pub key: String,
     /// Size of the plain SQL.
     pub dump_bytes: u64,
-    /// Size of the stored `.sql.gz`.
+    /// Size of the stored, compressed object.
     pub size: u64,
     pub sha256: String,
     /// Set only once the stored object was read back whole and matched.
@@ -119,7 +121,7 @@ impl Manifest {
             database: database.to_string(),
             server_version: None,
             key: taken.key,
-            dump_bytes: taken.dump_bytes,
+            dump_bytes: taken.dump_bytes.unwrap_or_default(),
             size: taken.size,
             sha256: taken.sha256,
             verified: true,
@@ -142,7 +144,7 @@ impl Manifest {
     pub fn taken(&self) -> Taken {
         Taken {
             key: self.key.clone(),
-            dump_bytes: self.dump_bytes,
+            dump_bytes: Some(self.dump_bytes),
             size: self.size,
             sha256: self.sha256.clone(),
             tables: BTreeMap::new(),
@@ -233,8 +235,12 @@ impl Manifest {
             return bad("its own key is not a manifest's".into());
         }
         let name = BackupName::from_key(at);
-        if self.key != name.data_key() {
-            return bad(format!("it names the backup {:?}, not {:?} beside it", self.key, name.data_key()));
+        if !Codec::ALL.iter().any(|&c| self.key == name.data_key(c)) {
+            return bad(format!(
+                "it names the backup {:?}, not {}.sql.zst or .sql.gz beside it",
+                self.key,
+                name.stem()
+            ));
         }
         let named = BackupName::sha7_of_manifest_key(at);
         if !named.is_some_and(|n| n.eq_ignore_ascii_case(self.sha.short())) {
@@ -460,8 +466,8 @@ mod tests {
     fn manifest() -> Manifest {
         let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
         let taken = Taken {
-            key: BackupName::new(&sha(), at).data_key(),
-            dump_bytes: 1000,
+            key: BackupName::new(&sha(), at).data_key(Codec::Gzip),
+            dump_bytes: Some(1000),
             size: 300,
             sha256: "9f".repeat(32),
             tables: Default::default(),

@@ -1,5 +1,6 @@
-//! The streaming backup: `pg_dump` → gzip → store, with nothing held whole in memory or on disk,
-//! then verified by reading the stored object back. Restore streams the other way.
+//! The streaming backup: `pg_dump` → compress → store, with nothing held whole in memory or on
+//! disk, then verified by reading the stored object back. Restore streams the other way. Over
+//! SSH, compression and decompression happen on the target when it has the codec's tool.
 
 pub use crate::model::human_bytes;
 use std::collections::BTreeMap;
@@ -7,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use async_compression::tokio::bufread::{GzipDecoder, GzipEncoder};
-use async_compression::Level;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::io::InspectReader;
 
-use super::{Manifest, MetaGuard};
+use super::meta_filter::Checker;
+use super::{Codec, Manifest, MetaGuard};
+use crate::config::Compression;
 use crate::db::{DumpTables, Postgres, RowSum};
 use crate::exec::Tail;
 use crate::store::Store;
@@ -71,12 +72,51 @@ fn progress(what: &'static str, m: &Arc<Mutex<Meter>>) -> tokio::task::JoinHandl
     })
 }
 
+/// How a backup is compressed, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packing {
+    pub codec: Codec,
+    pub level: u32,
+    /// On the target, by the codec's tool (else here, in this process).
+    pub on_target: bool,
+}
+
+impl Packing {
+    /// `wanted`, compressed on the target when commands run across a link and the target has
+    /// the codec's tool; a remote target without `zstd` compresses with `gzip` (which every
+    /// target has) rather than send the plain SQL across the link.
+    pub async fn choose(exec: &dyn crate::exec::Executor, wanted: Compression) -> Result<Packing> {
+        let here = Packing { codec: wanted.codec, level: wanted.level(), on_target: false };
+        if !exec.remote() {
+            return Ok(here);
+        }
+        if wanted.codec.on_target(exec).await? {
+            return Ok(Packing { on_target: true, ..here });
+        }
+        if Codec::Gzip.on_target(exec).await? {
+            tracing::warn!(
+                "the target has no {} tool: compressing with gzip there instead (install {} on the target for faster backups)",
+                wanted.codec,
+                wanted.codec
+            );
+            return Ok(Packing { codec: Codec::Gzip, level: Codec::Gzip.default_level(), on_target: true });
+        }
+        tracing::warn!("the target has neither {} nor gzip: the dump crosses the link uncompressed", wanted.codec);
+        Ok(here)
+    }
+
+    pub fn describe(&self) -> String {
+        let at = if self.on_target { "on the target" } else { "here" };
+        format!("{} -{} {at}", self.codec, self.level)
+    }
+}
+
 /// A stored, not yet verified, backup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Taken {
     pub key: String,
-    /// Plain SQL bytes pg_dump wrote.
-    pub dump_bytes: u64,
+    /// Plain SQL bytes pg_dump wrote; known once read back when the target compressed them.
+    pub dump_bytes: Option<u64>,
     /// Compressed bytes stored.
     pub size: u64,
     pub sha256: String,
@@ -84,18 +124,26 @@ pub struct Taken {
     pub tables: BTreeMap<String, RowSum>,
 }
 
-/// Streams a dump of the live database into `key`. Fails (and deletes what it stored) unless
-/// pg_dump exited 0 and wrote its completion trailer.
-pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Result<Taken> {
+/// Streams a dump of the live database into `key` (whose suffix names `packing.codec`). Fails
+/// (and deletes what it stored) unless pg_dump exited 0 and — when the plain SQL passes here —
+/// wrote its completion trailer ([`verify`] checks the trailer when it did not).
+pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing) -> Result<Taken> {
+    if Codec::of_key(key) != Some(packing.codec) {
+        bail!("{key} does not name a {} backup", packing.codec);
+    }
     let (mut dump_w, dump_r) = tokio::io::duplex(BUF);
     let raw = Meter::shared();
-    let gz = Meter::shared();
-    let encoder =
-        GzipEncoder::with_quality(BufReader::with_capacity(BUF, metered(dump_r, &raw)), Level::Precise(level as i32));
-    let body = metered(encoder, &gz);
-    let ticker = progress("backup", &raw);
+    let packed = Meter::shared();
+    let (cmd, body, ticker) = if packing.on_target {
+        let cmd = db.dump_cmd_packed(packing.codec.name(), &packing.codec.compress_sh(packing.level));
+        let body: super::codec::Reader = Box::pin(metered(dump_r, &packed));
+        (cmd, body, progress("backup (compressed bytes)", &packed))
+    } else {
+        let encoder = packing.codec.encoder(metered(dump_r, &raw), packing.level);
+        (db.dump_cmd(), Box::pin(metered(encoder, &packed)) as super::codec::Reader, progress("backup", &raw))
+    };
     let dump = async move {
-        let r = db.executor().run(&db.dump_cmd(), None, &mut dump_w).await;
+        let r = db.executor().run(&cmd, None, &mut dump_w).await;
         let _ = dump_w.shutdown().await;
         r
     };
@@ -112,18 +160,18 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
         let stored = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
         exit.context("pg_dump could not be run to the end")?.check("pg_dump")?;
         let raw = raw.lock().expect("meter");
-        if !raw.has_trailer() {
+        if !packing.on_target && !raw.has_trailer() {
             bail!("pg_dump exited 0 but the dump lacks its completion trailer ({TRAILER:?}): it is incomplete");
         }
-        let gz = gz.lock().expect("meter");
-        if stored != gz.bytes {
-            bail!("the store took {stored} bytes of {}", gz.bytes);
+        let packed = packed.lock().expect("meter");
+        if stored != packed.bytes {
+            bail!("the store took {stored} bytes of {}", packed.bytes);
         }
         Ok(Taken {
             key: key.to_string(),
-            dump_bytes: raw.bytes,
-            size: gz.bytes,
-            sha256: gz.sha256(),
+            dump_bytes: (!packing.on_target).then_some(raw.bytes),
+            size: packed.bytes,
+            sha256: packed.sha256(),
             tables: BTreeMap::new(),
         })
     })();
@@ -136,10 +184,13 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Re
 }
 
 /// [`take`], then [`verify`]; a backup that does not verify is deleted.
-pub async fn take_verified(db: &Postgres, store: &dyn Store, key: &str, level: u32) -> Result<Taken> {
-    let mut taken = take(db, store, key, level).await?;
-    match verify(store, &taken).await {
-        Ok(tables) => taken.tables = tables,
+pub async fn take_verified(db: &Postgres, store: &dyn Store, key: &str, packing: Packing) -> Result<Taken> {
+    let mut taken = take(db, store, key, packing).await?;
+    match read_back(store, &taken).await {
+        Ok((tables, dump_bytes)) => {
+            taken.tables = tables;
+            taken.dump_bytes = Some(dump_bytes);
+        }
         Err(e) => {
             let _ = store.delete(key).await;
             return Err(e.context("the backup did not verify and was deleted"));
@@ -149,7 +200,7 @@ pub async fn take_verified(db: &Postgres, store: &dyn Store, key: &str, level: u
 }
 
 /// Copies the verified backup `taken` from `from` into `to`, then reads the copy back whole
-/// (size, sha256, gunzip length, trailer); a copy that does not verify is deleted.
+/// (size and sha256); a copy that does not verify is deleted.
 pub async fn copy_verified(from: &dyn Store, to: &dyn Store, taken: &Taken) -> Result<()> {
     let mut object =
         from.get(&taken.key).await.with_context(|| format!("cannot read {}", from.location(&taken.key)))?;
@@ -167,15 +218,16 @@ pub async fn copy_verified(from: &dyn Store, to: &dyn Store, taken: &Taken) -> R
     copied.with_context(|| format!("copying {} to {}", taken.key, to.describe()))
 }
 
-/// Reads the stored backup back whole: same size and sha256, gunzips to the same number of
-/// bytes, ends with pg_dump's trailer. Returns each table's row sums, read on the way.
+/// Reads the stored backup back whole: same size and sha256, decompresses to the same number
+/// of bytes, ends with pg_dump's trailer, holds no psql meta-command outside COPY data. Returns
+/// each table's row sums, read on the way.
 pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<BTreeMap<String, RowSum>> {
-    read_back(store, taken).await
+    read_back(store, taken).await.map(|(tables, _)| tables)
 }
 
 /// The stored object has the verified backup's length and sha256: the same bytes [`verify`]
-/// gunzipped and checked when the backup was taken, so it needs no gunzip again (a restore
-/// reads at hashing speed before psql sees a byte, not at gunzip speed).
+/// decompressed and checked when the backup was taken, so it needs no decompression again (a
+/// restore reads at hashing speed before psql sees a byte).
 async fn same_object(store: &dyn Store, taken: &Taken) -> Result<()> {
     let gz = Meter::shared();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
@@ -201,78 +253,104 @@ fn stored_as_taken(gz: &Meter, taken: &Taken) -> Result<()> {
     Ok(())
 }
 
-/// [`verify`]'s read-back: the whole object gunzipped, each table's rows summed on the way.
-async fn read_back(store: &dyn Store, taken: &Taken) -> Result<BTreeMap<String, RowSum>> {
-    let gz = Meter::shared();
+/// [`verify`]'s read-back: the whole object decompressed, each table's rows summed and the SQL
+/// checked for meta-commands on the way. Returns the sums and the plain SQL's length.
+async fn read_back(store: &dyn Store, taken: &Taken) -> Result<(BTreeMap<String, RowSum>, u64)> {
+    let codec = Codec::of_key(&taken.key).with_context(|| format!("{} does not name a backup", taken.key))?;
+    let packed = Meter::shared();
     let raw = Meter::shared();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
-    let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
-    decoder.multiple_members(true);
-    let mut plain = metered(decoder, &raw);
-    // The row sums run on their own thread, fed copies of the plain SQL through a bounded
-    // channel: beside gunzip rather than after it, so on two cores they add (almost) no time.
+    let mut plain = metered(codec.decoder(metered(object, &packed)), &raw);
+    // The row sums and the meta-command check run on their own thread, fed copies of the plain
+    // SQL through a bounded channel: beside decompression, not after it.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let sums = std::thread::spawn(move || {
+    let sums = std::thread::spawn(move || -> std::io::Result<_> {
         let mut tables = DumpTables::default();
+        let mut checker = Checker::default();
+        let mut passed = Vec::new();
         while let Some(chunk) = rx.blocking_recv() {
             tables.feed(&chunk);
+            passed.clear();
+            checker.feed(&chunk, &mut passed)?;
         }
-        tables.tables
+        checker.finish(&mut passed)?;
+        Ok(tables.tables)
     });
     let mut buf = vec![0u8; BUF];
     loop {
-        let n = plain.read(&mut buf).await.with_context(|| format!("{} does not gunzip", taken.key))?;
+        let n = plain.read(&mut buf).await.with_context(|| format!("{} does not decompress ({codec})", taken.key))?;
         if n == 0 {
             break;
         }
         if tx.send(buf[..n].to_vec()).await.is_err() {
-            bail!("the row sums of {} stopped", taken.key);
+            break; // the checker refused: its error is below
         }
     }
     drop(tx);
-    let gz = gz.lock().expect("meter");
+    let tables = sums.join().map_err(|_| anyhow::anyhow!("the row sums of {} panicked", taken.key))?;
+    let tables = tables.with_context(|| format!("{} is not a plain pg_dump", taken.key))?;
+    let packed = packed.lock().expect("meter");
     let raw = raw.lock().expect("meter");
-    stored_as_taken(&gz, taken)?;
-    if raw.bytes != taken.dump_bytes || !raw.has_trailer() {
-        bail!("{} gunzips to {} bytes (expected {}) or lacks the dump trailer", taken.key, raw.bytes, taken.dump_bytes);
+    stored_as_taken(&packed, taken)?;
+    if taken.dump_bytes.is_some_and(|d| d != raw.bytes) || !raw.has_trailer() {
+        bail!(
+            "{} decompresses to {} bytes (expected {}) or lacks the dump trailer",
+            taken.key,
+            raw.bytes,
+            taken.dump_bytes.map_or("as many as pg_dump wrote".into(), |d| d.to_string())
+        );
     }
-    sums.join().map_err(|_| anyhow::anyhow!("the row sums of {} panicked", taken.key))
+    Ok((tables, raw.bytes))
 }
 
 /// Streams the backup of `manifest` into database `into` (which must be a fresh scratch
-/// database). The object is first read back whole and checked against the manifest: psql runs
-/// whatever it is fed, and plain SQL alone can run programs on the server (`COPY … TO PROGRAM`
-/// as a superuser), so nothing unverified reaches it, not even a scratch database. The bytes
-/// streamed are checked again against the manifest afterwards.
+/// database). psql runs whatever it is fed, and plain SQL alone can run programs on the server
+/// (`COPY … TO PROGRAM` as a superuser), so nothing unverified reaches it, not even a scratch
+/// database: the object is first read back whole and checked against the manifest. When the
+/// target decompresses (over SSH, with the codec's tool there), that first read also
+/// decompresses it here and refuses psql meta-commands, since psql's input is then never seen
+/// here; otherwise meta-commands are refused in the stream, before psql reads them. The bytes
+/// streamed are checked again against the manifest afterwards. Returns the plain SQL's length.
 pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifest, into: &str) -> Result<u64> {
     if !manifest.verified {
         bail!("backup {} was never verified; refusing to restore it", manifest.key);
     }
-    same_object(store, &manifest.taken())
-        .await
-        .with_context(|| format!("{} is not the verified backup; nothing was restored", manifest.key))?;
-    let gz = Meter::shared();
+    let codec = Codec::of_key(&manifest.key).with_context(|| format!("{} does not name a backup", manifest.key))?;
+    let exec = db.executor().as_ref();
+    let unpack_there = exec.remote() && codec.on_target(exec).await?;
+    let not_verified = || format!("{} is not the verified backup; nothing was restored", manifest.key);
+    if unpack_there {
+        read_back(store, &manifest.taken()).await.with_context(not_verified)?;
+    } else {
+        same_object(store, &manifest.taken()).await.with_context(not_verified)?;
+    }
+    let packed = Meter::shared();
     let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
-    let mut decoder = GzipDecoder::new(BufReader::with_capacity(BUF, metered(object, &gz)));
-    decoder.multiple_members(true);
-    let sql = Meter::shared();
-    // The checksum proves the object is the one the manifest names, not that whoever wrote both
-    // meant well: psql meta-commands are refused before psql reads them.
-    let mut plain = MetaGuard::new(metered(decoder, &sql));
-    let ticker = progress("restore", &sql);
-    let restored = db.restore_into(into, &mut plain).await;
-    ticker.abort();
-    let report = restored.with_context(|| format!("restoring {} into {into} failed", manifest.key))?;
-    let gz = gz.lock().expect("meter");
-    if gz.bytes != manifest.size || gz.sha256() != manifest.sha256 {
+    let restored = if unpack_there {
+        let mut stream = metered(object, &packed);
+        let ticker = progress("restore (compressed bytes)", &packed);
+        let r = db.restore_packed_into(into, codec, &mut stream).await;
+        ticker.abort();
+        r
+    } else {
+        let sql = Meter::shared();
+        let mut plain = MetaGuard::new(metered(codec.decoder(metered(object, &packed)), &sql));
+        let ticker = progress("restore", &sql);
+        let r = db.restore_into(into, &mut plain).await;
+        ticker.abort();
+        r
+    };
+    restored.with_context(|| format!("restoring {} into {into} failed", manifest.key))?;
+    let packed = packed.lock().expect("meter");
+    if packed.bytes != manifest.size || packed.sha256() != manifest.sha256 {
         bail!(
             "{} is not the verified backup: read {} bytes sha256 {}, manifest says {} bytes sha256 {}",
             manifest.key,
-            gz.bytes,
-            gz.sha256(),
+            packed.bytes,
+            packed.sha256(),
             manifest.size,
             manifest.sha256
         );
     }
-    Ok(report.sql_bytes)
+    Ok(manifest.dump_bytes)
 }

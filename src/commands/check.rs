@@ -69,6 +69,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
             Err(e) => Err(e),
         },
     );
+    add("compression", compression_line(w).await);
     add("store", store_line(w, w.store.as_ref()).await);
     if let Some(copy) = &w.copy {
         add("offsite copy", store_line(w, copy.as_ref()).await);
@@ -194,4 +195,17 @@ pub fn render(lines: &[CheckLine]) -> String {
         format!("{failed} part(s) need attention; nothing was changed\n")
     });
     out
+}
+
+/// Where a backup will be compressed, and with what (the target's `zstd` / `gzip`).
+async fn compression_line(w: &World) -> Result<String> {
+    let wanted = w.config.backup.compression;
+    let p = crate::backup::Packing::choose(w.exec.as_ref(), wanted).await?;
+    let mut line = format!("backups compressed with {}", p.describe());
+    if p.codec != wanted.codec {
+        line.push_str(&format!(" (the target has no {}: install it for faster backups)", wanted.codec));
+    } else if w.exec.remote() && !p.on_target {
+        line.push_str(" (the target has no compressor: the dump crosses the link uncompressed)");
+    }
+    Ok(line)
 }

@@ -82,7 +82,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("backup.sse_kms_key_id", Kind::Str),
     ("backup.keep", Kind::Int),
     ("backup.max_age", Kind::Str),
-    ("backup.compression", Kind::Int),
+    ("backup.compression", Kind::Str),
     ("rollback.strategy", Kind::Str),
     ("rollback.additive", Kind::Str),
     ("rollback.destructive", Kind::Str),

@@ -343,9 +343,66 @@ pub struct Backup {
     pub keep: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub max_age: Option<Duration>,
-    /// gzip level 1-9.
-    #[serde(default = "default_compression")]
-    pub compression: u32,
+    /// `zstd` (default) or `gzip`, optionally with a level (`zstd:5`, `gzip:9`); a bare number
+    /// is a gzip level (the older form).
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// A backup's codec and level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compression {
+    pub codec: crate::backup::Codec,
+    /// None: the codec's default.
+    pub level: Option<u32>,
+}
+
+impl Compression {
+    pub fn level(&self) -> u32 {
+        self.level.unwrap_or(self.codec.default_level())
+    }
+
+    pub fn parse(s: &str) -> Result<Compression, String> {
+        use crate::backup::Codec;
+        let s = s.trim();
+        let bad = || format!("{s:?}: expected zstd, gzip, zstd:LEVEL or gzip:LEVEL");
+        if let Ok(n) = s.parse::<u32>() {
+            return Ok(Compression { codec: Codec::Gzip, level: Some(n) });
+        }
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (n, Some(l.trim().parse::<u32>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let codec = Codec::ALL.into_iter().find(|c| c.name() == name.trim()).ok_or_else(bad)?;
+        Ok(Compression { codec, level })
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.codec, self.level())
+    }
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u32),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Compression { codec: crate::backup::Codec::Gzip, level: Some(n) }),
+            Raw::S(s) => Compression::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for Compression {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
 }
 
 /// Byte sizes written as a number of bytes or with a unit (`8MiB`, `16 MB`).
@@ -469,9 +526,6 @@ fn default_lock_warn() -> Duration {
 
 fn default_migration_timeout() -> Duration {
     Duration::from_secs(600)
-}
-fn default_compression() -> u32 {
-    6
 }
 fn default_part_size() -> u64 {
     8 << 20

@@ -279,8 +279,10 @@ impl Config {
         if b.max_age.is_some_and(|a| a.is_zero()) {
             bail!("backup.max_age: must be more than 0");
         }
-        if !(1..=9).contains(&b.compression) {
-            bail!("backup.compression: {} is not a gzip level (1 to 9)", b.compression);
+        let (codec, level) = (b.compression.codec, b.compression.level());
+        if !codec.levels().contains(&level) {
+            let (lo, hi) = (codec.levels().start().to_owned(), codec.levels().end().to_owned());
+            bail!("backup.compression: {level} is not a {codec} level ({lo} to {hi})");
         }
         if b.keep == Some(0) {
             bail!("backup.keep: must be at least 1 (the newest verified backup is always kept)");

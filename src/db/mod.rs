@@ -136,6 +136,21 @@ impl Postgres {
         self.with_conn("pg_dump", line)
     }
 
+    /// `pg_dump` compressed on the target by the shell filter `compress` (labelled `label`):
+    /// the link carries compressed bytes. Fails when either fails.
+    pub fn dump_cmd_packed(&self, label: &str, compress: &str) -> Cmd {
+        let dump = self.dump_cmd();
+        let script = exec::pipeline(("pg_dump", &dump.script), (label, compress));
+        Cmd { label: format!("pg_dump | {label}"), script, ..dump }
+    }
+
+    /// [`Self::restore_cmd`] fed through the shell filter `decompress` on the target.
+    pub fn restore_cmd_packed(&self, db: &str, label: &str, decompress: &str) -> Cmd {
+        let restore = self.restore_cmd(db);
+        let script = exec::pipeline((label, decompress), ("psql", &restore.script));
+        Cmd { label: format!("{label} | psql restore"), script, ..restore }
+    }
+
     /// `psql` on `db` that runs the SQL on its stdin and prints tuples only, unaligned: every
     /// query deploy-guard makes.
     pub fn query_cmd(&self, db: &str) -> Cmd {

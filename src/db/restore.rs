@@ -12,6 +12,7 @@ use crate::model::{DbNames, Sha};
 /// What a restore into scratch did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RestoreReport {
+    /// Bytes fed to the restore (compressed ones when the target decompresses).
     pub sql_bytes: u64,
 }
 
@@ -49,7 +50,25 @@ impl Postgres {
 
     /// Streams plain SQL into `db` in one transaction, stopping at the first error.
     pub async fn restore_into(&self, db: &str, sql: &mut (dyn AsyncRead + Unpin + Send)) -> Result<RestoreReport> {
-        let cmd = self.restore_cmd(db);
+        self.restore_cmd_into(self.restore_cmd(db), db, sql).await
+    }
+
+    /// Streams compressed SQL into `db`, decompressed on the target by `codec`'s tool.
+    pub async fn restore_packed_into(
+        &self,
+        db: &str,
+        codec: crate::backup::Codec,
+        packed: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<RestoreReport> {
+        self.restore_cmd_into(self.restore_cmd_packed(db, codec.name(), codec.decompress_sh()), db, packed).await
+    }
+
+    async fn restore_cmd_into(
+        &self,
+        cmd: crate::exec::Cmd,
+        db: &str,
+        sql: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<RestoreReport> {
         let mut counted = crate::exec::CountingReader { inner: sql, n: 0 };
         let mut sink = tokio::io::sink();
         let exit = self.executor().run(&cmd, Some(&mut counted), &mut sink).await?;

@@ -124,6 +124,11 @@ pub trait Executor: Send + Sync {
 
     /// Where commands run, for messages ("this machine", "deploy@vps:22").
     fn describe(&self) -> String;
+
+    /// Across a link (SSH): streams are worth compressing on the far side.
+    fn remote(&self) -> bool {
+        false
+    }
 }
 
 /// What a captured command printed.
@@ -161,6 +166,23 @@ pub fn quote(s: &str) -> String {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `first | second` as a script that fails when either fails (a plain pipe reports only the
+/// second's status: `pg_dump | gzip` turns a failed dump into a valid, short `.gz`). Each part
+/// is shell text; the failing part's label and status go to stderr. Works in any POSIX `sh`.
+pub fn pipeline(first: (&str, &str), second: (&str, &str)) -> String {
+    let strip = |s: &str| s.strip_prefix("exec ").unwrap_or(s).to_string();
+    let ((l1, s1), (l2, s2)) = ((first.0, strip(first.1)), (second.0, strip(second.1)));
+    // The first part's status comes out on fd 3 (the substitution); the second's is the
+    // substitution's own status; the second's stdout goes to the script's stdout through fd 4.
+    format!(
+        "exec 4>&1; s1=$( {{ {{ {s1}; echo $? >&3; }} | {s2} >&4; }} 3>&1 ); s2=$?; \
+         [ \"$s1\" = 0 ] || {{ echo {q1} \"failed (exit ${{s1:-?}})\" >&2; exit 1; }}; \
+         [ \"$s2\" = 0 ] || {{ echo {q2} \"failed (exit $s2)\" >&2; exit 1; }}",
+        q1 = quote(l1),
+        q2 = quote(l2)
+    )
 }
 
 /// Replaces `{name}` placeholders with quoted values, in one pass over the template: a value is

@@ -499,6 +499,10 @@ impl Executor for Ssh {
         }
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         self.endpoint.describe()
     }

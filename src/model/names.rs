@@ -6,13 +6,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Sha;
+use crate::backup::Codec;
 
-const DATA_SUFFIX: &str = ".sql.gz";
 const MANIFEST_SUFFIX: &str = ".manifest.json";
 const REPLAY_SUFFIX: &str = ".lost-writes.sql";
 
 /// A backup's name: `{yyyymm}/{yyyymmdd}_{hhmmss}_pre-deploy-{sha7}`, with the data beside its
-/// manifest (`….sql.gz`, `….manifest.json`).
+/// manifest (`….sql.zst` or `….sql.gz`, `….manifest.json`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupName {
     stem: String,
@@ -25,8 +25,9 @@ impl BackupName {
 
     /// The name of a data or manifest key (or a bare stem).
     pub fn from_key(key: &str) -> BackupName {
+        let data = Codec::ALL.map(Codec::suffix);
         let stem =
-            [DATA_SUFFIX, MANIFEST_SUFFIX, REPLAY_SUFFIX].iter().find_map(|s| key.strip_suffix(s)).unwrap_or(key);
+            data.iter().chain(&[MANIFEST_SUFFIX, REPLAY_SUFFIX]).find_map(|s| key.strip_suffix(s)).unwrap_or(key);
         BackupName { stem: stem.to_string() }
     }
 
@@ -43,8 +44,9 @@ impl BackupName {
         &self.stem
     }
 
-    pub fn data_key(&self) -> String {
-        format!("{}{DATA_SUFFIX}", self.stem)
+    /// The data key of a backup compressed with `codec`.
+    pub fn data_key(&self, codec: Codec) -> String {
+        format!("{}{}", self.stem, codec.suffix())
     }
 
     pub fn manifest_key(&self) -> String {
@@ -140,10 +142,12 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
         let n = BackupName::new(&sha(), at);
         assert_eq!(n.stem(), "202605/20260510_150000_pre-deploy-abc1234");
-        assert_eq!(n.data_key(), "202605/20260510_150000_pre-deploy-abc1234.sql.gz");
+        assert_eq!(n.data_key(Codec::Gzip), "202605/20260510_150000_pre-deploy-abc1234.sql.gz");
+        assert_eq!(n.data_key(Codec::Zstd), "202605/20260510_150000_pre-deploy-abc1234.sql.zst");
         assert_eq!(n.manifest_key(), "202605/20260510_150000_pre-deploy-abc1234.manifest.json");
         assert_eq!(BackupName::from_key(&n.manifest_key()), n);
-        assert_eq!(BackupName::from_key(&n.data_key()), n);
+        assert_eq!(BackupName::from_key(&n.data_key(Codec::Gzip)), n);
+        assert_eq!(BackupName::from_key(&n.data_key(Codec::Zstd)), n);
         assert_eq!(BackupName::sha7_of_manifest_key(&n.manifest_key()), Some("abc1234"));
     }
 

@@ -67,7 +67,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             md,
             "| verified | {} |\n",
-            if b.verified { "yes: read back whole, gunzipped, trailer present" } else { "NO" }
+            if b.verified { "yes: read back whole, decompressed, trailer present" } else { "NO" }
         );
     }
     migrations(&mut md, r);

@@ -185,3 +185,38 @@ impl SshdExt for Sshd {
         deploy_guard::exec::ssh::Credentials { key: self.client_key.clone(), passphrase: None }
     }
 }
+
+/// A backup's data file (`.sql.zst` or `.sql.gz`, whichever codec took it).
+pub fn is_backup_data(name: &str) -> bool {
+    deploy_guard::backup::Codec::of_key(name).is_some()
+}
+
+fn codec_run<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
+    // On a thread of its own: callable from inside a tokio test.
+    std::thread::scope(|s| {
+        s.spawn(|| tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)).join().unwrap()
+    })
+}
+
+/// `plain` compressed with the codec the backup file `path` is named for.
+pub fn pack(path: &std::path::Path, plain: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let codec = deploy_guard::backup::Codec::of_key(&path.to_string_lossy()).expect("a backup file");
+    codec_run(async move {
+        let mut out = Vec::new();
+        codec.encoder(plain, codec.default_level()).read_to_end(&mut out).await.unwrap();
+        out
+    })
+}
+
+/// The plain SQL of the backup file `path`.
+pub fn unpack(path: &std::path::Path) -> String {
+    use tokio::io::AsyncReadExt;
+    let codec = deploy_guard::backup::Codec::of_key(&path.to_string_lossy()).expect("a backup file");
+    let packed = std::fs::read(path).unwrap();
+    codec_run(async move {
+        let mut out = String::new();
+        codec.decoder(&packed[..]).read_to_string(&mut out).await.unwrap();
+        out
+    })
+}

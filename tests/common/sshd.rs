@@ -39,7 +39,16 @@ impl Sshd {
     /// this process, as on a real remote host. Read it with [`Sshd::target_command`].
     pub fn with_private_dir(dir: &Path) -> Result<Sshd> {
         std::fs::create_dir_all(dir)?;
-        Sshd::start_inner(None, Some(dir))
+        let dir = deploy_guard::exec::quote(&dir.to_string_lossy());
+        Sshd::start_inner(None, Some(format!("mount -t tmpfs tmpfs {dir}")))
+    }
+
+    /// A server on a target that lacks the programs at `paths`: each is covered by `/dev/null`
+    /// in the server's own mount namespace, so running it fails there as on a host without it.
+    pub fn without(paths: &[&str]) -> Result<Sshd> {
+        let mounts: Vec<String> =
+            paths.iter().map(|p| format!("mount --bind /dev/null {}", deploy_guard::exec::quote(p))).collect();
+        Sshd::start_inner(None, Some(mounts.join(" && ")))
     }
 
     /// A command run in the server's mount namespace (what the target's own shell sees).
@@ -58,7 +67,8 @@ impl Sshd {
         Sshd::start_inner(host_key, None)
     }
 
-    fn start_inner(host_key: Option<&Path>, private_dir: Option<&Path>) -> Result<Sshd> {
+    /// `mounts`: shell commands run in a mount namespace of the server's own before it starts.
+    fn start_inner(host_key: Option<&Path>, mounts: Option<String>) -> Result<Sshd> {
         if !Path::new("/usr/sbin/sshd").exists() {
             bail!("/usr/sbin/sshd is missing: apt-get install openssh-server (scripts/setup does)");
         }
@@ -86,14 +96,14 @@ impl Sshd {
             p("authorized_keys").display()
         );
         std::fs::write(p("sshd_config"), config)?;
-        let mut command = match private_dir {
+        let mut command = match mounts {
             None => Command::new("/usr/sbin/sshd"),
-            Some(d) => {
+            Some(mounts) => {
                 // unshare execs the shell, which execs sshd: the child's pid is sshd's.
                 let mut c = Command::new("unshare");
-                c.args(["-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs \"$0\" && exec \"$@\""])
-                    .arg(d)
-                    .arg("/usr/sbin/sshd");
+                c.args(["-m", "--propagation", "private", "sh", "-c"])
+                    .arg(format!("{mounts} && exec \"$@\""))
+                    .args(["sh", "/usr/sbin/sshd"]);
                 c
             }
         };

@@ -285,7 +285,7 @@ migrations:
                         if p.is_dir() {
                             count(&p)
                         } else {
-                            usize::from(p.to_string_lossy().ends_with(".sql.gz"))
+                            usize::from(super::is_backup_data(&p.to_string_lossy()))
                         }
                     })
                     .sum()

@@ -2,7 +2,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
-use crate::backup::{self, Manifest};
+use crate::backup::{self, Manifest, Packing};
 use crate::exec::Cmd;
 use crate::model::{human_bytes, BackupName};
 
@@ -11,9 +11,12 @@ pub struct Backup;
 #[async_trait]
 impl StepSpec for Backup {
     fn what(&self, run: &Run) -> String {
+        let codec = run.w.config.backup.compression.codec;
+        let at =
+            if run.w.db.executor().remote() { format!(" (on the target when it has {codec})") } else { String::new() };
         let mut what = format!(
-            "stream pg_dump → gzip → {} (…time of the run), then read it back whole to verify",
-            run.w.store.location(&BackupName::new(&run.sha, run.started_at).data_key()),
+            "stream pg_dump → {codec}{at} → {} (…time of the run), then read it back whole to verify",
+            run.w.store.location(&BackupName::new(&run.sha, run.started_at).data_key(codec)),
         );
         if let Some(copy) = &run.w.copy {
             what.push_str(&format!("; copy it to {} and verify the copy", copy.describe()));
@@ -27,14 +30,16 @@ impl StepSpec for Backup {
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
-        let key = BackupName::new(&run.sha, run.started_at).data_key();
+        let packing = Packing::choose(w.db.executor().as_ref(), w.config.backup.compression).await?;
+        let key = BackupName::new(&run.sha, run.started_at).data_key(packing.codec);
         // Before the dump: every write after this shows in the counters (damage, lost writes).
         let stats = w.db.table_stats(&w.db.name).await?;
-        let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, w.config.backup.compression).await?;
+        let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, packing).await?;
         let detail = format!(
-            "{} ({} of SQL), sha256 {}, verified",
+            "{} ({} of SQL, {}), sha256 {}, verified",
             human_bytes(taken.size),
-            human_bytes(taken.dump_bytes),
+            human_bytes(taken.dump_bytes.unwrap_or_default()),
+            packing.describe(),
             &taken.sha256[..16]
         );
         let mut m = Manifest::verified(&w.config.project, &run.sha, &w.db.name, run.started_at, taken);

@@ -2,8 +2,8 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use super::{psql_line, Done, Run, StepSpec};
-use crate::backup;
-use crate::exec::Cmd;
+use crate::backup::{self, Codec};
+use crate::exec::{self, Cmd};
 use crate::model::human_bytes;
 
 /// The safe path's first half: the verified backup into a fresh scratch database.
@@ -78,9 +78,16 @@ impl StepSpec for Restore {
 pub fn manual(run: &Run) -> Vec<String> {
     let db = &run.w.db;
     let Ok(n) = run.db_names() else { return Vec::new() };
+    // The backup's own codec when it is known, else the one a backup would be taken with now.
+    let key = run.manifest.as_ref().map(|m| m.key.as_str());
+    let codec = key.and_then(Codec::of_key).unwrap_or(run.w.config.backup.compression.codec);
+    let file = match key {
+        Some(k) => exec::quote(k.rsplit('/').next().unwrap_or(k)),
+        None => format!("BACKUP{}", codec.suffix()),
+    };
     vec![
         psql_line(run, &db.maintenance_db, &format!("CREATE DATABASE \"{}\" TEMPLATE template0;", n.scratch)),
-        format!("gunzip -c BACKUP.sql.gz | {}", db.restore_cmd(&n.scratch).shell_text()),
+        format!("{} < {file} | {}", codec.decompress_sh(), db.restore_cmd(&n.scratch).shell_text()),
         "# check the restored database, then swap it in:".into(),
         psql_line(
             run,
