@@ -20,6 +20,10 @@ fn ssh_env(sshd: &Sshd) -> Vec<(&'static str, &str)> {
 /// backups in a directory on this machine (`store_on: runner`), so every byte of a backup or a
 /// restore crosses the link once.
 fn app_over(name: &str, sshd: &Sshd, port: u16, store: &std::path::Path) -> App {
+    app_over_with(name, sshd, port, store, "runner")
+}
+
+fn app_over_with(name: &str, sshd: &Sshd, port: u16, store: &std::path::Path, store_on: &str) -> App {
     let app = App::new(name, &[]);
     let target = sshd
         .target_yaml()
@@ -27,7 +31,7 @@ fn app_over(name: &str, sshd: &Sshd, port: u16, store: &std::path::Path) -> App 
         .replace(&format!("[127.0.0.1]:{} ", sshd.port), &format!("[127.0.0.1]:{port} "));
     app.edit_config(|t| {
         let start = t.find("backup:").expect("a backup section");
-        format!("{}backup:\n  store: \"file://{}\"\n  store_on: runner\n{target}", &t[..start], store.display())
+        format!("{}backup:\n  store: \"file://{}\"\n  store_on: {store_on}\n{target}", &t[..start], store.display())
     });
     app
 }
@@ -103,6 +107,57 @@ async fn over_ssh_the_link_carries_compressed_bytes_both_ways() {
     assert!(up < stored + (1 << 20), "{up} bytes went over the link for a {stored}-byte object");
     assert!(up * 4 < plain.len() as u64, "{up} bytes went over the link for {} of SQL", plain.len());
     assert_eq!(common::state(app.db()).await, before, "the restored data is the backup's");
+}
+
+#[tokio::test]
+async fn a_store_on_the_target_is_restored_in_place_and_a_changed_object_there_is_refused() {
+    let tmp = common::tempdir();
+    let disk = tmp.path().join("vps-disk");
+    let sshd = Sshd::with_private_dir(&disk).unwrap();
+    let relay = CountingRelay::start(sshd.port);
+    let store = disk.join("backups");
+    let app = app_over_with("zst_inplace", &sshd, relay.port, &store, "target");
+    fill(&app);
+    let before = common::state(app.db()).await;
+    let out = app.run_env(&["backup", "--sha", SHA, "--json"], &ssh_env(&sshd));
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let key = common::json(&out)["backup"]["key"].as_str().unwrap().to_string();
+    let object = store.join(&key);
+    let size: u64 =
+        String::from_utf8(sshd.target_command(&format!("wc -c < '{}'", object.display())).output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(size > 200_000, "{size}");
+
+    app.psql("DELETE FROM events WHERE id % 3 = 0;");
+    let (up0, down0) = relay.counts();
+    let out = app.run_env(&["restore", "--sha", &SHA[..7]], &ssh_env(&sshd));
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let (up1, down1) = relay.counts();
+    assert_eq!(common::state(app.db()).await, before, "the restored data is the backup's");
+    // The object never crossed the link: a few queries' worth of bytes each way.
+    assert!(
+        up1 - up0 < size / 2 && down1 - down0 < size / 2,
+        "{} up, {} down for a {size}-byte object",
+        up1 - up0,
+        down1 - down0
+    );
+
+    // Changed on the target after it was verified: refused before psql runs, nothing touched.
+    app.psql("INSERT INTO customers (name) VALUES ('written after the restore');");
+    let live = common::state(app.db()).await;
+    let flip = format!("printf 'X' | dd of='{}' bs=1 seek=1000 conv=notrunc 2>/dev/null", object.display());
+    assert!(sshd.target_command(&flip).status().unwrap().success());
+    let out = app.run_env(&["restore", "--sha", &SHA[..7]], &ssh_env(&sshd));
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("on the target is") && err.contains("the manifest says"), "{err}");
+    assert!(err.contains("is untouched"), "{err}");
+    assert_eq!(common::state(app.db()).await, live);
+    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
+    assert!(!common::cluster().database_exists(&scratch).unwrap(), "scratch left behind");
 }
 
 #[tokio::test]

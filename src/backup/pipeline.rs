@@ -319,6 +319,9 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     let exec = db.executor().as_ref();
     let unpack_there = exec.remote() && codec.on_target(exec).await?;
     let not_verified = || format!("{} is not the verified backup; nothing was restored", manifest.key);
+    if let Some(path) = store.path_on_target(&manifest.key).filter(|_| unpack_there) {
+        return restore_in_place(db, manifest, codec, &path, into).await.with_context(not_verified);
+    }
     if unpack_there {
         read_back(store, &manifest.taken()).await.with_context(not_verified)?;
     } else {
@@ -352,5 +355,40 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
             manifest.sha256
         );
     }
+    Ok(manifest.dump_bytes)
+}
+
+/// A restore from a store on the target itself: its length and sha256 are checked there against
+/// the manifest, then the target decompresses it straight into psql; nothing crosses the link.
+/// The content was decompressed and checked (trailer, meta-commands) when the backup was
+/// verified, and these are the same bytes; the hash is checked again after the restore.
+async fn restore_in_place(db: &Postgres, manifest: &Manifest, codec: Codec, path: &str, into: &str) -> Result<u64> {
+    let exec = db.executor().as_ref();
+    let digest = crate::exec::Cmd::new(
+        "hash the backup on the target",
+        format!("wc -c < {p} && sha256sum < {p}", p = crate::exec::quote(path)),
+    )
+    .timeout(db.stream_deadline());
+    let check = || async {
+        let out = crate::exec::run_ok(exec, &digest).await?;
+        let mut words = out.split_whitespace();
+        let size: Option<u64> = words.next().and_then(|w| w.parse().ok());
+        let sha = words.next().unwrap_or_default().to_ascii_lowercase();
+        if size != Some(manifest.size) || sha != manifest.sha256 {
+            bail!(
+                "{path} on the target is {} bytes sha256 {sha}, the manifest says {} bytes sha256 {}",
+                size.map_or("?".into(), |s| s.to_string()),
+                manifest.size,
+                manifest.sha256
+            );
+        }
+        Ok(())
+    };
+    check().await?;
+    let cmd =
+        db.restore_file_cmd(into, codec.name(), &format!("{} < {}", codec.decompress_sh(), crate::exec::quote(path)));
+    let exit = exec.run(&cmd, None, &mut tokio::io::sink()).await?;
+    exit.check(&format!("restoring {} into {into}", manifest.key))?;
+    check().await.context("the backup changed on the target while it was restored")?;
     Ok(manifest.dump_bytes)
 }

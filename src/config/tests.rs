@@ -27,7 +27,7 @@ fn a_minimal_config_gets_the_defaults() {
     assert_eq!(c.migrations.timeout, Duration::from_secs(600));
     assert_eq!(c.rollback.strategy, Strategy::Auto);
     assert_eq!(c.database.maintenance_db, "postgres");
-    assert_eq!(c.backup.compression.to_string(), "zstd:3");
+    assert_eq!(c.backup.compression.to_string(), "zstd:1");
 }
 
 #[test]

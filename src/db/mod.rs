@@ -54,6 +54,11 @@ impl Postgres {
         Postgres { exec, bin_dir, conn, name, maintenance_db, inside: None, stream_timeout: DEFAULT_STREAM_TIMEOUT }
     }
 
+    /// How long one dump or restore may take.
+    pub fn stream_deadline(&self) -> std::time::Duration {
+        self.stream_timeout
+    }
+
     /// Bounds every `pg_dump` and `psql` run (`database.stream_timeout`): generous, as a dump or
     /// a restore of a large database streams for hours, but finite.
     pub fn stream_timeout(mut self, t: std::time::Duration) -> Postgres {
@@ -144,10 +149,11 @@ impl Postgres {
         Cmd { label: format!("pg_dump | {label}"), script, ..dump }
     }
 
-    /// [`Self::restore_cmd`] fed through the shell filter `decompress` on the target.
-    pub fn restore_cmd_packed(&self, db: &str, label: &str, decompress: &str) -> Cmd {
+    /// [`Self::restore_cmd`] fed by `source`, a shell command on the target that writes the SQL
+    /// (a decompressor reading stdin or a file).
+    pub fn restore_file_cmd(&self, db: &str, label: &str, source: &str) -> Cmd {
         let restore = self.restore_cmd(db);
-        let script = exec::pipeline((label, decompress), ("psql", &restore.script));
+        let script = exec::pipeline((label, source), ("psql", &restore.script));
         Cmd { label: format!("{label} | psql restore"), script, ..restore }
     }
 

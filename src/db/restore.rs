@@ -60,7 +60,7 @@ impl Postgres {
         codec: crate::backup::Codec,
         packed: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<RestoreReport> {
-        self.restore_cmd_into(self.restore_cmd_packed(db, codec.name(), codec.decompress_sh()), db, packed).await
+        self.restore_cmd_into(self.restore_file_cmd(db, codec.name(), codec.decompress_sh()), db, packed).await
     }
 
     async fn restore_cmd_into(

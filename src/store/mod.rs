@@ -37,6 +37,11 @@ pub trait Store: Send + Sync {
     async fn free_space(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// The object's path on the target, when the store is a directory there: a restore then
+    /// decompresses it in place rather than bring it across the link and back.
+    fn path_on_target(&self, _key: &str) -> Option<String> {
+        None
+    }
     /// Where the store is, for messages ("file:///var/backups").
     fn describe(&self) -> String;
     /// Where one object is, for people ("s3://bucket/prefix/key").

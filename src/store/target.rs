@@ -178,6 +178,10 @@ impl Store for TargetDirStore {
         Ok(Some(kib * 1024))
     }
 
+    fn path_on_target(&self, key: &str) -> Option<String> {
+        self.path(key).ok()
+    }
+
     fn describe(&self) -> String {
         format!("file://{} on {}", self.root.display(), self.exec.describe())
     }
