@@ -44,6 +44,11 @@ fn runbook_gives_this_deployments_commands() {
         "## 7. Rehearsal log",
         "./migrate.sh down NEW_TAG",
         "./app.sh deploy PREVIOUS_TAG",
+        // The tool's dirty state: how to look at it and clear it.
+        "If the migration tool's own state is failed or dirty",
+        "./migrate.sh force VERSION",
+        // The manual restore decompresses with the codec backups are taken with.
+        "zstd -q -d -c < BACKUP.sql.zst | ",
         &format!("PGPORT={}", app.stage.port),
         // No deploy yet: a placeholder SHA, named as such.
         &format!("\"{}__restore_0000000\"", app.db()),

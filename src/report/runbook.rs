@@ -66,6 +66,18 @@ pub fn render(run: &Run) -> String {
     );
     md.push_str("## 1. Assess (2 minutes)\n\n");
     steps_block(&mut md, run, &[Step::Assess]);
+    if let Some(f) = &run.w.migrator.failed {
+        md.push_str(
+            "If the migration tool's own state is failed or dirty (a migration crashed half way), the revert is \
+             not trusted and the safe path runs; the next deploy is refused until it is cleared:\n\n```sh\n# look at it:\n",
+        );
+        for line in
+            f.inspect.iter().chain(std::iter::once(&"# once the schema has been checked:".to_string())).chain(&f.clear)
+        {
+            let _ = writeln!(md, "{line}");
+        }
+        md.push_str("```\n\n");
+    }
     md.push_str(
         "Find the failed deploy's SHA in the Actions run (or `backups`); `runbook --sha SHA` prints this page for \
          it. Compare the migration table with the backup's manifest (`migrations.rows`).\n\n## 2. Decide\n\n",
