@@ -441,10 +441,11 @@ deploy_round() {
     while read -r key val; do
         REC[$on:$key]+="$val "
     done < <(python3 - "$WORK/out/$k.json" <<'PY'
-import json, sys
+import json, re, sys
 from datetime import datetime
 r = json.load(open(sys.argv[1]))
-t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+# chrono writes nanoseconds; fromisoformat (before 3.11) takes at most microseconds.
+t = lambda s: datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", s.replace("Z", "+00:00")))
 steps = {}
 for e in r["steps"]:
     if e.get("finished_at"):
