@@ -242,11 +242,13 @@ say "database $DB: $DB_PRETTY ($DB_BYTES bytes), $PLAIN_BYTES bytes of plain SQL
 
 # --- deploy-guard's configs: the same target, the store on the runner or on the target ----------
 # The release deploy-guard deploys fails after changing the database: its migration creates a
-# table, records nothing and exits 1; no revert can be trusted (revert is `false`, and the schema
-# changed with no migration recorded), so the rollback takes the restore path.
+# table, deletes half of pgbench_tellers, records nothing and exits 1. A new table alone would be
+# kept (path `none`); deleted rows cannot be reverted (and revert is `false`), so the rollback
+# takes the restore path.
 P="'$PG_BIN/psql' -X -q -v ON_ERROR_STOP=1"
 cat >"$WORK/app/migrate.sh" <<EOF
 $P -c "CREATE TABLE half_done AS SELECT g AS id FROM generate_series(1, 1000) g;"
+$P -c "DELETE FROM pgbench_tellers WHERE tid % 2 = 0;"
 echo "the migration failed halfway" >&2
 exit 1
 EOF
