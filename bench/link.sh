@@ -245,7 +245,8 @@ say "database $DB: $DB_PRETTY ($DB_BYTES bytes), $PLAIN_BYTES bytes of plain SQL
 # table, deletes half of pgbench_tellers, records nothing and exits 1. A new table alone would be
 # kept (path `none`); deleted rows cannot be reverted (and revert is `false`), so the rollback
 # takes the restore path.
-P="'$PG_BIN/psql' -X -q -v ON_ERROR_STOP=1"
+# The migration runs on the target, where libpq's defaults reach no cluster: name this one.
+P="'$PG_BIN/psql' -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $PG_PORT -U postgres -d $DB"
 cat >"$WORK/app/migrate.sh" <<EOF
 $P -c "CREATE TABLE half_done AS SELECT g AS id FROM generate_series(1, 1000) g;"
 $P -c "DELETE FROM pgbench_tellers WHERE tid % 2 = 0;"

@@ -110,7 +110,7 @@ async fn over_ssh_the_link_carries_compressed_bytes_both_ways() {
 }
 
 #[tokio::test]
-async fn a_store_on_the_target_is_restored_in_place_and_a_changed_object_there_is_refused() {
+async fn a_store_on_the_target_is_written_and_restored_in_place_and_a_changed_object_there_is_refused() {
     let tmp = common::tempdir();
     let disk = tmp.path().join("vps-disk");
     let sshd = Sshd::with_private_dir(&disk).unwrap();
@@ -119,8 +119,10 @@ async fn a_store_on_the_target_is_restored_in_place_and_a_changed_object_there_i
     let app = app_over_with("zst_inplace", &sshd, relay.port, &store, "target");
     fill(&app);
     let before = common::state(app.db()).await;
+    let (up0, down0) = relay.counts();
     let out = app.run_env(&["backup", "--sha", SHA, "--json"], &ssh_env(&sshd));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let (up1, down1) = relay.counts();
     let key = common::json(&out)["backup"]["key"].as_str().unwrap().to_string();
     let object = store.join(&key);
     let size: u64 =
@@ -130,6 +132,10 @@ async fn a_store_on_the_target_is_restored_in_place_and_a_changed_object_there_i
             .parse()
             .unwrap();
     assert!(size > 200_000, "{size}");
+    // Dumped, compressed and written on the target; only the verifying read-back crossed.
+    let (up, down) = (up1 - up0, down1 - down0);
+    assert!(up < size / 2, "{up} bytes went up for a {size}-byte object written on the target");
+    assert!(down > size && down < size + size / 2, "{down} bytes came down for a {size}-byte object");
 
     app.psql("DELETE FROM events WHERE id % 3 = 0;");
     let (up0, down0) = relay.counts();

@@ -131,6 +131,14 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
     if Codec::of_key(key) != Some(packing.codec) {
         bail!("{key} does not name a {} backup", packing.codec);
     }
+    if packing.on_target {
+        let cmd = db.dump_cmd_packed(packing.codec.name(), &packing.codec.compress_sh(packing.level));
+        if let Some(put) = store.put_from_target(key, &cmd).await {
+            // Dumped, compressed and stored on the target; [`verify`] reads it back across the link.
+            let (size, sha256) = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
+            return Ok(Taken { key: key.to_string(), dump_bytes: None, size, sha256, tables: BTreeMap::new() });
+        }
+    }
     let (mut dump_w, dump_r) = tokio::io::duplex(BUF);
     let raw = Meter::shared();
     let packed = Meter::shared();

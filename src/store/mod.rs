@@ -37,6 +37,12 @@ pub trait Store: Send + Sync {
     async fn free_space(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// Writes `key` from what `producer` (a command run on the target) prints, when the store is
+    /// a directory there: nothing crosses the link. Returns the object's length and sha256 as
+    /// read back there. `None`: the store is elsewhere (use [`Store::put`]).
+    async fn put_from_target(&self, _key: &str, _producer: &crate::exec::Cmd) -> Option<Result<(u64, String)>> {
+        None
+    }
     /// The object's path on the target, when the store is a directory there: a restore then
     /// decompresses it in place rather than bring it across the link and back.
     fn path_on_target(&self, _key: &str) -> Option<String> {

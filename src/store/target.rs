@@ -70,6 +70,42 @@ impl AsyncRead for Stdout {
     }
 }
 
+impl TargetDirStore {
+    /// [`Store::put_from_target`]: the same `KEY.partial`, 0600 and rename as a put, with the
+    /// producer's output written straight into it.
+    async fn write_in_place(&self, key: &str, producer: &Cmd) -> Result<(u64, String)> {
+        let path = self.path(key)?;
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
+        let partial = format!("{path}.partial");
+        let write = Cmd {
+            label: format!("{} into {path} on the target", producer.label),
+            script: format!(
+                "umask 077 && mkdir -p -- {d} && rm -f -- {p} && {{ {producer}\n}} > {p} && \
+                 {{ sync {p} 2>/dev/null || sync; }} && wc -c < {p} && sha256sum < {p}",
+                d = quote(dir),
+                p = quote(&partial),
+                producer = producer.script
+            ),
+            ..producer.clone()
+        };
+        let written = async {
+            let out = exec::run_ok(self.exec.as_ref(), &write).await?;
+            let mut words = out.split_whitespace();
+            let size = words.next().and_then(|w| w.parse::<u64>().ok());
+            let sha = words.next().filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            let (Some(size), Some(sha)) = (size, sha) else { bail!("{} printed no length and sha256", write.label) };
+            self.run("store the backup on the target", format!("mv -f -- {} {}", quote(&partial), quote(&path)))
+                .await?;
+            Ok((size, sha.to_ascii_lowercase()))
+        }
+        .await;
+        if written.is_err() {
+            let _ = self.run("remove a partial backup", format!("rm -f -- {}", quote(&partial))).await;
+        }
+        written.with_context(|| format!("writing {path} on {}", self.exec.describe()))
+    }
+}
+
 #[async_trait]
 impl Store for TargetDirStore {
     async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send)) -> Result<u64> {
@@ -108,6 +144,10 @@ impl Store for TargetDirStore {
             let _ = self.run("remove a partial backup", format!("rm -f -- {}", quote(&partial))).await;
         }
         written.with_context(|| format!("writing {path} on {}", self.exec.describe()))
+    }
+
+    async fn put_from_target(&self, key: &str, producer: &Cmd) -> Option<Result<(u64, String)>> {
+        Some(self.write_in_place(key, producer).await)
     }
 
     async fn get(&self, key: &str) -> Result<Box<dyn AsyncRead + Unpin + Send>> {
