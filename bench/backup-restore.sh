@@ -322,8 +322,11 @@ for ROUND in $(seq 1 "$RUNS"); do
     measure "shell_backup.$ROUND" bash -c "set -o pipefail; '$PG_BIN/pg_dump' --no-password --format=plain -d $DB | gzip -$GZIP_LEVEL > '$WORK/out/shell.sql.gz'"
     record shell_backup
     SHELL_GZ=$(stat -c %s "$WORK/out/shell.sql.gz")
+    # 3b. The same with zstd at deploy-guard's default level.
+    measure "shell_backup_zst.$ROUND" bash -c "set -o pipefail; '$PG_BIN/pg_dump' --no-password --format=plain -d $DB | zstd -q -1 -c > '$WORK/out/shell.sql.zst'"
+    record shell_backup_zst
 
-    # 4. deploy-guard backup: dump -> gzip -> store, then read back and gunzip whole to verify.
+    # 4. deploy-guard backup: dump -> zstd -> store, then read back and decompress whole to verify.
     SHA=$(printf '%s %s' "$ROUND" "$(date +%s%N)" | sha1sum | cut -c1-40)
     measure "dg_backup.$ROUND" "$BIN" backup --sha "$SHA" --config "$CONFIG"
     record dg_backup
@@ -331,12 +334,13 @@ for ROUND in $(seq 1 "$RUNS"); do
         MANIFEST=$(find "$WORK/store" -name "*_pre-deploy-${SHA:0:7}.manifest.json" | head -n1)
         DUMP_BYTES=$(json_num dump_bytes "$MANIFEST")
         GZ_BYTES=$(json_num size "$MANIFEST")
-        # The .sql.gz is last written when the streamed dump ends; reading it back whole to
-        # verify it, the fingerprint and the manifest come after.
-        TAKEN_US=$(stat -c %.6Y "${MANIFEST%.manifest.json}.sql.gz" | tr -d '.,')
+        # The data file (.sql.zst or .sql.gz) is last written when the streamed dump ends;
+        # reading it back whole to verify it, the fingerprint and the manifest come after.
+        DATA_FILE=$(ls "${MANIFEST%.manifest.json}".sql.* | head -n1)
+        TAKEN_US=$(stat -c %.6Y "$DATA_FILE" | tr -d '.,')
         TAKE_S=$(awk -v a="$START_US" -v b="$TAKEN_US" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')
         TAKES[dg_backup]+="$TAKE_S "
-        say "dg_backup: dump → gzip → store took ${TAKE_S}s of ${WALL}s; the rest is verify, fingerprint, manifest"
+        say "dg_backup: dump → compress → store took ${TAKE_S}s of ${WALL}s; the rest is verify, fingerprint, manifest"
 
         # 5. deploy-guard restore: scratch database, stream gunzip -> psql, validate, swap.
         measure "dg_restore.$ROUND" "$BIN" restore --sha "${SHA:0:7}" --config "$CONFIG"
@@ -362,6 +366,11 @@ for ROUND in $(seq 1 "$RUNS"); do
     measure "shell_restore.$ROUND" bash -c "set -o pipefail; gunzip -c '$WORK/out/shell.sql.gz' | '$PG_BIN/psql' -X -q --no-password -v ON_ERROR_STOP=1 --single-transaction -o /dev/null -d ${DB}_shell"
     record shell_restore
     "$PG_BIN/dropdb" "${DB}_shell"
+    "$PG_BIN/createdb" "${DB}_shell"
+    measure "shell_restore_zst.$ROUND" bash -c "set -o pipefail; zstd -q -d -c '$WORK/out/shell.sql.zst' | '$PG_BIN/psql' -X -q --no-password -v ON_ERROR_STOP=1 --single-transaction -o /dev/null -d ${DB}_shell"
+    record shell_restore_zst
+    "$PG_BIN/dropdb" "${DB}_shell"
+    rm -f "$WORK/out/shell.sql.zst"
 done
 
 ROWS=()
@@ -379,9 +388,11 @@ TAKE_MED=$(median "${TAKES[dg_backup]:-}")
 row pg_dump_only "\`pg_dump > file\` (no compression)" "$PLAIN_BYTES" - "$(mib "$PLAIN_BYTES") MiB of SQL"
 row gzip_only "\`gzip -$GZIP_LEVEL\` of that file" "$PLAIN_BYTES" - "→ $(mib "$PLAIN_GZ") MiB"
 row shell_backup "\`pg_dump \\| gzip -$GZIP_LEVEL > file\`" "$PLAIN_BYTES" - "unverified"
-row dg_backup "**\`deploy-guard backup\`** (dump, gzip, store, verify)" "$DUMP_BYTES" own "$(mib "$DUMP_BYTES") MiB SQL → $(mib "$GZ_BYTES") MiB; dump → gzip → store ${TAKE_MED} s ($(rate "$DUMP_BYTES" "$TAKE_MED") MiB/s), then verify etc."
+row shell_backup_zst "\`pg_dump \\| zstd -1 > file\`" "$PLAIN_BYTES" - "unverified"
+row dg_backup "**\`deploy-guard backup\`** (dump, compress, store, verify)" "$DUMP_BYTES" own "$(mib "$DUMP_BYTES") MiB SQL → $(mib "$GZ_BYTES") MiB; dump → compress → store ${TAKE_MED} s ($(rate "$DUMP_BYTES" "$TAKE_MED") MiB/s), then verify etc."
 row dg_restore "**\`deploy-guard restore\`** (scratch, psql, validate, swap)" "$DUMP_BYTES" own "into a scratch database, then swapped in"
 row shell_restore "\`gunzip \\| psql --single-transaction\`" "$PLAIN_BYTES" - "into an empty database"
+row shell_restore_zst "\`zstd -d \\| psql --single-transaction\`" "$PLAIN_BYTES" - "into an empty database"
 # What the last rehearsal reported: per migration, and the locks held over migrations.lock_warn.
 REHEARSED=$(python3 - "$WORK/out/rehearse.json" <<'PY' 2>/dev/null || echo "-"
 import json, sys

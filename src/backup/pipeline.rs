@@ -27,18 +27,28 @@ const BUF: usize = 256 * 1024;
 /// Counts, hashes and keeps the tail of a byte stream as it passes.
 struct Meter {
     bytes: u64,
-    sha: Sha256,
+    /// None for the plain SQL, whose length and tail are all that is checked: hashing it would
+    /// cost a core-second per GiB.
+    sha: Option<Sha256>,
     tail: Tail,
 }
 
 impl Meter {
-    fn shared() -> Arc<Mutex<Meter>> {
-        Arc::new(Mutex::new(Meter { bytes: 0, sha: Sha256::new(), tail: Tail::new(4096) }))
+    /// Counts and hashes (the stored object).
+    fn hashed() -> Arc<Mutex<Meter>> {
+        Arc::new(Mutex::new(Meter { bytes: 0, sha: Some(Sha256::new()), tail: Tail::new(4096) }))
+    }
+
+    /// Counts and keeps the tail (the plain SQL).
+    fn counted() -> Arc<Mutex<Meter>> {
+        Arc::new(Mutex::new(Meter { bytes: 0, sha: None, tail: Tail::new(4096) }))
     }
 
     fn feed(&mut self, b: &[u8]) {
         self.bytes += b.len() as u64;
-        self.sha.update(b);
+        if let Some(sha) = &mut self.sha {
+            sha.update(b);
+        }
         self.tail.push(b);
     }
 
@@ -47,7 +57,7 @@ impl Meter {
     }
 
     fn sha256(&self) -> String {
-        hex::encode(self.sha.clone().finalize())
+        hex::encode(self.sha.clone().expect("a hashed meter").finalize())
     }
 }
 
@@ -140,8 +150,8 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
         }
     }
     let (mut dump_w, dump_r) = tokio::io::duplex(BUF);
-    let raw = Meter::shared();
-    let packed = Meter::shared();
+    let raw = Meter::counted();
+    let packed = Meter::hashed();
     let (cmd, body, ticker) = if packing.on_target {
         let cmd = db.dump_cmd_packed(packing.codec.name(), &packing.codec.compress_sh(packing.level));
         let body: super::codec::Reader = Box::pin(metered(dump_r, &packed));
@@ -237,7 +247,7 @@ pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<BTreeMap<String,
 /// decompressed and checked when the backup was taken, so it needs no decompression again (a
 /// restore reads at hashing speed before psql sees a byte).
 async fn same_object(store: &dyn Store, taken: &Taken) -> Result<()> {
-    let gz = Meter::shared();
+    let gz = Meter::hashed();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut reader = metered(BufReader::with_capacity(BUF, object), &gz);
     tokio::io::copy(&mut reader, &mut tokio::io::sink()).await.with_context(|| format!("reading {}", taken.key))?;
@@ -265,8 +275,8 @@ fn stored_as_taken(gz: &Meter, taken: &Taken) -> Result<()> {
 /// checked for meta-commands on the way. Returns the sums and the plain SQL's length.
 async fn read_back(store: &dyn Store, taken: &Taken) -> Result<(BTreeMap<String, RowSum>, u64)> {
     let codec = Codec::of_key(&taken.key).with_context(|| format!("{} does not name a backup", taken.key))?;
-    let packed = Meter::shared();
-    let raw = Meter::shared();
+    let packed = Meter::hashed();
+    let raw = Meter::counted();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut plain = metered(codec.decoder(metered(object, &packed)), &raw);
     // The row sums and the meta-command check run on their own thread, fed copies of the plain
@@ -335,7 +345,7 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     } else {
         same_object(store, &manifest.taken()).await.with_context(not_verified)?;
     }
-    let packed = Meter::shared();
+    let packed = Meter::hashed();
     let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
     let restored = if unpack_there {
         let mut stream = metered(object, &packed);
@@ -344,7 +354,7 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
         ticker.abort();
         r
     } else {
-        let sql = Meter::shared();
+        let sql = Meter::counted();
         let mut plain = MetaGuard::new(metered(codec.decoder(metered(object, &packed)), &sql));
         let ticker = progress("restore", &sql);
         let r = db.restore_into(into, &mut plain).await;
