@@ -14,6 +14,12 @@ use std::time::Instant;
 use deploy_guard::backup::Codec;
 use tokio::io::AsyncReadExt;
 
+/// A row: the product's encoder (codec, level, extra worker threads), or a shell filter.
+enum Case {
+    Product(Codec, u32, u32),
+    Tool(String),
+}
+
 struct Row {
     what: String,
     walls: Vec<f64>,
@@ -80,19 +86,18 @@ async fn main() {
     let plain = std::fs::metadata(&path).unwrap().len();
     let have =
         |t: &str| Command::new("sh").arg("-c").arg(format!("command -v {t} >/dev/null")).status().unwrap().success();
-    // (label, Some((codec, level, workers)) in the product | None with a shell filter)
-    let mut cases: Vec<(String, Result<(Codec, u32, u32), String>)> = Vec::new();
-    cases.push(("`cat` (reading the file, for scale)".into(), Err("cat".into())));
+    let mut cases: Vec<(String, Case)> = Vec::new();
+    cases.push(("`cat` (reading the file, for scale)".into(), Case::Tool("cat".into())));
     for level in [1, 3, 6] {
-        cases.push((format!("gzip -{level} (zlib-rs, in deploy-guard)"), Ok((Codec::Gzip, level, 0))));
+        cases.push((format!("gzip -{level} (zlib-rs, in deploy-guard)"), Case::Product(Codec::Gzip, level, 0)));
     }
     for level in [1, 2, 3] {
-        cases.push((format!("zstd -{level} (in deploy-guard, one thread)"), Ok((Codec::Zstd, level, 0))));
-        cases.push((format!("zstd -{level} (in deploy-guard, 2 workers)"), Ok((Codec::Zstd, level, 2))));
+        cases.push((format!("zstd -{level} (in deploy-guard, one thread)"), Case::Product(Codec::Zstd, level, 0)));
+        cases.push((format!("zstd -{level} (in deploy-guard, 2 workers)"), Case::Product(Codec::Zstd, level, 2)));
     }
     for tool in ["gzip -1", "gzip -6", "pigz -6", "zstd -1", "zstd -3", "zstd -3 -T0", "lz4"] {
         if have(tool.split_whitespace().next().unwrap()) {
-            cases.push((format!("`{tool}` (command line)"), Err(format!("{tool} -c"))));
+            cases.push((format!("`{tool}` (command line)"), Case::Tool(format!("{tool} -c"))));
         }
     }
     let mut rows: Vec<Row> =
@@ -101,8 +106,8 @@ async fn main() {
         eprintln!("round {}/{runs}", round + 1);
         for (i, (_, case)) in cases.iter().enumerate() {
             let (wall, cpu, out) = match case {
-                Ok((codec, level, workers)) => in_product(&path, *codec, *level, *workers).await,
-                Err(tool) => tokio::task::block_in_place(|| by_hand(&path, tool)),
+                Case::Product(codec, level, workers) => in_product(&path, *codec, *level, *workers).await,
+                Case::Tool(tool) => tokio::task::block_in_place(|| by_hand(&path, tool)),
             };
             rows[i].walls.push(wall);
             rows[i].cpu.push(cpu);
