@@ -263,7 +263,7 @@ async fn kill_9_during(step: &str) {
     let (code, _, _) = out_of(child);
     assert_eq!(code, -1, "deploy-guard was not killed");
     gates.open(step, "go");
-    until("the orphaned command to finish", 30, || done.exists());
+    until("the orphaned command to finish", 120, || done.exists());
     // The journal says where it stopped; the next deploy is refused until it is rolled back.
     assert_eq!(manifest(&app)["outcome"], serde_json::Value::Null);
     let next = dg(&app, &["deploy", "--sha", "1111111111111111111111111111111111111111", "--tag", "v2"], &[])
@@ -1217,4 +1217,35 @@ async fn the_postgres_server_restarted_mid_migration_rolls_back_with_nothing_hal
     assert!(app_running(&app));
     assert_eq!(backups(&app), (1, 1));
     nothing_left_behind_in(&app, &cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_that_cannot_be_cancelled_is_not_assessed_the_backup_is_restored_instead() {
+    let app = App::new("fault_uncancellable", &["v2"]);
+    let before = common::state(app.db()).await;
+    // The migration leaves behind what a killed client cannot stop (a container, a detached
+    // worker): a loop that reconnects as the migration (its PGAPPNAME) whenever it is ended.
+    let marker = format!("dg-uncancellable-{}", std::process::id());
+    std::fs::write(
+        app.stage.app_dir().join("hang.sh"),
+        format!(
+            "setsid sh -c 'while :; do psql -X -q -c \"SELECT pg_sleep(0.3) /* {marker} */\" >/dev/null 2>&1; done' \
+             </dev/null >/dev/null 2>&1 &\nsleep 60\n"
+        ),
+    )
+    .unwrap();
+    app.edit_config(|c| c.replace("./migrate.sh up {tag}", "sh hang.sh").replace("timeout: 60s", "timeout: 2s"));
+    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]).output().unwrap();
+    let _ = Command::new("pkill").args(["-f", &marker]).status();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let r = common::json(&out);
+    assert_eq!(r["result"], "rolled-back", "{r}");
+    assert_eq!(r["path"], "restore", "assess must not be trusted: {r}");
+    let steps = r["steps"].as_array().unwrap();
+    let detail = |name: &str| steps.iter().find(|s| s["step"] == name).map(|s| s["detail"].to_string()).unwrap();
+    assert!(detail("migrate").contains("cancelling it failed too"), "{}", detail("migrate"));
+    assert!(detail("assess").contains("may still be running"), "{}", detail("assess"));
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
 }

@@ -62,6 +62,9 @@ pub struct Run<'w> {
     pub added: Vec<String>,
     /// What the new release wrote into what it added (a revert drops it).
     pub discarded: Vec<String>,
+    /// Why the failed migration could not be confirmed ended (its cancel failed): assess must
+    /// not trust a database it may still be changing.
+    pub migration_left_running: Option<String>,
     /// What the pending migrations' SQL was classified as, before the deploy.
     pub classification: Vec<crate::db::lint::Finding>,
     /// `deploy --allow-destructive`.
@@ -98,6 +101,7 @@ impl<'w> Run<'w> {
             added: Vec::new(),
             classification: Vec::new(),
             discarded: Vec::new(),
+            migration_left_running: None,
             allow_destructive: false,
         }
     }

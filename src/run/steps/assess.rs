@@ -79,6 +79,11 @@ impl StepSpec for Assess {
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
+        if let Some(why) = &run.migration_left_running {
+            anyhow::bail!(
+                "the failed migration may still be running ({why}): what assess would read cannot be trusted"
+            );
+        }
         let w = run.w;
         run.app_status = Some(w.runtime.status().await.unwrap_or_else(|e| format!("(status failed: {e:#})")));
         run.app_logs =

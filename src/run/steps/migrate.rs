@@ -63,26 +63,36 @@ async fn cancel(run: &Run<'_>) -> Result<String> {
     }
     let db = &run.w.db;
     let name = crate::db::literal(&Migrate::app_name(run));
-    let ended = db
-        .query(
-            &db.maintenance_db,
-            &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {name};"),
-        )
-        .await?;
+    // Ended means none seen for a full second: something that reconnects as the migration (a
+    // worker it left behind) shows up again between two readings, and is ended again.
+    let terminate =
+        format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {name};");
+    let (mut ended, mut quiet) = (0u64, 0);
     for _ in 0..300 {
-        let left = db
-            .query(
-                &db.maintenance_db,
-                &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = {name};"),
-            )
-            .await?;
-        if left.trim() == "0" {
-            done.push(format!("{} session(s) of the migration ended", ended.trim()));
+        let found: u64 = db.query(&db.maintenance_db, &terminate).await?.trim().parse().unwrap_or(1);
+        ended += found;
+        quiet = if found == 0 { quiet + 1 } else { 0 };
+        if quiet >= 10 {
+            done.push(format!("{ended} session(s) of the migration ended"));
             return Ok(done.join(", "));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    bail!("the migration's sessions ({name}) did not end within 30 s")
+    bail!("sessions of the migration ({name}) kept coming back for 30 s ({ended} ended)")
+}
+
+/// [`cancel`]; when it fails, the run notes that the migration may still be running, so that
+/// assess refuses to read the database (and the safe path, whose swap ends every session on the
+/// live database, is taken instead of trusting what it saw).
+async fn cancel_or_note(run: &mut Run<'_>) -> String {
+    match cancel(run).await {
+        Ok(done) => done,
+        Err(c) => {
+            let why = format!("cancelling it failed too: {c:#}");
+            run.migration_left_running = Some(why.clone());
+            why
+        }
+    }
 }
 
 #[async_trait]
@@ -104,14 +114,14 @@ impl StepSpec for Migrate {
             Ok(out) => out,
             Err(e) => {
                 let blocked = blockers(run).await.map(|b| format!("; {b}")).unwrap_or_default();
-                let cancelled = cancel(run).await.unwrap_or_else(|c| format!("cancelling it failed too: {c:#}"));
+                let cancelled = cancel_or_note(run).await;
                 bail!("{e:#}{blocked}; {cancelled}");
             }
         };
         if !out.exit.success() {
             // A timeout or a lost channel can leave the migration running where it was started.
             let blocked = blockers(run).await.map(|b| format!("; {b}")).unwrap_or_default();
-            let cancelled = cancel(run).await.unwrap_or_else(|c| format!("cancelling it failed too: {c:#}"));
+            let cancelled = cancel_or_note(run).await;
             bail!(
                 "the migration command failed ({}): {}{blocked}; {cancelled}",
                 out.exit.describe(),
