@@ -441,12 +441,12 @@ fn retention_keeps_and_deletes_exactly_what_it_should() {
     let err = common::stderr(&out);
     assert!(
         err.contains("retention: deleted")
-            && err.contains("pre-deploy-ddddddd.sql.gz")
-            && err.contains("pre-deploy-eeeeeee.sql.gz"),
+            && err.contains("pre-deploy-ddddddd.sql.zst")
+            && err.contains("pre-deploy-eeeeeee.sql.zst"),
         "{err}"
     );
     let left = shas_left(&server);
-    assert_eq!(left, ["bbbbbbb.manifest.json", "bbbbbbb.sql.zst", "fffffff.manifest.json", "fffffff.sql.gz"]);
+    assert_eq!(left, ["bbbbbbb.manifest.json", "bbbbbbb.sql.zst", "fffffff.manifest.json", "fffffff.sql.zst"]);
 }
 
 #[test]
