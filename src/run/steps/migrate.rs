@@ -64,9 +64,12 @@ async fn cancel(run: &Run<'_>) -> Result<String> {
     let db = &run.w.db;
     let name = crate::db::literal(&Migrate::app_name(run));
     // Ended means none seen for a full second: something that reconnects as the migration (a
-    // worker it left behind) shows up again between two readings, and is ended again.
-    let terminate =
-        format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {name};");
+    // worker it left behind) shows up again between two readings, and is ended again. Only on
+    // this database: another project on the same server may deploy the same SHA at once.
+    let terminate = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {name} AND datname = {};",
+        crate::db::literal(&db.name)
+    );
     let (mut ended, mut quiet) = (0u64, 0);
     for _ in 0..300 {
         let found: u64 = db.query(&db.maintenance_db, &terminate).await?.trim().parse().unwrap_or(1);
