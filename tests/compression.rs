@@ -156,14 +156,8 @@ async fn a_store_on_the_target_is_written_and_restored_in_place_and_a_changed_ob
     let live = common::state(app.db()).await;
     let flip = format!("printf 'X' | dd of='{}' bs=1 seek=1000 conv=notrunc 2>/dev/null", object.display());
     assert!(sshd.target_command(&flip).status().unwrap().success());
-    let out = app.run_env(&["restore", "--sha", &SHA[..7]], &ssh_env(&sshd));
-    let err = common::stderr(&out);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let err = restore_refused(&app, &sshd, &live).await;
     assert!(err.contains("on the target is") && err.contains("the manifest says"), "{err}");
-    assert!(err.contains("is untouched"), "{err}");
-    assert_eq!(common::state(app.db()).await, live);
-    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
-    assert!(!common::cluster().database_exists(&scratch).unwrap(), "scratch left behind");
 }
 
 #[tokio::test]
@@ -228,14 +222,21 @@ async fn refused_over_ssh(name: &str, tamper: impl FnOnce(&std::path::Path), mes
     let live = common::state(app.db()).await;
     let files = data_files(&store);
     tamper(&files[0]);
-    let out = app.run_env(&["restore", "--sha", &SHA[..7]], &ssh_env(&sshd));
+    let err = restore_refused(&app, &sshd, &live).await;
+    assert!(err.contains(message), "expected {message:?} in {err}");
+}
+
+/// `restore` is refused (exit 3): the live database is still `live`, no scratch database is
+/// left. Returns what it printed.
+async fn restore_refused(app: &App, sshd: &Sshd, live: &common::State) -> String {
+    let out = app.run_env(&["restore", "--sha", &SHA[..7]], &ssh_env(sshd));
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains(message), "expected {message:?} in {err}");
     assert!(err.contains("is untouched"), "{err}");
-    assert_eq!(common::state(app.db()).await, live);
+    assert_eq!(&common::state(app.db()).await, live);
     let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
     assert!(!common::cluster().database_exists(&scratch).unwrap(), "scratch left behind");
+    err
 }
 
 #[tokio::test]

@@ -382,20 +382,14 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
 /// verified, and these are the same bytes; the hash is checked again after the restore.
 async fn restore_in_place(db: &Postgres, manifest: &Manifest, codec: Codec, path: &str, into: &str) -> Result<u64> {
     let exec = db.executor().as_ref();
-    let digest = crate::exec::Cmd::new(
-        "hash the backup on the target",
-        format!("wc -c < {p} && sha256sum < {p}", p = crate::exec::quote(path)),
-    )
-    .timeout(db.stream_deadline());
+    let digest = crate::exec::Cmd::new("hash the backup on the target", crate::store::target::digest_sh(path))
+        .timeout(db.stream_deadline());
     let check = || async {
-        let out = crate::exec::run_ok(exec, &digest).await?;
-        let mut words = out.split_whitespace();
-        let size: Option<u64> = words.next().and_then(|w| w.parse().ok());
-        let sha = words.next().unwrap_or_default().to_ascii_lowercase();
-        if size != Some(manifest.size) || sha != manifest.sha256 {
+        let read = crate::store::target::parse_digest(&crate::exec::run_ok(exec, &digest).await?);
+        if read.as_ref() != Some(&(manifest.size, manifest.sha256.clone())) {
+            let (size, sha) = read.map_or(("?".into(), "?".into()), |(n, h)| (n.to_string(), h));
             bail!(
-                "{path} on the target is {} bytes sha256 {sha}, the manifest says {} bytes sha256 {}",
-                size.map_or("?".into(), |s| s.to_string()),
+                "{path} on the target is {size} bytes sha256 {sha}, the manifest says {} bytes sha256 {}",
                 manifest.size,
                 manifest.sha256
             );

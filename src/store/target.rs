@@ -44,6 +44,19 @@ impl TargetDirStore {
     }
 }
 
+/// The length and sha256 of the file at `path` on the target, as one shell script.
+pub fn digest_sh(path: &str) -> String {
+    format!("wc -c < {p} && sha256sum < {p}", p = quote(path))
+}
+
+/// The length and (lowercase) sha256 that [`digest_sh`] printed.
+pub fn parse_digest(out: &str) -> Option<(u64, String)> {
+    let mut words = out.split_whitespace();
+    let size = words.next()?.parse().ok()?;
+    let sha = words.next().filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    Some((size, sha.to_ascii_lowercase()))
+}
+
 /// A remote command's stdout as a reader whose end is an error unless the command succeeded:
 /// a `cat` cut off half way must never look like a short object.
 struct Stdout {
@@ -81,22 +94,20 @@ impl TargetDirStore {
             label: format!("{} into {path} on the target", producer.label),
             script: format!(
                 "umask 077 && mkdir -p -- {d} && rm -f -- {p} && {{ {producer}\n}} > {p} && \
-                 {{ sync {p} 2>/dev/null || sync; }} && wc -c < {p} && sha256sum < {p}",
+                 {{ sync {p} 2>/dev/null || sync; }} && {digest}",
                 d = quote(dir),
                 p = quote(&partial),
-                producer = producer.script
+                producer = producer.script,
+                digest = digest_sh(&partial)
             ),
             ..producer.clone()
         };
         let written = async {
             let out = exec::run_ok(self.exec.as_ref(), &write).await?;
-            let mut words = out.split_whitespace();
-            let size = words.next().and_then(|w| w.parse::<u64>().ok());
-            let sha = words.next().filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-            let (Some(size), Some(sha)) = (size, sha) else { bail!("{} printed no length and sha256", write.label) };
+            let Some(digest) = parse_digest(&out) else { bail!("{} printed no length and sha256", write.label) };
             self.run("store the backup on the target", format!("mv -f -- {} {}", quote(&partial), quote(&path)))
                 .await?;
-            Ok((size, sha.to_ascii_lowercase()))
+            Ok(digest)
         }
         .await;
         if written.is_err() {
