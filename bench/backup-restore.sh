@@ -11,6 +11,7 @@
 #                             text (gzip only halves them), the hard case for compression
 #   BENCH_MIN_DB_BYTES=1GiB   refuse to measure a smaller database (0: any size)
 #   BENCH_RUNS=3              rounds of every measurement (the table shows the median)
+#   BENCH_JOBS=2              parallel jobs of the directory-format baselines (pg_dump/pg_restore -j)
 #   BENCH_GZIP_LEVEL=6        gzip level of the shell baseline (deploy-guard's default is 6)
 #   BENCH_TMP=${TMPDIR:-/tmp} where the cluster, store and dump files go (needs ~5x the db size)
 #   CARGO_TARGET_DIR          where the release binary is (default: target)
@@ -26,6 +27,7 @@ DATA=${BENCH_DATA:-pgbench}
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 MIN_DB_BYTES=${BENCH_MIN_DB_BYTES:-1073741824}
 GZIP_LEVEL=${BENCH_GZIP_LEVEL:-6}
+JOBS=${BENCH_JOBS:-2}
 RUNS=${BENCH_RUNS:-3}
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -371,6 +373,25 @@ for ROUND in $(seq 1 "$RUNS"); do
     record shell_restore_zst
     "$PG_BIN/dropdb" "${DB}_shell"
     rm -f "$WORK/out/shell.sql.zst"
+
+    # 7. The directory format by hand, for what `pg_dump -j` / `pg_restore -j` would give:
+    # BENCH_JOBS parallel dumps of uncompressed files, then tar | zstd -1 (one object to store);
+    # and pg_restore -j from the unpacked directory (it cannot read -j from a pipe, nor run in
+    # one transaction).
+    measure "dir_backup.$ROUND" bash -c "set -o pipefail; '$PG_BIN/pg_dump' --no-password -Fd -j $JOBS -Z 0 -f '$WORK/out/dir' -d $DB && tar -C '$WORK/out/dir' -cf - . | zstd -q -1 -c > '$WORK/out/dir.tar.zst'"
+    record dir_backup
+    measure "dir_dump_only.$ROUND" bash -c "rm -rf '$WORK/out/dir' && '$PG_BIN/pg_dump' --no-password -Fd -j $JOBS -Z 0 -f '$WORK/out/dir' -d $DB"
+    record dir_dump_only
+    rm -rf "$WORK/out/dir"
+    "$PG_BIN/createdb" "${DB}_shell"
+    measure "dir_restore.$ROUND" bash -c "set -o pipefail; mkdir '$WORK/out/dir' && zstd -q -d -c '$WORK/out/dir.tar.zst' | tar -C '$WORK/out/dir' -xf - && '$PG_BIN/pg_restore' --no-password -j $JOBS --exit-on-error -d ${DB}_shell '$WORK/out/dir'"
+    record dir_restore
+    "$PG_BIN/dropdb" "${DB}_shell"
+    "$PG_BIN/createdb" "${DB}_shell"
+    measure "dir_restore_only.$ROUND" "$PG_BIN/pg_restore" --no-password -j "$JOBS" --exit-on-error -d "${DB}_shell" "$WORK/out/dir"
+    record dir_restore_only
+    "$PG_BIN/dropdb" "${DB}_shell"
+    rm -rf "$WORK/out/dir" "$WORK/out/dir.tar.zst"
 done
 
 ROWS=()
@@ -393,6 +414,10 @@ row dg_backup "**\`deploy-guard backup\`** (dump, compress, store, verify)" "$DU
 row dg_restore "**\`deploy-guard restore\`** (scratch, psql, validate, swap)" "$DUMP_BYTES" own "into a scratch database, then swapped in"
 row shell_restore "\`gunzip \\| psql --single-transaction\`" "$PLAIN_BYTES" - "into an empty database"
 row shell_restore_zst "\`zstd -d \\| psql --single-transaction\`" "$PLAIN_BYTES" - "into an empty database"
+row dir_dump_only "\`pg_dump -Fd -j $JOBS -Z 0\` (directory format, no compression)" "$PLAIN_BYTES" - "files on the dumping host's disk"
+row dir_backup "\`pg_dump -Fd -j $JOBS -Z 0\`, then \`tar \\| zstd -1 > file\`" "$PLAIN_BYTES" - "one object to store; unverified"
+row dir_restore "\`zstd -d \\| tar -x\`, then \`pg_restore -j $JOBS\`" "$PLAIN_BYTES" - "into an empty database, not in one transaction"
+row dir_restore_only "\`pg_restore -j $JOBS\` of the unpacked directory" "$PLAIN_BYTES" - "into an empty database"
 # What the last rehearsal reported: per migration, and the locks held over migrations.lock_warn.
 REHEARSED=$(python3 - "$WORK/out/rehearse.json" <<'PY' 2>/dev/null || echo "-"
 import json, sys

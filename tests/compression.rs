@@ -60,12 +60,6 @@ fn data_files(store: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-fn manifest_of(data: &std::path::Path) -> std::path::PathBuf {
-    let s = data.to_string_lossy();
-    let stem = s.trim_end_matches(".zst").trim_end_matches(".gz").trim_end_matches(".sql");
-    std::path::PathBuf::from(format!("{stem}.manifest.json"))
-}
-
 #[tokio::test]
 async fn over_ssh_the_link_carries_compressed_bytes_both_ways() {
     let sshd = Sshd::start().unwrap();
@@ -86,7 +80,7 @@ async fn over_ssh_the_link_carries_compressed_bytes_both_ways() {
     assert!(data.to_string_lossy().ends_with(".sql.zst"), "{data:?}");
     let plain = common::unpack(data);
     assert!(plain.contains("-- PostgreSQL database dump complete"));
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest_of(data)).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(common::manifest_of(data)).unwrap()).unwrap();
     assert_eq!(m["dump_bytes"].as_u64().unwrap(), plain.len() as u64);
     assert!(m["verified"].as_bool().unwrap());
     let stored = std::fs::metadata(data).unwrap().len();
@@ -156,7 +150,7 @@ async fn a_store_on_the_target_is_written_and_restored_in_place_and_a_changed_ob
     let live = common::state(app.db()).await;
     let flip = format!("printf 'X' | dd of='{}' bs=1 seek=1000 conv=notrunc 2>/dev/null", object.display());
     assert!(sshd.target_command(&flip).status().unwrap().success());
-    let err = restore_refused(&app, &sshd, &live).await;
+    let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
     assert!(err.contains("on the target is") && err.contains("the manifest says"), "{err}");
 }
 
@@ -222,14 +216,14 @@ async fn refused_over_ssh(name: &str, tamper: impl FnOnce(&std::path::Path), mes
     let live = common::state(app.db()).await;
     let files = data_files(&store);
     tamper(&files[0]);
-    let err = restore_refused(&app, &sshd, &live).await;
+    let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
     assert!(err.contains(message), "expected {message:?} in {err}");
 }
 
 /// `restore` is refused (exit 3): the live database is still `live`, no scratch database is
 /// left. Returns what it printed.
-async fn restore_refused(app: &App, sshd: &Sshd, live: &common::State) -> String {
-    let out = app.run_env(&["restore", "--sha", &SHA[..7]], &ssh_env(sshd));
+async fn restore_refused(app: &App, env: &[(&str, &str)], live: &common::State) -> String {
+    let out = app.run_env(&["restore", "--sha", &SHA[..7]], env);
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("is untouched"), "{err}");
@@ -237,6 +231,38 @@ async fn restore_refused(app: &App, sshd: &Sshd, live: &common::State) -> String
     let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
     assert!(!common::cluster().database_exists(&scratch).unwrap(), "scratch left behind");
     err
+}
+
+/// With a signed manifest, the pieces' hashes are trusted: an SSH restore checks each piece as it
+/// streams to the target's decompressor, one pass. Read without the key, the same manifest is
+/// unsigned as far as this run knows, and the object is read back whole here first.
+#[tokio::test]
+async fn a_signed_manifest_lets_an_ssh_restore_check_each_piece_in_one_pass() {
+    let sshd = Sshd::start().unwrap();
+    let tmp = common::tempdir();
+    let store = tmp.path().join("backups");
+    let app = app_over("zst_signed", &sshd, sshd.port, &store);
+    fill(&app);
+    let before = common::state(app.db()).await;
+    let mut signed = ssh_env(&sshd);
+    signed.push(("DEPLOY_GUARD_MANIFEST_KEY", "0123456789abcdef0123456789abcdef"));
+    let out = app.run_env(&["backup", "--sha", SHA], &signed);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    app.psql("CREATE TABLE leftovers (x int);");
+    let out = app.run_env(&["restore", "--sha", &SHA[..7]], &signed);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(common::state(app.db()).await, before);
+
+    let live = before;
+    let file = &data_files(&store)[0];
+    let mut bytes = std::fs::read(file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(file, bytes).unwrap();
+    let err = restore_refused(&app, &signed, &live).await;
+    assert!(err.contains("piece 1 of 1") && err.contains("does not match its SHA-256"), "{err}");
+    let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
+    assert!(err.contains("is not the verified backup; nothing was restored") && !err.contains("piece 1 of 1"), "{err}");
 }
 
 #[tokio::test]
@@ -249,7 +275,7 @@ async fn a_tampered_object_is_refused_before_the_target_decompresses_it() {
             bytes[mid] ^= 0xff;
             std::fs::write(f, bytes).unwrap();
         },
-        "is not the verified backup; nothing was restored",
+        "is not the verified backup",
     )
     .await;
 }
@@ -262,7 +288,7 @@ async fn a_truncated_object_is_refused() {
             let len = std::fs::metadata(f).unwrap().len();
             std::fs::OpenOptions::new().write(true).open(f).unwrap().set_len(len / 2).unwrap();
         },
-        "is not the verified backup; nothing was restored",
+        "is not the verified backup",
     )
     .await;
 }
@@ -275,20 +301,10 @@ async fn a_forged_backup_with_a_meta_command_is_refused_before_psql_on_the_targe
     refused_over_ssh(
         "zst_meta",
         move |f| {
-            use sha2::Digest;
-            // Every byte checks out against a rewritten manifest (unsigned manifests can be
-            // rewritten by whoever can write the store); only the content is hostile.
             let mut sql = common::unpack(f);
             let at = sql.find("CREATE TABLE").unwrap();
             sql.insert_str(at, &format!("\\! touch {}\n", w.display()));
-            let packed = common::pack(f, sql.as_bytes());
-            std::fs::write(f, &packed).unwrap();
-            let mpath = manifest_of(f);
-            let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
-            m["sha256"] = hex::encode(sha2::Sha256::digest(&packed)).into();
-            m["size"] = (packed.len() as u64).into();
-            m["dump_bytes"] = (sql.len() as u64).into();
-            std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+            common::forge_backup(f, sql.as_bytes());
         },
         "a psql meta-command outside COPY data",
     )

@@ -297,22 +297,6 @@ fn plain_dump(store: &std::path::Path) -> (std::path::PathBuf, String) {
     panic!("no backup in {}", store.display())
 }
 
-/// Replaces the backup at `path` with `sql`, and rewrites its manifest to match (an attacker
-/// who can write to the store can do both when manifests are unsigned).
-fn forge_backup(path: &std::path::Path, sql: &str) {
-    use sha2::Digest;
-    let gz = common::pack(path, sql.as_bytes());
-    std::fs::write(path, &gz).unwrap();
-    let stem = path.to_string_lossy();
-    let stem = stem.trim_end_matches(".zst").trim_end_matches(".gz").trim_end_matches(".sql");
-    let manifest = format!("{stem}.manifest.json");
-    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
-    m["sha256"] = hex::encode(sha2::Sha256::digest(&gz)).into();
-    m["size"] = (gz.len() as u64).into();
-    m["dump_bytes"] = (sql.len() as u64).into();
-    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-}
-
 #[tokio::test]
 async fn a_backup_carrying_a_psql_shell_escape_is_refused_and_the_scratch_database_dropped() {
     let app = App::new("hard_meta", &["v2"]);
@@ -341,7 +325,7 @@ async fn a_backup_carrying_a_psql_shell_escape_is_refused_and_the_scratch_databa
         format!("{}SELECT 1; {shell}{}", &sql[..first_set], &sql[first_set..]),
         format!("{}{copy_in_string}{}", &sql[..first_set], &sql[first_set..]),
     ] {
-        forge_backup(&path, &hostile);
+        common::forge_backup(&path, hostile.as_bytes());
         let out = app.run_env(&["restore", "--sha", SHA], &[("GITHUB_REPOSITORY", "")]);
         let err = common::stderr(&out);
         assert_ne!(out.status.code(), Some(0), "a shell escape was restored: {err}");

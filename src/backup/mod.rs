@@ -1,5 +1,6 @@
 //! Backups named by git SHA, their manifests (which are also the run's journal), and lookup.
 
+mod chunks;
 mod codec;
 mod meta_filter;
 mod pipeline;
@@ -15,6 +16,7 @@ use crate::model::{BackupName, Sha};
 use crate::store::Store;
 use std::collections::BTreeMap;
 
+pub use chunks::Chunks;
 pub use codec::Codec;
 pub use meta_filter::MetaGuard;
 pub use pipeline::{copy_verified, human_bytes, restore_stream, take, take_verified, verify, Packing, Taken, TRAILER};
@@ -64,6 +66,10 @@ pub struct Manifest {
     /// Size of the stored, compressed object.
     pub size: u64,
     pub sha256: String,
+    /// The stored object's SHA-256 piece by piece: a restore checks each piece before psql
+    /// reads it. None in manifests of older versions (such a restore checks the whole first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Chunks>,
     /// Set only once the stored object was read back whole and matched.
     pub verified: bool,
     pub migrations: MigrationState,
@@ -96,6 +102,10 @@ pub struct Manifest {
     /// Where `backup.copy_to` holds the verified offsite copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<String>,
+    /// Read with its signature checked (`DEPLOY_GUARD_MANIFEST_KEY`): its hashes are as
+    /// trustworthy as the key. Not stored.
+    #[serde(skip)]
+    pub signed: bool,
 }
 
 /// A person's note that a stuck run was dealt with by hand.
@@ -124,6 +134,7 @@ impl Manifest {
             dump_bytes: taken.dump_bytes.unwrap_or_default(),
             size: taken.size,
             sha256: taken.sha256,
+            chunks: taken.chunks,
             verified: true,
             migrations: MigrationState::default(),
             fingerprint: None,
@@ -137,6 +148,7 @@ impl Manifest {
             outcome: None,
             resolved: None,
             copy: None,
+            signed: false,
         }
     }
 
@@ -148,6 +160,7 @@ impl Manifest {
             size: self.size,
             sha256: self.sha256.clone(),
             tables: BTreeMap::new(),
+            chunks: self.chunks.clone(),
         }
     }
 
@@ -192,6 +205,7 @@ impl Manifest {
             serde_json::from_slice(bytes).with_context(|| format!("{at} is not a deploy-guard manifest"))?;
         let obj = value.as_object_mut().with_context(|| format!("{at} is not a deploy-guard manifest"))?;
         let signature = obj.remove(SIGNATURE);
+        let signed = key.is_some();
         match (key, signature) {
             (Some(key), Some(serde_json::Value::String(sig))) => {
                 if !verify_signature(key, &serde_json::to_vec(&value)?, &sig) {
@@ -205,8 +219,9 @@ impl Manifest {
             ),
             (None, _) => warn_unsigned(),
         }
-        let m: Manifest =
+        let mut m: Manifest =
             serde_json::from_value(value).with_context(|| format!("{at} is not a deploy-guard manifest"))?;
+        m.signed = signed;
         m.validate(at)?;
         Ok(m)
     }
@@ -259,6 +274,9 @@ impl Manifest {
                 "sizes {} (stored) and {} (dump) are not those of a backup",
                 self.size, self.dump_bytes
             ));
+        }
+        if self.chunks.as_ref().is_some_and(|c| !c.fits(self.size)) {
+            return bad(format!("its pieces' SHA-256s do not describe an object of {} bytes", self.size));
         }
         Ok(())
     }
@@ -471,6 +489,7 @@ mod tests {
             size: 300,
             sha256: "9f".repeat(32),
             tables: Default::default(),
+            chunks: Some(Chunks { piece: 4 << 20, sha256: vec!["ab".repeat(32)] }),
         };
         let mut m = Manifest::verified("station", &sha(), "shop", at, taken);
         m.tag = Some("v2".into());
@@ -532,6 +551,8 @@ mod tests {
             (Box::new(|v| v["size"] = json!(0)), "are not those of a backup"),
             (Box::new(|v| v["dump_bytes"] = json!(u64::MAX)), "are not those of a backup"),
             (Box::new(|v| v["sha256"] = json!("xyz")), "not a SHA-256"),
+            (Box::new(|v| v["chunks"]["piece"] = json!(1u64 << 40)), "pieces' SHA-256s"),
+            (Box::new(|v| v["chunks"]["sha256"][0] = json!("$(id)")), "pieces' SHA-256s"),
             (Box::new(|v| v["format"] = json!(99)), "format 99"),
         ];
         for (f, why) in cases {

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::io::InspectReader;
 
+use super::chunks::{self, Chunks};
 use super::meta_filter::Checker;
 use super::{Codec, Manifest, MetaGuard};
 use crate::config::Compression;
@@ -30,24 +31,36 @@ struct Meter {
     /// None for the plain SQL, whose length and tail are all that is checked: hashing it would
     /// cost a core-second per GiB.
     sha: Option<Sha256>,
+    /// The stored object's SHA-256 piece by piece, when it is read back to be verified.
+    pieces: Option<chunks::Hasher>,
     tail: Tail,
 }
 
 impl Meter {
     /// Counts and hashes (the stored object).
     fn hashed() -> Arc<Mutex<Meter>> {
-        Arc::new(Mutex::new(Meter { bytes: 0, sha: Some(Sha256::new()), tail: Tail::new(4096) }))
+        Arc::new(Mutex::new(Meter { bytes: 0, sha: Some(Sha256::new()), pieces: None, tail: Tail::new(4096) }))
+    }
+
+    /// Counts and hashes, whole and piece by piece (the stored object of `size` bytes, read back).
+    fn hashed_in_pieces(size: u64) -> Arc<Mutex<Meter>> {
+        let m = Meter::hashed();
+        m.lock().expect("meter").pieces = Some(chunks::Hasher::new(size));
+        m
     }
 
     /// Counts and keeps the tail (the plain SQL).
     fn counted() -> Arc<Mutex<Meter>> {
-        Arc::new(Mutex::new(Meter { bytes: 0, sha: None, tail: Tail::new(4096) }))
+        Arc::new(Mutex::new(Meter { bytes: 0, sha: None, pieces: None, tail: Tail::new(4096) }))
     }
 
     fn feed(&mut self, b: &[u8]) {
         self.bytes += b.len() as u64;
         if let Some(sha) = &mut self.sha {
             sha.update(b);
+        }
+        if let Some(pieces) = &mut self.pieces {
+            pieces.feed(b);
         }
         self.tail.push(b);
     }
@@ -132,6 +145,8 @@ pub struct Taken {
     pub sha256: String,
     /// Each table's rows as an order-independent sum, from reading the backup back.
     pub tables: BTreeMap<String, RowSum>,
+    /// The object's SHA-256 piece by piece, from reading the backup back.
+    pub chunks: Option<Chunks>,
 }
 
 /// Streams a dump of the live database into `key` (whose suffix names `packing.codec`). Fails
@@ -146,7 +161,14 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
         if let Some(put) = store.put_from_target(key, &cmd).await {
             // Dumped, compressed and stored on the target; [`verify`] reads it back across the link.
             let (size, sha256) = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
-            return Ok(Taken { key: key.to_string(), dump_bytes: None, size, sha256, tables: BTreeMap::new() });
+            return Ok(Taken {
+                key: key.to_string(),
+                dump_bytes: None,
+                size,
+                sha256,
+                tables: BTreeMap::new(),
+                chunks: None,
+            });
         }
     }
     let (mut dump_w, dump_r) = tokio::io::duplex(BUF);
@@ -191,6 +213,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
             size: packed.bytes,
             sha256: packed.sha256(),
             tables: BTreeMap::new(),
+            chunks: None,
         })
     })();
     if checked.is_err() {
@@ -205,9 +228,10 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
 pub async fn take_verified(db: &Postgres, store: &dyn Store, key: &str, packing: Packing) -> Result<Taken> {
     let mut taken = take(db, store, key, packing).await?;
     match read_back(store, &taken).await {
-        Ok((tables, dump_bytes)) => {
-            taken.tables = tables;
-            taken.dump_bytes = Some(dump_bytes);
+        Ok(back) => {
+            taken.tables = back.tables;
+            taken.dump_bytes = Some(back.dump_bytes);
+            taken.chunks = Some(back.chunks);
         }
         Err(e) => {
             let _ = store.delete(key).await;
@@ -240,7 +264,7 @@ pub async fn copy_verified(from: &dyn Store, to: &dyn Store, taken: &Taken) -> R
 /// of bytes, ends with pg_dump's trailer, holds no psql meta-command outside COPY data. Returns
 /// each table's row sums, read on the way.
 pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<BTreeMap<String, RowSum>> {
-    read_back(store, taken).await.map(|(tables, _)| tables)
+    read_back(store, taken).await.map(|back| back.tables)
 }
 
 /// The stored object has the verified backup's length and sha256: the same bytes [`verify`]
@@ -271,11 +295,19 @@ fn stored_as_taken(gz: &Meter, taken: &Taken) -> Result<()> {
     Ok(())
 }
 
-/// [`verify`]'s read-back: the whole object decompressed, each table's rows summed and the SQL
-/// checked for meta-commands on the way. Returns the sums and the plain SQL's length.
-async fn read_back(store: &dyn Store, taken: &Taken) -> Result<(BTreeMap<String, RowSum>, u64)> {
+/// What reading a stored backup back found.
+struct ReadBack {
+    tables: BTreeMap<String, RowSum>,
+    /// The plain SQL's length.
+    dump_bytes: u64,
+    chunks: Chunks,
+}
+
+/// [`verify`]'s read-back: the whole object decompressed, each table's rows summed, the SQL
+/// checked for meta-commands and the object hashed piece by piece on the way.
+async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     let codec = Codec::of_key(&taken.key).with_context(|| format!("{} does not name a backup", taken.key))?;
-    let packed = Meter::hashed();
+    let packed = Meter::hashed_in_pieces(taken.size);
     let raw = Meter::counted();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut plain = metered(codec.decoder(metered(object, &packed)), &raw);
@@ -307,9 +339,10 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<(BTreeMap<String,
     drop(tx);
     let tables = sums.join().map_err(|_| anyhow::anyhow!("the row sums of {} panicked", taken.key))?;
     let tables = tables.with_context(|| format!("{} is not a plain pg_dump", taken.key))?;
-    let packed = packed.lock().expect("meter");
+    let mut packed = packed.lock().expect("meter");
     let raw = raw.lock().expect("meter");
     stored_as_taken(&packed, taken)?;
+    let chunks = packed.pieces.take().expect("hashed in pieces").finish();
     if taken.dump_bytes.is_some_and(|d| d != raw.bytes) || !raw.has_trailer() {
         bail!(
             "{} decompresses to {} bytes (expected {}) or lacks the dump trailer",
@@ -318,17 +351,20 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<(BTreeMap<String,
             taken.dump_bytes.map_or("as many as pg_dump wrote".into(), |d| d.to_string())
         );
     }
-    Ok((tables, raw.bytes))
+    Ok(ReadBack { tables, dump_bytes: raw.bytes, chunks })
 }
 
 /// Streams the backup of `manifest` into database `into` (which must be a fresh scratch
-/// database). psql runs whatever it is fed, and plain SQL alone can run programs on the server
-/// (`COPY … TO PROGRAM` as a superuser), so nothing unverified reaches it, not even a scratch
-/// database: the object is first read back whole and checked against the manifest. When the
-/// target decompresses (over SSH, with the codec's tool there), that first read also
-/// decompresses it here and refuses psql meta-commands, since psql's input is then never seen
-/// here; otherwise meta-commands are refused in the stream, before psql reads them. The bytes
-/// streamed are checked again against the manifest afterwards. Returns the plain SQL's length.
+/// database), in one pass. psql runs whatever it is fed, and plain SQL alone can run programs on
+/// the server (`COPY … TO PROGRAM` as a superuser), so nothing unverified reaches it, not even a
+/// scratch database: each piece of the object is checked against the manifest's SHA-256 of that
+/// piece before the decompressor sees it ([`chunks::verified`]); the content of those very bytes
+/// (trailer, no psql meta-commands) was checked when the backup was verified, and meta-commands
+/// are refused in the stream again when it decompresses here. The object is read back whole and
+/// checked first (decompressed, meta-commands refused) instead when its manifest has no pieces
+/// (an older deploy-guard's), or when the target decompresses and the manifest is unsigned:
+/// whoever can write the store could then have rewritten the pieces' hashes with the object.
+/// Returns the plain SQL's length.
 pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifest, into: &str) -> Result<u64> {
     if !manifest.verified {
         bail!("backup {} was never verified; refusing to restore it", manifest.key);
@@ -340,13 +376,21 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     if let Some(path) = store.path_on_target(&manifest.key).filter(|_| unpack_there) {
         return restore_in_place(db, manifest, codec, &path, into).await.with_context(not_verified);
     }
-    if unpack_there {
+    // Over SSH psql reads what the target decompresses, never seen here: the pieces' hashes are
+    // trusted in place of reading it all first only when a signature vouches for them.
+    let whole_first = manifest.chunks.is_none() || (unpack_there && !manifest.signed);
+    if whole_first && unpack_there {
         read_back(store, &manifest.taken()).await.with_context(not_verified)?;
-    } else {
+    } else if whole_first {
         same_object(store, &manifest.taken()).await.with_context(not_verified)?;
     }
-    let packed = Meter::hashed();
     let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
+    let (object, packed): (super::codec::Reader, _) = match (&manifest.chunks, whole_first) {
+        (Some(pieces), false) => {
+            (Box::pin(chunks::verified(object, manifest.size, pieces.clone(), manifest.key.clone())), Meter::counted())
+        }
+        _ => (Box::pin(object), Meter::hashed()),
+    };
     let restored = if unpack_there {
         let mut stream = metered(object, &packed);
         let ticker = progress("restore (compressed bytes)", &packed);
@@ -363,7 +407,8 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     };
     restored.with_context(|| format!("restoring {} into {into} failed", manifest.key))?;
     let packed = packed.lock().expect("meter");
-    if packed.bytes != manifest.size || packed.sha256() != manifest.sha256 {
+    // Pieces were each checked as they passed, and their reader fails a short or long object.
+    if whole_first && (packed.bytes != manifest.size || packed.sha256() != manifest.sha256) {
         bail!(
             "{} is not the verified backup: read {} bytes sha256 {}, manifest says {} bytes sha256 {}",
             manifest.key,

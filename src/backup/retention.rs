@@ -122,6 +122,7 @@ mod tests {
             dump_bytes: 1,
             size: 1,
             sha256: String::new(),
+            chunks: None,
             verified,
             migrations: Default::default(),
             fingerprint: None,
@@ -135,6 +136,7 @@ mod tests {
             outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
             resolved: None,
             copy: None,
+            signed: false,
         }
     }
 
