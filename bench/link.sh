@@ -25,6 +25,8 @@
 #   BENCH_BACKUP_YAML=        extra lines for the `backup:` section, verbatim (indent them by
 #                             two spaces), e.g. $'  part_size: 16MiB\n'
 #   BENCH_DEPLOY=1            0: skip the failed deploy rows (each is a backup plus a restore)
+#   DEPLOY_GUARD_MANIFEST_KEY when set, manifests are signed: a restore over SSH from the store
+#                             on the runner then checks each piece as it streams (one pass)
 #   BENCH_SSH_PORT=2222       the target's sshd port (inside the namespace)
 #   BENCH_TMP=${TMPDIR:-/tmp} where the cluster, stores and dump files go (needs ~4x the db size)
 #   CARGO_TARGET_DIR          where the release binary is (default: target)

@@ -7,18 +7,18 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-/// Smallest piece: the most a restore holds back from psql while it checks a piece.
-const MIN_PIECE: u64 = 4 << 20;
-/// At most this many pieces (pieces grow past [`MIN_PIECE`] above 16 GiB), so the manifest
-/// stays small: 64 hex digits a piece.
-const MAX_PIECES: u64 = 4096;
+/// Smallest piece: a restore holds back at most this much from psql while it checks a piece.
+const MIN_PIECE: u64 = 2 << 20;
+/// At most this many pieces (pieces grow past [`MIN_PIECE`] above 32 GiB stored), so the
+/// manifest stays under about a megabyte: 64 hex digits a piece.
+const MAX_PIECES: u64 = 16384;
 /// Verified pieces waiting for the reader: the next piece downloads while psql takes this one.
-const AHEAD: usize = 2;
+/// With the one being read and the one being taken, three pieces' buffers, reused.
+const AHEAD: usize = 1;
 
 /// Each piece's SHA-256, in order; every piece is `piece` bytes but the last.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,12 +90,15 @@ impl Hasher {
 
 /// Reads `object`, which must be `size` bytes long, piece by piece on its own task and passes on
 /// only the pieces whose SHA-256 is the expected one, in order; any other piece, a short object
-/// or a longer one ends the stream with an error. Holds at most [`AHEAD`] + 1 pieces.
+/// or a longer one ends the stream with an error. Holds at most [`AHEAD`] + 2 pieces.
 pub fn verified<R>(mut object: R, size: u64, chunks: Chunks, key: String) -> Verified
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+    // Buffers the reader is done with come back, so memory stays at a few pieces whatever the
+    // allocator keeps.
+    let (spent_tx, mut spent) = tokio::sync::mpsc::channel::<Vec<u8>>(AHEAD + 2);
     tokio::spawn(async move {
         if !chunks.fits(size) {
             let _ = tx.send(Err(bad(format!("{key}: the manifest's pieces do not describe {size} bytes")))).await;
@@ -104,7 +107,9 @@ where
         let piece = chunks.piece as usize;
         for (i, want) in chunks.sha256.iter().enumerate() {
             let len = (size - i as u64 * chunks.piece).min(chunks.piece) as usize;
-            let mut buf = Vec::with_capacity(len);
+            let mut buf = spent.try_recv().unwrap_or_else(|_| Vec::with_capacity(len));
+            buf.clear();
+            buf.reserve(len);
             let got = (&mut object).take(len as u64).read_to_end(&mut buf).await;
             let checked = match got {
                 Err(e) => Err(e),
@@ -120,7 +125,7 @@ where
                     buf.len(),
                     i * piece
                 ))),
-                Ok(_) => Ok(Bytes::from(buf)),
+                Ok(_) => Ok(buf),
             };
             let failed = checked.is_err();
             if tx.send(checked).await.is_err() || failed {
@@ -135,7 +140,7 @@ where
         };
         let _ = tx.send(Err(trailing)).await;
     });
-    Verified { rx, cur: Bytes::new() }
+    Verified { rx, spent: spent_tx, cur: Vec::new(), at: 0 }
 }
 
 fn bad(msg: String) -> io::Error {
@@ -144,21 +149,29 @@ fn bad(msg: String) -> io::Error {
 
 /// The reading end of [`verified`].
 pub struct Verified {
-    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
+    rx: tokio::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    spent: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// The piece being read, from `at`.
+    cur: Vec<u8>,
+    at: usize,
 }
 
 impl AsyncRead for Verified {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        while self.cur.is_empty() {
-            match std::task::ready!(self.rx.poll_recv(cx)) {
-                Some(Ok(b)) => self.cur = b,
+        let this = &mut *self;
+        while this.at == this.cur.len() {
+            match std::task::ready!(this.rx.poll_recv(cx)) {
+                Some(Ok(b)) => {
+                    let _ = this.spent.try_send(std::mem::replace(&mut this.cur, b));
+                    this.at = 0;
+                }
                 Some(Err(e)) => return Poll::Ready(Err(e)),
                 None => return Poll::Ready(Ok(())),
             }
         }
-        let n = self.cur.len().min(out.remaining());
-        out.put_slice(&self.cur.split_to(n));
+        let n = (this.cur.len() - this.at).min(out.remaining());
+        out.put_slice(&this.cur[this.at..this.at + n]);
+        this.at += n;
         Poll::Ready(Ok(()))
     }
 }
@@ -197,9 +210,9 @@ mod tests {
     #[test]
     fn piece_size_grows_only_past_the_piece_limit() {
         assert_eq!(Chunks::piece_for(1), MIN_PIECE);
-        assert_eq!(Chunks::piece_for(16 << 30), MIN_PIECE);
-        assert_eq!(Chunks::piece_for((16 << 30) + 1), 2 * MIN_PIECE);
-        assert_eq!(Chunks::piece_for(1 << 40), 256 << 20);
+        assert_eq!(Chunks::piece_for(32 << 30), MIN_PIECE);
+        assert_eq!(Chunks::piece_for((32 << 30) + 1), 2 * MIN_PIECE);
+        assert_eq!(Chunks::piece_for(1 << 40), 64 << 20);
     }
 
     #[tokio::test]

@@ -489,7 +489,7 @@ mod tests {
             size: 300,
             sha256: "9f".repeat(32),
             tables: Default::default(),
-            chunks: Some(Chunks { piece: 4 << 20, sha256: vec!["ab".repeat(32)] }),
+            chunks: Some(Chunks { piece: Chunks::piece_for(300), sha256: vec!["ab".repeat(32)] }),
         };
         let mut m = Manifest::verified("station", &sha(), "shop", at, taken);
         m.tag = Some("v2".into());
