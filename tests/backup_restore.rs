@@ -66,8 +66,7 @@ async fn round_trip_restores_schema_and_data_exactly() {
     assert!(!common::cluster().database_exists(&scratch).unwrap());
 }
 
-/// `backup.compression: gzip` here: compressed in this process (GNU gzip is slower than its
-/// encoder), `.sql.gz`, restored exactly.
+/// `backup.compression: gzip` here: compressed in this process, `.sql.gz`, restored exactly.
 #[tokio::test]
 async fn gzip_backups_are_compressed_in_process_and_round_trip() {
     let app = App::new("br_gzip", &[]);

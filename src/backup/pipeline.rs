@@ -100,28 +100,22 @@ fn progress(what: &'static str, m: &Arc<Mutex<Meter>>) -> tokio::task::JoinHandl
 pub struct Packing {
     pub codec: Codec,
     pub level: u32,
-    /// By the codec's own tool, piped from pg_dump where pg_dump runs (on the target over SSH);
-    /// else in this process.
-    pub by_tool: bool,
-    /// pg_dump runs across a link.
-    pub remote: bool,
+    /// On the target, by the codec's tool (else here, in this process).
+    pub on_target: bool,
 }
 
 impl Packing {
     /// `wanted`, compressed on the target when commands run across a link and the target has
     /// the codec's tool; a remote target without `zstd` compresses with `gzip` (which every
-    /// target has) rather than send the plain SQL across the link. Locally, `zstd`'s own tool
-    /// when there is one: a process of its own beside pg_dump outran this process's encoder
-    /// (docs/PERFORMANCE.md); GNU gzip is slower than the encoder here, so gzip stays here.
+    /// target has) rather than send the plain SQL across the link. Locally, in this process:
+    /// `pg_dump | zstd -1` as a separate process measured slower here (docs/PERFORMANCE.md).
     pub async fn choose(exec: &dyn crate::exec::Executor, wanted: Compression) -> Result<Packing> {
-        let remote = exec.remote();
-        let here = Packing { codec: wanted.codec, level: wanted.level(), by_tool: false, remote };
-        if !remote {
-            let tool = wanted.codec == Codec::Zstd && wanted.codec.on_target(exec).await?;
-            return Ok(Packing { by_tool: tool, ..here });
+        let here = Packing { codec: wanted.codec, level: wanted.level(), on_target: false };
+        if !exec.remote() {
+            return Ok(here);
         }
         if wanted.codec.on_target(exec).await? {
-            return Ok(Packing { by_tool: true, ..here });
+            return Ok(Packing { on_target: true, ..here });
         }
         if Codec::Gzip.on_target(exec).await? {
             tracing::warn!(
@@ -129,18 +123,14 @@ impl Packing {
                 wanted.codec,
                 wanted.codec
             );
-            return Ok(Packing { codec: Codec::Gzip, level: Codec::Gzip.default_level(), by_tool: true, remote });
+            return Ok(Packing { codec: Codec::Gzip, level: Codec::Gzip.default_level(), on_target: true });
         }
         tracing::warn!("the target has neither {} nor gzip: the dump crosses the link uncompressed", wanted.codec);
         Ok(here)
     }
 
     pub fn describe(&self) -> String {
-        let at = match (self.by_tool, self.remote) {
-            (true, true) => "on the target",
-            (true, false) => "here, by its own tool",
-            (false, _) => "here",
-        };
+        let at = if self.on_target { "on the target" } else { "here" };
         format!("{} -{} {at}", self.codec, self.level)
     }
 }
@@ -167,7 +157,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
     if Codec::of_key(key) != Some(packing.codec) {
         bail!("{key} does not name a {} backup", packing.codec);
     }
-    if packing.by_tool {
+    if packing.on_target {
         let cmd = db.dump_cmd_packed(packing.codec.name(), &packing.codec.compress_sh(packing.level));
         if let Some(put) = store.put_from_target(key, &cmd).await {
             // Dumped, compressed and stored on the target; [`verify`] reads it back across the link.
@@ -185,7 +175,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
     let (mut dump_w, dump_r) = tokio::io::duplex(BUF);
     let raw = Meter::counted();
     let packed = Meter::hashed();
-    let (cmd, body, ticker) = if packing.by_tool {
+    let (cmd, body, ticker) = if packing.on_target {
         let cmd = db.dump_cmd_packed(packing.codec.name(), &packing.codec.compress_sh(packing.level));
         let body: super::codec::Reader = Box::pin(metered(dump_r, &packed));
         (cmd, body, progress("backup (compressed bytes)", &packed))
@@ -211,7 +201,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
         let stored = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
         exit.context("pg_dump could not be run to the end")?.check("pg_dump")?;
         let raw = raw.lock().expect("meter");
-        if !packing.by_tool && !raw.has_trailer() {
+        if !packing.on_target && !raw.has_trailer() {
             bail!("pg_dump exited 0 but the dump lacks its completion trailer ({TRAILER:?}): it is incomplete");
         }
         let packed = packed.lock().expect("meter");
@@ -220,7 +210,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
         }
         Ok(Taken {
             key: key.to_string(),
-            dump_bytes: (!packing.by_tool).then_some(raw.bytes),
+            dump_bytes: (!packing.on_target).then_some(raw.bytes),
             size: packed.bytes,
             sha256: packed.sha256(),
             tables: BTreeMap::new(),

@@ -204,7 +204,7 @@ async fn compression_line(w: &World) -> Result<String> {
     let mut line = format!("backups compressed with {}", p.describe());
     if p.codec != wanted.codec {
         line.push_str(&format!(" (the target has no {}: install it for faster backups)", wanted.codec));
-    } else if w.exec.remote() && !p.by_tool {
+    } else if w.exec.remote() && !p.on_target {
         line.push_str(" (the target has no compressor: the dump crosses the link uncompressed)");
     }
     Ok(line)
