@@ -266,7 +266,7 @@ impl Manifest {
                 return bad(format!("table {table:?} or its columns are not plain or quoted identifiers"));
             }
         }
-        if self.sha256.len() != 64 || !lower_hex(&self.sha256) {
+        if !is_sha256_hex(&self.sha256) {
             return bad(format!("sha256 {:?} is not a SHA-256", self.sha256));
         }
         if self.size == 0 || self.dump_bytes == 0 || self.size > MAX_BYTES || self.dump_bytes > MAX_BYTES {
@@ -289,8 +289,9 @@ const MAX_BYTES: u64 = 1 << 50;
 /// The environment variable holding the manifest signing key.
 pub const MANIFEST_KEY_VAR: &str = "DEPLOY_GUARD_MANIFEST_KEY";
 
-fn lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+/// A SHA-256 as the manifest stores it: 64 lower-case hex digits.
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Letters, digits, `_`, `-`, `.`; at most `max` bytes.

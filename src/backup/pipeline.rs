@@ -37,21 +37,23 @@ struct Meter {
 }
 
 impl Meter {
+    fn new(sha: Option<Sha256>, pieces: Option<chunks::Hasher>) -> Arc<Mutex<Meter>> {
+        Arc::new(Mutex::new(Meter { bytes: 0, sha, pieces, tail: Tail::new(4096) }))
+    }
+
     /// Counts and hashes (the stored object).
     fn hashed() -> Arc<Mutex<Meter>> {
-        Arc::new(Mutex::new(Meter { bytes: 0, sha: Some(Sha256::new()), pieces: None, tail: Tail::new(4096) }))
+        Meter::new(Some(Sha256::new()), None)
     }
 
     /// Counts and hashes, whole and piece by piece (the stored object of `size` bytes, read back).
     fn hashed_in_pieces(size: u64) -> Arc<Mutex<Meter>> {
-        let m = Meter::hashed();
-        m.lock().expect("meter").pieces = Some(chunks::Hasher::new(size));
-        m
+        Meter::new(Some(Sha256::new()), Some(chunks::Hasher::new(size)))
     }
 
     /// Counts and keeps the tail (the plain SQL).
     fn counted() -> Arc<Mutex<Meter>> {
-        Arc::new(Mutex::new(Meter { bytes: 0, sha: None, pieces: None, tail: Tail::new(4096) }))
+        Meter::new(None, None)
     }
 
     fn feed(&mut self, b: &[u8]) {
@@ -379,18 +381,17 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     }
     // Over SSH psql reads what the target decompresses, never seen here: the pieces' hashes are
     // trusted in place of reading it all first only when a signature vouches for them.
-    let whole_first = manifest.chunks.is_none() || (unpack_there && !manifest.signed);
+    let pieces = manifest.chunks.clone().filter(|_| manifest.signed || !unpack_there);
+    let whole_first = pieces.is_none();
     if whole_first && unpack_there {
         read_back(store, &manifest.taken()).await.with_context(not_verified)?;
     } else if whole_first {
         same_object(store, &manifest.taken()).await.with_context(not_verified)?;
     }
     let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
-    let (object, packed): (super::codec::Reader, _) = match (&manifest.chunks, whole_first) {
-        (Some(pieces), false) => {
-            (Box::pin(chunks::verified(object, manifest.size, pieces.clone(), manifest.key.clone())), Meter::counted())
-        }
-        _ => (Box::pin(object), Meter::hashed()),
+    let (object, packed): (super::codec::Reader, _) = match pieces {
+        Some(p) => (Box::pin(chunks::verified(object, manifest.size, p, manifest.key.clone())), Meter::counted()),
+        None => (Box::pin(object), Meter::hashed()),
     };
     let restored = if unpack_there {
         let mut stream = metered(object, &packed);
