@@ -4,9 +4,11 @@
 //!
 //! `cargo bench --bench data_safety` (`BENCH_SCALES=10,75`: pgbench scale factors, about 15 MiB
 //! of database each; `BENCH_RUNS=3`: rounds of the timed pairs; `BENCH_ALL_ROWS_MAX_SCALE=10`:
-//! also time `table_loss` with every row of pgbench_accounts changed, at scales up to this one).
-//! Side by side, in turns: the read-back without row sums, with them inline (as before), and
-//! `backup::verify` (on their own thread); `table_loss` as it was, its fallback, and as it is.
+//! also time `table_loss` with every row of pgbench_accounts changed, at scales up to this one;
+//! `BENCH_ITEM1_ONLY=1`: stop after item 1's rows).
+//! Side by side, in turns: the read-back without row sums, with every table's inline (as before),
+//! `backup::verify` as it is (no sums), and `backup::sums` of the largest table (what a rollback
+//! reads then); `table_loss` as it was, its fallback, and as it is.
 //! Prints markdown tables on stdout, progress on stderr. Not run by `cargo test`.
 
 use std::collections::BTreeMap;
@@ -261,7 +263,7 @@ fn passes(plain: &Path) -> Vec<(&'static str, f64, f64)> {
             }),
         ),
         (
-            "DumpTables::feed (split, xxh3 per row, non-null per column)",
+            "DumpTables::feed, every table summed (split, xxh3 per row, non-null per column)",
             Box::new({
                 let mut t = DumpTables::default();
                 move |b: &[u8]| t.feed(b)
@@ -329,7 +331,14 @@ impl Report {
     }
 }
 
-async fn one_scale(cluster: &Cluster, env: &Env, scale: u32, runs: usize, all_rows_max: u32) -> Report {
+async fn one_scale(
+    cluster: &Cluster,
+    env: &Env,
+    scale: u32,
+    runs: usize,
+    all_rows_max: u32,
+    item1_only: bool,
+) -> Report {
     let mut rep = Report { scale, lines: Vec::new() };
     for db in ["a", "b", "c"] {
         env.psql("postgres", &format!("DROP DATABASE IF EXISTS {db};"));
@@ -392,9 +401,20 @@ async fn one_scale(cluster: &Cluster, env: &Env, scale: u32, runs: usize, all_ro
         &format!("{:.0} MiB of SQL → {:.1} MiB", mib(taken.dump_bytes.unwrap_or_default()), mib(taken.size)),
     );
 
-    // ---- Item 1, every deploy: the read-back with and without the row sums, in turns.
-    say("verify without row sums, with them inline, with them on their own thread");
-    let (mut with, mut inline, mut without) = (Vec::new(), Vec::new(), Vec::new());
+    // ---- Item 1, every deploy: the read-back with and without the row sums, in turns; and on
+    // a rollback, the sums of the one table touched, read from the backup then.
+    say("verify without row sums, with every table's inline (before), as it is now; sums of one table on a rollback");
+    let object = std::fs::read(store_dir.path().join(key)).unwrap();
+    let mut manifest = backup::Manifest::verified(
+        "bench",
+        &deploy_guard::model::Sha::parse("abc1234def").unwrap(),
+        "bench",
+        chrono::Utc::now(),
+        Taken { chunks: Some(backup::Chunks::of(&object)), ..taken.clone() },
+    );
+    manifest.dump_bytes = taken.dump_bytes.unwrap_or_default();
+    drop(object);
+    let (mut now, mut inline, mut without, mut lazy) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut sums: BTreeMap<String, RowSum> = BTreeMap::new();
     let mut same = true;
     for _ in 0..runs {
@@ -402,16 +422,20 @@ async fn one_scale(cluster: &Cluster, env: &Env, scale: u32, runs: usize, all_ro
         without.push(m);
         let (inline_sums, m) = measure(verify_copy(&store, &taken, true)).await;
         inline.push(m);
-        let (s, m) = measure(backup::verify(&store, &taken)).await;
+        let (columns, m) = measure(backup::verify(&store, &taken)).await;
+        same &= columns.unwrap().keys().eq(inline_sums.keys());
+        now.push(m);
+        let (s, m) = measure(backup::sums(&store, &manifest, [ACCOUNTS.to_string()].into())).await;
         sums = s.unwrap();
-        same &= sums == inline_sums;
-        with.push(m);
+        same &= sums.get(ACCOUNTS) == inline_sums.get(ACCOUNTS);
+        lazy.push(m);
     }
     let (mw, lo, hi) = median(without);
     rep.row("verify read-back **without** row sums (size, sha256, gunzip)", &mw, Some((lo, hi)), None, "");
     for (label, ms) in [
-        ("the same **plus `DumpTables` inline** on the gunzip thread (before)", inline),
-        ("**`backup::verify`**: the same, `DumpTables` **on its own thread** (now)", with),
+        ("the same **plus every table's row sums** inline on the gunzip thread (before)", inline),
+        ("**`backup::verify`** (now: column lists and the meta-command check on their own thread, no sums)", now),
+        ("on a rollback: **`backup::sums`** of pgbench_accounts, read from the verified backup (now)", lazy),
     ] {
         let (m, lo, hi) = median(ms);
         let added = m.wall - mw.wall;
@@ -421,7 +445,7 @@ async fn one_scale(cluster: &Cluster, env: &Env, scale: u32, runs: usize, all_ro
             Some((lo, hi)),
             None,
             &format!(
-                "adds **{added:.2} s** wall, {:.2} s CPU ({:.0} MiB of SQL; sums equal: {})",
+                "{added:+.2} s wall, {:+.2} s CPU against the first row ({:.0} MiB of SQL; sums and tables equal: {})",
                 m.cpu_own - mw.cpu_own,
                 mib(taken.dump_bytes.unwrap_or_default()),
                 if same { "yes" } else { "**NO**" }
@@ -499,6 +523,9 @@ async fn one_scale(cluster: &Cluster, env: &Env, scale: u32, runs: usize, all_ro
         &format!("{:.2}× the COPY alone", m.wall / mc.wall),
     );
 
+    if item1_only {
+        return rep;
+    }
     // ---- Item 4, a rollback: the kept (written-to) copy against the restored one.
     say("CREATE DATABASE b TEMPLATE a; UPDATE a …");
     env.psql("postgres", "CREATE DATABASE b TEMPLATE a;");
@@ -606,6 +633,7 @@ async fn main() {
         .collect();
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let all_rows_max: u32 = std::env::var("BENCH_ALL_ROWS_MAX_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let item1_only = std::env::var_os("BENCH_ITEM1_ONLY").is_some();
     assert!(Path::new("/usr/bin/time").exists(), "/usr/bin/time is missing: apt-get install -y time");
     say("starting a throwaway PostgreSQL");
     let cluster = Cluster::start(None).expect("a PostgreSQL cluster");
@@ -617,7 +645,7 @@ async fn main() {
     );
     print!("{header}");
     for scale in scales {
-        let rep = one_scale(&cluster, &env, scale, runs, all_rows_max).await;
+        let rep = one_scale(&cluster, &env, scale, runs, all_rows_max, item1_only).await;
         let mut text = format!("### pgbench scale {}\n\n{}\n", rep.scale, rep.lines[0]);
         text.push_str(
             "| What | Wall (s), median (min–max) | CPU, deploy-guard's own (s) | CPU, children (s) | Peak RSS (MiB) | Load (1 min) | Notes |\n\

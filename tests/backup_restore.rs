@@ -84,18 +84,7 @@ async fn gzip_backups_are_compressed_in_process_and_round_trip() {
 }
 
 fn backup_file(app: &App) -> std::path::PathBuf {
-    let mut stack = vec![app.stage.store_dir()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if common::is_backup_data(&p.to_string_lossy()) {
-                return p;
-            }
-        }
-    }
-    panic!("no backup file");
+    common::backup_files(&app.stage.store_dir()).pop().expect("no backup file")
 }
 
 /// Restoring a tampered backup must fail (exit 3) with the live database exactly as it was.
@@ -238,4 +227,51 @@ async fn the_swap_cuts_off_sessions_still_connected_to_the_live_database() {
     assert_eq!(common::state(app.db()).await, before);
     let _ = idle.kill();
     let _ = idle.wait();
+}
+
+#[tokio::test]
+async fn row_sums_are_read_from_the_verified_backup_only_when_asked_and_equal_the_live_tables() {
+    use deploy_guard::backup;
+    use deploy_guard::store::DirStore;
+    let app = App::new("br_sums", &[]);
+    // Several 2 MiB pieces, the table after `customers` and `orders` in the dump.
+    app.psql(
+        "CREATE TABLE digests AS SELECT i, md5(i::text) || md5((i * 7)::text) AS h FROM generate_series(1, 300000) i;",
+    );
+    assert_eq!(app.run(&["backup", "--sha", SHA]).status.code(), Some(0));
+    let store = DirStore::new(app.stage.store_dir());
+    let m = backup::list(&store).await.unwrap().pop().unwrap();
+    // Verifying the backup listed every table and summed none.
+    assert!(m.data.is_empty(), "{:?}", m.data.keys());
+    assert_eq!(m.tables["public.digests"], ["i", "h"]);
+    assert!(m.dumped("public.orders") && m.dumped("public.customers"));
+
+    let db = common::postgres(app.db());
+    let wanted = ["public.customers".to_string(), "public.orders".to_string(), "public.gone".to_string()];
+    let sums = backup::sums(&store, &m, wanted.into()).await.unwrap();
+    assert_eq!(sums.keys().collect::<Vec<_>>(), ["public.customers", "public.orders"]);
+    for (t, sum) in &sums {
+        let live = db.table_sum(app.db(), t, &sum.columns).await.unwrap();
+        assert!(live.same_rows(sum) && live.rows > 0, "{t}: {live:?} vs {sum:?}");
+    }
+    let digests = backup::sums(&store, &m, ["public.digests".to_string()].into()).await.unwrap();
+    let live = db.table_sum(app.db(), "public.digests", &m.tables["public.digests"]).await.unwrap();
+    assert_eq!(digests["public.digests"], live);
+
+    // Another backup's object in its place (whole, valid, of the same codec, one row changed):
+    // no sums come from it, whether the pieces or the whole object's hash catch it.
+    let file = backup_file(&app);
+    app.psql("UPDATE digests SET h = 'changed' WHERE i = 1;");
+    let other = "fedcba9876543210fedcba9876543210fedcba98";
+    assert_eq!(app.run(&["backup", "--sha", other]).status.code(), Some(0));
+    let files = common::backup_files(&app.stage.store_dir());
+    let replacement = files.iter().find(|f| f.to_string_lossy().contains(&other[..7])).unwrap();
+    std::fs::copy(replacement, &file).unwrap();
+    let all: std::collections::BTreeSet<String> = m.tables.keys().cloned().collect();
+    let err = backup::sums(&store, &m, all.clone()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("is not the verified backup"), "{err:#}");
+    let mut old = m.clone();
+    old.chunks = None;
+    let err = backup::sums(&store, &old, all).await.unwrap_err();
+    assert!(format!("{err:#}").contains("read back as"), "{err:#}");
 }

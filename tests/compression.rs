@@ -44,22 +44,6 @@ fn fill(app: &App) {
     );
 }
 
-fn data_files(store: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![store.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if common::is_backup_data(&p.to_string_lossy()) {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn over_ssh_the_link_carries_compressed_bytes_both_ways() {
     let sshd = Sshd::start().unwrap();
@@ -74,7 +58,7 @@ async fn over_ssh_the_link_carries_compressed_bytes_both_ways() {
     let out = app.run_env(&["backup", "--sha", SHA], &ssh_env(&sshd));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let (_, down1) = relay.counts();
-    let files = data_files(&store);
+    let files = common::backup_files(&store);
     assert_eq!(files.len(), 1, "{files:?}");
     let data = &files[0];
     assert!(data.to_string_lossy().ends_with(".sql.zst"), "{data:?}");
@@ -170,7 +154,7 @@ async fn a_target_without_zstd_compresses_with_gzip_there() {
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("the target has no zstd tool: compressing with gzip there"), "{err}");
-    let files = data_files(&store);
+    let files = common::backup_files(&store);
     assert!(files.len() == 1 && files[0].to_string_lossy().ends_with(".sql.gz"), "{files:?}");
     assert!(common::unpack(&files[0]).contains("-- PostgreSQL database dump complete"));
 
@@ -200,7 +184,7 @@ fn pg_dump_failing_on_the_target_fails_the_backup_though_the_compressor_succeede
     app.psql(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\";"));
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("pg_dump failed (exit 1)") && err.contains("permission denied"), "{err}");
-    assert!(data_files(&store).is_empty(), "a failed backup was kept");
+    assert!(common::backup_files(&store).is_empty(), "a failed backup was kept");
 }
 
 /// Takes a backup over SSH, changes the live database, tampers with the stored object, and
@@ -214,7 +198,7 @@ async fn refused_over_ssh(name: &str, tamper: impl FnOnce(&std::path::Path), mes
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     app.psql("INSERT INTO customers (name) VALUES ('written after the backup');");
     let live = common::state(app.db()).await;
-    let files = data_files(&store);
+    let files = common::backup_files(&store);
     tamper(&files[0]);
     let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
     assert!(err.contains(message), "expected {message:?} in {err}");
@@ -254,7 +238,7 @@ async fn a_signed_manifest_lets_an_ssh_restore_check_each_piece_in_one_pass() {
     assert_eq!(common::state(app.db()).await, before);
 
     let live = before;
-    let file = &data_files(&store)[0];
+    let file = &common::backup_files(&store)[0];
     let mut bytes = std::fs::read(file).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;

@@ -41,12 +41,30 @@ async fn a_dropped_column_with_data_is_restored_not_reverted_and_named_in_the_su
     // Every value of the column is back.
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.psql("SELECT count(note) FROM orders"), "4500");
+    // The backup's rows were summed on the rollback, for the one table the deploy touched.
+    let manifest = find(&app.stage.store_dir(), ".manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let summed: Vec<&String> = m["data"].as_object().unwrap().keys().collect();
+    assert_eq!(summed, ["public.orders"], "{}", m["data"]);
+    assert!(m["tables"]["public.customers"].is_array(), "{}", m["tables"]);
     let md = std::fs::read_to_string(summary).unwrap();
     assert!(
         md.contains("Data the migrations destroyed")
             && md.contains("`drop_order_note` dropped column public.orders.note (4 500 non-null values at the backup)"),
         "{md}"
     );
+}
+
+#[tokio::test]
+async fn a_deploy_that_goes_well_sums_no_rows() {
+    let app = App::new("ds_lazy", &["v2"]);
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let manifest = find(&app.stage.store_dir(), ".manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert_eq!(m["data"], serde_json::json!({}));
+    let listed: Vec<&String> = m["tables"].as_object().unwrap().keys().collect();
+    assert_eq!(listed, ["public.customers", "public.orders", "public.schema_migrations"]);
 }
 
 #[tokio::test]
@@ -105,7 +123,7 @@ fn a_verify_query_that_fails_or_writes_is_refused_before_anything_changes() {
         assert!(common::stderr(&out).contains("verify.queries"), "{}", common::stderr(&out));
         assert_eq!(app.psql("SELECT count(*) FROM orders"), "6000");
         assert_eq!(app.tag(), "v1");
-        assert_eq!(stored_files(&app.stage.store_dir()), 0, "{bad}: a backup was taken");
+        assert_eq!(common::files_under(&app.stage.store_dir()).len(), 0, "{bad}: a backup was taken");
     }
 }
 
@@ -154,18 +172,8 @@ async fn writes_after_the_backup_are_found_after_a_restore_and_replayed_on_reque
 
 /// The one file under `dir` whose name ends with `suffix`.
 fn find(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(suffix) {
-                return p;
-            }
-        }
-    }
-    panic!("no {suffix} under {}", dir.display())
+    let found = common::files_under(dir).into_iter().find(|p| p.to_string_lossy().ends_with(suffix));
+    found.unwrap_or_else(|| panic!("no {suffix} under {}", dir.display()))
 }
 
 #[tokio::test]
@@ -178,7 +186,7 @@ async fn destructive_sql_is_classified_before_the_deploy_and_refused_when_asked(
     let r = common::json(&out);
     assert_eq!(r["outcome"]["at"], "classify", "{r}");
     assert!(r["outcome"]["reason"].as_str().unwrap().contains("drop-column"), "{r}");
-    assert_eq!(stored_files(&app.stage.store_dir()), 0, "nothing may be backed up");
+    assert_eq!(common::files_under(&app.stage.store_dir()).len(), 0, "nothing may be backed up");
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
 
@@ -189,24 +197,6 @@ async fn destructive_sql_is_classified_before_the_deploy_and_refused_when_asked(
     assert_eq!(r["path"], "restore", "{r}");
     assert_eq!(r["classification"][0]["rule"], "drop-column", "{r}");
     assert_eq!(common::state(app.db()).await, before);
-}
-
-/// How many files a directory store holds (none when it was never created).
-fn stored_files(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                n += 1;
-            }
-        }
-    }
-    n
 }
 
 #[tokio::test]

@@ -116,25 +116,11 @@ async fn aborts(app: &App, why: &str) {
     assert_eq!(common::state(app.db()).await, before, "nothing may change");
     assert_eq!(app.tag(), "v1");
     let store = app.stage.store_dir();
-    let files: Vec<_> = walk(&store);
+    let files: Vec<String> = common::files_under(&store).iter().map(|p| p.display().to_string()).collect();
     assert!(
         files.iter().all(|f| !common::is_backup_data(f) && !f.ends_with(".manifest.json")),
         "backup recorded: {files:?}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path().display().to_string());
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -172,7 +158,10 @@ async fn an_interrupted_deploy_must_be_dealt_with_first() {
     let app = App::new("dep_interrupted", &["v2", "v2-crash"]);
     assert_eq!(app.run(&["deploy", "--sha", SHA, "--tag", "v2"]).status.code(), Some(0));
     // Make the journal look like the job was cancelled during migrate.
-    let manifest = walk(&app.stage.store_dir()).into_iter().find(|f| f.ends_with(".manifest.json")).unwrap();
+    let manifest = common::files_under(&app.stage.store_dir())
+        .into_iter()
+        .find(|f| f.to_string_lossy().ends_with(".manifest.json"))
+        .unwrap();
     let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     m["outcome"] = serde_json::Value::Null;
     let journal = m["journal"]["entries"].as_array_mut().unwrap();

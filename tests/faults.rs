@@ -140,20 +140,7 @@ fn derived_databases_in(cluster: &deploy_guard::simulate::sandbox::Cluster, db: 
 
 /// Every file below `dir` (relative), sorted; none when it does not exist.
 fn files(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                out.push(p.strip_prefix(base).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
+    common::files_under(dir).iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect()
 }
 
 /// Nothing left behind by `app`'s runs: no process mentions its directory or database, no scratch

@@ -48,6 +48,8 @@ pub struct Checker {
     line_no: u64,
     restrict_key: Option<Vec<u8>>,
     unrestricted: bool,
+    /// Each `COPY … FROM stdin;` line whose data followed, in order.
+    pub copies: Vec<Vec<u8>>,
 }
 
 impl Default for Checker {
@@ -61,6 +63,7 @@ impl Default for Checker {
             line_no: 0,
             restrict_key: None,
             unrestricted: false,
+            copies: Vec::new(),
         }
     }
 }
@@ -89,7 +92,7 @@ impl Checker {
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         while !input.is_empty() {
             if self.copy {
-                let n = input.iter().position(|&b| b == b'\n').map_or(input.len(), |i| i + 1);
+                let n = memchr::memchr(b'\n', input).map_or(input.len(), |i| i + 1);
                 let (chunk, rest) = input.split_at(n);
                 out.extend_from_slice(chunk);
                 if self.copy_line.len() < 4 {
@@ -105,7 +108,7 @@ impl Checker {
                 input = rest;
                 continue;
             }
-            match input.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', input) {
                 Some(i) => {
                     self.line.extend_from_slice(&input[..=i]);
                     input = &input[i + 1..];
@@ -243,6 +246,7 @@ impl Checker {
             && trimmed[trimmed.len() - 11..].eq_ignore_ascii_case(b"FROM stdin;")
         {
             self.copy = true;
+            self.copies.push(trimmed.to_vec());
         }
         Ok(())
     }
@@ -355,6 +359,14 @@ mod tests {
              --\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict Abc123XYZ\n\n"
         );
         check(&sql).unwrap();
+        // The COPY lines whose data followed, listed: not one inside a string or a comment.
+        let mut c = Checker::default();
+        let sql = format!(
+            "{HEAD}-- COPY x (a) FROM stdin;\nSELECT 'COPY y (b) FROM stdin;\n';\n\
+             COPY public.t (a, b) FROM stdin;\n1\t2\n\\.\n"
+        );
+        c.feed(sql.as_bytes(), &mut Vec::new()).unwrap();
+        assert_eq!(c.copies, [b"COPY public.t (a, b) FROM stdin;".to_vec()]);
     }
 
     #[test]

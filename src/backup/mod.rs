@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 pub use chunks::Chunks;
 pub use codec::Codec;
 pub use meta_filter::MetaGuard;
-pub use pipeline::{copy_verified, human_bytes, restore_stream, take, take_verified, verify, Packing, Taken, TRAILER};
+pub use pipeline::{
+    copy_verified, human_bytes, restore_stream, sums, take, take_verified, verify, Packing, Taken, TRAILER,
+};
 
 /// The writes made after the backup's snapshot that a restore took away, per table, and the
 /// replay file that puts them back.
@@ -74,7 +76,12 @@ pub struct Manifest {
     pub verified: bool,
     pub migrations: MigrationState,
     pub fingerprint: Option<Fingerprint>,
-    /// Each table's rows at the backup, as order-independent sums (see `db::RowSum`).
+    /// Each table the dump holds rows for, with its columns as dumped (listed while the backup
+    /// was verified). Empty in manifests of older versions, which recorded `data` for every table.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, Vec<String>>,
+    /// Rows at the backup, as order-independent sums (see `db::RowSum`), of the tables a
+    /// rollback compared: read from the backup when first needed and kept here.
     #[serde(default)]
     pub data: BTreeMap<String, RowSum>,
     /// Each table's storage file and update/delete count before the migrations ran.
@@ -138,7 +145,8 @@ impl Manifest {
             verified: true,
             migrations: MigrationState::default(),
             fingerprint: None,
-            data: taken.tables,
+            tables: taken.columns,
+            data: BTreeMap::new(),
             stats: BTreeMap::new(),
             checks: Vec::new(),
             lost_writes: None,
@@ -159,9 +167,19 @@ impl Manifest {
             dump_bytes: Some(self.dump_bytes),
             size: self.size,
             sha256: self.sha256.clone(),
-            tables: BTreeMap::new(),
+            columns: BTreeMap::new(),
             chunks: self.chunks.clone(),
         }
+    }
+
+    /// Whether the dump holds rows of `table` (`schema.table`, as pg_dump quotes it).
+    pub fn dumped(&self, table: &str) -> bool {
+        self.tables.contains_key(table) || self.data.contains_key(table)
+    }
+
+    /// Every table the dump holds rows for.
+    pub fn dumped_tables(&self) -> std::collections::BTreeSet<&String> {
+        self.tables.keys().chain(self.data.keys()).collect()
     }
 
     /// A `rollback-failed` run that no person has yet recorded as dealt with.
@@ -261,8 +279,9 @@ impl Manifest {
         if !named.is_some_and(|n| n.eq_ignore_ascii_case(self.sha.short())) {
             return bad(format!("its name is not that of a backup of {}", self.sha.short()));
         }
-        for (table, sum) in &self.data {
-            if !crate::db::safe_ident_list(table) || !sum.columns.iter().all(|c| crate::db::safe_ident_list(c)) {
+        let listed = self.tables.iter().chain(self.data.iter().map(|(t, sum)| (t, &sum.columns)));
+        for (table, columns) in listed {
+            if !crate::db::safe_ident_list(table) || !columns.iter().all(|c| crate::db::safe_ident_list(c)) {
                 return bad(format!("table {table:?} or its columns are not plain or quoted identifiers"));
             }
         }
@@ -489,7 +508,7 @@ mod tests {
             dump_bytes: Some(1000),
             size: 300,
             sha256: "9f".repeat(32),
-            tables: Default::default(),
+            columns: Default::default(),
             chunks: Some(Chunks { piece: Chunks::piece_for(300), sha256: vec!["ab".repeat(32)] }),
         };
         let mut m = Manifest::verified("station", &sha(), "shop", at, taken);
@@ -555,6 +574,8 @@ mod tests {
             (Box::new(|v| v["chunks"]["piece"] = json!(1u64 << 40)), "pieces' SHA-256s"),
             (Box::new(|v| v["chunks"]["sha256"][0] = json!("$(id)")), "pieces' SHA-256s"),
             (Box::new(|v| v["format"] = json!(99)), "format 99"),
+            (Box::new(|v| v["tables"] = json!({"t) TO PROGRAM 'id'": ["a"]})), "not plain or quoted"),
+            (Box::new(|v| v["tables"] = json!({"public.t": ["a; DROP TABLE x"]})), "not plain or quoted"),
         ];
         for (f, why) in cases {
             refused(&edited(f), None, why);

@@ -3,7 +3,7 @@
 //! SSH, compression and decompression happen on the target when it has the codec's tool.
 
 pub use crate::model::human_bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use super::chunks::{self, Chunks};
 use super::meta_filter::Checker;
 use super::{Codec, Manifest, MetaGuard};
 use crate::config::Compression;
-use crate::db::{DumpTables, Postgres, RowSum};
+use crate::db::{copy_header, DumpTables, Postgres, RowSum, Sums};
 use crate::exec::Tail;
 use crate::store::Store;
 
@@ -146,8 +146,8 @@ pub struct Taken {
     /// Compressed bytes stored.
     pub size: u64,
     pub sha256: String,
-    /// Each table's rows as an order-independent sum, from reading the backup back.
-    pub tables: BTreeMap<String, RowSum>,
+    /// Each table the dump holds rows for, with its columns as dumped, from reading it back.
+    pub columns: BTreeMap<String, Vec<String>>,
     /// The object's SHA-256 piece by piece, from reading the backup back.
     pub chunks: Option<Chunks>,
 }
@@ -169,7 +169,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
                 dump_bytes: None,
                 size,
                 sha256,
-                tables: BTreeMap::new(),
+                columns: BTreeMap::new(),
                 chunks: None,
             });
         }
@@ -215,7 +215,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
             dump_bytes: (!packing.on_target).then_some(raw.bytes),
             size: packed.bytes,
             sha256: packed.sha256(),
-            tables: BTreeMap::new(),
+            columns: BTreeMap::new(),
             chunks: None,
         })
     })();
@@ -232,7 +232,7 @@ pub async fn take_verified(db: &Postgres, store: &dyn Store, key: &str, packing:
     let mut taken = take(db, store, key, packing).await?;
     match read_back(store, &taken).await {
         Ok(back) => {
-            taken.tables = back.tables;
+            taken.columns = back.columns;
             taken.dump_bytes = Some(back.dump_bytes);
             taken.chunks = Some(back.chunks);
         }
@@ -265,9 +265,51 @@ pub async fn copy_verified(from: &dyn Store, to: &dyn Store, taken: &Taken) -> R
 
 /// Reads the stored backup back whole: same size and sha256, decompresses to the same number
 /// of bytes, ends with pg_dump's trailer, holds no psql meta-command outside COPY data. Returns
-/// each table's row sums, read on the way.
-pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<BTreeMap<String, RowSum>> {
-    read_back(store, taken).await.map(|back| back.tables)
+/// each table's column list, read on the way.
+pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<BTreeMap<String, Vec<String>>> {
+    read_back(store, taken).await.map(|back| back.columns)
+}
+
+/// The rows at the backup of the `wanted` tables, as order-independent sums, read from the
+/// verified backup of `manifest`: each piece checked against its SHA-256 before it is
+/// decompressed (the whole object's hash at the end when the manifest has no pieces), and read
+/// only as far as the last wanted table's rows. A rollback asks for the tables the deploy
+/// touched; a deploy that goes well never pays for any.
+pub async fn sums(
+    store: &dyn Store,
+    manifest: &Manifest,
+    wanted: BTreeSet<String>,
+) -> Result<BTreeMap<String, RowSum>> {
+    if !manifest.verified {
+        bail!("backup {} was never verified; its rows are not compared with", manifest.key);
+    }
+    let codec = Codec::of_key(&manifest.key).with_context(|| format!("{} does not name a backup", manifest.key))?;
+    let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
+    let (object, packed): (super::codec::Reader, _) = match manifest.chunks.clone() {
+        Some(p) => (Box::pin(chunks::verified(object, manifest.size, p, manifest.key.clone())), None),
+        None => (Box::pin(object), Some(Meter::hashed())),
+    };
+    let mut plain = match &packed {
+        Some(m) => codec.decoder(metered(object, m)),
+        None => codec.decoder(object),
+    };
+    let mut tables = DumpTables::new(Sums::Of(wanted));
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = plain.read(&mut buf).await.with_context(|| format!("reading {} ({codec})", manifest.key))?;
+        if n == 0 {
+            break;
+        }
+        tables.feed(&buf[..n]);
+        // Every byte so far passed its piece's check; the rest of the dump adds nothing.
+        if packed.is_none() && tables.has_all() {
+            return Ok(tables.tables);
+        }
+    }
+    if let Some(m) = packed {
+        stored_as_taken(&m.lock().expect("meter"), &manifest.taken())?;
+    }
+    Ok(tables.tables)
 }
 
 /// The stored object has the verified backup's length and sha256: the same bytes [`verify`]
@@ -300,13 +342,13 @@ fn stored_as_taken(gz: &Meter, taken: &Taken) -> Result<()> {
 
 /// What reading a stored backup back found.
 struct ReadBack {
-    tables: BTreeMap<String, RowSum>,
+    columns: BTreeMap<String, Vec<String>>,
     /// The plain SQL's length.
     dump_bytes: u64,
     chunks: Chunks,
 }
 
-/// [`verify`]'s read-back: the whole object decompressed, each table's rows summed, the SQL
+/// [`verify`]'s read-back: the whole object decompressed, each table's columns listed, the SQL
 /// checked for meta-commands and the object hashed piece by piece on the way.
 async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     let codec = Codec::of_key(&taken.key).with_context(|| format!("{} does not name a backup", taken.key))?;
@@ -314,20 +356,20 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     let raw = Meter::counted();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut plain = metered(codec.decoder(metered(object, &packed)), &raw);
-    // The row sums and the meta-command check run on their own thread, fed copies of the plain
-    // SQL through a bounded channel: beside decompression, not after it.
+    // The meta-command check runs on its own thread, fed copies of the plain SQL through a
+    // bounded channel: beside decompression, not after it. It also lists each table's columns
+    // from the COPY lines it passes; rows are summed later, only for the tables a rollback
+    // compares ([`sums`]), so what a deploy pays does not grow with the data.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let sums = std::thread::spawn(move || -> std::io::Result<_> {
-        let mut tables = DumpTables::default();
+    let lister = std::thread::spawn(move || -> std::io::Result<_> {
         let mut checker = Checker::default();
         let mut passed = Vec::new();
         while let Some(chunk) = rx.blocking_recv() {
-            tables.feed(&chunk);
             passed.clear();
             checker.feed(&chunk, &mut passed)?;
         }
         checker.finish(&mut passed)?;
-        Ok(tables.tables)
+        Ok(checker.copies.iter().filter_map(|line| copy_header(line)).collect::<BTreeMap<_, _>>())
     });
     let mut buf = vec![0u8; BUF];
     loop {
@@ -340,8 +382,8 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
         }
     }
     drop(tx);
-    let tables = sums.join().map_err(|_| anyhow::anyhow!("the row sums of {} panicked", taken.key))?;
-    let tables = tables.with_context(|| format!("{} is not a plain pg_dump", taken.key))?;
+    let columns = lister.join().map_err(|_| anyhow::anyhow!("the read-back of {} panicked", taken.key))?;
+    let columns = columns.with_context(|| format!("{} is not a plain pg_dump", taken.key))?;
     let mut packed = packed.lock().expect("meter");
     let raw = raw.lock().expect("meter");
     stored_as_taken(&packed, taken)?;
@@ -354,7 +396,7 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
             taken.dump_bytes.map_or("as many as pg_dump wrote".into(), |d| d.to_string())
         );
     }
-    Ok(ReadBack { tables, dump_bytes: raw.bytes, chunks })
+    Ok(ReadBack { columns, dump_bytes: raw.bytes, chunks })
 }
 
 /// Streams the backup of `manifest` into database `into` (which must be a fresh scratch

@@ -1,10 +1,10 @@
 //! Table contents as order-independent sums, so "the data is as before" is a comparison that
 //! needs no copy of the data: each row's COPY text line is hashed, and the hashes are added up.
-//! The backup's sums come free while it is read back to verify it ([`DumpTables`]); the live
-//! database's come from `COPY … TO STDOUT` of the same columns ([`super::Postgres::table_sum`]),
-//! only for the tables a deploy touched.
+//! The backup's sums are read from the verified backup when a rollback first needs them, only
+//! for the tables the deploy touched ([`DumpTables`], `backup::sums`); the live database's come
+//! from `COPY … TO STDOUT` of the same columns ([`super::Postgres::table_sum`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -82,12 +82,33 @@ pub fn safe_ident_list(s: &str) -> bool {
     !in_quotes && !s.is_empty()
 }
 
-/// Reads plain SQL as pg_dump writes it and sums the rows of each `COPY … FROM stdin;` block,
-/// fed in chunks of any size.
+/// Which tables' rows [`DumpTables`] sums.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Sums {
+    /// Every table's.
+    #[default]
+    All,
+    /// These tables' (`schema.table`, as pg_dump quotes it).
+    Of(BTreeSet<String>),
+}
+
+impl Sums {
+    fn wants(&self, table: &str) -> bool {
+        match self {
+            Sums::All => true,
+            Sums::Of(set) => set.contains(table),
+        }
+    }
+}
+
+/// Reads plain SQL as pg_dump writes it and sums the rows of the `COPY … FROM stdin;` blocks of
+/// the tables [`Sums`] names, fed in chunks of any size.
 #[derive(Default)]
 pub struct DumpTables {
     line: Vec<u8>,
-    current: Option<(String, RowSum)>,
+    /// The COPY block being read, and its sum if this table's rows are wanted.
+    current: Option<(String, Option<RowSum>)>,
+    wanted: Sums,
     pub tables: BTreeMap<String, RowSum>,
 }
 
@@ -108,30 +129,48 @@ fn each_line(partial: &mut Vec<u8>, mut bytes: &[u8], mut f: impl FnMut(&[u8])) 
 }
 
 impl DumpTables {
+    pub fn new(wanted: Sums) -> DumpTables {
+        DumpTables { wanted, ..DumpTables::default() }
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) {
         let mut partial = std::mem::take(&mut self.line);
         each_line(&mut partial, bytes, |line| self.take_line(line));
         self.line = partial;
     }
 
+    /// Every wanted table's block was read (never, for [`Sums::All`]): the rest of the dump
+    /// adds nothing.
+    pub fn has_all(&self) -> bool {
+        match &self.wanted {
+            Sums::All => false,
+            Sums::Of(set) => set.iter().all(|t| self.tables.contains_key(t)),
+        }
+    }
+
     fn take_line(&mut self, line: &[u8]) {
         match &mut self.current {
             Some(_) if line == b"\\." => {
                 let (table, sum) = self.current.take().expect("in a COPY block");
-                self.tables.insert(table, sum);
+                if let Some(sum) = sum {
+                    self.tables.insert(table, sum);
+                }
             }
-            Some((_, sum)) => sum.add_line(line),
+            Some((_, Some(sum))) => sum.add_line(line),
+            Some((_, None)) => {}
             None => {
                 if let Some((table, columns)) = copy_header(line) {
-                    self.current = Some((table, RowSum::new(columns)));
+                    let sum = self.wanted.wants(&table).then(|| RowSum::new(columns));
+                    self.current = Some((table, sum));
                 }
             }
         }
     }
 }
 
-/// `COPY public.orders (id, note) FROM stdin;` → (`public.orders`, [`id`, `note`]).
-fn copy_header(line: &[u8]) -> Option<(String, Vec<String>)> {
+/// `COPY public.orders (id, note) FROM stdin;` → (`public.orders`, [`id`, `note`]); none for
+/// anything else, or names that are not plain or quoted identifiers.
+pub fn copy_header(line: &[u8]) -> Option<(String, Vec<String>)> {
     let line = std::str::from_utf8(line).ok()?;
     let rest = line.strip_prefix("COPY ")?.strip_suffix(" FROM stdin;")?;
     let (table, cols) = match rest.split_once(" (") {
@@ -207,6 +246,22 @@ mod tests {
         let mut t = DumpTables::default();
         t.feed(changed.as_bytes());
         assert!(!t.tables["public.orders"].same_rows(o));
+    }
+
+    #[test]
+    fn only_the_wanted_tables_are_summed() {
+        let mut whole = DumpTables::default();
+        whole.feed(DUMP.as_bytes());
+        let mut one = DumpTables::new(Sums::Of(["public.orders".to_string()].into()));
+        let (head, tail) = DUMP.split_at(DUMP.find("\\.\n").unwrap() + 3);
+        one.feed(head.as_bytes());
+        assert!(one.has_all(), "stops once the wanted block ended");
+        one.feed(tail.as_bytes());
+        assert_eq!(one.tables.keys().collect::<Vec<_>>(), ["public.orders"]);
+        assert_eq!(one.tables["public.orders"], whole.tables["public.orders"]);
+        let mut missing = DumpTables::new(Sums::Of(["public.gone".to_string()].into()));
+        missing.feed(DUMP.as_bytes());
+        assert!(!missing.has_all() && missing.tables.is_empty());
     }
 
     #[test]

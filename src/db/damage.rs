@@ -59,6 +59,9 @@ pub struct Damage {
     /// Pre-existing tables the deploy touched at all (schema or rows): a revert is verified
     /// only when their rows equal the backup's.
     pub touched: BTreeSet<String>,
+    /// The tables whose rows at the backup the losses are counted with: those dropped, those
+    /// with a dropped column, and the suspects.
+    pub to_count: BTreeSet<String>,
     /// What the deploy added to the schema (`+` lines of the fingerprint's diff).
     pub added: Vec<String>,
     /// The schema only gained, and nothing it gained stops the previous release's writes: no
@@ -67,7 +70,8 @@ pub struct Damage {
 }
 
 impl Damage {
-    /// From the schema before and now, the statistics before and now, and the backup's sums.
+    /// From the schema before and now, the statistics before and now (of the tables the dump
+    /// holds), and the backup's sums of those of [`Damage::to_count`] that are known.
     pub fn assess(
         fp_before: &Fingerprint,
         fp_now: &Fingerprint,
@@ -79,6 +83,7 @@ impl Damage {
         let (tables_now, cols_before, cols_now) = (tables(fp_now), columns(fp_before), columns(fp_now));
         let rows = |t: &str| data.get(t).map(|s| s.rows);
         for t in tables(fp_before).difference(&tables_now) {
+            d.to_count.insert(t.clone());
             d.destroyed.push(match rows(t) {
                 Some(n) => format!("dropped table {t} ({} rows at the backup)", thousands(n)),
                 None => format!("dropped table {t}"),
@@ -91,6 +96,7 @@ impl Damage {
             match cols_now.get(&(t.clone(), c.clone())) {
                 None => {
                     d.touched.insert(t.clone());
+                    d.to_count.insert(t.clone());
                     let held = data.get(t).and_then(|s| s.non_null_of(c));
                     d.destroyed.push(match held {
                         Some(n) => format!("dropped column {t}.{c} ({} non-null values at the backup)", thousands(n)),
@@ -122,8 +128,9 @@ impl Damage {
             if now.relfilenode != before.relfilenode || now.updated_or_deleted != before.updated_or_deleted {
                 // Inserts alone leave what existed intact: not a suspect.
                 d.touched.insert(t.clone());
-                if data.contains_key(t) && !d.destroyed.iter().any(|l| l.contains(&format!(" {t}."))) {
+                if !d.destroyed.iter().any(|l| l.contains(&format!(" {t}."))) {
                     d.suspects.insert(t.clone());
+                    d.to_count.insert(t.clone());
                 }
             }
         }

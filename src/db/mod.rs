@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::exec::{self, quote, Cmd, Executor};
 
 pub use crate::model::ConnInfo;
-pub use content::{safe_ident_list, unquote, DumpTables, RowSum, TableStats};
+pub use content::{copy_header, safe_ident_list, unquote, DumpTables, RowSum, Sums, TableStats};
 pub use damage::{additions, thousands, Damage};
 pub use fingerprint::Fingerprint;
 pub use lost::{copy_unescape, Shape, TableLoss};

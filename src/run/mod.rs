@@ -5,6 +5,7 @@
 mod plan;
 pub mod steps;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use crate::backup::Manifest;
 use crate::config::{Additive, Strategy};
-use crate::db::LockGuard;
+use crate::db::{Damage, LockGuard, RowSum};
 use crate::guard::{Engine, EntryState, Journal, Mode, Next, Outcome, Step, StepResult};
 use crate::model::{DbNames, Sha};
 use crate::world::World;
@@ -54,6 +55,9 @@ pub struct Run<'w> {
     pub swap: Option<DbNames>,
     /// What the migrations destroyed, as assess found it.
     pub destroyed: Vec<String>,
+    /// What assess found destroyed but did not count, the decision not needing the backup's
+    /// rows: counted once the run's steps are done.
+    pub uncounted: Option<steps::assess::Uncounted>,
     /// Pre-existing tables the deploy touched: a revert must leave their rows as the backup's.
     pub touched: std::collections::BTreeSet<String>,
     /// The writes the restore took away.
@@ -96,6 +100,7 @@ impl<'w> Run<'w> {
             applied: 0,
             swap: None,
             destroyed: Vec::new(),
+            uncounted: None,
             touched: Default::default(),
             lost_writes: None,
             added: Vec::new(),
@@ -125,6 +130,28 @@ impl<'w> Run<'w> {
         self.manifest.as_ref().context("no backup manifest for this run")
     }
 
+    /// The backup's row sums of those of `tables` the dump holds: read from the verified backup
+    /// the first time they are asked for, then kept in the manifest.
+    pub async fn backup_sums(&mut self, tables: &BTreeSet<String>) -> Result<BTreeMap<String, RowSum>> {
+        let m = self.manifest()?;
+        let missing: BTreeSet<String> =
+            tables.iter().filter(|t| m.dumped(t) && !m.data.contains_key(*t)).cloned().collect();
+        if !missing.is_empty() {
+            let started = Instant::now();
+            let read = crate::backup::sums(self.w.store.as_ref(), m, missing.clone())
+                .await
+                .with_context(|| format!("reading the rows of {} table(s) from the backup", missing.len()))?;
+            tracing::info!(
+                "rows of {} table(s) summed from the backup in {:.1} s",
+                missing.len(),
+                started.elapsed().as_secs_f64()
+            );
+            self.manifest.as_mut().expect("checked above").data.extend(read);
+        }
+        let data = &self.manifest()?.data;
+        Ok(tables.iter().filter_map(|t| Some((t.clone(), data.get(t)?.clone()))).collect())
+    }
+
     /// Writes the journal into the manifest, if there is one yet. A store that fails here does
     /// not stop a rollback: the report still says everything.
     pub async fn persist(&mut self) {
@@ -140,6 +167,31 @@ impl<'w> Run<'w> {
                 }
             }
         }
+    }
+
+    /// Counts what assess found destroyed (rows of a dropped table, values of a dropped column,
+    /// rows changed) from the backup's rows, after the steps: on the restore path the decision
+    /// did not need them, so reading them did not keep the service down. The broken database is
+    /// compared where it is now (kept beside the restored one after a swap).
+    async fn count_losses(&mut self) {
+        let Some(u) = self.uncounted.take() else { return };
+        let data = match self.backup_sums(&u.wanted).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.notes.push(format!("the losses were not counted from the backup: {e:#}"));
+                return;
+            }
+        };
+        let db = self.swap.as_ref().map_or_else(|| self.w.db.name.clone(), |n| n.failed.clone());
+        let mut damage = Damage::assess(&u.before, &u.now, &u.stats, &u.stats_now, &data);
+        for t in damage.suspects.clone() {
+            let Some(backup) = data.get(&t) else { continue };
+            match self.w.db.table_sum(&db, &t, &backup.columns).await {
+                Ok(now) => damage.rows_changed(&t, backup, &now),
+                Err(e) => self.notes.push(format!("the rows of {t} were not compared: {e:#}")),
+            }
+        }
+        self.destroyed = steps::assess::attribute(damage.destroyed, &u.names);
     }
 
     /// Runs the engine to its end.
@@ -190,6 +242,7 @@ impl<'w> Run<'w> {
             }
         };
         self.notes.append(&mut engine.notes);
+        self.count_losses().await;
         if let Some(m) = self.manifest.as_mut() {
             m.outcome = Some(outcome.clone());
             // A run that is stuck again needs a person again, whatever was resolved before.

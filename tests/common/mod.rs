@@ -209,6 +209,29 @@ pub fn pack(path: &std::path::Path, plain: &[u8]) -> Vec<u8> {
     })
 }
 
+/// Every file below `dir`, sorted; none when it does not exist.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every backup object under the store directory `store`.
+pub fn backup_files(store: &std::path::Path) -> Vec<std::path::PathBuf> {
+    files_under(store).into_iter().filter(|p| is_backup_data(&p.to_string_lossy())).collect()
+}
+
 /// The manifest beside the backup file `data`.
 pub fn manifest_of(data: &std::path::Path) -> std::path::PathBuf {
     let s = data.to_string_lossy();

@@ -1,3 +1,5 @@
+use std::collections::{BTreeMap, BTreeSet};
+
 use anyhow::Result;
 use async_trait::async_trait;
 
@@ -10,6 +12,31 @@ use crate::guard::{Assessment, Engine};
 use crate::migrate::row_name;
 
 pub struct Assess;
+
+/// `what` the migrations destroyed, attributed to the migration(s) this deploy applied.
+pub fn attribute(destroyed: Vec<String>, names: &[String]) -> Vec<String> {
+    destroyed
+        .into_iter()
+        .map(|what| match names {
+            [one] => format!("`{one}` {what}"),
+            [] => what,
+            many => format!("{what} (by one of {})", many.join(", ")),
+        })
+        .collect()
+}
+
+/// What [`Damage::assess`] was given, kept to count the losses from the backup's rows once the
+/// service is back, when the decision did not need them.
+pub struct Uncounted {
+    pub before: crate::db::Fingerprint,
+    pub now: crate::db::Fingerprint,
+    pub stats: BTreeMap<String, crate::db::TableStats>,
+    pub stats_now: BTreeMap<String, crate::db::TableStats>,
+    /// The tables whose rows the counts need.
+    pub wanted: BTreeSet<String>,
+    /// The migrations this deploy applied.
+    pub names: Vec<String>,
+}
 
 /// What the new release has already written into what it added: a revert would drop it.
 /// Counted before any revert runs; a count that cannot be read is said so, not skipped.
@@ -93,51 +120,66 @@ impl StepSpec for Assess {
         let fp_now = w.db.fingerprint(&w.db.name).await?;
         let applied = w.migrator.applied(&m.migrations.rows, &rows_now);
         let fp_same = m.fingerprint.as_ref() == Some(&fp_now);
-        let mut additive_only = false;
-        if let Some(before) = &m.fingerprint {
-            run.drift = before.diff(&fp_now);
-            let stats_now = w.db.table_stats(&w.db.name).await?;
-            let mut data = m.data.clone();
-            if let Some(t) = w.migration_table_key() {
-                data.remove(&t);
-            }
-            let mut stats = m.stats.clone();
-            stats.retain(|t, _| data.contains_key(t));
-            let mut damage = Damage::assess(before, &fp_now, &stats, &stats_now, &data);
-            for t in damage.suspects.clone() {
-                let backup = &data[&t];
-                let now = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
-                damage.rows_changed(&t, backup, &now);
-            }
-            additive_only = damage.only_added();
-            // The rows this deploy added (for a head-only table, the new head).
-            let names: Vec<String> = rows_now.iter().filter(|r| !m.migrations.rows.contains(r)).map(row_name).collect();
-            run.destroyed = damage
-                .destroyed
-                .into_iter()
-                .map(|what| match names.as_slice() {
-                    [one] => format!("`{one}` {what}"),
-                    [] => what,
-                    many => format!("{what} (by one of {})", many.join(", ")),
-                })
-                .collect();
-            run.touched = damage.touched;
-            run.discarded = discarded(w, before, &fp_now).await;
-            run.added = damage.added;
-        }
-        let a = Assessment {
+        let mut a = Assessment {
             db_unchanged: fp_same && rows_now == m.migrations.rows,
             applied: applied.unwrap_or(0),
             history_consistent: applied.is_some() && m.fingerprint.is_some(),
             dirty: w.migrator.failed_state(&w.db, &w.db.name).await.map_or(true, |f| f.is_some()),
             revert_configured: w.migrator.can_revert(),
             backup_verified: m.verified,
-            destroyed: run.destroyed.clone(),
-            additive_only,
+            destroyed: Vec::new(),
+            additive_only: false,
             rehearsed_revert_fails: m.rehearsal.as_ref().is_some_and(|r| !r.differences.is_empty()),
             classified_destructive: m.classification.iter().any(|f| f.kind == crate::db::lint::Kind::Destructive)
                 && w.config.rollback.destructive == crate::config::Destructive::Restore,
         };
+        let strategy = w.config.rollback.strategy;
+        if let Some(before) = &m.fingerprint {
+            run.drift = before.diff(&fp_now);
+            let stats_now = w.db.table_stats(&w.db.name).await?;
+            let ours = w.migration_table_key();
+            let mut stats = m.stats.clone();
+            stats.retain(|t, _| m.dumped(t) && ours.as_deref() != Some(t.as_str()));
+            // The rows at the backup are read only where they can change the decision: tables
+            // whose counters moved, when nothing else already rules the fast path out. Otherwise
+            // the counts for the report are read once the service is back (`Run::count_losses`).
+            let mut damage = Damage::assess(before, &fp_now, &stats, &stats_now, &BTreeMap::new());
+            // The rows this deploy added (for a head-only table, the new head).
+            let names: Vec<String> = rows_now.iter().filter(|r| !m.migrations.rows.contains(r)).map(row_name).collect();
+            a.destroyed = attribute(damage.destroyed.clone(), &names);
+            a.additive_only = damage.only_added() && damage.suspects.is_empty();
+            let keep_possible = w.config.rollback.additive == Additive::Keep
+                && damage.only_added()
+                && strategy != crate::config::Strategy::Restore;
+            let fast_possible = Engine::new(run.mode, strategy).fast_path_blockers(&a).is_empty() || keep_possible;
+            if !damage.suspects.is_empty() && !a.db_unchanged && fast_possible {
+                let data = run.backup_sums(&damage.suspects).await?;
+                damage = Damage::assess(before, &fp_now, &stats, &stats_now, &data);
+                for t in damage.suspects.clone() {
+                    let Some(backup) = data.get(&t) else { continue };
+                    let now = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
+                    damage.rows_changed(&t, backup, &now);
+                }
+                a.destroyed = attribute(damage.destroyed.clone(), &names);
+                a.additive_only = damage.only_added();
+            } else {
+                let wanted = damage.to_count.clone();
+                if !wanted.is_empty() && !a.db_unchanged {
+                    run.uncounted = Some(Uncounted {
+                        before: before.clone(),
+                        now: fp_now.clone(),
+                        stats: stats.clone(),
+                        stats_now: stats_now.clone(),
+                        wanted,
+                        names,
+                    });
+                }
+            }
+            run.destroyed = a.destroyed.clone();
+            run.touched = damage.touched;
+            run.discarded = discarded(w, before, &fp_now).await;
+            run.added = damage.added;
+        }
         run.applied = a.applied;
         run.rows_after = Some(rows_now);
         let mut detail = if a.db_unchanged {
@@ -154,7 +196,7 @@ impl StepSpec for Assess {
         if a.additive_only && w.config.rollback.additive == Additive::Keep {
             detail.push_str("; the migrations only added: kept (rollback.additive: keep)");
         }
-        let blockers = Engine::new(run.mode, w.config.rollback.strategy).fast_path_blockers(&a);
+        let blockers = Engine::new(run.mode, strategy).fast_path_blockers(&a);
         if !a.db_unchanged && !blockers.is_empty() {
             detail.push_str(&format!("; fast path not trusted: {}", blockers.join("; ")));
         }

@@ -47,8 +47,8 @@ impl StepSpec for LostWrites {
         // back as it must be.
         let migration_table = w.migration_table_key();
         let candidates: Vec<&String> = m
-            .data
-            .keys()
+            .dumped_tables()
+            .into_iter()
             .filter(|t| migration_table.as_deref() != Some(t.as_str()))
             .filter(|t| m.stats.is_empty() || stats_now.get(*t) != m.stats.get(*t))
             .collect();

@@ -4,6 +4,7 @@
 //! the copy stops the deploy before production is touched; a revert that does not bring
 //! everything back means a rollback will restore. The copy is dropped whatever happens.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -127,10 +128,29 @@ impl StepSpec for Rehearse {
         let (names, up, down) = Self::cmds(run).context("nothing to rehearse: no tag or database names")?;
         let m = run.manifest()?.clone();
         let watch_name = format!("deploy-guard-lockwatch-{}", run.sha.short());
+        let ours = w.migration_table_key();
+        // Every table's rows at the backup, summed while the copy is restored: the revert is
+        // compared with all of them.
+        let unsummed: BTreeSet<String> = m
+            .dumped_tables()
+            .into_iter()
+            .filter(|t| !m.data.contains_key(*t) && ours.as_deref() != Some(t.as_str()))
+            .cloned()
+            .collect();
+        let mut summed = BTreeMap::new();
         w.db.create_scratch(&names.rehearse).await?;
         let result: Result<Rehearsal> = async {
             let t = Instant::now();
-            backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.rehearse).await?;
+            let sum = async {
+                if down.is_none() || unsummed.is_empty() {
+                    return Ok(BTreeMap::new());
+                }
+                backup::sums(w.store.as_ref(), &m, unsummed.clone()).await
+            };
+            let (restored, sums) =
+                tokio::join!(backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.rehearse), sum);
+            restored?;
+            summed = sums.context("reading the backup's rows to compare the revert with")?;
             tracing::info!(
                 "rehearse: the backup restored into {} in {:.1} s",
                 names.rehearse,
@@ -166,8 +186,8 @@ impl StepSpec for Rehearse {
                 r.differences.push(format!("schema after the revert: {}", diff.join("; ")));
             }
             r.revert_restores_data = true;
-            for (table, sum) in &m.data {
-                if w.migration_table_key().as_deref() == Some(table.as_str()) {
+            for (table, sum) in m.data.iter().chain(&summed) {
+                if ours.as_deref() == Some(table.as_str()) {
                     continue;
                 }
                 match w.db.table_sum(&names.rehearse, table, &sum.columns).await {
@@ -212,6 +232,7 @@ impl StepSpec for Rehearse {
             }
         );
         if let Some(m) = run.manifest.as_mut() {
+            m.data.extend(summed);
             m.rehearsal = Some(r.clone());
         }
         run.persist().await;

@@ -49,10 +49,10 @@ impl StepSpec for VerifyRevert {
         // "Verified" means the data too: the rows of every pre-existing table the deploy touched
         // must equal the backup's.
         let mut compared = 0;
-        for t in run.touched.clone() {
-            let Some(backup) = m.data.get(&t) else { continue };
+        let touched = run.touched.clone();
+        for (t, backup) in run.backup_sums(&touched).await? {
             let rows = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
-            if !rows.same_rows(backup) {
+            if !rows.same_rows(&backup) {
                 bail!(
                     "the rows of {t} differ from the backup after the revert ({} rows then, {} now): the revert \
                      did not bring the data back",
