@@ -326,3 +326,24 @@ async fn the_replay_of_lost_writes_brings_the_restored_table_to_the_kept_rows_ex
         assert_eq!(common::cluster().psql(&live, rows).unwrap(), common::cluster().psql(&kept, rows).unwrap());
     }
 }
+
+#[tokio::test]
+async fn a_manual_rollback_with_its_own_path_compares_the_rows_the_config_s_strategy_would_not() {
+    // The config says restore; `rollback --path auto` allows the revert, so the rows the release
+    // deleted must be compared before it is trusted: the revert is never run.
+    let app = App::new("ds_path", &[]);
+    release(&app, "v2-purge", "DELETE FROM orders WHERE note IS NULL;", "SELECT 1;");
+    std::fs::write(app.stage.app_dir().join("releases/v2-purge/healthy"), "").unwrap();
+    app.edit_config(|t| format!("{t}\nrollback:\n  strategy: restore\n"));
+    let before = common::state(app.db()).await;
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2-purge"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let out = app.run(&["rollback", "--sha", &SHA[..7], "--path", "auto", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["path"], "restore", "{r}");
+    let steps: Vec<&str> = r["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert!(!steps.contains(&"revert"), "the revert ran: {steps:?}");
+    assert!(r["destroyed"][0].as_str().unwrap().contains("changed rows of public.orders"), "{r}");
+    assert_eq!(common::state(app.db()).await, before);
+}

@@ -80,8 +80,8 @@ pub struct Manifest {
     /// was verified). Empty in manifests of older versions, which recorded `data` for every table.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tables: BTreeMap<String, Vec<String>>,
-    /// Rows at the backup, as order-independent sums (see `db::RowSum`), of the tables a
-    /// rollback compared: read from the backup when first needed and kept here.
+    /// Rows at the backup, as order-independent sums (see `db::RowSum`), of the tables a rollback
+    /// or a rehearsal compared: read from the backup when first needed and kept here.
     #[serde(default)]
     pub data: BTreeMap<String, RowSum>,
     /// Each table's storage file and update/delete count before the migrations ran.

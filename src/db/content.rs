@@ -1,8 +1,9 @@
 //! Table contents as order-independent sums, so "the data is as before" is a comparison that
 //! needs no copy of the data: each row's COPY text line is hashed, and the hashes are added up.
-//! The backup's sums are read from the verified backup when a rollback first needs them, only
-//! for the tables the deploy touched ([`DumpTables`], `backup::sums`); the live database's come
-//! from `COPY … TO STDOUT` of the same columns ([`super::Postgres::table_sum`]).
+//! The backup's sums are read from the verified backup when they are first needed — by a rollback,
+//! for the tables the deploy touched, or by a rehearsal, for every table ([`DumpTables`],
+//! `backup::sums`); the live database's come from `COPY … TO STDOUT` of the same columns
+//! ([`super::Postgres::table_sum`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 

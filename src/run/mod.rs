@@ -26,6 +26,8 @@ pub use steps::{spec, Done, StepSpec};
 pub struct Run<'w> {
     pub w: &'w World,
     pub mode: Mode,
+    /// The rollback strategy this run drives with (`rollback --path` overrides the config's).
+    pub strategy: Strategy,
     pub sha: Sha,
     /// The tag deployed (deploy) or whose code reverts its migrations (rollback).
     pub tag: Option<String>,
@@ -80,6 +82,7 @@ impl<'w> Run<'w> {
         Run {
             w,
             mode,
+            strategy: w.config.rollback.strategy,
             sha,
             tag: None,
             previous_tag: None,
@@ -182,10 +185,17 @@ impl<'w> Run<'w> {
                 return;
             }
         };
-        let db = self.swap.as_ref().map_or_else(|| self.w.db.name.clone(), |n| n.failed.clone());
+        let swapped = self.journal.entries.iter().any(|e| e.step == Step::Swap && e.state == EntryState::Ok);
+        let db = match &self.swap {
+            Some(names) if swapped => names.failed.clone(),
+            _ => self.w.db.name.clone(),
+        };
         let mut damage = Damage::assess(&u.before, &u.now, &u.stats, &u.stats_now, &data);
         for t in damage.suspects.clone() {
-            let Some(backup) = data.get(&t) else { continue };
+            let Some(backup) = data.get(&t) else {
+                self.notes.push(format!("the rows of {t} were not compared: the backup holds no rows of it to read"));
+                continue;
+            };
             match self.w.db.table_sum(&db, &t, &backup.columns).await {
                 Ok(now) => damage.rows_changed(&t, backup, &now),
                 Err(e) => self.notes.push(format!("the rows of {t} were not compared: {e:#}")),
@@ -196,6 +206,7 @@ impl<'w> Run<'w> {
 
     /// Runs the engine to its end.
     pub async fn drive(&mut self, strategy: Strategy) -> Outcome {
+        self.strategy = strategy;
         let mut engine =
             Engine::new(self.mode, strategy).keep_additive(self.w.config.rollback.additive == Additive::Keep);
         let mut step = engine.first();
@@ -242,7 +253,6 @@ impl<'w> Run<'w> {
             }
         };
         self.notes.append(&mut engine.notes);
-        self.count_losses().await;
         if let Some(m) = self.manifest.as_mut() {
             m.outcome = Some(outcome.clone());
             // A run that is stuck again needs a person again, whatever was resolved before.
@@ -251,6 +261,12 @@ impl<'w> Run<'w> {
             }
         }
         self.persist().await;
+        // The outcome is recorded first: counting reads the backup, and a run asked to stop
+        // does not start it.
+        if self.uncounted.is_some() && stop.received().is_none() {
+            self.count_losses().await;
+            self.persist().await;
+        }
         self.release().await;
         outcome
     }

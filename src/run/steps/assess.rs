@@ -74,7 +74,7 @@ async fn discarded(
 impl StepSpec for Assess {
     fn what(&self, _run: &Run) -> String {
         "app status and logs; migration table, fingerprint and table statistics vs the recorded ones; row sums of \
-         pre-existing tables the migrations updated or rewrote vs the backup's"
+         pre-existing tables the migrations updated or rewrote vs the backup's, when they can change the decision"
             .into()
     }
 
@@ -133,7 +133,7 @@ impl StepSpec for Assess {
             classified_destructive: m.classification.iter().any(|f| f.kind == crate::db::lint::Kind::Destructive)
                 && w.config.rollback.destructive == crate::config::Destructive::Restore,
         };
-        let strategy = w.config.rollback.strategy;
+        let strategy = run.strategy;
         if let Some(before) = &m.fingerprint {
             run.drift = before.diff(&fp_now);
             let stats_now = w.db.table_stats(&w.db.name).await?;
@@ -156,7 +156,13 @@ impl StepSpec for Assess {
                 let data = run.backup_sums(&damage.suspects).await?;
                 damage = Damage::assess(before, &fp_now, &stats, &stats_now, &data);
                 for t in damage.suspects.clone() {
-                    let Some(backup) = data.get(&t) else { continue };
+                    let Some(backup) = data.get(&t) else {
+                        // Not compared is not unchanged: the revert is not trusted with it.
+                        damage.destroyed.push(format!(
+                            "rows of {t} were updated or deleted and cannot be compared: the backup holds no rows of it"
+                        ));
+                        continue;
+                    };
                     let now = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
                     damage.rows_changed(&t, backup, &now);
                 }

@@ -147,10 +147,9 @@ impl StepSpec for Rehearse {
                 }
                 backup::sums(w.store.as_ref(), &m, unsummed.clone()).await
             };
-            let (restored, sums) =
-                tokio::join!(backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.rehearse), sum);
-            restored?;
-            summed = sums.context("reading the backup's rows to compare the revert with")?;
+            let sum = async { sum.await.context("reading the backup's rows to compare the revert with") };
+            let restore = backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.rehearse);
+            (_, summed) = tokio::try_join!(restore, sum)?;
             tracing::info!(
                 "rehearse: the backup restored into {} in {:.1} s",
                 names.rehearse,
