@@ -449,30 +449,82 @@ fn one_off_containers(p: &Project) -> Vec<String> {
     out.split_whitespace().map(str::to_string).collect()
 }
 
-#[test]
-fn a_migration_that_times_out_has_its_container_removed_and_never_commits() {
-    let p = Project::start("slow-migration");
-    // The release's migration sleeps 30 s in PostgreSQL, then creates `late_change`; its command
-    // retries until it succeeds, as entrypoints that wait for the database do. Killing the client
-    // and ending its session is not enough: the one-off container runs on, connects again and
-    // commits after the deploy reported rolled back, unless it is removed.
+/// What a tool command that times out must leave: a release `tag` whose `step` (`migrate` or
+/// `revert`, run by `migrations.KEY`, which is also TypeORM's command) sleeps in PostgreSQL past
+/// `timeout`, then creates `late`; its command retries until it succeeds, as entrypoints that
+/// wait for the database do. Killing the client and ending its session is not enough: the
+/// one-off container runs on, connects again and commits after the deploy moved on, unless it
+/// is removed.
+struct TimedOut {
+    project: &'static str,
+    tag: &'static str,
+    sha: u8,
+    key: &'static str,
+    timeout: &'static str,
+    step: &'static str,
+    noun: &'static str,
+    path: &'static str,
+    late: &'static str,
+}
+
+fn timed_out_tool(t: TimedOut) {
+    let p = Project::start(t.project);
     let config = p.tmp.path().join("slow.yml");
     let text = std::fs::read_to_string(&p.config).unwrap();
-    let text = text.replace("  timeout: 3m", "  timeout: 5s").replace(
-        "  run: ./node_modules/.bin/typeorm migration:run -d data-source.js",
-        "  run: \"until ./node_modules/.bin/typeorm migration:run -d data-source.js; do sleep 1; done\"",
+    let line = format!("  {0}: ./node_modules/.bin/typeorm migration:{0} -d data-source.js", t.key);
+    let retrying = format!(
+        "  {0}: \"until ./node_modules/.bin/typeorm migration:{0} -d data-source.js; do sleep 1; done\"",
+        t.key
     );
+    assert!(text.contains(&line), "{text}");
+    let text = text.replace("  timeout: 3m", &format!("  timeout: {}", t.timeout)).replace(&line, &retrying);
     std::fs::write(&config, &text).unwrap();
     let before = p.db_state();
-    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(13), "--tag", "v2-slow", "--json"]);
-    let r = expect(&out, 1, "rolled-back", "none");
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(t.sha), "--tag", t.tag, "--json"]);
+    let r = expect(&out, 1, "rolled-back", t.path);
     // Gone when deploy-guard returned: nothing is left that could still commit.
-    assert_eq!(one_off_containers(&p), Vec::<String>::new(), "the migration's container outlived the deploy");
+    assert_eq!(one_off_containers(&p), Vec::<String>::new(), "the {}'s container outlived the deploy", t.noun);
     assert_eq!(p.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'deploy-guard-%'"), "0");
-    let migrate = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "migrate").unwrap().to_string();
-    assert!(migrate.contains("timed out"), "{migrate}");
-    assert!(migrate.contains("1 container(s) of the migration removed"), "{migrate}");
-    assert!(migrate.contains("session(s) of the migration ended"), "{migrate}");
-    assert_eq!(p.psql("SELECT to_regclass('late_change') IS NULL"), "t", "the timed-out migration committed");
+    let step = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == t.step).unwrap().to_string();
+    assert!(step.contains("timed out"), "{step}");
+    assert!(step.contains(&format!("1 container(s) of the {} removed", t.noun)), "{step}");
+    assert!(step.contains(&format!("session(s) of the {} ended", t.noun)), "{step}");
+    let late = format!("SELECT to_regclass('{}') IS NULL", t.late);
+    assert_eq!(p.psql(&late), "t", "the timed-out {} committed", t.noun);
     assert_back_at_v1(&p, &before);
+}
+
+#[test]
+fn a_migration_that_times_out_has_its_container_removed_and_never_commits() {
+    // The migration sleeps 30 s, then creates `late_change`.
+    timed_out_tool(TimedOut {
+        project: "slow-migration",
+        tag: "v2-slow",
+        sha: 13,
+        key: "run",
+        timeout: "5s",
+        step: "migrate",
+        noun: "migration",
+        path: "none",
+        late: "late_change",
+    });
+}
+
+#[test]
+fn a_revert_that_times_out_has_its_container_removed_before_the_restore() {
+    // The release's up() adds a column and its health fails, so deploy-guard reverts; its down()
+    // sleeps 60 s, then creates `late_revert`. Left running after its timeout, the loop would
+    // reconnect to the database the restore swapped in and revert the migration before it
+    // (CreateUsers) there.
+    timed_out_tool(TimedOut {
+        project: "slow-revert",
+        tag: "v2-slow-down",
+        sha: 21,
+        key: "revert",
+        timeout: "20s",
+        step: "revert",
+        noun: "revert",
+        path: "restore",
+        late: "late_revert",
+    });
 }

@@ -32,6 +32,16 @@ async fn runs_commands_with_output_exit_codes_signals_and_stdin() {
     assert_eq!(env.stdout, "db host");
     let slow = exec::capture(&ssh, &Cmd::new("slow", "sleep 30").timeout(std::time::Duration::from_millis(300))).await;
     assert!(slow.unwrap().exit.timed_out);
+    // What a timed-out command started dies with it (sshd passes a kill on to the shell alone):
+    // its shell, a background job, and the command the shell was waiting on. (Its stderr goes
+    // elsewhere, so that a shell left alive does not die of writing to the closed channel.)
+    let dir = tempfile::tempdir().unwrap();
+    let late = dir.path().join("late");
+    let script = format!("exec 2>/dev/null; (sleep 2; touch {0}) & sleep 2; touch {0}", late.display());
+    let slow = exec::capture(&ssh, &Cmd::new("slow", script).timeout(std::time::Duration::from_millis(300))).await;
+    assert!(slow.unwrap().exit.timed_out);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!late.exists(), "a process the timed-out command started ran on after it");
     // The one connection is reused for everything above, and still works.
     assert_eq!(exec::run_ok(&ssh, &Cmd::new("t", "echo again")).await.unwrap(), "again\n");
 }

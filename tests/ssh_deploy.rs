@@ -141,8 +141,9 @@ fn migration_running(app: &App) -> bool {
 
 #[tokio::test]
 async fn a_migration_that_times_out_over_ssh_is_cancelled_where_it_runs_and_never_commits() {
-    // Over SSH the remote command outlives its timeout (sshd does not pass the kill on): left
-    // alone, this migration would create `late_table` seconds after deploy-guard moved on.
+    // Over SSH the remote command outlives its timeout unless killed with all it started (sshd
+    // passes a kill on to the shell alone): left running, this migration would create
+    // `late_table` seconds after deploy-guard moved on.
     let sshd = Sshd::start().unwrap();
     let app = App::new("ssh_slow", &[]);
     let dir = app.stage.app_dir().join("releases/v2-slow/migrations");

@@ -55,6 +55,9 @@ const PROBE_TAG: &str = "deploy-guard-probe";
 
 /// The label a tool's one-off container carries, its value the name the tool runs as.
 const TOOL_LABEL: &str = "deploy-guard.run";
+/// The label naming the deployment (compose file and env file) that started it: two
+/// deployments on one host may run the same SHA's tool at once, and must not end each other's.
+const TARGET_LABEL: &str = "deploy-guard.target";
 
 impl Compose {
     pub fn from_config(exec: Arc<dyn Executor>, app: &crate::config::App, timeout: Duration) -> Result<Compose> {
@@ -90,6 +93,14 @@ impl Compose {
             timeout,
             validated: OnceCell::new(),
         })
+    }
+
+    /// The labels of the tool's container `name` of this deployment: the name, and a digest of
+    /// the compose command (file and env file) that identifies the deployment.
+    fn tool_labels(&self, name: &str) -> [String; 2] {
+        use sha2::Digest;
+        let target = hex::encode(&sha2::Sha256::digest(self.base.as_bytes())[..6]);
+        [format!("{TOOL_LABEL}={name}"), format!("{TARGET_LABEL}={target}")]
     }
 
     fn with_tag(&self, tag: &str) -> String {
@@ -442,14 +453,16 @@ impl Runtime for Compose {
 
     /// Runs the tool in a one-off container of the NEW image with its entrypoint overridden, so a
     /// revert works even when the service will not start or its entrypoint crashes (the
-    /// runbook's "start it just long enough to revert"). The container is labelled with `name`.
+    /// runbook's "start it just long enough to revert"). The container is labelled with `name`
+    /// and this deployment.
     fn tool_cmd(&self, label: &str, name: &str, tag: &str, script: &str) -> Cmd {
+        let labels = self.tool_labels(name).map(|l| format!("--label {}", quote(&l)));
         Cmd::new(
             label,
             format!(
-                "{} run --rm --no-deps -T --label {} --entrypoint sh {} -c {}",
+                "{} run --rm --no-deps -T {} --entrypoint sh {} -c {}",
                 self.with_tag(tag),
-                quote(&format!("{TOOL_LABEL}={name}")),
+                labels.join(" "),
                 quote(&self.service),
                 quote(script)
             ),
@@ -459,7 +472,8 @@ impl Runtime for Compose {
     /// `docker compose run` leaves its container running when the client is killed or loses its
     /// channel: remove it (its processes killed) and wait until it is gone; prints how many.
     fn tool_stop(&self, name: &str) -> Option<Cmd> {
-        let list = format!("docker ps -aq --filter {}", quote(&format!("label={TOOL_LABEL}={name}")));
+        let filters = self.tool_labels(name).map(|l| format!("--filter {}", quote(&format!("label={l}"))));
+        let list = format!("docker ps -aq {}", filters.join(" "));
         Some(self.command(
             "remove the tool's container",
             format!(

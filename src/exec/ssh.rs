@@ -3,6 +3,7 @@
 //! (re-established if it drops; a dropped command is a failure, never retried here).
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -373,6 +374,31 @@ impl Ssh {
         let (h, _) = conn.as_ref().expect("connected");
         h.channel_open_session().await.with_context(|| format!("cannot open a channel on {}", self.describe()))
     }
+
+    /// Kills what the command run with `token` left running on the target ([`kill_script`]).
+    /// Best effort: the connection may be the reason it ended (the kill is then logged as not done).
+    async fn kill_all(&self, cmd: &Cmd, token: &str) {
+        let kill = Cmd::new("kill what it started", kill_script(token)).timeout(Duration::from_secs(15));
+        let mut out = Vec::new();
+        let killed = Box::pin(self.run_as(&kill, &run_token(), &RunState::default(), None, &mut out)).await;
+        match killed.map(|exit| (exit, String::from_utf8_lossy(&out).into_owned())) {
+            Ok((exit, n)) if exit.success() => {
+                let n = n.trim();
+                if n != "0" {
+                    tracing::info!("`{}` ended: {n} process(es) it started on the target killed", cmd.label);
+                }
+            }
+            Ok((exit, _)) => tracing::warn!(
+                "`{}` ended, but what it started on the target could not be killed ({}); it may still run",
+                cmd.label,
+                exit.describe()
+            ),
+            Err(e) => tracing::warn!(
+                "`{}` ended, but what it started on the target could not be killed: {e:#}; it may still run",
+                cmd.label
+            ),
+        }
+    }
 }
 
 fn signal_number(s: &Sig) -> i32 {
@@ -393,15 +419,55 @@ fn signal_number(s: &Sig) -> i32 {
     }
 }
 
-/// The script with its environment as `export` lines (sshd refuses most env requests). Only
-/// non-secret values travel in `Cmd::env`.
-fn remote_script(cmd: &Cmd) -> String {
+/// The script with its environment as `export` lines (sshd refuses most env requests), run by
+/// `sh` (as on a local target; it reads no startup files) started with [`RUN_VAR`] set to
+/// `token` in its environment: `export` alone would not show in the shell's own
+/// `/proc/PID/environ`. Only non-secret values travel in `Cmd::env`.
+fn remote_script(cmd: &Cmd, token: &str) -> String {
     let mut s = String::new();
     for (k, v) in &cmd.env {
         s.push_str(&format!("export {k}={}; ", quote(v)));
     }
     s.push_str(&cmd.script);
-    s
+    format!("{RUN_VAR}={token} exec sh -c {}", quote(&s))
+}
+
+/// Where a command run on the target got to.
+#[derive(Default)]
+struct RunState {
+    /// The target took the command.
+    started: AtomicBool,
+    /// What it started was killed already (its input broke off).
+    killed: AtomicBool,
+}
+
+/// Set for every command run on the target, its value unique to the command. sshd passes a
+/// kill on to the command's shell alone: what the shell started (a migration tool, `docker
+/// compose up` still pulling) would run on after a timeout, and finish after deploy-guard moved
+/// on. Every process that inherited the value is found and killed instead.
+const RUN_VAR: &str = "DEPLOY_GUARD_RUN";
+
+/// A value of [`RUN_VAR`] no other command of any run shares.
+fn run_token() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let start = START
+        .get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{start:x}-{n}", std::process::id())
+}
+
+/// Kills every process on the target whose environment holds `RUN_VAR=token`, in rounds for a
+/// second: one may fork between two rounds, or not have started yet when the first looks;
+/// prints how many it killed.
+fn kill_script(token: &str) -> String {
+    format!(
+        "n=0; for i in 1 2 3 4 5; do \
+           pids=$(grep -l -s -z -x -F {entry} /proc/[0-9]*/environ | sed -n 's#^/proc/\\([0-9]*\\)/environ$#\\1#p'); \
+           if [ -n \"$pids\" ]; then kill -KILL $pids 2>/dev/null; n=$((n + $(echo $pids | wc -w))); fi; sleep 0.2; \
+         done; echo $n",
+        entry = quote(&format!("{RUN_VAR}={token}"))
+    )
 }
 
 #[async_trait]
@@ -412,9 +478,40 @@ impl Executor for Ssh {
         stdin: Option<&mut (dyn AsyncRead + Unpin + Send)>,
         stdout: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<Exit> {
+        let token = run_token();
+        let state = RunState::default();
+        let result = self.run_as(cmd, &token, &state, stdin, stdout).await;
+        // Timed out, or the connection dropped: nothing it started may run on.
+        let failed = matches!(&result, Ok(e) if e.timed_out) || result.is_err();
+        if failed && state.started.load(Relaxed) && !state.killed.load(Relaxed) {
+            self.kill_all(cmd, &token).await;
+        }
+        result
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        self.endpoint.describe()
+    }
+}
+
+impl Ssh {
+    /// Runs `cmd` on a new channel with [`RUN_VAR`] set to `token`.
+    async fn run_as(
+        &self,
+        cmd: &Cmd,
+        token: &str,
+        state: &RunState,
+        stdin: Option<&mut (dyn AsyncRead + Unpin + Send)>,
+        stdout: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<Exit> {
         tracing::debug!(label = %cmd.label, script = %cmd.script, "run on {}", self.describe());
         let channel = self.channel().await?;
-        channel.exec(true, remote_script(cmd)).await.with_context(|| format!("{}: exec failed", cmd.label))?;
+        channel.exec(true, remote_script(cmd, token)).await.with_context(|| format!("{}: exec failed", cmd.label))?;
+        state.started.store(true, Relaxed);
         let (mut read, write) = channel.split();
         let feed = async {
             if let Some(src) = stdin {
@@ -425,8 +522,11 @@ impl Executor for Ssh {
                         Err(e) => {
                             // The input broke off: the command must not take what it got for the
                             // whole (psql would commit a truncated restore at EOF), nor wait for
-                            // more forever. Kill it, then close its stdin and the channel.
+                            // more forever. Kill it and all it started (sshd alone does not pass
+                            // the KILL on), then close its stdin and the channel.
                             let _ = write.signal(Sig::KILL).await;
+                            self.kill_all(cmd, token).await;
+                            state.killed.store(true, Relaxed);
                             let _ = write.eof().await;
                             let _ = write.close().await;
                             return Err(Feed::Read(e));
@@ -498,14 +598,6 @@ impl Executor for Ssh {
             }
         }
     }
-
-    fn remote(&self) -> bool {
-        true
-    }
-
-    fn describe(&self) -> String {
-        self.endpoint.describe()
-    }
 }
 
 #[cfg(test)]
@@ -538,7 +630,10 @@ mod tests {
     #[test]
     fn env_goes_into_the_script_quoted() {
         let cmd = Cmd::new("x", "psql").env("PGHOST", "a b").env("PGPORT", "5432");
-        assert_eq!(remote_script(&cmd), "export PGHOST='a b'; export PGPORT=5432; psql");
+        assert_eq!(
+            remote_script(&cmd, "t-1"),
+            r#"DEPLOY_GUARD_RUN=t-1 exec sh -c 'export PGHOST='\''a b'\''; export PGPORT=5432; psql'"#
+        );
     }
 
     #[test]

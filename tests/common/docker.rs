@@ -139,6 +139,12 @@ const RELEASES: &[Release] = &[
         broken: false,
     },
     Release {
+        name: "v2-slow-down",
+        second: Second::File("1700000000001-SlowDown.js"),
+        entrypoint: NORMAL,
+        broken: true,
+    },
+    Release {
         name: "v2-rewrite-name",
         second: Second::File("1700000000001-UpperNames.js"),
         entrypoint: NORMAL,

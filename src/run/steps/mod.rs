@@ -21,6 +21,7 @@ mod restore;
 mod revert;
 mod stop_app;
 mod swap;
+mod tool;
 mod validate_restore;
 mod verify_revert;
 

@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
-use super::{tool_cmd, Done, Run, StepSpec};
+use super::{tool, Done, Run, StepSpec};
 use crate::exec::{self, Cmd};
 
 /// The fast path: the tool's revert, once per migration this deploy applied, with the code of
@@ -13,7 +13,7 @@ impl Revert {
         let tag = run.tag.as_deref()?;
         let recorded = run.manifest.as_ref().map(|m| &m.migrations.rows[..]);
         let script = run.w.migrator.revert_script(tag, run.sha.as_str(), recorded)?;
-        Some(tool_cmd(run, "revert", tag, &script))
+        Some(tool::cmd(run, "revert", tag, &script))
     }
 }
 
@@ -29,6 +29,7 @@ impl StepSpec for Revert {
     fn commands(&self, run: &Run) -> Vec<Cmd> {
         let mut out: Vec<Cmd> = Self::cmd(run).into_iter().collect();
         out.push(run.w.db.query_cmd(&run.w.db.name));
+        out.extend(tool::end_commands(run, "revert"));
         out
     }
 
@@ -51,10 +52,31 @@ impl StepSpec for Revert {
         let applied = run.applied;
         let mut rows = w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by).await?;
         for i in 0..applied {
-            let out = exec::capture(w.exec.as_ref(), &cmd).await?;
-            if !out.exit.success() {
-                let said = crate::migrate::failure_quote(&out.stdout, &out.exit.stderr_tail, 6);
-                bail!("revert {} of {applied} failed ({}): {said}", i + 1, out.exit.describe());
+            match exec::capture(w.exec.as_ref(), &cmd).await {
+                Ok(out) if out.exit.success() => {}
+                Ok(out) if out.exit.code.is_some() => bail!(
+                    "revert {} of {applied} failed ({}): {}",
+                    i + 1,
+                    out.exit.describe(),
+                    crate::migrate::failure_quote(&out.stdout, &out.exit.stderr_tail, 6)
+                ),
+                // Timed out, killed, or its channel lost: it can run on where it was started,
+                // changing the database the restore is about to replace, or reconnect to the
+                // restored one. It is ended first.
+                failed => {
+                    let what = match failed {
+                        Ok(out) => format!("revert {} of {applied} failed ({})", i + 1, out.exit.describe()),
+                        Err(e) => format!("revert {} of {applied} could not be run to the end: {e:#}", i + 1),
+                    };
+                    let (why, ended) = tool::failed(run, "revert", what).await;
+                    match ended {
+                        Ok(done) => bail!("{why}; {done}"),
+                        Err(e) => bail!(
+                            "{why}; ending it failed too, so it may still be running: {e:#}. The restore's swap \
+                             ends every session on the live database; check the target for the revert's process"
+                        ),
+                    }
+                }
             }
             let now = w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by).await?;
             if !w.migrator.reverted_one(&rows, &now, &run.manifest()?.migrations.rows) {

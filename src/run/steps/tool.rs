@@ -1,0 +1,96 @@
+//! The migration tool's commands that change the live database (migrate, revert): run under a
+//! name their sessions and container carry, so one that outlives its command (a timeout, a
+//! dropped SSH channel, a killed client) can be found, reported and ended before anything else
+//! looks at or replaces the database.
+
+use anyhow::{bail, Context, Result};
+
+use super::{tool_cmd, tool_name, Run};
+use crate::exec::{self, Cmd};
+
+/// The tool's `label` command (`migrate`, `revert`) running `script` with the code of `tag`: its
+/// sessions' `application_name` (libpq's PGAPPNAME) is the tool's name, and the migrations'
+/// lock and statement timeouts apply to it.
+pub(super) fn cmd(run: &Run, label: &str, tag: &str, script: &str) -> Cmd {
+    let m = &run.w.config.migrations;
+    let ms = |d: std::time::Duration| d.as_millis().to_string();
+    let options: Vec<String> = [("lock_timeout", m.lock_timeout), ("statement_timeout", m.statement_timeout)]
+        .iter()
+        .filter_map(|(k, v)| v.map(|d| format!("-c {k}={}", ms(d))))
+        .collect();
+    let pgoptions =
+        if options.is_empty() { String::new() } else { format!(" PGOPTIONS={}", exec::quote(&options.join(" "))) };
+    let script = format!("export PGAPPNAME={}{pgoptions} && {script}", tool_name(run, label));
+    tool_cmd(run, label, tag, &script)
+}
+
+/// The commands [`end`] runs for `label`, for the plan.
+pub(super) fn end_commands(run: &Run, label: &str) -> Vec<Cmd> {
+    let db = &run.w.db;
+    run.w.runtime.tool_stop(&tool_name(run, label)).into_iter().chain([db.query_cmd(&db.maintenance_db)]).collect()
+}
+
+/// Who blocks the tool's sessions, when they wait on a lock: pid, application, age, query.
+pub(super) async fn blockers(run: &Run<'_>, label: &str) -> Option<String> {
+    let db = &run.w.db;
+    let sql = format!(
+        "SELECT string_agg(format('pid %s (%s, %s, for %s): %s', b.pid, coalesce(nullif(b.application_name, ''), '?'), \
+         b.state, date_trunc('second', now() - coalesce(b.xact_start, b.query_start)), left(b.query, 120)), '; ') \
+         FROM pg_stat_activity m JOIN pg_stat_activity b ON b.pid = ANY(pg_blocking_pids(m.pid)) \
+         WHERE m.application_name = {};",
+        crate::db::literal(&tool_name(run, label))
+    );
+    let out = db.query(&db.maintenance_db, &sql).await.ok()?;
+    (!out.trim().is_empty()).then(|| format!("it waited on a lock held by {}", out.trim()))
+}
+
+/// Ends the tool's `label` command that did not end cleanly, and waits until it is gone: first
+/// what runs it where it was started (compose: its one-off container, which outlives a killed or
+/// disconnected client and could connect again), then its database sessions.
+pub(super) async fn end(run: &Run<'_>, label: &str) -> Result<String> {
+    let name = tool_name(run, label);
+    let noun = noun(label);
+    let mut done = Vec::new();
+    if let Some(stop) = run.w.runtime.tool_stop(&name) {
+        let removed = exec::run_ok(run.w.runtime.executor(), &stop)
+            .await
+            .with_context(|| format!("removing the {noun}'s container failed"))?;
+        done.push(format!("{} container(s) of the {noun} removed", removed.trim()));
+    }
+    let db = &run.w.db;
+    let app = crate::db::literal(&name);
+    // Ended means none seen for a full second: something that reconnects as the tool (a worker
+    // it left behind) shows up again between two readings, and is ended again. Only on this
+    // database: another project on the same server may deploy the same SHA at once.
+    let terminate = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {app} AND datname = {};",
+        crate::db::literal(&db.name)
+    );
+    let (mut ended, mut quiet) = (0u64, 0);
+    for _ in 0..300 {
+        let found: u64 = db.query(&db.maintenance_db, &terminate).await?.trim().parse().unwrap_or(1);
+        ended += found;
+        quiet = if found == 0 { quiet + 1 } else { 0 };
+        if quiet >= 10 {
+            done.push(format!("{ended} session(s) of the {noun} ended"));
+            return Ok(done.join(", "));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("sessions of the {noun} ({app}) kept coming back for 30 s ({ended} ended)")
+}
+
+/// The step `label` as a noun: "migration", "revert".
+fn noun(label: &str) -> &str {
+    match label {
+        "migrate" => "migration",
+        other => other,
+    }
+}
+
+/// Why the tool's `label` command failed, with what held its locks and how it was ended; `Err`
+/// of [`end`] when it could not be (it may still be running).
+pub(super) async fn failed(run: &Run<'_>, label: &str, what: String) -> (String, Result<String>) {
+    let blocked = blockers(run, label).await.map(|b| format!("; {b}")).unwrap_or_default();
+    (format!("{what}{blocked}"), end(run, label).await)
+}
