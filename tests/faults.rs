@@ -98,8 +98,35 @@ impl Gates {
         std::fs::read_to_string(at).unwrap().trim().parse().unwrap()
     }
 
+    /// Whether the process that stopped at `name` is still there (not gone, not a zombie).
+    fn waiting(&self, name: &str) -> bool {
+        let pid = std::fs::read_to_string(self.dir.join(format!("{name}.at"))).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).is_some_and(|state| state != "Z")
+    }
+
+    /// Says `word` to what stopped at `name`. Over SSH, what a command that failed had started
+    /// is killed (gate included): a gate whose process is gone needs no opening.
     fn open(&self, name: &str, word: &str) {
-        std::fs::write(self.dir.join(format!("{name}.fifo")), format!("{word}\n")).unwrap();
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let fifo = self.dir.join(format!("{name}.fifo"));
+        let reached = self.dir.join(format!("{name}.at")).exists();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            // Without O_NONBLOCK, opening a FIFO no one reads blocks for ever.
+            match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo) {
+                Ok(mut f) => return f.write_all(format!("{word}\n").as_bytes()).unwrap(),
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    if reached && !self.waiting(name) {
+                        return;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "nothing reads gate {name}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot open gate {name}: {e}"),
+            }
+        }
     }
 }
 
@@ -934,6 +961,7 @@ async fn the_ssh_connection_dropped_mid_backup_aborts_with_exit_4_and_stores_not
     let pid = gates.reached("pg_dump", &mut child);
     drop_ssh_connection_of(pid);
     let (code, out, err) = out_of(child);
+    assert!(!gates.waiting("pg_dump"), "the dump was left running on the target");
     gates.open("pg_dump", "stop");
     assert_eq!(code, 4, "{err}");
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -966,6 +994,8 @@ async fn the_ssh_connection_dropped_mid_restore_leaves_the_live_database_and_the
     let pid = gates.reached("psql", &mut child);
     drop_ssh_connection_of(pid);
     let (code, out, err) = out_of(child);
+    // What the dropped command started on the target was killed when deploy-guard reconnected.
+    assert!(!gates.waiting("psql"), "the restore's psql was left running on the target");
     gates.open("psql", "stop");
     assert_eq!(code, 3, "{err}");
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -1008,6 +1038,7 @@ async fn ssh_dropped_at_the_swap(after: bool) {
     let pid = gates.reached("swap", &mut child);
     drop_ssh_connection_of(pid);
     let (code, out, err) = out_of(child);
+    assert!(!gates.waiting("swap"), "the renames' psql was left running on the target");
     gates.open("swap", if after { "go" } else { "stop" });
     let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {err}"));
     let names = derived_databases(app.db());
