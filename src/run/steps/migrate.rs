@@ -1,7 +1,8 @@
 use anyhow::Result;
 use async_trait::async_trait;
 
-use super::{tool, Done, Run, StepSpec};
+use super::tool::{self, Tool};
+use super::{Done, Run, StepSpec};
 use crate::exec::{self, Cmd};
 
 pub struct Migrate;
@@ -9,7 +10,7 @@ pub struct Migrate;
 impl Migrate {
     fn cmd(run: &Run) -> Option<Cmd> {
         let tag = run.tag.as_deref()?;
-        Some(tool::cmd(run, "migrate", tag, &run.w.migrator.run_script(tag, run.sha.as_str())))
+        Some(tool::cmd(run, Tool::Migrate, tag, &run.w.migrator.run_script(tag, run.sha.as_str())))
     }
 }
 
@@ -18,7 +19,7 @@ impl Migrate {
 /// (and the safe path, whose swap ends every session on the live database, is taken instead of
 /// trusting what it saw). Assess must never look at a database a migration is still changing.
 async fn failed(run: &mut Run<'_>, what: String) -> anyhow::Error {
-    let (why, ended) = tool::failed(run, "migrate", what).await;
+    let (why, ended) = tool::failed(run, Tool::Migrate, what).await;
     let ended = match ended {
         Ok(done) => done,
         Err(c) => {
@@ -37,7 +38,7 @@ impl StepSpec for Migrate {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        Self::cmd(run).into_iter().chain(tool::end_commands(run, "migrate")).collect()
+        Self::cmd(run).into_iter().chain(tool::end_commands(run, Tool::Migrate)).collect()
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {

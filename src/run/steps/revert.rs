@@ -1,7 +1,8 @@
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
-use super::{tool, Done, Run, StepSpec};
+use super::tool::{self, Tool};
+use super::{Done, Run, StepSpec};
 use crate::exec::{self, Cmd};
 
 /// The fast path: the tool's revert, once per migration this deploy applied, with the code of
@@ -13,7 +14,7 @@ impl Revert {
         let tag = run.tag.as_deref()?;
         let recorded = run.manifest.as_ref().map(|m| &m.migrations.rows[..]);
         let script = run.w.migrator.revert_script(tag, run.sha.as_str(), recorded)?;
-        Some(tool::cmd(run, "revert", tag, &script))
+        Some(tool::cmd(run, Tool::Revert, tag, &script))
     }
 }
 
@@ -29,7 +30,7 @@ impl StepSpec for Revert {
     fn commands(&self, run: &Run) -> Vec<Cmd> {
         let mut out: Vec<Cmd> = Self::cmd(run).into_iter().collect();
         out.push(run.w.db.query_cmd(&run.w.db.name));
-        out.extend(tool::end_commands(run, "revert"));
+        out.extend(tool::end_commands(run, Tool::Revert));
         out
     }
 
@@ -68,7 +69,7 @@ impl StepSpec for Revert {
                         Ok(out) => format!("revert {} of {applied} failed ({})", i + 1, out.exit.describe()),
                         Err(e) => format!("revert {} of {applied} could not be run to the end: {e:#}", i + 1),
                     };
-                    let (why, ended) = tool::failed(run, "revert", what).await;
+                    let (why, ended) = tool::failed(run, Tool::Revert, what).await;
                     match ended {
                         Ok(done) => bail!("{why}; {done}"),
                         Err(e) => bail!(

@@ -8,10 +8,34 @@ use anyhow::{bail, Context, Result};
 use super::{tool_cmd, tool_name, Run};
 use crate::exec::{self, Cmd};
 
-/// The tool's `label` command (`migrate`, `revert`) running `script` with the code of `tag`: its
-/// sessions' `application_name` (libpq's PGAPPNAME) is the tool's name, and the migrations'
-/// lock and statement timeouts apply to it.
-pub(super) fn cmd(run: &Run, label: &str, tag: &str, script: &str) -> Cmd {
+/// A tool command that changes the live database.
+#[derive(Clone, Copy)]
+pub(super) enum Tool {
+    Migrate,
+    Revert,
+}
+
+impl Tool {
+    /// Its step's label, part of the name it runs under.
+    fn label(self) -> &'static str {
+        match self {
+            Tool::Migrate => "migrate",
+            Tool::Revert => "revert",
+        }
+    }
+
+    /// What the messages call it.
+    fn noun(self) -> &'static str {
+        match self {
+            Tool::Migrate => "migration",
+            Tool::Revert => "revert",
+        }
+    }
+}
+
+/// `tool` running `script` with the code of `tag`: its sessions' `application_name` (libpq's
+/// PGAPPNAME) is the tool's name, and the migrations' lock and statement timeouts apply to it.
+pub(super) fn cmd(run: &Run, tool: Tool, tag: &str, script: &str) -> Cmd {
     let m = &run.w.config.migrations;
     let ms = |d: std::time::Duration| d.as_millis().to_string();
     let options: Vec<String> = [("lock_timeout", m.lock_timeout), ("statement_timeout", m.statement_timeout)]
@@ -20,36 +44,37 @@ pub(super) fn cmd(run: &Run, label: &str, tag: &str, script: &str) -> Cmd {
         .collect();
     let pgoptions =
         if options.is_empty() { String::new() } else { format!(" PGOPTIONS={}", exec::quote(&options.join(" "))) };
-    let script = format!("export PGAPPNAME={}{pgoptions} && {script}", tool_name(run, label));
-    tool_cmd(run, label, tag, &script)
+    let script = format!("export PGAPPNAME={}{pgoptions} && {script}", tool_name(run, tool.label()));
+    tool_cmd(run, tool.label(), tag, &script)
 }
 
-/// The commands [`end`] runs for `label`, for the plan.
-pub(super) fn end_commands(run: &Run, label: &str) -> Vec<Cmd> {
+/// The commands [`end`] runs for `tool`, for the plan.
+pub(super) fn end_commands(run: &Run, tool: Tool) -> Vec<Cmd> {
     let db = &run.w.db;
-    run.w.runtime.tool_stop(&tool_name(run, label)).into_iter().chain([db.query_cmd(&db.maintenance_db)]).collect()
+    let stop = run.w.runtime.tool_stop(&tool_name(run, tool.label()));
+    stop.into_iter().chain([db.query_cmd(&db.maintenance_db)]).collect()
 }
 
 /// Who blocks the tool's sessions, when they wait on a lock: pid, application, age, query.
-pub(super) async fn blockers(run: &Run<'_>, label: &str) -> Option<String> {
+async fn blockers(run: &Run<'_>, tool: Tool) -> Option<String> {
     let db = &run.w.db;
     let sql = format!(
         "SELECT string_agg(format('pid %s (%s, %s, for %s): %s', b.pid, coalesce(nullif(b.application_name, ''), '?'), \
          b.state, date_trunc('second', now() - coalesce(b.xact_start, b.query_start)), left(b.query, 120)), '; ') \
          FROM pg_stat_activity m JOIN pg_stat_activity b ON b.pid = ANY(pg_blocking_pids(m.pid)) \
          WHERE m.application_name = {};",
-        crate::db::literal(&tool_name(run, label))
+        crate::db::literal(&tool_name(run, tool.label()))
     );
     let out = db.query(&db.maintenance_db, &sql).await.ok()?;
     (!out.trim().is_empty()).then(|| format!("it waited on a lock held by {}", out.trim()))
 }
 
-/// Ends the tool's `label` command that did not end cleanly, and waits until it is gone: first
-/// what runs it where it was started (compose: its one-off container, which outlives a killed or
+/// Ends `tool`'s command that did not end cleanly, and waits until it is gone: first what runs
+/// it where it was started (compose: its one-off container, which outlives a killed or
 /// disconnected client and could connect again), then its database sessions.
-pub(super) async fn end(run: &Run<'_>, label: &str) -> Result<String> {
-    let name = tool_name(run, label);
-    let noun = noun(label);
+async fn end(run: &Run<'_>, tool: Tool) -> Result<String> {
+    let name = tool_name(run, tool.label());
+    let noun = tool.noun();
     let mut done = Vec::new();
     if let Some(stop) = run.w.runtime.tool_stop(&name) {
         let removed = exec::run_ok(run.w.runtime.executor(), &stop)
@@ -80,17 +105,9 @@ pub(super) async fn end(run: &Run<'_>, label: &str) -> Result<String> {
     bail!("sessions of the {noun} ({app}) kept coming back for 30 s ({ended} ended)")
 }
 
-/// The step `label` as a noun: "migration", "revert".
-fn noun(label: &str) -> &str {
-    match label {
-        "migrate" => "migration",
-        other => other,
-    }
-}
-
-/// Why the tool's `label` command failed, with what held its locks and how it was ended; `Err`
-/// of [`end`] when it could not be (it may still be running).
-pub(super) async fn failed(run: &Run<'_>, label: &str, what: String) -> (String, Result<String>) {
-    let blocked = blockers(run, label).await.map(|b| format!("; {b}")).unwrap_or_default();
-    (format!("{what}{blocked}"), end(run, label).await)
+/// Why `tool`'s command failed, with what held its locks and how it was ended; `Err` of [`end`]
+/// when it could not be (it may still be running).
+pub(super) async fn failed(run: &Run<'_>, tool: Tool, what: String) -> (String, Result<String>) {
+    let blocked = blockers(run, tool).await.map(|b| format!("; {b}")).unwrap_or_default();
+    (format!("{what}{blocked}"), end(run, tool).await)
 }
