@@ -189,6 +189,8 @@ migrations:
 backup:
   store: "file://$WORK/store"
 EOF
+CONFIG_DIR=$WORK/deploy-guard-dir.yml
+sed "s|^backup:\$|backup:\n  format: directory\n  jobs: $JOBS|" "$CONFIG" >"$CONFIG_DIR"
 
 # --- measuring ---------------------------------------------------------------------------------
 # measure NAME CMD...: runs CMD under `/usr/bin/time -v`, its stderr timestamped into
@@ -392,6 +394,20 @@ for ROUND in $(seq 1 "$RUNS"); do
     record dir_restore_only
     "$PG_BIN/dropdb" "${DB}_shell"
     rm -rf "$WORK/out/dir" "$WORK/out/dir.tar.zst"
+
+    # 8. deploy-guard with backup.format: directory (pg_dump -j / pg_restore -j, the tar read
+    # back and checked, restored into a scratch database and swapped in).
+    SHA=$(printf 'dir %s %s' "$ROUND" "$(date +%s%N)" | sha1sum | cut -c1-40)
+    measure "dg_backup_dir.$ROUND" "$BIN" backup --sha "$SHA" --config "$CONFIG_DIR"
+    record dg_backup_dir
+    if (( RC == 0 )); then
+        MANIFEST=$(find "$WORK/store" -name "*_pre-deploy-${SHA:0:7}.manifest.json" | head -n1)
+        DIR_TAR_BYTES=$(json_num dump_bytes "$MANIFEST")
+        DIR_ZST_BYTES=$(json_num size "$MANIFEST")
+        measure "dg_restore_dir.$ROUND" "$BIN" restore --sha "${SHA:0:7}" --config "$CONFIG_DIR"
+        record dg_restore_dir
+        drop_kept
+    fi
 done
 
 ROWS=()
@@ -418,6 +434,8 @@ row dir_dump_only "\`pg_dump -Fd -j $JOBS -Z 0\` (directory format, no compressi
 row dir_backup "\`pg_dump -Fd -j $JOBS -Z 0\`, then \`tar \\| zstd -1 > file\`" "$PLAIN_BYTES" - "one object to store; unverified"
 row dir_restore "\`zstd -d \\| tar -x\`, then \`pg_restore -j $JOBS\`" "$PLAIN_BYTES" - "into an empty database, not in one transaction"
 row dir_restore_only "\`pg_restore -j $JOBS\` of the unpacked directory" "$PLAIN_BYTES" - "into an empty database"
+row dg_backup_dir "**\`deploy-guard backup\`**, \`format: directory\`, \`jobs: $JOBS\`" "$PLAIN_BYTES" own "$(mib "${DIR_TAR_BYTES:-0}") MiB tar → $(mib "${DIR_ZST_BYTES:-0}") MiB; verified"
+row dg_restore_dir "**\`deploy-guard restore\`**, \`format: directory\`, \`jobs: $JOBS\`" "$PLAIN_BYTES" own "into a scratch database (pg_restore -j), then swapped in"
 # What the last rehearsal reported: per migration, and the locks held over migrations.lock_warn.
 REHEARSED=$(python3 - "$WORK/out/rehearse.json" <<'PY' 2>/dev/null || echo "-"
 import json, sys

@@ -390,7 +390,8 @@ async fn one_scale(
     // ---- The backup itself, for scale.
     say("backup::take (pg_dump → gzip → store)");
     let key = "bench/a.sql.gz";
-    let gzip6 = backup::Packing { codec: backup::Codec::Gzip, level: 6, on_target: false };
+    let gzip6 =
+        backup::Packing { format: backup::Format::Plain, codec: backup::Codec::Gzip, level: 6, on_target: false };
     let (taken, m) = measure(backup::take(&pg, &store, key, gzip6)).await;
     let taken = taken.unwrap();
     rep.row(

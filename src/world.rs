@@ -158,8 +158,9 @@ fn postgres(
         (None, Some(n)) => n.clone(),
         (None, None) => bail!("database.name: required"),
     };
-    let pg =
-        Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone()).stream_timeout(d.stream_timeout);
+    let pg = Postgres::new(exec, d.bin_dir.clone(), conn, name, d.maintenance_db.clone())
+        .stream_timeout(d.stream_timeout)
+        .jobs(config.backup.jobs);
     Ok(match (&d.service, &config.app.compose_file) {
         (Some(service), Some(file)) => pg.inside(format!(
             "{} exec -T {}",

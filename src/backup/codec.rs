@@ -1,4 +1,4 @@
-//! How a backup is compressed. The codec is named by the key's suffix (`.sql.zst`, `.sql.gz`),
+//! How a backup is compressed. The codec is named by the key's suffix (`.zst`, `.gz`),
 //! so a backup restores with the codec it was taken with, whatever the setting says today.
 //! Over SSH the dump is compressed on the target and a restore decompressed there, with the
 //! codec's own command-line tool, when the target has it: the link carries compressed bytes.
@@ -37,17 +37,17 @@ impl Codec {
         }
     }
 
-    /// The data key's suffix.
-    pub fn suffix(self) -> &'static str {
+    /// The data key's last suffix (after the format's: `.sql.zst`).
+    pub fn ext(self) -> &'static str {
         match self {
-            Codec::Zstd => ".sql.zst",
-            Codec::Gzip => ".sql.gz",
+            Codec::Zstd => ".zst",
+            Codec::Gzip => ".gz",
         }
     }
 
     /// The codec a data key was written with.
     pub fn of_key(key: &str) -> Option<Codec> {
-        Codec::ALL.into_iter().find(|c| key.ends_with(c.suffix()))
+        super::Format::of_key(key).map(|(_, c)| c)
     }
 
     pub fn default_level(self) -> u32 {
@@ -148,7 +148,7 @@ mod tests {
             let mut plain = Vec::new();
             codec.decoder(&packed[..]).read_to_end(&mut plain).await.unwrap();
             assert_eq!(plain, b"first\nsecond\n", "{codec}");
-            assert_eq!(Codec::of_key(&format!("a/b{}", codec.suffix())), Some(codec));
+            assert_eq!(Codec::of_key(&format!("a/b.sql{}", codec.ext())), Some(codec));
         }
         assert_eq!(Codec::of_key("a/b.sql"), None);
     }

@@ -2,6 +2,7 @@
 
 mod chunks;
 mod codec;
+mod format;
 mod meta_filter;
 mod pipeline;
 pub mod retention;
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 
 pub use chunks::Chunks;
 pub use codec::Codec;
+pub use format::{Format, PlainView, TarGuard};
 pub use meta_filter::MetaGuard;
 pub use pipeline::{
     copy_verified, human_bytes, restore_stream, sums, take, take_verified, verify, Packing, Taken, TRAILER,
@@ -61,9 +63,9 @@ pub struct Manifest {
     pub created_at: DateTime<Utc>,
     pub database: String,
     pub server_version: Option<String>,
-    /// Key of the compressed plain dump, relative to the store; its suffix names the codec.
+    /// Key of the compressed dump, relative to the store; its suffix names the format and codec.
     pub key: String,
-    /// Size of the plain SQL.
+    /// Size of the dump pg_dump wrote (plain SQL, or the directory format's tar).
     pub dump_bytes: u64,
     /// Size of the stored, compressed object.
     pub size: u64,
@@ -268,9 +270,9 @@ impl Manifest {
             return bad("its own key is not a manifest's".into());
         }
         let name = BackupName::from_key(at);
-        if !Codec::ALL.iter().any(|&c| self.key == name.data_key(c)) {
+        if Format::of_key(&self.key).is_none_or(|(f, c)| self.key != name.data_key(f, c)) {
             return bad(format!(
-                "it names the backup {:?}, not {}.sql.zst or .sql.gz beside it",
+                "it names the backup {:?}, not {}.sql.zst (or .sql.gz, .dir.tar.zst, .dir.tar.gz) beside it",
                 self.key,
                 name.stem()
             ));
@@ -504,7 +506,7 @@ mod tests {
     fn manifest() -> Manifest {
         let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
         let taken = Taken {
-            key: BackupName::new(&sha(), at).data_key(Codec::Gzip),
+            key: BackupName::new(&sha(), at).data_key(Format::Plain, Codec::Gzip),
             dump_bytes: Some(1000),
             size: 300,
             sha256: "9f".repeat(32),

@@ -14,7 +14,7 @@ use tokio_util::io::InspectReader;
 
 use super::chunks::{self, Chunks};
 use super::meta_filter::Checker;
-use super::{Codec, Manifest, MetaGuard};
+use super::{Codec, Format, Manifest, MetaGuard, PlainView, TarGuard};
 use crate::config::Compression;
 use crate::db::{copy_header, DumpTables, Postgres, RowSum, Sums};
 use crate::exec::Tail;
@@ -97,9 +97,10 @@ fn progress(what: &'static str, m: &Arc<Mutex<Meter>>) -> tokio::task::JoinHandl
     })
 }
 
-/// How a backup is compressed, and where.
+/// How a backup is laid out and compressed, and where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packing {
+    pub format: Format,
     pub codec: Codec,
     pub level: u32,
     /// On the target, by the codec's tool (else here, in this process).
@@ -111,8 +112,8 @@ impl Packing {
     /// the codec's tool; a remote target without `zstd` compresses with `gzip` (which every
     /// target has) rather than send the plain SQL across the link. Locally, in this process:
     /// `pg_dump | zstd -1` as a separate process measured slower here (docs/PERFORMANCE.md).
-    pub async fn choose(exec: &dyn crate::exec::Executor, wanted: Compression) -> Result<Packing> {
-        let here = Packing { codec: wanted.codec, level: wanted.level(), on_target: false };
+    pub async fn choose(exec: &dyn crate::exec::Executor, format: Format, wanted: Compression) -> Result<Packing> {
+        let here = Packing { format, codec: wanted.codec, level: wanted.level(), on_target: false };
         if !exec.remote() {
             return Ok(here);
         }
@@ -125,7 +126,7 @@ impl Packing {
                 wanted.codec,
                 wanted.codec
             );
-            return Ok(Packing { codec: Codec::Gzip, level: Codec::Gzip.default_level(), on_target: true });
+            return Ok(Packing { codec: Codec::Gzip, level: Codec::Gzip.default_level(), on_target: true, ..here });
         }
         tracing::warn!("the target has neither {} nor gzip: the dump crosses the link uncompressed", wanted.codec);
         Ok(here)
@@ -133,7 +134,13 @@ impl Packing {
 
     pub fn describe(&self) -> String {
         let at = if self.on_target { "on the target" } else { "here" };
-        format!("{} -{} {at}", self.codec, self.level)
+        let format = if self.format == Format::Plain { String::new() } else { format!("{} format, ", self.format) };
+        format!("{format}{} -{} {at}", self.codec, self.level)
+    }
+
+    /// The data key of this backup named `name`.
+    pub fn key(&self, name: &crate::model::BackupName) -> String {
+        name.data_key(self.format, self.codec)
     }
 }
 
@@ -141,7 +148,8 @@ impl Packing {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Taken {
     pub key: String,
-    /// Plain SQL bytes pg_dump wrote; known once read back when the target compressed them.
+    /// Bytes pg_dump wrote (plain SQL, or the directory format's tar); known once read back when
+    /// the target compressed them.
     pub dump_bytes: Option<u64>,
     /// Compressed bytes stored.
     pub size: u64,
@@ -152,15 +160,25 @@ pub struct Taken {
     pub chunks: Option<Chunks>,
 }
 
-/// Streams a dump of the live database into `key` (whose suffix names `packing.codec`). Fails
-/// (and deletes what it stored) unless pg_dump exited 0 and — when the plain SQL passes here —
-/// wrote its completion trailer ([`verify`] checks the trailer when it did not).
+/// Streams a dump of the live database into `key` (whose suffix names `packing`'s format and
+/// codec). Fails (and deletes what it stored) unless pg_dump exited 0 and — when plain SQL
+/// passes here — wrote its completion trailer ([`verify`] checks the trailer otherwise).
 pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing) -> Result<Taken> {
-    if Codec::of_key(key) != Some(packing.codec) {
-        bail!("{key} does not name a {} backup", packing.codec);
+    let taken = take_unchecked(db, store, key, packing).await;
+    if taken.is_err() && packing.format == Format::Directory {
+        db.remove_work_dirs().await;
     }
+    taken
+}
+
+async fn take_unchecked(db: &Postgres, store: &dyn Store, key: &str, packing: Packing) -> Result<Taken> {
+    if Format::of_key(key) != Some((packing.format, packing.codec)) {
+        bail!("{key} does not name a {} {} backup", packing.format, packing.codec);
+    }
+    let packed_cmd =
+        || db.dump_cmd_packed(packing.format, packing.codec.name(), &packing.codec.compress_sh(packing.level));
     if packing.on_target {
-        let cmd = db.dump_cmd_packed(packing.codec.name(), &packing.codec.compress_sh(packing.level));
+        let cmd = packed_cmd();
         if let Some(put) = store.put_from_target(key, &cmd).await {
             // Dumped, compressed and stored on the target; [`verify`] reads it back across the link.
             let (size, sha256) = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
@@ -178,12 +196,13 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
     let raw = Meter::counted();
     let packed = Meter::hashed();
     let (cmd, body, ticker) = if packing.on_target {
-        let cmd = db.dump_cmd_packed(packing.codec.name(), &packing.codec.compress_sh(packing.level));
+        let cmd = packed_cmd();
         let body: super::codec::Reader = Box::pin(metered(dump_r, &packed));
         (cmd, body, progress("backup (compressed bytes)", &packed))
     } else {
         let encoder = packing.codec.encoder(metered(dump_r, &raw), packing.level);
-        (db.dump_cmd(), Box::pin(metered(encoder, &packed)) as super::codec::Reader, progress("backup", &raw))
+        let body = Box::pin(metered(encoder, &packed)) as super::codec::Reader;
+        (db.dump_cmd_for(packing.format), body, progress("backup", &raw))
     };
     let dump = async move {
         let r = db.executor().run(&cmd, None, &mut dump_w).await;
@@ -203,7 +222,7 @@ pub async fn take(db: &Postgres, store: &dyn Store, key: &str, packing: Packing)
         let stored = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
         exit.context("pg_dump could not be run to the end")?.check("pg_dump")?;
         let raw = raw.lock().expect("meter");
-        if !packing.on_target && !raw.has_trailer() {
+        if !packing.on_target && packing.format == Format::Plain && !raw.has_trailer() {
             bail!("pg_dump exited 0 but the dump lacks its completion trailer ({TRAILER:?}): it is incomplete");
         }
         let packed = packed.lock().expect("meter");
@@ -283,7 +302,7 @@ pub async fn sums(
     if !manifest.verified {
         bail!("backup {} was never verified; its rows are not compared with", manifest.key);
     }
-    let codec = Codec::of_key(&manifest.key).with_context(|| format!("{} does not name a backup", manifest.key))?;
+    let (format, codec) = kind(&manifest.key)?;
     let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
     let (object, packed): (super::codec::Reader, _) = match manifest.chunks.clone() {
         Some(p) => (Box::pin(chunks::verified(object, manifest.size, p, manifest.key.clone())), None),
@@ -294,13 +313,14 @@ pub async fn sums(
         None => codec.decoder(object),
     };
     let mut tables = DumpTables::new(Sums::Of(wanted));
+    let mut view = PlainView::new(format);
     let mut buf = vec![0u8; BUF];
     loop {
         let n = plain.read(&mut buf).await.with_context(|| format!("reading {} ({codec})", manifest.key))?;
         if n == 0 {
             break;
         }
-        tables.feed(&buf[..n]);
+        tables.feed(view.view(&buf[..n]).with_context(|| format!("reading {}", manifest.key))?);
         // Every byte so far passed its piece's check; the rest of the dump adds nothing.
         if packed.is_none() && tables.has_all() {
             return Ok(tables.tables);
@@ -351,7 +371,7 @@ struct ReadBack {
 /// [`verify`]'s read-back: the whole object decompressed, each table's columns listed, the SQL
 /// checked for meta-commands and the object hashed piece by piece on the way.
 async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
-    let codec = Codec::of_key(&taken.key).with_context(|| format!("{} does not name a backup", taken.key))?;
+    let (format, codec) = kind(&taken.key)?;
     let packed = Meter::hashed_in_pieces(taken.size);
     let raw = Meter::counted();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
@@ -363,11 +383,14 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     let lister = std::thread::spawn(move || -> std::io::Result<_> {
         let mut checker = Checker::default();
+        let mut view = PlainView::new(format);
         let mut passed = Vec::new();
         while let Some(chunk) = rx.blocking_recv() {
             passed.clear();
-            checker.feed(&chunk, &mut passed)?;
+            checker.feed(view.view(&chunk)?, &mut passed)?;
         }
+        // A directory archive's view ends with the trailer only when the archive was whole.
+        checker.feed(view.finish()?, &mut passed)?;
         checker.finish(&mut passed)?;
         Ok(checker.copies.iter().filter_map(|line| copy_header(line)).collect::<BTreeMap<_, _>>())
     });
@@ -388,7 +411,7 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     let raw = raw.lock().expect("meter");
     stored_as_taken(&packed, taken)?;
     let chunks = packed.pieces.take().expect("hashed in pieces").finish();
-    if taken.dump_bytes.is_some_and(|d| d != raw.bytes) || !raw.has_trailer() {
+    if taken.dump_bytes.is_some_and(|d| d != raw.bytes) || (format == Format::Plain && !raw.has_trailer()) {
         bail!(
             "{} decompresses to {} bytes (expected {}) or lacks the dump trailer",
             taken.key,
@@ -411,15 +434,23 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
 /// whoever can write the store could then have rewritten the pieces' hashes with the object.
 /// Returns the plain SQL's length.
 pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifest, into: &str) -> Result<u64> {
+    let restored = restore_unchecked(db, store, manifest, into).await;
+    if restored.is_err() && Format::of_key(&manifest.key).is_some_and(|(f, _)| f == Format::Directory) {
+        db.remove_work_dirs().await;
+    }
+    restored
+}
+
+async fn restore_unchecked(db: &Postgres, store: &dyn Store, manifest: &Manifest, into: &str) -> Result<u64> {
     if !manifest.verified {
         bail!("backup {} was never verified; refusing to restore it", manifest.key);
     }
-    let codec = Codec::of_key(&manifest.key).with_context(|| format!("{} does not name a backup", manifest.key))?;
+    let (format, codec) = kind(&manifest.key)?;
     let exec = db.executor().as_ref();
     let unpack_there = exec.remote() && codec.on_target(exec).await?;
     let not_verified = || format!("{} is not the verified backup; nothing was restored", manifest.key);
     if let Some(path) = store.path_on_target(&manifest.key).filter(|_| unpack_there) {
-        return restore_in_place(db, manifest, codec, &path, into).await.with_context(not_verified);
+        return restore_in_place(db, manifest, (format, codec), &path, into).await.with_context(not_verified);
     }
     // Over SSH psql reads what the target decompresses, never seen here: the pieces' hashes are
     // trusted in place of reading it all first only when a signature vouches for them.
@@ -438,14 +469,18 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     let restored = if unpack_there {
         let mut stream = metered(object, &packed);
         let ticker = progress("restore (compressed bytes)", &packed);
-        let r = db.restore_packed_into(into, codec, &mut stream).await;
+        let r = db.restore_packed_into(into, format, codec, &mut stream).await;
         ticker.abort();
         r
     } else {
-        let sql = Meter::counted();
-        let mut plain = MetaGuard::new(metered(codec.decoder(metered(object, &packed)), &sql));
-        let ticker = progress("restore", &sql);
-        let r = db.restore_into(into, &mut plain).await;
+        let dump = Meter::counted();
+        let unpacked = metered(codec.decoder(metered(object, &packed)), &dump);
+        let ticker = progress("restore", &dump);
+        // Checked again on the way in: psql's meta-commands, or what tar would unpack.
+        let r = match format {
+            Format::Plain => db.restore_format_into(into, format, &mut MetaGuard::new(unpacked)).await,
+            Format::Directory => db.restore_format_into(into, format, &mut TarGuard::new(unpacked)).await,
+        };
         ticker.abort();
         r
     };
@@ -465,11 +500,22 @@ pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifes
     Ok(manifest.dump_bytes)
 }
 
+/// The layout and codec a backup's key names.
+fn kind(key: &str) -> Result<(Format, Codec)> {
+    Format::of_key(key).with_context(|| format!("{key} does not name a backup"))
+}
+
 /// A restore from a store on the target itself: its length and sha256 are checked there against
 /// the manifest, then the target decompresses it straight into psql; nothing crosses the link.
 /// The content was decompressed and checked (trailer, meta-commands) when the backup was
 /// verified, and these are the same bytes; the hash is checked again after the restore.
-async fn restore_in_place(db: &Postgres, manifest: &Manifest, codec: Codec, path: &str, into: &str) -> Result<u64> {
+async fn restore_in_place(
+    db: &Postgres,
+    manifest: &Manifest,
+    (format, codec): (Format, Codec),
+    path: &str,
+    into: &str,
+) -> Result<u64> {
     let exec = db.executor().as_ref();
     let digest = crate::exec::Cmd::new("hash the backup on the target", crate::store::target::digest_sh(path))
         .timeout(db.stream_deadline());
@@ -486,8 +532,8 @@ async fn restore_in_place(db: &Postgres, manifest: &Manifest, codec: Codec, path
         Ok(())
     };
     check().await?;
-    let cmd =
-        db.restore_file_cmd(into, codec.name(), &format!("{} < {}", codec.decompress_sh(), crate::exec::quote(path)));
+    let source = format!("{} < {}", codec.decompress_sh(), crate::exec::quote(path));
+    let cmd = db.restore_file_cmd(into, format, codec.name(), &source);
     let exit = exec.run(&cmd, None, &mut tokio::io::sink()).await?;
     exit.check(&format!("restoring {} into {into}", manifest.key))?;
     check().await.context("the backup changed on the target while it was restored")?;

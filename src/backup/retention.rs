@@ -118,7 +118,7 @@ mod tests {
             created_at: at,
             database: "db".into(),
             server_version: None,
-            key: name.data_key(crate::backup::Codec::Gzip),
+            key: name.data_key(crate::backup::Format::Plain, crate::backup::Codec::Gzip),
             dump_bytes: 1,
             size: 1,
             sha256: String::new(),

@@ -28,6 +28,9 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     add("database", server.map(|v| format!("PostgreSQL {v}, database {}", w.db.name)));
     add("pg_dump", tool_version(w, "pg_dump", server_major).await);
     add("psql", tool_version(w, "psql", server_major).await);
+    if w.config.backup.format == crate::backup::Format::Directory {
+        add("pg_restore", tool_version(w, "pg_restore", server_major).await);
+    }
     add(
         "migrations",
         match &w.migrator.table {
@@ -200,7 +203,7 @@ pub fn render(lines: &[CheckLine]) -> String {
 /// Where a backup will be compressed, and with what (the target's `zstd` / `gzip`).
 async fn compression_line(w: &World) -> Result<String> {
     let wanted = w.config.backup.compression;
-    let p = crate::backup::Packing::choose(w.exec.as_ref(), wanted).await?;
+    let p = crate::backup::Packing::choose(w.exec.as_ref(), w.config.backup.format, wanted).await?;
     let mut line = format!("backups compressed with {}", p.describe());
     if p.codec != wanted.codec {
         line.push_str(&format!(" (the target has no {}: install it for faster backups)", wanted.codec));

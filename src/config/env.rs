@@ -83,6 +83,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("backup.keep", Kind::Int),
     ("backup.max_age", Kind::Str),
     ("backup.compression", Kind::Str),
+    ("backup.format", Kind::Str),
+    ("backup.jobs", Kind::Int),
     ("rollback.strategy", Kind::Str),
     ("rollback.additive", Kind::Str),
     ("rollback.destructive", Kind::Str),

@@ -347,6 +347,17 @@ pub struct Backup {
     /// is a gzip level (the older form).
     #[serde(default)]
     pub compression: Compression,
+    /// `plain` (default: psql restores it in one transaction) or `directory` (`pg_dump -j` and
+    /// `pg_restore -j`, for large databases on servers with cores to spare).
+    #[serde(default)]
+    pub format: crate::backup::Format,
+    /// Parallel jobs of `pg_dump` and `pg_restore` with `format: directory`.
+    #[serde(default = "default_jobs")]
+    pub jobs: u32,
+}
+
+fn default_jobs() -> u32 {
+    2
 }
 
 /// A backup's codec and level.

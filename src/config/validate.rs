@@ -284,6 +284,9 @@ impl Config {
             let (lo, hi) = (codec.levels().start().to_owned(), codec.levels().end().to_owned());
             bail!("backup.compression: {level} is not a {codec} level ({lo} to {hi})");
         }
+        if !(1..=64).contains(&b.jobs) {
+            bail!("backup.jobs: {} must be 1 to 64", b.jobs);
+        }
         if b.keep == Some(0) {
             bail!("backup.keep: must be at least 1 (the newest verified backup is always kept)");
         }

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::backup::Format;
 use crate::exec::{self, quote, Cmd, Executor};
 
 pub use crate::model::ConnInfo;
@@ -38,6 +39,19 @@ pub struct Postgres {
     inside: Option<String>,
     /// How long one `pg_dump` or `psql` may run (a dump or a restore streams for that long).
     stream_timeout: std::time::Duration,
+    /// `pg_dump -j` / `pg_restore -j` for directory-format backups (`backup.jobs`).
+    jobs: u32,
+}
+
+/// The temporary directories of this process's directory-format dumps and restores, where
+/// `pg_dump` and `pg_restore` run, before `mktemp`'s suffix: named for this process, so that
+/// removing what a killed command left never touches another run's.
+fn work_dir() -> &'static str {
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("${{TMPDIR:-/var/tmp}}/deploy-guard-{}-{t:x}", std::process::id())
+    })
 }
 
 /// `database.stream_timeout` unless set.
@@ -51,7 +65,16 @@ impl Postgres {
         name: String,
         maintenance_db: String,
     ) -> Postgres {
-        Postgres { exec, bin_dir, conn, name, maintenance_db, inside: None, stream_timeout: DEFAULT_STREAM_TIMEOUT }
+        Postgres {
+            exec,
+            bin_dir,
+            conn,
+            name,
+            maintenance_db,
+            inside: None,
+            stream_timeout: DEFAULT_STREAM_TIMEOUT,
+            jobs: 2,
+        }
     }
 
     /// How long one dump or restore may take.
@@ -63,6 +86,12 @@ impl Postgres {
     /// a restore of a large database streams for hours, but finite.
     pub fn stream_timeout(mut self, t: std::time::Duration) -> Postgres {
         self.stream_timeout = t;
+        self
+    }
+
+    /// Parallel jobs of `pg_dump` and `pg_restore` for directory-format backups.
+    pub fn jobs(mut self, jobs: u32) -> Postgres {
+        self.jobs = jobs.max(1);
         self
     }
 
@@ -141,20 +170,73 @@ impl Postgres {
         self.with_conn("pg_dump", line)
     }
 
-    /// `pg_dump` compressed on the target by the shell filter `compress` (labelled `label`):
-    /// the link carries compressed bytes. Fails when either fails.
-    pub fn dump_cmd_packed(&self, label: &str, compress: &str) -> Cmd {
-        let dump = self.dump_cmd();
+    /// The live database dumped in `format` on stdout: plain SQL, or a tar of the directory
+    /// format (`toc.dat` first, as [`crate::backup::PlainView`] reads it), dumped by
+    /// `pg_dump -j` into a temporary directory beside pg_dump (it needs the dump's size free
+    /// there) that is removed when the tar is written.
+    pub fn dump_cmd_for(&self, format: Format) -> Cmd {
+        if format == Format::Plain {
+            return self.dump_cmd();
+        }
+        let script = format!(
+            "set -e; d=$(mktemp -d \"{dir}.XXXXXX\"); trap 'rm -rf \"$d\"' EXIT; \
+             {} --no-password --format=directory --compress=0 --jobs={} -f \"$d/dump\" -d {}; cd \"$d/dump\"; \
+             {{ echo toc.dat; ls | grep -v -x toc.dat || true; }} | tar -c -f - -T -",
+            self.tool("pg_dump"),
+            self.jobs,
+            quote(&self.name),
+            dir = work_dir()
+        );
+        self.with_conn("pg_dump", format!("sh -c {}", quote(&script)))
+    }
+
+    /// [`Self::dump_cmd_for`] compressed on the target by the shell filter `compress` (labelled
+    /// `label`): the link carries compressed bytes. Fails when either fails.
+    pub fn dump_cmd_packed(&self, format: Format, label: &str, compress: &str) -> Cmd {
+        let dump = self.dump_cmd_for(format);
         let script = exec::pipeline(("pg_dump", &dump.script), (label, compress));
         Cmd { label: format!("pg_dump | {label}"), script, ..dump }
     }
 
-    /// [`Self::restore_cmd`] fed by `source`, a shell command on the target that writes the SQL
-    /// (a decompressor reading stdin or a file).
-    pub fn restore_file_cmd(&self, db: &str, label: &str, source: &str) -> Cmd {
-        let restore = self.restore_cmd(db);
-        let script = exec::pipeline((label, source), ("psql", &restore.script));
-        Cmd { label: format!("{label} | psql restore"), script, ..restore }
+    /// What restores a dump in `format` from stdin into `db`: `psql` in one transaction for
+    /// plain SQL; for the directory format's tar, unpacked into a temporary directory (removed
+    /// after), `pg_restore -j` stopping at the first error.
+    pub fn restore_cmd_for(&self, format: Format, db: &str) -> Cmd {
+        if format == Format::Plain {
+            return self.restore_cmd(db);
+        }
+        let script = format!(
+            "set -e; d=$(mktemp -d \"{dir}.XXXXXX\"); trap 'rm -rf \"$d\"' EXIT; \
+             tar -x -f - -C \"$d\"; {} --no-password --exit-on-error --jobs={} -d {} \"$d\"",
+            self.tool("pg_restore"),
+            self.jobs,
+            quote(db),
+            dir = work_dir()
+        );
+        self.with_conn("pg_restore", format!("sh -c {}", quote(&script)))
+    }
+
+    /// Removes what a directory-format dump or restore of this run left in its temporary
+    /// directory: its own `trap` removes it, but not when the command was killed (a timeout, a
+    /// restore whose input was refused half way). Only this process's directories are named.
+    pub async fn remove_work_dirs(&self) {
+        let cmd = self
+            .with_conn(
+                "remove temporary dump directories",
+                format!("sh -c {}", quote(&format!("rm -rf \"{}\".*", work_dir()))),
+            )
+            .timeout(std::time::Duration::from_secs(60));
+        if let Err(e) = exec::run_ok(self.exec.as_ref(), &cmd).await {
+            tracing::warn!("could not remove the temporary dump directory {}.*: {e:#}", work_dir());
+        }
+    }
+
+    /// [`Self::restore_cmd_for`] fed by `source`, a shell command on the target that writes the
+    /// dump (a decompressor reading stdin or a file).
+    pub fn restore_file_cmd(&self, db: &str, format: Format, label: &str, source: &str) -> Cmd {
+        let restore = self.restore_cmd_for(format, db);
+        let script = exec::pipeline((label, source), (&restore.label, &restore.script));
+        Cmd { label: format!("{label} | {} restore", restore.label), script, ..restore }
     }
 
     /// `psql` on `db` that runs the SQL on its stdin and prints tuples only, unaligned: every

@@ -53,14 +53,27 @@ impl Postgres {
         self.restore_cmd_into(self.restore_cmd(db), db, sql).await
     }
 
-    /// Streams compressed SQL into `db`, decompressed on the target by `codec`'s tool.
+    /// Streams a dump in `format` (plain SQL, or the directory format's tar) into `db`.
+    pub async fn restore_format_into(
+        &self,
+        db: &str,
+        format: crate::backup::Format,
+        dump: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<RestoreReport> {
+        self.restore_cmd_into(self.restore_cmd_for(format, db), db, dump).await
+    }
+
+    /// Streams a compressed dump in `format` into `db`, decompressed on the target by `codec`'s
+    /// tool.
     pub async fn restore_packed_into(
         &self,
         db: &str,
+        format: crate::backup::Format,
         codec: crate::backup::Codec,
         packed: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<RestoreReport> {
-        self.restore_cmd_into(self.restore_file_cmd(db, codec.name(), codec.decompress_sh()), db, packed).await
+        let cmd = self.restore_file_cmd(db, format, codec.name(), codec.decompress_sh());
+        self.restore_cmd_into(cmd, db, packed).await
     }
 
     async fn restore_cmd_into(

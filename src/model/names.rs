@@ -6,13 +6,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Sha;
-use crate::backup::Codec;
+use crate::backup::{Codec, Format};
 
 const MANIFEST_SUFFIX: &str = ".manifest.json";
 const REPLAY_SUFFIX: &str = ".lost-writes.sql";
 
 /// A backup's name: `{yyyymm}/{yyyymmdd}_{hhmmss}_pre-deploy-{sha7}`, with the data beside its
-/// manifest (`….sql.zst` or `….sql.gz`, `….manifest.json`).
+/// manifest (`….sql.zst`, `….sql.gz`, `….dir.tar.zst`, `….dir.tar.gz`; `….manifest.json`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupName {
     stem: String,
@@ -25,9 +25,9 @@ impl BackupName {
 
     /// The name of a data or manifest key (or a bare stem).
     pub fn from_key(key: &str) -> BackupName {
-        let data = Codec::ALL.map(Codec::suffix);
-        let stem =
-            data.iter().chain(&[MANIFEST_SUFFIX, REPLAY_SUFFIX]).find_map(|s| key.strip_suffix(s)).unwrap_or(key);
+        let data: Vec<String> = Format::suffixes().collect();
+        let others = [MANIFEST_SUFFIX, REPLAY_SUFFIX];
+        let stem = data.iter().map(String::as_str).chain(others).find_map(|s| key.strip_suffix(s)).unwrap_or(key);
         BackupName { stem: stem.to_string() }
     }
 
@@ -44,9 +44,9 @@ impl BackupName {
         &self.stem
     }
 
-    /// The data key of a backup compressed with `codec`.
-    pub fn data_key(&self, codec: Codec) -> String {
-        format!("{}{}", self.stem, codec.suffix())
+    /// The data key of a backup in `format`, compressed with `codec`.
+    pub fn data_key(&self, format: Format, codec: Codec) -> String {
+        format!("{}{}{}", self.stem, format.ext(), codec.ext())
     }
 
     pub fn manifest_key(&self) -> String {
@@ -142,12 +142,15 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
         let n = BackupName::new(&sha(), at);
         assert_eq!(n.stem(), "202605/20260510_150000_pre-deploy-abc1234");
-        assert_eq!(n.data_key(Codec::Gzip), "202605/20260510_150000_pre-deploy-abc1234.sql.gz");
-        assert_eq!(n.data_key(Codec::Zstd), "202605/20260510_150000_pre-deploy-abc1234.sql.zst");
+        assert_eq!(n.data_key(Format::Plain, Codec::Gzip), "202605/20260510_150000_pre-deploy-abc1234.sql.gz");
+        assert_eq!(n.data_key(Format::Plain, Codec::Zstd), "202605/20260510_150000_pre-deploy-abc1234.sql.zst");
         assert_eq!(n.manifest_key(), "202605/20260510_150000_pre-deploy-abc1234.manifest.json");
         assert_eq!(BackupName::from_key(&n.manifest_key()), n);
-        assert_eq!(BackupName::from_key(&n.data_key(Codec::Gzip)), n);
-        assert_eq!(BackupName::from_key(&n.data_key(Codec::Zstd)), n);
+        assert_eq!(BackupName::from_key(&n.data_key(Format::Plain, Codec::Gzip)), n);
+        assert_eq!(BackupName::from_key(&n.data_key(Format::Plain, Codec::Zstd)), n);
+        let dir = n.data_key(Format::Directory, Codec::Zstd);
+        assert_eq!(dir, "202605/20260510_150000_pre-deploy-abc1234.dir.tar.zst");
+        assert_eq!(BackupName::from_key(&dir), n);
         assert_eq!(BackupName::sha7_of_manifest_key(&n.manifest_key()), Some("abc1234"));
     }
 

@@ -234,9 +234,7 @@ pub fn backup_files(store: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// The manifest beside the backup file `data`.
 pub fn manifest_of(data: &std::path::Path) -> std::path::PathBuf {
-    let s = data.to_string_lossy();
-    let stem = s.trim_end_matches(".zst").trim_end_matches(".gz").trim_end_matches(".sql");
-    std::path::PathBuf::from(format!("{stem}.manifest.json"))
+    std::path::PathBuf::from(deploy_guard::model::BackupName::from_key(&data.to_string_lossy()).manifest_key())
 }
 
 /// Replaces the backup file `path` with `sql`, and rewrites its manifest to match (whoever can
@@ -253,6 +251,18 @@ pub fn forge_backup(path: &std::path::Path, sql: &[u8]) {
     m["dump_bytes"] = (sql.len() as u64).into();
     m["chunks"] = serde_json::to_value(deploy_guard::backup::Chunks::of(&packed)).unwrap();
     std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+/// The dump in the backup file `path`, decompressed (a directory-format backup's tar).
+pub fn unpack_bytes(path: &std::path::Path) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let codec = deploy_guard::backup::Codec::of_key(&path.to_string_lossy()).expect("a backup file");
+    let packed = std::fs::read(path).unwrap();
+    codec_run(async move {
+        let mut out = Vec::new();
+        codec.decoder(&packed[..]).read_to_end(&mut out).await.unwrap();
+        out
+    })
 }
 
 /// The plain SQL of the backup file `path`.

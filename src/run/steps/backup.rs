@@ -2,7 +2,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
-use crate::backup::{self, Manifest, Packing};
+use crate::backup::{self, Format, Manifest, Packing};
 use crate::exec::Cmd;
 use crate::model::{human_bytes, BackupName};
 
@@ -11,12 +11,17 @@ pub struct Backup;
 #[async_trait]
 impl StepSpec for Backup {
     fn what(&self, run: &Run) -> String {
-        let codec = run.w.config.backup.compression.codec;
+        let b = &run.w.config.backup;
+        let codec = b.compression.codec;
         let at =
             if run.w.db.executor().remote() { format!(" (on the target when it has {codec})") } else { String::new() };
+        let dump = match b.format {
+            Format::Plain => "pg_dump".to_string(),
+            Format::Directory => format!("pg_dump -j {} (directory format, tarred)", b.jobs),
+        };
         let mut what = format!(
-            "stream pg_dump → {codec}{at} → {} (…time of the run), then read it back whole to verify",
-            run.w.store.location(&BackupName::new(&run.sha, run.started_at).data_key(codec)),
+            "stream {dump} → {codec}{at} → {} (…time of the run), then read it back whole to verify",
+            run.w.store.location(&BackupName::new(&run.sha, run.started_at).data_key(b.format, codec)),
         );
         if let Some(copy) = &run.w.copy {
             what.push_str(&format!("; copy it to {} and verify the copy", copy.describe()));
@@ -25,13 +30,14 @@ impl StepSpec for Backup {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        vec![run.w.db.query_cmd(&run.w.db.name), run.w.db.dump_cmd()]
+        vec![run.w.db.query_cmd(&run.w.db.name), run.w.db.dump_cmd_for(run.w.config.backup.format)]
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
-        let packing = Packing::choose(w.db.executor().as_ref(), w.config.backup.compression).await?;
-        let key = BackupName::new(&run.sha, run.started_at).data_key(packing.codec);
+        let b = &w.config.backup;
+        let packing = Packing::choose(w.db.executor().as_ref(), b.format, b.compression).await?;
+        let key = packing.key(&BackupName::new(&run.sha, run.started_at));
         // Before the dump: every write after this shows in the counters (damage, lost writes).
         let stats = w.db.table_stats(&w.db.name).await?;
         let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, packing).await?;

@@ -2,7 +2,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use super::{psql_line, Done, Run, StepSpec};
-use crate::backup::{self, Codec};
+use crate::backup::{self, Codec, Format};
 use crate::exec::{self, Cmd};
 use crate::model::human_bytes;
 
@@ -22,7 +22,7 @@ impl StepSpec for Restore {
         let db = &run.w.db;
         let mut out = vec![db.query_cmd(&db.maintenance_db)];
         if let Ok(n) = run.db_names() {
-            out.push(db.restore_cmd(&n.scratch));
+            out.push(db.restore_cmd_for(backup_kind(run).0, &n.scratch));
         }
         out
     }
@@ -74,20 +74,24 @@ impl StepSpec for Restore {
     }
 }
 
+/// The backup's own layout and codec when it is known, else those a backup would be taken with now.
+pub fn backup_kind(run: &Run) -> (Format, Codec) {
+    let b = &run.w.config.backup;
+    run.manifest.as_ref().and_then(|m| Format::of_key(&m.key)).unwrap_or((b.format, b.compression.codec))
+}
+
 /// How to restore by hand, when deploy-guard itself cannot run (the runbook).
 pub fn manual(run: &Run) -> Vec<String> {
     let db = &run.w.db;
     let Ok(n) = run.db_names() else { return Vec::new() };
-    // The backup's own codec when it is known, else the one a backup would be taken with now.
-    let key = run.manifest.as_ref().map(|m| m.key.as_str());
-    let codec = key.and_then(Codec::of_key).unwrap_or(run.w.config.backup.compression.codec);
-    let file = match key {
+    let (format, codec) = backup_kind(run);
+    let file = match run.manifest.as_ref().map(|m| m.key.as_str()) {
         Some(k) => exec::quote(k.rsplit('/').next().unwrap_or(k)),
-        None => format!("BACKUP{}", codec.suffix()),
+        None => format!("BACKUP{}{}", format.ext(), codec.ext()),
     };
     vec![
         psql_line(run, &db.maintenance_db, &format!("CREATE DATABASE \"{}\" TEMPLATE template0;", n.scratch)),
-        format!("{} < {file} | {}", codec.decompress_sh(), db.restore_cmd(&n.scratch).shell_text()),
+        format!("{} < {file} | {}", codec.decompress_sh(), db.restore_cmd_for(format, &n.scratch).shell_text()),
         "# check the restored database, then swap it in:".into(),
         psql_line(
             run,
