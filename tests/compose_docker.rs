@@ -164,6 +164,21 @@ fn a_migration_that_rewrote_data_is_not_reverted_but_restored() {
     rolled_back("data-rewrite", 12, "v2-rewrite-name", "restore");
 }
 
+#[test]
+fn a_directory_format_backup_is_dumped_and_restored_inside_the_postgres_container() {
+    let p = Project::start("dir-format");
+    let config = config_with(&p, "dir.yml", "  format: directory\n  jobs: 2\n");
+    let before = p.db_state();
+    // v2-drop-name destroys data: its down cannot bring it back, the backup is restored.
+    let out = p.deploy_guard_with(&config, &["deploy", "--sha", &sha(17), "--tag", "v2-drop-name", "--json"]);
+    expect(&out, 1, "rolled-back", "restore");
+    assert_back_at_v1(&p, &before);
+    let stored = p.stored_files();
+    assert!(stored.iter().any(|f| f.ends_with(".dir.tar.zst")), "{stored:?}");
+    let left = p.compose_ok(&["exec", "-T", "postgres", "sh", "-c", "ls -A /var/tmp"]);
+    assert_eq!(left.trim(), "", "the container's temporary directories are removed");
+}
+
 /// `count md5` of the rows of `table` in database `db`: its `columns`, ordered by id.
 fn rows(p: &Project, db: &str, table: &str, columns: &str) -> String {
     p.psql_in(

@@ -157,38 +157,58 @@ async fn a_changed_or_truncated_directory_backup_is_refused_over_ssh() {
     assert_eq!(left_on(&sshd), "");
 }
 
-/// A tar that pg_dump did not write — here a symbolic link beside the real files, its manifest
-/// rewritten to match (an unsigned store lets whoever can write it do that) — is refused before
-/// tar unpacks it, here and over SSH, and nothing is restored.
+/// Replaces the directory-format backup `file` with its own archive changed by `script` (run in
+/// the unpacked directory), toc.dat first again, its manifest rewritten to match (an unsigned
+/// store lets whoever can write it do that).
+fn forge(file: &std::path::Path, work: &std::path::Path, script: &str) {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work.join("dump")).unwrap();
+    std::fs::write(work.join("dump.tar"), common::unpack_bytes(file)).unwrap();
+    let script = format!(
+        "set -e; tar -x -f dump.tar -C dump; cd dump; {script}; tar -c -f ../forged.tar toc.dat $(ls | grep -v -x toc.dat)"
+    );
+    let ok = std::process::Command::new("sh").arg("-c").arg(&script).current_dir(work).status().unwrap();
+    assert!(ok.success(), "{script}");
+    common::forge_backup(file, &std::fs::read(work.join("forged.tar")).unwrap());
+}
+
+/// Archives pg_dump did not write — a symbolic link beside the real files, a list of large
+/// objects that names a path on the target (pg_restore would load that file into the
+/// database) — are refused before tar unpacks them, over SSH and here, and nothing is restored.
 #[tokio::test]
-async fn a_forged_archive_with_a_link_is_refused_before_tar_unpacks_it() {
-    let sshd = Sshd::start().unwrap();
+async fn forged_archives_are_refused_before_tar_unpacks_them() {
+    let sshd = target();
     let tmp = common::tempdir();
     let store = tmp.path().join("backups");
     let app = app_over("dir_forged", &sshd, &store);
+    fill(&app);
     let out = app.run_env(&["backup", "--sha", SHA], &ssh_env(&sshd));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     app.psql("INSERT INTO customers (name) VALUES ('written after the backup');");
     let live = common::state(app.db()).await;
     let file = common::backup_files(&store).remove(0);
-
+    let good = std::fs::read(&file).unwrap();
+    let manifest = std::fs::read(common::manifest_of(&file)).unwrap();
     let work = tmp.path().join("forge");
-    std::fs::create_dir_all(work.join("dump")).unwrap();
-    std::fs::write(work.join("dump.tar"), common::unpack_bytes(&file)).unwrap();
-    let sh = |script: &str| {
-        let ok = std::process::Command::new("sh").arg("-c").arg(script).current_dir(&work).status().unwrap();
-        assert!(ok.success(), "{script}");
-    };
-    sh("tar -x -f dump.tar -C dump && ln -s /etc dump/zz_link && (cd dump && tar -c -f ../forged.tar toc.dat $(ls | grep -v -x toc.dat))");
-    common::forge_backup(&file, &std::fs::read(work.join("forged.tar")).unwrap());
-
-    let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
-    assert!(err.contains("not a pg_dump directory archive") && err.contains("only files belong"), "{err}");
-    // The same backup restored by a run on this machine (a local target): refused as it streams.
+    let cases = [
+        ("ln -s /etc zz_link", "only files belong"),
+        ("sed -i 's# blob_# ../../../../etc/hostname#' blobs.toc", "blobs.toc lists"),
+        ("echo '1 blob_1.dat' >> blobs.toc", "blob_1.dat, named by its TOC, is missing"),
+        ("cp blobs.toc blob_7.dat", "blob_7.dat, which no list of large objects names"),
+    ];
+    for (script, why) in cases {
+        std::fs::write(&file, &good).unwrap();
+        std::fs::write(common::manifest_of(&file), &manifest).unwrap();
+        forge(&file, &work, script);
+        let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
+        assert!(err.contains("not a pg_dump directory archive") && err.contains(why), "{script}: {err}");
+    }
+    // The last one restored by a run on this machine (a local target): refused as it streams.
     app.edit_config(|t| {
         let start = t.find("target:").expect("a target section");
         t[..start].to_string()
     });
     let err = restore_refused(&app, &[], &live).await;
     assert!(err.contains("not a pg_dump directory archive"), "{err}");
+    assert_eq!(left_on(&sshd), "");
 }

@@ -163,7 +163,9 @@ enum Body {
     Toc(Vec<u8>),
     /// A table's rows: the last bytes, to check the COPY data's `\.` end.
     Rows(Vec<u8>),
-    /// Large objects and their lists: skipped.
+    /// A list of large objects (`blobs.toc`): pg_restore opens each file it names.
+    LoList(Vec<u8>),
+    /// A large object's data: skipped.
     Other,
 }
 
@@ -180,6 +182,8 @@ pub struct TarToc {
     /// Data file name → its table's `COPY … FROM stdin;` (None: not a table's rows).
     toc: Option<BTreeMap<String, Option<String>>>,
     seen: BTreeSet<String>,
+    /// Large objects' data files named by the lists read so far.
+    lo_listed: BTreeSet<String>,
     out: Vec<u8>,
 }
 
@@ -203,7 +207,7 @@ impl TarToc {
                 let n = (*left).min(input.len() as u64) as usize;
                 let (part, rest) = input.split_at(n);
                 match body {
-                    Body::Toc(buf) => buf.extend_from_slice(part),
+                    Body::Toc(buf) | Body::LoList(buf) => buf.extend_from_slice(part),
                     Body::Rows(tail) => {
                         self.out.extend_from_slice(part);
                         tail.extend_from_slice(&part[part.len().saturating_sub(8)..]);
@@ -249,11 +253,13 @@ impl TarToc {
             return Err(bad("a tar member in a subdirectory"));
         }
         let size = tar_size(&h[124..136]).ok_or_else(|| bad(format!("{name}'s size")))?;
+        if !self.seen.insert(name.clone()) {
+            return Err(bad(format!("{name} twice")));
+        }
         let body = match (&self.toc, name.as_str()) {
             (None, "toc.dat") if size <= MAX_TOC => Body::Toc(Vec::with_capacity(size as usize)),
             (None, "toc.dat") => return Err(bad(format!("toc.dat of {size} bytes"))),
             (None, _) => return Err(bad(format!("{name} before toc.dat"))),
-            (Some(_), _) if !self.seen.insert(name.clone()) => return Err(bad(format!("{name} twice"))),
             (Some(toc), _) => match toc.get(&name) {
                 Some(Some(copy)) => {
                     self.out.extend_from_slice(copy.as_bytes());
@@ -262,7 +268,8 @@ impl TarToc {
                     }
                     Body::Rows(Vec::new())
                 }
-                Some(None) => Body::Other,
+                Some(None) if size <= MAX_TOC => Body::LoList(Vec::with_capacity(size as usize)),
+                Some(None) => return Err(bad(format!("{name} of {size} bytes"))),
                 None if is_lo_file(&name) => Body::Other,
                 None => return Err(bad(format!("{name}, which its TOC does not name"))),
             },
@@ -293,6 +300,18 @@ impl TarToc {
                     self.out.extend_from_slice(b"\\.\n");
                 }
             }
+            Body::LoList(list) => {
+                // `OID blob_OID.dat` per line: pg_restore opens each name as a path.
+                for line in list.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    let line = String::from_utf8_lossy(line);
+                    match line.split_once(' ') {
+                        Some((oid, file)) if digits(oid) && is_lo_file(file) => {
+                            self.lo_listed.insert(file.to_string());
+                        }
+                        _ => return Err(bad(format!("{name} lists {line:?}"))),
+                    }
+                }
+            }
             Body::Other => {}
         }
         Ok(())
@@ -303,18 +322,32 @@ impl TarToc {
         if self.body.is_some() || !self.header.is_empty() || !self.ended {
             return Err(bad("it ends inside a file (truncated)"));
         }
-        if let Some(missing) = toc.keys().find(|f| !self.seen.contains(*f)) {
+        if let Some(missing) = toc.keys().chain(&self.lo_listed).find(|f| !self.seen.contains(*f)) {
             return Err(bad(format!("{missing}, named by its TOC, is missing")));
+        }
+        if let Some(extra) = self.seen.iter().find(|f| is_lo_file(f) && !self.lo_listed.contains(*f)) {
+            return Err(bad(format!("{extra}, which no list of large objects names")));
         }
         self.out.extend_from_slice(format!("\n{TRAILER}\n").as_bytes());
         Ok(())
     }
 }
 
-/// Large objects' data and lists, named by their list rather than the TOC.
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A large object's data file, named by a list of large objects rather than the TOC.
 fn is_lo_file(name: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     name.strip_prefix("blob_").and_then(|n| n.strip_suffix(".dat")).is_some_and(digits)
+}
+
+/// What a TOC may name: a table's rows (`DUMPID.dat`) or a list of large objects (`blobs.toc`,
+/// `blobs_N.toc` from pg_dump 17). Nothing else: pg_restore opens the name as a path.
+fn is_toc_file(name: &str) -> bool {
+    name.strip_suffix(".dat").is_some_and(digits)
+        || name == "blobs.toc"
+        || name.strip_prefix("blobs_").and_then(|n| n.strip_suffix(".toc")).is_some_and(digits)
 }
 
 fn cstr(b: &[u8]) -> String {
@@ -339,7 +372,7 @@ fn tar_size(b: &[u8]) -> Option<u64> {
     octal(b)
 }
 
-/// Reads `toc.dat` (pg_dump's `WriteHead` and `WriteToc`, archive versions 1.12 to 1.16):
+/// Reads `toc.dat` (pg_dump's `WriteHead` and `WriteToc`, archive versions 1.14 to 1.16):
 /// each data file's name, with its table's COPY statement when it holds a table's rows.
 fn read_toc(b: &[u8]) -> io::Result<BTreeMap<String, Option<String>>> {
     let mut r = TocReader { b, at: 0, int_size: 4 };
@@ -347,9 +380,9 @@ fn read_toc(b: &[u8]) -> io::Result<BTreeMap<String, Option<String>>> {
         return Err(bad("toc.dat lacks its PGDMP signature"));
     }
     let (vmaj, vmin, _rev) = (r.byte()?, r.byte()?, r.byte()?);
-    if vmaj != 1 || !(12..=16).contains(&vmin) {
+    if vmaj != 1 || !(14..=16).contains(&vmin) {
         return Err(bad(format!(
-            "archive version {vmaj}.{vmin} (this deploy-guard reads 1.12 to 1.16, pg_dump 9.0 to 19; use backup.format: plain)"
+            "archive version {vmaj}.{vmin} (this deploy-guard reads 1.14 to 1.16, from pg_dump 12 to 19; use backup.format: plain)"
         )));
     }
     r.int_size = r.byte()? as usize;
@@ -399,11 +432,14 @@ fn read_toc(b: &[u8]) -> io::Result<BTreeMap<String, Option<String>>> {
         if file.is_empty() {
             continue;
         }
-        let plain = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.');
-        if !file.bytes().all(plain) || file.starts_with('.') {
+        if !is_toc_file(&file) {
             return Err(bad(format!("a data file named {file:?}")));
         }
-        let copy = (desc == "TABLE DATA").then_some(copy).flatten().filter(|c| !c.is_empty());
+        let copy = match (desc.as_str(), copy) {
+            ("TABLE DATA", Some(copy)) if file.ends_with(".dat") && !copy.is_empty() => Some(copy),
+            (_, _) if file.ends_with(".toc") => None,
+            _ => return Err(bad(format!("{file} for a {desc} entry"))),
+        };
         if files.insert(file.clone(), copy).is_some() {
             return Err(bad(format!("{file} named twice")));
         }
@@ -433,7 +469,8 @@ impl TocReader<'_> {
     fn int(&mut self) -> io::Result<i64> {
         let negative = self.byte()? != 0;
         let n = self.int_size;
-        let v = self.bytes(n)?.iter().rev().fold(0i64, |v, &x| (v << 8) | x as i64);
+        let v = self.bytes(n)?.iter().rev().fold(0u64, |v, &x| (v << 8) | x as u64);
+        let v = i64::try_from(v).map_err(|_| bad("an integer out of range in toc.dat"))?;
         Ok(if negative { -v } else { v })
     }
 

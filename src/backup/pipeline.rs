@@ -431,7 +431,8 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
 /// are refused in the stream again when it decompresses here. The object is read back whole and
 /// checked first (decompressed, meta-commands refused) instead when its manifest has no pieces
 /// (an older deploy-guard's), or when the target decompresses and the manifest is unsigned:
-/// whoever can write the store could then have rewritten the pieces' hashes with the object.
+/// whoever can write the store could then have rewritten the pieces' hashes with the object (it
+/// then streams checked against the pieces of what that read-back saw).
 /// Returns the plain SQL's length.
 pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifest, into: &str) -> Result<u64> {
     let restored = restore_unchecked(db, store, manifest, into).await;
@@ -454,13 +455,15 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, manifest: &Manifest
     }
     // Over SSH psql reads what the target decompresses, never seen here: the pieces' hashes are
     // trusted in place of reading it all first only when a signature vouches for them.
-    let pieces = manifest.chunks.clone().filter(|_| manifest.signed || !unpack_there);
-    let whole_first = pieces.is_none();
-    if whole_first && unpack_there {
-        read_back(store, &manifest.taken()).await.with_context(not_verified)?;
-    } else if whole_first {
+    let mut pieces = manifest.chunks.clone().filter(|_| manifest.signed || !unpack_there);
+    if pieces.is_none() && unpack_there {
+        // The pieces of what was just read and checked: the target gets those very bytes, even
+        // if the object is replaced in the store between the two reads.
+        pieces = Some(read_back(store, &manifest.taken()).await.with_context(not_verified)?.chunks);
+    } else if pieces.is_none() {
         same_object(store, &manifest.taken()).await.with_context(not_verified)?;
     }
+    let whole_first = pieces.is_none();
     let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
     let (object, packed): (super::codec::Reader, _) = match pieces {
         Some(p) => (Box::pin(chunks::verified(object, manifest.size, p, manifest.key.clone())), Meter::counted()),

@@ -149,7 +149,10 @@ impl StepSpec for Rehearse {
             };
             let sum = async { sum.await.context("reading the backup's rows to compare the revert with") };
             let restore = backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.rehearse);
-            (_, summed) = tokio::try_join!(restore, sum)?;
+            // Joined, not tried: a restore dropped half way would leave its work on the target.
+            let (restored, sums) = tokio::join!(restore, sum);
+            restored?;
+            summed = sums?;
             tracing::info!(
                 "rehearse: the backup restored into {} in {:.1} s",
                 names.rehearse,
