@@ -102,6 +102,8 @@ async fn over_ssh_a_directory_backup_is_dumped_and_restored_on_the_target() {
     let out = app.run_env(&["check"], &ssh_env(&sshd));
     let text = common::stdout(&out);
     assert!(text.contains("pg_restore") && text.contains("directory format, zstd -1 on the target"), "{text}");
+    let room = text.lines().find(|l| l.contains("temp space")).unwrap_or_default();
+    assert!(room.starts_with("ok") && room.contains("free in $TMPDIR"), "{text}");
     let out = app.run_env(&["backup", "--sha", SHA], &ssh_env(&sshd));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     app.psql("DELETE FROM events WHERE id % 3 = 0; DROP TABLE customers CASCADE;");
@@ -210,5 +212,25 @@ async fn forged_archives_are_refused_before_tar_unpacks_them() {
     });
     let err = restore_refused(&app, &[], &live).await;
     assert!(err.contains("not a pg_dump directory archive"), "{err}");
+    assert_eq!(left_on(&sshd), "");
+}
+
+/// The dump's files go to the target's `/var/tmp`, often the database server's own disk: with too
+/// little free there, `check` says so and a backup is refused before pg_dump writes a byte.
+#[tokio::test]
+async fn a_directory_backup_that_would_fill_the_targets_disk_is_refused_before_it_starts() {
+    let sshd = Sshd::with_small_tmp(64 << 20).unwrap();
+    let tmp = common::tempdir();
+    let store = tmp.path().join("backups");
+    let app = app_over("dir_full", &sshd, &store);
+    fill(&app);
+    let out = app.run_env(&["check"], &ssh_env(&sshd));
+    let text = common::stdout(&out);
+    assert!(text.contains("FAIL temp space") && text.contains("free in $TMPDIR"), "{text}");
+    let out = app.run_env(&["backup", "--sha", SHA], &ssh_env(&sshd));
+    let err = common::stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("would write about") && err.contains("use backup.format: plain"), "{err}");
+    assert!(common::backup_files(&store).is_empty(), "a refused backup stored something");
     assert_eq!(left_on(&sshd), "");
 }

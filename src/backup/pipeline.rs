@@ -175,6 +175,10 @@ async fn take_unchecked(db: &Postgres, store: &dyn Store, key: &str, packing: Pa
     if Format::of_key(key) != Some((packing.format, packing.codec)) {
         bail!("{key} does not name a {} {} backup", packing.format, packing.codec);
     }
+    if packing.format == Format::Directory {
+        let need = db.table_bytes().await.context("sizing the directory-format dump")?;
+        room_for(db, need, "the directory-format dump").await?;
+    }
     let packed_cmd =
         || db.dump_cmd_packed(packing.format, packing.codec.name(), &packing.codec.compress_sh(packing.level));
     if packing.on_target {
@@ -447,6 +451,9 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, manifest: &Manifest
         bail!("backup {} was never verified; refusing to restore it", manifest.key);
     }
     let (format, codec) = kind(&manifest.key)?;
+    if format == Format::Directory {
+        room_for(db, manifest.dump_bytes, "unpacking the directory-format backup").await?;
+    }
     let exec = db.executor().as_ref();
     let unpack_there = exec.remote() && codec.on_target(exec).await?;
     let not_verified = || format!("{} is not the verified backup; nothing was restored", manifest.key);
@@ -501,6 +508,32 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, manifest: &Manifest
         );
     }
     Ok(manifest.dump_bytes)
+}
+
+/// Free space wanted before writing about `need` bytes into the temporary directory: a fifth
+/// and 512 MiB to spare.
+pub fn room_wanted(need: u64) -> u64 {
+    need + need / 5 + (512 << 20)
+}
+
+/// Refuses to start what would write about `need` bytes into the temporary directory unless
+/// that leaves room to spare: it is often on the database server's own disk, and a server whose
+/// disk fills stops taking writes.
+async fn room_for(db: &Postgres, need: u64, what: &str) -> Result<()> {
+    let free =
+        db.work_dir_free().await.context("reading the free space of $TMPDIR (else /var/tmp) where pg_dump runs")?;
+    let wanted = room_wanted(need);
+    if free < wanted {
+        bail!(
+            "{what} would write about {} into $TMPDIR (else /var/tmp) where pg_dump runs, which has {} free: \
+             with less than {} free (a fifth and 512 MiB to spare) deploy-guard does not start it, so that the disk \
+             the database may share does not fill. Free space there, or use backup.format: plain (it needs none)",
+            human_bytes(need),
+            human_bytes(free),
+            human_bytes(wanted)
+        );
+    }
+    Ok(())
 }
 
 /// The layout and codec a backup's key names.

@@ -30,6 +30,19 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     add("psql", tool_version(w, "psql", server_major).await);
     if w.config.backup.format == crate::backup::Format::Directory {
         add("pg_restore", tool_version(w, "pg_restore", server_major).await);
+        let room = async {
+            let (free, need) = (w.db.work_dir_free().await?, w.db.table_bytes().await?);
+            let line = format!(
+                "{} free in $TMPDIR (else /var/tmp) for a directory-format dump of about {}",
+                crate::model::human_bytes(free),
+                crate::model::human_bytes(need)
+            );
+            if free < crate::backup::room_wanted(need) {
+                bail!("{line}: too little (a backup would be refused); free space there, or use backup.format: plain");
+            }
+            Ok(line)
+        };
+        add("temp space", room.await);
     }
     add(
         "migrations",

@@ -231,6 +231,25 @@ impl Postgres {
         }
     }
 
+    /// Bytes free where directory-format dumps and restores unpack (`$TMPDIR`, else
+    /// `/var/tmp`), as `pg_dump` and `pg_restore` see it (on the target, or in their container).
+    pub async fn work_dir_free(&self) -> Result<u64> {
+        let script = "df -P -k \"${TMPDIR:-/var/tmp}\" | awk 'NR == 2 { print $4 }'";
+        let cmd = self.with_conn("df", format!("sh -c {}", quote(script))).timeout(std::time::Duration::from_secs(60));
+        let out = exec::run_ok(self.exec.as_ref(), &cmd).await?;
+        let kib: u64 = out.trim().parse().with_context(|| format!("df printed {:?}, not a size", out.trim()))?;
+        Ok(kib * 1024)
+    }
+
+    /// The live database's tables' bytes on disk (rows and TOAST, no indexes): about what a
+    /// dump of it takes.
+    pub async fn table_bytes(&self) -> Result<u64> {
+        let sql = "SELECT coalesce(sum(pg_table_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema');";
+        let out = self.query(&self.name, sql).await?;
+        out.trim().parse().with_context(|| format!("unexpected psql output: {out:.200}"))
+    }
+
     /// [`Self::restore_cmd_for`] fed by `source`, a shell command on the target that writes the
     /// dump (a decompressor reading stdin or a file).
     pub fn restore_file_cmd(&self, db: &str, format: Format, label: &str, source: &str) -> Cmd {

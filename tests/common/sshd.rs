@@ -43,6 +43,12 @@ impl Sshd {
         Sshd::start_inner(None, Some(format!("mount -t tmpfs tmpfs {dir}")))
     }
 
+    /// A server whose sessions' `/var/tmp` is a tmpfs of `bytes` of its own: a target short of
+    /// disk there.
+    pub fn with_small_tmp(bytes: u64) -> Result<Sshd> {
+        Sshd::start_inner(None, Some(format!("mount -t tmpfs -o size={bytes} tmpfs /var/tmp")))
+    }
+
     /// A server on a target that lacks the programs at `paths`: each is covered by `/dev/null`
     /// in the server's own mount namespace, so running it fails there as on a host without it.
     pub fn without(paths: &[&str]) -> Result<Sshd> {
