@@ -134,7 +134,7 @@ async fn a_store_on_the_target_is_written_and_restored_in_place_and_a_changed_ob
     let live = common::state(app.db()).await;
     let flip = format!("printf 'X' | dd of='{}' bs=1 seek=1000 conv=notrunc 2>/dev/null", object.display());
     assert!(sshd.target_command(&flip).status().unwrap().success());
-    let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
+    let err = common::restore_refused(&app, &ssh_env(&sshd), &live).await;
     assert!(err.contains("on the target is") && err.contains("the manifest says"), "{err}");
 }
 
@@ -200,21 +200,8 @@ async fn refused_over_ssh(name: &str, tamper: impl FnOnce(&std::path::Path), mes
     let live = common::state(app.db()).await;
     let files = common::backup_files(&store);
     tamper(&files[0]);
-    let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
+    let err = common::restore_refused(&app, &ssh_env(&sshd), &live).await;
     assert!(err.contains(message), "expected {message:?} in {err}");
-}
-
-/// `restore` is refused (exit 3): the live database is still `live`, no scratch database is
-/// left. Returns what it printed.
-async fn restore_refused(app: &App, env: &[(&str, &str)], live: &common::State) -> String {
-    let out = app.run_env(&["restore", "--sha", &SHA[..7]], env);
-    let err = common::stderr(&out);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("is untouched"), "{err}");
-    assert_eq!(&common::state(app.db()).await, live);
-    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
-    assert!(!common::cluster().database_exists(&scratch).unwrap(), "scratch left behind");
-    err
 }
 
 /// With a signed manifest, the pieces' hashes are trusted: an SSH restore checks each piece as it
@@ -243,9 +230,9 @@ async fn a_signed_manifest_lets_an_ssh_restore_check_each_piece_in_one_pass() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(file, bytes).unwrap();
-    let err = restore_refused(&app, &signed, &live).await;
+    let err = common::restore_refused(&app, &signed, &live).await;
     assert!(err.contains("piece 1 of 1") && err.contains("does not match its SHA-256"), "{err}");
-    let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
+    let err = common::restore_refused(&app, &ssh_env(&sshd), &live).await;
     assert!(err.contains("is not the verified backup; nothing was restored") && !err.contains("piece 1 of 1"), "{err}");
 }
 

@@ -113,18 +113,6 @@ async fn over_ssh_a_directory_backup_is_dumped_and_restored_on_the_target() {
     assert_eq!(left_on(&sshd), "", "the temporary directories are removed");
 }
 
-/// `restore` is refused (exit 3) with the live database as it was and no scratch left.
-async fn restore_refused(app: &App, env: &[(&str, &str)], live: &common::State) -> String {
-    let out = app.run_env(&["restore", "--sha", &SHA[..7]], env);
-    let err = common::stderr(&out);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("is untouched"), "{err}");
-    assert_eq!(&common::state(app.db()).await, live);
-    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
-    assert!(!common::cluster().database_exists(&scratch).unwrap(), "scratch left behind");
-    err
-}
-
 #[tokio::test]
 async fn a_changed_or_truncated_directory_backup_is_refused_over_ssh() {
     let sshd = target();
@@ -147,13 +135,13 @@ async fn a_changed_or_truncated_directory_backup_is_refused_over_ssh() {
     let late = bytes.len() - 1000;
     bytes[late] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
-    let err = restore_refused(&app, &env, &live).await;
+    let err = common::restore_refused(&app, &env, &live).await;
     assert!(err.contains("does not match its SHA-256") && !err.contains("piece 1 of"), "{err}");
     // The restore that took the pieces before the changed one was killed on the target: what it
     // unpacked is removed all the same.
     assert_eq!(left_on(&sshd), "");
     std::fs::write(&file, &good[..good.len() / 2]).unwrap();
-    let err = restore_refused(&app, &env, &live).await;
+    let err = common::restore_refused(&app, &env, &live).await;
     assert!(err.contains("is not the verified backup"), "{err}");
     assert_eq!(left_on(&sshd), "");
 }
@@ -201,7 +189,7 @@ async fn forged_archives_are_refused_before_tar_unpacks_them() {
         std::fs::write(&file, &good).unwrap();
         std::fs::write(common::manifest_of(&file), &manifest).unwrap();
         forge(&file, &work, script);
-        let err = restore_refused(&app, &ssh_env(&sshd), &live).await;
+        let err = common::restore_refused(&app, &ssh_env(&sshd), &live).await;
         assert!(err.contains("not a pg_dump directory archive") && err.contains(why), "{script}: {err}");
     }
     // The last one restored by a run on this machine (a local target): refused as it streams.
@@ -209,7 +197,7 @@ async fn forged_archives_are_refused_before_tar_unpacks_them() {
         let start = t.find("target:").expect("a target section");
         t[..start].to_string()
     });
-    let err = restore_refused(&app, &[], &live).await;
+    let err = common::restore_refused(&app, &[], &live).await;
     assert!(err.contains("not a pg_dump directory archive"), "{err}");
     assert_eq!(left_on(&sshd), "");
 }

@@ -22,7 +22,7 @@ pub use codec::Codec;
 pub use format::{Format, PlainView, TarGuard};
 pub use meta_filter::MetaGuard;
 pub use pipeline::{
-    copy_verified, human_bytes, restore_stream, room_wanted, sums, take, take_verified, verify, Packing, Taken, TRAILER,
+    copy_verified, human_bytes, restore_stream, room_for, sums, take, take_verified, verify, Packing, Taken, TRAILER,
 };
 
 /// The writes made after the backup's snapshot that a restore took away, per table, and the

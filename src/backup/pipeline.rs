@@ -510,22 +510,16 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, manifest: &Manifest
     Ok(manifest.dump_bytes)
 }
 
-/// Free space wanted before writing about `need` bytes into the temporary directory: a fifth
-/// and 512 MiB to spare.
-pub fn room_wanted(need: u64) -> u64 {
-    need + need / 5 + (512 << 20)
-}
-
 /// Refuses to start what would write about `need` bytes into the temporary directory unless
-/// that leaves room to spare: it is often on the database server's own disk, and a server whose
-/// disk fills stops taking writes.
-async fn room_for(db: &Postgres, need: u64, what: &str) -> Result<()> {
+/// that leaves a fifth and 512 MiB to spare: it is often on the database server's own disk, and a
+/// server whose disk fills stops taking writes. Returns the bytes free there.
+pub async fn room_for(db: &Postgres, need: u64, what: &str) -> Result<u64> {
     let free =
         db.work_dir_free().await.context("reading the free space of $TMPDIR (else /var/tmp) where pg_dump runs")?;
-    let wanted = room_wanted(need);
+    let wanted = need + need / 5 + (512 << 20);
     if free < wanted {
         bail!(
-            "{what} would write about {} into $TMPDIR (else /var/tmp) where pg_dump runs, which has {} free: \
+            "{what} would write about {}; there is {} free in $TMPDIR (else /var/tmp) where pg_dump runs: \
              with less than {} free (a fifth and 512 MiB to spare) deploy-guard does not start it, so that the disk \
              the database may share does not fill. Free space there, or use backup.format: plain (it needs none)",
             human_bytes(need),
@@ -533,7 +527,7 @@ async fn room_for(db: &Postgres, need: u64, what: &str) -> Result<()> {
             human_bytes(wanted)
         );
     }
-    Ok(())
+    Ok(free)
 }
 
 /// The layout and codec a backup's key names.

@@ -31,16 +31,13 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     if w.config.backup.format == crate::backup::Format::Directory {
         add("pg_restore", tool_version(w, "pg_restore", server_major).await);
         let room = async {
-            let (free, need) = (w.db.work_dir_free().await?, w.db.table_bytes().await?);
-            let line = format!(
+            let need = w.db.table_bytes().await?;
+            let free = crate::backup::room_for(&w.db, need, "a directory-format backup").await?;
+            Ok(format!(
                 "{} free in $TMPDIR (else /var/tmp) for a directory-format dump of about {}",
                 crate::model::human_bytes(free),
                 crate::model::human_bytes(need)
-            );
-            if free < crate::backup::room_wanted(need) {
-                bail!("{line}: too little (a backup would be refused); free space there, or use backup.format: plain");
-            }
-            Ok(line)
+            ))
         };
         add("temp space", room.await);
     }

@@ -179,15 +179,13 @@ impl Postgres {
             return self.dump_cmd();
         }
         let script = format!(
-            "set -e; d=$(mktemp -d \"{dir}.XXXXXX\"); trap 'rm -rf \"$d\"' EXIT; \
-             {} --no-password --format=directory --compress=0 --jobs={} -f \"$d/dump\" -d {}; cd \"$d/dump\"; \
+            "{} --no-password --format=directory --compress=0 --jobs={} -f \"$d/dump\" -d {}; cd \"$d/dump\"; \
              {{ echo toc.dat; ls | grep -v -x toc.dat || true; }} | tar -c -f - -T -",
             self.tool("pg_dump"),
             self.jobs,
             quote(&self.name),
-            dir = work_dir()
         );
-        self.with_conn("pg_dump", format!("sh -c {}", quote(&script)))
+        self.in_work_dir("pg_dump", &script)
     }
 
     /// [`Self::dump_cmd_for`] compressed on the target by the shell filter `compress` (labelled
@@ -206,14 +204,24 @@ impl Postgres {
             return self.restore_cmd(db);
         }
         let script = format!(
-            "set -e; d=$(mktemp -d \"{dir}.XXXXXX\"); trap 'rm -rf \"$d\"' EXIT; \
-             tar -x -f - -C \"$d\"; {} --no-password --exit-on-error --jobs={} -d {} \"$d\"",
+            "tar -x -f - -C \"$d\"; {} --no-password --exit-on-error --jobs={} -d {} \"$d\"",
             self.tool("pg_restore"),
             self.jobs,
             quote(db),
-            dir = work_dir()
         );
-        self.with_conn("pg_restore", format!("sh -c {}", quote(&script)))
+        self.in_work_dir("pg_restore", &script)
+    }
+
+    /// `script` run by `sh` where the client tools run (on the target, or in their container).
+    fn sh_cmd(&self, label: &str, script: &str) -> Cmd {
+        self.with_conn(label, format!("sh -c {}", quote(script)))
+    }
+
+    /// [`Self::sh_cmd`] of `script` with `$d` a fresh temporary directory of this process's,
+    /// removed when the script ends; it stops at the first command that fails.
+    fn in_work_dir(&self, label: &str, script: &str) -> Cmd {
+        let dir = work_dir();
+        self.sh_cmd(label, &format!("set -e; d=$(mktemp -d \"{dir}.XXXXXX\"); trap 'rm -rf \"$d\"' EXIT; {script}"))
     }
 
     /// Removes what a directory-format dump or restore of this run left in its temporary
@@ -221,10 +229,7 @@ impl Postgres {
     /// restore whose input was refused half way). Only this process's directories are named.
     pub async fn remove_work_dirs(&self) {
         let cmd = self
-            .with_conn(
-                "remove temporary dump directories",
-                format!("sh -c {}", quote(&format!("rm -rf \"{}\".*", work_dir()))),
-            )
+            .sh_cmd("remove temporary dump directories", &format!("rm -rf \"{}\".*", work_dir()))
             .timeout(std::time::Duration::from_secs(60));
         if let Err(e) = exec::run_ok(self.exec.as_ref(), &cmd).await {
             tracing::warn!("could not remove the temporary dump directory {}.*: {e:#}", work_dir());
@@ -235,7 +240,7 @@ impl Postgres {
     /// `/var/tmp`), as `pg_dump` and `pg_restore` see it (on the target, or in their container).
     pub async fn work_dir_free(&self) -> Result<u64> {
         let script = "df -P -k \"${TMPDIR:-/var/tmp}\" | awk 'NR == 2 { print $4 }'";
-        let cmd = self.with_conn("df", format!("sh -c {}", quote(script))).timeout(std::time::Duration::from_secs(60));
+        let cmd = self.sh_cmd("df", script).timeout(std::time::Duration::from_secs(60));
         let out = exec::run_ok(self.exec.as_ref(), &cmd).await?;
         let kib: u64 = out.trim().parse().with_context(|| format!("df printed {:?}, not a size", out.trim()))?;
         Ok(kib * 1024)

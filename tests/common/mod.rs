@@ -265,14 +265,20 @@ pub fn unpack_bytes(path: &std::path::Path) -> Vec<u8> {
     })
 }
 
+/// `restore --sha SHA` of `app` is refused (exit 3): the live database is still `live`, no
+/// scratch database is left. Returns what it printed.
+pub async fn restore_refused(app: &App, env: &[(&str, &str)], live: &State) -> String {
+    let out = app.run_env(&["restore", "--sha", &SHA[..7]], env);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("is untouched"), "{err}");
+    assert_eq!(&state(app.db()).await, live);
+    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
+    assert!(!cluster().database_exists(&scratch).unwrap(), "scratch left behind");
+    err
+}
+
 /// The plain SQL of the backup file `path`.
 pub fn unpack(path: &std::path::Path) -> String {
-    use tokio::io::AsyncReadExt;
-    let codec = deploy_guard::backup::Codec::of_key(&path.to_string_lossy()).expect("a backup file");
-    let packed = std::fs::read(path).unwrap();
-    codec_run(async move {
-        let mut out = String::new();
-        codec.decoder(&packed[..]).read_to_string(&mut out).await.unwrap();
-        out
-    })
+    String::from_utf8(unpack_bytes(path)).expect("plain SQL is text")
 }
