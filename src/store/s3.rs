@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::config::retry::RetryConfig;
+use aws_smithy_http_client::tls;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -78,8 +79,12 @@ impl S3Store {
         let Some(region) = region else {
             bail!("backup.region: required for AWS S3 (or set AWS_REGION), e.g. eu-west-1");
         };
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .build_https();
         let mut b = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(https)
             .region(Region::new(region.clone()))
             .force_path_style(s.path_style.unwrap_or(s.endpoint.is_some()))
             // B2, R2 and MinIO reject the CRC32 headers newer SDKs send by default.
