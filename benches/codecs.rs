@@ -1,7 +1,7 @@
 //! The codec table (issue "Recovery time", item 2): each codec and level deploy-guard can use,
 //! through the product's own encoders, on one plain pg_dump file, next to the command-line tools
 //! a person would pipe pg_dump into. Input from the page cache, output discarded: this measures
-//! compression alone; `bench/backup-restore.sh` measures whole backups.
+//! compression alone; `benches/backup-restore.sh` measures whole backups.
 //!
 //!   pg_dump DB > /tmp/dump.sql
 //!   BENCH_DUMP=/tmp/dump.sql cargo bench --bench codecs
@@ -11,7 +11,7 @@
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use deploy_guard::backup::Codec;
+use deploy_guard::model::Codec;
 use tokio::io::AsyncReadExt;
 
 /// A row: the product's encoder (codec, level, extra worker threads), or a shell filter.
@@ -47,7 +47,7 @@ fn cpu_seconds() -> f64 {
 async fn in_product(path: &str, codec: Codec, level: u32, workers: u32) -> (f64, f64, u64) {
     let (t, c) = (Instant::now(), cpu_seconds());
     let file = tokio::fs::File::open(path).await.unwrap();
-    let mut enc = codec.encoder_with(file, level, workers);
+    let mut enc = deploy_guard::backup::codec::encoder_with(codec, file, level, workers);
     let mut buf = vec![0u8; 256 * 1024];
     let mut out = 0u64;
     loop {

@@ -390,8 +390,12 @@ async fn one_scale(
     // ---- The backup itself, for scale.
     say("backup::take (pg_dump → gzip → store)");
     let key = "bench/a.sql.gz";
-    let gzip6 =
-        backup::Packing { format: backup::Format::Plain, codec: backup::Codec::Gzip, level: 6, on_target: false };
+    let gzip6 = backup::Packing {
+        format: deploy_guard::model::Format::Plain,
+        codec: deploy_guard::model::Codec::Gzip,
+        level: 6,
+        on_target: false,
+    };
     let (taken, m) = measure(backup::take(&pg, &store, key, gzip6)).await;
     let taken = taken.unwrap();
     rep.row(
@@ -406,7 +410,7 @@ async fn one_scale(
     // a rollback, the sums of the one table touched, read from the backup then.
     say("verify without row sums, with every table's inline (before), as it is now; sums of one table on a rollback");
     let object = std::fs::read(store_dir.path().join(key)).unwrap();
-    let mut manifest = backup::Manifest::verified(
+    let mut manifest = deploy_guard::record::Manifest::verified(
         "bench",
         &deploy_guard::model::Sha::parse("abc1234def").unwrap(),
         "bench",
@@ -426,7 +430,7 @@ async fn one_scale(
         let (columns, m) = measure(backup::verify(&store, &taken)).await;
         same &= columns.unwrap().keys().eq(inline_sums.keys());
         now.push(m);
-        let (s, m) = measure(backup::sums(&store, &manifest, [ACCOUNTS.to_string()].into())).await;
+        let (s, m) = measure(backup::sums(&store, &manifest.stored(), [ACCOUNTS.to_string()].into())).await;
         sums = s.unwrap();
         same &= sums.get(ACCOUNTS) == inline_sums.get(ACCOUNTS);
         lazy.push(m);

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use deploy_guard::exec::ssh::{Credentials, Ssh};
 use deploy_guard::exec::{Cmd, Executor};
-#[path = "../tests/common/sshd.rs"]
+#[path = "../tests/it/common/sshd.rs"]
 #[allow(dead_code)] // the tests use the rest
 mod sshd;
 use sshd::Sshd;

@@ -49,7 +49,7 @@ impl Chunks {
     pub fn fits(&self, size: u64) -> bool {
         self.piece == Chunks::piece_for(size)
             && self.sha256.len() as u64 == size.div_ceil(self.piece)
-            && self.sha256.iter().all(|h| super::is_sha256_hex(h))
+            && self.sha256.iter().all(|h| crate::model::is_sha256_hex(h))
     }
 }
 

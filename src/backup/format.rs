@@ -16,58 +16,8 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::pipeline::TRAILER;
-use super::Codec;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// `pg_dump --format=plain`, restored by `psql --single-transaction`.
-    #[default]
-    Plain,
-    /// `pg_dump --format=directory -j N`, tarred; restored by `pg_restore -j N`.
-    Directory,
-}
-
-impl Format {
-    pub const ALL: [Format; 2] = [Format::Plain, Format::Directory];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Plain => "plain",
-            Format::Directory => "directory",
-        }
-    }
-
-    /// The data key's suffix before the codec's.
-    pub fn ext(self) -> &'static str {
-        match self {
-            Format::Plain => ".sql",
-            Format::Directory => ".dir.tar",
-        }
-    }
-
-    /// The layout and codec a data key was written with.
-    pub fn of_key(key: &str) -> Option<(Format, Codec)> {
-        Format::ALL
-            .into_iter()
-            .flat_map(|f| Codec::ALL.map(|c| (f, c)))
-            .find(|(f, c)| key.strip_suffix(c.ext()).is_some_and(|k| k.ends_with(f.ext())))
-    }
-
-    /// Every data key suffix (`.sql.zst`, …).
-    pub fn suffixes() -> impl Iterator<Item = String> {
-        Format::ALL.into_iter().flat_map(|f| Codec::ALL.map(move |c| format!("{}{}", f.ext(), c.ext())))
-    }
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::model::Format;
 
 /// The plain SQL view of a dump's bytes (see the module doc).
 pub enum PlainView {
@@ -488,6 +438,7 @@ impl TocReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Codec;
 
     #[test]
     fn keys_name_their_format_and_codec() {

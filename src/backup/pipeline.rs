@@ -2,7 +2,7 @@
 //! disk, then verified by reading the stored object back. Restore streams the other way. Over
 //! SSH, compression and decompression happen on the target when it has the codec's tool.
 
-pub use crate::model::human_bytes;
+use crate::model::human_bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,10 +14,10 @@ use tokio_util::io::InspectReader;
 
 use super::chunks::{self, Chunks};
 use super::meta_filter::Checker;
-use super::{Codec, Format, Manifest, MetaGuard, PlainView, TarGuard};
-use crate::config::Compression;
+use super::{codec, MetaGuard, PlainView, Stored, TarGuard};
 use crate::db::{copy_header, DumpTables, Postgres, RowSum, Sums};
 use crate::exec::Tail;
+use crate::model::{Codec, Compression, Format};
 use crate::store::Store;
 
 /// The line `pg_dump` writes last when (and only when) it finished the dump.
@@ -117,10 +117,10 @@ impl Packing {
         if !exec.remote() {
             return Ok(here);
         }
-        if wanted.codec.on_target(exec).await? {
+        if codec::on_target(wanted.codec, exec).await? {
             return Ok(Packing { on_target: true, ..here });
         }
-        if Codec::Gzip.on_target(exec).await? {
+        if codec::on_target(Codec::Gzip, exec).await? {
             tracing::warn!(
                 "the target has no {} tool: compressing with gzip there instead (install {} on the target for faster backups)",
                 wanted.codec,
@@ -204,7 +204,7 @@ async fn take_unchecked(db: &Postgres, store: &dyn Store, key: &str, packing: Pa
         let body: super::codec::Reader = Box::pin(metered(dump_r, &packed));
         (cmd, body, progress("backup (compressed bytes)", &packed))
     } else {
-        let encoder = packing.codec.encoder(metered(dump_r, &raw), packing.level);
+        let encoder = codec::encoder(packing.codec, metered(dump_r, &raw), packing.level);
         let body = Box::pin(metered(encoder, &packed)) as super::codec::Reader;
         (db.dump_cmd_for(packing.format), body, progress("backup", &raw))
     };
@@ -294,44 +294,40 @@ pub async fn verify(store: &dyn Store, taken: &Taken) -> Result<BTreeMap<String,
 }
 
 /// The rows at the backup of the `wanted` tables, as order-independent sums, read from the
-/// verified backup of `manifest`: each piece checked against its SHA-256 before it is
+/// verified backup `stored`: each piece checked against its SHA-256 before it is
 /// decompressed (the whole object's hash at the end when the manifest has no pieces), and read
 /// only as far as the last wanted table's rows. A rollback asks for the tables the deploy
 /// touched; a deploy that goes well never pays for any.
-pub async fn sums(
-    store: &dyn Store,
-    manifest: &Manifest,
-    wanted: BTreeSet<String>,
-) -> Result<BTreeMap<String, RowSum>> {
-    if !manifest.verified {
-        bail!("backup {} was never verified; its rows are not compared with", manifest.key);
+pub async fn sums(store: &dyn Store, stored: &Stored, wanted: BTreeSet<String>) -> Result<BTreeMap<String, RowSum>> {
+    if !stored.verified {
+        bail!("backup {} was never verified; its rows are not compared with", stored.key);
     }
-    let (format, codec) = kind(&manifest.key)?;
-    let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
-    let (object, packed): (super::codec::Reader, _) = match manifest.chunks.clone() {
-        Some(p) => (Box::pin(chunks::verified(object, manifest.size, p, manifest.key.clone())), None),
+    let (format, codec) = kind(&stored.key)?;
+    let object = store.get(&stored.key).await.with_context(|| format!("cannot read {}", stored.key))?;
+    let (object, packed): (super::codec::Reader, _) = match stored.chunks.clone() {
+        Some(p) => (Box::pin(chunks::verified(object, stored.size, p, stored.key.clone())), None),
         None => (Box::pin(object), Some(Meter::hashed())),
     };
     let mut plain = match &packed {
-        Some(m) => codec.decoder(metered(object, m)),
-        None => codec.decoder(object),
+        Some(m) => codec::decoder(codec, metered(object, m)),
+        None => codec::decoder(codec, object),
     };
     let mut tables = DumpTables::new(Sums::Of(wanted));
     let mut view = PlainView::new(format);
     let mut buf = vec![0u8; BUF];
     loop {
-        let n = plain.read(&mut buf).await.with_context(|| format!("reading {} ({codec})", manifest.key))?;
+        let n = plain.read(&mut buf).await.with_context(|| format!("reading {} ({codec})", stored.key))?;
         if n == 0 {
             break;
         }
-        tables.feed(view.view(&buf[..n]).with_context(|| format!("reading {}", manifest.key))?);
+        tables.feed(view.view(&buf[..n]).with_context(|| format!("reading {}", stored.key))?);
         // Every byte so far passed its piece's check; the rest of the dump adds nothing.
         if packed.is_none() && tables.has_all() {
             return Ok(tables.tables);
         }
     }
     if let Some(m) = packed {
-        stored_as_taken(&m.lock().expect("meter"), &manifest.taken())?;
+        stored_as_taken(&m.lock().expect("meter"), &stored.taken())?;
     }
     Ok(tables.tables)
 }
@@ -379,7 +375,7 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     let packed = Meter::hashed_in_pieces(taken.size);
     let raw = Meter::counted();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
-    let mut plain = metered(codec.decoder(metered(object, &packed)), &raw);
+    let mut plain = metered(codec::decoder(codec, metered(object, &packed)), &raw);
     // The meta-command check runs on its own thread, fed copies of the plain SQL through a
     // bounded channel: beside decompression, not after it. It also lists each table's columns
     // from the COPY lines it passes; rows are summed later, only for the tables a rollback
@@ -426,7 +422,7 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     Ok(ReadBack { columns, dump_bytes: raw.bytes, chunks })
 }
 
-/// Streams the backup of `manifest` into database `into` (which must be a fresh scratch
+/// Streams the backup `stored` into database `into` (which must be a fresh scratch
 /// database), in one pass. psql runs whatever it is fed, and plain SQL alone can run programs on
 /// the server (`COPY … TO PROGRAM` as a superuser), so nothing unverified reaches it, not even a
 /// scratch database: each piece of the object is checked against the manifest's SHA-256 of that
@@ -438,42 +434,42 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
 /// whoever can write the store could then have rewritten the pieces' hashes with the object (it
 /// then streams checked against the pieces of what that read-back saw).
 /// Returns the plain SQL's length.
-pub async fn restore_stream(db: &Postgres, store: &dyn Store, manifest: &Manifest, into: &str) -> Result<u64> {
-    let restored = restore_unchecked(db, store, manifest, into).await;
-    if restored.is_err() && Format::of_key(&manifest.key).is_some_and(|(f, _)| f == Format::Directory) {
+pub async fn restore_stream(db: &Postgres, store: &dyn Store, stored: &Stored, into: &str) -> Result<u64> {
+    let restored = restore_unchecked(db, store, stored, into).await;
+    if restored.is_err() && Format::of_key(&stored.key).is_some_and(|(f, _)| f == Format::Directory) {
         db.remove_work_dirs().await;
     }
     restored
 }
 
-async fn restore_unchecked(db: &Postgres, store: &dyn Store, manifest: &Manifest, into: &str) -> Result<u64> {
-    if !manifest.verified {
-        bail!("backup {} was never verified; refusing to restore it", manifest.key);
+async fn restore_unchecked(db: &Postgres, store: &dyn Store, stored: &Stored, into: &str) -> Result<u64> {
+    if !stored.verified {
+        bail!("backup {} was never verified; refusing to restore it", stored.key);
     }
-    let (format, codec) = kind(&manifest.key)?;
+    let (format, codec) = kind(&stored.key)?;
     if format == Format::Directory {
-        room_for(db, manifest.dump_bytes, "unpacking the directory-format backup").await?;
+        room_for(db, stored.dump_bytes, "unpacking the directory-format backup").await?;
     }
     let exec = db.executor().as_ref();
-    let unpack_there = exec.remote() && codec.on_target(exec).await?;
-    let not_verified = || format!("{} is not the verified backup; nothing was restored", manifest.key);
-    if let Some(path) = store.path_on_target(&manifest.key).filter(|_| unpack_there) {
-        return restore_in_place(db, manifest, (format, codec), &path, into).await.with_context(not_verified);
+    let unpack_there = exec.remote() && codec::on_target(codec, exec).await?;
+    let not_verified = || format!("{} is not the verified backup; nothing was restored", stored.key);
+    if let Some(path) = store.path_on_target(&stored.key).filter(|_| unpack_there) {
+        return restore_in_place(db, stored, (format, codec), &path, into).await.with_context(not_verified);
     }
     // Over SSH psql reads what the target decompresses, never seen here: the pieces' hashes are
     // trusted in place of reading it all first only when a signature vouches for them.
-    let mut pieces = manifest.chunks.clone().filter(|_| manifest.signed || !unpack_there);
+    let mut pieces = stored.chunks.clone().filter(|_| stored.signed || !unpack_there);
     if pieces.is_none() && unpack_there {
         // The pieces of what was just read and checked: the target gets those very bytes, even
         // if the object is replaced in the store between the two reads.
-        pieces = Some(read_back(store, &manifest.taken()).await.with_context(not_verified)?.chunks);
+        pieces = Some(read_back(store, &stored.taken()).await.with_context(not_verified)?.chunks);
     } else if pieces.is_none() {
-        same_object(store, &manifest.taken()).await.with_context(not_verified)?;
+        same_object(store, &stored.taken()).await.with_context(not_verified)?;
     }
     let whole_first = pieces.is_none();
-    let object = store.get(&manifest.key).await.with_context(|| format!("cannot read {}", manifest.key))?;
+    let object = store.get(&stored.key).await.with_context(|| format!("cannot read {}", stored.key))?;
     let (object, packed): (super::codec::Reader, _) = match pieces {
-        Some(p) => (Box::pin(chunks::verified(object, manifest.size, p, manifest.key.clone())), Meter::counted()),
+        Some(p) => (Box::pin(chunks::verified(object, stored.size, p, stored.key.clone())), Meter::counted()),
         None => (Box::pin(object), Meter::hashed()),
     };
     let restored = if unpack_there {
@@ -484,7 +480,7 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, manifest: &Manifest
         r
     } else {
         let dump = Meter::counted();
-        let unpacked = metered(codec.decoder(metered(object, &packed)), &dump);
+        let unpacked = metered(codec::decoder(codec, metered(object, &packed)), &dump);
         let ticker = progress("restore", &dump);
         // Checked again on the way in: psql's meta-commands, or what tar would unpack.
         let r = match format {
@@ -494,20 +490,20 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, manifest: &Manifest
         ticker.abort();
         r
     };
-    restored.with_context(|| format!("restoring {} into {into} failed", manifest.key))?;
+    restored.with_context(|| format!("restoring {} into {into} failed", stored.key))?;
     let packed = packed.lock().expect("meter");
     // Pieces were each checked as they passed, and their reader fails a short or long object.
-    if whole_first && (packed.bytes != manifest.size || packed.sha256() != manifest.sha256) {
+    if whole_first && (packed.bytes != stored.size || packed.sha256() != stored.sha256) {
         bail!(
             "{} is not the verified backup: read {} bytes sha256 {}, manifest says {} bytes sha256 {}",
-            manifest.key,
+            stored.key,
             packed.bytes,
             packed.sha256(),
-            manifest.size,
-            manifest.sha256
+            stored.size,
+            stored.sha256
         );
     }
-    Ok(manifest.dump_bytes)
+    Ok(stored.dump_bytes)
 }
 
 /// Refuses to start what would write about `need` bytes into the temporary directory unless
@@ -541,7 +537,7 @@ fn kind(key: &str) -> Result<(Format, Codec)> {
 /// verified, and these are the same bytes; the hash is checked again after the restore.
 async fn restore_in_place(
     db: &Postgres,
-    manifest: &Manifest,
+    stored: &Stored,
     (format, codec): (Format, Codec),
     path: &str,
     into: &str,
@@ -551,12 +547,12 @@ async fn restore_in_place(
         .timeout(db.stream_deadline());
     let check = || async {
         let read = crate::store::target::parse_digest(&crate::exec::run_ok(exec, &digest).await?);
-        if read.as_ref() != Some(&(manifest.size, manifest.sha256.clone())) {
+        if read.as_ref() != Some(&(stored.size, stored.sha256.clone())) {
             let (size, sha) = read.map_or(("?".into(), "?".into()), |(n, h)| (n.to_string(), h));
             bail!(
                 "{path} on the target is {size} bytes sha256 {sha}, the manifest says {} bytes sha256 {}",
-                manifest.size,
-                manifest.sha256
+                stored.size,
+                stored.sha256
             );
         }
         Ok(())
@@ -565,7 +561,7 @@ async fn restore_in_place(
     let source = format!("{} < {}", codec.decompress_sh(), crate::exec::quote(path));
     let cmd = db.restore_file_cmd(into, format, codec.name(), &source);
     let exit = exec.run(&cmd, None, &mut tokio::io::sink()).await?;
-    exit.check(&format!("restoring {} into {into}", manifest.key))?;
+    exit.check(&format!("restoring {} into {into}", stored.key))?;
     check().await.context("the backup changed on the target while it was restored")?;
-    Ok(manifest.dump_bytes)
+    Ok(stored.dump_bytes)
 }

@@ -7,9 +7,9 @@ use super::{Cli, Command, PathChoice};
 use crate::commands::{self, deploy::DeployArgs};
 use crate::config::{self, Config, Strategy};
 use crate::model::{human_bytes, usage, ExitCode, Sha, ShaPrefix, Usage};
-use crate::report::{self, github::GitHub, Report};
+use crate::report::{github::GitHub, Report};
 use crate::world::World;
-use crate::{backup, exec, simulate};
+use crate::{exec, simulate};
 
 /// Runs the command line; returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
@@ -17,11 +17,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let code = if e.downcast_ref::<Usage>().is_some() { ExitCode::Usage } else { ExitCode::Act };
-            eprintln!("error: {}", report::actions::untrusted(&format!("{e:#}")));
+            eprintln!("error: {}", crate::console::untrusted(&format!("{e:#}")));
             if code == ExitCode::Usage {
                 eprintln!("nothing was changed.");
             }
-            report::actions::error("deploy-guard", &format!("{e:#}"));
+            crate::console::error("deploy-guard", &format!("{e:#}"));
             code
         }
     }
@@ -95,9 +95,9 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 Err(e) => {
                     eprintln!(
                         "error: {}\naborted before any change: nothing was changed.",
-                        report::actions::untrusted(&format!("{e:#}"))
+                        crate::console::untrusted(&format!("{e:#}"))
                     );
-                    report::actions::error("deploy aborted", &format!("{e:#}"));
+                    crate::console::error("deploy aborted", &format!("{e:#}"));
                     return Ok(ExitCode::Aborted);
                 }
             };
@@ -109,7 +109,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                     return Err(e);
                 }
                 eprintln!("error: {e:#}\naborted before any change: nothing was changed.");
-                report::actions::error("deploy aborted", &format!("{e:#}"));
+                crate::console::error("deploy aborted", &format!("{e:#}"));
                 return Ok(ExitCode::Aborted);
             }
             let gh = github(&w);
@@ -199,7 +199,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let report = commands::restore::restore(&w, m, &cfg_arg).await;
             if !g.json {
                 for e in report.own_steps() {
-                    println!("{}: {}", e.step, report::actions::untrusted(&e.detail));
+                    println!("{}: {}", e.step, crate::console::untrusted(&e.detail));
                 }
             }
             finish_report(g, &report)
@@ -227,7 +227,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             if !policy.is_set() {
                 eprintln!("no retention configured (backup.keep, backup.max_age): nothing deleted");
             }
-            let deleted = backup::retention::prune(w.store.as_ref(), &w.config.project, policy, *dry_run).await?;
+            let deleted =
+                crate::record::retention::prune(w.store.as_ref(), &w.config.project, policy, *dry_run).await?;
             let rows: Vec<serde_json::Value> = deleted
                 .iter()
                 .map(|d| serde_json::json!({"key": d.manifest.key, "sha": d.manifest.sha, "created_at": d.manifest.created_at, "size": d.manifest.size, "why": d.why, "deleted": !dry_run}))
@@ -256,8 +257,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let lines = commands::check::check(&w).await;
             print_out(g.json, &lines, || commands::check::render(&lines))?;
             // A file the config names that is not there is the config's fault: exit 2.
-            let bad_config =
-                lines.iter().any(|l| !l.ok && l.part == "tool files" && l.detail.contains(crate::migrate::MISSING));
+            let bad_config = lines.iter().any(|l| l.bad_config);
             Ok(if lines.iter().all(|l| l.ok) {
                 ExitCode::Ok
             } else if bad_config {

@@ -26,7 +26,7 @@ pub fn finish_report(g: &super::Global, r: &Report) -> Result<ExitCode> {
     if g.json {
         println!("{}", serde_json::to_string_pretty(r)?);
     } else {
-        eprintln!("\n{}", report::actions::untrusted(&r.headline));
+        eprintln!("\n{}", crate::console::untrusted(&r.headline));
         for c in &r.next_commands {
             eprintln!("  {c}");
         }

@@ -3,9 +3,9 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::backup;
 use crate::guard::{Mode, Outcome};
 use crate::model::{human_bytes, Sha, ShaPrefix};
+use crate::record;
 use crate::report::{self, Report};
 use crate::run::Run;
 use crate::world::World;
@@ -37,7 +37,7 @@ pub struct Listed {
 }
 
 pub async fn list(w: &World, sha_prefix: Option<&ShaPrefix>) -> Result<Vec<Listed>> {
-    Ok(backup::list(w.store.as_ref())
+    Ok(record::list(w.store.as_ref())
         .await?
         .into_iter()
         .filter(|m| sha_prefix.is_none_or(|p| m.sha.starts_with(p)))
@@ -77,8 +77,8 @@ pub fn table(rows: &[Listed]) -> String {
 }
 
 /// The retention policy the config asks for.
-pub fn policy(w: &World) -> backup::retention::Policy {
-    backup::retention::Policy { keep: w.config.backup.keep, max_age: w.config.backup.max_age }
+pub fn policy(w: &World) -> record::retention::Policy {
+    record::retention::Policy { keep: w.config.backup.keep, max_age: w.config.backup.max_age }
 }
 
 /// Retention after a successful backup or deploy: a failure here is a warning, never a failed
@@ -88,7 +88,7 @@ pub async fn prune_after(w: &World) -> Vec<String> {
     if !policy.is_set() {
         return Vec::new();
     }
-    match backup::retention::prune(w.store.as_ref(), &w.config.project, policy, false).await {
+    match record::retention::prune(w.store.as_ref(), &w.config.project, policy, false).await {
         Ok(d) => d.iter().map(prune_line).collect(),
         Err(e) => {
             tracing::warn!("retention did not run to the end: {e:#}");
@@ -98,7 +98,7 @@ pub async fn prune_after(w: &World) -> Vec<String> {
 }
 
 /// "deleted 202605/…sql.gz (2026-05-10 15:00:00, abc1234, 1.2 MiB): beyond the newest 10".
-pub fn prune_line(d: &backup::retention::Decision) -> String {
+pub fn prune_line(d: &record::retention::Decision) -> String {
     let m = &d.manifest;
     format!(
         "deleted {} ({}, {}, {}): {}",

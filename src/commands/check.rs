@@ -11,14 +11,22 @@ pub struct CheckLine {
     pub part: String,
     pub ok: bool,
     pub detail: String,
+    /// It failed for the config's fault (a file it names is not there): exit 2, not 3.
+    #[serde(skip)]
+    pub bad_config: bool,
 }
 
 pub async fn check(w: &World) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     let mut add = |part: &str, r: Result<String>| {
         lines.push(match r {
-            Ok(detail) => CheckLine { part: part.into(), ok: true, detail },
-            Err(e) => CheckLine { part: part.into(), ok: false, detail: format!("{e:#}") },
+            Ok(detail) => CheckLine { part: part.into(), ok: true, detail, bad_config: false },
+            Err(e) => CheckLine {
+                part: part.into(),
+                ok: false,
+                detail: format!("{e:#}"),
+                bad_config: e.downcast_ref::<crate::model::Usage>().is_some(),
+            },
         })
     };
     add("target", exec::run_ok(w.exec.as_ref(), &Cmd::new("probe", "echo ok")).await.map(|_| w.exec.describe()));
@@ -28,7 +36,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     add("database", server.map(|v| format!("PostgreSQL {v}, database {}", w.db.name)));
     add("pg_dump", tool_version(w, "pg_dump", server_major).await);
     add("psql", tool_version(w, "psql", server_major).await);
-    if w.config.backup.format == crate::backup::Format::Directory {
+    if w.config.backup.format == crate::model::Format::Directory {
         add("pg_restore", tool_version(w, "pg_restore", server_major).await);
         let room = async {
             let need = w.db.table_bytes().await?;
@@ -117,7 +125,7 @@ async fn store_line(w: &World, store: &dyn crate::store::Store) -> Result<String
     store.check().await?;
     let mut line = format!("{} writable", store.describe());
     let Some(free) = store.free_space().await? else { return Ok(line) };
-    let last = crate::backup::list(store)
+    let last = crate::record::list(store)
         .await?
         .into_iter()
         .find(|m| m.project == w.config.project && m.database == w.db.name)

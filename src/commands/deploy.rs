@@ -67,7 +67,7 @@ pub async fn rollback(
     to_tag: Option<&str>,
     config_arg: &str,
 ) -> Result<Report> {
-    let manifest = crate::backup::find_here_or_copy(
+    let manifest = crate::record::find_here_or_copy(
         w.store.as_ref(),
         w.copy.as_deref(),
         &w.config.project,

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::backup::{self, MetaGuard};
+use crate::backup::MetaGuard;
 use crate::model::ShaPrefix;
 use crate::world::World;
 
@@ -15,7 +15,7 @@ pub struct Replayed {
 }
 
 pub async fn replay(w: &World, sha: &ShaPrefix, dry_run: bool) -> Result<Replayed> {
-    let m = backup::find_for(w.store.as_ref(), &w.config.project, &w.db.name, sha.as_str()).await?;
+    let m = crate::record::find_for(w.store.as_ref(), &w.config.project, &w.db.name, sha.as_str()).await?;
     let Some(lost) = &m.lost_writes else {
         bail!("the deploy of {} has no replay file: no restore of its backup looked for lost writes", m.sha)
     };

@@ -5,8 +5,8 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::backup::{self, Resolution};
 use crate::model::ShaPrefix;
+use crate::record::{self, Resolution};
 use crate::world::World;
 
 #[derive(Debug, Serialize)]
@@ -21,7 +21,7 @@ pub struct Resolved {
 /// with `sha` as resolved, with `note`.
 pub async fn resolve(w: &World, sha: &ShaPrefix, note: &str) -> Result<Vec<Resolved>> {
     let store = w.store.as_ref();
-    let mine: Vec<_> = backup::list(store)
+    let mine: Vec<_> = record::list(store)
         .await?
         .into_iter()
         .filter(|m| {

@@ -4,9 +4,9 @@
 
 use anyhow::{bail, Result};
 
-use crate::backup::{self, Manifest};
 use crate::guard::Mode;
 use crate::model::{BackupName, ShaPrefix};
+use crate::record::{self, Manifest};
 use crate::report::{self, Report};
 use crate::run::Run;
 use crate::world::World;
@@ -14,7 +14,7 @@ use crate::world::World;
 pub async fn find(w: &World, sha: Option<&ShaPrefix>, key: Option<&str>) -> Result<Manifest> {
     match (sha, key) {
         (Some(s), _) => {
-            backup::find_here_or_copy(w.store.as_ref(), w.copy.as_deref(), &w.config.project, &w.db.name, s.as_str())
+            record::find_here_or_copy(w.store.as_ref(), w.copy.as_deref(), &w.config.project, &w.db.name, s.as_str())
                 .await
         }
         (None, Some(k)) => {

@@ -3,7 +3,6 @@
 
 use anyhow::{Context, Result};
 
-use crate::backup;
 use crate::guard::Mode;
 use crate::model::{Sha, ShaPrefix};
 use crate::run::Run;
@@ -11,8 +10,8 @@ use crate::world::World;
 
 pub async fn render(w: &World, sha: Option<&ShaPrefix>, config_arg: &str) -> Result<String> {
     // By project only: offline, a `${VAR}` database name is not resolved.
-    let mine = |m: &backup::Manifest| m.project == w.config.project && m.tag.is_some();
-    let listed = backup::list(w.store.as_ref()).await;
+    let mine = |m: &crate::record::Manifest| m.project == w.config.project && m.tag.is_some();
+    let listed = crate::record::list(w.store.as_ref()).await;
     let found =
         match sha {
             Some(p) => Some(listed?.into_iter().find(|m| mine(m) && m.sha.starts_with(p)).with_context(|| {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::{Compression, Strategy};
+
 pub use env::SETTINGS;
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
@@ -350,7 +352,7 @@ pub struct Backup {
     /// `plain` (default: psql restores it in one transaction) or `directory` (`pg_dump -j` and
     /// `pg_restore -j`, for large databases on servers with cores to spare).
     #[serde(default)]
-    pub format: crate::backup::Format,
+    pub format: crate::model::Format,
     /// Parallel jobs of `pg_dump` and `pg_restore` with `format: directory`.
     #[serde(default = "default_jobs")]
     pub jobs: u32,
@@ -358,62 +360,6 @@ pub struct Backup {
 
 fn default_jobs() -> u32 {
     2
-}
-
-/// A backup's codec and level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Compression {
-    pub codec: crate::backup::Codec,
-    /// None: the codec's default.
-    pub level: Option<u32>,
-}
-
-impl Compression {
-    pub fn level(&self) -> u32 {
-        self.level.unwrap_or(self.codec.default_level())
-    }
-
-    pub fn parse(s: &str) -> Result<Compression, String> {
-        use crate::backup::Codec;
-        let s = s.trim();
-        let bad = || format!("{s:?}: expected zstd, gzip, zstd:LEVEL or gzip:LEVEL");
-        if let Ok(n) = s.parse::<u32>() {
-            return Ok(Compression { codec: Codec::Gzip, level: Some(n) });
-        }
-        let (name, level) = match s.split_once(':') {
-            Some((n, l)) => (n, Some(l.trim().parse::<u32>().map_err(|_| bad())?)),
-            None => (s, None),
-        };
-        let codec = Codec::ALL.into_iter().find(|c| c.name() == name.trim()).ok_or_else(bad)?;
-        Ok(Compression { codec, level })
-    }
-}
-
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.codec, self.level())
-    }
-}
-
-impl<'de> Deserialize<'de> for Compression {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u32),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Compression { codec: crate::backup::Codec::Gzip, level: Some(n) }),
-            Raw::S(s) => Compression::parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl Serialize for Compression {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
 }
 
 /// Byte sizes written as a number of bytes or with a unit (`8MiB`, `16 MB`).
@@ -457,18 +403,6 @@ pub enum StoreOn {
     Target,
     /// The machine deploy-guard runs on.
     Runner,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// Revert when it can be trusted, else restore.
-    #[default]
-    Auto,
-    /// Only ever revert; a failed revert stops for a person.
-    Revert,
-    /// Always restore the backup.
-    Restore,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -520,8 +454,11 @@ fn default_health_interval() -> Duration {
     Duration::from_secs(2)
 }
 fn default_stream_timeout() -> Duration {
-    crate::db::DEFAULT_STREAM_TIMEOUT
+    DEFAULT_STREAM_TIMEOUT
 }
+
+/// `database.stream_timeout` unless set: how long one dump or restore may take.
+pub const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
 fn default_engine() -> Engine {
     Engine::Postgres
 }

@@ -89,15 +89,7 @@ pub struct LockWatch {
 impl LockWatch {
     /// Ends the sampling session and returns what it saw.
     pub async fn stop(self, pg: &Postgres) -> Result<Vec<Sample>> {
-        let ended = pg
-            .query(
-                &pg.maintenance_db,
-                &format!(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {};",
-                    literal(&self.app_name)
-                ),
-            )
-            .await;
+        let ended = pg.query(&pg.maintenance_db, &super::sql::end_sessions_of(&self.app_name, None)).await;
         if ended.is_err() {
             self.session.abort();
         }

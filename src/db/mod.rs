@@ -8,6 +8,7 @@ pub mod lint;
 pub mod locks;
 mod lost;
 mod restore;
+pub mod sql;
 
 use std::sync::Arc;
 
@@ -15,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::backup::Format;
 use crate::exec::{self, quote, Cmd, Executor};
+use crate::model::Format;
 
 pub use crate::model::ConnInfo;
 pub use content::{copy_header, safe_ident_list, unquote, DumpTables, RowSum, Sums, TableStats};
@@ -24,6 +25,7 @@ pub use damage::{additions, thousands, Damage};
 pub use fingerprint::Fingerprint;
 pub use lost::{copy_unescape, Shape, TableLoss};
 pub use restore::RestoreReport;
+pub use sql::{ident, literal};
 
 /// A PostgreSQL server reached by running its client tools through an executor.
 #[derive(Clone)]
@@ -54,9 +56,6 @@ fn work_dir() -> &'static str {
     })
 }
 
-/// `database.stream_timeout` unless set.
-pub const DEFAULT_STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 60 * 60);
-
 impl Postgres {
     pub fn new(
         exec: Arc<dyn Executor>,
@@ -72,7 +71,7 @@ impl Postgres {
             name,
             maintenance_db,
             inside: None,
-            stream_timeout: DEFAULT_STREAM_TIMEOUT,
+            stream_timeout: crate::config::DEFAULT_STREAM_TIMEOUT,
             jobs: 2,
         }
     }
@@ -171,7 +170,7 @@ impl Postgres {
     }
 
     /// The live database dumped in `format` on stdout: plain SQL, or a tar of the directory
-    /// format (`toc.dat` first, as [`crate::backup::PlainView`] reads it), dumped by
+    /// format (`toc.dat` first, as the backup's `PlainView` reads it), dumped by
     /// `pg_dump -j` into a temporary directory beside pg_dump (it needs the dump's size free
     /// there) that is removed when the tar is written.
     pub fn dump_cmd_for(&self, format: Format) -> Cmd {
@@ -433,16 +432,6 @@ fn lock_id(key: &str) -> i64 {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(format!("deploy-guard:{key}").as_bytes());
     i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
-}
-
-/// A quoted SQL identifier.
-pub fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// A quoted SQL string literal.
-pub fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// `BEGIN READ ONLY; query; ROLLBACK;`: the query of a setting (named in the error), one

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
-use super::{ident, literal, Postgres};
+use super::{sql, Postgres};
 use crate::model::{DbNames, Sha};
 
 /// What a restore into scratch did.
@@ -31,18 +31,9 @@ impl Postgres {
     /// database's owner, encoding and locale.
     pub async fn create_scratch(&self, scratch: &str) -> Result<()> {
         let m = &self.maintenance_db;
-        self.query(m, &format!("DROP DATABASE IF EXISTS {};", ident(scratch))).await?;
-        let like = self
-            .query(
-                m,
-                &format!(
-                    "SELECT format('OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L', pg_get_userbyid(datdba), \
-                     pg_encoding_to_char(encoding), datcollate, datctype) FROM pg_database WHERE datname = {};",
-                    literal(&self.name)
-                ),
-            )
-            .await?;
-        self.query(m, &format!("CREATE DATABASE {} TEMPLATE template0 {};", ident(scratch), like.trim()))
+        self.query(m, &sql::drop_if_exists(scratch)).await?;
+        let settings = self.query(m, &sql::settings_of(&self.name)).await?;
+        self.query(m, &sql::create_empty(scratch, settings.trim()))
             .await
             .with_context(|| format!("cannot create the scratch database {scratch}"))?;
         Ok(())
@@ -57,7 +48,7 @@ impl Postgres {
     pub async fn restore_format_into(
         &self,
         db: &str,
-        format: crate::backup::Format,
+        format: crate::model::Format,
         dump: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<RestoreReport> {
         self.restore_cmd_into(self.restore_cmd_for(format, db), db, dump).await
@@ -68,8 +59,8 @@ impl Postgres {
     pub async fn restore_packed_into(
         &self,
         db: &str,
-        format: crate::backup::Format,
-        codec: crate::backup::Codec,
+        format: crate::model::Format,
+        codec: crate::model::Codec,
         packed: &mut (dyn AsyncRead + Unpin + Send),
     ) -> Result<RestoreReport> {
         let cmd = self.restore_file_cmd(db, format, codec.name(), codec.decompress_sh());
@@ -89,43 +80,20 @@ impl Postgres {
         Ok(RestoreReport { sql_bytes: counted.n })
     }
 
-    /// Drops `db` (a scratch or rehearsal copy), ending the sessions still on it first: a restore
-    /// whose link dropped leaves its psql connected, and DROP DATABASE refuses a database in use.
+    /// Drops `db` (a scratch or rehearsal copy), ending the sessions still on it first.
     pub async fn drop_database(&self, db: &str) -> Result<()> {
-        let sql = format!(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {}; DROP DATABASE IF EXISTS {};",
-            literal(db),
-            ident(db)
-        );
-        self.query(&self.maintenance_db, &sql).await?;
+        self.query(&self.maintenance_db, &sql::end_sessions_and_drop(db)).await?;
         Ok(())
     }
 
-    /// Swaps `names.scratch` in as the live database: new connections are refused, existing ones
-    /// terminated, then both renames happen in one transaction. On failure the live database is
-    /// left in place and connectable.
+    /// Swaps `names.scratch` in as the live database ([`sql::swap`]). On failure the live database
+    /// is left in place and connectable.
     pub async fn swap(&self, names: &DbNames) -> Result<()> {
         let m = &self.maintenance_db;
-        let live = ident(&names.live);
-        self.query(m, &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS false;")).await?;
+        let [close, wait, renames, reopen] = sql::swap(names);
+        self.query(m, &close).await?;
         let result = async {
-            // pg_stat_activity is snapshotted once per transaction (and a DO block is one): clear
-            // it every round, or the loop keeps seeing the sessions it already ended.
-            let wait = format!(
-                "DO $$ BEGIN FOR i IN 1..200 LOOP PERFORM pg_stat_clear_snapshot(); \
-                   PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {0} AND pid <> pg_backend_pid(); \
-                   EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {0} AND pid <> pg_backend_pid()); \
-                   PERFORM pg_sleep(0.05); END LOOP; \
-                 IF EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {0} AND pid <> pg_backend_pid()) THEN \
-                   RAISE EXCEPTION 'sessions on % did not end within 10 s', {0}; END IF; END $$;",
-                literal(&names.live)
-            );
             self.query(m, &wait).await?;
-            let renames = format!(
-                "BEGIN; ALTER DATABASE {live} RENAME TO {failed}; ALTER DATABASE {scratch} RENAME TO {live}; COMMIT;",
-                failed = ident(&names.failed),
-                scratch = ident(&names.scratch)
-            );
             self.query(m, &renames).await
         }
         .await;
@@ -140,12 +108,11 @@ impl Postgres {
         };
         match result {
             Ok(_) => {
-                // The kept copy stays readable for forensics.
-                self.query(m, &format!("ALTER DATABASE {} ALLOW_CONNECTIONS true;", ident(&names.failed))).await?;
+                self.query(m, &reopen).await?;
                 Ok(())
             }
             Err(e) => {
-                let reopen = self.query(m, &format!("ALTER DATABASE {live} ALLOW_CONNECTIONS true;")).await;
+                let reopen = self.query(m, &sql::allow_connections(&names.live, true)).await;
                 if let Err(r) = reopen {
                     bail!("{e:#}; and re-allowing connections to {} failed too: {r:#}", names.live);
                 }

@@ -1,7 +1,7 @@
 //! The decision tree of the README as a state machine: `next(step, result)` decides which branch
 //! the step took; the tree (`tree::EDGES`) says where that branch leads.
 
-use crate::config::Strategy;
+use crate::model::Strategy;
 
 use super::tree::{self, Branch, End, Mode, To};
 use super::{DbPath, Outcome, Step};
@@ -211,7 +211,7 @@ impl Engine {
 
     pub fn next(&mut self, step: Step, result: &StepResult) -> Next {
         let branch = self.branch(step, result);
-        if branch == Branch::Failed && matches!(step, Step::Migrate | Step::Deploy | Step::Health) {
+        if branch == Branch::Failed && tree::rollback_triggers(self.mode).contains(&step) {
             self.failed_step = Some(step);
         }
         match tree::follow(self.mode, step, branch) {

@@ -11,6 +11,9 @@ pub struct PlannedStep {
     pub what: String,
     /// The exact commands it runs, as a person would type them.
     pub commands: Vec<String>,
+    /// The SQL statements it sends to the maintenance database, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sql: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -22,7 +25,7 @@ pub struct Plan {
     pub target: String,
     pub store: String,
     pub steps: Vec<PlannedStep>,
-    /// Steps that run only when migrate, deploy or health fails.
+    /// Steps that run only when a rollback trigger (`tree::rollback_triggers`) fails.
     pub rollback: Vec<PlannedStep>,
 }
 
@@ -42,12 +45,27 @@ impl Plan {
                 for c in &s.commands {
                     out.push_str(&format!("       $ {c}\n"));
                 }
+                for q in &s.sql {
+                    out.push_str(&format!("       sql> {q}\n"));
+                }
             }
             out.push('\n');
         };
         section("Deploy:", &self.steps, &mut out);
-        section("On failure of migrate, deploy or health (rollback):", &self.rollback, &mut out);
+        let triggers: Vec<&str> =
+            super::tree::rollback_triggers(super::Mode::Deploy).iter().map(|s| s.name()).collect();
+        let title = format!("On failure of {} (rollback):", or_list(&triggers));
+        section(&title, &self.rollback, &mut out);
         out.push_str("Dry run: nothing was run and nothing was changed.\n");
         out
+    }
+}
+
+/// `a, b or c`.
+fn or_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
     }
 }

@@ -46,9 +46,9 @@ steps! {
 }
 
 impl Step {
-    /// True for steps that are part of a rollback.
+    /// True for steps that are part of a rollback (drawn from the tree's edges).
     pub fn is_rollback(self) -> bool {
-        self >= Step::Assess
+        super::tree::is_rollback(self)
     }
 }
 

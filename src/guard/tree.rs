@@ -240,6 +240,35 @@ pub fn straight_path(mode: Mode) -> Vec<Step> {
     out
 }
 
+/// The steps of `mode`'s straight path whose failure starts a rollback: their failed edge leads
+/// on to another step, not to an end.
+pub fn rollback_triggers(mode: Mode) -> Vec<Step> {
+    straight_path(mode).into_iter().filter(|s| matches!(follow(mode, *s, Failed), Some(To::Run(_)))).collect()
+}
+
+/// Whether `step` is part of a rollback: a deploy reaches it only once a trigger failed.
+pub fn is_rollback(step: Step) -> bool {
+    let mut seen: Vec<Step> = Vec::new();
+    let mut todo: Vec<Step> = rollback_triggers(D)
+        .into_iter()
+        .filter_map(|s| match follow(D, s, Failed) {
+            Some(To::Run(next)) => Some(next),
+            _ => None,
+        })
+        .collect();
+    while let Some(s) = todo.pop() {
+        if seen.contains(&s) {
+            continue;
+        }
+        seen.push(s);
+        todo.extend(edges(D).filter(|e| e.from == s).filter_map(|e| match e.to {
+            To::Run(next) => Some(next),
+            To::End(_) => None,
+        }));
+    }
+    seen.contains(&step)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +294,10 @@ mod tests {
             vec![Preflight, Classify, Step::Backup, Record, Step::Rehearse, Migrate, Step::Deploy, Health]
         );
         assert_eq!(straight_path(B), vec![Preflight, Step::Backup, Record]);
+        assert_eq!(rollback_triggers(D), vec![Migrate, Step::Deploy, Health]);
+        let rolling: Vec<Step> = Step::ALL.iter().copied().filter(|s| is_rollback(*s)).collect();
+        assert_eq!(rolling.first(), Some(&Assess));
+        assert!(rolling.contains(&Step::Restore) && rolling.contains(&Checks) && !rolling.contains(&Health));
         assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap, LostWrites, Checks]);
     }
 }

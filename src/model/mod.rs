@@ -1,14 +1,19 @@
 //! Leaf types used everywhere: a git SHA, the names derived from it (backups, scratch and kept
-//! databases), exit codes, sizes and the URLs the config holds. Imports nothing of the crate.
+//! databases), exit codes, sizes, a backup's format and codec, the rollback strategy and the URLs
+//! the config holds. Imports nothing of the crate.
 
 mod exit;
+mod format;
 mod names;
 mod sha;
 mod size;
+mod strategy;
 mod urls;
 
 pub use exit::{usage, ExitCode, Usage};
+pub use format::{Codec, Compression, Format};
 pub use names::{check_live_db_name, BackupName, DbNames};
-pub use sha::{Sha, ShaPrefix};
+pub use sha::{is_sha256_hex, Sha, ShaPrefix};
 pub use size::human_bytes;
+pub use strategy::Strategy;
 pub use urls::{ConnInfo, StoreUrl};

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Sha;
-use crate::backup::{Codec, Format};
+use super::{Codec, Format};
 
 const MANIFEST_SUFFIX: &str = ".manifest.json";
 const REPLAY_SUFFIX: &str = ".lost-writes.sql";

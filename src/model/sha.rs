@@ -74,6 +74,11 @@ impl fmt::Display for ShaPrefix {
     }
 }
 
+/// A SHA-256 as the manifest stores it: 64 lower-case hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         _ => Vec::new(),
     };
     let headline = outcome.headline();
+    let assessed = run.found.assessed.as_ref();
     super::actions::error_for(&outcome, &headline);
     Report {
         command: run.mode,
@@ -51,7 +52,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         path: outcome.path().name(),
         exit_code: outcome.exit_code(run.mode),
         headline,
-        sha: run.sha.to_string(),
+        sha: run.sha.clone(),
         tag: run.tag.clone(),
         previous_tag: run.previous_tag.clone(),
         previous_tag_source: run.previous_tag_source,
@@ -69,19 +70,24 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
             copy: m.copy.clone(),
         }),
         migrations_before: run.manifest.as_ref().map(|m| m.migrations.rows.clone()).unwrap_or_default(),
-        migrations_after: run.rows_after.clone(),
-        drift: run.drift.clone(),
-        destroyed: run.destroyed.clone(),
-        lost_writes: run.lost_writes.clone(),
-        classification: run.classification.clone(),
+        migrations_after: assessed.map(|a| a.rows_after.clone()),
+        drift: run.found.drift_after_revert.clone().or_else(|| assessed.map(|a| a.drift.clone())).unwrap_or_default(),
+        destroyed: assessed.map(|a| a.destroyed.clone()).unwrap_or_default(),
+        lost_writes: run.found.lost_writes.clone(),
+        classification: run.found.classification.clone(),
         rehearsal: run.manifest.as_ref().and_then(|m| m.rehearsal.clone()),
-        discarded: if outcome.path() == crate::guard::DbPath::Revert { run.discarded.clone() } else { Vec::new() },
-        kept_additions: match &outcome {
-            Outcome::RolledBack { path: crate::guard::DbPath::None, .. } => run.added.clone(),
+        discarded: match assessed {
+            Some(a) if outcome.path() == crate::guard::DbPath::Revert => a.discarded.clone(),
             _ => Vec::new(),
         },
-        app_status: run.app_status.clone(),
-        app_logs: run.app_logs.clone(),
+        kept_additions: match &outcome {
+            Outcome::RolledBack { path: crate::guard::DbPath::None, .. } => {
+                assessed.map(|a| a.added.clone()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        },
+        app_status: assessed.map(|a| a.app_status.clone()),
+        app_logs: assessed.and_then(|a| a.app_logs.clone()),
         kept_database: run.kept_database().map(str::to_string),
         notes: notes(run),
         can_revert: w.migrator.can_revert(),

@@ -191,11 +191,11 @@ impl GitHub {
         if report.command == Mode::Rollback && report.exit_code == ExitCode::Ok {
             note(
                 "deployment deactivation",
-                self.deactivate(&report.sha).await.map(|n| format!("{n} deployment(s) inactive")),
+                self.deactivate(report.sha.as_str()).await.map(|n| format!("{n} deployment(s) inactive")),
             );
         }
         if self.config.comment {
-            note("comment", self.upsert_comment(&report.sha, &comment_body(report)).await);
+            note("comment", self.upsert_comment(report.sha.as_str(), &comment_body(report)).await);
         }
         let needs_incident = matches!(report.outcome, Outcome::RolledBack { .. } | Outcome::RollbackFailed { .. });
         if self.config.incident && needs_incident {
@@ -299,7 +299,7 @@ pub fn comment_body(r: &Report) -> String {
     let _ = writeln!(
         md,
         "| sha | tag | previous tag | database path | duration |\n|---|---|---|---|---|\n| `{}` | `{}` | `{}` | {} | {:.0} s |",
-        &r.sha[..7.min(r.sha.len())],
+        r.sha.short(),
         r.tag.as_deref().unwrap_or("-"),
         r.previous_tag.as_deref().unwrap_or("-"),
         r.path,
@@ -323,7 +323,7 @@ pub fn incident_title(r: &Report) -> String {
         }
         _ => r.result.to_string(),
     };
-    format!("Incident: {} {} — {what}", r.project, r.tag.as_deref().unwrap_or(&r.sha))
+    format!("Incident: {} {} — {what}", r.project, r.tag.as_deref().unwrap_or(r.sha.as_str()))
 }
 
 /// A postmortem draft: what happened, the impact, the resolution, what would prevent it. Run

@@ -2,6 +2,7 @@
 
 pub mod actions;
 mod build;
+pub mod flowchart;
 pub mod github;
 pub mod runbook;
 pub mod summary;
@@ -41,7 +42,7 @@ pub struct Report {
     pub exit_code: ExitCode,
     pub headline: String,
     pub outcome: Outcome,
-    pub sha: String,
+    pub sha: crate::model::Sha,
     pub tag: Option<String>,
     pub previous_tag: Option<String>,
     /// Where the previous tag was read.
@@ -59,13 +60,13 @@ pub struct Report {
     /// What the migrations destroyed of the data that existed before the deploy.
     pub destroyed: Vec<String>,
     /// The writes the restore took away, and their replay file.
-    pub lost_writes: Option<crate::backup::LostWrites>,
+    pub lost_writes: Option<crate::record::LostWrites>,
     /// Additions the rollback kept (`rollback.additive: keep`): what stays in the schema.
     pub kept_additions: Vec<String>,
     /// The pending migrations' SQL, classified before the deploy.
     pub classification: Vec<crate::db::lint::Finding>,
     /// The rehearsal on a copy of the backup: per migration, durations and long locks.
-    pub rehearsal: Option<crate::run::steps::rehearse::Rehearsal>,
+    pub rehearsal: Option<crate::record::Rehearsal>,
     /// What the revert dropped that the new release had written (set when the path is revert).
     pub discarded: Vec<String>,
     pub app_status: Option<String>,
@@ -131,7 +132,7 @@ pub(crate) mod fixture {
             exit_code: outcome.exit_code(Mode::Deploy),
             headline: outcome.headline(),
             outcome,
-            sha: "abc1234def5678abc1234def5678abc1234def56".into(),
+            sha: crate::model::Sha::parse("abc1234def5678abc1234def5678abc1234def56").unwrap(),
             tag: Some("v2.4.0".into()),
             previous_tag: Some("v2.3.1".into()),
             previous_tag_source: Some(crate::app::TagSource::Running),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use super::Report;
-use crate::guard::tree::{self, Branch, End, To};
+use crate::guard::tree::End;
 use crate::guard::{EntryState, Outcome, Step};
 
 pub fn render(r: &Report) -> String {
@@ -22,7 +22,7 @@ pub fn render(r: &Report) -> String {
         md,
         "`{}` · sha `{}` · tag `{}` · previous tag `{}` · database path `{}` · {:.1} s · exit {}\n",
         r.project,
-        short(&r.sha),
+        r.sha.short(),
         r.tag.as_deref().unwrap_or("-"),
         r.previous_tag.as_deref().unwrap_or("-"),
         r.path,
@@ -147,10 +147,6 @@ pub fn render(r: &Report) -> String {
     md
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..7.min(sha.len())]
-}
-
 fn timeline(md: &mut String, r: &Report) {
     md.push_str("### Timeline\n\n| step | result | duration | detail |\n|---|---|---:|---|\n");
     for e in r.own_steps() {
@@ -175,34 +171,9 @@ fn timeline(md: &mut String, r: &Report) {
 /// The decision tree of the run's mode, drawn from its edges, with the path this run took
 /// coloured in.
 fn flowchart(md: &mut String, r: &Report) {
-    let mode = r.command;
-    let id = |s: Step| s.name().replace('-', "_");
-    // A tool that cannot revert has no fast path: its branch is left out.
-    let drawn = |s: Step| r.can_revert || !matches!(s, Step::Revert | Step::VerifyRevert);
-    md.push_str("### Path through the decision tree\n\n```mermaid\nflowchart TD\n");
-    for step in tree::steps(mode).into_iter().filter(|s| drawn(*s)) {
-        let _ = writeln!(md, "  {}[\"{}\"]", id(step), step.title());
-    }
-    let mut ends: Vec<End> = Vec::new();
-    for e in tree::edges(mode).filter(|e| drawn(e.from) && !matches!(e.to, To::Run(s) if !drawn(s))) {
-        let to = match e.to {
-            To::Run(s) => id(s),
-            To::End(end) => {
-                if !ends.contains(&end) {
-                    ends.push(end);
-                    let _ = writeln!(md, "  {}([\"{}\"])", end.name(), end.title());
-                }
-                end.name().to_string()
-            }
-        };
-        let arrow = match e.on {
-            Branch::Ok => "-->".to_string(),
-            Branch::Failed => "-. fails .->".to_string(),
-            Branch::NotTrusted if !r.can_revert => "-- forward-only: restore is the only way back -->".to_string(),
-            other => format!("-- {} -->", other.label()),
-        };
-        let _ = writeln!(md, "  {} {arrow} {to}", id(e.from));
-    }
+    let id = super::flowchart::node_id;
+    md.push_str("### Path through the decision tree\n\n```mermaid\n");
+    md.push_str(&super::flowchart::mermaid(r.command, r.can_revert));
     md.push_str("  classDef ok fill:#d4edda,stroke:#28a745,color:#000\n");
     md.push_str("  classDef failed fill:#f8d7da,stroke:#dc3545,color:#000\n");
     md.push_str("  classDef warn fill:#fff3cd,stroke:#ffc107,color:#000\n");
@@ -316,7 +287,7 @@ pub fn lost_writes(md: &mut String, r: &Report) {
              `deploy-guard replay --sha {} --dry-run`, then apply it without `--dry-run`. Nothing was replayed \
              by itself.\n",
             l.key,
-            &r.sha[..7.min(r.sha.len())]
+            r.sha.short()
         );
         if !l.touched_by_migrations.is_empty() {
             let _ = writeln!(

@@ -10,19 +10,19 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
-use crate::backup::Manifest;
+use crate::app::TagSource;
 use crate::config::{Additive, Strategy};
 use crate::db::{Damage, LockGuard, RowSum};
 use crate::guard::{Engine, EntryState, Journal, Mode, Next, Outcome, Step, StepResult};
 use crate::model::{DbNames, Sha};
+use crate::record::{LostWrites, Manifest};
 use crate::world::World;
 
 pub use plan::plan;
 pub use steps::{spec, Done, StepSpec};
 
-/// One guarded run and everything its steps and its report need.
+/// One guarded run: what it was asked, its record, and what its steps found.
 pub struct Run<'w> {
     pub w: &'w World,
     pub mode: Mode,
@@ -31,50 +31,46 @@ pub struct Run<'w> {
     pub sha: Sha,
     /// The tag deployed (deploy) or whose code reverts its migrations (rollback).
     pub tag: Option<String>,
-    /// What a rollback redeploys.
+    /// What a rollback redeploys: given, recorded, or read by preflight.
     pub previous_tag: Option<String>,
     /// Where `previous_tag` was read.
-    pub previous_tag_source: Option<crate::app::TagSource>,
+    pub previous_tag_source: Option<TagSource>,
     /// GitHub's last successful deployment: used when neither the runtime nor the journal knows.
     pub fallback_previous_tag: Option<String>,
     /// ` --config FILE` when one was given: added to the commands a person is told to run.
     pub config_arg: String,
-    /// Read in preflight, recorded in the manifest.
-    pub server_version: Option<String>,
-    pub manifest: Option<Manifest>,
-    pub journal: Journal,
-    pub rows_after: Option<Vec<Value>>,
-    pub app_status: Option<String>,
-    pub app_logs: Option<String>,
-    pub notes: Vec<String>,
-    pub drift: Vec<String>,
-    pub started: Instant,
-    pub started_at: DateTime<Utc>,
-    pub lock: Option<LockGuard>,
-    /// Migrations this deploy applied, as assess found.
-    pub applied: usize,
-    /// The databases of a restore, once the scratch one holds the backup.
-    pub swap: Option<DbNames>,
-    /// What the migrations destroyed, as assess found it.
-    pub destroyed: Vec<String>,
-    /// What assess found destroyed but did not count, the decision not needing the backup's
-    /// rows: counted once the run's steps are done.
-    pub uncounted: Option<steps::assess::Uncounted>,
-    /// Pre-existing tables the deploy touched: a revert must leave their rows as the backup's.
-    pub touched: std::collections::BTreeSet<String>,
-    /// The writes the restore took away.
-    pub lost_writes: Option<crate::backup::LostWrites>,
-    /// What the deploy added to the schema (kept under `rollback.additive: keep`).
-    pub added: Vec<String>,
-    /// What the new release wrote into what it added (a revert drops it).
-    pub discarded: Vec<String>,
-    /// Why the failed migration could not be confirmed ended (its cancel failed): assess must
-    /// not trust a database it may still be changing.
-    pub migration_left_running: Option<String>,
-    /// What the pending migrations' SQL was classified as, before the deploy.
-    pub classification: Vec<crate::db::lint::Finding>,
     /// `deploy --allow-destructive`.
     pub allow_destructive: bool,
+    /// The backup's record, which is also the journal's home once there is a backup.
+    pub manifest: Option<Manifest>,
+    pub journal: Journal,
+    pub notes: Vec<String>,
+    pub started: Instant,
+    pub started_at: DateTime<Utc>,
+    lock: Option<LockGuard>,
+    /// What the steps found, each in its own field.
+    pub found: Found,
+}
+
+/// What each step hands to the ones after it (and to the report).
+#[derive(Default)]
+pub struct Found {
+    /// preflight → backup (the manifest): the server's version.
+    pub server_version: Option<String>,
+    /// classify → backup (the manifest), assess, the report: the pending SQL, classified.
+    pub classification: Vec<crate::db::lint::Finding>,
+    /// migrate → assess: why the failed migration could not be confirmed ended (its cancel
+    /// failed), so assess must not trust a database it may still be changing.
+    pub migration_left_running: Option<String>,
+    /// assess → revert, verify-revert, lost-writes, the losses counted after the run, the report.
+    pub assessed: Option<steps::assess::Assessed>,
+    /// verify-revert → the report: the schema's differences after the revert.
+    pub drift_after_revert: Option<Vec<String>>,
+    /// restore → validate-restore, swap, lost-writes: the databases of the restore, once the
+    /// scratch one holds the backup.
+    pub restored: Option<DbNames>,
+    /// lost-writes → the report: the writes the restore took away.
+    pub lost_writes: Option<LostWrites>,
 }
 
 impl<'w> Run<'w> {
@@ -89,28 +85,14 @@ impl<'w> Run<'w> {
             previous_tag_source: None,
             fallback_previous_tag: None,
             config_arg: String::new(),
-            server_version: None,
+            allow_destructive: false,
             manifest: None,
             journal: Journal::default(),
-            rows_after: None,
-            app_status: None,
-            app_logs: None,
             notes: Vec::new(),
-            drift: Vec::new(),
             started: Instant::now(),
             started_at: Utc::now(),
             lock: None,
-            applied: 0,
-            swap: None,
-            destroyed: Vec::new(),
-            uncounted: None,
-            touched: Default::default(),
-            lost_writes: None,
-            added: Vec::new(),
-            classification: Vec::new(),
-            discarded: Vec::new(),
-            migration_left_running: None,
-            allow_destructive: false,
+            found: Found::default(),
         }
     }
 
@@ -119,14 +101,17 @@ impl<'w> Run<'w> {
         let mut run = Run::new(w, mode, manifest.sha.clone());
         run.tag = manifest.tag.clone();
         run.previous_tag = manifest.previous_tag.clone();
-        run.previous_tag_source = manifest
-            .previous_tag
-            .as_ref()
-            .map(|_| manifest.previous_tag_source.unwrap_or(crate::app::TagSource::Manifest));
+        run.previous_tag_source =
+            manifest.previous_tag.as_ref().map(|_| manifest.previous_tag_source.unwrap_or(TagSource::Manifest));
         run.journal = manifest.journal.clone();
-        run.classification = manifest.classification.clone();
+        run.found.classification = manifest.classification.clone();
         run.manifest = Some(manifest);
         run
+    }
+
+    /// Holds the deploy lock preflight took, until the run ends.
+    pub fn hold_lock(&mut self, lock: LockGuard) {
+        self.lock = Some(lock);
     }
 
     pub fn manifest(&self) -> Result<&Manifest> {
@@ -141,7 +126,7 @@ impl<'w> Run<'w> {
             tables.iter().filter(|t| m.dumped(t) && !m.data.contains_key(*t)).cloned().collect();
         if !missing.is_empty() {
             let started = Instant::now();
-            let read = crate::backup::sums(self.w.store.as_ref(), m, missing.clone())
+            let read = crate::backup::sums(self.w.store.as_ref(), &m.stored(), missing.clone())
                 .await
                 .with_context(|| format!("reading the rows of {} table(s) from the backup", missing.len()))?;
             tracing::info!(
@@ -177,7 +162,7 @@ impl<'w> Run<'w> {
     /// did not need them, so reading them did not keep the service down. The broken database is
     /// compared where it is now (kept beside the restored one after a swap).
     async fn count_losses(&mut self) {
-        let Some(u) = self.uncounted.take() else { return };
+        let Some(u) = self.found.assessed.as_mut().and_then(|a| a.uncounted.take()) else { return };
         let data = match self.backup_sums(&u.wanted).await {
             Ok(d) => d,
             Err(e) => {
@@ -186,7 +171,7 @@ impl<'w> Run<'w> {
             }
         };
         let swapped = self.journal.entries.iter().any(|e| e.step == Step::Swap && e.state == EntryState::Ok);
-        let db = match &self.swap {
+        let db = match &self.found.restored {
             Some(names) if swapped => names.failed.clone(),
             _ => self.w.db.name.clone(),
         };
@@ -201,7 +186,9 @@ impl<'w> Run<'w> {
                 Err(e) => self.notes.push(format!("the rows of {t} were not compared: {e:#}")),
             }
         }
-        self.destroyed = steps::assess::attribute(damage.destroyed, &u.names);
+        if let Some(a) = self.found.assessed.as_mut() {
+            a.destroyed = steps::assess::attribute(damage.destroyed, &u.names);
+        }
     }
 
     /// Runs the engine to its end.
@@ -214,7 +201,7 @@ impl<'w> Run<'w> {
         let outcome = loop {
             self.journal.begin(step, Utc::now());
             self.persist().await;
-            crate::report::actions::group_start(step);
+            crate::console::group_start(step.name(), step.title());
             tracing::info!("▶ {}: {}", step.name(), step.title());
             let (result, detail) = match spec(step).perform(self).await {
                 Ok(Done::Ok(detail)) => (StepResult::Ok, detail),
@@ -228,13 +215,13 @@ impl<'w> Run<'w> {
                 StepResult::Failed(_) => EntryState::Failed,
             };
             // Details quote tool and app output: no workflow commands from them.
-            let shown = crate::report::actions::untrusted(&detail);
+            let shown = crate::console::untrusted(&detail);
             match state {
                 EntryState::Failed => tracing::error!("✗ {}: {shown}", step.name()),
                 EntryState::Warning => tracing::warn!("! {}: {shown}", step.name()),
                 _ => tracing::info!("✓ {}: {shown}", step.name()),
             }
-            crate::report::actions::group_end();
+            crate::console::group_end();
             self.journal.end(step, state, detail, Utc::now());
             match engine.next(step, &result) {
                 // Asked to stop: the step that was running finished; nothing more starts.
@@ -263,7 +250,8 @@ impl<'w> Run<'w> {
         self.persist().await;
         // The outcome is recorded first: counting reads the backup, and a run asked to stop
         // does not start it.
-        if self.uncounted.is_some() && stop.received().is_none() {
+        let uncounted = self.found.assessed.as_ref().is_some_and(|a| a.uncounted.is_some());
+        if uncounted && stop.received().is_none() {
             self.count_losses().await;
             self.persist().await;
         }
@@ -304,7 +292,7 @@ impl<'w> Run<'w> {
 
     /// The kept copy of the broken database, when a swap happened.
     pub fn kept_database(&self) -> Option<&str> {
-        self.swap.as_ref().map(|s| s.failed.as_str())
+        self.found.restored.as_ref().map(|s| s.failed.as_str())
     }
 
     /// The tag whose code runs the migrations.

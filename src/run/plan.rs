@@ -8,7 +8,12 @@ use crate::guard::{tree, Step};
 pub fn plan(run: &Run) -> Plan {
     let planned = |step: Step| {
         let s = spec(step);
-        PlannedStep { step, what: s.what(run), commands: s.commands(run).iter().map(|c| c.shell_text()).collect() }
+        PlannedStep {
+            step,
+            what: s.what(run),
+            commands: s.commands(run).iter().map(|c| c.shell_text()).collect(),
+            sql: s.sql(run),
+        }
     };
     let straight = tree::straight_path(run.mode);
     let rest = tree::steps(run.mode).into_iter().filter(|s| !straight.contains(s));

@@ -25,6 +25,31 @@ pub fn attribute(destroyed: Vec<String>, names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// What assess found, for the steps after it and the report.
+#[derive(Default)]
+pub struct Assessed {
+    /// The migration table's rows now.
+    pub rows_after: Vec<serde_json::Value>,
+    /// The app's status and last log lines, as the runtime reports them.
+    pub app_status: String,
+    pub app_logs: Option<String>,
+    /// The schema's differences from the recorded one.
+    pub drift: Vec<String>,
+    /// Migrations this deploy applied (what revert undoes, one by one).
+    pub applied: usize,
+    /// What the migrations destroyed (counted after the run when the decision did not need it).
+    pub destroyed: Vec<String>,
+    /// What was not counted yet: counted once the run's steps are done.
+    pub uncounted: Option<Uncounted>,
+    /// Pre-existing tables the deploy touched: a revert must leave their rows as the backup's, and
+    /// their lost writes include the migrations' own.
+    pub touched: BTreeSet<String>,
+    /// What the deploy added to the schema (kept under `rollback.additive: keep`).
+    pub added: Vec<String>,
+    /// What the new release wrote into what it added (a revert drops it).
+    pub discarded: Vec<String>,
+}
+
 /// What [`Damage::assess`] was given, kept to count the losses from the backup's rows once the
 /// service is back, when the decision did not need them.
 pub struct Uncounted {
@@ -106,14 +131,17 @@ impl StepSpec for Assess {
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
-        if let Some(why) = &run.migration_left_running {
+        if let Some(why) = &run.found.migration_left_running {
             anyhow::bail!(
                 "the failed migration may still be running ({why}): what assess would read cannot be trusted"
             );
         }
         let w = run.w;
-        run.app_status = Some(w.runtime.status().await.unwrap_or_else(|e| format!("(status failed: {e:#})")));
-        run.app_logs =
+        let mut found = Assessed {
+            app_status: w.runtime.status().await.unwrap_or_else(|e| format!("(status failed: {e:#})")),
+            ..Assessed::default()
+        };
+        found.app_logs =
             w.runtime.logs(30).await.ok().map(|l| crate::migrate::strip_control(&l)).filter(|l| !l.trim().is_empty());
         let m = run.manifest()?.clone();
         let rows_now = w.migration_rows(&w.db.name).await?;
@@ -135,7 +163,7 @@ impl StepSpec for Assess {
         };
         let strategy = run.strategy;
         if let Some(before) = &m.fingerprint {
-            run.drift = before.diff(&fp_now);
+            found.drift = before.diff(&fp_now);
             let stats_now = w.db.table_stats(&w.db.name).await?;
             let ours = w.migration_table_key();
             let mut stats = m.stats.clone();
@@ -171,7 +199,7 @@ impl StepSpec for Assess {
             } else {
                 let wanted = damage.to_count.clone();
                 if !wanted.is_empty() && !a.db_unchanged {
-                    run.uncounted = Some(Uncounted {
+                    found.uncounted = Some(Uncounted {
                         before: before.clone(),
                         now: fp_now.clone(),
                         stats: stats.clone(),
@@ -181,22 +209,26 @@ impl StepSpec for Assess {
                     });
                 }
             }
-            run.destroyed = a.destroyed.clone();
-            run.touched = damage.touched;
-            run.discarded = discarded(w, before, &fp_now).await;
-            run.added = damage.added;
+            found.destroyed = a.destroyed.clone();
+            found.touched = damage.touched;
+            found.discarded = discarded(w, before, &fp_now).await;
+            found.added = damage.added;
         }
-        run.applied = a.applied;
-        run.rows_after = Some(rows_now);
+        found.applied = a.applied;
+        found.rows_after = rows_now;
         let mut detail = if a.db_unchanged {
             "database unchanged since the backup (the migration rolled back as a whole)".to_string()
         } else {
-            format!("{} migration(s) applied by this deploy; schema changed in {} place(s)", a.applied, run.drift.len())
+            format!(
+                "{} migration(s) applied by this deploy; schema changed in {} place(s)",
+                a.applied,
+                found.drift.len()
+            )
         };
-        if !run.discarded.is_empty() {
+        if !found.discarded.is_empty() {
             detail.push_str(&format!(
                 "; a revert would discard what the new release wrote: {}",
-                run.discarded.join("; ")
+                found.discarded.join("; ")
             ));
         }
         if a.additive_only && w.config.rollback.additive == Additive::Keep {
@@ -206,6 +238,7 @@ impl StepSpec for Assess {
         if !a.db_unchanged && !blockers.is_empty() {
             detail.push_str(&format!("; fast path not trusted: {}", blockers.join("; ")));
         }
+        run.found.assessed = Some(found);
         Ok(Done::Assessed(a, detail))
     }
 }

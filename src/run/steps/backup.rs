@@ -2,9 +2,11 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
-use crate::backup::{self, Format, Manifest, Packing};
+use crate::backup::{self, Packing};
 use crate::exec::Cmd;
+use crate::model::Format;
 use crate::model::{human_bytes, BackupName};
+use crate::record::Manifest;
 
 pub struct Backup;
 
@@ -52,15 +54,15 @@ impl StepSpec for Backup {
         m.tag = run.tag.clone();
         m.previous_tag = run.previous_tag.clone();
         m.previous_tag_source = run.previous_tag_source;
-        m.server_version = run.server_version.clone();
+        m.server_version = run.found.server_version.clone();
         m.stats = stats;
-        m.classification = run.classification.clone();
+        m.classification = run.found.classification.clone();
         run.manifest = Some(m);
         run.persist().await;
         let Some(copy) = &w.copy else { return Ok(Done::Ok(detail)) };
         // The store's backup is verified and enough for this run: a failed copy is a warning.
         let m = run.manifest.as_mut().expect("set above");
-        match backup::copy_verified(w.store.as_ref(), copy.as_ref(), &m.taken()).await {
+        match backup::copy_verified(w.store.as_ref(), copy.as_ref(), &m.stored().taken()).await {
             Ok(()) => {
                 m.copy = Some(copy.location(&m.key));
                 run.persist().await;

@@ -137,7 +137,7 @@ impl StepSpec for Classify {
         let findings = classify(&out.stdout, &recorded, files, table);
         let destructive: Vec<&Finding> = findings.iter().filter(|f| f.kind == Kind::Destructive).collect();
         let locks = findings.iter().filter(|f| f.kind == Kind::LongLock).count();
-        run.classification = findings.clone();
+        run.found.classification = findings.clone();
         if !destructive.is_empty() && w.config.rollback.destructive == Destructive::Refuse && !run.allow_destructive {
             bail!(
                 "the pending migrations are destructive ({}); rollback.destructive is refuse: review them, then \

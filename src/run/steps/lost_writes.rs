@@ -4,10 +4,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::{Done, Run, StepSpec};
-use crate::backup::LostWrites as Found;
 use crate::db::TableLoss;
 use crate::exec::Cmd;
 use crate::model::BackupName;
+use crate::record::LostWrites as Found;
 
 /// After the swap: the kept database holds every write made after the backup's snapshot;
 /// those the restore took away (and the sequences it set back) are written to a replay file
@@ -39,8 +39,9 @@ impl StepSpec for LostWrites {
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
-        let names = run.swap.clone().context("no swap happened")?;
+        let names = run.found.restored.clone().context("no swap happened")?;
         let m = run.manifest()?.clone();
+        let touched = run.found.assessed.as_ref().map(|a| a.touched.clone()).unwrap_or_default();
         let stats_now = w.db.table_stats(&names.failed).await?;
         // Tables that saw writes since the backup (all of them when nothing was recorded), but
         // not the migration table: its rows are the migrations' own, and the restore put it
@@ -78,7 +79,7 @@ impl StepSpec for LostWrites {
                 };
                 let loss: TableLoss = w.db.table_loss(&names.live, &names.failed, &shape, &mut tx).await?;
                 if loss.total() > 0 {
-                    if run.touched.contains(t) {
+                    if touched.contains(t) {
                         found.touched_by_migrations.push(t.clone());
                     }
                     found.tables.push(loss);
@@ -120,7 +121,7 @@ impl StepSpec for LostWrites {
         if let Some(m) = run.manifest.as_mut() {
             m.lost_writes = Some(found.clone());
         }
-        run.lost_writes = Some(found);
+        run.found.lost_writes = Some(found);
         run.persist().await;
         Ok(Done::Ok(detail))
     }

@@ -24,7 +24,7 @@ async fn failed(run: &mut Run<'_>, what: String) -> anyhow::Error {
         Ok(done) => done,
         Err(c) => {
             let why = format!("cancelling it failed too: {c:#}");
-            run.migration_left_running = Some(why.clone());
+            run.found.migration_left_running = Some(why.clone());
             why
         }
     };

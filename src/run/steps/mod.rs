@@ -48,6 +48,11 @@ pub trait StepSpec: Send + Sync {
     fn commands(&self, _run: &Run) -> Vec<Cmd> {
         Vec::new()
     }
+    /// The SQL statements it runs on the maintenance database, as it runs them (the plan shows
+    /// them under its commands).
+    fn sql(&self, _run: &Run) -> Vec<String> {
+        Vec::new()
+    }
     /// What a person runs by hand when a run stopped at this step.
     fn by_hand(&self, _run: &Run) -> Vec<String> {
         Vec::new()

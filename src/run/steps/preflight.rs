@@ -4,10 +4,10 @@ use async_trait::async_trait;
 use super::{Done, Run, StepSpec};
 use crate::app::Action;
 use crate::app::TagSource;
-use crate::backup::{self, Manifest};
 use crate::exec::Cmd;
 use crate::guard::Mode;
 use crate::guard::Outcome;
+use crate::record::{self, Manifest};
 
 pub struct Preflight;
 
@@ -52,7 +52,7 @@ impl StepSpec for Preflight {
         if matches!(run.mode, Mode::Rollback | Mode::Restore) {
             let version =
                 w.db.server_version(&w.db.maintenance_db).await.context("the database server is not reachable")?;
-            run.lock = Some(w.db.lock(&w.lock_key()).await?);
+            run.hold_lock(w.db.lock(&w.lock_key()).await?);
             return Ok(Done::Ok(format!("PostgreSQL {version} ok; deploy lock taken")));
         }
         // Fail before a long dump, not after it: the store must be there and writable.
@@ -61,10 +61,10 @@ impl StepSpec for Preflight {
             w.db.server_version(&w.db.name)
                 .await
                 .with_context(|| format!("database {} is not reachable", w.db.name))?;
-        run.server_version = Some(version.clone());
+        run.found.server_version = Some(version.clone());
         w.migration_rows(&w.db.name).await?;
         w.migrator.refuse_failed_state(&w.db, &w.db.name).await?;
-        run.lock = Some(w.db.lock(&w.lock_key()).await?);
+        run.hold_lock(w.db.lock(&w.lock_key()).await?);
         if run.mode == Mode::Backup {
             return Ok(Done::Ok(format!(
                 "store {} ok; PostgreSQL {version} ok; deploy lock taken",
@@ -72,7 +72,7 @@ impl StepSpec for Preflight {
             )));
         }
         w.runtime.validate().await.context("app")?;
-        let mine: Vec<Manifest> = backup::list(w.store.as_ref())
+        let mine: Vec<Manifest> = record::list(w.store.as_ref())
             .await?
             .into_iter()
             .filter(|m| m.project == w.config.project && m.database == w.db.name)

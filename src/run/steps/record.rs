@@ -3,9 +3,9 @@ use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
 use crate::app::Action;
-use crate::backup::MigrationState;
 use crate::exec::Cmd;
 use crate::guard::Mode;
+use crate::record::MigrationState;
 
 pub struct Record;
 

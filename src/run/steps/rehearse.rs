@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::{tool_cmd, Done, Run, StepSpec};
 use crate::backup;
@@ -17,46 +16,9 @@ use crate::db::locks::{self, HeldLock, Sample};
 use crate::exec::{self, Cmd};
 use crate::guard::Mode;
 use crate::model::DbNames;
+use crate::record::{Rehearsal, RehearsedMigration};
 
 pub struct Rehearse;
-
-/// What the rehearsal found.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Rehearsal {
-    pub applied: usize,
-    pub up_secs: f64,
-    pub down_secs: f64,
-    pub revert_restores_schema: bool,
-    pub revert_restores_data: bool,
-    /// What differed after the revert.
-    pub differences: Vec<String>,
-    /// Each applied migration, in order.
-    #[serde(default)]
-    pub migrations: Vec<RehearsedMigration>,
-    /// Table locks that block reads or writes, held longer than `lock_warn_secs`.
-    #[serde(default)]
-    pub long_locks: Vec<HeldLock>,
-    #[serde(default)]
-    pub lock_warn_secs: f64,
-    /// What the rehearsal could not observe.
-    #[serde(default)]
-    pub notes: Vec<String>,
-}
-
-/// One migration on the copy.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RehearsedMigration {
-    pub name: String,
-    /// Seconds from the previous commit (the first: from the tool's start, its start-up
-    /// included) until its migration row was seen committed; within one sampling interval.
-    pub up_secs: f64,
-    /// How many migrations were first seen committed in the same sample as this one (1: alone):
-    /// one transaction, or each faster than the sampling interval; their `up_secs` is then the
-    /// group's.
-    pub committed_with: usize,
-    /// Seconds its revert command took (the tool's start-up included); `None`: not reverted.
-    pub down_secs: Option<f64>,
-}
 
 /// `deploy.rehearse: true`, or the `rehearse` command itself.
 fn enabled(run: &Run) -> bool {
@@ -139,16 +101,17 @@ impl StepSpec for Rehearse {
             .collect();
         let mut summed = BTreeMap::new();
         w.db.create_scratch(&names.rehearse).await?;
+        let stored = m.stored();
         let result: Result<Rehearsal> = async {
             let t = Instant::now();
             let sum = async {
                 if down.is_none() || unsummed.is_empty() {
                     return Ok(BTreeMap::new());
                 }
-                backup::sums(w.store.as_ref(), &m, unsummed.clone()).await
+                backup::sums(w.store.as_ref(), &stored, unsummed.clone()).await
             };
             let sum = async { sum.await.context("reading the backup's rows to compare the revert with") };
-            let restore = backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.rehearse);
+            let restore = backup::restore_stream(&w.db, w.store.as_ref(), &stored, &names.rehearse);
             // Joined, not tried: a restore dropped half way would leave its work on the target.
             let (restored, sums) = tokio::join!(restore, sum);
             restored?;

@@ -2,9 +2,11 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use super::{psql_line, Done, Run, StepSpec};
-use crate::backup::{self, Codec, Format};
+use crate::backup;
+use crate::db::sql;
 use crate::exec::{self, Cmd};
 use crate::model::human_bytes;
+use crate::model::{Codec, Format};
 
 /// The safe path's first half: the verified backup into a fresh scratch database.
 pub struct Restore;
@@ -25,6 +27,15 @@ impl StepSpec for Restore {
             out.push(db.restore_cmd_for(backup_kind(run).0, &n.scratch));
         }
         out
+    }
+
+    fn sql(&self, run: &Run) -> Vec<String> {
+        let Ok(n) = run.db_names() else { return Vec::new() };
+        vec![
+            sql::drop_if_exists(&n.scratch),
+            sql::settings_of(&n.live),
+            sql::create_empty(&n.scratch, "<the settings printed above>"),
+        ]
     }
 
     fn by_hand(&self, run: &Run) -> Vec<String> {
@@ -55,10 +66,10 @@ impl StepSpec for Restore {
         let m = run.manifest()?.clone();
         let names = w.db.swap_names(&run.sha).await?;
         w.db.create_scratch(&names.scratch).await?;
-        match backup::restore_stream(&w.db, w.store.as_ref(), &m, &names.scratch).await {
+        match backup::restore_stream(&w.db, w.store.as_ref(), &m.stored(), &names.scratch).await {
             Ok(sql_bytes) => {
                 let detail = format!("{} restored into {} ({} of SQL)", m.key, names.scratch, human_bytes(sql_bytes));
-                run.swap = Some(names);
+                run.found.restored = Some(names);
                 Ok(Done::Ok(detail))
             }
             Err(e) => {
@@ -89,18 +100,12 @@ pub fn manual(run: &Run) -> Vec<String> {
         Some(k) => exec::quote(k.rsplit('/').next().unwrap_or(k)),
         None => format!("BACKUP{}{}", format.ext(), codec.ext()),
     };
-    vec![
-        psql_line(run, &db.maintenance_db, &format!("CREATE DATABASE \"{}\" TEMPLATE template0;", n.scratch)),
+    let mut out = vec![
+        psql_line(run, &db.maintenance_db, &sql::drop_if_exists(&n.scratch)),
+        psql_line(run, &db.maintenance_db, &sql::create_empty(&n.scratch, "")),
         format!("{} < {file} | {}", codec.decompress_sh(), db.restore_cmd_for(format, &n.scratch).shell_text()),
-        "# check the restored database, then swap it in:".into(),
-        psql_line(
-            run,
-            &db.maintenance_db,
-            &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'; ALTER DATABASE \"{0}\" \
-                 RENAME TO \"{1}\"; ALTER DATABASE \"{2}\" RENAME TO \"{0}\";",
-                n.live, n.failed, n.scratch
-            ),
-        ),
-    ]
+        "# check the restored database, then swap it in (the broken one is kept):".into(),
+    ];
+    out.extend(sql::swap(&n).iter().map(|s| psql_line(run, &db.maintenance_db, s)));
+    out
 }

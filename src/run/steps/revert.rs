@@ -50,7 +50,7 @@ impl StepSpec for Revert {
         let tag = run.code_tag()?.to_string();
         let table = w.migrator.table.clone().context("no migration table")?;
         let cmd = Self::cmd(run).context("no revert command")?;
-        let applied = run.applied;
+        let applied = run.found.assessed.as_ref().map_or(0, |a| a.applied);
         let mut rows = w.db.migration_rows(&w.db.name, &table, &w.migrator.order_by).await?;
         for i in 0..applied {
             match exec::capture(w.exec.as_ref(), &cmd).await {

@@ -2,6 +2,7 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 
 use super::{psql_line, Done, Run, StepSpec};
+use crate::db::sql;
 use crate::exec::Cmd;
 
 pub struct Swap;
@@ -19,6 +20,10 @@ impl StepSpec for Swap {
         vec![run.w.db.query_cmd(&run.w.db.maintenance_db)]
     }
 
+    fn sql(&self, run: &Run) -> Vec<String> {
+        run.db_names().map(|n| sql::swap(&n).to_vec()).unwrap_or_default()
+    }
+
     fn by_hand(&self, run: &Run) -> Vec<String> {
         let db = &run.w.db;
         let Ok(n) = run.db_names() else { return Vec::new() };
@@ -26,7 +31,7 @@ impl StepSpec for Swap {
             "# the swap failed: see which databases exist and whether they accept connections".into(),
             psql_line(run, &db.maintenance_db, "SELECT datname, datallowconn FROM pg_database ORDER BY 1;"),
             format!("# if {} is missing but {} exists, finish the swap by hand:", n.live, n.scratch),
-            psql_line(run, &db.maintenance_db, &format!("ALTER DATABASE \"{}\" RENAME TO \"{}\";", n.scratch, n.live)),
+            psql_line(run, &db.maintenance_db, &sql::rename(&n.scratch, &n.live)),
             run.dg(&format!("rollback --sha {} --path restore", run.sha.short())),
         ]
     }
@@ -36,7 +41,7 @@ impl StepSpec for Swap {
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
-        let names = run.swap.clone().context("no scratch database")?;
+        let names = run.found.restored.clone().context("no scratch database")?;
         run.w.db.swap(&names).await?;
         Ok(Done::Ok(format!("{} is now the restored backup; the broken one is kept as {}", names.live, names.failed)))
     }

@@ -83,14 +83,10 @@ async fn end(run: &Run<'_>, tool: Tool) -> Result<String> {
         done.push(format!("{} container(s) of the {noun} removed", removed.trim()));
     }
     let db = &run.w.db;
-    let app = crate::db::literal(&name);
     // Ended means none seen for a full second: something that reconnects as the tool (a worker
     // it left behind) shows up again between two readings, and is ended again. Only on this
     // database: another project on the same server may deploy the same SHA at once.
-    let terminate = format!(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = {app} AND datname = {};",
-        crate::db::literal(&db.name)
-    );
+    let terminate = crate::db::sql::end_sessions_of(&name, Some(&db.name));
     let (mut ended, mut quiet) = (0u64, 0);
     for _ in 0..300 {
         let found: u64 = db.query(&db.maintenance_db, &terminate).await?.trim().parse().unwrap_or(1);
@@ -102,7 +98,7 @@ async fn end(run: &Run<'_>, tool: Tool) -> Result<String> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    bail!("sessions of the {noun} ({app}) kept coming back for 30 s ({ended} ended)")
+    bail!("sessions of the {noun} ({name}) kept coming back for 30 s ({ended} ended)")
 }
 
 /// Why `tool`'s command failed, with what held its locks and how it was ended; `Err` of [`end`]

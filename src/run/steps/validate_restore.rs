@@ -30,7 +30,7 @@ impl StepSpec for ValidateRestore {
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
         let m = run.manifest()?.clone();
-        let names = run.swap.clone().context("no scratch database")?;
+        let names = run.found.restored.clone().context("no scratch database")?;
         let check = async {
             if let Some(t) = &m.migrations.table {
                 let rows = w.db.migration_rows(&names.scratch, t, &w.migrator.order_by).await?;

@@ -42,14 +42,15 @@ impl StepSpec for VerifyRevert {
         }
         let before = m.fingerprint.as_ref().context("no recorded fingerprint to compare with")?;
         let now = w.db.fingerprint(&w.db.name).await?;
-        run.drift = before.diff(&now);
-        if !run.drift.is_empty() {
-            bail!("schema drift after revert: {}", run.drift.join("; "));
+        let drift = before.diff(&now);
+        run.found.drift_after_revert = Some(drift.clone());
+        if !drift.is_empty() {
+            bail!("schema drift after revert: {}", drift.join("; "));
         }
         // "Verified" means the data too: the rows of every pre-existing table the deploy touched
         // must equal the backup's.
         let mut compared = 0;
-        let touched = run.touched.clone();
+        let touched = run.found.assessed.as_ref().map(|a| a.touched.clone()).unwrap_or_default();
         for (t, backup) in run.backup_sums(&touched).await? {
             let rows = w.db.table_sum(&w.db.name, &t, &backup.columns).await?;
             if !rows.same_rows(&backup) {

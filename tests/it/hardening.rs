@@ -1,0 +1,411 @@
+//! Hostile input and leaked secrets, through the real binary, a real PostgreSQL and real child
+//! processes (issue 13). Each test's name says the fault it injects.
+
+use crate::common;
+use crate::common::s3 as s3server;
+
+use common::{App, SHA};
+use s3server::S3Server;
+
+/// Every secret deploy-guard may hold, with a value that is easy to find in a dump of `env`.
+const SECRETS: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "AKIADEPLOYGUARDLEAK1"),
+    ("AWS_SECRET_ACCESS_KEY", "leak-secret-access-key-2"),
+    ("AWS_SESSION_TOKEN", "leak-session-token-3"),
+    ("GITHUB_TOKEN", "ghp_leakgithubtoken4"),
+    ("DEPLOY_GUARD_SSH_KEY", "leak-ssh-private-key-5"),
+    ("DEPLOY_GUARD_SSH_KEY_PASSPHRASE", "leak-ssh-passphrase-6"),
+    ("DEPLOY_GUARD_MANIFEST_KEY", "leak-manifest-key-7"),
+    ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "leak-oidc-request-8"),
+];
+
+#[test]
+fn secrets_in_the_environment_never_reach_migration_deploy_or_health_commands() {
+    let app = App::new("hard_env", &["v2"]);
+    app.edit_config(|c| {
+        c.replace("run: ./migrate.sh up {tag}", "run: env > migrate.env && ./migrate.sh up {tag}")
+            .replace("deploy: ./app.sh deploy {tag}", "deploy: env > deploy.env && ./app.sh deploy {tag}")
+            .replace("command: ./app.sh health", "command: env > health.env && ./app.sh health")
+    });
+    let mut env: Vec<(&str, &str)> = SECRETS.to_vec();
+    // GitHub reporting stays off (no repository), whatever the machine running the tests sets.
+    env.extend([("GITHUB_REPOSITORY", ""), ("DG_HARMLESS", "visible-to-children")]);
+    let out = app.run_env(&["deploy", "--sha", SHA, "--tag", "v2"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let dir = app.stage.app_dir();
+    for file in ["migrate.env", "deploy.env", "health.env"] {
+        let seen = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(seen.contains("DG_HARMLESS=visible-to-children"), "{file}: the child's env was not captured");
+        for (name, value) in SECRETS {
+            assert!(!seen.contains(value), "{file}: {name} reached a child command");
+            assert!(!seen.contains(&format!("{name}=")), "{file}: {name} is set in a child command");
+        }
+    }
+    // Nor did any of them reach the logs.
+    let logs = format!("{}{}", common::stdout(&out), common::stderr(&out));
+    for (name, value) in SECRETS {
+        assert!(!logs.contains(value), "{name} reached the logs");
+    }
+}
+
+#[test]
+fn a_file_store_backup_is_0600_in_0700_directories_under_a_lax_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = App::new("hard_modes", &["v2"]);
+    let store = app.tmp.path().join("modes-store");
+    app.edit_config(|c| {
+        let at = c.find("store: ").expect("store setting");
+        format!("{}store: \"file://{}\"\n", &c[..at], store.display())
+    });
+    // A umask of 000 would make every file world-writable by default.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("umask 000; exec \"$0\" backup --sha \"$1\" --config \"$2\"")
+        .arg(common::bin())
+        .arg(SHA)
+        .arg(&app.config)
+        .env("GITHUB_REPOSITORY", "");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let (mut files, mut dirs) = (0, 0);
+    let mut stack = vec![store.clone()];
+    while let Some(dir) = stack.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+        dirs += 1;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} is {mode:o}", p.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 2 && dirs >= 2, "the dump and its manifest, in a month directory: {files} files, {dirs} dirs");
+}
+
+/// An app whose backups go to `server` under `prefix`.
+fn s3_app(name: &str, releases: &[&str], server: &S3Server) -> App {
+    let app = App::new(name, releases);
+    let backup = server.backup_yaml(name);
+    app.edit_config(|t| {
+        let start = t.find("backup:").expect("a backup section");
+        format!("{}{backup}", &t[..start])
+    });
+    app
+}
+
+const MANIFEST_KEY: &str = "a6f1c0de2b9e4f7a8c3d5e6f7a8b9c0d";
+
+fn run_s3(app: &App, server: &S3Server, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+    let mut env = server.env();
+    env.push(("GITHUB_REPOSITORY", ""));
+    env.extend_from_slice(extra);
+    app.run_env(args, &env)
+}
+
+/// The one manifest object in the bucket.
+fn manifest_path(server: &S3Server) -> std::path::PathBuf {
+    let keys: Vec<String> = server.keys().into_iter().filter(|k| k.ends_with(".manifest.json")).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    server.object_path(&keys[0])
+}
+
+fn databases_like(prefix: &str) -> String {
+    common::cluster()
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE '{prefix}%'"
+            ),
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tampered_signed_manifest_in_s3_is_refused_and_nothing_is_restored() {
+    let server = S3Server::start();
+    let app = s3_app("hard_sig", &["v2"], &server);
+    let key = [("DEPLOY_GUARD_MANIFEST_KEY", MANIFEST_KEY)];
+    let out = run_s3(&app, &server, &["backup", "--sha", SHA], &key);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let path = manifest_path(&server);
+    let signed = std::fs::read_to_string(&path).unwrap();
+    assert!(signed.contains("\"signature\": \"hmac-sha256:"), "{signed}");
+    assert!(!signed.contains(MANIFEST_KEY) && !common::stderr(&out).contains(MANIFEST_KEY), "the key leaked");
+    // A change after the backup: the app writes on.
+    app.psql("CREATE TABLE after_backup (x int); INSERT INTO after_backup VALUES (1);");
+    let before = common::state(app.db()).await;
+
+    // Someone with write access to the bucket edits the manifest (here: its creation time, so that
+    // it sorts first; any field will do).
+    std::fs::write(&path, signed.replacen("\"created_at\": \"20", "\"created_at\": \"21", 1)).unwrap();
+    for args in [&["restore", "--sha", SHA][..], &["rollback", "--sha", SHA, "--path", "restore"][..]] {
+        let out = run_s3(&app, &server, args, &key);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: a tampered manifest was trusted");
+        let err = common::stderr(&out);
+        assert!(err.contains("fails its signature check"), "{args:?}: {err}");
+        assert!(!err.contains(MANIFEST_KEY), "the key leaked");
+    }
+    // Nothing was restored, nothing was left behind, the backup is still there.
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(databases_like(&format!("{}__", app.db())), "", "a scratch or kept database was left");
+    assert_eq!(server.keys().len(), 2, "{:?}", server.keys());
+
+    // Put back as it was, it restores (the key was right all along).
+    std::fs::write(&path, &signed).unwrap();
+    let out = run_s3(&app, &server, &["restore", "--sha", SHA], &key);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(app.psql("SELECT to_regclass('after_backup') IS NULL"), "t", "the backup was restored");
+}
+
+#[tokio::test]
+async fn an_unsigned_manifest_is_refused_when_a_key_is_set_and_warned_about_once_when_not() {
+    let server = S3Server::start();
+    let app = s3_app("hard_unsigned", &["v2"], &server);
+    let out = run_s3(&app, &server, &["backup", "--sha", SHA], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(!std::fs::read_to_string(manifest_path(&server)).unwrap().contains("signature"));
+    let out = run_s3(&app, &server, &["backups"], &[]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("backup manifests are unsigned").count(), 1, "{err}");
+    let before = common::state(app.db()).await;
+    let out = run_s3(&app, &server, &["restore", "--sha", SHA], &[("DEPLOY_GUARD_MANIFEST_KEY", MANIFEST_KEY)]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        common::stderr(&out).contains("is not signed, but DEPLOY_GUARD_MANIFEST_KEY is set"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(common::state(app.db()).await, before);
+}
+
+#[tokio::test]
+async fn a_hostile_tag_in_a_stored_manifest_is_refused_before_anything_runs() {
+    let server = S3Server::start();
+    let app = s3_app("hard_hostile", &["v2"], &server);
+    let out = run_s3(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let path = manifest_path(&server);
+    let marker = app.tmp.path().join("pwned");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let hostile = format!("v1$(touch {})", marker.display());
+    std::fs::write(&path, text.replace("\"previous_tag\": \"v1\"", &format!("\"previous_tag\": {hostile:?}"))).unwrap();
+    let before = common::state(app.db()).await;
+    let out = run_s3(&app, &server, &["rollback", "--sha", SHA], &[]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = common::stderr(&out);
+    assert!(err.contains("is not trustworthy") && err.contains("not a valid image tag"), "{err}");
+    assert!(!marker.exists(), "the hostile tag ran");
+    assert_eq!(app.tag(), "v2", "the app was touched");
+    assert_eq!(common::state(app.db()).await, before);
+}
+
+/// Waits (bounded) for the wall clock to reach the next second: backup keys are named to the
+/// second, and two runs in one second would write the same key.
+fn next_second() {
+    let now = chrono::Utc::now().timestamp();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while chrono::Utc::now().timestamp() == now {
+        assert!(std::time::Instant::now() < deadline, "the clock stopped");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn another_projects_backup_of_the_same_sha_in_a_shared_bucket_is_never_picked() {
+    let server = S3Server::start();
+    let shared = |name: &str| {
+        let app = App::new(name, &["v2"]);
+        let backup = server.backup_yaml("shared");
+        app.edit_config(|t| format!("{}{backup}", &t[..t.find("backup:").unwrap()]));
+        app
+    };
+    let prod = shared("hard_prod");
+    let staging = shared("hard_staging");
+    let project = |app: &App| {
+        let text = std::fs::read_to_string(&app.config).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("project: ")).unwrap().trim_matches('"').to_string()
+    };
+    // The production deploy of SHA, then a staging backup and a nightly production backup of the
+    // same commit, both newer.
+    let out = run_s3(&prod, &server, &["deploy", "--sha", SHA, "--tag", "v2"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    next_second();
+    let out = run_s3(&staging, &server, &["backup", "--sha", SHA], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    next_second();
+    let out = run_s3(&prod, &server, &["backup", "--sha", SHA], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(server.keys().len(), 6, "three backups and their manifests: {:?}", server.keys());
+
+    let vars: Vec<(String, String)> = server.env().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let store = deploy_guard::store::S3Store::new(
+        deploy_guard::store::S3Settings {
+            bucket: s3server::BUCKET.into(),
+            prefix: "shared".into(),
+            endpoint: Some(server.endpoint()),
+            region: Some("us-east-1".into()),
+            path_style: None,
+            part_size: 8 << 20,
+            parts_in_flight: 2,
+            sse: None,
+            sse_kms_key_id: None,
+        },
+        &vars,
+    )
+    .unwrap();
+    // By project and database: production's own pre-deploy backup, not the later nightly one.
+    let m = deploy_guard::record::find_for(&store, &project(&prod), prod.db(), &SHA[..7]).await.unwrap();
+    assert_eq!((m.project.as_str(), m.database.as_str()), (project(&prod).as_str(), prod.db()));
+    assert_eq!((m.tag.as_deref(), m.outcome), (Some("v2"), Some(deploy_guard::guard::Outcome::Deployed)));
+    let m = deploy_guard::record::find_for(&store, &project(&staging), staging.db(), SHA).await.unwrap();
+    assert_eq!(m.database, staging.db());
+    // Another project, or production's name with staging's database: refused, naming what exists.
+    for (p, d) in [("shop", "shop"), (project(&prod).as_str(), staging.db())] {
+        let e = format!(
+            "{:#}",
+            deploy_guard::record::find_for(&store, p, d, &SHA[..7]).await.expect_err("picked a foreign backup")
+        );
+        assert!(e.contains("belong to another project or database"), "{e}");
+        assert!(
+            e.contains(&format!("database {}", prod.db())) && e.contains(&format!("database {}", staging.db())),
+            "{e}"
+        );
+    }
+    // Nothing was deleted along the way.
+    assert_eq!(server.keys().len(), 6);
+}
+
+/// The one backup object in a file store, decompressed.
+fn plain_dump(store: &std::path::Path) -> (std::path::PathBuf, String) {
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if common::is_backup_data(&p.to_string_lossy()) {
+                let text = common::unpack(&p);
+                return (p, text);
+            }
+        }
+    }
+    panic!("no backup in {}", store.display())
+}
+
+#[tokio::test]
+async fn a_backup_carrying_a_psql_shell_escape_is_refused_and_the_scratch_database_dropped() {
+    let app = App::new("hard_meta", &["v2"]);
+    let out = app.run_env(&["backup", "--sha", SHA], &[("GITHUB_REPOSITORY", "")]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let (path, sql) = plain_dump(&app.stage.store_dir());
+    // This machine's pg_dump writes `\restrict KEY` / `\unrestrict KEY` (15.14+): a real dump with
+    // them restores through the filter.
+    if sql.lines().any(|l| l.starts_with("\\restrict ")) {
+        assert!(sql.lines().any(|l| l.starts_with("\\unrestrict ")), "restrict without unrestrict");
+    }
+    let out = app.run_env(&["restore", "--sha", SHA], &[("GITHUB_REPOSITORY", "")]);
+    assert_eq!(out.status.code(), Some(0), "a genuine dump was refused: {}", common::stderr(&out));
+
+    let before = common::state(app.db()).await;
+    let marker = app.tmp.path().join("pwned");
+    let scratch = format!("{}__restore_{}", app.db(), &SHA[..7]);
+    // Before pg_dump's own `\restrict` (so psql would run it), in the middle of the SQL, and
+    // behind a COPY line that is really inside a string.
+    let shell = format!("\\! touch {}\n", marker.display());
+    let first_set = sql.find("\nSET ").expect("a SET line") + 1;
+    let copy_in_string = format!("SELECT '\nCOPY x FROM stdin;\n';\n{shell}\\.\n");
+    for hostile in [
+        format!("{shell}{sql}"),
+        format!("{}{shell}{}", &sql[..first_set], &sql[first_set..]),
+        format!("{}SELECT 1; {shell}{}", &sql[..first_set], &sql[first_set..]),
+        format!("{}{copy_in_string}{}", &sql[..first_set], &sql[first_set..]),
+    ] {
+        common::forge_backup(&path, hostile.as_bytes());
+        let out = app.run_env(&["restore", "--sha", SHA], &[("GITHUB_REPOSITORY", "")]);
+        let err = common::stderr(&out);
+        assert_ne!(out.status.code(), Some(0), "a shell escape was restored: {err}");
+        assert!(err.contains("psql meta-command outside COPY data"), "{err}");
+        assert!(!marker.exists(), "psql ran the shell escape");
+        assert!(!common::cluster().database_exists(&scratch).unwrap(), "the scratch database was left behind");
+        assert_eq!(common::state(app.db()).await, before, "the live database changed");
+    }
+}
+
+/// Yields `data`, then fails: a store read that breaks mid-stream.
+struct BreaksOff {
+    data: Option<Vec<u8>>,
+}
+
+impl tokio::io::AsyncRead for BreaksOff {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.data.take() {
+            Some(d) => buf.put_slice(&d),
+            None => return std::task::Poll::Ready(Err(std::io::Error::other("connection reset by the store"))),
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A restore whose input breaks off: psql must not wait forever, the run fails with the input's
+/// error, and (where the executor can kill it before its stdin closes) psql commits nothing.
+async fn broken_restore(exec: std::sync::Arc<dyn deploy_guard::exec::Executor>, db: &str, committed_ok: bool) {
+    let c = common::cluster();
+    let pg = common::postgres_on(exec, db);
+    let mut input = BreaksOff {
+        data: Some(b"CREATE TABLE half_restored (x int);\nINSERT INTO half_restored VALUES (1);\n".to_vec()),
+    };
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), pg.restore_into(db, &mut input))
+        .await
+        .expect("the restore hung after its input broke off");
+    let e = format!("{:#}", r.expect_err("a broken input must fail the restore"));
+    assert!(e.contains("connection reset by the store"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    if !committed_ok {
+        assert_eq!(
+            c.psql(db, "SELECT to_regclass('half_restored') IS NULL").unwrap(),
+            "t",
+            "a partial restore was committed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_local_restore_whose_input_breaks_off_fails_at_once_and_commits_nothing() {
+    let db = common::fresh_db("hard_brk_local");
+    broken_restore(std::sync::Arc::new(deploy_guard::exec::Local), &db, false).await;
+}
+
+#[tokio::test]
+async fn an_ssh_restore_whose_input_breaks_off_fails_at_once_and_commits_nothing() {
+    use common::SshdExt;
+    let sshd = common::Sshd::start().unwrap();
+    let ssh = deploy_guard::exec::ssh::Ssh::connect(&sshd.target(), &sshd.credentials()).await.unwrap();
+    let db = common::fresh_db("hard_brk_ssh");
+    // OpenSSH 9.2 does not act on the KILL signal request: psql is found on the target by the
+    // command's own variable and killed before its stdin is closed, so it never sees EOF.
+    broken_restore(std::sync::Arc::new(ssh), &db, false).await;
+}
+
+#[tokio::test]
+async fn a_command_without_a_timeout_still_has_one() {
+    assert!(deploy_guard::exec::Cmd::new("x", "true").deadline() <= std::time::Duration::from_secs(3600));
+    let c = deploy_guard::exec::Cmd::new("sleep", "sleep 30").timeout(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let out = deploy_guard::exec::capture(&deploy_guard::exec::Local, &c).await.unwrap();
+    assert!(out.exit.timed_out && started.elapsed() < std::time::Duration::from_secs(10), "{out:?}");
+    let pg = common::postgres("postgres");
+    assert_eq!(pg.dump_cmd().timeout, Some(deploy_guard::config::DEFAULT_STREAM_TIMEOUT));
+    let pg = pg.stream_timeout(std::time::Duration::from_secs(90));
+    assert_eq!(pg.psql_cmd("psql", "postgres", "").timeout, Some(std::time::Duration::from_secs(90)));
+}

@@ -1,0 +1,39 @@
+//! Every integration test, in one binary: one link of the crate instead of one per file. A module
+//! per area; `common` is the shared testkit (the PostgreSQL cluster, sshd, the S3 server, Docker).
+//! Run one area with a filter: `scripts/test it -- s3::` (see CONTRIBUTING.md).
+
+#[macro_use]
+mod common;
+mod action;
+mod backup_restore;
+mod commands;
+mod compose;
+mod compose_docker;
+mod compose_services;
+mod compression;
+mod config_errors;
+mod data_safety;
+mod deploy;
+mod directory_format;
+mod docs;
+mod faults;
+mod github;
+mod hardening;
+mod init;
+mod layers;
+mod pause_writes;
+mod plan_covers_run;
+mod s3;
+mod simulate;
+mod ssh;
+mod ssh_deploy;
+mod target_store;
+mod tools_alembic;
+mod tools_dbmate;
+mod tools_drizzle;
+mod tools_knex;
+mod tools_node_pg_migrate;
+mod tools_prisma;
+mod tools_sqlx;
+mod typeorm;
+mod workflow_permissions;
