@@ -8,6 +8,8 @@
 //!
 //! BENCH_RUNS (default 3) rounds; rows take turns within a round. Prints a markdown table.
 
+#![allow(unsafe_code)] // libc calls measure and signal processes here
+
 use std::process::{Command, Stdio};
 use std::time::Instant;
 

@@ -11,6 +11,8 @@
 //! reads then); `table_loss` as it was, its fallback, and as it is.
 //! Prints markdown tables on stdout, progress on stderr. Not run by `cargo test`.
 
+#![allow(unsafe_code)] // libc calls measure and signal processes here
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ use std::time::Instant;
 use deploy_guard::exec::ssh::{Credentials, Ssh};
 use deploy_guard::exec::{Cmd, Executor};
 #[path = "../tests/it/common/sshd.rs"]
-#[allow(dead_code)] // the tests use the rest
+#[allow(dead_code, unsafe_code)] // the tests use the rest; it signals the sshd it started
 mod sshd;
 use sshd::Sshd;
 use tokio::io::AsyncReadExt;

@@ -160,6 +160,7 @@ async fn copy_input(
     }
 }
 
+#[allow(unsafe_code)]
 fn kill_group(pid: Option<u32>) {
     if let Some(pid) = pid {
         // SAFETY: kill(2) with a negative pid signals the process group we created.

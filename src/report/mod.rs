@@ -2,6 +2,7 @@
 
 pub mod actions;
 mod build;
+pub mod comment;
 pub mod flowchart;
 pub mod github;
 pub mod runbook;

@@ -42,6 +42,7 @@ pub fn find_bin_dir(prefer: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
+#[allow(unsafe_code)]
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -145,6 +145,7 @@ impl Store for DirStore {
 }
 
 /// Bytes an unprivileged user may still write in the filesystem holding `dir`.
+#[allow(unsafe_code)]
 fn free_bytes(dir: &Path) -> Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())?;

@@ -1,6 +1,9 @@
 //! Every integration test, in one binary: one link of the crate instead of one per file. A module
 //! per area; `common` is the shared testkit (the PostgreSQL cluster, sshd, the S3 server, Docker).
-//! Run one area with a filter: `scripts/test it -- s3::` (see CONTRIBUTING.md).
+//! Run one area with a filter: `scripts/test --test it -- s3::` (see CONTRIBUTING.md).
+
+// The testkit signals and inspects the processes it starts with libc.
+#![allow(unsafe_code)]
 
 #[macro_use]
 mod common;
