@@ -1,13 +1,21 @@
-//! A restore stream refuses psql meta-commands: psql runs `\!` (a shell on the target), `\o`,
-//! `\copy`, `\i` wherever a backslash stands outside quotes and comments, so a backup that was
-//! tampered with would run code where the restore runs. pg_dump writes SQL and COPY data only,
-//! plus (15.14+, 16.10+, 17.6+) a `\restrict KEY` line before and an `\unrestrict KEY` line after
-//! it. [`MetaGuard`] follows psql's lexer (quotes, E-strings, quoted identifiers, dollar quotes,
-//! comments, COPY … FROM stdin data up to `\.`) and fails the stream at the first backslash psql
-//! would read as a command, before psql sees that line.
+//! A restore stream refuses psql meta-commands: psql runs `\!` (a shell where the restore runs),
+//! `\o`, `\copy`, `\i` wherever a backslash stands outside quotes and comments, so a backup that
+//! was tampered with would run code where the restore runs. pg_dump writes SQL and COPY data
+//! only, plus (15.14+, 16.10+, 17.6+) a `\restrict KEY` line before and an `\unrestrict KEY` line
+//! after it.
 //!
-//! The lexer assumes `standard_conforming_strings = on`, the setting every pg_dump output sets:
-//! a stream that names the setting in any other way is refused too.
+//! This is the second line of defence: psql itself is run restricted with a key of deploy-guard's
+//! (`db::restrict`). [`Checker`] tokenises as psql's lexer does (`src/fe_utils/psqlscan.l`):
+//! quotes, E-strings, quoted identifiers, dollar quotes (which open only where a token starts:
+//! `1$a$` is the number 1 and a quote, `a$b$` one identifier), nested comments, `--` comments that
+//! end at `\r` too, the parentheses and `BEGIN ATOMIC … END` blocks inside which `;` ends nothing,
+//! and COPY … FROM stdin data up to `\.`. It fails the stream at the first backslash psql would
+//! read as a command, before psql sees that line. Where psql versions read the same text
+//! differently (a dollar sign run into a number, a COPY inside a function body), or psql's reading
+//! could change under it (a statement that sets `standard_conforming_strings`), the stream is
+//! refused: pg_dump writes none of these. One rule needs no lexer: a line holding `\unrestrict`
+//! and a backtick is refused wherever it stands (psql before 14.24, 15.19, 16.15, 17.11 and 18.6
+//! runs the backtick command in `\unrestrict`'s argument before it checks the key).
 
 use std::io;
 use std::pin::Pin;
@@ -33,16 +41,64 @@ enum Lex {
     Block(u32),
 }
 
+/// The token under way in the normal state, as far as the next byte's meaning depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tok {
+    /// Between tokens.
+    Gap,
+    /// An identifier (`$` continues it).
+    Ident,
+    /// Digits, and what psql versions read into or after them differently (`1e`, `0x`, `1.`).
+    Number,
+    /// `$1`.
+    Param,
+}
+
+/// Where psql is in the statement it collects, as psql 14+ reads it (`;` inside parentheses
+/// or a `BEGIN … END` body of `CREATE FUNCTION|PROCEDURE` ends nothing) and as psql 13 does (no
+/// `BEGIN … END` tracking).
+#[derive(Debug, Default)]
+struct Statement {
+    parens: u32,
+    begins: u32,
+    /// The first letters of `create`, `or`, `replace`, `function`, `procedure` among the first
+    /// four identifiers (psql's heuristic for a function body).
+    words: [u8; 4],
+    count: usize,
+    /// A statement is under way (psql 14+ / psql 13).
+    open: bool,
+    open13: bool,
+    /// Its first identifier, lower-cased.
+    first: Vec<u8>,
+}
+
+/// What a line's SQL did that is checked once the line is read.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `stdin` in a statement that starts with `COPY`.
+    copy_stdin: bool,
+    /// `standard_conforming_strings`, `set_config` outside quotes; `RESET ALL`, `DISCARD ALL`.
+    names_scs: bool,
+    set_config: bool,
+    reset_all: bool,
+}
+
 /// Checks SQL text line by line (see the module doc).
 #[derive(Debug)]
 pub struct Checker {
     lex: Lex,
+    tok: Tok,
+    /// The identifier under way (up to 32 bytes, enough for every word looked for).
+    ident: Vec<u8>,
+    stmt: Statement,
+    seen: Seen,
     /// Inside `COPY … FROM stdin;` data.
     copy: bool,
-    /// The current COPY data line so far could still be `\.`.
-    copy_line: Vec<u8>,
-    /// SQL read since the last `;` (a statement under way).
-    in_statement: bool,
+    /// The current COPY data line's first bytes (it could still be `\.`), its last ones (for a
+    /// `\unrestrict` split between reads), and whether it holds `\unrestrict`.
+    copy_head: Vec<u8>,
+    copy_tail: Vec<u8>,
+    copy_unrestrict: bool,
     /// The SQL line being collected.
     line: Vec<u8>,
     line_no: u64,
@@ -56,9 +112,14 @@ impl Default for Checker {
     fn default() -> Self {
         Checker {
             lex: Lex::Normal,
+            tok: Tok::Gap,
+            ident: Vec::new(),
+            stmt: Statement::default(),
+            seen: Seen::default(),
             copy: false,
-            copy_line: Vec::new(),
-            in_statement: false,
+            copy_head: Vec::new(),
+            copy_tail: Vec::new(),
+            copy_unrestrict: false,
             line: Vec::new(),
             line_no: 0,
             restrict_key: None,
@@ -82,8 +143,24 @@ fn show(line: &[u8]) -> String {
     }
 }
 
-fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80 || b == b'$'
+/// psql's `ident_start`.
+fn ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+/// psql's `dolq_cont` (an identifier's bytes but `$`).
+fn tag_cont(b: u8) -> bool {
+    ident_start(b) || b.is_ascii_digit()
+}
+
+/// The `$tag$` starting at `at` (psql's `dolqdelim`), if one does.
+fn dollar_delim(body: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = &body[at + 1..];
+    let tag = match rest.first() {
+        Some(&b) if ident_start(b) => rest.iter().position(|&c| !tag_cont(c)).unwrap_or(rest.len()),
+        _ => 0,
+    };
+    (rest.get(tag) == Some(&b'$')).then(|| &body[at..at + tag + 2])
 }
 
 impl Checker {
@@ -94,17 +171,8 @@ impl Checker {
             if self.copy {
                 let n = memchr::memchr(b'\n', input).map_or(input.len(), |i| i + 1);
                 let (chunk, rest) = input.split_at(n);
+                self.copy_data(chunk)?;
                 out.extend_from_slice(chunk);
-                if self.copy_line.len() < 4 {
-                    self.copy_line.extend_from_slice(&chunk[..chunk.len().min(4)]);
-                }
-                if chunk.ends_with(b"\n") {
-                    self.line_no += 1;
-                    if self.copy_line.starts_with(b"\\.\n") || self.copy_line.starts_with(b"\\.\r\n") {
-                        self.copy = false;
-                    }
-                    self.copy_line.clear();
-                }
                 input = rest;
                 continue;
             }
@@ -129,6 +197,42 @@ impl Checker {
         Ok(())
     }
 
+    /// A piece of a COPY data line (up to and with its `\n`): streamed, never held whole.
+    /// psql reads it as data, as this does; the rule that needs no lexer holds here too.
+    fn copy_data(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.copy_head.len() < 4 {
+            self.copy_head.extend_from_slice(&chunk[..chunk.len().min(4 - self.copy_head.len())]);
+        }
+        const WORD: &[u8] = b"\\unrestrict";
+        let mut joined = std::mem::take(&mut self.copy_tail);
+        joined.extend_from_slice(&chunk[..chunk.len().min(WORD.len())]);
+        let found = memchr::memmem::find(&joined, WORD).or_else(|| memchr::memmem::find(chunk, WORD));
+        if found.is_some() {
+            self.copy_unrestrict = true;
+        }
+        if self.copy_unrestrict && memchr::memchr(b'`', chunk).is_some() {
+            return Err(refuse(self.line_no + 1, "\\unrestrict with a backtick in COPY data"));
+        }
+        // The last bytes of the line so far: a word split between reads is found next time.
+        let keep = WORD.len() - 1;
+        let last = if chunk.len() >= keep {
+            &chunk[chunk.len() - keep..]
+        } else {
+            &joined[joined.len().saturating_sub(keep)..]
+        };
+        self.copy_tail = last.to_vec();
+        if chunk.ends_with(b"\n") {
+            self.line_no += 1;
+            if self.copy_head.starts_with(b"\\.\n") || self.copy_head.starts_with(b"\\.\r\n") {
+                self.copy = false;
+            }
+            self.copy_head.clear();
+            self.copy_tail.clear();
+            self.copy_unrestrict = false;
+        }
+        Ok(())
+    }
+
     /// The end of the stream: the last line (without a newline) is checked and passed.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         if !self.line.is_empty() {
@@ -140,66 +244,34 @@ impl Checker {
         Ok(())
     }
 
+    /// No statement is under way, as psql 14+ and psql 13 read it.
+    fn starts(&self) -> (bool, bool) {
+        let normal = self.lex == Lex::Normal;
+        (normal && !self.stmt.open, normal && !self.stmt.open13)
+    }
+
     fn check_line(&mut self, line: &[u8]) -> io::Result<()> {
         let n = self.line_no;
+        unrestrict_backtick(n, line)?;
         let body = line.strip_suffix(b"\n").unwrap_or(line);
         let body = body.strip_suffix(b"\r").unwrap_or(body);
-        let at_start = self.lex == Lex::Normal && !self.in_statement;
-        if at_start && body.first() == Some(&b'\\') {
+        let (start, start13) = self.starts();
+        if (start || start13) && body.first() == Some(&b'\\') {
             return self.meta_line(body);
         }
-        if contains_ci(body, b"standard_conforming_strings")
-            && !(at_start && body.eq_ignore_ascii_case(b"SET standard_conforming_strings = on;"))
-        {
-            return Err(refuse(n, format!("it changes standard_conforming_strings: {}", show(body))));
+        if self.unrestricted && !body.trim_ascii().is_empty() && !body.starts_with(b"--") {
+            return Err(refuse(n, "SQL after the dump's \\unrestrict line"));
         }
-        let copy_candidate = at_start && body.len() > 5 && body[..5].eq_ignore_ascii_case(b"COPY ");
-        let mut semicolons = Vec::new();
+        let copy_line = is_copy_from_stdin(body) && (start || start13);
+        if copy_line && start != start13 {
+            return Err(refuse(n, format!("a COPY inside a function body (psql versions differ): {}", show(body))));
+        }
+        self.seen = Seen::default();
         let mut i = 0;
         while i < body.len() {
             let b = body[i];
             match &mut self.lex {
-                Lex::Normal => match b {
-                    b'\\' => return Err(refuse(n, format!("a psql meta-command outside COPY data: {}", show(body)))),
-                    b'-' if body.get(i + 1) == Some(&b'-') => break,
-                    b'/' if body.get(i + 1) == Some(&b'*') => {
-                        self.lex = Lex::Block(1);
-                        i += 1;
-                    }
-                    b'\'' => {
-                        let escapes =
-                            i > 0 && body[i - 1].eq_ignore_ascii_case(&b'e') && (i < 2 || !is_ident(body[i - 2]));
-                        self.lex = Lex::Single { escapes };
-                        self.in_statement = true;
-                    }
-                    b'"' => {
-                        self.lex = Lex::Double;
-                        self.in_statement = true;
-                    }
-                    b'$' if i == 0 || !is_ident(body[i - 1]) => {
-                        let tag_len = body[i + 1..]
-                            .iter()
-                            .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80))
-                            .unwrap_or(body.len() - i - 1);
-                        let starts_ok = tag_len == 0 || !body[i + 1].is_ascii_digit();
-                        if starts_ok && body.get(i + 1 + tag_len) == Some(&b'$') {
-                            self.lex = Lex::Dollar(body[i..i + tag_len + 2].to_vec());
-                            i += tag_len + 1;
-                        }
-                        self.in_statement = true;
-                    }
-                    b';' => {
-                        semicolons.push(i);
-                        self.in_statement = false;
-                    }
-                    c if c.is_ascii_whitespace() => {}
-                    _ => {
-                        if self.unrestricted {
-                            return Err(refuse(n, "SQL after the dump's \\unrestrict line"));
-                        }
-                        self.in_statement = true;
-                    }
-                },
+                Lex::Normal => i = self.normal(body, i)?,
                 Lex::Single { escapes } => match b {
                     b'\\' if *escapes => i += 1,
                     b'\'' if body.get(i + 1) == Some(&b'\'') => i += 1,
@@ -236,19 +308,172 @@ impl Checker {
             }
             i += 1;
         }
-        // `COPY … FROM stdin;` alone on its line, as pg_dump writes it: its data follows.
-        let trimmed = body.trim_ascii_end();
-        if copy_candidate
-            && self.lex == Lex::Normal
-            && semicolons.len() == 1
-            && semicolons[0] + 1 == trimmed.len()
-            && trimmed.len() >= 11
-            && trimmed[trimmed.len() - 11..].eq_ignore_ascii_case(b"FROM stdin;")
-        {
+        // The line's end ends a token (psql reads `\n` as whitespace).
+        self.end_token();
+        let seen = std::mem::take(&mut self.seen);
+        if seen.names_scs && !body.trim_ascii().eq_ignore_ascii_case(b"SET standard_conforming_strings = on;") {
+            return Err(refuse(n, format!("it sets standard_conforming_strings: {}", show(body))));
+        }
+        if seen.set_config && contains_ci(body, b"standard_conforming_strings") {
+            return Err(refuse(n, format!("it sets standard_conforming_strings: {}", show(body))));
+        }
+        if seen.reset_all {
+            return Err(refuse(n, format!("it resets every setting: {}", show(body))));
+        }
+        // The whole line was one statement, now ended as both psqls read it: its data follows.
+        if copy_line && self.starts() == (true, true) {
             self.copy = true;
-            self.copies.push(trimmed.to_vec());
+            self.copies.push(body.trim_ascii_end().to_vec());
+        } else if seen.copy_stdin {
+            return Err(refuse(n, format!("a COPY … FROM stdin that is not as pg_dump writes it: {}", show(body))));
         }
         Ok(())
+    }
+
+    /// One byte of the normal state at `i` (more when a token is taken whole); returns the index
+    /// of the last byte taken.
+    fn normal(&mut self, body: &[u8], i: usize) -> io::Result<usize> {
+        let n = self.line_no;
+        let b = body[i];
+        let next = body.get(i + 1).copied();
+        // A token under way goes on, or ends here.
+        match self.tok {
+            Tok::Ident if ident_start(b) || b.is_ascii_digit() || b == b'$' => {
+                if self.ident.len() < 32 {
+                    self.ident.push(b.to_ascii_lowercase());
+                }
+                return Ok(i);
+            }
+            Tok::Number if ident_start(b) || b.is_ascii_digit() || b == b'.' => return Ok(i),
+            Tok::Number if b == b'$' => {
+                return Err(refuse(
+                    n,
+                    format!("a dollar sign right after a number (psql versions differ): {}", show(body)),
+                ))
+            }
+            Tok::Param if b.is_ascii_digit() => return Ok(i),
+            Tok::Param if ident_start(b) || b == b'$' => {
+                return Err(refuse(
+                    n,
+                    format!("a parameter run into other text (psql versions differ): {}", show(body)),
+                ))
+            }
+            _ => {}
+        }
+        let lone_e = self.tok == Tok::Ident && self.ident == b"e";
+        self.end_token();
+        match b {
+            b'\\' => return Err(refuse(n, format!("a psql meta-command outside COPY data: {}", show(body)))),
+            // `--` to the end of the line, or to a `\r` (psql's newline too).
+            b'-' if next == Some(b'-') => {
+                let end = body[i..].iter().position(|&c| c == b'\r').map_or(body.len(), |p| i + p);
+                return Ok(end.saturating_sub(1).max(i + 1));
+            }
+            b'/' if next == Some(b'*') => {
+                self.lex = Lex::Block(1);
+                return Ok(i + 1);
+            }
+            b'\'' => {
+                self.lex = Lex::Single { escapes: lone_e };
+                self.open();
+            }
+            b'"' => {
+                self.lex = Lex::Double;
+                self.open();
+            }
+            b'$' => {
+                self.open();
+                if let Some(tag) = dollar_delim(body, i) {
+                    let len = tag.len();
+                    self.lex = Lex::Dollar(tag.to_vec());
+                    return Ok(i + len - 1);
+                }
+                if next.is_some_and(|c| c.is_ascii_digit()) {
+                    self.tok = Tok::Param;
+                }
+            }
+            b';' => self.semicolon(),
+            b'(' => {
+                self.stmt.parens += 1;
+                self.open();
+            }
+            b')' => {
+                self.stmt.parens = self.stmt.parens.saturating_sub(1);
+                self.open();
+            }
+            b'.' if next.is_some_and(|c| c.is_ascii_digit()) => {
+                self.tok = Tok::Number;
+                self.open();
+            }
+            c if c.is_ascii_digit() => {
+                self.tok = Tok::Number;
+                self.open();
+            }
+            c if ident_start(c) => {
+                self.tok = Tok::Ident;
+                self.ident.push(c.to_ascii_lowercase());
+                self.open();
+            }
+            c if c.is_ascii_whitespace() || c == b'\x0c' => {}
+            _ => self.open(),
+        }
+        Ok(i)
+    }
+
+    /// Some SQL was read: a statement is under way.
+    fn open(&mut self) {
+        self.stmt.open = true;
+        self.stmt.open13 = true;
+    }
+
+    /// An identifier ended: psql counts it towards its function-body heuristic.
+    fn end_token(&mut self) {
+        if self.tok != Tok::Ident {
+            self.tok = Tok::Gap;
+            return;
+        }
+        self.tok = Tok::Gap;
+        let word = std::mem::take(&mut self.ident);
+        let s = &mut self.stmt;
+        if s.count == 0 {
+            s.words = [0; 4];
+            s.first = word.clone();
+        }
+        if matches!(word.as_slice(), b"create" | b"function" | b"procedure" | b"or" | b"replace") && s.count < 4 {
+            s.words[s.count] = word[0];
+        }
+        s.count += 1;
+        let w = s.words;
+        let body = w[0] == b'c'
+            && (w[1] == b'f' || w[1] == b'p' || (w[1] == b'o' && w[2] == b'r' && (w[3] == b'f' || w[3] == b'p')));
+        if body && s.parens == 0 {
+            match word.as_slice() {
+                b"begin" => s.begins += 1,
+                b"case" if s.begins >= 1 => s.begins += 1,
+                b"end" => s.begins = s.begins.saturating_sub(1),
+                _ => {}
+            }
+        }
+        let seen = &mut self.seen;
+        match word.as_slice() {
+            b"stdin" if s.first == b"copy" => seen.copy_stdin = true,
+            b"standard_conforming_strings" => seen.names_scs = true,
+            b"set_config" => seen.set_config = true,
+            b"all" if s.count == 2 && matches!(s.first.as_slice(), b"reset" | b"discard") => seen.reset_all = true,
+            _ => {}
+        }
+    }
+
+    /// A `;` outside quotes: it ends the statement where psql would.
+    fn semicolon(&mut self) {
+        let s = &mut self.stmt;
+        if s.parens > 0 {
+            return;
+        }
+        s.open13 = false;
+        if s.begins == 0 {
+            *s = Statement::default();
+        }
     }
 
     /// `\restrict KEY` / `\unrestrict KEY` (KEY alphanumeric), as pg_dump writes them; nothing else.
@@ -269,6 +494,25 @@ impl Checker {
         }
         Err(refuse(n, format!("a psql meta-command outside COPY data: {}", show(body))))
     }
+}
+
+/// `COPY … FROM stdin;` alone on its line, as pg_dump writes it.
+fn is_copy_from_stdin(body: &[u8]) -> bool {
+    let t = body.trim_ascii_end();
+    t.len() > 16
+        && t[..5].eq_ignore_ascii_case(b"COPY ")
+        && t[t.len() - 12..].eq_ignore_ascii_case(b" FROM stdin;")
+        && memchr::memchr(b';', t) == Some(t.len() - 1)
+}
+
+/// The rule that needs no lexer (see the module doc).
+fn unrestrict_backtick(line_no: u64, line: &[u8]) -> io::Result<()> {
+    if let Some(at) = memchr::memmem::find(line, b"\\unrestrict") {
+        if memchr::memchr(b'`', &line[at..]).is_some() {
+            return Err(refuse(line_no, format!("\\unrestrict with a backtick: {}", show(line))));
+        }
+    }
+    Ok(())
 }
 
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
@@ -370,6 +614,20 @@ mod tests {
     }
 
     #[test]
+    fn text_that_only_names_a_setting_or_looks_odd_passes() {
+        for ok in [
+            "COMMENT ON TABLE t IS 'mentions standard_conforming_strings';\n",
+            "SELECT E'a\\\\' AS x, 'b\\' AS y;\n",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\n",
+            "SELECT $_$ \\d+ $a$ $_$, a$b$, \"x\"\"y\", U&'d\\0061t';\n",
+            "SELECT 1.5e-3, 1..2, x::text FROM t WHERE a[1:2] = '{}';\n",
+            "/* a /* nested */ comment */ SELECT 1; -- with \\ in it\n",
+        ] {
+            check(&format!("{HEAD}{ok}")).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+    }
+
+    #[test]
     fn meta_commands_outside_copy_data_are_refused() {
         for (bad, why) in [
             ("\\! touch /tmp/x\n", "meta-command outside COPY data: \\\\! touch /tmp/x"),
@@ -384,11 +642,33 @@ mod tests {
             // A COPY line inside a string is not a COPY: the lines after it are SQL again.
             ("SELECT '\nCOPY t FROM stdin;\n';\n\\! touch /tmp/x\n\\.\n", "meta-command"),
             // A COPY that does not end its statement on its line is not one either.
-            ("COPY t FROM stdin; SELECT 1;\n\\! id\n", "meta-command"),
+            ("COPY t FROM stdin; SELECT 1;\n\\! id\n", "not as pg_dump writes it"),
             // After `\.` the data ends.
             ("COPY t FROM stdin;\n1\n\\.\n\\! id\n", "meta-command"),
             ("SELECT $$ $$; \\! id\n", "meta-command"),
             ("SELECT E'\\'' \\! id\n", "meta-command"),
+            // psql reads the number 1, then the quote `$a$ x $a$`, then runs `\!`.
+            ("SELECT 1$a$ x $a$ \\! touch /tmp/x\n", "a dollar sign right after a number"),
+            ("SELECT 1 $a$ x $a$; \\! id\n", "meta-command"),
+            ("SELECT a$b$ \\! id\n", "meta-command"),
+            ("SELECT $1e$x$ \\! id\n", "a parameter run into other text"),
+            // `--` ends at a carriage return too.
+            ("SELECT 1; -- a comment\r\\! id\n", "meta-command"),
+            // Inside parentheses `;` ends nothing: psql is still in the SELECT.
+            ("SELECT (1;\nCOPY t FROM stdin;\n\\! id\n\\.\n", "meta-command"),
+            // psql 14+ reads this COPY as part of the function body, psql 13 runs it.
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;\nCOPY t FROM stdin;\n\\! id\nEND;\n",
+                "psql versions differ",
+            ),
+            ("COPY t FROM stdin WITH (FORMAT text);\na'b\n\\.\n\\! id\n", "not as pg_dump writes it"),
+            ("COPY t\nFROM stdin;\n\\.\n", "not as pg_dump writes it"),
+            ("SELECT set_config('standard_conforming_strings', 'off', false);\n", "standard_conforming_strings"),
+            ("RESET standard_conforming_strings;\n", "standard_conforming_strings"),
+            ("RESET ALL;\n", "resets every setting"),
+            // psql before 15.19 & co. runs the backtick before it checks the key: refused anywhere.
+            ("SELECT '\\unrestrict `touch /tmp/x`';\n", "backtick"),
+            ("COPY t FROM stdin;\n\\unrestrict `touch /tmp/x`\n\\.\n", "backtick"),
         ] {
             let e = check(&format!("{HEAD}{bad}")).expect_err(bad);
             assert!(e.contains(why), "{bad:?}: {e}");

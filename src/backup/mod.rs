@@ -15,7 +15,7 @@ pub use chunks::Chunks;
 pub use format::{PlainView, TarGuard};
 pub use meta_filter::MetaGuard;
 pub use pipeline::{
-    copy_verified, restore_stream, room_for, sums, take, take_verified, verify, Packing, Taken, TRAILER,
+    copy_verified, psql_restricts, restore_stream, room_for, sums, take, take_verified, verify, Packing, Taken, TRAILER,
 };
 
 /// A stored backup as its record describes it: what a read, a restore or a copy checks the

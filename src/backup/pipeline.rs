@@ -450,11 +450,12 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, stored: &Stored, in
     if format == Format::Directory {
         room_for(db, stored.dump_bytes, "unpacking the directory-format backup").await?;
     }
+    let restricted = psql_restricts(db, stored.signed, format).await?;
     let exec = db.executor().as_ref();
     let unpack_there = exec.remote() && codec::on_target(codec, exec).await?;
     let not_verified = || format!("{} is not the verified backup; nothing was restored", stored.key);
     if let Some(path) = store.path_on_target(&stored.key).filter(|_| unpack_there) {
-        return restore_in_place(db, stored, (format, codec), &path, into).await.with_context(not_verified);
+        return restore_in_place(db, stored, (format, codec), &path, into, restricted).await.with_context(not_verified);
     }
     // Over SSH psql reads what the target decompresses, never seen here: the pieces' hashes are
     // trusted in place of reading it all first only when a signature vouches for them.
@@ -475,7 +476,7 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, stored: &Stored, in
     let restored = if unpack_there {
         let mut stream = metered(object, &packed);
         let ticker = progress("restore (compressed bytes)", &packed);
-        let r = db.restore_packed_into(into, format, codec, &mut stream).await;
+        let r = db.restore_packed_into(into, format, codec, &mut stream, restricted).await;
         ticker.abort();
         r
     } else {
@@ -484,8 +485,8 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, stored: &Stored, in
         let ticker = progress("restore", &dump);
         // Checked again on the way in: psql's meta-commands, or what tar would unpack.
         let r = match format {
-            Format::Plain => db.restore_format_into(into, format, &mut MetaGuard::new(unpacked)).await,
-            Format::Directory => db.restore_format_into(into, format, &mut TarGuard::new(unpacked)).await,
+            Format::Plain => db.restore_format_into(into, format, &mut MetaGuard::new(unpacked), restricted).await,
+            Format::Directory => db.restore_format_into(into, format, &mut TarGuard::new(unpacked), false).await,
         };
         ticker.abort();
         r
@@ -527,6 +528,19 @@ pub async fn room_for(db: &Postgres, need: u64, what: &str) -> Result<u64> {
 }
 
 /// The layout and codec a backup's key names.
+/// Whether psql restores this plain backup restricted (`db::psql`); an unsigned one is not
+/// restored at all by a psql that cannot run restricted. (pg_restore runs no meta-commands.)
+pub async fn psql_restricts(db: &Postgres, signed: bool, format: Format) -> Result<bool> {
+    if format == Format::Directory {
+        return Ok(false);
+    }
+    let psql = db.psql().await?;
+    match psql.refuses_unsigned() {
+        Some(why) if !signed => bail!("{why}"),
+        _ => Ok(psql.restricts()),
+    }
+}
+
 fn kind(key: &str) -> Result<(Format, Codec)> {
     Format::of_key(key).with_context(|| format!("{key} does not name a backup"))
 }
@@ -541,6 +555,7 @@ async fn restore_in_place(
     (format, codec): (Format, Codec),
     path: &str,
     into: &str,
+    restricted: bool,
 ) -> Result<u64> {
     let exec = db.executor().as_ref();
     let digest = crate::exec::Cmd::new("hash the backup on the target", crate::store::target::digest_sh(path))
@@ -559,7 +574,7 @@ async fn restore_in_place(
     };
     check().await?;
     let source = format!("{} < {}", codec.decompress_sh(), crate::exec::quote(path));
-    let cmd = db.restore_file_cmd(into, format, codec.name(), &source);
+    let cmd = db.restore_file_cmd(into, format, codec.name(), &source, restricted);
     let exit = exec.run(&cmd, None, &mut tokio::io::sink()).await?;
     exit.check(&format!("restoring {} into {into}", stored.key))?;
     check().await.context("the backup changed on the target while it was restored")?;

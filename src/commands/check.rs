@@ -36,6 +36,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     add("database", server.map(|v| format!("PostgreSQL {v}, database {}", w.db.name)));
     add("pg_dump", tool_version(w, "pg_dump", server_major).await);
     add("psql", tool_version(w, "psql", server_major).await);
+    add("restricted", psql_restricted(w).await);
     if w.config.backup.format == crate::model::Format::Directory {
         add("pg_restore", tool_version(w, "pg_restore", server_major).await);
         let room = async {
@@ -198,6 +199,28 @@ async fn tool_version(w: &World, tool: &str, server_major: Option<u32>) -> Resul
         }
     }
     Ok(format!("{bin} {version}"))
+}
+
+/// Whether restores run psql restricted (`db::psql`), and what that means for this setup.
+async fn psql_restricted(w: &World) -> Result<String> {
+    let p = w.db.psql().await?;
+    let signed = crate::record::signing_key_set();
+    if !p.restricts() {
+        if !signed {
+            bail!(
+                "psql {p} has no restricted mode (\\restrict): an unsigned backup is not restored with it. Upgrade \
+                 psql where restores run (13.22, 14.19, 15.14, 16.10, 17.6 or later), or set DEPLOY_GUARD_MANIFEST_KEY"
+            );
+        }
+        return Ok(format!("psql {p} has no restricted mode: only signed backups are restored"));
+    }
+    if p.expands_unrestrict() {
+        return Ok(format!(
+            "psql {p} restores restricted, but expands \\unrestrict's argument (CVE-2026-18408; fixed in 14.24, \
+             15.19, 16.15, 17.11, 18.6): the backup filter refuses such lines; upgrading is better"
+        ));
+    }
+    Ok(format!("psql {p} restores restricted"))
 }
 
 fn major(v: &str) -> Option<u32> {

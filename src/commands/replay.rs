@@ -30,9 +30,11 @@ pub async fn replay(w: &World, sha: &ShaPrefix, dry_run: bool) -> Result<Replaye
     if dry_run {
         return Ok(Replayed { key: lost.key.clone(), sql: Some(String::from_utf8_lossy(&bytes).into_owned()), rows });
     }
-    // One transaction, stopping at the first error; psql meta-commands refused.
+    // One transaction, stopping at the first error; psql meta-commands refused, by this filter
+    // and by psql itself, restricted.
+    let restricted = crate::backup::psql_restricts(&w.db, m.signed, crate::model::Format::Plain).await?;
     let mut input = MetaGuard::new(&bytes[..]);
-    w.db.restore_into(&w.db.name, &mut input)
+    w.db.restore_into(&w.db.name, &mut input, restricted)
         .await
         .with_context(|| format!("applying {} failed; nothing was applied", lost.key))?;
     Ok(Replayed { key: lost.key.clone(), sql: None, rows })

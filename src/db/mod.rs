@@ -7,6 +7,7 @@ mod fingerprint;
 pub mod lint;
 pub mod locks;
 mod lost;
+pub mod psql;
 mod restore;
 pub mod sql;
 
@@ -24,6 +25,7 @@ pub use content::{copy_header, safe_ident_list, unquote, DumpTables, RowSum, Sum
 pub use damage::{additions, thousands, Damage};
 pub use fingerprint::Fingerprint;
 pub use lost::{copy_unescape, Shape, TableLoss};
+pub use psql::Psql;
 pub use restore::RestoreReport;
 pub use sql::{ident, literal};
 
@@ -43,6 +45,8 @@ pub struct Postgres {
     stream_timeout: std::time::Duration,
     /// `pg_dump -j` / `pg_restore -j` for directory-format backups (`backup.jobs`).
     jobs: u32,
+    /// The psql that restores, once asked.
+    psql: tokio::sync::OnceCell<Psql>,
 }
 
 /// The temporary directories of this process's directory-format dumps and restores, where
@@ -73,7 +77,19 @@ impl Postgres {
             inside: None,
             stream_timeout: crate::config::DEFAULT_STREAM_TIMEOUT,
             jobs: 2,
+            psql: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The version of the psql that restores (on the target, or in its container); asked once.
+    pub async fn psql(&self) -> Result<Psql> {
+        let asked = self.psql.get_or_try_init(|| async {
+            let out =
+                exec::run_ok(self.exec.as_ref(), &self.version_cmd("psql").timeout(std::time::Duration::from_secs(60)))
+                    .await?;
+            Psql::parse(&out).with_context(|| format!("psql --version printed {:?}, not a version", out.trim()))
+        });
+        Ok(*asked.await?)
     }
 
     /// How long one dump or restore may take.
@@ -196,11 +212,11 @@ impl Postgres {
     }
 
     /// What restores a dump in `format` from stdin into `db`: `psql` in one transaction for
-    /// plain SQL; for the directory format's tar, unpacked into a temporary directory (removed
-    /// after), `pg_restore -j` stopping at the first error.
-    pub fn restore_cmd_for(&self, format: Format, db: &str) -> Cmd {
+    /// plain SQL ([`Self::restore_cmd`]); for the directory format's tar, unpacked into a
+    /// temporary directory (removed after), `pg_restore -j` stopping at the first error.
+    pub fn restore_cmd_for(&self, format: Format, db: &str, restricted: bool) -> Cmd {
         if format == Format::Plain {
-            return self.restore_cmd(db);
+            return self.restore_cmd(db, restricted);
         }
         let script = format!(
             "tar -x -f - -C \"$d\"; {} --no-password --exit-on-error --jobs={} -d {} \"$d\"",
@@ -256,8 +272,8 @@ impl Postgres {
 
     /// [`Self::restore_cmd_for`] fed by `source`, a shell command on the target that writes the
     /// dump (a decompressor reading stdin or a file).
-    pub fn restore_file_cmd(&self, db: &str, format: Format, label: &str, source: &str) -> Cmd {
-        let restore = self.restore_cmd_for(format, db);
+    pub fn restore_file_cmd(&self, db: &str, format: Format, label: &str, source: &str, restricted: bool) -> Cmd {
+        let restore = self.restore_cmd_for(format, db, restricted);
         let script = exec::pipeline((label, source), (&restore.label, &restore.script));
         Cmd { label: format!("{label} | {} restore", restore.label), script, ..restore }
     }
@@ -268,9 +284,26 @@ impl Postgres {
         self.psql_cmd("psql", db, "-A -t")
     }
 
-    /// `psql` that restores plain SQL from stdin into `db` in one transaction.
-    pub fn restore_cmd(&self, db: &str) -> Cmd {
-        self.psql_cmd("psql restore", db, "--single-transaction -o /dev/null")
+    /// `psql` that restores plain SQL from stdin into `db` in one transaction, stopping at the
+    /// first error. `restricted` (a psql that has it, [`Psql::restricts`]): psql runs restricted
+    /// under a key made where it runs, for this restore alone, after pg_dump's own `\restrict`
+    /// lines were taken out ([`psql::STRIP_RESTRICT`]): a meta-command in the stream is an error.
+    pub fn restore_cmd(&self, db: &str, restricted: bool) -> Cmd {
+        const ARGS: &str = "--single-transaction -o /dev/null";
+        if !restricted {
+            return self.psql_cmd("psql restore", db, ARGS);
+        }
+        let psql = format!(
+            "{} -X -q --no-password -v ON_ERROR_STOP=1 {ARGS} -c \"\\\\restrict $k\" -f - -d {}",
+            self.tool("psql"),
+            quote(db)
+        );
+        let strip = format!("awk {}", quote(psql::STRIP_RESTRICT));
+        let script = format!(
+            "k=$(od -An -N16 -tx1 /dev/urandom | tr -dc 0-9a-f); {}",
+            exec::pipeline(("strip pg_dump's restrict lines", &strip), ("psql restore", &psql))
+        );
+        self.sh_cmd("psql restore", &script)
     }
 
     /// Runs `sql` on `db`; returns what it printed (unaligned, tuples only).

@@ -39,9 +39,15 @@ impl Postgres {
         Ok(())
     }
 
-    /// Streams plain SQL into `db` in one transaction, stopping at the first error.
-    pub async fn restore_into(&self, db: &str, sql: &mut (dyn AsyncRead + Unpin + Send)) -> Result<RestoreReport> {
-        self.restore_cmd_into(self.restore_cmd(db), db, sql).await
+    /// Streams plain SQL into `db` in one transaction, stopping at the first error; `restricted`
+    /// as in [`Postgres::restore_cmd`].
+    pub async fn restore_into(
+        &self,
+        db: &str,
+        sql: &mut (dyn AsyncRead + Unpin + Send),
+        restricted: bool,
+    ) -> Result<RestoreReport> {
+        self.restore_cmd_into(self.restore_cmd(db, restricted), db, sql).await
     }
 
     /// Streams a dump in `format` (plain SQL, or the directory format's tar) into `db`.
@@ -50,8 +56,9 @@ impl Postgres {
         db: &str,
         format: crate::model::Format,
         dump: &mut (dyn AsyncRead + Unpin + Send),
+        restricted: bool,
     ) -> Result<RestoreReport> {
-        self.restore_cmd_into(self.restore_cmd_for(format, db), db, dump).await
+        self.restore_cmd_into(self.restore_cmd_for(format, db, restricted), db, dump).await
     }
 
     /// Streams a compressed dump in `format` into `db`, decompressed on the target by `codec`'s
@@ -62,8 +69,9 @@ impl Postgres {
         format: crate::model::Format,
         codec: crate::model::Codec,
         packed: &mut (dyn AsyncRead + Unpin + Send),
+        restricted: bool,
     ) -> Result<RestoreReport> {
-        let cmd = self.restore_file_cmd(db, format, codec.name(), codec.decompress_sh());
+        let cmd = self.restore_file_cmd(db, format, codec.name(), codec.decompress_sh(), restricted);
         self.restore_cmd_into(cmd, db, packed).await
     }
 

@@ -11,4 +11,4 @@ mod sign;
 pub use lookup::{find_for, find_here_or_copy, list};
 pub use manifest::{LostWrites, Manifest, MigrationState, Resolution};
 pub use rehearsal::{Rehearsal, RehearsedMigration};
-pub use sign::MANIFEST_KEY_VAR;
+pub use sign::{signing_key_set, MANIFEST_KEY_VAR};

@@ -8,6 +8,11 @@ pub(super) const SIGNATURE: &str = "signature";
 /// The environment variable holding the manifest signing key.
 pub const MANIFEST_KEY_VAR: &str = "DEPLOY_GUARD_MANIFEST_KEY";
 
+/// Manifests are signed (a usable `DEPLOY_GUARD_MANIFEST_KEY` is set).
+pub fn signing_key_set() -> bool {
+    signing_key().is_ok_and(|k| k.is_some())
+}
+
 /// The signing key from `DEPLOY_GUARD_MANIFEST_KEY`, when set.
 pub(super) fn signing_key() -> Result<Option<Vec<u8>>> {
     match std::env::var(MANIFEST_KEY_VAR) {

@@ -281,3 +281,24 @@ async fn a_forged_backup_with_a_meta_command_is_refused_before_psql_on_the_targe
     .await;
     assert!(!witness.exists(), "the meta-command ran on the target");
 }
+
+#[tokio::test]
+async fn a_forged_backup_that_fools_a_naive_filter_is_refused_over_ssh_too() {
+    let tmp = common::tempdir();
+    let witness = tmp.path().join("shell-ran");
+    let w = witness.clone();
+    refused_over_ssh(
+        "zst_dollar",
+        move |f| {
+            // pg_dump's `\restrict` line out, then a quote that opens where psql's does not.
+            let sql: String =
+                common::unpack(f).lines().filter(|l| !l.contains("restrict ")).map(|l| format!("{l}\n")).collect();
+            let at = sql.find("CREATE TABLE").unwrap();
+            let forged = format!("{}SELECT 1$a$ x $a$ \\! touch {}\n{}", &sql[..at], w.display(), &sql[at..]);
+            common::forge_backup(f, forged.as_bytes());
+        },
+        "a dollar sign right after a number",
+    )
+    .await;
+    assert!(!witness.exists(), "the meta-command ran on the target");
+}

@@ -156,6 +156,22 @@ async fn writes_after_the_backup_are_found_after_a_restore_and_replayed_on_reque
     assert_eq!(tampered.status.code(), Some(3), "{}", common::stderr(&tampered));
     assert!(common::stderr(&tampered).contains("sha256 differs"), "{}", common::stderr(&tampered));
     assert_eq!(app.psql("SELECT count(*) FROM customers"), "2000");
+    // A forged one, its hash in the (unsigned) manifest updated too: psql would read the number
+    // 1, then the quote `$a$ x $a$`, then run the shell escape. Refused; nothing runs.
+    let marker = app.tmp.path().join("replay-ran");
+    let forged = [&original[..], format!("SELECT 1$a$ x $a$ \\! touch {}\n", marker.display()).as_bytes()].concat();
+    std::fs::write(&file, &forged).unwrap();
+    let manifest = find(&app.stage.store_dir(), ".manifest.json");
+    let kept_manifest = std::fs::read(&manifest).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&kept_manifest).unwrap();
+    m["lost_writes"]["sha256"] = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&forged)).into();
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let out = app.run(&["replay", "--sha", &SHA[..7]]);
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("a dollar sign right after a number"), "{}", common::stderr(&out));
+    assert!(!marker.exists(), "the forged replay file ran its shell escape");
+    assert_eq!(app.psql("SELECT count(*) FROM customers"), "2000");
+    std::fs::write(&manifest, kept_manifest).unwrap();
     std::fs::write(&file, original).unwrap();
 
     let applied = app.run(&["replay", "--sha", &SHA[..7]]);

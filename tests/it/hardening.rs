@@ -320,21 +320,75 @@ async fn a_backup_carrying_a_psql_shell_escape_is_refused_and_the_scratch_databa
     let shell = format!("\\! touch {}\n", marker.display());
     let first_set = sql.find("\nSET ").expect("a SET line") + 1;
     let copy_in_string = format!("SELECT '\nCOPY x FROM stdin;\n';\n{shell}\\.\n");
-    for hostile in [
-        format!("{shell}{sql}"),
-        format!("{}{shell}{}", &sql[..first_set], &sql[first_set..]),
-        format!("{}SELECT 1; {shell}{}", &sql[..first_set], &sql[first_set..]),
-        format!("{}{copy_in_string}{}", &sql[..first_set], &sql[first_set..]),
+    // pg_dump's own `\restrict` line left out, as a forger would.
+    let unrestricted: String = sql.lines().filter(|l| !l.contains("restrict ")).map(|l| format!("{l}\n")).collect();
+    let unset = unrestricted.find("\nSET ").expect("a SET line") + 1;
+    let at = |s: &str| format!("{}{s}{}", &unrestricted[..unset], &unrestricted[unset..]);
+    let meta = "psql meta-command outside COPY data";
+    for (hostile, why) in [
+        (format!("{shell}{sql}"), meta),
+        (format!("{}{shell}{}", &sql[..first_set], &sql[first_set..]), meta),
+        (format!("{}SELECT 1; {shell}{}", &sql[..first_set], &sql[first_set..]), meta),
+        (format!("{}{copy_in_string}{}", &sql[..first_set], &sql[first_set..]), meta),
+        // psql reads the number 1, then the quote `$a$ x $a$`, then runs the shell escape.
+        (at(&format!("SELECT 1$a$ x $a$ {shell}")), "a dollar sign right after a number"),
+        // `--` ends at a carriage return for psql.
+        (at(&format!("SELECT 1; -- note\r{shell}")), meta),
+        // Inside parentheses `;` ends nothing: the COPY line is not one, what follows is SQL.
+        (at(&format!("SELECT (1;\nCOPY x FROM stdin;\n{shell}\\.\n")), meta),
+        // psql before 15.19 runs the backtick before it checks the key.
+        (at(&format!("SELECT '\\unrestrict `touch {}`';\n", marker.display())), "backtick"),
     ] {
         common::forge_backup(&path, hostile.as_bytes());
         let out = app.run_env(&["restore", "--sha", SHA], &[("GITHUB_REPOSITORY", "")]);
         let err = common::stderr(&out);
         assert_ne!(out.status.code(), Some(0), "a shell escape was restored: {err}");
-        assert!(err.contains("psql meta-command outside COPY data"), "{err}");
+        assert!(err.contains(why), "expected {why:?}: {err}");
         assert!(!marker.exists(), "psql ran the shell escape");
         assert!(!common::cluster().database_exists(&scratch).unwrap(), "the scratch database was left behind");
         assert_eq!(common::state(app.db()).await, before, "the live database changed");
     }
+}
+
+/// The second line holds alone: with the filter out of the way, psql itself, restricted under
+/// deploy-guard's key, refuses a meta-command and whatever `\unrestrict` a forger can write.
+#[tokio::test]
+async fn psql_restricted_by_the_restore_refuses_meta_commands_itself() {
+    let db = common::fresh_db("hard_restrict");
+    let pg = deploy_guard::db::Postgres::new(
+        std::sync::Arc::new(deploy_guard::exec::Local),
+        Some(common::cluster().bin_dir.display().to_string()),
+        deploy_guard::db::ConnInfo {
+            host: Some("127.0.0.1".into()),
+            port: Some(common::cluster().port),
+            user: Some("postgres".into()),
+            ..Default::default()
+        },
+        db.clone(),
+        "postgres".into(),
+    );
+    assert!(pg.psql().await.unwrap().restricts(), "this machine's psql has no \\restrict");
+    let dir = common::tempdir();
+    let marker = dir.path().join("ran");
+    let shell = format!("\\! touch {}\n", marker.display());
+    for hostile in [
+        format!("CREATE TABLE t (a int);\n{shell}"),
+        // A dump's own restrict lines, then the forger's: the key is not theirs to know.
+        format!("--\n\\restrict Abc\n\nCREATE TABLE t (a int);\n\\unrestrict Abc\n{shell}"),
+        format!("\\unrestrict guess\n{shell}"),
+    ] {
+        let r = pg.restore_into(&db, &mut hostile.as_bytes(), true).await;
+        assert!(r.is_err(), "restored: {hostile}");
+        assert!(!marker.exists(), "psql ran the shell escape: {hostile}");
+        assert_eq!(common::cluster().psql(&db, "SELECT count(*) FROM pg_tables WHERE tablename = 't'").unwrap(), "0");
+    }
+    // A genuine dump's own lines are taken out on the way in: it restores.
+    let genuine = "--\n-- PostgreSQL database dump\n--\n\n\\restrict Abc1\n\nCREATE TABLE t (a int);\n--\n\n\\unrestrict Abc1\n\n";
+    pg.restore_into(&db, &mut genuine.as_bytes(), true).await.unwrap();
+    assert_eq!(common::cluster().psql(&db, "SELECT count(*) FROM pg_tables WHERE tablename = 't'").unwrap(), "1");
+    // Unrestricted, psql runs it: the restriction is what stopped it above.
+    let _ = pg.restore_into(&db, &mut shell.as_bytes(), false).await;
+    assert!(marker.exists(), "the shell escape did not run even unrestricted: the test proves nothing");
 }
 
 /// Yields `data`, then fails: a store read that breaks mid-stream.
@@ -365,7 +419,7 @@ async fn broken_restore(exec: std::sync::Arc<dyn deploy_guard::exec::Executor>, 
         data: Some(b"CREATE TABLE half_restored (x int);\nINSERT INTO half_restored VALUES (1);\n".to_vec()),
     };
     let started = std::time::Instant::now();
-    let r = tokio::time::timeout(std::time::Duration::from_secs(60), pg.restore_into(db, &mut input))
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), pg.restore_into(db, &mut input, true))
         .await
         .expect("the restore hung after its input broke off");
     let e = format!("{:#}", r.expect_err("a broken input must fail the restore"));

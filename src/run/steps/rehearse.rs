@@ -64,9 +64,9 @@ impl StepSpec for Rehearse {
             return Vec::new();
         }
         let db = &run.w.db;
-        let mut out = vec![db.query_cmd(&db.maintenance_db)];
+        let mut out = vec![db.query_cmd(&db.maintenance_db), db.version_cmd("psql")];
         if let Some((names, up, down)) = Self::cmds(run) {
-            out.push(db.restore_cmd_for(super::restore::backup_kind(run).0, &names.rehearse));
+            out.push(db.restore_cmd_for(super::restore::backup_kind(run).0, &names.rehearse, true));
             out.push(db.query_cmd(&names.rehearse));
             out.push(up);
             out.extend(down);

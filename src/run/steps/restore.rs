@@ -22,9 +22,9 @@ impl StepSpec for Restore {
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
         let db = &run.w.db;
-        let mut out = vec![db.query_cmd(&db.maintenance_db)];
+        let mut out = vec![db.query_cmd(&db.maintenance_db), db.version_cmd("psql")];
         if let Ok(n) = run.db_names() {
-            out.push(db.restore_cmd_for(backup_kind(run).0, &n.scratch));
+            out.push(db.restore_cmd_for(backup_kind(run).0, &n.scratch, true));
         }
         out
     }
@@ -103,7 +103,7 @@ pub fn manual(run: &Run) -> Vec<String> {
     let mut out = vec![
         psql_line(run, &db.maintenance_db, &sql::drop_if_exists(&n.scratch)),
         psql_line(run, &db.maintenance_db, &sql::create_empty(&n.scratch, "")),
-        format!("{} < {file} | {}", codec.decompress_sh(), db.restore_cmd_for(format, &n.scratch).shell_text()),
+        format!("{} < {file} | {}", codec.decompress_sh(), db.restore_cmd_for(format, &n.scratch, true).shell_text()),
         "# check the restored database, then swap it in (the broken one is kept):".into(),
     ];
     out.extend(sql::swap(&n).iter().map(|s| psql_line(run, &db.maintenance_db, s)));
