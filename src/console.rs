@@ -24,15 +24,7 @@ fn wrap(text: &str, token: &str) -> String {
 
 /// 128 random bits, hex: a token the text cannot guess.
 fn token() -> String {
-    let mut buf = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf));
-    if read.is_err() {
-        // No /dev/urandom: the clock and the pid, hashed, still cannot be read from the log in advance.
-        use sha2::{Digest, Sha256};
-        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        buf.copy_from_slice(&Sha256::digest(seed.as_bytes())[..16]);
-    }
-    format!("dg{}", hex::encode(buf))
+    format!("dg{}", crate::model::random_hex(16))
 }
 
 /// Opens a collapsible group in the Actions log.

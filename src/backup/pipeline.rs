@@ -18,7 +18,7 @@ use super::{codec, MetaGuard, PlainView, Stored, TarGuard};
 use crate::db::{copy_header, DumpTables, Postgres, RowSum, Sums};
 use crate::exec::Tail;
 use crate::model::{Codec, Compression, Format};
-use crate::store::Store;
+use crate::store::{Put, Store};
 
 /// The line `pg_dump` writes last when (and only when) it finished the dump.
 pub const TRAILER: &str = "-- PostgreSQL database dump complete";
@@ -217,7 +217,7 @@ async fn take_unchecked(db: &Postgres, store: &dyn Store, key: &str, packing: Pa
     // sees a broken pipe and ends instead of blocking on a pipe nobody reads.
     let put = async move {
         let mut body = body;
-        store.put(key, &mut body).await
+        store.put(key, &mut body, Put::New).await
     };
     let (exit, put) = tokio::join!(dump, put);
     ticker.abort();
@@ -273,7 +273,7 @@ pub async fn copy_verified(from: &dyn Store, to: &dyn Store, taken: &Taken) -> R
     let mut object =
         from.get(&taken.key).await.with_context(|| format!("cannot read {}", from.location(&taken.key)))?;
     let copied = async {
-        let n = to.put(&taken.key, &mut object).await?;
+        let n = to.put(&taken.key, &mut object, Put::New).await?;
         if n != taken.size {
             bail!("copied {n} bytes of {}", taken.size);
         }

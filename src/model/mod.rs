@@ -12,7 +12,7 @@ mod urls;
 
 pub use exit::{usage, ExitCode, Usage};
 pub use format::{Codec, Compression, Format};
-pub use names::{check_live_db_name, BackupName, DbNames};
+pub use names::{check_live_db_name, random_hex, BackupKind, BackupName, DbNames};
 pub use sha::{is_sha256_hex, Sha, ShaPrefix};
 pub use size::human_bytes;
 pub use strategy::Strategy;

@@ -9,25 +9,65 @@ use super::Sha;
 use super::{Codec, Format};
 
 const MANIFEST_SUFFIX: &str = ".manifest.json";
-const REPLAY_SUFFIX: &str = ".lost-writes.sql";
+/// `….lost-writes.{yyyymmddhhmmss}.sql` (older: `….lost-writes.sql`).
+const REPLAY_MARK: &str = ".lost-writes.";
 
-/// A backup's name: `{yyyymm}/{yyyymmdd}_{hhmmss}_pre-deploy-{sha7}`, with the data beside its
-/// manifest (`….sql.zst`, `….sql.gz`, `….dir.tar.zst`, `….dir.tar.gz`; `….manifest.json`).
+/// What a backup was taken for: its name says so, and a lookup by SHA prefers the deploy's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupKind {
+    /// Taken by a deploy before anything changed: what its rollback restores.
+    PreDeploy,
+    /// `deploy-guard backup`.
+    Backup,
+    /// `deploy-guard rehearse`.
+    Rehearse,
+}
+
+impl BackupKind {
+    pub const ALL: [BackupKind; 3] = [BackupKind::PreDeploy, BackupKind::Backup, BackupKind::Rehearse];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupKind::PreDeploy => "pre-deploy",
+            BackupKind::Backup => "backup",
+            BackupKind::Rehearse => "rehearse",
+        }
+    }
+}
+
+/// A backup's name: `{yyyymm}/{yyyymmdd}_{hhmmss}_{kind}-{sha7}-{nonce}`, the nonce random, so
+/// that two backups of one SHA in the same second are two backups; the data beside its manifest
+/// (`….sql.zst`, `….sql.gz`, `….dir.tar.zst`, `….dir.tar.gz`; `….manifest.json`). Names of older
+/// versions (`…_pre-deploy-{sha7}`, no nonce) are read too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupName {
     stem: String,
 }
 
 impl BackupName {
-    pub fn new(sha: &Sha, at: DateTime<Utc>) -> BackupName {
-        BackupName { stem: format!("{}/{}_pre-deploy-{}", at.format("%Y%m"), at.format("%Y%m%d_%H%M%S"), sha.short()) }
+    pub fn new(kind: BackupKind, sha: &Sha, at: DateTime<Utc>) -> BackupName {
+        let stem = format!(
+            "{}/{}_{}-{}-{}",
+            at.format("%Y%m"),
+            at.format("%Y%m%d_%H%M%S"),
+            kind.name(),
+            sha.short(),
+            random_hex(3)
+        );
+        BackupName { stem }
     }
 
-    /// The name of a data or manifest key (or a bare stem).
+    /// The name of a data, manifest or replay key (or a bare stem).
     pub fn from_key(key: &str) -> BackupName {
         let data: Vec<String> = Format::suffixes().collect();
-        let others = [MANIFEST_SUFFIX, REPLAY_SUFFIX];
-        let stem = data.iter().map(String::as_str).chain(others).find_map(|s| key.strip_suffix(s)).unwrap_or(key);
+        let replay = key.ends_with(".sql").then(|| key.rfind(REPLAY_MARK).map(|at| &key[..at])).flatten();
+        let stem = data
+            .iter()
+            .map(String::as_str)
+            .chain([MANIFEST_SUFFIX])
+            .find_map(|s| key.strip_suffix(s))
+            .or(replay)
+            .unwrap_or(key);
         BackupName { stem: stem.to_string() }
     }
 
@@ -35,9 +75,21 @@ impl BackupName {
         key.ends_with(MANIFEST_SUFFIX)
     }
 
+    /// What a manifest key names: the backup's kind and the short SHA, if it is one.
+    pub fn of_manifest_key(key: &str) -> Option<(BackupKind, &str)> {
+        let stem = key.strip_suffix(MANIFEST_SUFFIX)?;
+        let file = stem.rsplit('/').next()?;
+        let rest = file.splitn(3, '_').nth(2)?;
+        BackupKind::ALL.into_iter().find_map(|kind| {
+            let named = rest.strip_prefix(kind.name())?.strip_prefix('-')?;
+            let sha7 = named.split('-').next()?;
+            (!sha7.is_empty()).then_some((kind, sha7))
+        })
+    }
+
     /// The short SHA a manifest key is named by, if it is one.
     pub fn sha7_of_manifest_key(key: &str) -> Option<&str> {
-        key.strip_suffix(MANIFEST_SUFFIX)?.rsplit("pre-deploy-").next()
+        Self::of_manifest_key(key).map(|(_, sha7)| sha7)
     }
 
     pub fn stem(&self) -> &str {
@@ -53,10 +105,27 @@ impl BackupName {
         format!("{}{MANIFEST_SUFFIX}", self.stem)
     }
 
-    /// The replay file of the writes a restore of this backup lost.
-    pub fn replay_key(&self) -> String {
-        format!("{}{REPLAY_SUFFIX}", self.stem)
+    /// The replay file of the writes a restore of this backup at `at` lost: each restore its own.
+    pub fn replay_key(&self, at: DateTime<Utc>) -> String {
+        format!("{}{REPLAY_MARK}{}.sql", self.stem, at.format("%Y%m%d%H%M%S"))
     }
+}
+
+/// `bytes` random bytes in lower-case hex (from the kernel; the clock and pid, hashed, if it
+/// cannot be read).
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
+    if read.is_err() {
+        use sha2::{Digest, Sha256};
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        let digest = Sha256::digest(seed.as_bytes());
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = digest[i % digest.len()];
+        }
+    }
+    hex::encode(buf)
 }
 
 /// PostgreSQL's identifier limit: longer names are silently truncated by the server.
@@ -138,20 +207,35 @@ mod tests {
     }
 
     #[test]
-    fn backup_names_by_sha_and_time() {
+    fn backup_names_by_kind_sha_time_and_a_nonce() {
         let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
-        let n = BackupName::new(&sha(), at);
-        assert_eq!(n.stem(), "202605/20260510_150000_pre-deploy-abc1234");
-        assert_eq!(n.data_key(Format::Plain, Codec::Gzip), "202605/20260510_150000_pre-deploy-abc1234.sql.gz");
-        assert_eq!(n.data_key(Format::Plain, Codec::Zstd), "202605/20260510_150000_pre-deploy-abc1234.sql.zst");
-        assert_eq!(n.manifest_key(), "202605/20260510_150000_pre-deploy-abc1234.manifest.json");
+        let n = BackupName::new(BackupKind::PreDeploy, &sha(), at);
+        assert!(n.stem().starts_with("202605/20260510_150000_pre-deploy-abc1234-"), "{}", n.stem());
+        assert_eq!(n.stem().len(), "202605/20260510_150000_pre-deploy-abc1234-".len() + 6);
+        // Two in the same second are two names.
+        assert_ne!(n, BackupName::new(BackupKind::PreDeploy, &sha(), at));
+        for (format, codec, ext) in [
+            (Format::Plain, Codec::Gzip, ".sql.gz"),
+            (Format::Plain, Codec::Zstd, ".sql.zst"),
+            (Format::Directory, Codec::Zstd, ".dir.tar.zst"),
+        ] {
+            let key = n.data_key(format, codec);
+            assert_eq!(key, format!("{}{ext}", n.stem()));
+            assert_eq!(BackupName::from_key(&key), n);
+        }
         assert_eq!(BackupName::from_key(&n.manifest_key()), n);
-        assert_eq!(BackupName::from_key(&n.data_key(Format::Plain, Codec::Gzip)), n);
-        assert_eq!(BackupName::from_key(&n.data_key(Format::Plain, Codec::Zstd)), n);
-        let dir = n.data_key(Format::Directory, Codec::Zstd);
-        assert_eq!(dir, "202605/20260510_150000_pre-deploy-abc1234.dir.tar.zst");
-        assert_eq!(BackupName::from_key(&dir), n);
-        assert_eq!(BackupName::sha7_of_manifest_key(&n.manifest_key()), Some("abc1234"));
+        let replay = n.replay_key(at);
+        assert_eq!(replay, format!("{}.lost-writes.20260510150000.sql", n.stem()));
+        assert_eq!(BackupName::from_key(&replay), n);
+        assert_eq!(BackupName::of_manifest_key(&n.manifest_key()), Some((BackupKind::PreDeploy, "abc1234")));
+        let b = BackupName::new(BackupKind::Backup, &sha(), at);
+        assert_eq!(BackupName::of_manifest_key(&b.manifest_key()), Some((BackupKind::Backup, "abc1234")));
+        // Names of older versions.
+        let old = "202605/20260510_150000_pre-deploy-abc1234";
+        assert_eq!(BackupName::sha7_of_manifest_key(&format!("{old}.manifest.json")), Some("abc1234"));
+        assert_eq!(BackupName::from_key(&format!("{old}.lost-writes.sql")).stem(), old);
+        assert_eq!(BackupName::from_key(&format!("{old}.sql.gz")).stem(), old);
+        assert_eq!(BackupName::sha7_of_manifest_key("202605/x.manifest.json"), None);
     }
 
     #[test]

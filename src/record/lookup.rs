@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 
 use super::Manifest;
 use crate::backup::copy_verified;
-use crate::model::BackupName;
+use crate::model::{BackupKind, BackupName};
 use crate::store::Store;
 
 /// Every manifest in the store, newest first.
@@ -48,10 +48,18 @@ pub async fn find_for(store: &dyn Store, project: &str, database: &str, prefix: 
             others.len()
         );
     }
-    let (deploys, backups): (Vec<Manifest>, Vec<Manifest>) = mine.into_iter().partition(|m| m.tag.is_some());
+    // A deploy's own backup is named pre-deploy and records the tag it deployed (older names
+    // say pre-deploy for every backup: the tag tells them apart).
+    let by_deploy = |m: &Manifest| {
+        m.tag.is_some()
+            && BackupName::of_manifest_key(&m.manifest_key()).is_some_and(|(k, _)| k == BackupKind::PreDeploy)
+    };
+    let (deploys, backups): (Vec<Manifest>, Vec<Manifest>) = mine.into_iter().partition(by_deploy);
     if deploys.iter().any(|m| m.verified) {
         if !backups.is_empty() {
-            tracing::info!("using the backup taken by the deploy of {prefix}, not a later `backup` of that SHA");
+            tracing::info!(
+                "using the backup taken by the deploy of {prefix}, not another backup of that SHA (`backup`, `rehearse`)"
+            );
         }
         return newest_verified(store, prefix, deploys);
     }
@@ -81,7 +89,7 @@ pub async fn find_here_or_copy(
     tracing::warn!("{err:#}; the offsite copy {} has it: copying it back", copy.location(&m.key));
     let home = async {
         copy_verified(copy, store, &m.stored().taken()).await?;
-        m.save(store).await
+        m.create(store).await
     };
     home.await.with_context(|| {
         format!(

@@ -13,7 +13,7 @@ use crate::backup::{Chunks, Stored, Taken};
 use crate::db::{Fingerprint, RowSum, TableStats};
 use crate::guard::{Journal, Outcome};
 use crate::model::{is_sha256_hex, BackupName, Format, Sha};
-use crate::store::Store;
+use crate::store::{Put, Store};
 
 /// The writes made after the backup's snapshot that a restore took away, per table, and the
 /// replay file that puts them back.
@@ -184,10 +184,20 @@ impl Manifest {
         BackupName::from_key(&self.key).manifest_key()
     }
 
-    /// Writes the manifest beside its backup, signed when `DEPLOY_GUARD_MANIFEST_KEY` is set.
+    /// Writes the manifest's first version beside its backup: never over another manifest.
+    pub async fn create(&self, store: &dyn Store) -> Result<()> {
+        self.write(store, Put::New).await
+    }
+
+    /// Writes the manifest's next version (the journal), signed when `DEPLOY_GUARD_MANIFEST_KEY`
+    /// is set.
     pub async fn save(&self, store: &dyn Store) -> Result<()> {
+        self.write(store, Put::Replace).await
+    }
+
+    async fn write(&self, store: &dyn Store, mode: Put) -> Result<()> {
         let body = self.to_bytes(sign::signing_key()?.as_deref())?;
-        store.put_bytes(&self.manifest_key(), &body).await.context("cannot write the backup manifest")?;
+        store.put_bytes(&self.manifest_key(), &body, mode).await.context("cannot write the backup manifest")?;
         Ok(())
     }
 
@@ -307,7 +317,8 @@ mod tests {
     use crate::model::Codec;
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
-    const AT: &str = "202605/20260510_150000_pre-deploy-abc1234.manifest.json";
+    const STEM: &str = "202605/20260510_150000_pre-deploy-abc1234-0a1b2c";
+    const AT: &str = "202605/20260510_150000_pre-deploy-abc1234-0a1b2c.manifest.json";
 
     fn sha() -> Sha {
         Sha::parse("abc1234def5678abc1234def5678abc1234def56").unwrap()
@@ -316,7 +327,7 @@ mod tests {
     fn manifest() -> Manifest {
         let at = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
         let taken = Taken {
-            key: BackupName::new(&sha(), at).data_key(Format::Plain, Codec::Gzip),
+            key: BackupName::from_key(STEM).data_key(Format::Plain, Codec::Gzip),
             dump_bytes: Some(1000),
             size: 300,
             sha256: "9f".repeat(32),

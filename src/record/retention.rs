@@ -107,7 +107,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-06-30T12:00:00Z").unwrap().with_timezone(&Utc);
         let at = now - chrono::Duration::days(days_ago);
         let sha = crate::model::Sha::parse(&format!("{:07x}aaaaaaaa", days_ago)).unwrap();
-        let name = crate::model::BackupName::new(&sha, at);
+        let name = crate::model::BackupName::new(crate::model::BackupKind::PreDeploy, &sha, at);
         Manifest {
             format: 1,
             project: project.into(),

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use super::{Object, Store};
+use super::{Object, Put, Store};
 
 /// Mode of every object (dumps and manifests).
 pub const FILE_MODE: u32 = 0o600;
@@ -48,9 +48,18 @@ pub(super) fn key_path(root: &Path, key: &str) -> Result<PathBuf> {
     Ok(root.join(rel))
 }
 
+/// The error of a new object's key that already holds one.
+pub fn refuse_replace(key: &str, e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        anyhow::anyhow!("{key} is already in the store: refusing to replace it (nothing was changed)")
+    } else {
+        anyhow::Error::new(e).context(format!("cannot store {key}"))
+    }
+}
+
 #[async_trait]
 impl Store for DirStore {
-    async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send)) -> Result<u64> {
+    async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send), mode: Put) -> Result<u64> {
         let path = self.path(key)?;
         let dir = path.parent().expect("key has a file name");
         create_dirs(dir).await?;
@@ -69,7 +78,14 @@ impl Store for DirStore {
             let n = tokio::io::copy(body, &mut file).await.with_context(|| format!("writing {}", partial.display()))?;
             file.flush().await?;
             file.sync_all().await?;
-            tokio::fs::rename(&partial, &path).await?;
+            match mode {
+                Put::Replace => tokio::fs::rename(&partial, &path).await?,
+                // A link is made only where no file is: the kernel refuses to replace one.
+                Put::New => {
+                    tokio::fs::hard_link(&partial, &path).await.map_err(|e| refuse_replace(key, e))?;
+                    tokio::fs::remove_file(&partial).await?;
+                }
+            }
             Ok::<u64, anyhow::Error>(n)
         }
         .await;
@@ -176,14 +192,27 @@ mod tests {
         let key = "202605/20260510_150000_pre-deploy-abc1234.sql.gz";
         let body: &[u8] = b"rows of every customer";
         let s: &dyn Store = &store;
-        assert_eq!(s.put_bytes(key, body).await.unwrap(), body.len() as u64);
-        s.put_bytes("202605/deeper/x.manifest.json", b"{}").await.unwrap();
+        assert_eq!(s.put_bytes(key, body, Put::New).await.unwrap(), body.len() as u64);
+        s.put_bytes("202605/deeper/x.manifest.json", b"{}", Put::New).await.unwrap();
         assert_eq!(mode(&root), DIR_MODE, "root");
         assert_eq!(mode(&root.join("202605")), DIR_MODE);
         assert_eq!(mode(&root.join("202605/deeper")), DIR_MODE);
         assert_eq!(mode(&root.join(key)), FILE_MODE);
         assert_eq!(mode(&root.join("202605/deeper/x.manifest.json")), FILE_MODE);
         assert_eq!(s.get_bytes(key).await.unwrap(), body, "nothing lost");
+    }
+
+    #[tokio::test]
+    async fn a_new_object_never_replaces_another_the_journal_replaces_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s: &dyn Store = &DirStore::new(tmp.path());
+        s.put_bytes("a/k.manifest.json", b"first", Put::New).await.unwrap();
+        let err = format!("{:#}", s.put_bytes("a/k.manifest.json", b"second", Put::New).await.unwrap_err());
+        assert!(err.contains("refusing to replace it"), "{err}");
+        assert_eq!(s.get_bytes("a/k.manifest.json").await.unwrap(), b"first");
+        assert!(!tmp.path().join("a/k.manifest.json.partial").exists(), "the refused write was left behind");
+        s.put_bytes("a/k.manifest.json", b"journal", Put::Replace).await.unwrap();
+        assert_eq!(s.get_bytes("a/k.manifest.json").await.unwrap(), b"journal");
     }
 
     #[tokio::test]
@@ -194,7 +223,7 @@ mod tests {
         std::fs::write(&partial, b"stale").unwrap();
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o666)).unwrap();
         let s: &dyn Store = &store;
-        s.put_bytes("k.gz", b"fresh").await.unwrap();
+        s.put_bytes("k.gz", b"fresh", Put::New).await.unwrap();
         assert_eq!(mode(&tmp.path().join("k.gz")), FILE_MODE);
         assert_eq!(s.get_bytes("k.gz").await.unwrap(), b"fresh");
         assert!(!partial.exists());

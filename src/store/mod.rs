@@ -21,11 +21,22 @@ pub struct Object {
     pub size: u64,
 }
 
+/// Whether a put may replace what is at its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// A new object (a backup, its copy, a replay file, a manifest's first version): a key that
+    /// already holds one is refused, never overwritten.
+    New,
+    /// The next version of an object this run wrote (a manifest's journal).
+    Replace,
+}
+
 /// Object storage, by key (`postgres/202605/…sql.gz`).
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Streams `body` to `key`. The object appears whole or not at all.
-    async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send)) -> Result<u64>;
+    /// Streams `body` to `key`. The object appears whole or not at all; with [`Put::New`] it
+    /// never replaces another.
+    async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send), mode: Put) -> Result<u64>;
     /// Streams the object back.
     async fn get(&self, key: &str) -> Result<Box<dyn AsyncRead + Unpin + Send>>;
     /// Objects whose key starts with `prefix`.
@@ -37,8 +48,8 @@ pub trait Store: Send + Sync {
     async fn free_space(&self) -> Result<Option<u64>> {
         Ok(None)
     }
-    /// Writes `key` from what `producer` (a command run on the target) prints, when the store is
-    /// a directory there: nothing crosses the link. Returns the object's length and sha256 as
+    /// Writes the new object `key` from what `producer` (a command run on the target) prints,
+    /// when the store is a directory there: nothing crosses the link. Returns the object's length and sha256 as
     /// read back there. `None`: the store is elsewhere (use [`Store::put`]).
     async fn put_from_target(&self, _key: &str, _producer: &crate::exec::Cmd) -> Option<Result<(u64, String)>> {
         None
@@ -57,9 +68,9 @@ pub trait Store: Send + Sync {
 }
 
 impl<'a> dyn Store + 'a {
-    pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<u64> {
+    pub async fn put_bytes(&self, key: &str, data: &[u8], mode: Put) -> Result<u64> {
         let mut src = data;
-        self.put(key, &mut src).await
+        self.put(key, &mut src, mode).await
     }
 
     pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {

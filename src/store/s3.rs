@@ -23,7 +23,7 @@ use aws_smithy_http_client::tls;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Object, Store};
+use super::{Object, Put, Store};
 
 /// S3's limit on the parts of one multipart upload.
 const MAX_PARTS: i32 = 10_000;
@@ -197,6 +197,9 @@ impl Inner {
                  s3:GetObject, s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload on the bucket ({})",
                 code.as_deref().unwrap_or("403")
             ),
+            (_, Some("PreconditionFailed"), _) | (_, _, Some(412)) => {
+                "an object is already stored at that key: refusing to replace it (nothing was changed)".to_string()
+            }
             (_, _, Some(404)) if what.starts_with("checking") => format!(
                 "bucket {bucket:?} does not exist at {endpoint}: create it, or fix the bucket name in backup.store"
             ),
@@ -208,7 +211,7 @@ impl Inner {
         anyhow!("{what}: {msg}")
     }
 
-    async fn put_object(&self, key: &str, body: Bytes) -> Result<()> {
+    async fn put_object(&self, key: &str, body: Bytes, mode: Put) -> Result<()> {
         let len = body.len() as i64;
         self.client
             .put_object()
@@ -216,6 +219,7 @@ impl Inner {
             .key(key)
             .content_length(len)
             .body(ByteStream::from(body))
+            .set_if_none_match(if_none_match(mode))
             .set_server_side_encryption(self.sse.clone())
             .set_ssekms_key_id(self.sse_kms_key_id.clone())
             .send()
@@ -306,6 +310,7 @@ impl Inner {
         upload_id: &str,
         first: Bytes,
         body: &mut (dyn AsyncRead + Unpin + Send),
+        mode: Put,
     ) -> Result<u64> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut done: Vec<CompletedPart> = Vec::new();
@@ -351,6 +356,7 @@ impl Inner {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
+            .set_if_none_match(if_none_match(mode))
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
             .send()
             .await
@@ -358,6 +364,12 @@ impl Inner {
         tracing::debug!("{key}: {number} parts, {total} bytes");
         Ok(total)
     }
+}
+
+/// A new object is written only where none is: S3's conditional write (`If-None-Match: *`, on a
+/// single PUT and on CompleteMultipartUpload) refuses to replace an existing key with 412.
+fn if_none_match(mode: Put) -> Option<String> {
+    (mode == Put::New).then(|| "*".to_string())
 }
 
 /// An error and its causes, each once: "dispatch failure: io error: … Connection refused".
@@ -406,14 +418,14 @@ impl Drop for AbortOnDrop {
 
 #[async_trait]
 impl Store for S3Store {
-    async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send)) -> Result<u64> {
+    async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send), mode: Put) -> Result<u64> {
         let s = &self.inner;
         s.credentials()?;
         let full = s.full_key(key);
         let first = read_part(body, s.part_size).await.context("reading the backup stream")?;
         if first.len() < s.part_size {
             let n = first.len() as u64;
-            s.put_object(&full, first).await?;
+            s.put_object(&full, first, mode).await?;
             return Ok(n);
         }
         let created = s
@@ -428,7 +440,7 @@ impl Store for S3Store {
             .map_err(|e| s.explain(&format!("starting the upload of s3://{}/{full}", s.bucket), e))?;
         let upload_id = created.upload_id().context("the S3 server returned no upload id")?.to_string();
         let mut guard = AbortOnDrop { inner: Some((s.clone(), full.clone(), upload_id.clone())) };
-        let r = s.multipart(&full, &upload_id, first, body).await;
+        let r = s.multipart(&full, &upload_id, first, body, mode).await;
         guard.inner = None;
         if r.is_err() {
             s.abort(&full, &upload_id).await;
@@ -494,7 +506,9 @@ impl Store for S3Store {
             .await
             .map_err(|e| s.explain(&what, e))?;
         let probe = s.full_key(&format!(".deploy-guard-check-{}", std::process::id()));
-        s.put_object(&probe, Bytes::from_static(b"deploy-guard check\n")).await.with_context(|| what.clone())?;
+        s.put_object(&probe, Bytes::from_static(b"deploy-guard check\n"), Put::Replace)
+            .await
+            .with_context(|| what.clone())?;
         s.client
             .delete_object()
             .bucket(&s.bucket)

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, DuplexStream, ReadBuf};
 use tokio::sync::oneshot;
 
 use super::dir::key_path;
-use super::{Object, Store};
+use super::{Object, Put, Store};
 use crate::exec::{self, quote, Cmd, CountingReader, Executor};
 
 pub struct TargetDirStore {
@@ -84,6 +84,24 @@ impl AsyncRead for Stdout {
 }
 
 impl TargetDirStore {
+    /// Moves a whole `partial` into place at `path`: a new object only where none is (`ln` makes
+    /// no link over an existing file), the next version of one by rename.
+    async fn finish(&self, key: &str, partial: &str, path: &str, mode: Put) -> Result<()> {
+        let (p, f) = (quote(partial), quote(path));
+        let script = match mode {
+            Put::Replace => format!("mv -f -- {p} {f}"),
+            Put::New => format!(
+                "if ln -- {p} {f} 2>/dev/null; then rm -f -- {p}; elif [ -e {f} ]; then echo EXISTS; exit 1; else ln -- {p} {f}; fi"
+            ),
+        };
+        let cmd = Cmd::new("store the object on the target", script).timeout(std::time::Duration::from_secs(60));
+        let out = exec::capture(self.exec.as_ref(), &cmd).await?;
+        if out.stdout.trim() == "EXISTS" {
+            bail!("{key} is already in the store: refusing to replace it (nothing was changed)");
+        }
+        out.exit.check(&cmd.label)
+    }
+
     /// [`Store::put_from_target`]: the same `KEY.partial`, 0600 and rename as a put, with the
     /// producer's output written straight into it.
     async fn write_in_place(&self, key: &str, producer: &Cmd) -> Result<(u64, String)> {
@@ -105,8 +123,7 @@ impl TargetDirStore {
         let written = async {
             let out = exec::run_ok(self.exec.as_ref(), &write).await?;
             let Some(digest) = parse_digest(&out) else { bail!("{} printed no length and sha256", write.label) };
-            self.run("store the backup on the target", format!("mv -f -- {} {}", quote(&partial), quote(&path)))
-                .await?;
+            self.finish(key, &partial, &path, Put::New).await?;
             Ok(digest)
         }
         .await;
@@ -119,7 +136,7 @@ impl TargetDirStore {
 
 #[async_trait]
 impl Store for TargetDirStore {
-    async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send)) -> Result<u64> {
+    async fn put(&self, key: &str, body: &mut (dyn AsyncRead + Unpin + Send), mode: Put) -> Result<u64> {
         let path = self.path(key)?;
         let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
         let partial = format!("{path}.partial");
@@ -146,8 +163,7 @@ impl Store for TargetDirStore {
             if on_target != counted.n {
                 bail!("{partial} holds {on_target} bytes on the target, {} were sent", counted.n);
             }
-            self.run("store the backup on the target", format!("mv -f -- {} {}", quote(&partial), quote(&path)))
-                .await?;
+            self.finish(key, &partial, &path, mode).await?;
             Ok(counted.n)
         }
         .await;

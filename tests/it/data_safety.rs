@@ -149,7 +149,7 @@ async fn writes_after_the_backup_are_found_after_a_restore_and_replayed_on_reque
     assert_eq!(app.psql("SELECT count(*) FROM customers"), "2000", "a dry run changes nothing");
 
     // A replay file changed in the store is refused.
-    let file = find(&app.stage.store_dir(), ".lost-writes.sql");
+    let file = find(&app.stage.store_dir(), ".lost-writes.");
     let original = std::fs::read(&file).unwrap();
     std::fs::write(&file, [&original[..], b"DELETE FROM customers;\n"].concat()).unwrap();
     let tampered = app.run(&["replay", "--sha", &SHA[..7]]);
@@ -186,10 +186,10 @@ async fn writes_after_the_backup_are_found_after_a_restore_and_replayed_on_reque
     assert_eq!(app.psql("INSERT INTO customers (name) VALUES ('after the replay') RETURNING id"), "2004");
 }
 
-/// The one file under `dir` whose name ends with `suffix`.
-fn find(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
-    let found = common::files_under(dir).into_iter().find(|p| p.to_string_lossy().ends_with(suffix));
-    found.unwrap_or_else(|| panic!("no {suffix} under {}", dir.display()))
+/// The one file under `dir` whose name holds `part`.
+fn find(dir: &std::path::Path, part: &str) -> std::path::PathBuf {
+    let found = common::files_under(dir).into_iter().find(|p| p.to_string_lossy().contains(part));
+    found.unwrap_or_else(|| panic!("no {part} under {}", dir.display()))
 }
 
 #[tokio::test]

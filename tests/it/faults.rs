@@ -190,7 +190,7 @@ fn nothing_left_behind_in(app: &App, cluster: &deploy_guard::simulate::sandbox::
     assert!(scratch.is_empty(), "scratch databases left: {scratch:?}");
     let partial: Vec<String> = files(&app.stage.store_dir())
         .into_iter()
-        .filter(|f| !common::is_backup_data(f) && !f.ends_with(".json") && !f.ends_with(".lost-writes.sql"))
+        .filter(|f| !common::is_backup_data(f) && !f.ends_with(".json") && !f.contains(".lost-writes."))
         .collect();
     assert!(partial.is_empty(), "stray objects in the store: {partial:?}");
 }

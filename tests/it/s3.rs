@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{App, SHA};
-use deploy_guard::store::{S3Settings, S3Store, Store};
+use deploy_guard::store::{Put, S3Settings, S3Store, Store};
 use s3server::{S3Server, BUCKET};
 use sha2::{Digest, Sha256};
 
@@ -73,7 +73,7 @@ async fn forty_mib_in_8_mib_parts_round_trips_byte_for_byte() {
     // Not a multiple of the part size: five full parts and a short last one.
     let body = data(40 * MIB as usize + 12345, 7);
     let mut reader = &body[..];
-    let n = s.put("202611/big.sql.gz", &mut reader).await.unwrap();
+    let n = s.put("202611/big.sql.gz", &mut reader, Put::New).await.unwrap();
     assert_eq!(n, body.len() as u64);
     // Stored under the URL's prefix, one whole object, no upload left in progress.
     assert_eq!(server.keys(), vec!["rt/prefix/202611/big.sql.gz"]);
@@ -84,7 +84,7 @@ async fn forty_mib_in_8_mib_parts_round_trips_byte_for_byte() {
     // Exactly one part's worth goes as a multipart upload of one part; less as one PutObject.
     for (key, len) in [("exact", 8 * MIB as usize), ("small", 1000), ("empty", 0)] {
         let body = data(len, 3);
-        s.put(key, &mut &body[..]).await.unwrap();
+        s.put(key, &mut &body[..], Put::New).await.unwrap();
         assert_eq!(s.get_bytes(key).await.unwrap(), body, "{key}");
     }
     let listed = s.list("202611/").await.unwrap();
@@ -97,14 +97,35 @@ async fn forty_mib_in_8_mib_parts_round_trips_byte_for_byte() {
     assert!(err.contains("no object 202611/big.sql.gz in s3://backups/rt/prefix"), "{err}");
 }
 
+/// A new object never replaces one at its key: S3's conditional write, on a single PUT and on
+/// CompleteMultipartUpload. The journal's next version of a manifest does replace it.
+#[tokio::test]
+async fn a_new_object_never_replaces_another_and_the_journal_replaces_its_own() {
+    let server = S3Server::start();
+    let s = store(&server, "cond", 5 * MIB, &server.env());
+    s.put_bytes("a.manifest.json", b"first", Put::New).await.unwrap();
+    let err = format!("{:#}", s.put_bytes("a.manifest.json", b"second", Put::New).await.unwrap_err());
+    assert!(err.contains("refusing to replace it"), "{err}");
+    assert_eq!(s.get_bytes("a.manifest.json").await.unwrap(), b"first");
+    s.put_bytes("a.manifest.json", b"journal", Put::Replace).await.unwrap();
+    assert_eq!(s.get_bytes("a.manifest.json").await.unwrap(), b"journal");
+    let big = data(12 * MIB as usize, 5);
+    s.put("b.sql.zst", &mut &big[..], Put::New).await.unwrap();
+    let other = data(12 * MIB as usize, 9);
+    let err = format!("{:#}", s.put("b.sql.zst", &mut &other[..], Put::New).await.unwrap_err());
+    assert!(err.contains("refusing to replace it"), "{err}");
+    assert_eq!(s.get_bytes("b.sql.zst").await.unwrap(), big, "the first object is intact");
+    assert_eq!(server.pending_uploads(), Vec::<String>::new(), "the refused upload left parts behind");
+}
+
 #[tokio::test]
 async fn listing_follows_pagination() {
     let server = S3Server::start();
     let s = store(&server, "many", 8 * MIB, &server.env());
     for i in 0..1005 {
-        s.put_bytes(&format!("k/{i:05}"), b"x").await.unwrap();
+        s.put_bytes(&format!("k/{i:05}"), b"x", Put::New).await.unwrap();
     }
-    s.put_bytes("other/x", b"x").await.unwrap();
+    s.put_bytes("other/x", b"x", Put::New).await.unwrap();
     let listed = s.list("k/").await.unwrap();
     assert_eq!(listed.len(), 1005, "more than one page of 1000");
     assert_eq!(listed[1004].key, "k/01004");
@@ -131,7 +152,7 @@ async fn a_failing_body_aborts_the_multipart_upload() {
     }
     let server = S3Server::start();
     let s = store(&server, "fail", 5 * MIB, &server.env());
-    let err = s.put("x.sql.gz", &mut Failing(17 * MIB as usize)).await.unwrap_err();
+    let err = s.put("x.sql.gz", &mut Failing(17 * MIB as usize), Put::New).await.unwrap_err();
     assert!(format!("{err:#}").contains("pg_dump went away"), "{err:#}");
     assert_eq!(server.keys(), Vec::<String>::new());
     assert_eq!(server.pending_uploads(), Vec::<String>::new(), "parts left behind");
@@ -294,7 +315,7 @@ fn a_failing_migration_restores_from_s3_by_itself_and_restore_finds_7_characters
     // Backup and manifest are in the bucket, under the prefix.
     let keys = server.keys();
     assert_eq!(keys.len(), 2, "{keys:?}");
-    assert!(keys.iter().all(|k| k.starts_with("s3_deploy/20") && k.contains("_pre-deploy-0123456.")), "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("s3_deploy/20") && k.contains("_pre-deploy-0123456-")), "{keys:?}");
 
     // `backups` lists it; `restore --sha` with 7 characters finds it and restores it.
     let listed = common::json(&run(&app, &server, &["backups", "--json"]));
@@ -346,10 +367,16 @@ fn lookup_by_sha_prefix_on_s3() {
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
 }
 
-/// What is left in the bucket, by `{sha7}.{extension}`.
+/// What is left in the bucket, by `{sha7}.{extension}` (`…_backup-{sha7}-{nonce}.{extension}`).
 fn shas_left(server: &S3Server) -> Vec<String> {
-    let mut left: Vec<String> =
-        server.keys().iter().map(|k| k.rsplit("pre-deploy-").next().unwrap().to_string()).collect();
+    let mut left: Vec<String> = server
+        .keys()
+        .iter()
+        .map(|k| {
+            let named = k.rsplit('_').next().unwrap().split_once('-').unwrap().1;
+            format!("{}.{}", &named[..7], named.split_once('.').unwrap().1)
+        })
+        .collect();
     left.sort();
     left
 }
@@ -380,7 +407,7 @@ fn retention_keeps_and_deletes_exactly_what_it_should() {
         assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     }
     let manifests: Vec<String> = server.keys().into_iter().filter(|k| k.ends_with(".manifest.json")).collect();
-    let manifest_of = |p: &str| manifests.iter().find(|k| k.contains(&format!("pre-deploy-{p}"))).unwrap().clone();
+    let manifest_of = |p: &str| manifests.iter().find(|k| k.contains(&format!("_backup-{p}-"))).unwrap().clone();
     // a oldest … e newest; b belongs to a deploy that never finished; e is not verified.
     set_manifest(&server, &manifest_of("aaaaaaa"), "2020-01-01T00:00:00Z", Some("deployed"));
     set_manifest(&server, &manifest_of("bbbbbbb"), "2020-01-02T00:00:00Z", None);
@@ -417,7 +444,7 @@ fn retention_keeps_and_deletes_exactly_what_it_should() {
     let out = run(&app, &server, &["prune"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let text = common::stdout(&out);
-    assert!(text.contains("pre-deploy-aaaaaaa.sql.zst") && text.contains("pre-deploy-ccccccc.sql.zst"), "{text}");
+    assert!(text.contains("_backup-aaaaaaa-") && text.contains("_backup-ccccccc-"), "{text}");
     assert_eq!(text.lines().count(), 2, "{text}");
     let left = shas_left(&server);
     assert_eq!(
@@ -439,9 +466,7 @@ fn retention_keeps_and_deletes_exactly_what_it_should() {
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let err = common::stderr(&out);
     assert!(
-        err.contains("retention: deleted")
-            && err.contains("pre-deploy-ddddddd.sql.zst")
-            && err.contains("pre-deploy-eeeeeee.sql.zst"),
+        err.contains("retention: deleted") && err.contains("_backup-ddddddd-") && err.contains("_backup-eeeeeee-"),
         "{err}"
     );
     let left = shas_left(&server);

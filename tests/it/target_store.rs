@@ -60,7 +60,19 @@ async fn backups_are_written_on_the_target_and_a_later_process_rolls_back_from_t
     assert!(!files.iter().any(|f| f.ends_with(".partial")), "{files:?}");
     assert!(!target_read(&sshd, &store.join(&key)).is_empty());
 
-    // The job ends; a new process (the rollback button) lists and restores from the target.
+    // Two backups of the same SHA at once, in the same second as each other (and, on a fast
+    // machine, as the deploy's): each is a backup of its own, none replaces the deploy's.
+    for _ in 0..2 {
+        let out = app.run_env(&["backup", "--sha", SHA], &ssh_env(&sshd));
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    }
+    let manifests: Vec<String> =
+        target_files(&sshd, &store).into_iter().filter(|f| f.ends_with(".manifest.json")).collect();
+    assert_eq!(manifests.len(), 3, "{manifests:?}");
+    assert_eq!(manifests.iter().filter(|f| f.contains("_backup-")).count(), 2, "{manifests:?}");
+
+    // The job ends; a new process (the rollback button) lists and restores from the target: the
+    // deploy's own backup, not the later ones of the migrated database.
     let out = app.run_env(&["backups", "--json"], &ssh_env(&sshd));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     assert!(common::stdout(&out).contains(&key), "{}", common::stdout(&out));
@@ -164,4 +176,31 @@ async fn an_offsite_copy_that_fails_is_a_warning_and_the_deploy_goes_on() {
     assert!(backup_step["detail"].as_str().unwrap().contains("no offsite copy"), "{backup_step}");
     assert_eq!(app.tag(), "v2");
     assert!(std::fs::read_dir(app.stage.store_dir()).unwrap().count() > 0, "the store's backup is there");
+}
+
+/// A new object never replaces one on the target (`ln` makes no link over a file); the journal's
+/// next version of a manifest does replace it.
+#[tokio::test]
+async fn a_new_object_never_replaces_another_on_the_target() {
+    use deploy_guard::store::{Put, Store, TargetDirStore};
+    let tmp = common::tempdir();
+    let disk = tmp.path().join("vps-disk");
+    let sshd = Sshd::with_private_dir(&disk).unwrap();
+    let ssh =
+        deploy_guard::exec::ssh::Ssh::connect(&common::SshdExt::target(&sshd), &common::SshdExt::credentials(&sshd))
+            .await
+            .unwrap();
+    let store = TargetDirStore::new(std::sync::Arc::new(ssh), disk.join("b"), std::time::Duration::from_secs(60));
+    let s: &dyn Store = &store;
+    s.put_bytes("m/k.manifest.json", b"first", Put::New).await.unwrap();
+    let err = format!("{:#}", s.put_bytes("m/k.manifest.json", b"second", Put::New).await.unwrap_err());
+    assert!(err.contains("refusing to replace it"), "{err}");
+    assert_eq!(target_read(&sshd, &disk.join("b/m/k.manifest.json")), b"first");
+    assert_eq!(
+        target_files(&sshd, &disk.join("b")),
+        ["600 f m/k.manifest.json", "700 d m"],
+        "the refused write was left behind"
+    );
+    s.put_bytes("m/k.manifest.json", b"journal", Put::Replace).await.unwrap();
+    assert_eq!(target_read(&sshd, &disk.join("b/m/k.manifest.json")), b"journal");
 }

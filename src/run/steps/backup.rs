@@ -4,11 +4,21 @@ use async_trait::async_trait;
 use super::{Done, Run, StepSpec};
 use crate::backup::{self, Packing};
 use crate::exec::Cmd;
+use crate::guard::Mode;
 use crate::model::Format;
-use crate::model::{human_bytes, BackupName};
+use crate::model::{human_bytes, BackupKind, BackupName};
 use crate::record::Manifest;
 
 pub struct Backup;
+
+/// What a backup is taken for, by the mode that takes it.
+fn kind(mode: Mode) -> BackupKind {
+    match mode {
+        Mode::Backup => BackupKind::Backup,
+        Mode::Rehearse => BackupKind::Rehearse,
+        _ => BackupKind::PreDeploy,
+    }
+}
 
 #[async_trait]
 impl StepSpec for Backup {
@@ -23,7 +33,7 @@ impl StepSpec for Backup {
         };
         let mut what = format!(
             "stream {dump} → {codec}{at} → {} (…time of the run), then read it back whole to verify",
-            run.w.store.location(&BackupName::new(&run.sha, run.started_at).data_key(b.format, codec)),
+            run.w.store.location(&BackupName::new(kind(run.mode), &run.sha, run.started_at).data_key(b.format, codec)),
         );
         if let Some(copy) = &run.w.copy {
             what.push_str(&format!("; copy it to {} and verify the copy", copy.describe()));
@@ -39,7 +49,7 @@ impl StepSpec for Backup {
         let w = run.w;
         let b = &w.config.backup;
         let packing = Packing::choose(w.db.executor().as_ref(), b.format, b.compression).await?;
-        let key = packing.key(&BackupName::new(&run.sha, run.started_at));
+        let key = packing.key(&BackupName::new(kind(run.mode), &run.sha, run.started_at));
         // Before the dump: every write after this shows in the counters (damage, lost writes).
         let stats = w.db.table_stats(&w.db.name).await?;
         let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, packing).await?;
@@ -57,14 +67,18 @@ impl StepSpec for Backup {
         m.server_version = run.found.server_version.clone();
         m.stats = stats;
         m.classification = run.found.classification.clone();
+        m.journal = run.journal.clone();
+        m.create(w.store.as_ref()).await?;
         run.manifest = Some(m);
-        run.persist().await;
         let Some(copy) = &w.copy else { return Ok(Done::Ok(detail)) };
         // The store's backup is verified and enough for this run: a failed copy is a warning.
         let m = run.manifest.as_mut().expect("set above");
         match backup::copy_verified(w.store.as_ref(), copy.as_ref(), &m.stored().taken()).await {
             Ok(()) => {
                 m.copy = Some(copy.location(&m.key));
+                if let Err(e) = m.create(copy.as_ref()).await {
+                    return Ok(Done::Warning(format!("{detail}; the offsite copy has no manifest: {e:#}")));
+                }
                 run.persist().await;
                 Ok(Done::Ok(format!("{detail}; offsite copy verified in {}", copy.describe())))
             }

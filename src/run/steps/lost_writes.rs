@@ -53,7 +53,7 @@ impl StepSpec for LostWrites {
             .filter(|t| migration_table.as_deref() != Some(t.as_str()))
             .filter(|t| m.stats.is_empty() || stats_now.get(*t) != m.stats.get(*t))
             .collect();
-        let key = BackupName::from_key(&m.key).replay_key();
+        let key = BackupName::from_key(&m.key).replay_key(chrono::Utc::now());
         let mut found = Found::default();
         let sha = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
         let (tx, mut rx) = tokio::io::duplex(64 * 1024);
@@ -92,18 +92,16 @@ impl StepSpec for LostWrites {
             anyhow::Ok(())
         };
         let store = w.store.clone();
-        let put = async move { store.put(&key, &mut rx).await };
+        let stored_at = key.clone();
+        let put = async move { store.put(&stored_at, &mut rx, crate::store::Put::New).await };
         let (produced, stored) = tokio::join!(produce, put);
         produced?;
         stored.context("storing the replay file")?;
         if found.tables.is_empty() {
             // Nothing lost: no file to review.
-            w.store
-                .delete(&BackupName::from_key(&m.key).replay_key())
-                .await
-                .context("removing the empty replay file")?;
+            w.store.delete(&key).await.context("removing the empty replay file")?;
         } else {
-            found.key = BackupName::from_key(&m.key).replay_key();
+            found.key = key;
             found.sha256 = hex::encode(sha.lock().expect("sha").clone().finalize());
         }
         let (ins, upd, del) =
