@@ -39,6 +39,7 @@ pub struct Listed {
 pub async fn list(w: &World, sha_prefix: Option<&ShaPrefix>) -> Result<Vec<Listed>> {
     Ok(record::list(w.store.as_ref())
         .await?
+        .checked()
         .into_iter()
         .filter(|m| sha_prefix.is_none_or(|p| m.sha.starts_with(p)))
         .map(|m| Listed {

@@ -128,6 +128,7 @@ async fn store_line(w: &World, store: &dyn crate::store::Store) -> Result<String
     let Some(free) = store.free_space().await? else { return Ok(line) };
     let last = crate::record::list(store)
         .await?
+        .checked()
         .into_iter()
         .find(|m| m.project == w.config.project && m.database == w.db.name)
         .map(|m| m.size);

@@ -23,6 +23,7 @@ pub async fn resolve(w: &World, sha: &ShaPrefix, note: &str) -> Result<Vec<Resol
     let store = w.store.as_ref();
     let mine: Vec<_> = record::list(store)
         .await?
+        .checked()
         .into_iter()
         .filter(|m| {
             m.project == w.config.project && m.database == w.db.name && m.sha.as_str().starts_with(sha.as_str())

@@ -11,7 +11,7 @@ use crate::world::World;
 pub async fn render(w: &World, sha: Option<&ShaPrefix>, config_arg: &str) -> Result<String> {
     // By project only: offline, a `${VAR}` database name is not resolved.
     let mine = |m: &crate::record::Manifest| m.project == w.config.project && m.tag.is_some();
-    let listed = crate::record::list(w.store.as_ref()).await;
+    let listed = crate::record::list(w.store.as_ref()).await.map(crate::record::Listing::checked);
     let found =
         match sha {
             Some(p) => Some(listed?.into_iter().find(|m| mine(m) && m.sha.starts_with(p)).with_context(|| {

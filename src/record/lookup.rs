@@ -7,19 +7,68 @@ use crate::backup::copy_verified;
 use crate::model::{BackupKind, BackupName};
 use crate::store::Store;
 
-/// Every manifest in the store, newest first.
-pub async fn list(store: &dyn Store) -> Result<Vec<Manifest>> {
-    let mut out = Vec::new();
-    for obj in store.list("").await? {
-        if BackupName::is_manifest_key(&obj.key) {
-            match Manifest::load(store, &obj.key).await {
-                Ok(m) => out.push(m),
-                Err(e) => tracing::warn!("skipping {}: {e:#}", obj.key),
-            }
+/// The manifests in a store: those that check out, newest first, and those that do not.
+pub struct Listing {
+    pub manifests: Vec<Manifest>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A manifest that fails its checks (its signature, a field): nothing it says is trusted.
+pub struct Unreadable {
+    pub key: String,
+    pub why: String,
+    /// What it says, unchecked (None: not even JSON).
+    said: Option<serde_json::Value>,
+}
+
+impl Unreadable {
+    /// It may record a rollback of `project`'s `database` that failed and waits for a person:
+    /// it says so, or it cannot be read well enough to tell. (What it says is not trusted; but
+    /// whoever could forge it could as well have deleted it.)
+    pub fn may_wait_for_a_person(&self, project: &str, database: &str) -> bool {
+        let Some(m) = self.said.as_ref().filter(|v| v.is_object()) else { return true };
+        let other = |field: &str, ours: &str| m.get(field).and_then(|v| v.as_str()).is_some_and(|v| v != ours);
+        if other("project", project) || other("database", database) {
+            return false;
+        }
+        m["outcome"]["result"] == "rollback-failed" && m.get("resolved").is_none_or(|r| r.is_null())
+    }
+}
+
+impl Listing {
+    /// Warns once about each manifest that did not check out.
+    pub fn warn_unreadable(&self) {
+        for u in &self.unreadable {
+            tracing::warn!("skipping {}: {}", u.key, u.why);
         }
     }
-    out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.key.cmp(&a.key)));
-    Ok(out)
+
+    /// The manifests that check out, newest first, with a warning about each that does not.
+    pub fn checked(self) -> Vec<Manifest> {
+        self.warn_unreadable();
+        self.manifests
+    }
+}
+
+/// Every manifest in the store.
+pub async fn list(store: &dyn Store) -> Result<Listing> {
+    let mut listing = Listing { manifests: Vec::new(), unreadable: Vec::new() };
+    for obj in store.list("").await? {
+        if !BackupName::is_manifest_key(&obj.key) {
+            continue;
+        }
+        let bytes = store.get_bytes(&obj.key).await?;
+        match Manifest::from_bytes(&bytes, &obj.key, super::sign::signing_key()?.as_deref()) {
+            Ok(m) => listing.manifests.push(m),
+            Err(e) => listing.unreadable.push(Unreadable {
+                key: obj.key,
+                why: format!("{e:#}"),
+                said: serde_json::from_slice(&bytes).ok(),
+            }),
+        }
+    }
+    listing.manifests.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.key.cmp(&a.key)));
+    Ok(listing)
 }
 
 /// The backup to restore for the deploy of `project` on `database` whose SHA starts with

@@ -8,7 +8,7 @@ mod rehearsal;
 pub mod retention;
 mod sign;
 
-pub use lookup::{find_for, find_here_or_copy, list};
+pub use lookup::{find_for, find_here_or_copy, list, Listing, Unreadable};
 pub use manifest::{LostWrites, Manifest, MigrationState, Resolution};
 pub use rehearsal::{Rehearsal, RehearsedMigration};
 pub use sign::{signing_key_set, MANIFEST_KEY_VAR};

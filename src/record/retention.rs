@@ -70,7 +70,7 @@ pub async fn prune(store: &dyn Store, project: &str, policy: Policy, dry_run: bo
     if !policy.is_set() {
         return Ok(Vec::new());
     }
-    let all = list(store).await?;
+    let all = list(store).await?.checked();
     let mut deleted = Vec::new();
     for d in plan(&all, project, policy, Utc::now()).into_iter().filter(|d| d.delete) {
         let m = &d.manifest;

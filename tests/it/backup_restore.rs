@@ -240,7 +240,7 @@ async fn row_sums_are_read_from_the_verified_backup_only_when_asked_and_equal_th
     );
     assert_eq!(app.run(&["backup", "--sha", SHA]).status.code(), Some(0));
     let store = DirStore::new(app.stage.store_dir());
-    let m = deploy_guard::record::list(&store).await.unwrap().pop().unwrap();
+    let m = deploy_guard::record::list(&store).await.unwrap().manifests.pop().unwrap();
     // Verifying the backup listed every table and summed none.
     assert!(m.data.is_empty(), "{:?}", m.data.keys());
     assert_eq!(m.tables["public.digests"], ["i", "h"]);

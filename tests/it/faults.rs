@@ -781,6 +781,24 @@ async fn a_failed_rollback_blocks_the_next_deploy_and_keeps_its_backup_until_res
     assert!(err.contains(&format!("resolve --sha {}", &SHA[..7])), "{err}");
     assert_eq!(common::state(app.db()).await, stuck, "the refused deploy changed the database");
     assert_eq!(backups(&app), (2, 2));
+    // Its manifest broken (a field no manifest has): it is not trusted, and not skipped either.
+    let manifest = common::files_under(&app.stage.store_dir())
+        .into_iter()
+        .find(|p| {
+            p.to_string_lossy().contains(&format!("_pre-deploy-{}", &SHA[..7]))
+                && p.to_string_lossy().ends_with(".manifest.json")
+        })
+        .expect("the stuck run's manifest");
+    let kept = std::fs::read(&manifest).unwrap();
+    let mut broken: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+    broken["sha256"] = "not a digest".into();
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&broken).unwrap()).unwrap();
+    let out = dg(&app, &["deploy", "--sha", sha3, "--tag", "v2"], &[]).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("cannot be trusted") && err.contains("waits for a person"), "{err}");
+    assert_eq!(common::state(app.db()).await, stuck, "the refused deploy changed the database");
+    std::fs::write(&manifest, kept).unwrap();
     // A person repairs it and records what they did.
     let out = dg(&app, &["resolve", "--sha", &SHA[..7], "--note", "started v1 by hand"], &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));

@@ -72,8 +72,22 @@ impl StepSpec for Preflight {
             )));
         }
         w.runtime.validate().await.context("app")?;
-        let mine: Vec<Manifest> = record::list(w.store.as_ref())
-            .await?
+        let listing = record::list(w.store.as_ref()).await?;
+        listing.warn_unreadable();
+        // Fail closed: a record that cannot be trusted may be the one that says a person must act.
+        if let Some(u) = listing.unreadable.iter().find(|u| u.may_wait_for_a_person(&w.config.project, &w.db.name)) {
+            bail!(
+                "the manifest {} in {} cannot be trusted ({}), and it may record a rollback of this deploy that \
+                 failed and waits for a person: a deploy on top of it is refused. Look at it by hand; once what it \
+                 records is dealt with, move it out of the store (or, if it predates DEPLOY_GUARD_MANIFEST_KEY, \
+                 deploy with the key it was written with)",
+                u.key,
+                w.store.describe(),
+                u.why
+            );
+        }
+        let mine: Vec<Manifest> = listing
+            .manifests
             .into_iter()
             .filter(|m| m.project == w.config.project && m.database == w.db.name)
             .collect();
