@@ -305,10 +305,16 @@ fn cstr(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+/// An octal field as GNU tar reads one: spaces, octal digits, then nothing but spaces or NULs.
+/// Anything else is refused: a leading `+` or `-` is GNU tar's old base-64 (`+0` is 52 to it),
+/// and a number read here differently from tar would let tar unpack a member never checked here.
 fn octal(b: &[u8]) -> Option<u64> {
-    let s = cstr(b);
-    let s = s.trim_matches(|c: char| c == ' ' || c == '\0');
-    u64::from_str_radix(s, 8).ok()
+    let start = b.iter().position(|&c| c != b' ')?;
+    let digits = b[start..].iter().take_while(|c| (b'0'..=b'7').contains(*c)).count();
+    if digits == 0 || !b[start + digits..].iter().all(|&c| c == b' ' || c == 0) {
+        return None;
+    }
+    b[start..start + digits].iter().try_fold(0u64, |n, &c| n.checked_mul(8)?.checked_add(u64::from(c - b'0')))
 }
 
 /// A size field: octal, or base-256 (GNU tar's form for files of 8 GiB and more).
@@ -449,6 +455,17 @@ mod tests {
         assert_eq!(Format::of_key("a/b.tar.gz"), None);
         assert_eq!(Format::of_key("a/b.sql"), None);
         assert_eq!(Format::suffixes().count(), 4);
+    }
+
+    #[test]
+    fn tar_numbers_are_read_as_gnu_tar_reads_them() {
+        assert_eq!(octal(b"0000644\0"), Some(0o644));
+        assert_eq!(octal(b"  12 \0\0\0"), Some(0o12));
+        assert_eq!(octal(b"00000001000\0"), Some(512));
+        for bad in [&b"+0\0\0\0\0\0\0"[..], b"-1\0", b"0x10\0", b"12a\0", b"\0\0\0", b"   ", b"8\0", b"1 2\0"] {
+            assert_eq!(octal(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(tar_size(b"+0\0\0\0\0\0\0\0\0\0\0"), None);
     }
 
     #[test]

@@ -218,8 +218,13 @@ impl Postgres {
         if format == Format::Plain {
             return self.restore_cmd(db, restricted);
         }
+        // What tar unpacked is looked at before pg_restore opens a file of it: only regular
+        // files with the names pg_dump writes (the stream was checked on its way here too).
         let script = format!(
-            "tar -x -f - -C \"$d\"; {} --no-password --exit-on-error --jobs={} -d {} \"$d\"",
+            "tar -x -f - -C \"$d\"; bad=$(find \"$d\" -mindepth 1 ! \\( -type f \\( -name toc.dat -o -name '[0-9]*.dat' \
+             -o -name 'blob_[0-9]*.dat' -o -name 'blobs*.toc' \\) \\) -print | head -n 1); \
+             if [ -n \"$bad\" ]; then echo \"refusing to restore: ${{bad#$d/}} is not a file pg_dump writes\" >&2; exit 1; fi; \
+             {} --no-password --exit-on-error --jobs={} -d {} \"$d\"",
             self.tool("pg_restore"),
             self.jobs,
             quote(db),
@@ -301,7 +306,7 @@ impl Postgres {
         let strip = format!("awk {}", quote(psql::STRIP_RESTRICT));
         let script = format!(
             "k=$(od -An -N16 -tx1 /dev/urandom | tr -dc 0-9a-f); {}",
-            exec::pipeline(("strip pg_dump's restrict lines", &strip), ("psql restore", &psql))
+            exec::pipeline(("strip the dump restrict lines", &strip), ("psql restore", &psql))
         );
         self.sh_cmd("psql restore", &script)
     }

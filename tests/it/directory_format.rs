@@ -221,3 +221,64 @@ async fn a_directory_backup_that_would_fill_the_targets_disk_is_refused_before_i
     assert!(common::backup_files(&store).is_empty(), "a refused backup stored something");
     assert_eq!(left_on(&sshd), "");
 }
+
+/// The second line holds alone: with the stream's own check out of the way, what tar unpacked
+/// is looked at before pg_restore opens any of it: a link, a directory or a file pg_dump does not
+/// write is refused and pg_restore never runs; a genuine dump's files pass.
+#[tokio::test]
+async fn what_tar_unpacked_is_checked_before_pg_restore_opens_it() {
+    let source = common::fresh_db("dir_unpacked_src");
+    common::cluster().psql(&source, "CREATE TABLE t AS SELECT 1 AS a;").unwrap();
+    let tmp = common::tempdir();
+    let dump = tmp.path().join("dump");
+    let c = common::cluster();
+    let out = std::process::Command::new(c.bin_dir.join("pg_dump"))
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-Fd", "-Z", "0", "-f"])
+        .arg(&dump)
+        .args(["-p", &c.port.to_string(), &source])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tar = |extra: &str| {
+        let script = format!("cd '{}' && {extra} tar -c -f - *", dump.display());
+        let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let pg = deploy_guard::db::Postgres::new(
+        std::sync::Arc::new(deploy_guard::exec::Local),
+        Some(c.bin_dir.display().to_string()),
+        deploy_guard::db::ConnInfo {
+            host: Some("127.0.0.1".into()),
+            port: Some(c.port),
+            user: Some("postgres".into()),
+            ..Default::default()
+        },
+        source.clone(),
+        "postgres".into(),
+    );
+    let restore = |bytes: Vec<u8>, into: String| {
+        let pg = pg.clone();
+        async move { pg.restore_format_into(&into, deploy_guard::model::Format::Directory, &mut &bytes[..], false).await }
+    };
+    for (extra, named) in [
+        ("ln -s /etc/hostname 9999.dat &&", "9999.dat"),
+        ("mkdir sub && touch sub/x &&", "sub"),
+        ("touch notes.txt &&", "notes.txt"),
+    ] {
+        let into = common::fresh_db("dir_unpacked");
+        let bytes = tar(extra);
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &format!("cd '{}' && rm -rf 9999.dat sub notes.txt", dump.display())])
+            .status();
+        let err = format!("{:#}", restore(bytes, into.clone()).await.unwrap_err());
+        assert!(
+            err.contains(&format!("refusing to restore: {named}")) && err.contains("not a file pg_dump writes"),
+            "{err}"
+        );
+        assert_eq!(c.psql(&into, "SELECT count(*) FROM pg_tables WHERE tablename = 't'").unwrap(), "0");
+    }
+    let into = common::fresh_db("dir_unpacked");
+    restore(tar(""), into.clone()).await.unwrap();
+    assert_eq!(c.psql(&into, "SELECT a FROM t").unwrap(), "1");
+}
