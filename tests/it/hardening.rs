@@ -48,6 +48,40 @@ fn secrets_in_the_environment_never_reach_migration_deploy_or_health_commands() 
     }
 }
 
+/// A command deploy-guard runs, as the same (unprivileged) user, cannot read deploy-guard's own
+/// environment through `/proc/$PPID/environ`: the process is not dumpable.
+#[test]
+fn a_child_reading_its_parents_environment_sees_no_secret() {
+    let app = App::new("hard_parent", &["v2"]);
+    app.edit_config(|c| {
+        c.replace(
+            "command: ./app.sh health",
+            "command: (cat /proc/$PPID/environ > parent.env) 2> parent.err; ./app.sh health",
+        )
+    });
+    // deploy-guard runs as the user `postgres` (root could read any process's environment), from
+    // a copy of the binary that user can reach, in a stage that user owns.
+    let bin = app.tmp.path().join("deploy-guard");
+    std::fs::copy(common::bin(), &bin).unwrap();
+    let chown = std::process::Command::new("chown").args(["-R", "postgres"]).arg(app.tmp.path()).status().unwrap();
+    assert!(chown.success());
+    let mut c = std::process::Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).arg(&bin).args(["deploy", "--sha", SHA, "--tag", "v2", "--config"]).arg(&app.config);
+    c.env("GITHUB_REPOSITORY", "").env_remove("GITHUB_STEP_SUMMARY").env_remove("GITHUB_OUTPUT");
+    for (k, v) in SECRETS {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let dir = app.stage.app_dir();
+    let seen = std::fs::read_to_string(dir.join("parent.env")).unwrap_or_default();
+    let why = std::fs::read_to_string(dir.join("parent.err")).unwrap();
+    for (name, value) in SECRETS {
+        assert!(!seen.contains(value), "{name} was read from the parent's environment");
+    }
+    assert!(why.contains("Permission denied"), "the child read its parent's environment: {why:?} {seen:?}");
+}
+
 #[test]
 fn a_file_store_backup_is_0600_in_0700_directories_under_a_lax_umask() {
     use std::os::unix::fs::PermissionsExt;
