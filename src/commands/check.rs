@@ -123,8 +123,8 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
 /// Where the store is, that it is writable, and the room left against the last backup's size.
 async fn store_line(w: &World, store: &dyn crate::store::Store) -> Result<String> {
     use crate::model::human_bytes;
-    store.check().await?;
-    let mut line = format!("{} writable", store.describe());
+    let state = store.check().await?;
+    let mut line = format!("{} {state}", store.describe());
     let Some(free) = store.free_space().await? else { return Ok(line) };
     let last = crate::record::list(store)
         .await?

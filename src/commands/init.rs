@@ -192,7 +192,13 @@ pub fn render(project: &str, f: &Found) -> String {
 /// exist; returns the files written.
 pub fn init(dir: &Path, tool: Option<Tool>, runtime: Option<RuntimeKind>) -> Result<Vec<String>> {
     let config = dir.join("deploy-guard.yml");
-    if config.exists() {
+    let workflows = dir.join(".github/workflows");
+    for d in [dir.join(".github"), workflows.clone()] {
+        if d.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!("{} is a symbolic link: init writes no workflow through it", d.display());
+        }
+    }
+    if config.symlink_metadata().is_ok() {
         bail!("{} exists: init writes a new config only (move it away to start over)", config.display());
     }
     let project = dir
@@ -205,19 +211,32 @@ pub fn init(dir: &Path, tool: Option<Tool>, runtime: Option<RuntimeKind>) -> Res
     let text = render(&project, &detect(dir, tool, runtime)?);
     // What init writes must load: a person only fills in the CHECK lines.
     Config::from_yaml(&text, &[]).context("the config init wrote does not load (a bug: please report it)")?;
-    std::fs::write(&config, text)?;
+    if !write_new(&config, &text)? {
+        bail!("{} exists: init writes a new config only (move it away to start over)", config.display());
+    }
     let mut written = vec!["deploy-guard.yml".to_string()];
-    let workflows = dir.join(".github/workflows");
     for (name, body) in [
         ("deploy-guard-deploy.yml", include_str!("../../examples/workflows/deploy.yml")),
         ("deploy-guard-rollback.yml", include_str!("../../examples/workflows/rollback.yml")),
     ] {
-        let path = workflows.join(name);
-        if !path.exists() {
-            std::fs::create_dir_all(&workflows)?;
-            std::fs::write(&path, body)?;
+        std::fs::create_dir_all(&workflows)?;
+        if write_new(&workflows.join(name), body)? {
             written.push(format!(".github/workflows/{name}"));
         }
     }
     Ok(written)
+}
+
+/// Creates `path` with `text`, unless something is there already (a file, or a symbolic link,
+/// even a dangling one: O_EXCL follows none); `false` then.
+fn write_new(path: &Path, text: &str) -> Result<bool> {
+    use std::io::Write;
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(mut f) => {
+            f.write_all(text.as_bytes())?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot write {}", path.display()))),
+    }
 }

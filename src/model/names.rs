@@ -139,6 +139,10 @@ pub fn check_live_db_name(name: &str) -> Result<()> {
     if name.contains('=') {
         bail!("database name {name:?}: contains '=', which psql and pg_dump read as a connection string");
     }
+    // libpq reads a name with a URI's prefix as a whole connection string (another host, user…).
+    if ["postgresql:", "postgres:"].iter().any(|p| name.get(..p.len()).is_some_and(|n| n.eq_ignore_ascii_case(p))) {
+        bail!("database name {name:?}: psql and pg_dump read it as a connection URI, which can name another server");
+    }
     if name.chars().any(|c| c.is_control()) || name.trim() != name {
         bail!("database name {name:?}: contains control characters or surrounding spaces");
     }
@@ -250,7 +254,7 @@ mod tests {
                 assert!(derived.contains("abc1234"), "{derived}");
             }
         }
-        for bad in ["", "a=b", "x\ny", " station", &"a".repeat(64)] {
+        for bad in ["", "a=b", "x\ny", " station", &"a".repeat(64), "postgresql://other-host/shop", "postgres:shop"] {
             assert!(DbNames::new(bad, &sha()).is_err(), "{bad:?}");
         }
     }

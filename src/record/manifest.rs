@@ -297,6 +297,16 @@ impl Manifest {
                 self.size, self.dump_bytes
             ));
         }
+        if let Some(lost) = self.lost_writes.as_ref().filter(|l| !l.key.is_empty()) {
+            let after = lost.key.strip_prefix(name.stem()).and_then(|k| k.strip_prefix(".lost-writes."));
+            let replay_key = after.is_some_and(|a| {
+                a == "sql"
+                    || a.strip_suffix(".sql").is_some_and(|t| t.len() == 14 && t.bytes().all(|b| b.is_ascii_digit()))
+            });
+            if !replay_key || !is_sha256_hex(&lost.sha256) {
+                return bad(format!("its replay file {:?} is not the one beside this backup", lost.key));
+            }
+        }
         if self.chunks.as_ref().is_some_and(|c| !c.fits(self.size)) {
             return bad(format!("its pieces' SHA-256s do not describe an object of {} bytes", self.size));
         }
@@ -426,6 +436,18 @@ mod tests {
             (Box::new(|v| v["chunks"]["piece"] = json!(1u64 << 40)), "pieces' SHA-256s"),
             (Box::new(|v| v["chunks"]["sha256"][0] = json!("$(id)")), "pieces' SHA-256s"),
             (Box::new(|v| v["format"] = json!(99)), "format 99"),
+            (
+                Box::new(
+                    |v| v["lost_writes"] = json!({"key": "../../etc/passwd", "sha256": "ab".repeat(32), "tables": [], "not_compared": [], "touched_by_migrations": []}),
+                ),
+                "its replay file",
+            ),
+            (
+                Box::new(
+                    |v| v["lost_writes"] = json!({"key": format!("{STEM}.lost-writes.20260510150000.sql"), "sha256": "x", "tables": [], "not_compared": [], "touched_by_migrations": []}),
+                ),
+                "its replay file",
+            ),
             (Box::new(|v| v["tables"] = json!({"t) TO PROGRAM 'id'": ["a"]})), "not plain or quoted"),
             (Box::new(|v| v["tables"] = json!({"public.t": ["a; DROP TABLE x"]})), "not plain or quoted"),
         ];
@@ -433,6 +455,11 @@ mod tests {
             refused(&edited(f), None, why);
         }
         Manifest::from_bytes(&edited(|_| {}), AT, None).unwrap();
+        let replay = format!("{STEM}.lost-writes.20260510150000.sql");
+        let ok = edited(
+            |v| v["lost_writes"] = serde_json::json!({"key": replay, "sha256": "ab".repeat(32), "tables": [], "not_compared": [], "touched_by_migrations": []}),
+        );
+        Manifest::from_bytes(&ok, AT, None).unwrap();
         // A manifest read from another name than its own.
         let e = Manifest::from_bytes(&edited(|_| {}), "202605/x_pre-deploy-abc1234.manifest.json", None).unwrap_err();
         assert!(format!("{e:#}").contains("names the backup"), "{e:#}");

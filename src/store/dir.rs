@@ -25,6 +25,11 @@ async fn create_dirs(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot create {}", dir.display()))
 }
 
+/// `dir` itself, else its nearest ancestor that exists.
+fn nearest_existing(dir: &Path) -> PathBuf {
+    dir.ancestors().find(|d| d.is_dir()).unwrap_or(Path::new("/")).to_path_buf()
+}
+
 pub struct DirStore {
     root: PathBuf,
 }
@@ -138,21 +143,22 @@ impl Store for DirStore {
         }
     }
 
-    async fn check(&self) -> Result<()> {
-        create_dirs(&self.root)
-            .await
-            .with_context(|| format!("backup store {} cannot be created", self.root.display()))?;
-        let probe = tempfile::Builder::new()
-            .prefix(".deploy-guard-check")
-            .tempfile_in(&self.root)
-            .with_context(|| format!("backup store {} is not writable", self.root.display()))?;
+    async fn check(&self) -> Result<String> {
+        let there = nearest_existing(&self.root);
+        let probe = tempfile::Builder::new().prefix(".deploy-guard-check").tempfile_in(&there).with_context(|| {
+            format!("{} is not writable: the backup store {} cannot be written", there.display(), self.root.display())
+        })?;
         drop(probe);
-        Ok(())
+        Ok(if there == self.root {
+            "writable".into()
+        } else {
+            format!("not there yet: the first backup creates it ({} is writable)", there.display())
+        })
     }
 
     async fn free_space(&self) -> Result<Option<u64>> {
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || free_bytes(&root)).await?.map(Some)
+        let there = nearest_existing(&self.root);
+        tokio::task::spawn_blocking(move || free_bytes(&there)).await?.map(Some)
     }
 
     fn describe(&self) -> String {
@@ -188,7 +194,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("store");
         let store = DirStore::new(&root);
-        store.check().await.unwrap();
+        assert!(store.check().await.unwrap().starts_with("not there yet"), "check created the store");
+        assert!(!root.exists(), "check created the store");
         let key = "202605/20260510_150000_pre-deploy-abc1234.sql.gz";
         let body: &[u8] = b"rows of every customer";
         let s: &dyn Store = &store;

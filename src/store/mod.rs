@@ -42,8 +42,9 @@ pub trait Store: Send + Sync {
     /// Objects whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<Object>>;
     async fn delete(&self, key: &str) -> Result<()>;
-    /// Checks the store can be reached and written, changing nothing the user keeps.
-    async fn check(&self) -> Result<()>;
+    /// Checks the store can be reached and written, changing nothing (a directory that is not
+    /// there yet is left so: the first backup creates it); says what it found.
+    async fn check(&self) -> Result<String>;
     /// Bytes free where the objects go, when the store can tell (a directory can, S3 cannot).
     async fn free_space(&self) -> Result<Option<u64>> {
         Ok(None)

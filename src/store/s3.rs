@@ -493,7 +493,7 @@ impl Store for S3Store {
         }
     }
 
-    async fn check(&self) -> Result<()> {
+    async fn check(&self) -> Result<String> {
         let s = &self.inner;
         s.credentials()?;
         let what = format!("checking {}", s.describe());
@@ -516,7 +516,7 @@ impl Store for S3Store {
             .send()
             .await
             .map_err(|e| s.explain(&format!("{what} (deleting the probe object {probe})"), e))?;
-        Ok(())
+        Ok("writable".into())
     }
 
     fn describe(&self) -> String {

@@ -102,6 +102,11 @@ impl TargetDirStore {
         out.exit.check(&cmd.label)
     }
 
+    /// Sets `$d` to the store's directory, else its nearest ancestor that exists.
+    fn nearest(&self) -> String {
+        format!("d={}; while [ ! -d \"$d\" ]; do d=$(dirname -- \"$d\"); done", self.root())
+    }
+
     /// [`Store::put_from_target`]: the same `KEY.partial`, 0600 and rename as a put, with the
     /// producer's output written straight into it.
     async fn write_in_place(&self, key: &str, producer: &Cmd) -> Result<(u64, String)> {
@@ -223,23 +228,31 @@ impl Store for TargetDirStore {
         self.run("delete a backup on the target", format!("rm -f -- {}", quote(&self.path(key)?))).await.map(|_| ())
     }
 
-    async fn check(&self) -> Result<()> {
-        self.run(
-            "check the backup directory on the target",
-            format!(
-                "umask 077 && mkdir -p -- {r} && t=$(mktemp {probe}) && rm -f -- \"$t\"",
-                r = self.root(),
-                probe = quote(&format!("{}/.deploy-guard-check.XXXXXX", self.root.display()))
-            ),
-        )
-        .await
-        .with_context(|| format!("{} is not writable", self.describe()))
-        .map(|_| ())
+    async fn check(&self) -> Result<String> {
+        let there = self
+            .run(
+                "check the backup directory on the target",
+                format!(
+                    "{}; t=$(mktemp \"$d/.deploy-guard-check.XXXXXX\") && rm -f -- \"$t\" && echo \"$d\"",
+                    self.nearest()
+                ),
+            )
+            .await
+            .with_context(|| format!("{} is not writable", self.describe()))?;
+        let there = there.trim();
+        Ok(if there == self.root.to_string_lossy() {
+            "writable".into()
+        } else {
+            format!("not there yet: the first backup creates it ({there} is writable)")
+        })
     }
 
     async fn free_space(&self) -> Result<Option<u64>> {
         let out = self
-            .run("free space on the target", format!("df -Pk -- {} | awk 'NR == 2 {{ print $4 }}'", self.root()))
+            .run(
+                "free space on the target",
+                format!("{}; df -Pk -- \"$d\" | awk 'NR == 2 {{ print $4 }}'", self.nearest()),
+            )
             .await?;
         let kib: u64 = out.trim().parse().with_context(|| format!("df printed {:?}", out.trim()))?;
         Ok(Some(kib * 1024))

@@ -667,12 +667,18 @@ async fn a_hostile_env_file_value_never_runs_and_changes_nothing() {
 async fn a_database_name_with_an_equals_sign_is_refused_not_read_as_a_connection_string() {
     let app = App::new("fault_eq", &["v2"]);
     let before = common::state(app.db()).await;
-    // Read as a connection string, this would reach another database.
-    name_from_env_file(&app, &format!("dbname={} host=127.0.0.1", app.db()));
-    let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
-    let err = common::stderr(&out);
-    assert!(matches!(out.status.code(), Some(2) | Some(4)), "{err}");
-    assert!(err.contains("connection string"), "{err}");
+    // Read as a connection string or URI, each would reach another database.
+    for (name, why) in [
+        (format!("dbname={} host=127.0.0.1", app.db()), "connection string"),
+        (format!("postgresql://127.0.0.1/{}", app.db()), "connection URI"),
+    ] {
+        name_from_env_file(&app, &name);
+        let out = dg(&app, &["deploy", "--sha", SHA, "--tag", "v2"], &[]).output().unwrap();
+        let err = common::stderr(&out);
+        assert!(matches!(out.status.code(), Some(2) | Some(4)), "{err}");
+        assert!(err.contains(why), "{err}");
+        std::fs::write(&app.config, app.stage.config_yaml(app.db())).unwrap();
+    }
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
     assert_eq!(backups(&app).0, 0);

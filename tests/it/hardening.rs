@@ -66,7 +66,10 @@ fn a_child_reading_its_parents_environment_sees_no_secret() {
     let chown = std::process::Command::new("chown").args(["-R", "postgres"]).arg(app.tmp.path()).status().unwrap();
     assert!(chown.success());
     let mut c = std::process::Command::new("runuser");
-    c.args(["-u", "postgres", "--"]).arg(&bin).args(["deploy", "--sha", SHA, "--tag", "v2", "--config"]).arg(&app.config);
+    c.args(["-u", "postgres", "--"])
+        .arg(&bin)
+        .args(["deploy", "--sha", SHA, "--tag", "v2", "--config"])
+        .arg(&app.config);
     c.env("GITHUB_REPOSITORY", "").env_remove("GITHUB_STEP_SUMMARY").env_remove("GITHUB_OUTPUT");
     for (k, v) in SECRETS {
         c.env(k, v);

@@ -48,6 +48,28 @@ fn a_knex_project_under_compose_gets_a_config_that_loads() {
     assert_eq!(std::fs::read(dir.join("deploy-guard.yml")).unwrap(), before);
 }
 
+/// init never writes through a symbolic link: not a dangling `deploy-guard.yml`, not a
+/// `.github` that points elsewhere.
+#[test]
+fn init_writes_through_no_symbolic_link() {
+    let tmp = common::tempdir();
+    let dir = tmp.path();
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("victim.yml"), dir.join("deploy-guard.yml")).unwrap();
+    let out = init(dir, &["--tool", "knex", "--runtime", "shell"]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("exists"), "{}", common::stderr(&out));
+    assert!(!elsewhere.join("victim.yml").exists(), "init wrote through the dangling link");
+    std::fs::remove_file(dir.join("deploy-guard.yml")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join(".github")).unwrap();
+    let out = init(dir, &["--tool", "knex", "--runtime", "shell"]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("symbolic link"), "{}", common::stderr(&out));
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "init wrote a workflow through the link");
+    assert!(!dir.join("deploy-guard.yml").exists(), "init changed something before it refused");
+}
+
 #[test]
 fn the_tool_and_runtime_can_be_chosen_and_bad_choices_are_refused() {
     let tmp = tempfile::tempdir().unwrap();

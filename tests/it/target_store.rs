@@ -43,6 +43,11 @@ async fn backups_are_written_on_the_target_and_a_later_process_rolls_back_from_t
     let store = disk.join("backups/station");
     let app = app_over_ssh("target_store", &["v2"], &sshd, &store, "");
     let before = common::state(app.db()).await;
+    // `check` changes nothing: the store's directory is not there yet, and stays so.
+    let out = app.run_env(&["check"], &ssh_env(&sshd));
+    assert!(common::stdout(&out).contains("not there yet: the first backup creates it"), "{}", common::stdout(&out));
+    let there = sshd.target_command(&format!("test -e '{}'", store.display())).status().unwrap();
+    assert!(!there.success(), "check created the store's directory");
 
     let out = app.run_env(&["deploy", "--sha", SHA, "--tag", "v2", "--json"], &ssh_env(&sshd));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
