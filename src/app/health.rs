@@ -57,7 +57,11 @@ impl Health {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let last = match self.probe(&client).await {
+            let probe = tokio::select! {
+                r = self.probe(&client) => r,
+                why = exec::cancel::cut_short() => bail!("stopped by {why} after {attempts} check(s)"),
+            };
+            let last = match probe {
                 Ok(()) => return Ok(format!("healthy after {attempts} check(s)")),
                 Err(e) => e,
             };
@@ -68,7 +72,10 @@ impl Health {
                     humantime::format_duration(self.timeout)
                 );
             }
-            tokio::time::sleep(self.interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                why = exec::cancel::cut_short() => bail!("stopped by {why} after {attempts} check(s)"),
+            }
         }
     }
 

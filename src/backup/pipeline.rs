@@ -243,11 +243,17 @@ async fn take_unchecked(db: &Postgres, store: &dyn Store, key: &str, packing: Pa
         })
     })();
     if checked.is_err() {
-        if let Err(e) = store.delete(key).await {
-            tracing::warn!("could not delete the failed backup {key}: {e:#}");
-        }
+        discard(store, key).await;
     }
     checked
+}
+
+/// Deletes what a failed backup or copy left in `store`, even when the run is being stopped.
+async fn discard(store: &dyn Store, key: &str) {
+    let _shield = crate::exec::cancel::shield();
+    if let Err(e) = store.delete(key).await {
+        tracing::warn!("could not delete the failed backup {key} in {}: {e:#}", store.describe());
+    }
 }
 
 /// [`take`], then [`verify`]; a backup that does not verify is deleted.
@@ -260,7 +266,7 @@ pub async fn take_verified(db: &Postgres, store: &dyn Store, key: &str, packing:
             taken.chunks = Some(back.chunks);
         }
         Err(e) => {
-            let _ = store.delete(key).await;
+            discard(store, key).await;
             return Err(e.context("the backup did not verify and was deleted"));
         }
     }
@@ -281,7 +287,7 @@ pub async fn copy_verified(from: &dyn Store, to: &dyn Store, taken: &Taken) -> R
     }
     .await;
     if copied.is_err() {
-        let _ = to.delete(&taken.key).await;
+        discard(to, &taken.key).await;
     }
     copied.with_context(|| format!("copying {} to {}", taken.key, to.describe()))
 }

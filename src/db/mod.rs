@@ -248,6 +248,7 @@ impl Postgres {
     /// directory: its own `trap` removes it, but not when the command was killed (a timeout, a
     /// restore whose input was refused half way). Only this process's directories are named.
     pub async fn remove_work_dirs(&self) {
+        let _shield = exec::cancel::shield();
         let cmd = self
             .sh_cmd("remove temporary dump directories", &format!("rm -rf \"{}\".*", work_dir()))
             .timeout(std::time::Duration::from_secs(60));
@@ -391,7 +392,7 @@ impl Postgres {
     pub async fn lock(&self, key: &str) -> Result<LockGuard> {
         let id = lock_id(key);
         // The session lives as long as the run: longer than any one stream, still bounded.
-        let cmd = Cmd { label: "deploy lock".into(), ..self.query_cmd(&self.maintenance_db) }
+        let cmd = Cmd { label: "deploy lock".into(), lasts_the_run: true, ..self.query_cmd(&self.maintenance_db) }
             .timeout((self.stream_timeout * 3).max(std::time::Duration::from_secs(24 * 60 * 60)));
         let (mut to_psql, psql_in) = tokio::io::duplex(4096);
         let (psql_out, from_psql) = tokio::io::duplex(4096);

@@ -90,6 +90,8 @@ impl Postgres {
 
     /// Drops `db` (a scratch or rehearsal copy), ending the sessions still on it first.
     pub async fn drop_database(&self, db: &str) -> Result<()> {
+        // Clean-up runs to its end even when the run is being stopped.
+        let _shield = crate::exec::cancel::shield();
         self.query(&self.maintenance_db, &sql::end_sessions_and_drop(db)).await?;
         Ok(())
     }

@@ -40,6 +40,9 @@ impl Executor for Local {
         stdout: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<Exit> {
         tracing::debug!(label = %cmd.label, script = %cmd.script, "run locally");
+        if let Some(why) = super::cancel::stopping().filter(|_| !cmd.lasts_the_run) {
+            return Ok(Exit::stopped(why));
+        }
         let mut command = Command::new("sh");
         command
             .arg("-c")
@@ -111,16 +114,23 @@ impl Executor for Local {
             Ok::<_, anyhow::Error>((status, tail))
         };
         let t = cmd.deadline();
-        let result = match tokio::time::timeout(t, all).await {
-            Ok(r) => r,
-            Err(_) => {
+        let result = tokio::select! {
+            r = tokio::time::timeout(t, all) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    kill_group(pid);
+                    return Ok(Exit {
+                        code: None,
+                        signal: None,
+                        timed_out: true,
+                        stopped: None,
+                        stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
+                    });
+                }
+            },
+            why = super::cancel::cut_short(), if !cmd.lasts_the_run => {
                 kill_group(pid);
-                return Ok(Exit {
-                    code: None,
-                    signal: None,
-                    timed_out: true,
-                    stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
-                });
+                return Ok(Exit::stopped(why));
             }
         };
         let (status, tail) = match result {
@@ -130,7 +140,13 @@ impl Executor for Local {
                 return Err(e.context(format!("{} failed", cmd.label)));
             }
         };
-        Ok(Exit { code: status.code(), signal: status.signal(), timed_out: false, stderr_tail: tail.text() })
+        Ok(Exit {
+            code: status.code(),
+            signal: status.signal(),
+            timed_out: false,
+            stopped: None,
+            stderr_tail: tail.text(),
+        })
     }
 
     fn describe(&self) -> String {

@@ -3,6 +3,7 @@
 //! Every command is a POSIX shell script run with `sh -c`. Values put into a script are quoted
 //! with [`quote`]; secrets travel in `Cmd::env`, never in the script text.
 
+pub mod cancel;
 pub mod envfile;
 pub mod local;
 pub mod ssh;
@@ -24,11 +25,14 @@ pub struct Cmd {
     /// Extra environment; values may be secrets and are never logged.
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
+    /// A session held for the whole run (the deploy lock): a stop does not cut it short; it ends
+    /// when the run lets it go.
+    pub lasts_the_run: bool,
 }
 
 impl Cmd {
     pub fn new(label: impl Into<String>, script: impl Into<String>) -> Cmd {
-        Cmd { label: label.into(), script: script.into(), env: Vec::new(), timeout: None }
+        Cmd { label: label.into(), script: script.into(), env: Vec::new(), timeout: None, lasts_the_run: false }
     }
 
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Cmd {
@@ -74,18 +78,27 @@ pub struct Exit {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub timed_out: bool,
+    /// Cut short because the run was asked to stop ([`cancel`]), and why.
+    pub stopped: Option<&'static str>,
     /// The last lines the command wrote to stderr.
     pub stderr_tail: String,
 }
 
 impl Exit {
     pub fn success(&self) -> bool {
-        self.code == Some(0) && !self.timed_out
+        self.code == Some(0) && !self.timed_out && self.stopped.is_none()
     }
 
-    /// "exit 1", "killed by signal 9", "timed out".
+    /// Ended as a command whose run was asked to stop (`why`) ends: killed where it ran.
+    pub fn stopped(why: &'static str) -> Exit {
+        Exit { code: None, signal: None, timed_out: false, stopped: Some(why), stderr_tail: String::new() }
+    }
+
+    /// "exit 1", "killed by signal 9", "timed out", "stopped by SIGINT".
     pub fn describe(&self) -> String {
-        if self.timed_out {
+        if let Some(why) = self.stopped {
+            format!("stopped by {why}")
+        } else if self.timed_out {
             "timed out".into()
         } else if let Some(s) = self.signal {
             format!("killed by signal {s}")

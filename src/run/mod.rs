@@ -143,6 +143,8 @@ impl<'w> Run<'w> {
     /// Writes the journal into the manifest, if there is one yet. A store that fails here does
     /// not stop a rollback: the report still says everything.
     pub async fn persist(&mut self) {
+        // The journal is written even when the run is being stopped: it says where it stopped.
+        let _shield = crate::exec::cancel::shield();
         if let Some(m) = self.manifest.as_mut() {
             m.journal = self.journal.clone();
             if let Err(e) = m.save(self.w.store.as_ref()).await {
@@ -203,7 +205,11 @@ impl<'w> Run<'w> {
             self.persist().await;
             crate::console::group_start(step.name(), step.title());
             tracing::info!("▶ {}: {}", step.name(), step.title());
-            let (result, detail) = match spec(step).perform(self).await {
+            // A step that must not be cut short runs to its end even when the run is asked to stop.
+            let shield = (!spec(step).interruptible()).then(crate::exec::cancel::shield);
+            let performed = spec(step).perform(self).await;
+            drop(shield);
+            let (result, detail) = match performed {
                 Ok(Done::Ok(detail)) => (StepResult::Ok, detail),
                 Ok(Done::Warning(w)) => (StepResult::Warning(w.clone()), w),
                 Ok(Done::Assessed(a, detail)) => (StepResult::Assessed(a), detail),
@@ -224,10 +230,12 @@ impl<'w> Run<'w> {
             crate::console::group_end();
             self.journal.end(step, state, detail, Utc::now());
             match engine.next(step, &result) {
-                // Asked to stop: the step that was running finished; nothing more starts.
+                // Asked to stop: the step under way was cut short, or ran to its end; nothing
+                // more starts.
                 Next::Run(s) if stop.received().is_some() => {
                     let signal = stop.received().unwrap_or("a signal");
-                    let why = format!("stopped by {signal}: `{step}` finished, `{s}` and what follows did not run");
+                    let how = if state == EntryState::Failed { "was cut short" } else { "finished" };
+                    let why = format!("stopped by {signal}: `{step}` {how}, `{s}` and what follows did not run");
                     break engine.stopped_before(s, why);
                 }
                 Next::Run(s) => {
@@ -285,6 +293,7 @@ impl<'w> Run<'w> {
 
     /// Releases the deploy lock, if held.
     pub async fn release(&mut self) {
+        let _shield = crate::exec::cancel::shield();
         if let Some(lock) = self.lock.take() {
             lock.release().await;
         }
@@ -311,10 +320,13 @@ impl<'w> Run<'w> {
     }
 }
 
-/// SIGTERM (a cancelled Actions job) or SIGINT: the first lets the running step finish and stops
-/// the run there, journaled, with the commands to go on; a second stops the process at once.
+/// SIGINT or SIGTERM — a cancelled Actions job (the runner sends SIGINT, SIGTERM 7.5 s later,
+/// then kills the process 2.5 s after that), or Ctrl-C. The first asks the run to stop
+/// (`exec::cancel`): the command under way is cut short where that is safe, the step fails,
+/// nothing more starts, and the journal says where it stopped; a step that must not be cut short
+/// (the swap) runs to its end first. The runner's SIGTERM changes nothing then; a second Ctrl-C
+/// (SIGINT) stops the process at once.
 struct StopSignal {
-    got: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
     /// The run is over: a signal now ends the process as it would have without us.
     over: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -323,9 +335,8 @@ impl StopSignal {
     fn listen() -> StopSignal {
         use std::sync::atomic::Ordering;
         use tokio::signal::unix::{signal, SignalKind};
-        let got = std::sync::Arc::new(std::sync::Mutex::new(None));
         let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop = StopSignal { got: got.clone(), over: over.clone() };
+        let stop = StopSignal { over: over.clone() };
         let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             return stop;
         };
@@ -335,20 +346,27 @@ impl StopSignal {
                     _ = term.recv() => "SIGTERM",
                     _ = int.recv() => "SIGINT",
                 };
-                let mut g = got.lock().expect("signal");
-                if g.is_some() || over.load(Ordering::SeqCst) {
+                let first = crate::exec::cancel::asked();
+                if over.load(Ordering::SeqCst) || (first == Some("SIGINT") && name == "SIGINT") {
                     eprintln!("{name}: stopping now; the journal shows where things stand");
                     std::process::exit(crate::model::ExitCode::Act.code());
                 }
-                tracing::warn!("{name}: stopping after the current step (send it again to stop at once)");
-                *g = Some(name);
+                if first.is_some() {
+                    tracing::warn!("{name}: still stopping (the journal is written before this process ends)");
+                    continue;
+                }
+                tracing::warn!(
+                    "{name}: stopping: the step under way is cut short where that is safe, and journaled; \
+                     nothing more starts (Ctrl-C again stops at once)"
+                );
+                crate::exec::cancel::ask(name);
             }
         });
         stop
     }
 
     fn received(&self) -> Option<&'static str> {
-        *self.got.lock().expect("signal")
+        crate::exec::cancel::asked()
     }
 }
 

@@ -57,3 +57,40 @@ fn the_readme_is_a_front_page() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(readme.lines().count() <= 250, "README.md has {} lines", readme.lines().count());
 }
+
+/// The example workflows give deploy-guard's job room for its longest run: a backup and a
+/// restore (each bounded by the stream timeout), the migrations and the health check. A job
+/// timeout shorter than that cancels a rollback half way.
+#[test]
+fn the_example_jobs_outlast_the_runs_they_start() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/workflows");
+    let mut checked = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (name, job) in doc["jobs"].as_mapping().unwrap() {
+            let Some(step) = job["steps"].as_sequence().and_then(|s| {
+                s.iter().find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("station/deploy-guard@")))
+            }) else {
+                continue;
+            };
+            let minutes = job["timeout-minutes"].as_u64().unwrap_or(360);
+            let env = |k: &str, default: &str| {
+                let v = step["env"][k].as_str().unwrap_or(default).to_string();
+                humantime::parse_duration(&v).unwrap().as_secs()
+            };
+            let stream = env("DEPLOY_GUARD_DATABASE_STREAM_TIMEOUT", "6h");
+            let need = 2 * stream
+                + env("DEPLOY_GUARD_MIGRATIONS_TIMEOUT", "10m")
+                + 2 * env("DEPLOY_GUARD_APP_HEALTH_TIMEOUT", "90s");
+            assert!(
+                minutes * 60 >= need,
+                "{} job {name:?}: timeout-minutes {minutes} < the {} s a run may take",
+                path.display(),
+                need
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "no example job runs deploy-guard");
+}

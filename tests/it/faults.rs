@@ -367,8 +367,9 @@ async fn a_deploy_lock_lost_mid_run_is_taken_again_or_the_run_stops_if_another_h
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_migrate_lets_it_finish_stops_journaled_with_exit_3_then_rollback_sha_restores() {
-    // A cancelled Actions job: SIGTERM while the migration runs.
+async fn sigterm_during_migrate_cuts_it_short_journaled_with_exit_3_then_rollback_sha_finds_nothing_changed() {
+    // SIGTERM while the migration runs (held at a gate): it is killed where it runs, its
+    // transaction never commits, the run stops journaled.
     let app = App::new("fault_term", &["v2"]);
     let gates = Gates::new(&app);
     let stop = gates.stop("migrate");
@@ -379,27 +380,200 @@ async fn sigterm_during_migrate_lets_it_finish_stops_journaled_with_exit_3_then_
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    gates.open("migrate", "go");
     let (code, stdout, err) = out_of(child);
     assert_eq!(code, 3, "{err}");
     let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(r["outcome"]["stuck_at"], "deploy", "{r}");
-    assert!(r["outcome"]["reason"].as_str().unwrap().contains("stopped by SIGTERM"), "{r}");
+    assert_eq!(r["outcome"]["stuck_at"], "assess", "{r}");
+    assert!(r["outcome"]["reason"].as_str().unwrap().contains("stopped by SIGTERM: `migrate` was cut short"), "{r}");
     assert!(r["next_commands"].to_string().contains("rollback --sha 0123456"), "{r}");
-    // The migration it was running finished and is journaled; nothing after it started.
-    assert!(migrated(&app));
+    assert!(!gates.waiting("migrate"), "the migration's command runs on");
+    assert!(!migrated(&app));
+    assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
-    let steps: Vec<String> = manifest(&app)["journal"]["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| format!("{}={}", e["step"].as_str().unwrap(), e["state"].as_str().unwrap()))
-        .collect();
-    assert_eq!(steps.last().map(String::as_str), Some("migrate=ok"), "{steps:?}");
+    let steps = journal_steps(&app);
+    assert_eq!(steps.last().map(String::as_str), Some("migrate=failed"), "{steps:?}");
     let rb = dg(&app, &["rollback", "--sha", &SHA[..7], "--json"], &[]).output().unwrap();
     assert_eq!(rb.status.code(), Some(0), "{}", common::stderr(&rb));
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
+    nothing_left_behind(&app);
+}
+
+/// `step=state` of each journal entry of `app`'s one manifest, in order.
+fn journal_steps(app: &App) -> Vec<String> {
+    manifest(app)["journal"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}={}", e["step"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A job cancelled as GitHub Actions cancels it: the action's own step script run by bash, sent
+// SIGINT, then SIGTERM 7.5 s later, then SIGKILL 2.5 s after that.
+
+/// How the cancelled step ended.
+struct Cancelled {
+    code: Option<i32>,
+    stderr: String,
+    /// It had to be killed: it did not stop within the runner's 10 s.
+    killed: bool,
+}
+
+/// The moment to cancel a run at.
+enum When {
+    /// Its log has a line holding this.
+    Logged(&'static str),
+    /// This file exists (a gate was reached).
+    File(PathBuf),
+}
+
+/// Runs the action's "Run deploy-guard" step script for `deploy` of `tag` with bash, as the
+/// runner does, and cancels it as the runner does at the moment `when`.
+fn cancel_the_action(app: &App, tag: &str, when: When) -> Cancelled {
+    use std::io::BufRead;
+    let action: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml")).unwrap())
+            .unwrap();
+    let step = action["runs"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"].as_str() == Some("run"))
+        .expect("the action's run step");
+    let script = app.tmp.path().join("run-step.sh");
+    std::fs::write(&script, step["run"].as_str().unwrap()).unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.args(["--noprofile", "--norc", "-eo", "pipefail"]).arg(&script);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GITHUB_") || k.starts_with("INPUT_") || k.starts_with("DEPLOY_GUARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_REPOSITORY", "")
+        .env("DG_BIN", common::bin())
+        .env("INPUT_COMMAND", "deploy")
+        .env("INPUT_CONFIG", &app.config)
+        .env("INPUT_SHA", SHA)
+        .env("INPUT_TAG", tag);
+    for input in ["PREVIOUS_TAG", "PATH", "SSH_KEY", "KNOWN_HOSTS", "GITHUB_TOKEN"] {
+        cmd.env(format!("INPUT_{input}"), "");
+    }
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logged = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = logged.clone();
+    let needle = match &when {
+        When::Logged(s) => Some(*s),
+        When::File(_) => None,
+    };
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if needle.is_some_and(|n| line.contains(n)) {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let reached = loop {
+        let now = match &when {
+            When::Logged(_) => logged.load(std::sync::atomic::Ordering::SeqCst),
+            When::File(f) => f.exists(),
+        };
+        if now {
+            break true;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let pid = child.id() as i32;
+    let mut killed = false;
+    if reached {
+        // bash exec'd deploy-guard: the step's process is deploy-guard itself.
+        let wait = |child: &mut Child, secs: f64| {
+            let deadline = Instant::now() + Duration::from_secs_f64(secs);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        };
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        if !wait(&mut child, 7.5) {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            if !wait(&mut child, 2.5) {
+                killed = true;
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert!(reached, "the run never reached the moment to cancel it:\n{stderr}");
+    Cancelled { code: status.code(), stderr, killed }
+}
+
+/// Rows enough that a restore takes a moment.
+fn grow(app: &App) {
+    app.psql("CREATE TABLE ballast AS SELECT i, md5(i::text) AS h FROM generate_series(1, 400000) i;");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_mid_migration_stops_within_the_runners_window_with_the_old_database() {
+    let app = App::new("cancel_migrate", &["v2"]);
+    let gates = Gates::new(&app);
+    let stop = gates.stop("migrate");
+    app.edit_config(|c| c.replace("run: ./migrate.sh up {tag}", &format!("run: {stop} && ./migrate.sh up {{tag}}")));
+    let before = common::state(app.db()).await;
+    let c = cancel_the_action(&app, "v2", When::File(gates.dir.join("migrate.at")));
+    assert!(!c.killed, "not stopped within the runner's 10 s:\n{}", c.stderr);
+    assert_eq!(c.code, Some(3), "{}", c.stderr);
+    assert!(c.stderr.contains("stopped by SIGINT: `migrate` was cut short"), "{}", c.stderr);
+    assert_eq!(common::state(app.db()).await, before, "the database is not the old one");
+    assert_eq!(journal_steps(&app).last().map(String::as_str), Some("migrate=failed"));
+    nothing_left_behind(&app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_mid_restore_stops_with_the_live_database_untouched_and_no_scratch_left() {
+    let app = App::new("cancel_restore", &["v2-bad-down"]);
+    grow(&app);
+    let c = cancel_the_action(&app, "v2-bad-down", When::Logged("▶ restore:"));
+    assert!(!c.killed, "not stopped within the runner's 10 s:\n{}", c.stderr);
+    assert_eq!(c.code, Some(3), "{}", c.stderr);
+    let steps = journal_steps(&app);
+    assert_eq!(steps.last().map(String::as_str), Some("restore=failed"), "not stopped during the restore: {steps:?}");
+    assert!(c.stderr.contains("stopped by SIGINT"), "{}", c.stderr);
+    assert!(migrated(&app), "the live database is not the one the deploy left");
+    nothing_left_behind(&app);
+    // A later run picks up from the journal and restores.
+    let rb = dg(&app, &["rollback", "--sha", &SHA[..7], "--path", "restore"], &[]).output().unwrap();
+    assert_eq!(rb.status.code(), Some(0), "{}", common::stderr(&rb));
+    assert!(!migrated(&app));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_mid_swap_lets_the_swap_finish_and_stops_with_the_restored_database() {
+    let app = App::new("cancel_swap", &["v2-bad-down"]);
+    grow(&app);
+    let before = common::state(app.db()).await;
+    let c = cancel_the_action(&app, "v2-bad-down", When::Logged("▶ swap:"));
+    assert!(!c.killed, "not stopped within the runner's 10 s:\n{}", c.stderr);
+    assert_eq!(c.code, Some(3), "{}", c.stderr);
+    let steps = journal_steps(&app);
+    assert!(steps.contains(&"swap=ok".to_string()), "the swap did not finish: {steps:?}");
+    assert!(c.stderr.contains("stopped by SIGINT: `swap` finished"), "not stopped during the swap:\n{}", c.stderr);
+    assert_eq!(common::state(app.db()).await, before, "the database is not the restored one");
     nothing_left_behind(&app);
 }
 

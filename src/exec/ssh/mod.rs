@@ -239,11 +239,14 @@ impl Executor for Ssh {
         stdin: Option<&mut (dyn AsyncRead + Unpin + Send)>,
         stdout: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<Exit> {
+        if let Some(why) = super::cancel::stopping().filter(|_| !cmd.lasts_the_run) {
+            return Ok(Exit::stopped(why));
+        }
         let token = run_token();
         let state = RunState::default();
         let result = self.run_as(cmd, &token, &state, stdin, stdout).await;
         // Timed out, or the connection dropped: nothing it started may run on.
-        let failed = matches!(&result, Ok(e) if e.timed_out) || result.is_err();
+        let failed = matches!(&result, Ok(e) if e.timed_out || e.stopped.is_some()) || result.is_err();
         if failed && state.started.load(Relaxed) && !state.killed.load(Relaxed) {
             self.kill_all(cmd, &token).await;
         }

@@ -147,7 +147,7 @@ impl Ssh {
                     cmd.label
                 );
             }
-            Ok(Exit { code, signal, timed_out: false, stderr_tail: tail.text() })
+            Ok(Exit { code, signal, timed_out: false, stopped: None, stderr_tail: tail.text() })
         };
         let both = async {
             let (fed, exit) = tokio::join!(feed, drain);
@@ -170,17 +170,25 @@ impl Ssh {
             }
         };
         let t = cmd.deadline();
-        match tokio::time::timeout(t, both).await {
-            Ok(r) => r,
-            Err(_) => {
+        tokio::select! {
+            r = tokio::time::timeout(t, both) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    let _ = write.signal(Sig::KILL).await;
+                    let _ = write.close().await;
+                    Ok(Exit {
+                        code: None,
+                        signal: None,
+                        timed_out: true,
+                        stopped: None,
+                        stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
+                    })
+                }
+            },
+            why = crate::exec::cancel::cut_short(), if !cmd.lasts_the_run => {
                 let _ = write.signal(Sig::KILL).await;
                 let _ = write.close().await;
-                Ok(Exit {
-                    code: None,
-                    signal: None,
-                    timed_out: true,
-                    stderr_tail: format!("{} did not finish within {}", cmd.label, humantime::format_duration(t)),
-                })
+                Ok(Exit::stopped(why))
             }
         }
     }
@@ -188,6 +196,8 @@ impl Ssh {
     /// Kills what the command run with `token` left running on the target ([`kill_script`]).
     /// Best effort: the connection may be the reason it ended (the kill is then logged as not done).
     pub(super) async fn kill_all(&self, cmd: &Cmd, token: &str) {
+        // The kill runs to its end even when the run is being stopped: it is how it stops.
+        let _shield = crate::exec::cancel::shield();
         let kill = Cmd::new("kill what it started", kill_script(token)).timeout(Duration::from_secs(15));
         let mut out = Vec::new();
         let killed = Box::pin(self.run_as(&kill, &run_token(), &RunState::default(), None, &mut out)).await;

@@ -53,6 +53,11 @@ pub trait StepSpec: Send + Sync {
     fn sql(&self, _run: &Run) -> Vec<String> {
         Vec::new()
     }
+    /// Whether a run asked to stop may cut it short (its commands killed where they run). The
+    /// swap may not: it ends, one way or the other, within seconds.
+    fn interruptible(&self) -> bool {
+        true
+    }
     /// What a person runs by hand when a run stopped at this step.
     fn by_hand(&self, _run: &Run) -> Vec<String> {
         Vec::new()

@@ -36,6 +36,10 @@ impl StepSpec for Swap {
         ]
     }
 
+    fn interruptible(&self) -> bool {
+        false
+    }
+
     fn manual(&self, _run: &Run) -> Vec<String> {
         Vec::new() // part of the restore's manual steps
     }

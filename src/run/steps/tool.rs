@@ -73,6 +73,8 @@ async fn blockers(run: &Run<'_>, tool: Tool) -> Option<String> {
 /// it where it was started (compose: its one-off container, which outlives a killed or
 /// disconnected client and could connect again), then its database sessions.
 async fn end(run: &Run<'_>, tool: Tool) -> Result<String> {
+    // Ending it runs to its end even when the run is being stopped: it is part of stopping.
+    let _shield = crate::exec::cancel::shield();
     let name = tool_name(run, tool.label());
     let noun = tool.noun();
     let mut done = Vec::new();
