@@ -150,7 +150,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             if *path == PathChoice::Revert && !migrator.can_revert() {
                 return Err(Usage(anyhow::anyhow!(
                     "--path revert: migrations.tool {} cannot revert (forward-only, or no migrations.revert and \
-                     migrations.table): restoring the pre-deploy backup is the only way back (--path restore)",
+                     migrations.table); nothing was changed. Restoring the pre-deploy backup is the only way back: \
+                     --path restore",
                     migrator.tool().name()
                 ))
                 .into());

@@ -1,6 +1,6 @@
 //! `deploy` and `rollback`: drive the tree in their mode, then report.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::config::Strategy;
 use crate::guard::plan::Plan;
@@ -83,6 +83,26 @@ pub async fn rollback(
     }
     if run.previous_tag.is_none() {
         bail!("the manifest of {} records no previous tag; pass --to-tag TAG", run.sha);
+    }
+    if path == Some(Strategy::Revert) {
+        // A revert known to fail is refused before it is tried: a typo must not leave the deploy
+        // recorded as half rolled back.
+        let lacking = crate::run::steps::assess::release_without_down(&run).await.with_context(|| {
+            format!(
+                "--path revert: which of this deploy's migrations have a down could not be read (nothing was \
+                 changed); restoring the pre-deploy backup needs none: {}",
+                run.dg(&format!("rollback --sha {} --path restore", run.sha.short()))
+            )
+        })?;
+        if !lacking.is_empty() {
+            return Err(crate::model::Usage(anyhow::anyhow!(
+                "--path revert: {} has no down migration, so this deploy cannot be reverted; nothing was changed. \
+                 Restoring the pre-deploy backup is the way back: {}",
+                lacking.join(", "),
+                run.dg(&format!("rollback --sha {} --path restore", run.sha.short()))
+            ))
+            .into());
+        }
     }
     let outcome = run.drive(path.unwrap_or(w.config.rollback.strategy)).await;
     Ok(report::build(&run, outcome))

@@ -256,6 +256,11 @@ pub struct Migrations {
     pub run: Option<String>,
     /// Reverts the most recent migration (run once per migration to revert).
     pub revert: Option<String>,
+    /// Prints, one per line, the migrations of the release (named as in the migration table)
+    /// that have no down, run with the release's code (`{tag}`, `{sha}` are replaced): a release
+    /// that applied one goes straight to restore, and `rollback --path revert` refuses it. The
+    /// `prisma` preset knows its own (a migration without `rollback.sql`).
+    pub no_down: Option<String>,
     /// Table the tool records applied migrations in.
     pub table: Option<String>,
     /// Column that orders that table.
@@ -298,6 +303,7 @@ impl Default for Migrations {
             tool: default_tool(),
             run: None,
             revert: None,
+            no_down: None,
             table: None,
             order_by: None,
             data_source: None,

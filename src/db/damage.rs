@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Fingerprint, RowSum, TableStats};
+use super::{Fingerprint, Renames, RowSum, TableStats};
 
 /// A column as the fingerprint lists it: (`schema.table`, column, type).
 fn columns(fp: &Fingerprint) -> BTreeMap<(String, String), String> {
@@ -67,22 +67,29 @@ pub struct Damage {
     /// The schema only gained, and nothing it gained stops the previous release's writes: no
     /// object removed or changed, no NOT NULL column without a default (see [`Damage::only_added`]).
     pub additive_only: bool,
+    /// What was renamed (the same object under a new name: nothing lost).
+    pub renamed: Vec<String>,
 }
 
 impl Damage {
     /// From the schema before and now, the statistics before and now (of the tables the dump
-    /// holds), and the backup's sums of those of [`Damage::to_count`] that are known.
+    /// holds), the backup's sums of those of [`Damage::to_count`] that are known, and what was
+    /// renamed (a renamed table or column is looked for under its new name). Tables are named as
+    /// they were.
     pub fn assess(
         fp_before: &Fingerprint,
         fp_now: &Fingerprint,
         stats_before: &BTreeMap<String, TableStats>,
         stats_now: &BTreeMap<String, TableStats>,
         data: &BTreeMap<String, RowSum>,
+        renames: &Renames,
     ) -> Damage {
-        let mut d = Damage::default();
+        let mut d = Damage { renamed: renames.said.clone(), ..Damage::default() };
         let (tables_now, cols_before, cols_now) = (tables(fp_now), columns(fp_before), columns(fp_now));
         let rows = |t: &str| data.get(t).map(|s| s.rows);
-        for t in tables(fp_before).difference(&tables_now) {
+        let tables_before = tables(fp_before);
+        let kept: Vec<&String> = tables_before.iter().filter(|t| tables_now.contains(renames.table(t))).collect();
+        for t in tables_before.iter().filter(|t| !tables_now.contains(renames.table(t))) {
             d.to_count.insert(t.clone());
             d.destroyed.push(match rows(t) {
                 Some(n) => format!("dropped table {t} ({} rows at the backup)", thousands(n)),
@@ -90,10 +97,11 @@ impl Damage {
             });
         }
         for ((t, c), ty) in &cols_before {
-            if !tables_now.contains(t) {
+            let now_at = renames.column(t, c);
+            if !tables_now.contains(&now_at.0) {
                 continue;
             }
-            match cols_now.get(&(t.clone(), c.clone())) {
+            match cols_now.get(&now_at) {
                 None => {
                     d.touched.insert(t.clone());
                     d.to_count.insert(t.clone());
@@ -111,20 +119,21 @@ impl Damage {
             }
         }
         // Any other change to a pre-existing table's definition (a column added, an index, a
-        // constraint) touches it.
+        // constraint, a rename) touches it.
         let diff = fp_before.diff(fp_now);
         d.added = diff.iter().filter_map(|l| l.strip_prefix("+ ")).map(str::to_string).collect();
         let blocks_old_writes =
             |item: &String| item.starts_with("column ") && item.contains(" not null") && !item.contains(" default ");
         d.additive_only =
             !diff.is_empty() && diff.iter().all(|l| l.starts_with("+ ")) && !d.added.iter().any(blocks_old_writes);
-        for t in tables(fp_before).intersection(&tables_now) {
-            if diff.iter().any(|line| line.contains(&format!(" {t}.")) || line.contains(&format!(" {t} "))) {
+        let mentions = |line: &str, t: &str| line.contains(&format!(" {t}.")) || line.contains(&format!(" {t} "));
+        for t in kept {
+            if diff.iter().any(|line| mentions(line, t) || mentions(line, renames.table(t))) {
                 d.touched.insert(t.clone());
             }
         }
         for (t, before) in stats_before {
-            let Some(now) = stats_now.get(t) else { continue };
+            let Some(now) = stats_now.get(renames.table(t)) else { continue };
             if now.relfilenode != before.relfilenode || now.updated_or_deleted != before.updated_or_deleted {
                 // Inserts alone leave what existed intact: not a suspect.
                 d.touched.insert(t.clone());
@@ -155,16 +164,15 @@ impl Damage {
 }
 
 /// What a revert would drop that the new release added: its new tables, and its new columns
-/// of tables that existed before (a new table's columns go with it).
-pub fn additions(before: &Fingerprint, now: &Fingerprint) -> (Vec<String>, Vec<(String, String)>) {
-    let (old_tables, new_tables) = (tables(before), tables(now));
-    let added_tables: Vec<String> = new_tables.difference(&old_tables).cloned().collect();
-    let old_cols = columns(before);
-    let added_cols = columns(now)
-        .into_keys()
-        .filter(|(t, _)| old_tables.contains(t))
-        .filter(|k| !old_cols.contains_key(k))
-        .collect();
+/// of tables that existed before (a new table's columns go with it). A renamed table or column
+/// is not new.
+pub fn additions(before: &Fingerprint, now: &Fingerprint, renames: &Renames) -> (Vec<String>, Vec<(String, String)>) {
+    let old_tables: BTreeSet<String> = tables(before).iter().map(|t| renames.table(t).to_string()).collect();
+    let added_tables: Vec<String> = tables(now).difference(&old_tables).cloned().collect();
+    let old_cols: BTreeSet<(String, String)> =
+        columns(before).into_keys().map(|(t, c)| renames.column(&t, &c)).collect();
+    let added_cols =
+        columns(now).into_keys().filter(|(t, _)| old_tables.contains(t)).filter(|k| !old_cols.contains(k)).collect();
     (added_tables, added_cols)
 }
 
@@ -213,7 +221,7 @@ mod tests {
             "column public.orders.total integer not null",
             "column public.orders.tier integer",
         ]);
-        let d = Damage::assess(&fp(BEFORE), &now, &BTreeMap::new(), &BTreeMap::new(), &data());
+        let d = Damage::assess(&fp(BEFORE), &now, &BTreeMap::new(), &BTreeMap::new(), &data(), &Renames::default());
         assert_eq!(
             d.destroyed,
             vec![
@@ -225,12 +233,47 @@ mod tests {
         assert!(d.touched.contains("public.orders"));
         let added =
             fp(&[BEFORE, &["column public.orders.tier integer", "index public.orders orders_tier_idx"]].concat());
-        let d = Damage::assess(&fp(BEFORE), &added, &BTreeMap::new(), &BTreeMap::new(), &data());
+        let d = Damage::assess(&fp(BEFORE), &added, &BTreeMap::new(), &BTreeMap::new(), &data(), &Renames::default());
         assert!(d.destroyed.is_empty(), "{:?}", d.destroyed);
         assert!(d.only_added());
         let strict = fp(&[BEFORE, &["column public.orders.tier integer not null"]].concat());
-        assert!(!Damage::assess(&fp(BEFORE), &strict, &BTreeMap::new(), &BTreeMap::new(), &data()).only_added());
+        assert!(!Damage::assess(
+            &fp(BEFORE),
+            &strict,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &data(),
+            &Renames::default()
+        )
+        .only_added());
         assert_eq!(d.touched, BTreeSet::from(["public.orders".to_string()]));
+    }
+
+    #[test]
+    fn a_renamed_column_or_table_is_not_a_loss_nor_an_addition() {
+        let now = fp(&[
+            "relation public.bills kind=r",
+            "column public.bills.id bigint not null default nextval('orders_id_seq'::regclass)",
+            "column public.bills.remark text",
+            "column public.bills.total numeric(10,2) not null",
+            "relation public.gone kind=r",
+            "column public.gone.id integer",
+        ]);
+        let renames = Renames {
+            tables: BTreeMap::from([("public.orders".into(), "public.bills".into())]),
+            columns: BTreeMap::from([(("public.orders".into(), "note".into()), "remark".into())]),
+            said: vec!["renamed table public.orders to public.bills".into()],
+        };
+        let d = Damage::assess(&fp(BEFORE), &now, &BTreeMap::new(), &BTreeMap::new(), &data(), &renames);
+        assert!(d.destroyed.is_empty(), "{:?}", d.destroyed);
+        assert!(!d.only_added(), "a rename breaks the previous release's queries");
+        assert_eq!(d.renamed, renames.said);
+        assert!(d.touched.contains("public.orders"));
+        assert_eq!(additions(&fp(BEFORE), &now, &renames), (vec![], vec![]));
+        // Without the identities, the same change reads as a drop and an add.
+        let blind = Damage::assess(&fp(BEFORE), &now, &BTreeMap::new(), &BTreeMap::new(), &data(), &Renames::default());
+        assert!(blind.destroyed.iter().any(|l| l.starts_with("dropped table public.orders")), "{:?}", blind.destroyed);
+        assert_eq!(additions(&fp(BEFORE), &now, &Renames::default()).0, vec!["public.bills".to_string()]);
     }
 
     #[test]
@@ -244,6 +287,7 @@ mod tests {
                 &before,
                 &BTreeMap::from([("public.orders".to_string(), now)]),
                 &data(),
+                &Renames::default(),
             );
             assert_eq!(d.suspects, BTreeSet::from(["public.orders".to_string()]));
             let backup = &data()["public.orders"];
@@ -254,7 +298,7 @@ mod tests {
             d.rows_changed("public.orders", backup, &other);
             assert_eq!(d.destroyed.len(), 1, "{:?}", d.destroyed);
         }
-        let d = Damage::assess(&fp(BEFORE), &fp(BEFORE), &before, &before, &data());
+        let d = Damage::assess(&fp(BEFORE), &fp(BEFORE), &before, &before, &data(), &Renames::default());
         assert!(d.suspects.is_empty() && d.touched.is_empty());
         assert_eq!(thousands(4812), "4 812");
     }

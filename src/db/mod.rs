@@ -4,6 +4,7 @@
 mod content;
 mod damage;
 mod fingerprint;
+mod identity;
 pub mod lint;
 pub mod locks;
 mod lost;
@@ -24,6 +25,7 @@ pub use crate::model::ConnInfo;
 pub use content::{copy_header, safe_ident_list, unquote, DumpTables, RowSum, Sums, TableStats};
 pub use damage::{additions, thousands, Damage};
 pub use fingerprint::Fingerprint;
+pub use identity::{Identities, Renames};
 pub use lost::{copy_unescape, Shape, TableLoss};
 pub use psql::Psql;
 pub use restore::RestoreReport;
@@ -362,6 +364,13 @@ impl Postgres {
         let v =
             self.query_json(db, fingerprint::SQL).await.with_context(|| format!("cannot fingerprint database {db}"))?;
         Fingerprint::from_json(v)
+    }
+
+    /// The catalog identities of `db`'s tables, columns, indexes and constraints (see [`Identities`]).
+    pub async fn identities(&self, db: &str) -> Result<Identities> {
+        let v =
+            self.query_json(db, identity::SQL).await.with_context(|| format!("cannot read the identities in {db}"))?;
+        serde_json::from_value(v).context("the identities query returned an unexpected shape")
     }
 
     /// Row count and md5 of every user table's rows (sorted), for "the data is intact" checks.

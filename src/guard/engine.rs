@@ -19,6 +19,8 @@ pub struct Assessment {
     pub dirty: bool,
     /// A revert command is configured.
     pub revert_configured: bool,
+    /// Migrations this deploy applied that have no down (Prisma's without `rollback.sql`).
+    pub no_down: Vec<String>,
     /// A verified pre-deploy backup exists.
     pub backup_verified: bool,
     /// What the migrations destroyed of the data that existed before (empty: nothing).
@@ -108,6 +110,9 @@ impl Engine {
         }
         if !a.revert_configured {
             why.push("no revert command is configured".to_string());
+        }
+        if !a.no_down.is_empty() {
+            why.push(format!("{} cannot be reverted (no down migration)", a.no_down.join(", ")));
         }
         if a.dirty {
             why.push("the migration tool reports a dirty or failed state".to_string());
@@ -206,6 +211,10 @@ impl Engine {
             return Branch::NoBackup;
         }
         self.path = DbPath::Restore;
+        // A release without a down is known before any revert is tried: no revert step is run.
+        if !a.revert_configured || !a.no_down.is_empty() {
+            return Branch::ForwardOnly;
+        }
         Branch::NotTrusted
     }
 
@@ -264,6 +273,7 @@ mod tests {
             history_consistent: true,
             dirty: false,
             revert_configured: true,
+            no_down: Vec::new(),
             backup_verified: true,
             destroyed: Vec::new(),
             additive_only: false,

@@ -53,6 +53,9 @@ pub enum Branch {
     KeepAdditive,
     /// assess: the revert cannot be trusted, or the database cannot be seen.
     NotTrusted,
+    /// assess: the release cannot be reverted at all (a migration without a down, a tool that
+    /// cannot revert): restore, with no revert tried.
+    ForwardOnly,
     /// The safe path is needed but `rollback.strategy: revert` forbids it.
     RestoreForbidden,
     /// The safe path is needed but there is no verified backup.
@@ -68,7 +71,8 @@ impl Branch {
             Branch::Unchanged => "database unchanged",
             Branch::FastPath => "revert trusted",
             Branch::KeepAdditive => "only additions, kept",
-            Branch::NotTrusted => "revert not trusted",
+            Branch::NotTrusted => "fast path not trusted",
+            Branch::ForwardOnly => "no down: restore is the only way back",
             Branch::RestoreForbidden => "restore not allowed",
             Branch::NoBackup => "no verified backup",
         }
@@ -179,6 +183,7 @@ pub const EDGES: &[Edge] = &[
     e(ROLL, Assess, FastPath, run(Revert)),
     e(ROLL, Assess, KeepAdditive, run(Redeploy)),
     e(ROLL, Assess, NotTrusted, run(Step::Restore)),
+    e(ROLL, Assess, ForwardOnly, run(Step::Restore)),
     e(ROLL, Assess, RestoreForbidden, end(End::Stuck)),
     e(ROLL, Assess, NoBackup, end(End::Stuck)),
     e(ROLL, Revert, Ok, run(VerifyRevert)),

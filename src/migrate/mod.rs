@@ -65,6 +65,12 @@ pub trait MigrationTool: Sync {
     fn counts(&self, _row: &Value) -> bool {
         true
     }
+    /// For a tool whose migrations each may or may not have a down (Prisma's `rollback.sql`): a
+    /// script, run with the release's code, that prints the name of each migration that has none,
+    /// one per line. `None`: every migration of the tool has one whenever it can revert.
+    fn missing_downs(&self, _m: &Migrations) -> Option<String> {
+        None
+    }
     /// The revert's `{head}`: the state to go back to, from the recorded rows (head-only tools).
     fn revert_target(&self, _recorded: &[Value]) -> Option<String> {
         None
@@ -132,6 +138,8 @@ pub struct Migrator {
     pub pending_sql: Option<PendingSql>,
     /// Files the tool needs: (setting, path relative to the app's directory).
     pub files: Vec<(&'static str, String)>,
+    /// Prints the migrations that have no down ([`MigrationTool::missing_downs`]).
+    pub missing_downs: Option<String>,
 }
 
 impl Migrator {
@@ -152,6 +160,9 @@ impl Migrator {
             failed: failed_state(t, m),
             pending_sql: m.pending_sql.clone().map(PendingSql::Files).or_else(|| t.pending_sql(m)),
             files: t.files(m),
+            // A revert of one's own (`migrations.revert`) is the user's: the preset's check of
+            // its own downs does not apply to it.
+            missing_downs: m.no_down.clone().or_else(|| if m.revert.is_some() { None } else { t.missing_downs(m) }),
         }
     }
 
@@ -166,6 +177,12 @@ impl Migrator {
 
     pub fn run_script(&self, tag: &str, sha: &str) -> String {
         fill(&self.run, &[("tag", tag), ("sha", sha)])
+    }
+
+    /// The command that prints the release's migrations without a down (`None`: the tool's
+    /// reverts are all or nothing).
+    pub fn missing_downs_script(&self, tag: &str, sha: &str) -> Option<String> {
+        self.missing_downs.as_ref().map(|s| fill(s, &[("tag", tag), ("sha", sha)]))
     }
 
     /// The revert command; `recorded` (the pre-deploy rows) gives head-only tools their target.

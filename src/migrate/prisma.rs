@@ -40,6 +40,10 @@ impl MigrationTool for Prisma {
              -c \"DELETE FROM _prisma_migrations WHERE migration_name = '$name'\""
         ))
     }
+    fn missing_downs(&self, m: &Migrations) -> Option<String> {
+        let dir = super::q(dir_or(m, "prisma/migrations"));
+        Some(format!("cd {dir} && for d in */; do [ -f \"$d\"rollback.sql ] || echo \"${{d%/}}\"; done"))
+    }
     fn table(&self) -> Option<&'static str> {
         Some("_prisma_migrations")
     }

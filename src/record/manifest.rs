@@ -10,7 +10,7 @@ use super::sign;
 use super::Rehearsal;
 use crate::app::TagSource;
 use crate::backup::{Chunks, Stored, Taken};
-use crate::db::{Fingerprint, RowSum, TableStats};
+use crate::db::{Fingerprint, Identities, RowSum, TableStats};
 use crate::guard::{Journal, Outcome};
 use crate::model::{is_sha256_hex, BackupName, Format, Sha};
 use crate::store::{Put, Store};
@@ -68,6 +68,10 @@ pub struct Manifest {
     pub verified: bool,
     pub migrations: MigrationState,
     pub fingerprint: Option<Fingerprint>,
+    /// The catalog identities of the schema's objects before the migrations: a rename is told
+    /// from a drop and an add by them. None in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identities: Option<Identities>,
     /// Each table the dump holds rows for, with its columns as dumped (listed while the backup
     /// was verified). Empty in manifests of older versions, which recorded `data` for every table.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -137,6 +141,7 @@ impl Manifest {
             verified: true,
             migrations: MigrationState::default(),
             fingerprint: None,
+            identities: None,
             tables: taken.columns,
             data: BTreeMap::new(),
             stats: BTreeMap::new(),

@@ -126,6 +126,7 @@ mod tests {
             verified,
             migrations: Default::default(),
             fingerprint: None,
+            identities: None,
             tables: Default::default(),
             data: Default::default(),
             stats: Default::default(),

@@ -12,7 +12,7 @@ pub fn node_id(s: Step) -> String {
 }
 
 /// `flowchart TD` with every step `mode` can run and every edge between them. A tool that cannot
-/// revert has no fast path: its branch is left out.
+/// revert has no fast path: its branch is left out (its way back is the forward-only edge).
 pub fn mermaid(mode: Mode, can_revert: bool) -> String {
     let id = node_id;
     let drawn = |s: Step| can_revert || !matches!(s, Step::Revert | Step::VerifyRevert);
@@ -35,7 +35,6 @@ pub fn mermaid(mode: Mode, can_revert: bool) -> String {
         let arrow = match e.on {
             Branch::Ok => "-->".to_string(),
             Branch::Failed => "-. fails .->".to_string(),
-            Branch::NotTrusted if !can_revert => "-- forward-only: restore is the only way back -->".to_string(),
             other => format!("-- {} -->", other.label()),
         };
         let _ = writeln!(md, "  {} {arrow} {to}", id(e.from));

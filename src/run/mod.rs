@@ -177,13 +177,14 @@ impl<'w> Run<'w> {
             Some(names) if swapped => names.failed.clone(),
             _ => self.w.db.name.clone(),
         };
-        let mut damage = Damage::assess(&u.before, &u.now, &u.stats, &u.stats_now, &data);
+        let mut damage = Damage::assess(&u.before, &u.now, &u.stats, &u.stats_now, &data, &u.renames);
         for t in damage.suspects.clone() {
             let Some(backup) = data.get(&t) else {
                 self.notes.push(format!("the rows of {t} were not compared: the backup holds no rows of it to read"));
                 continue;
             };
-            match self.w.db.table_sum(&db, &t, &backup.columns).await {
+            let (at, columns) = u.renames.now_at(&t, &backup.columns);
+            match self.w.db.table_sum(&db, &at, &columns).await {
                 Ok(now) => damage.rows_changed(&t, backup, &now),
                 Err(e) => self.notes.push(format!("the rows of {t} were not compared: {e:#}")),
             }

@@ -51,6 +51,16 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
             ],
             false,
         ),
+        // A rename loses nothing: the same column under a new name, its down renames it back.
+        "v2-rename" => (
+            vec![
+                ("003_rename_name.up.sql", "ALTER TABLE customers RENAME COLUMN name TO full_name;"),
+                ("003_rename_name.down.sql", "ALTER TABLE customers RENAME COLUMN full_name TO name;"),
+            ],
+            false,
+        ),
+        // Forward-only: no down file at all.
+        "v2-no-down" => (vec![(up, ADD_NICKNAME)], false),
         "v2-lying-down" => (vec![(up, ADD_NICKNAME), (down, "DROP INDEX customers_nickname_idx;")], false),
         "v2-drop-note" => (
             vec![
@@ -99,6 +109,15 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
         ),
         _ => (vec![], true),
     }
+}
+
+/// The release has a migration without a down: no revert may be tried for it.
+pub fn has_no_down(name: &str) -> bool {
+    let (files, _) = release(name);
+    files.iter().filter_map(|(f, _)| f.strip_suffix(".up.sql")).any(|base| {
+        let down = format!("{base}.down.sql");
+        !files.iter().any(|(f, _)| *f == down)
+    })
 }
 
 /// What a release's app writes when it starts (signups, an edit, a cancellation).

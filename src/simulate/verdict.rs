@@ -151,6 +151,9 @@ pub(super) async fn run_one(
             problems.push("the app is not healthy after the rollback".into());
         }
     }
+    if super::stage::has_no_down(s.release) && report.steps.iter().any(|e| e.step == crate::guard::Step::Revert) {
+        problems.push("a revert was tried on a release with no down".into());
+    }
     if s.staged == Staged::DirtyMigration {
         // Refused before the backup, naming the tool's commands; the dirty flag left for a person.
         let f = w.migrator.failed.as_ref().context("the sample app's tool has no dirty state")?;

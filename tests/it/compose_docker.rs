@@ -155,6 +155,17 @@ fn a_migration_that_destroyed_data_is_not_reverted_but_restored() {
     rolled_back("destructive-down", 11, "v2-drop-name", "restore");
 }
 
+/// A rename loses nothing: assess tells it from a drop by the catalog's identities, the revert
+/// renames it back and is verified, nothing is restored.
+#[test]
+fn a_renamed_column_is_reverted_not_restored() {
+    let (_, r) = rolled_back("rename", 31, "v2-rename-name", "revert");
+    let assess = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "assess").expect("an assess step");
+    let said = assess["detail"].as_str().unwrap_or_default();
+    assert!(said.contains("renamed column public.users.name to full_name"), "{said}");
+    assert!(!said.contains("dropped"), "{said}");
+}
+
 #[test]
 fn a_migration_that_rewrote_data_is_not_reverted_but_restored() {
     rolled_back("data-rewrite", 12, "v2-rewrite-name", "restore");

@@ -43,6 +43,20 @@ async fn lying_down() {
     assert_eq!((r.result.as_str(), r.path.as_str(), r.exit_code), ("rolled-back", "restore", 1));
 }
 
+/// A rename loses nothing: the revert is trusted, nothing is restored.
+#[tokio::test]
+async fn rename() {
+    let r = scenario("rename").await;
+    assert_eq!((r.result.as_str(), r.path.as_str(), r.exit_code), ("rolled-back", "revert", 1));
+}
+
+/// No down at all: restored, and the verdict checks no revert was tried.
+#[tokio::test]
+async fn forward_only() {
+    let r = scenario("forward-only").await;
+    assert_eq!((r.result.as_str(), r.path.as_str(), r.exit_code), ("rolled-back", "restore", 1));
+}
+
 #[tokio::test]
 async fn backup_fails() {
     let r = scenario("backup-fails").await;

@@ -54,6 +54,16 @@ async fn lying_down() {
 }
 
 #[tokio::test]
+async fn rename() {
+    deploy_over_ssh("v2-rename", Staged::Clean, 1, "revert").await;
+}
+
+#[tokio::test]
+async fn forward_only() {
+    deploy_over_ssh("v2-no-down", Staged::Clean, 1, "restore").await;
+}
+
+#[tokio::test]
 async fn backup_fails() {
     deploy_over_ssh("v2", Staged::CrashingPgDump, 4, "none").await;
 }

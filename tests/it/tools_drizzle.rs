@@ -71,6 +71,13 @@ fn rollback_path_revert_is_bad_usage() {
     tool::revert_is_bad_usage(spec());
 }
 
+/// After a healthy deploy, a mistaken `--path revert` changes nothing and blocks nothing.
+#[test]
+fn rollback_path_revert_after_a_deploy_changes_nothing() {
+    let v2 = [Migration { n: 2, slug: "add_nickname", up: tool::ADD_NICKNAME, down: "" }];
+    tool::revert_of_a_forward_only_release_is_refused(spec(), "drizzle_rev", &v2, "drizzle");
+}
+
 #[test]
 fn a_missing_config_is_bad_config() {
     let w = tool::World::new(spec(), "drizzle_missing", &[]);

@@ -199,13 +199,52 @@ fn unhealthy_after_migrate_reverts_with_rollback_sql() {
     assert!(w.has_column("nickname"));
 }
 
-/// A migration without `rollback.sql` can only be restored: the revert says so, the backup is.
+const NO_DOWN: &[Migration] = &[Migration { n: 2, slug: "add_nickname", up: tool::ADD_NICKNAME, down: "" }];
+
+/// Two migrations, the first with a `rollback.sql`, the second without: the release as a whole
+/// cannot be reverted.
+const MIXED: &[Migration] = &[
+    Migration { n: 2, slug: "add_nickname", up: tool::ADD_NICKNAME, down: tool::DROP_NICKNAME },
+    Migration { n: 3, slug: "add_note", up: "ALTER TABLE users ADD COLUMN note text;", down: "" },
+];
+
+/// A migration without `rollback.sql`: assess knows the release cannot be reverted and restores,
+/// with no revert step.
 #[test]
-fn without_rollback_sql_the_backup_is_restored() {
-    let (_w, r) = tool::unhealthy_world(spec(), "prisma_no_down", "", "restore");
-    let revert = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "revert").expect("a revert step");
-    let said = revert["detail"].as_str().unwrap();
-    assert!(said.contains("has no rollback.sql: restoring the backup is the only way back"), "{revert:#}");
+fn without_rollback_sql_the_backup_is_restored_without_a_revert() {
+    tool::forward_only_release_restores(spec(), "prisma_no_down", NO_DOWN, &name(2, "add_nickname"));
+}
+
+/// A mixed release (one migration with a down, one without): the same.
+#[test]
+fn a_mixed_release_is_restored_without_a_revert() {
+    let (w, _) = tool::forward_only_release_restores(spec(), "prisma_mixed", MIXED, &name(3, "add_note"));
+    assert_eq!(w.psql("SELECT count(*) FROM information_schema.columns WHERE column_name = 'note'"), "0");
+}
+
+/// `rollback --path revert` after a healthy deploy without `rollback.sql`: refused, nothing
+/// recorded, the next deploy goes ahead.
+#[test]
+fn a_manual_revert_of_a_release_without_rollback_sql_is_refused() {
+    tool::revert_of_a_forward_only_release_is_refused(spec(), "prisma_rev_no_down", NO_DOWN, &name(2, "add_nickname"));
+}
+
+#[test]
+fn a_manual_revert_of_a_mixed_release_is_refused() {
+    tool::revert_of_a_forward_only_release_is_refused(spec(), "prisma_rev_mixed", MIXED, &name(3, "add_note"));
+}
+
+/// With every migration's `rollback.sql`, the manual revert goes ahead (the check does not refuse
+/// what can be reverted).
+#[test]
+fn a_manual_revert_of_a_release_with_rollback_sql_reverts() {
+    let w = tool::World::new(spec(), "prisma_rev_ok", &[]);
+    w.release("add_nickname", tool::ADD_NICKNAME, tool::DROP_NICKNAME);
+    assert_eq!(w.ended(&w.deploy("v2")).0, Some(0));
+    let out = w.dg(&["rollback", "--sha", &common::SHA[..7], "--path", "revert", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", tool::explain(&out));
+    assert_eq!(common::json(&out)["path"], "revert");
+    w.assert_back_at_v1("nickname");
 }
 
 /// A failed `migrate deploy` run by hand (outside deploy-guard) leaves Prisma's failed state: the

@@ -30,12 +30,14 @@ impl StepSpec for Record {
         let w = run.w;
         let rows = w.migration_rows(&w.db.name).await?;
         let fp = w.db.fingerprint(&w.db.name).await?;
+        let identities = w.db.identities(&w.db.name).await?;
         let checks = super::checks::query_results(w).await?;
         let detail =
             format!("{} migration rows; schema fingerprint {} ({} objects)", rows.len(), fp.short(), fp.items.len());
         let m = run.manifest.as_mut().context("no manifest")?;
         m.migrations = MigrationState { table: w.migrator.table.clone(), rows };
         m.fingerprint = Some(fp);
+        m.identities = Some(identities);
         m.checks = checks;
         if m.previous_tag.is_none() {
             // A backup on its own records what runs, for a later restore's redeploy.

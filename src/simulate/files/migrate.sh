@@ -38,10 +38,17 @@ case "${1:-}" in
     [ -n "$f" ] || { echo "no down migration for $last in $dir" >&2; exit 1; }
     echo "reverting $(basename "$f" .down.sql)"
     { cat "$f"; echo; echo "DELETE FROM schema_migrations WHERE version = '$last';"; } | psql_run -f - ;;
+  lacking)
+    # The migrations without a down file: a release that applied one cannot be reverted.
+    for f in "$dir"/*.up.sql; do
+      [ -e "$f" ] || continue
+      base=$(basename "$f" .up.sql)
+      [ -e "$dir/$base.down.sql" ] || echo "${base#*_}"
+    done ;;
   force)
     # The schema is at VERSION (checked by a person): newer rows go, VERSION's is clean.
     v=${2:?usage: migrate.sh force VERSION}
     psql_run -c "DELETE FROM schema_migrations WHERE version > '$v'" \
       -c "UPDATE schema_migrations SET dirty = false WHERE version = '$v'" ;;
-  *) echo "usage: migrate.sh up|down [TAG] | force VERSION" >&2; exit 2 ;;
+  *) echo "usage: migrate.sh up|down|lacking [TAG] | force VERSION" >&2; exit 2 ;;
 esac

@@ -145,6 +145,12 @@ const RELEASES: &[Release] = &[
         broken: true,
     },
     Release {
+        name: "v2-rename-name",
+        second: Second::File("1700000000001-RenameName.js"),
+        entrypoint: NORMAL,
+        broken: true,
+    },
+    Release {
         name: "v2-rewrite-name",
         second: Second::File("1700000000001-UpperNames.js"),
         entrypoint: NORMAL,

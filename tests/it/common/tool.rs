@@ -399,6 +399,53 @@ pub fn revert_is_bad_usage(spec: ToolSpec) {
     assert_eq!(w.state(), w.spec.state_v1);
 }
 
+/// v2's release is `extra` (a migration without a down among them), and its app never gets
+/// healthy: assess knows before any revert that the release cannot be reverted and goes straight
+/// to restore, saying which migration has no down. Returns the world and the report.
+pub fn forward_only_release_restores(
+    spec: ToolSpec,
+    prefix: &str,
+    extra: &[Migration],
+    lacking: &str,
+) -> (World, serde_json::Value) {
+    let w = World::new(spec, prefix, &["v2"]);
+    w.write(extra);
+    let out = w.deploy("v2");
+    assert_eq!(w.ended(&out), (Some(1), "rolled-back".into(), "restore".into()), "{}", explain(&out));
+    w.assert_back_at_v1("nickname");
+    let r = super::json(&out);
+    let steps = r["steps"].as_array().unwrap();
+    assert!(!steps.iter().any(|s| s["step"] == "revert"), "no revert was tried: {r:#}");
+    let assess = steps.iter().find(|s| s["step"] == "assess").expect("an assess step");
+    let said = assess["detail"].as_str().unwrap_or_default();
+    assert!(said.contains(&format!("{lacking} cannot be reverted (no down migration)")), "{said}");
+    (w, r)
+}
+
+/// A healthy deploy of `extra` (a migration without a down among them), then `rollback --path
+/// revert`: refused at once (exit 2) naming `--path restore`, the database and tag as deployed,
+/// the deploy still recorded `deployed`, and the next deploy goes ahead.
+pub fn revert_of_a_forward_only_release_is_refused(spec: ToolSpec, prefix: &str, extra: &[Migration], lacking: &str) {
+    let w = World::new(spec, prefix, &[]);
+    w.write(extra);
+    let out = w.deploy("v2");
+    assert_eq!(w.ended(&out), (Some(0), "deployed".into(), "none".into()), "{}", explain(&out));
+    let deployed = (w.state(), w.has_column("nickname"), w.users(), w.tag());
+    let out = w.dg(&["rollback", "--sha", &SHA[..7], "--path", "revert"]);
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    let said = super::stderr(&out);
+    assert!(said.contains(lacking) && said.contains("--path restore"), "{said}");
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert_eq!((w.state(), w.has_column("nickname"), w.users(), w.tag()), deployed, "nothing changed");
+    let listed = super::json(&w.dg(&["backups", "--json"]));
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed:#}");
+    assert_eq!(listed[0]["outcome"], "deployed", "{listed:#}");
+    // The pipeline is not blocked: the next deploy is not refused as half rolled back.
+    let out = w.dg(&["deploy", "--sha", "1111111111111111111111111111111111111111", "--tag", "v3", "--json"]);
+    assert_eq!(w.ended(&out), (Some(0), "deployed".into(), "none".into()), "{}", explain(&out));
+    assert_eq!(w.tag(), "v3");
+}
+
 /// A failed or dirty state refuses the deploy before anything changes (exit 4), naming the
 /// tool's commands; `check` reports it too.
 pub fn dirty_refuses_deploy(w: &World, expect_in_message: &str) {
