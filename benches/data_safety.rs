@@ -291,11 +291,11 @@ fn passes(plain: &Path) -> Vec<(&'static str, f64, f64)> {
 /// `loss_shape` + `table_loss` of pgbench_accounts, `b` restored and `a` kept, the statements
 /// collected in a `Vec`: as it was, as its fallback for many differences is, or as it is.
 async fn loss_of(pg: &Postgres, how: How) -> (TableLoss, usize) {
-    let shape = pg.loss_shape("b", "a", ACCOUNTS).await.unwrap();
+    let shape = pg.loss_shape("b", "a", ACCOUNTS, &Default::default()).await.unwrap();
     let mut buf = Vec::new();
     let loss = match how {
         How::Before => Before(pg).table_loss("b", "a", &shape, &mut buf).await,
-        How::Whole => pg.table_loss_whole("b", "a", &shape, &mut buf).await,
+        How::Whole => pg.table_loss_streamed("b", "a", &shape, &mut buf).await,
         How::Now => pg.table_loss("b", "a", &shape, &mut buf).await,
     };
     (loss.unwrap(), buf.len())

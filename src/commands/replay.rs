@@ -14,6 +14,37 @@ pub struct Replayed {
     pub rows: u64,
 }
 
+/// What applying the file does, table by table, and why each table is in it or not: SQL
+/// comments, so the dry run's output is still the file to apply.
+pub fn plan(lost: &crate::record::LostWrites) -> String {
+    let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = String::from("-- What this file does, table by table:\n");
+    for t in &lost.tables {
+        let by = if t.by.is_empty() { "primary key" } else { t.by.as_str() };
+        let own = match t.migrations_own {
+            0 => String::new(),
+            n => format!("; {n} row(s) the migrations changed themselves left out"),
+        };
+        out.push_str(&format!(
+            "--   in:  {}: {} inserted, {} updated, {} deleted (rows matched by {by}{own})\n",
+            one_line(&t.table),
+            t.inserted,
+            t.updated,
+            t.deleted
+        ));
+    }
+    for t in &lost.held {
+        let t = one_line(t);
+        out.push_str(&format!(
+            "--   out: {t}: the migrations changed its rows too, not yet told apart from the app's\n"
+        ));
+    }
+    for (t, why) in &lost.not_compared {
+        out.push_str(&format!("--   out: {}: not compared: {}\n", one_line(t), one_line(why)));
+    }
+    out
+}
+
 pub async fn replay(w: &World, sha: &ShaPrefix, dry_run: bool) -> Result<Replayed> {
     let m = crate::record::find_for(w.store.as_ref(), &w.config.project, &w.db.name, sha.as_str()).await?;
     let Some(lost) = &m.lost_writes else {
@@ -28,7 +59,8 @@ pub async fn replay(w: &World, sha: &ShaPrefix, dry_run: bool) -> Result<Replaye
     }
     let rows = lost.tables.iter().map(|t| t.total()).sum();
     if dry_run {
-        return Ok(Replayed { key: lost.key.clone(), sql: Some(String::from_utf8_lossy(&bytes).into_owned()), rows });
+        let sql = format!("{}{}", plan(lost), String::from_utf8_lossy(&bytes));
+        return Ok(Replayed { key: lost.key.clone(), sql: Some(sql), rows });
     }
     // One transaction, stopping at the first error; psql meta-commands refused, by this filter
     // and by psql itself, restricted.

@@ -26,6 +26,7 @@ pub use content::{copy_header, safe_ident_list, unquote, DumpTables, RowSum, Sum
 pub use damage::{additions, thousands, Damage};
 pub use fingerprint::Fingerprint;
 pub use identity::{Identities, Renames};
+pub use lost::apart::{Apart, Differing, Held};
 pub use lost::{copy_unescape, Shape, TableLoss};
 pub use psql::Psql;
 pub use restore::RestoreReport;

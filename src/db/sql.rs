@@ -102,6 +102,7 @@ mod tests {
             scratch: "sh\"op__restore_abc1234".into(),
             failed: "sh\"op__failed_abc1234".into(),
             rehearse: String::new(),
+            apart: String::new(),
         };
         let [close, _, renames, reopen] = swap(&names);
         assert_eq!(close, "ALTER DATABASE \"sh\"\"op\" ALLOW_CONNECTIONS false;");

@@ -28,15 +28,32 @@ pub struct Cmd {
     /// A session held for the whole run (the deploy lock): a stop does not cut it short; it ends
     /// when the run lets it go.
     pub lasts_the_run: bool,
+    /// Its output is read in step with another command's (a merge of two sorted streams): over
+    /// SSH it gets a connection of its own, since a connection's channels share one queue and a
+    /// channel whose reader waits on the other's would stall both.
+    pub own_connection: bool,
 }
 
 impl Cmd {
     pub fn new(label: impl Into<String>, script: impl Into<String>) -> Cmd {
-        Cmd { label: label.into(), script: script.into(), env: Vec::new(), timeout: None, lasts_the_run: false }
+        Cmd {
+            label: label.into(),
+            script: script.into(),
+            env: Vec::new(),
+            timeout: None,
+            lasts_the_run: false,
+            own_connection: false,
+        }
     }
 
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Cmd {
         self.env.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// See [`Cmd::own_connection`].
+    pub fn own_connection(mut self) -> Cmd {
+        self.own_connection = true;
         self
     }
 

@@ -178,9 +178,19 @@ impl Engine {
             }
             (_, StepResult::Warning(w)) => {
                 self.notes.push(format!("{step}: {w}"));
-                Branch::Ok
+                self.ok_after(step)
             }
-            _ => Branch::Ok,
+            _ => self.ok_after(step),
+        }
+    }
+
+    /// `step` ended well: after a restore, the service back is where the app's lost writes
+    /// are told from the migrations' own.
+    fn ok_after(&self, step: Step) -> Branch {
+        if step == Step::RedeployHealth && self.path == DbPath::Restore {
+            Branch::Restored
+        } else {
+            Branch::Ok
         }
     }
 
@@ -411,7 +421,7 @@ mod tests {
         });
         assert_eq!(
             &steps[9..],
-            &[Revert, Restore, ValidateRestore, StopApp, Swap, LostWrites, Redeploy, RedeployHealth, Checks]
+            &[Revert, Restore, ValidateRestore, StopApp, Swap, LostWrites, Redeploy, RedeployHealth, AppWrites, Checks]
         );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Restore });
     }

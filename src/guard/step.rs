@@ -40,6 +40,7 @@ steps! {
     StopApp => "stop-app", "Stop the app (the backup is good)";
     Swap => "swap", "Swap the restored database in";
     LostWrites => "lost-writes", "Find the writes the restore took away";
+    AppWrites => "app-writes", "Tell the app's lost writes from the migrations' own";
     Redeploy => "redeploy", "Redeploy the previous tag";
     RedeployHealth => "redeploy-health", "Health check after redeploy";
     Checks => "checks", "Run the user's checks (verify.queries, verify.commands)";

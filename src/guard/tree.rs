@@ -56,6 +56,8 @@ pub enum Branch {
     /// assess: the release cannot be reverted at all (a migration without a down, a tool that
     /// cannot revert): restore, with no revert tried.
     ForwardOnly,
+    /// redeploy-health: the service is back on a restored database.
+    Restored,
     /// The safe path is needed but `rollback.strategy: revert` forbids it.
     RestoreForbidden,
     /// The safe path is needed but there is no verified backup.
@@ -73,6 +75,7 @@ impl Branch {
             Branch::KeepAdditive => "only additions, kept",
             Branch::NotTrusted => "fast path not trusted",
             Branch::ForwardOnly => "no down: restore is the only way back",
+            Branch::Restored => "after a restore",
             Branch::RestoreForbidden => "restore not allowed",
             Branch::NoBackup => "no verified backup",
         }
@@ -206,12 +209,18 @@ pub const EDGES: &[Edge] = &[
     // Finding lost writes never holds up the recovery: a failure is carried past.
     e(ROLL, LostWrites, Ok, run(Redeploy)),
     e(ROLL, LostWrites, Failed, run(Redeploy)),
-    e(&[R], LostWrites, Ok, run(Checks)),
-    e(&[R], LostWrites, Failed, run(Checks)),
+    e(&[R], LostWrites, Ok, run(AppWrites)),
+    e(&[R], LostWrites, Failed, run(AppWrites)),
     e(REST, Swap, Failed, end(End::Stuck)),
     e(ROLL, Redeploy, Ok, run(RedeployHealth)),
     e(ROLL, Redeploy, Failed, end(End::Stuck)),
     e(ROLL, RedeployHealth, Ok, run(Checks)),
+    // Once the service is back on a restored database: in tables the migrations changed rows of,
+    // the app's lost writes are told from the migrations' own (a failure is carried past: the
+    // tables are named).
+    e(ROLL, RedeployHealth, Restored, run(AppWrites)),
+    e(REST, AppWrites, Ok, run(Checks)),
+    e(REST, AppWrites, Failed, run(Checks)),
     e(ROLL, RedeployHealth, Failed, end(End::Stuck)),
     e(ROLL, Checks, Ok, end(End::RolledBack)),
     e(&[R], Checks, Ok, end(End::Restored)),
@@ -303,6 +312,9 @@ mod tests {
         let rolling: Vec<Step> = Step::ALL.iter().copied().filter(|s| is_rollback(*s)).collect();
         assert_eq!(rolling.first(), Some(&Assess));
         assert!(rolling.contains(&Step::Restore) && rolling.contains(&Checks) && !rolling.contains(&Health));
-        assert_eq!(straight_path(R), vec![Preflight, Step::Restore, ValidateRestore, Swap, LostWrites, Checks]);
+        assert_eq!(
+            straight_path(R),
+            vec![Preflight, Step::Restore, ValidateRestore, Swap, LostWrites, AppWrites, Checks]
+        );
     }
 }

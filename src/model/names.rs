@@ -160,6 +160,10 @@ pub struct DbNames {
     /// Where a rehearsal runs the release's migrations on a copy of the backup.
     #[serde(default)]
     pub rehearse: String,
+    /// Where the release's migrations run on a copy of the backup after a restore, to tell the
+    /// app's lost writes from the migrations' own.
+    #[serde(default)]
+    pub apart: String,
 }
 
 impl DbNames {
@@ -172,8 +176,9 @@ impl DbNames {
             scratch: derived(live, &format!("__restore_{}", sha.short())),
             failed: derived(live, &format!("__failed_{}", sha.short())),
             rehearse: derived(live, &format!("__rehearse_{}", sha.short())),
+            apart: derived(live, &format!("__apart_{}", sha.short())),
         };
-        let all = [&names.live, &names.scratch, &names.failed, &names.rehearse];
+        let all = [&names.live, &names.scratch, &names.failed, &names.rehearse, &names.apart];
         if all.iter().enumerate().any(|(i, a)| all[i + 1..].contains(a)) {
             bail!("database name {live:?}: its scratch and kept names would collide with it");
         }

@@ -28,6 +28,10 @@ pub struct LostWrites {
     pub not_compared: Vec<(String, String)>,
     /// Tables whose changes include the migrations' own (review before replaying).
     pub touched_by_migrations: Vec<String>,
+    /// Tables the migrations changed rows of, whose lost writes wait to be told from the
+    /// migrations' own (the `app-writes` step, once the service is back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 /// The migration table as it was.
@@ -83,6 +87,10 @@ pub struct Manifest {
     /// Each table's storage file and update/delete count before the migrations ran.
     #[serde(default)]
     pub stats: BTreeMap<String, TableStats>,
+    /// The tables whose rows the migrations changed (updated, deleted, rewrote), read from the
+    /// statistics around the migrate step; None when it did not run or they could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated: Option<std::collections::BTreeSet<String>>,
     /// The results of `verify.queries` before the migrations ran, in order.
     #[serde(default)]
     pub checks: Vec<String>,
@@ -142,6 +150,7 @@ impl Manifest {
             migrations: MigrationState::default(),
             fingerprint: None,
             identities: None,
+            migrated: None,
             tables: taken.columns,
             data: BTreeMap::new(),
             stats: BTreeMap::new(),

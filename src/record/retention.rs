@@ -127,6 +127,7 @@ mod tests {
             migrations: Default::default(),
             fingerprint: None,
             identities: None,
+            migrated: None,
             tables: Default::default(),
             data: Default::default(),
             stats: Default::default(),

@@ -274,12 +274,22 @@ fn rehearsal(md: &mut String, r: &Report) {
 pub fn lost_writes(md: &mut String, r: &Report) {
     let Some(l) = &r.lost_writes else { return };
     md.push_str("### Writes the restore took away\n\n");
-    if l.tables.is_empty() {
-        md.push_str("None: no table that existed before the deploy was written to after the backup.\n\n");
+    if l.tables.is_empty() && l.held.is_empty() && l.not_compared.is_empty() {
+        md.push_str("None: every table that existed before the deploy was compared, and none lost a write.\n\n");
+    } else if l.tables.is_empty() {
+        md.push_str("None found in the tables compared.\n\n");
     } else {
-        md.push_str("| table | inserted | updated | deleted |\n|---|---:|---:|---:|\n");
+        md.push_str(
+            "| table | inserted | updated | deleted | rows matched by | the migrations' own, left out |\n\
+             |---|---:|---:|---:|---|---:|\n",
+        );
         for t in &l.tables {
-            let _ = writeln!(md, "| `{}` | {} | {} | {} |", t.table, t.inserted, t.updated, t.deleted);
+            let by = if t.by.is_empty() { "primary key" } else { t.by.as_str() };
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} | {by} | {} |",
+                t.table, t.inserted, t.updated, t.deleted, t.migrations_own
+            );
         }
         let _ = writeln!(
             md,
@@ -298,8 +308,18 @@ pub fn lost_writes(md: &mut String, r: &Report) {
             );
         }
     }
+    if !l.held.is_empty() {
+        let _ = writeln!(
+            md,
+            "Not yet told apart: the migrations changed rows of {} too, and the run ended before the app's writes \
+             there were told from theirs (`app-writes`). Nothing of them is in the replay file.\n",
+            l.held.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
     if !l.not_compared.is_empty() {
-        md.push_str("Not compared (written after the backup, but cannot be matched row by row):\n\n");
+        md.push_str(
+            "**Not compared** — writes made there after the backup may be lost and are not in the replay file:\n\n",
+        );
         for (t, why) in &l.not_compared {
             let _ = writeln!(md, "- `{t}`: {why}");
         }

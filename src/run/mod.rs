@@ -71,6 +71,8 @@ pub struct Found {
     pub restored: Option<DbNames>,
     /// lost-writes → the report: the writes the restore took away.
     pub lost_writes: Option<LostWrites>,
+    /// Tables whose lost writes wait to be told from the migrations' own (see `app-writes`).
+    pub held: Vec<crate::db::Held>,
 }
 
 impl<'w> Run<'w> {

@@ -18,12 +18,13 @@ const RELEASE_V1: &[(&str, &str)] = &[
     ("001_create_customers.down.sql", "DROP TABLE customers; DROP TYPE customer_status;"),
     (
         "002_create_orders.up.sql",
-        "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers(id), \
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers(id) ON DELETE CASCADE, \
          total numeric(10,2) NOT NULL CHECK (total >= 0), note text);\n\
          CREATE INDEX orders_customer_idx ON orders(customer_id);\n\
-         CREATE VIEW customer_totals AS SELECT customer_id, sum(total) AS total FROM orders GROUP BY customer_id;",
+         CREATE VIEW customer_totals AS SELECT customer_id, sum(total) AS total FROM orders GROUP BY customer_id;\n\
+         CREATE TABLE activity (at timestamptz NOT NULL, customer_id int, kind text NOT NULL, detail jsonb);",
     ),
-    ("002_create_orders.down.sql", "DROP VIEW customer_totals; DROP TABLE orders;"),
+    ("002_create_orders.down.sql", "DROP TABLE activity; DROP VIEW customer_totals; DROP TABLE orders;"),
 ];
 
 const ADD_NICKNAME: &str =
@@ -77,9 +78,13 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
             ],
             true,
         ),
+        // Drops a column and closes the accounts of gone customers: their orders go by cascade.
         "v2-app-writes" => (
             vec![
-                ("003_drop_order_note.up.sql", "ALTER TABLE orders DROP COLUMN note;"),
+                (
+                    "003_drop_order_note.up.sql",
+                    "ALTER TABLE orders DROP COLUMN note;\nDELETE FROM customers WHERE status = 'gone' AND id > 1900;",
+                ),
                 ("003_drop_order_note.down.sql", "ALTER TABLE orders ADD COLUMN note text;"),
             ],
             false,
@@ -120,16 +125,29 @@ pub fn has_no_down(name: &str) -> bool {
     })
 }
 
+/// The app's next insert into `table` (one of the sample app's), as it would make it: its ids
+/// from their sequences.
+pub(super) fn next_insert(table: &str) -> Option<&'static str> {
+    match table {
+        "public.customers" => Some("INSERT INTO customers (name, email) VALUES ('next', 'next@example.org')"),
+        "public.orders" => Some("INSERT INTO orders (customer_id, total) VALUES (1, 1)"),
+        "public.activity" => Some("INSERT INTO activity (at, kind) VALUES (now(), 'next')"),
+        _ => None,
+    }
+}
+
 /// What a release's app writes when it starts (signups, an edit, a cancellation).
-fn app_writes(release: &str) -> Option<&'static str> {
+pub(super) fn app_writes(release: &str) -> Option<&'static str> {
     if release == "v2-additive" {
         return Some("UPDATE customers SET nickname = 'Zo' WHERE id = 5;");
     }
     (release == "v2-app-writes").then_some(
-        "INSERT INTO customers (name, email) VALUES ('Neu 1', 'n1@example.org'), ('Neu 2', 'n2@example.org'), \
-         ('Neu 3', 'n3@example.org');\n\
+        "INSERT INTO customers (name, email, created_at) VALUES ('Neu 1', 'n1@example.org', '2026-12-06 10:00:00+00'), \
+         ('Neu 2', 'n2@example.org', '2026-12-06 10:00:00+00'), ('Neu 3', 'n3@example.org', '2026-12-06 10:00:00+00');\n\
          UPDATE customers SET name = 'Zoë (renamed)' WHERE id = 5;\n\
-         DELETE FROM orders WHERE id = 6000;",
+         DELETE FROM orders WHERE id = 6000;\n\
+         INSERT INTO activity VALUES ('2026-12-06 10:00:00+00', 5, 'renamed', '{\"from\": \"Zoë\"}'), \
+         ('2026-12-06 10:00:00+00', 5, 'renamed', '{\"from\": \"Zoë\"}');",
     )
 }
 
@@ -139,7 +157,10 @@ const SEED: &str = "INSERT INTO customers (name, email, status) \
     FROM generate_series(1, 2000) i;\n\
     INSERT INTO orders (customer_id, total, note) \
     SELECT 1 + i % 2000, (i % 997) / 7.0, CASE WHEN i % 4 = 0 THEN NULL ELSE 'order ' || i END \
-    FROM generate_series(1, 6000) i;";
+    FROM generate_series(1, 6000) i;\n\
+    INSERT INTO activity SELECT timestamptz '2026-01-01 00:00:00+00' + i * interval '1 minute', 1 + i % 2000, \
+           (ARRAY['signup','order','login'])[1 + i % 3], CASE WHEN i % 5 = 0 THEN NULL ELSE jsonb_build_object('n', i % 7) END \
+    FROM generate_series(1, 3000) i;";
 
 /// A staged sample app: its own database (v1 applied, seeded, running), app directory with the
 /// releases, and backup store. Tests use it too.

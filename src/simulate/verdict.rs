@@ -33,7 +33,7 @@ async fn snapshot(w: &World, columns: Option<&BTreeMap<String, Vec<String>>>) ->
                 .query_json(
                     &db.name,
                     "SELECT json_object_agg(t, cols) FROM (SELECT table_name AS t, json_agg(column_name ORDER BY ordinal_position) AS cols \
-                     FROM information_schema.columns WHERE table_schema = 'public' AND table_name IN ('customers','orders') GROUP BY table_name) x;",
+                     FROM information_schema.columns WHERE table_schema = 'public' AND table_name IN ('customers','orders','activity') GROUP BY table_name) x;",
                 )
                 .await?;
             serde_json::from_value(v)?
@@ -197,7 +197,7 @@ pub(super) async fn run_one(
         }
     }
     if let Some(expected) = s.lost_writes {
-        if let Err(e) = check_replay(&w, &report, &sha, expected).await {
+        if let Err(e) = check_replay(&w, &report, &sha, expected, s.release).await {
             problems.push(format!("{e:#}"));
         }
     }
@@ -220,23 +220,53 @@ pub(super) async fn run_one(
 }
 
 /// The restore found exactly the app's writes, and the replay file brings the live database to
-/// the rows the app had written (compared with the kept database, column for column).
-async fn check_replay(w: &World, report: &crate::report::Report, sha: &Sha, expected: (u64, u64, u64)) -> Result<()> {
+/// what the app would have had without the migrations: the backup with the app's writes applied
+/// (restored into a scratch database and compared table by table). Then the app's next insert
+/// into every replayed table succeeds (its sequences are past the replayed ids).
+async fn check_replay(
+    w: &World,
+    report: &crate::report::Report,
+    sha: &Sha,
+    expected: (u64, u64, u64),
+    release: &str,
+) -> Result<()> {
     let lost = report.lost_writes.as_ref().context("the restore did not look for lost writes")?;
     let found = lost.tables.iter().fold((0, 0, 0), |a, t| (a.0 + t.inserted, a.1 + t.updated, a.2 + t.deleted));
     if found != expected {
-        bail!("the restore found {found:?} lost (inserted, updated, deleted) rows, the app wrote {expected:?}");
+        bail!(
+            "the restore found {found:?} lost (inserted, updated, deleted) rows, the app wrote {expected:?}: {:?}",
+            lost.tables
+        );
+    }
+    if !lost.not_compared.is_empty() || !lost.held.is_empty() {
+        bail!("tables left out of the replay: {:?} {:?}", lost.not_compared, lost.held);
     }
     let prefix = crate::model::ShaPrefix::parse(sha.short())?;
     crate::commands::replay::replay(w, &prefix, false).await?;
-    let kept = DbNames::new(&w.db.name, sha)?.failed;
-    for t in &lost.tables {
-        let shape = w.db.loss_shape(&w.db.name, &kept, &t.table).await?;
-        let live = w.db.table_sum(&w.db.name, &t.table, &shape.columns).await?;
-        let was = w.db.table_sum(&kept, &t.table, &shape.columns).await?;
-        if !live.same_rows(&was) {
-            bail!("after the replay, {} differs from what the app had written", t.table);
+    let m = crate::record::find_for(w.store.as_ref(), &w.config.project, &w.db.name, sha.as_str()).await?;
+    let want = format!("{}_expected", w.db.name);
+    w.db.create_scratch(&want).await?;
+    let compared = async {
+        crate::backup::restore_stream(&w.db, w.store.as_ref(), &m.stored(), &want).await?;
+        if let Some(sql) = super::stage::app_writes(release) {
+            w.db.query(&want, sql).await?;
         }
+        let (now, should) = (w.db.content_checksums(&w.db.name).await?, w.db.content_checksums(&want).await?);
+        for (t, rows) in &should {
+            if now.get(t) != Some(rows) {
+                bail!("after the replay, {t} is not what the app would have had without the migrations");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    w.db.drop_database(&want).await?;
+    compared?;
+    for t in &lost.tables {
+        let insert = super::stage::next_insert(&t.table).with_context(|| format!("no next insert for {}", t.table))?;
+        w.db.query(&w.db.name, &format!("BEGIN; {insert}; ROLLBACK;"))
+            .await
+            .with_context(|| format!("after the replay, the app's next insert into {} fails", t.table))?;
     }
     Ok(())
 }

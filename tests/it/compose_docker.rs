@@ -325,6 +325,20 @@ fn a_migration_the_real_rows_break_is_caught_on_a_copy_and_production_is_never_t
     );
 }
 
+/// A rehearsal of a good release runs its migrations on the copy, not on production: the
+/// tool in the one-off container is pointed at the copy (PGDATABASE and DATABASE_URL inside the
+/// container, confirmed by psql there before it runs), and production keeps v1's schema and rows.
+#[test]
+fn a_rehearsal_runs_the_migrations_on_the_copy_never_on_production() {
+    let p = Project::start("rehearse-good");
+    let before = p.db_state();
+    let out = p.deploy_guard(&["rehearse", "--sha", &sha(16), "--tag", "v2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(&out);
+    assert_eq!(r["rehearsal"]["applied"], 1, "one migration applied on the copy: {r:#}");
+    assert_as_before(&p, &before);
+}
+
 /// TypeORM has no dirty or failed state to refuse (sqlx's `success = false`, golang-migrate's
 /// `dirty`): it records a migration in the transaction that runs it. Its nearest case is a
 /// migration outside a transaction that fails half-way: no row, the tool says clean, the schema

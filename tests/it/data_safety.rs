@@ -64,7 +64,7 @@ async fn a_deploy_that_goes_well_sums_no_rows() {
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     assert_eq!(m["data"], serde_json::json!({}));
     let listed: Vec<&String> = m["tables"].as_object().unwrap().keys().collect();
-    assert_eq!(listed, ["public.customers", "public.orders", "public.schema_migrations"]);
+    assert_eq!(listed, ["public.activity", "public.customers", "public.orders", "public.schema_migrations"]);
 }
 
 #[tokio::test]
@@ -329,7 +329,7 @@ async fn the_replay_of_lost_writes_brings_the_restored_table_to_the_kept_rows_ex
             )
             .unwrap();
         let pg = common::postgres(&live);
-        let shape = pg.loss_shape(&live, &kept, "public.t").await.unwrap();
+        let shape = pg.loss_shape(&live, &kept, "public.t", &Default::default()).await.unwrap();
         let mut replay = Vec::new();
         let loss = pg.table_loss(&live, &kept, &shape, &mut replay).await.unwrap();
         assert_eq!((loss.updated, loss.inserted, loss.deleted), (changed, inserted, 10), "{changed}");
@@ -362,4 +362,132 @@ async fn a_manual_rollback_with_its_own_path_compares_the_rows_the_config_s_stra
     assert!(!steps.contains(&"revert"), "the revert ran: {steps:?}");
     assert!(r["destroyed"][0].as_str().unwrap().contains("changed rows of public.orders"), "{r}");
     assert_eq!(common::state(app.db()).await, before);
+}
+
+/// Adds release `name` (unhealthy) with `up` as its migration and `writes` as what its app writes
+/// when it starts, after the backup.
+fn release_writing(app: &App, name: &str, up: &str, writes: &str) {
+    release(app, name, up, "SELECT 1;");
+    std::fs::write(app.stage.app_dir().join("releases").join(name).join("writes.sql"), writes).unwrap();
+}
+
+/// A migration that updates rows the app then updates too: those rows cannot be told apart, so
+/// the table is left out of the replay and named, with its counts and the query to look by
+/// hand, in the step line, the JSON and the summary; the other tables' writes are replayed.
+#[tokio::test]
+async fn rows_both_the_migration_and_the_app_changed_are_named_not_replayed() {
+    let app = App::new("ds_mixed", &[]);
+    release_writing(
+        &app,
+        "v2-mixed",
+        "UPDATE customers SET email = upper(email) WHERE id <= 10; ALTER TABLE orders DROP COLUMN note;",
+        "UPDATE customers SET name = 'both' WHERE id = 3; \
+         INSERT INTO activity VALUES ('2026-12-06 10:00:00+00', 3, 'edited', NULL);",
+    );
+    let summary = app.tmp.path().join("summary.md");
+    let out = app.run_env(
+        &["deploy", "--sha", SHA, "--tag", "v2-mixed", "--json"],
+        &[("GITHUB_STEP_SUMMARY", summary.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["path"], "restore", "{r}");
+    let lost = &r["lost_writes"];
+    let left_out = lost["not_compared"].as_array().unwrap();
+    let customers = left_out.iter().find(|x| x[0] == "public.customers").unwrap_or_else(|| panic!("{lost:#}"));
+    let why = customers[1].as_str().unwrap();
+    assert!(why.contains("1 row(s) were changed by both") && why.contains("SELECT * FROM public.customers"), "{why}");
+    let tables = lost["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 1, "{lost:#}");
+    assert_eq!((tables[0]["table"].as_str(), tables[0]["inserted"].as_u64()), (Some("public.activity"), Some(1)));
+    let steps = r["steps"].as_array().unwrap();
+    let line = steps.iter().find(|s| s["step"] == "app-writes").unwrap()["detail"].as_str().unwrap().to_string();
+    assert!(line.contains("public.customers: left out"), "{line}");
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.contains("**Not compared**") && md.contains("changed by both"), "{md}");
+    // The replay brings back the event, and leaves customers as the backup had them.
+    let applied = app.run(&["replay", "--sha", &SHA[..7]]);
+    assert_eq!(applied.status.code(), Some(0), "{}", common::stderr(&applied));
+    assert_eq!(app.psql("SELECT name FROM customers WHERE id = 3"), "李雷 3");
+    assert_eq!(app.psql("SELECT count(*) FROM activity WHERE kind = 'edited'"), "1");
+}
+
+/// Tables the sample app does not have: one with a GENERATED ALWAYS identity key, one with no
+/// key at all (duplicate rows, NULLs, JSON), and one whose column the migration renames. The
+/// migration also drops a column (restore). The replay brings every table to the backup plus
+/// the app's writes exactly, and the app's next insert takes a fresh id.
+#[tokio::test]
+async fn identity_keys_keyless_tables_and_renamed_columns_are_replayed_exactly() {
+    let app = App::new("ds_shapes", &[]);
+    app.psql(
+        "CREATE TABLE audit (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, what text NOT NULL); \
+         INSERT INTO audit (what) SELECT 'seed ' || g FROM generate_series(1, 50) g; \
+         CREATE TABLE tags (name text, n int, extra jsonb); \
+         INSERT INTO tags VALUES ('old', 1, NULL), ('old', 1, NULL), ('keep', 2, '{\"a\": [1, 2]}'); \
+         CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL); \
+         INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 20) g;",
+    );
+    let writes = "INSERT INTO audit (what) VALUES ('after 1'), ('after 2'); \
+                  INSERT INTO tags VALUES ('new', 1, NULL), ('new', 1, NULL), ('keep', 2, '{\"a\": [1, 2]}'); \
+                  DELETE FROM tags WHERE ctid = (SELECT ctid FROM tags WHERE name = 'old' LIMIT 1); \
+                  INSERT INTO notes (text) VALUES ('written under the new name'); \
+                  UPDATE notes SET text = 'edited' WHERE id = 4;";
+    release_writing(
+        &app,
+        "v2-shapes",
+        "ALTER TABLE notes RENAME COLUMN body TO text; ALTER TABLE orders DROP COLUMN note;",
+        writes,
+    );
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2-shapes", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["path"], "restore", "{r}");
+    let lost = &r["lost_writes"];
+    assert_eq!(lost["not_compared"], serde_json::json!([]), "{lost:#}");
+    let by = |t: &str| {
+        let x = lost["tables"].as_array().unwrap().iter().find(|x| x["table"] == t).cloned();
+        x.unwrap_or_else(|| panic!("{t} lost nothing: {lost:#}"))
+    };
+    assert_eq!(
+        (by("public.audit")["inserted"].as_u64(), by("public.audit")["by"].as_str()),
+        (Some(2), Some("primary key"))
+    );
+    let tags = by("public.tags");
+    assert_eq!((tags["inserted"].as_u64(), tags["deleted"].as_u64()), (Some(3), Some(1)), "{tags}");
+    assert!(tags["by"].as_str().unwrap().starts_with("whole rows"), "{tags}");
+    let notes = by("public.notes");
+    assert_eq!((notes["inserted"].as_u64(), notes["updated"].as_u64()), (Some(1), Some(1)), "{notes}");
+
+    let dry = common::stdout(&app.run(&["replay", "--sha", &SHA[..7], "--dry-run"]));
+    assert!(
+        dry.contains("--   in:  public.tags: 3 inserted, 0 updated, 1 deleted (rows matched by whole rows"),
+        "{dry}"
+    );
+    // Applied twice: idempotent.
+    for _ in 0..2 {
+        let applied = app.run(&["replay", "--sha", &SHA[..7]]);
+        assert_eq!(applied.status.code(), Some(0), "{}", common::stderr(&applied));
+    }
+    // What the app would have had without the migration: the backup plus its writes, under
+    // the old column name.
+    let want = common::fresh_db("ds_shapes_want");
+    let c = common::cluster();
+    c.psql(
+        &want,
+        "CREATE TABLE audit (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, what text NOT NULL); \
+         INSERT INTO audit (what) SELECT 'seed ' || g FROM generate_series(1, 50) g; \
+         CREATE TABLE tags (name text, n int, extra jsonb); \
+         INSERT INTO tags VALUES ('old', 1, NULL), ('old', 1, NULL), ('keep', 2, '{\"a\": [1, 2]}'); \
+         CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL); \
+         INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 20) g;",
+    )
+    .unwrap();
+    c.psql(&want, &writes.replace("(text)", "(body)").replace("SET text", "SET body")).unwrap();
+    for (t, order) in [("audit", "id"), ("tags", "name, n, extra::text"), ("notes", "id")] {
+        let rows = format!("SELECT string_agg(x::text, '|' ORDER BY {order}) FROM {t} x");
+        assert_eq!(app.psql(&rows), c.psql(&want, &rows).unwrap(), "{t}");
+    }
+    // The next inserts take ids past the replayed ones.
+    assert_eq!(app.psql("INSERT INTO audit (what) VALUES ('next') RETURNING id"), "53");
+    assert_eq!(app.psql("INSERT INTO notes (body) VALUES ('next') RETURNING id"), "22");
 }

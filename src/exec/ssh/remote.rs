@@ -95,7 +95,14 @@ impl Ssh {
         stdout: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<Exit> {
         tracing::debug!(label = %cmd.label, script = %cmd.script, "run on {}", self.describe());
-        let channel = self.channel().await?;
+        // A connection of its own lives as long as this command.
+        let (channel, _own) = if cmd.own_connection {
+            let conn = self.open().await?;
+            let channel = conn.0.channel_open_session().await.with_context(|| format!("{}: no channel", cmd.label))?;
+            (channel, Some(conn))
+        } else {
+            (self.channel().await?, None)
+        };
         channel.exec(true, remote_script(cmd, token)).await.with_context(|| format!("{}: exec failed", cmd.label))?;
         state.started.store(true, Relaxed);
         let (mut read, write) = channel.split();

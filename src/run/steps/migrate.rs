@@ -38,11 +38,51 @@ impl StepSpec for Migrate {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        Self::cmd(run).into_iter().chain(tool::end_commands(run, Tool::Migrate)).collect()
+        let db = &run.w.db;
+        let stats = [db.query_cmd(&db.name), db.query_cmd(&db.maintenance_db)];
+        Self::cmd(run).into_iter().chain(stats).chain(tool::end_commands(run, Tool::Migrate)).collect()
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         run.code_tag()?;
+        // The statistics around the run say which tables' rows the migrations changed: a restore
+        // tells the app's lost writes there from the migrations' own.
+        let before = run.w.db.table_stats(&run.w.db.name).await.ok();
+        let result = Self::run_tool(run).await;
+        let migrated = match before {
+            Some(before) if run.found.migration_left_running.is_none() => migrated(run, &before).await,
+            _ => None,
+        };
+        if let Some(m) = run.manifest.as_mut() {
+            m.migrated = migrated;
+        }
+        result
+    }
+}
+
+/// The tables whose rows changed while the migrations ran (updated, deleted, or rewritten),
+/// read once the tool's sessions are gone (a session flushes its statistics as it ends);
+/// `None` when they cannot be read.
+async fn migrated(
+    run: &Run<'_>,
+    before: &std::collections::BTreeMap<String, crate::db::TableStats>,
+) -> Option<std::collections::BTreeSet<String>> {
+    tool::settled(run, Tool::Migrate).await;
+    let now = run.w.db.table_stats(&run.w.db.name).await.ok()?;
+    Some(
+        now.into_iter()
+            .filter(|(t, n)| {
+                before
+                    .get(t)
+                    .is_some_and(|b| b.relfilenode != n.relfilenode || b.updated_or_deleted != n.updated_or_deleted)
+            })
+            .map(|(t, _)| t)
+            .collect(),
+    )
+}
+
+impl Migrate {
+    async fn run_tool(run: &mut Run<'_>) -> Result<Done> {
         let cmd = Self::cmd(run).expect("a tag");
         let out = match exec::capture(run.w.exec.as_ref(), &cmd).await {
             Ok(out) => out,

@@ -5,6 +5,7 @@
 //! A new step: a file here implementing [`StepSpec`], a variant in `guard/step.rs`, its line in
 //! [`spec`], and its edges in `guard/tree.rs`.
 
+mod app_writes;
 pub mod assess;
 mod backup;
 pub mod checks;
@@ -88,6 +89,7 @@ pub fn spec(step: Step) -> &'static dyn StepSpec {
         Step::ValidateRestore => &validate_restore::ValidateRestore,
         Step::Swap => &swap::Swap,
         Step::LostWrites => &lost_writes::LostWrites,
+        Step::AppWrites => &app_writes::AppWrites,
         Step::Redeploy => &redeploy::Redeploy,
         Step::RedeployHealth => &health::Health,
         Step::Checks => &checks::Checks,
@@ -104,6 +106,53 @@ fn psql_line(run: &Run, db: &str, sql: &str) -> String {
 /// found and ended.
 fn tool_name(run: &Run, label: &str) -> String {
     format!("deploy-guard-{}-{}", label.replace(' ', "-"), run.sha.short())
+}
+
+/// The migration tool's command aimed at `copy` instead of the live database: wherever the tool
+/// runs (on the target, inside a one-off container), its libpq variables and its `DATABASE_URL`
+/// are pointed at the copy first, and where `psql` is there it must confirm the copy is what they
+/// reach, else the tool is not run (exit 97). The callers then check that the live database was
+/// not touched: a tool whose own config names the database cannot be pointed anywhere else.
+fn tool_cmd_on(run: &Run, label: &str, tag: &str, script: &str, copy: &str) -> Cmd {
+    let q = crate::exec::quote;
+    let encoded: String = copy
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let sed = format!("s#^([A-Za-z][A-Za-z0-9+.-]*://[^/?]*)(/[^?]*)?#\\1/{encoded}#");
+    let prelude = format!(
+        "export PGDATABASE={copy_q}; \
+         if [ -n \"${{DATABASE_URL:-}}\" ]; then DATABASE_URL=$(printf '%s' \"$DATABASE_URL\" | sed -E {sed_q}); export DATABASE_URL; fi; \
+         if command -v psql >/dev/null 2>&1; then \
+           reached=$(psql \"${{DATABASE_URL:-}}\" -X -A -t -c 'SELECT current_database()' 2>&1) || reached=\"(no connection: $reached)\"; \
+           [ \"$reached\" = {copy_q} ] || {{ echo \"deploy-guard: the tool's connection settings reach $reached, not the copy {copy}: it was not run\" >&2; exit 97; }}; \
+         fi; ",
+        copy_q = q(copy),
+        sed_q = q(&sed),
+    );
+    tool_cmd(run, label, tag, &format!("{prelude}{script}"))
+}
+
+/// After a tool run aimed at a copy ([`tool_cmd_on`]): the live database's migration rows must
+/// still be `recorded`. Otherwise the tool reached the live database — said loudly, as it is.
+async fn live_untouched(run: &Run<'_>, recorded: &[serde_json::Value], what: &str) -> Result<()> {
+    let w = run.w;
+    let now = w.migration_rows(&w.db.name).await?;
+    if now != recorded {
+        anyhow::bail!(
+            "{what} were meant for a copy but changed the LIVE database {} (its migration rows went from {} to {}): \
+             the tool's own config names the database rather than reading PGDATABASE or DATABASE_URL. Check the \
+             live database now; restore the pre-deploy backup if it must be undone ({})",
+            w.db.name,
+            recorded.len(),
+            now.len(),
+            run.dg(&format!("restore --sha {}", run.sha.short()))
+        );
+    }
+    Ok(())
 }
 
 /// The migration tool's command, with the database named in libpq's variables on a local target.

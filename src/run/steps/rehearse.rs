@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
-use super::{tool_cmd, Done, Run, StepSpec};
+use super::{Done, Run, StepSpec};
 use crate::backup;
 use crate::db::locks::{self, HeldLock, Sample};
 use crate::exec::{self, Cmd};
@@ -27,11 +27,9 @@ fn enabled(run: &Run) -> bool {
 
 impl Rehearse {
     /// The migration tool's command, aimed at the copy.
-    fn on_copy(run: &Run, label: &str, script: &str, copy: &str) -> Option<Cmd> {
+    pub(super) fn on_copy(run: &Run, label: &str, script: &str, copy: &str) -> Option<Cmd> {
         let tag = run.tag.as_deref()?;
-        let mut cmd = tool_cmd(run, label, tag, script);
-        cmd.env.push(("PGDATABASE".into(), copy.into()));
-        Some(cmd)
+        Some(super::tool_cmd_on(run, label, tag, script, copy))
     }
 
     fn cmds(run: &Run) -> Option<(DbNames, Cmd, Option<Cmd>)> {
@@ -220,6 +218,8 @@ impl Rehearse {
         let now = || clock.elapsed().as_secs_f64();
         let up_start = now();
         let out = exec::capture(w.exec.as_ref(), up).await?;
+        let recorded = run.manifest.as_ref().map(|m| m.migrations.rows.clone()).unwrap_or_default();
+        super::live_untouched(run, &recorded, "the rehearsal's migrations").await?;
         if let Err(e) = out.exit.check("the migrations on the copy") {
             bail!("{e:#}: production was not touched");
         }
@@ -238,7 +238,6 @@ impl Rehearse {
             r.differences.push("no revert: a rollback restores the backup".into());
             return Ok((r, t));
         };
-        let recorded = run.manifest.as_ref().map(|m| m.migrations.rows.clone()).unwrap_or_default();
         let mut rows = after;
         for i in 0..applied {
             let start = now();

@@ -55,6 +55,22 @@ pub(super) fn end_commands(run: &Run, tool: Tool) -> Vec<Cmd> {
     stop.into_iter().chain([db.query_cmd(&db.maintenance_db)]).collect()
 }
 
+/// Waits (up to 5 s) until the tool's sessions are gone from the server after its command
+/// ended: a session's statistics are flushed as it exits.
+pub(super) async fn settled(run: &Run<'_>, tool: Tool) {
+    let db = &run.w.db;
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = {};",
+        crate::db::literal(&tool_name(run, tool.label()))
+    );
+    for _ in 0..50 {
+        match db.query(&db.maintenance_db, &sql).await {
+            Ok(n) if n.trim() != "0" => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            _ => return,
+        }
+    }
+}
+
 /// Who blocks the tool's sessions, when they wait on a lock: pid, application, age, query.
 async fn blockers(run: &Run<'_>, tool: Tool) -> Option<String> {
     let db = &run.w.db;
