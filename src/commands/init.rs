@@ -13,6 +13,8 @@ use crate::config::{Config, RuntimeKind, Tool};
 pub struct Found {
     pub tool: Tool,
     pub tool_why: String,
+    /// Where the tool's migrations were found, when that tells (`migrations.dir`).
+    pub dir: Option<String>,
     pub compose: Option<Compose>,
 }
 
@@ -26,8 +28,9 @@ pub struct Compose {
     pub env_file: Option<String>,
 }
 
-/// The migration tool, from the files a project on it has.
-fn detect_tool(dir: &Path) -> (Tool, String) {
+/// The migration tool, from the files a project on it has, and where its migrations are when
+/// that is how it was told.
+fn detect_tool(dir: &Path) -> (Tool, String, Option<String>) {
     let package: Option<serde_json::Value> =
         std::fs::read(dir.join("package.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let has_dep = |name: &str| {
@@ -45,19 +48,49 @@ fn detect_tool(dir: &Path) -> (Tool, String) {
         ("dbmate", Tool::Dbmate),
     ];
     if let Some((dep, tool)) = node.iter().find(|(d, _)| has_dep(d)) {
-        return (*tool, format!("package.json depends on {dep}"));
+        return (*tool, format!("package.json depends on {dep}"), None);
     }
     if dir.join("alembic.ini").exists() {
-        return (Tool::Alembic, "alembic.ini".into());
+        return (Tool::Alembic, "alembic.ini".into(), None);
     }
     let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
     if cargo.contains("sqlx") && dir.join("migrations").is_dir() {
-        return (Tool::Sqlx, "Cargo.toml uses sqlx and migrations/ exists".into());
+        return (Tool::Sqlx, "Cargo.toml uses sqlx and migrations/ exists".into(), None);
+    }
+    if let Some((tool, why, found)) = go_sql_migrations(dir) {
+        return (tool, why, Some(found));
+    }
+    let gomod = std::fs::read_to_string(dir.join("go.mod")).unwrap_or_default();
+    for (module, tool) in
+        [("github.com/pressly/goose", Tool::Goose), ("github.com/golang-migrate/migrate", Tool::GolangMigrate)]
+    {
+        if gomod.contains(module) {
+            return (tool, format!("go.mod requires {module}"), None);
+        }
     }
     if dir.join("db/migrations").is_dir() {
-        return (Tool::Dbmate, "db/migrations/ exists".into());
+        return (Tool::Dbmate, "db/migrations/ exists".into(), None);
     }
-    (Tool::Command, "no known tool found: give migrations.run and migrations.revert".into())
+    (Tool::Command, "no known tool found: give migrations.run and migrations.revert".into(), None)
+}
+
+/// goose's SQL files (a `-- +goose Up` annotation) or golang-migrate's (`*.up.sql`) in a usual
+/// migrations directory: (tool, why, the directory).
+fn go_sql_migrations(dir: &Path) -> Option<(Tool, String, String)> {
+    for d in ["db/migrations", "migrations"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(d)) else { continue };
+        let names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        let goose = names.iter().filter(|n| n.ends_with(".sql")).any(|n| {
+            std::fs::read_to_string(dir.join(d).join(n)).is_ok_and(|t| t.to_ascii_lowercase().contains("+goose up"))
+        });
+        if goose {
+            return Some((Tool::Goose, format!("{d}/ holds SQL files with `-- +goose Up`"), d.into()));
+        }
+        if names.iter().any(|n| n.ends_with(".up.sql")) {
+            return Some((Tool::GolangMigrate, format!("{d}/ holds *.up.sql files"), d.into()));
+        }
+    }
+    None
 }
 
 const COMPOSE_FILES: &[&str] = &[
@@ -105,7 +138,7 @@ fn detect_compose(dir: &Path) -> Result<Option<Compose>> {
 }
 
 pub fn detect(dir: &Path, tool: Option<Tool>, runtime: Option<RuntimeKind>) -> Result<Found> {
-    let (detected, why) = detect_tool(dir);
+    let (detected, why, found_dir) = detect_tool(dir);
     let compose = match runtime {
         Some(RuntimeKind::Shell) => None,
         Some(RuntimeKind::Compose) => Some(
@@ -117,6 +150,7 @@ pub fn detect(dir: &Path, tool: Option<Tool>, runtime: Option<RuntimeKind>) -> R
     Ok(Found {
         tool: tool.unwrap_or(detected),
         tool_why: if tool.is_some() { "chosen with --tool".into() } else { why },
+        dir: if tool.is_some() { None } else { found_dir },
         compose,
     })
 }
@@ -176,6 +210,9 @@ pub fn render(project: &str, f: &Found) -> String {
         }
     }
     y.push_str(&format!("migrations:\n  tool: {}   # {}; needs {}\n", tool.name(), f.tool_why, tool.needs()));
+    if let Some(d) = &f.dir {
+        y.push_str(&format!("  dir: {d}   # where its migrations were found\n"));
+    }
     if f.tool == Tool::Command {
         y.push_str("  run: ./migrate up              # CHECK\n  # revert: ./migrate down\n");
     }
@@ -238,5 +275,45 @@ fn write_new(path: &Path, text: &str) -> Result<bool> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(anyhow::Error::new(e).context(format!("cannot write {}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool_of(files: &[(&str, &str)]) -> (Tool, Option<String>) {
+        let tmp = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = tmp.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let (tool, _, dir) = detect_tool(tmp.path());
+        (tool, dir)
+    }
+
+    #[test]
+    fn go_tools_are_detected_by_their_files_or_go_mod() {
+        let up = ("db/migrations/000001_init.up.sql", "CREATE TABLE t (id int);");
+        assert_eq!(tool_of(&[up]), (Tool::GolangMigrate, Some("db/migrations".into())));
+        let goose = ("migrations/00001_init.sql", "-- +goose Up\nCREATE TABLE t (id int);\n-- +goose Down\n");
+        assert_eq!(tool_of(&[goose]), (Tool::Goose, Some("migrations".into())));
+        let gomod = |m: &str| ("go.mod", format!("module x\n\nrequire {m} v3.30.1\n"));
+        let (path, text) = gomod("github.com/pressly/goose/v3");
+        assert_eq!(tool_of(&[(path, &text)]), (Tool::Goose, None));
+        let (path, text) = gomod("github.com/golang-migrate/migrate/v4");
+        assert_eq!(tool_of(&[(path, &text)]), (Tool::GolangMigrate, None));
+        // sqlx's `.up.sql` files stay sqlx's; dbmate's `-- migrate:up` files stay dbmate's.
+        let sqlx = ("Cargo.toml", "[dependencies]\nsqlx = \"0.9\"\n");
+        assert_eq!(tool_of(&[sqlx, ("migrations/0001_a.up.sql", "SELECT 1;")]).0, Tool::Sqlx);
+        assert_eq!(tool_of(&[("db/migrations/1_a.sql", "-- migrate:up\nSELECT 1;\n")]).0, Tool::Dbmate);
+    }
+
+    #[test]
+    fn the_found_directory_is_written_and_loads() {
+        let f = Found { tool: Tool::Goose, tool_why: "x".into(), dir: Some("db/migrations".into()), compose: None };
+        let c = Config::from_yaml(&render("app", &f), &[]).unwrap();
+        assert_eq!((c.migrations.tool, c.migrations.dir.as_deref()), (Tool::Goose, Some("db/migrations")));
     }
 }

@@ -244,6 +244,8 @@ pub enum Tool {
     Alembic,
     Dbmate,
     Prisma,
+    GolangMigrate,
+    Goose,
     Command,
 }
 

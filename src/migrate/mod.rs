@@ -9,6 +9,8 @@ mod alembic;
 mod command;
 mod dbmate;
 mod drizzle;
+mod golang_migrate;
+mod goose;
 mod knex;
 mod node_pg_migrate;
 mod prisma;
@@ -37,6 +39,8 @@ pub fn preset(tool: Tool) -> &'static dyn MigrationTool {
         Tool::Alembic => &alembic::Alembic,
         Tool::Dbmate => &dbmate::Dbmate,
         Tool::Prisma => &prisma::Prisma,
+        Tool::GolangMigrate => &golang_migrate::GolangMigrate,
+        Tool::Goose => &goose::Goose,
         Tool::Command => &command::Command,
     }
 }
@@ -67,11 +71,13 @@ pub trait MigrationTool: Sync {
     }
     /// For a tool whose migrations each may or may not have a down (Prisma's `rollback.sql`): a
     /// script, run with the release's code, that prints the name of each migration that has none,
-    /// one per line. `None`: every migration of the tool has one whenever it can revert.
+    /// one per line (a head-only tool: each one after `{head}`). `None`: every migration of the
+    /// tool has one whenever it can revert.
     fn missing_downs(&self, _m: &Migrations) -> Option<String> {
         None
     }
-    /// The revert's `{head}`: the state to go back to, from the recorded rows (head-only tools).
+    /// `{head}` in the revert, the pending SQL and the missing downs: the recorded state as the
+    /// tool names it (head-only tools: the head to go back to; goose: its newest version).
     fn revert_target(&self, _recorded: &[Value]) -> Option<String> {
         None
     }
@@ -180,18 +186,24 @@ impl Migrator {
     }
 
     /// The command that prints the release's migrations without a down (`None`: the tool's
-    /// reverts are all or nothing).
-    pub fn missing_downs_script(&self, tag: &str, sha: &str) -> Option<String> {
-        self.missing_downs.as_ref().map(|s| fill(s, &[("tag", tag), ("sha", sha)]))
+    /// reverts are all or nothing); `recorded` as for [`Migrator::revert_script`].
+    pub fn missing_downs_script(&self, tag: &str, sha: &str, recorded: Option<&[Value]>) -> Option<String> {
+        let head = self.head(recorded);
+        self.missing_downs.as_ref().map(|s| fill(s, &[("tag", tag), ("sha", sha), ("head", &head)]))
     }
 
     /// The revert command; `recorded` (the pre-deploy rows) gives head-only tools their target.
     pub fn revert_script(&self, tag: &str, sha: &str, recorded: Option<&[Value]>) -> Option<String> {
-        let head = match recorded {
+        let head = self.head(recorded);
+        self.revert.as_ref().map(|r| fill(r, &[("tag", tag), ("sha", sha), ("head", &head)]))
+    }
+
+    /// `{head}` for the recorded rows (a plan, before any are recorded, names it).
+    fn head(&self, recorded: Option<&[Value]>) -> String {
+        match recorded {
             Some(rows) => self.tool().revert_target(rows).unwrap_or_default(),
             None => "RECORDED_HEAD".into(),
-        };
-        self.revert.as_ref().map(|r| fill(r, &[("tag", tag), ("sha", sha), ("head", &head)]))
+        }
     }
 
     /// How many reverts undo what this deploy applied: `now` against the recorded `before`
@@ -295,10 +307,10 @@ pub fn applied_since<'a>(before: &[Value], now: &'a [Value]) -> Option<&'a [Valu
     (now.len() >= before.len() && now[..before.len()] == *before).then(|| &now[before.len()..])
 }
 
-/// A migration row's name, for people: its `name` (TypeORM, knex), else its `version`, else the
-/// row as JSON.
+/// A migration row's name, for people: its `name` (TypeORM, knex), else its `version` (goose's
+/// `version_id`), else the row as JSON.
 pub fn row_name(row: &serde_json::Value) -> String {
-    ["name", "migration_name", "version"]
+    ["name", "migration_name", "version", "version_id"]
         .iter()
         .find_map(|k| row.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
         .unwrap_or_else(|| row.to_string())
@@ -317,6 +329,17 @@ fn psql(sql: &str) -> String {
 /// `dir` or the preset's default, for a path inside the app's directory.
 fn dir_or<'a>(m: &'a Migrations, default: &'a str) -> &'a str {
     m.dir.as_deref().unwrap_or(default)
+}
+
+/// A shell loop, in the migrations directory `dir`, over the files matching `glob` whose version
+/// is above `{head}`, running `body` with `$f` (the file) and `$v` (its version: the digits
+/// before the first `_`, leading zeros dropped, as golang-migrate and goose read it).
+fn newer_files(dir: &str, glob: &str, body: &str) -> String {
+    format!(
+        "cd {} && for f in {glob}; do v=${{f%%_*}}; case $v in ''|*[!0-9]*) continue ;; esac; \
+         v=${{v#\"${{v%%[!0]*}}\"}}; v=${{v:-0}}; [ \"$v\" -gt {{head}} ] || continue; {body}; done",
+        q(dir)
+    )
 }
 
 /// ` FLAG VALUE` when the setting is given.
@@ -361,6 +384,8 @@ mod tests {
             Tool::Alembic,
             Tool::Dbmate,
             Tool::Prisma,
+            Tool::GolangMigrate,
+            Tool::Goose,
         ] {
             let m = Migrator::from_config(&Migrations { tool: t, ..Default::default() });
             assert!(m.table.is_some(), "{t:?}");

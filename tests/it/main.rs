@@ -35,6 +35,8 @@ mod target_store;
 mod tools_alembic;
 mod tools_dbmate;
 mod tools_drizzle;
+mod tools_golang_migrate;
+mod tools_goose;
 mod tools_knex;
 mod tools_node_pg_migrate;
 mod tools_prisma;

@@ -9,7 +9,7 @@ use crate::config::Additive;
 use crate::db::Damage;
 use crate::exec::Cmd;
 use crate::guard::{Assessment, Engine};
-use crate::migrate::row_name;
+use crate::migrate::{row_name, History};
 
 pub struct Assess;
 
@@ -109,9 +109,17 @@ pub async fn without_down(run: &Run<'_>, names: &[String]) -> Result<Vec<String>
         return Ok(Vec::new());
     }
     let out = crate::exec::run_ok(run.w.exec.as_ref(), &cmd?).await?;
-    // Only the names asked about count: the output is the release's.
-    let lacking: BTreeSet<&str> = out.lines().map(str::trim).collect();
-    Ok(names.iter().filter(|n| lacking.contains(n.as_str())).cloned().collect())
+    let lacking = out.lines().map(str::trim).filter(|l| !l.is_empty());
+    Ok(match run.w.migrator.history {
+        // Only the names asked about count: the output is the release's.
+        History::Appends => {
+            let lacking: BTreeSet<&str> = lacking.collect();
+            names.iter().filter(|n| lacking.contains(n.as_str())).cloned().collect()
+        }
+        // The one row names only the new head, not the migrations the deploy passed through on
+        // the way: the script lists those after the recorded head itself.
+        History::HeadOnly => lacking.map(str::to_string).collect(),
+    })
 }
 
 /// The migrations this deploy applied that have no down (a manual `--path revert` asks before
@@ -130,7 +138,8 @@ pub async fn release_without_down(run: &Run<'_>) -> Result<Vec<String>> {
 fn downs_cmd(run: &Run) -> Option<Result<Cmd>> {
     run.w.migrator.missing_downs.as_ref()?;
     Some(run.code_tag().map(|tag| {
-        let script = run.w.migrator.missing_downs_script(tag, run.sha.as_str()).unwrap_or_default();
+        let recorded = run.manifest.as_ref().map(|m| &m.migrations.rows[..]);
+        let script = run.w.migrator.missing_downs_script(tag, run.sha.as_str(), recorded).unwrap_or_default();
         super::tool_cmd(run, "downs", tag, &script)
     }))
 }

@@ -112,6 +112,16 @@ pub fn tools_venv_bin() -> PathBuf {
         .join("bin")
 }
 
+/// Where scripts/setup installs the Go tools (golang-migrate, goose): `DG_GO_DIR`, else
+/// ~/.cache/deploy-guard/go.
+pub fn go_bin() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    std::env::var("DG_GO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(home).join(".cache/deploy-guard/go"))
+        .join("bin")
+}
+
 pub fn cargo_bin() -> PathBuf {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     std::env::var("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(home).join(".cargo")).join("bin")
@@ -478,4 +488,34 @@ pub fn missing_file_is_bad_config(w: &World, edit: (&str, &str), key: &str) {
     assert_eq!(w.backups(), 0, "no backup was taken");
     assert_eq!(w.state(), w.spec.state_v1);
     assert_eq!(w.tag(), "v1");
+}
+
+/// The deploy classifies the release's pending up SQL and nothing else: under
+/// `rollback.destructive: refuse`, an `UPDATE` in a migration applied before the deploy and a
+/// `DROP COLUMN` in the down of a pending one do not stop it; a pending `DROP COLUMN` does, before
+/// the backup (exit 4).
+pub fn classifies_only_pending_ups(spec: ToolSpec) {
+    let w = World::new(spec, "classify", &[]);
+    let text = std::fs::read_to_string(w.config()).unwrap();
+    std::fs::write(w.config(), format!("{text}rollback:\n  destructive: refuse\n")).unwrap();
+    let touch = Migration { n: 2, slug: "touch_names", up: "UPDATE users SET name = name;", down: "SELECT 1;" };
+    w.write(&[Migration { ..touch }]);
+    let out = w.sh(w.spec.setup);
+    assert!(out.status.success(), "{}", explain(&out));
+    let applied = w.state();
+
+    let drop = Migration { n: 3, slug: "drop_name", up: "ALTER TABLE users DROP COLUMN name;", down: DROP_USERS };
+    w.write(&[Migration { ..touch }, drop]);
+    let out = w.deploy("v2");
+    assert_eq!(out.status.code(), Some(4), "{}", explain(&out));
+    let r = super::json(&out);
+    let classify = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "classify").expect("a classify step");
+    let said = classify["detail"].as_str().unwrap_or_default();
+    assert!(said.contains("drop-column") && !said.contains("UPDATE"), "{said}");
+    assert_eq!((w.state(), w.backups(), w.users(), w.tag()), (applied.clone(), 0, USERS.to_string(), "v1".into()));
+
+    w.write(&[touch, Migration { n: 3, slug: "add_nickname", up: ADD_NICKNAME, down: DROP_NICKNAME }]);
+    let out = w.deploy("v2");
+    assert_eq!(w.ended(&out), (Some(0), "deployed".into(), "none".into()), "{}", explain(&out));
+    assert!(w.has_column("nickname"));
 }
