@@ -6,6 +6,8 @@
 //! SQL, or from the live catalog the classify step reads, [`Catalog`]).
 
 mod catalog;
+#[cfg(test)]
+mod corpus;
 mod lex;
 mod rules;
 mod schema;
