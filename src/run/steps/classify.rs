@@ -1,14 +1,16 @@
 //! Reads the pending migrations' SQL before anything runs (where the tool keeps it readable)
-//! and classifies it: destructive statements, long locks, renames. Destructive SQL plans the
-//! safe path up front, or, under `rollback.destructive: refuse`, stops the deploy (exit 4)
-//! before the backup unless `--allow-destructive`.
+//! and classifies it (`db::lint`, docs/LINT.md): what a revert cannot undo, long locks, what
+//! breaks the previous release. The live column types of the tables it retypes are read first,
+//! so a type change is judged from its old type. Destructive SQL plans the safe path up front,
+//! or, under `rollback.destructive: refuse`, stops the deploy (exit 4) before the backup unless
+//! `--allow-destructive`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
 use super::{tool_cmd, Done, Run, StepSpec};
 use crate::config::Destructive;
-use crate::db::lint::{self, Finding, Kind};
+use crate::db::lint::{self, Catalog, Finding, Kind, Linter};
 use crate::exec::{self, fill, Cmd};
 use crate::migrate::{row_name, PendingSql};
 
@@ -55,12 +57,15 @@ fn up_part(sql: &str) -> &str {
     &sql[..end]
 }
 
-/// The findings of the pending files (or of the whole output of a tool's offline command),
-/// leaving out what the tool writes to its own table.
-fn classify(output: &str, recorded: &[String], files: bool, table: Option<&str>) -> Vec<Finding> {
-    let own = |f: &Finding| table.is_some_and(|t| f.statement.contains(&t.to_ascii_uppercase()));
+/// The findings of the pending files, in order (or of the whole output of a tool's offline
+/// command), leaving out what the tool writes to its own table.
+fn classify(output: &str, recorded: &[String], files: bool, table: Option<&str>, catalog: Catalog) -> Vec<Finding> {
+    let mut linter = Linter::new(catalog);
+    if let Some(t) = table {
+        linter = linter.ignoring_table(t);
+    }
     if !files {
-        return lint::lint(output).into_iter().filter(|f| !own(f)).collect();
+        return linter.lint(output);
     }
     let mut out = Vec::new();
     for chunk in output.split(&format!("\n{MARK}")).skip(1) {
@@ -68,7 +73,7 @@ fn classify(output: &str, recorded: &[String], files: bool, table: Option<&str>)
         if is_down(path) || is_applied(path, recorded) {
             continue;
         }
-        out.extend(lint::lint(up_part(sql)).into_iter().filter(|f| !own(f)).map(|mut f| {
+        out.extend(linter.lint(up_part(sql)).into_iter().map(|mut f| {
             f.statement = format!("{path}: {}", f.statement);
             f
         }));
@@ -81,7 +86,8 @@ impl StepSpec for Classify {
     fn what(&self, run: &Run) -> String {
         match &run.w.migrator.pending_sql {
             Some(_) => {
-                "read the pending migrations' SQL with the new tag's code; flag destructive statements and long locks"
+                "read the pending migrations' SQL with the new tag's code; flag what a revert cannot undo, long locks \
+                 and what breaks the previous release"
                     .into()
             }
             None => {
@@ -134,9 +140,15 @@ impl StepSpec for Classify {
         out.exit.check("reading the pending migrations' SQL")?;
         let table = w.migrator.table.as_deref().map(|t| t.rsplit('.').next().unwrap_or(t));
         let files = matches!(w.migrator.pending_sql, Some(PendingSql::Files(_)));
-        let findings = classify(&out.stdout, &recorded, files, table);
+        // The old types of the columns it retypes, and whether the tables it creates IF NOT EXISTS exist.
+        let catalog = match lint::catalog_sql(&lint::tables_to_read(&out.stdout)) {
+            Some(sql) => Catalog::from_json(
+                w.db.query_json(&w.db.name, &sql).await.context("reading the column types the migrations change")?,
+            )?,
+            None => Catalog::default(),
+        };
+        let findings = classify(&out.stdout, &recorded, files, table, catalog);
         let destructive: Vec<&Finding> = findings.iter().filter(|f| f.kind == Kind::Destructive).collect();
-        let locks = findings.iter().filter(|f| f.kind == Kind::LongLock).count();
         run.found.classification = findings.clone();
         if !destructive.is_empty() && w.config.rollback.destructive == Destructive::Refuse && !run.allow_destructive {
             bail!(
@@ -145,17 +157,36 @@ impl StepSpec for Classify {
                 destructive.iter().map(|f| format!("{}: {}", f.rule, f.statement)).collect::<Vec<_>>().join("; ")
             );
         }
-        Ok(Done::Ok(if findings.is_empty() {
-            "nothing destructive and no long locks in the pending migrations".to_string()
-        } else {
-            format!(
-                "{} destructive statement(s){}, {locks} long lock(s): {}",
-                destructive.len(),
-                if destructive.is_empty() { "" } else { " (a rollback will restore, never revert)" },
-                findings.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>().join(", ")
-            )
-        }))
+        Ok(Done::Ok(summary(&findings)))
     }
+}
+
+/// The step's line: how many of each kind, then the rules.
+fn summary(findings: &[Finding]) -> String {
+    if findings.is_empty() {
+        return "nothing a revert cannot undo, no long locks, nothing that breaks the previous release".into();
+    }
+    let count = |k: Kind| findings.iter().filter(|f| f.kind == k).count();
+    let mut parts = Vec::new();
+    if count(Kind::Destructive) > 0 {
+        parts.push(format!(
+            "{} destructive statement(s) (a rollback will restore, never revert)",
+            count(Kind::Destructive)
+        ));
+    }
+    if count(Kind::LongLock) > 0 {
+        parts.push(format!("{} long lock(s)", count(Kind::LongLock)));
+    }
+    if count(Kind::BreaksPrevious) > 0 {
+        parts.push(format!("{} that may break the previous release", count(Kind::BreaksPrevious)));
+    }
+    let mut rules: Vec<&str> = Vec::new();
+    for f in findings {
+        if !rules.contains(&f.rule.as_str()) {
+            rules.push(&f.rule);
+        }
+    }
+    format!("{}: {}", parts.join(", "), rules.join(", "))
 }
 
 #[cfg(test)]
@@ -165,10 +196,15 @@ mod tests {
     #[test]
     fn down_sections_and_the_tools_own_table_are_left_out() {
         let dbmate = "-- migrate:up\nALTER TABLE t ADD COLUMN c int;\n-- migrate:down\nALTER TABLE t DROP COLUMN c;\n";
-        assert!(classify(&format!("\n{MARK}db/migrations/2_c.sql\n{dbmate}"), &[], true, None).is_empty());
+        let none = Catalog::default;
+        assert!(classify(&format!("\n{MARK}db/migrations/2_c.sql\n{dbmate}"), &[], true, None, none()).is_empty());
         let alembic = "UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';";
-        assert!(classify(alembic, &[], false, Some("alembic_version")).is_empty());
-        assert_eq!(classify("UPDATE users SET x = 1;", &[], false, Some("alembic_version")).len(), 1);
+        assert!(classify(alembic, &[], false, Some("alembic_version"), none()).is_empty());
+        let quoted = r#"UPDATE "Alembic_Version" SET version_num='0002';"#;
+        assert!(classify(quoted, &[], false, Some("alembic_version"), none()).is_empty());
+        assert_eq!(classify("UPDATE users SET x = 1;", &[], false, Some("alembic_version"), none()).len(), 1);
+        // Only that table: another whose name merely contains it is the app's.
+        assert_eq!(classify("DELETE FROM old_migrations_log;", &[], false, Some("migrations"), none()).len(), 1);
     }
 
     #[test]
@@ -178,9 +214,35 @@ mod tests {
              \n{MARK}releases/v2/migrations/003_drop_note.up.sql\nALTER TABLE orders DROP COLUMN note;\n\
              \n{MARK}releases/v2/migrations/003_drop_note.down.sql\nDROP TABLE x;\n"
         );
-        let f = classify(&out, &["001".into(), "create".into()], true, Some("schema_migrations"));
+        let f = classify(&out, &["001".into(), "create".into()], true, Some("schema_migrations"), Catalog::default());
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].rule, "drop-column");
         assert!(f[0].statement.starts_with("releases/v2/migrations/003_drop_note.up.sql: "));
+    }
+
+    #[test]
+    fn a_later_file_knows_what_an_earlier_one_did_and_the_catalog_judges_type_changes() {
+        let out = format!(
+            "\n{MARK}m/004_coupons.sql\nCREATE TABLE coupons (id int, code text);\n\
+             \n{MARK}m/005_index.sql\nCREATE INDEX coupons_code ON coupons (code);\n\
+             ALTER TABLE accounts ALTER COLUMN nickname TYPE varchar(200);\n"
+        );
+        let old = |t: &str| Catalog::from_rows(vec![["public".into(), "accounts".into(), "nickname".into(), t.into()]]);
+        assert!(classify(&out, &[], true, None, old("character varying(100)")).is_empty());
+        let f = classify(&out, &[], true, None, old("character varying(300)"));
+        assert_eq!(f.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>(), ["alter-column-type-rewrite"]);
+        assert_eq!(lint::tables_to_read(&out), ["accounts"]);
+    }
+
+    #[test]
+    fn the_step_line_counts_each_kind() {
+        let f =
+            Linter::default().lint("DROP TABLE a; DROP TABLE b; CREATE INDEX i ON c (x); ALTER TABLE d RENAME TO e");
+        assert_eq!(
+            summary(&f),
+            "2 destructive statement(s) (a rollback will restore, never revert), 1 long lock(s), \
+             1 that may break the previous release: drop-table, create-index-not-concurrently, rename"
+        );
+        assert!(summary(&[]).starts_with("nothing a revert cannot undo"));
     }
 }
