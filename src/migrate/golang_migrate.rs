@@ -19,20 +19,47 @@ fn dir(m: &Migrations) -> &str {
     dir_or(m, "db/migrations")
 }
 
-/// migrate reads the database URL from its argv only.
+/// migrate as a person runs it (printed, never run).
 fn migrate(m: &Migrations) -> String {
     format!("migrate -path {} -database \"$DATABASE_URL\"", super::q(dir(m)))
 }
+
+/// migrate as deploy-guard runs it. migrate takes the database URL from its argv only, where
+/// anyone on the host can read it: the password moves to `PGPASSWORD` (percent-decoded; its
+/// postgres driver reads it) and the URL on argv has none.
+fn migrate_run(m: &Migrations) -> String {
+    format!("{URL_WITHOUT_PASSWORD}\nmigrate -path {} -database \"$dg_url\"", super::q(dir(m)))
+}
+
+/// Sets `dg_url` to `$DATABASE_URL` without its password, exported as `PGPASSWORD`. The
+/// userinfo ends at the first `@` (one in a password is `%40`).
+const URL_WITHOUT_PASSWORD: &str = r#"dg_url=$DATABASE_URL
+case $dg_url in *://*@*)
+  dg_rest=${dg_url#*://}; dg_auth=${dg_rest%%@*}
+  case $dg_auth in *:*)
+    dg_pw=${dg_auth#*:}; dg_out=
+    while [ -n "$dg_pw" ]; do
+      case $dg_pw in
+        %[0-9A-Fa-f][0-9A-Fa-f]*)
+          dg_h=${dg_pw#%}; dg_h=${dg_h%"${dg_h#??}"}
+          dg_out=$dg_out$(printf "\\$(printf %o $((0x$dg_h)))"); dg_pw=${dg_pw#%??} ;;
+        *) dg_out=$dg_out${dg_pw%"${dg_pw#?}"}; dg_pw=${dg_pw#?} ;;
+      esac
+    done
+    PGPASSWORD=$dg_out; export PGPASSWORD
+    dg_url=${dg_url%%://*}://${dg_auth%%:*}@${dg_rest#*@} ;;
+  esac ;;
+esac"#;
 
 impl MigrationTool for GolangMigrate {
     fn name(&self) -> &'static str {
         "golang-migrate"
     }
     fn run(&self, m: &Migrations) -> String {
-        format!("{} up", migrate(m))
+        format!("{} up", migrate_run(m))
     }
     fn revert(&self, m: &Migrations) -> Option<String> {
-        Some(format!("{} goto {{head}}", migrate(m)))
+        Some(format!("{} goto {{head}}", migrate_run(m)))
     }
     fn table(&self) -> Option<&'static str> {
         Some(TABLE)
@@ -68,7 +95,7 @@ impl MigrationTool for GolangMigrate {
                 "SELECT 'version ' || version || ' is dirty: it failed part-way (or is running now)' FROM {table} \
                  WHERE dirty;"
             ),
-            inspect: vec![format!("{} version", migrate(m)), psql(&format!("SELECT * FROM {table};"))],
+            inspect: vec![format!("{} version", migrate_run(m)), psql(&format!("SELECT * FROM {table};"))],
             clear: vec![
                 "# finish or undo the dirty version's SQL by hand, then `migrate force` the version the schema is \
                  at (the dirty one if finished, the one before it if undone):"
@@ -86,7 +113,7 @@ impl MigrationTool for GolangMigrate {
     }
     fn needs(&self) -> &'static str {
         "the `migrate` binary built with its postgres driver (`-tags postgres`), the migrations folder, `awk`; \
-         DATABASE_URL (on migrate's command line: keep its password in PGPASSWORD)"
+         DATABASE_URL (its password is passed in PGPASSWORD, never on migrate's command line)"
     }
 }
 
@@ -108,12 +135,28 @@ mod tests {
         let m = Migrator::from_config(&Migrations { tool: Tool::GolangMigrate, ..Default::default() });
         let (v1, v3) = (vec![json!({"version": 1, "dirty": false})], vec![json!({"version": 3, "dirty": false})]);
         assert_eq!(m.applied(&v1, &v3), Some(1), "one goto, however many versions");
-        assert!(m.revert_script("v2", "x", Some(&v1)).unwrap().ends_with("-database \"$DATABASE_URL\" goto 1"));
+        assert!(m.revert_script("v2", "x", Some(&v1)).unwrap().ends_with("-database \"$dg_url\" goto 1"));
         assert!(m.revert_script("v2", "x", Some(&[])).unwrap().ends_with("goto 0"));
         assert!(m.reverted_one(&v3, &v1, &v1));
         let f = m.failed.unwrap();
         assert!(f.sql.contains("FROM schema_migrations WHERE dirty"), "{}", f.sql);
         assert!(f.clear[1].ends_with("-database \"$DATABASE_URL\" force VERSION"), "{:?}", f.clear);
+    }
+
+    /// The password leaves the URL migrate sees, decoded into PGPASSWORD.
+    #[test]
+    fn the_password_is_not_on_migrates_command_line() {
+        let script = format!("{}\nprintf '%s|%s' \"$dg_url\" \"$PGPASSWORD\"", super::URL_WITHOUT_PASSWORD);
+        let run = |url: &str| {
+            let out = std::process::Command::new("sh").args(["-c", &script]).env("DATABASE_URL", url).output().unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(
+            run("postgres://app:p%40ss%3Aw%2Frd%25x@db:5432/app?sslmode=disable"),
+            "postgres://app@db:5432/app?sslmode=disable|p@ss:w/rd%x"
+        );
+        assert_eq!(run("postgres://app@db/app"), "postgres://app@db/app|");
+        assert_eq!(run("postgres:///app"), "postgres:///app|");
     }
 
     /// The up files after the recorded version, and the ones of those with no down file.
