@@ -30,7 +30,7 @@ pub struct Stored {
     pub sha256: String,
     /// The object's SHA-256 piece by piece; none in the records of older versions.
     pub chunks: Option<Chunks>,
-    /// It was read back whole and matched when it was taken.
+    /// Its content was checked and its stored bytes read back and matched when it was taken.
     pub verified: bool,
     /// Its record's signature was checked: its hashes are as trustworthy as the key.
     pub signed: bool,
@@ -46,6 +46,7 @@ impl Stored {
             sha256: self.sha256.clone(),
             columns: BTreeMap::new(),
             chunks: self.chunks.clone(),
+            checked: self.verified,
         }
     }
 }

@@ -17,7 +17,7 @@ use super::meta_filter::Checker;
 use super::{codec, MetaGuard, PlainView, Stored, TarGuard};
 use crate::db::{copy_header, DumpTables, Postgres, RowSum, Sums};
 use crate::exec::Tail;
-use crate::model::{Codec, Compression, Format};
+use crate::model::{Codec, Compression, Format, Verify};
 use crate::store::{Put, Store};
 
 /// The line `pg_dump` writes last when (and only when) it finished the dump.
@@ -158,6 +158,9 @@ pub struct Taken {
     pub columns: BTreeMap<String, Vec<String>>,
     /// The object's SHA-256 piece by piece, from reading the backup back.
     pub chunks: Option<Chunks>,
+    /// What the dump holds was checked on its way to the store (meta-commands, trailer,
+    /// columns): verifying it is then reading back the stored bytes alone.
+    pub checked: bool,
 }
 
 /// Streams a dump of the live database into `key` (whose suffix names `packing`'s format and
@@ -193,18 +196,27 @@ async fn take_unchecked(db: &Postgres, store: &dyn Store, key: &str, packing: Pa
                 sha256,
                 columns: BTreeMap::new(),
                 chunks: None,
+                checked: false,
             });
         }
     }
     let (mut dump_w, dump_r) = tokio::io::duplex(BUF);
     let raw = Meter::counted();
-    let packed = Meter::hashed();
+    // Pieces of the smallest size as they are stored: right for any object under 32 GiB.
+    let packed = Meter::new(Some(Sha256::new()), Some(chunks::Hasher::new(0)));
+    let mut lister = None;
     let (cmd, body, ticker) = if packing.on_target {
         let cmd = packed_cmd();
         let body: super::codec::Reader = Box::pin(metered(dump_r, &packed));
         (cmd, body, progress("backup (compressed bytes)", &packed))
     } else {
-        let encoder = codec::encoder(packing.codec, metered(dump_r, &raw), packing.level);
+        // The SQL is checked on its way to the compressor, on a thread of its own.
+        let (l, feed) = Lister::start(packing.format);
+        lister = Some(l);
+        let raw_side = InspectReader::new(metered(dump_r, &raw), move |b| {
+            feed.feed(b);
+        });
+        let encoder = codec::encoder(packing.codec, raw_side, packing.level);
         let body = Box::pin(metered(encoder, &packed)) as super::codec::Reader;
         (db.dump_cmd_for(packing.format), body, progress("backup", &raw))
     };
@@ -221,6 +233,8 @@ async fn take_unchecked(db: &Postgres, store: &dyn Store, key: &str, packing: Pa
     };
     let (exit, put) = tokio::join!(dump, put);
     ticker.abort();
+    // The feed went with the body: the lister has seen the whole dump, or as much as was sent.
+    let listed = lister.map(Lister::finish);
     let checked = (|| {
         // A failed upload also breaks pg_dump's pipe: report the cause, not the symptom.
         let stored = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
@@ -229,17 +243,24 @@ async fn take_unchecked(db: &Postgres, store: &dyn Store, key: &str, packing: Pa
         if !packing.on_target && packing.format == Format::Plain && !raw.has_trailer() {
             bail!("pg_dump exited 0 but the dump lacks its completion trailer ({TRAILER:?}): it is incomplete");
         }
-        let packed = packed.lock().expect("meter");
+        let mut packed = packed.lock().expect("meter");
         if stored != packed.bytes {
             bail!("the store took {stored} bytes of {}", packed.bytes);
         }
+        let columns = match listed {
+            Some(listed) => Some(listed.with_context(|| format!("{key} is not a plain pg_dump"))?),
+            None => None,
+        };
+        let pieces = packed.pieces.take().expect("hashed in pieces").finish();
+        let fits = pieces.fits(packed.bytes);
         Ok(Taken {
             key: key.to_string(),
             dump_bytes: (!packing.on_target).then_some(raw.bytes),
             size: packed.bytes,
             sha256: packed.sha256(),
-            columns: BTreeMap::new(),
-            chunks: None,
+            checked: columns.is_some() && fits,
+            columns: columns.unwrap_or_default(),
+            chunks: fits.then_some(pieces),
         })
     })();
     if checked.is_err() {
@@ -256,19 +277,29 @@ async fn discard(store: &dyn Store, key: &str) {
     }
 }
 
-/// [`take`], then [`verify`]; a backup that does not verify is deleted.
-pub async fn take_verified(db: &Postgres, store: &dyn Store, key: &str, packing: Packing) -> Result<Taken> {
+/// [`take`], then verified: the stored bytes read back when the dump was checked on its way
+/// there, else (or with `Verify::Full`) the whole object read back and checked ([`verify`]). A
+/// backup that does not verify is deleted.
+pub async fn take_verified(
+    db: &Postgres,
+    store: &dyn Store,
+    key: &str,
+    packing: Packing,
+    how: Verify,
+) -> Result<Taken> {
     let mut taken = take(db, store, key, packing).await?;
-    match read_back(store, &taken).await {
-        Ok(back) => {
+    let verified = if taken.checked && how == Verify::Stored {
+        same_object(store, &taken).await
+    } else {
+        read_back(store, &taken).await.map(|back| {
             taken.columns = back.columns;
             taken.dump_bytes = Some(back.dump_bytes);
             taken.chunks = Some(back.chunks);
-        }
-        Err(e) => {
-            discard(store, key).await;
-            return Err(e.context("the backup did not verify and was deleted"));
-        }
+        })
+    };
+    if let Err(e) = verified {
+        discard(store, key).await;
+        return Err(e.context("the backup did not verify and was deleted"));
     }
     Ok(taken)
 }
@@ -366,6 +397,47 @@ fn stored_as_taken(gz: &Meter, taken: &Taken) -> Result<()> {
     Ok(())
 }
 
+/// The meta-command check, on its own thread, fed copies of the plain SQL through a bounded
+/// channel: beside the compressor or decompressor, not after it. It also lists each table's
+/// columns from the COPY lines it passes; rows are summed later, only for the tables a rollback
+/// compares ([`sums`]), so what a deploy pays does not grow with the data.
+struct Lister(std::thread::JoinHandle<std::io::Result<BTreeMap<String, Vec<String>>>>);
+
+/// What feeds a [`Lister`]; dropping it ends the stream.
+struct Feed(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Lister {
+    fn start(format: Format) -> (Lister, Feed) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let thread = std::thread::spawn(move || -> std::io::Result<_> {
+            let mut checker = Checker::default();
+            let mut view = PlainView::new(format);
+            let mut passed = Vec::new();
+            while let Ok(chunk) = rx.recv() {
+                passed.clear();
+                checker.feed(view.view(&chunk)?, &mut passed)?;
+            }
+            // A directory archive's view ends with the trailer only when the archive was whole.
+            checker.feed(view.finish()?, &mut passed)?;
+            checker.finish(&mut passed)?;
+            Ok(checker.copies.iter().filter_map(|line| copy_header(line)).collect())
+        });
+        (Lister(thread), Feed(tx))
+    }
+
+    /// Each table's columns, once the feed is dropped; an error for what is not a plain dump.
+    fn finish(self) -> std::io::Result<BTreeMap<String, Vec<String>>> {
+        self.0.join().unwrap_or_else(|_| Err(std::io::Error::other("the dump's check panicked")))
+    }
+}
+
+impl Feed {
+    /// False once the check has refused what it was fed.
+    fn feed(&self, b: &[u8]) -> bool {
+        b.is_empty() || self.0.send(b.to_vec()).is_ok()
+    }
+}
+
 /// What reading a stored backup back found.
 struct ReadBack {
     columns: BTreeMap<String, Vec<String>>,
@@ -382,37 +454,19 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     let raw = Meter::counted();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut plain = metered(codec::decoder(codec, metered(object, &packed)), &raw);
-    // The meta-command check runs on its own thread, fed copies of the plain SQL through a
-    // bounded channel: beside decompression, not after it. It also lists each table's columns
-    // from the COPY lines it passes; rows are summed later, only for the tables a rollback
-    // compares ([`sums`]), so what a deploy pays does not grow with the data.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let lister = std::thread::spawn(move || -> std::io::Result<_> {
-        let mut checker = Checker::default();
-        let mut view = PlainView::new(format);
-        let mut passed = Vec::new();
-        while let Some(chunk) = rx.blocking_recv() {
-            passed.clear();
-            checker.feed(view.view(&chunk)?, &mut passed)?;
-        }
-        // A directory archive's view ends with the trailer only when the archive was whole.
-        checker.feed(view.finish()?, &mut passed)?;
-        checker.finish(&mut passed)?;
-        Ok(checker.copies.iter().filter_map(|line| copy_header(line)).collect::<BTreeMap<_, _>>())
-    });
+    let (lister, feed) = Lister::start(format);
     let mut buf = vec![0u8; BUF];
     loop {
         let n = plain.read(&mut buf).await.with_context(|| format!("{} does not decompress ({codec})", taken.key))?;
         if n == 0 {
             break;
         }
-        if tx.send(buf[..n].to_vec()).await.is_err() {
+        if !feed.feed(&buf[..n]) {
             break; // the checker refused: its error is below
         }
     }
-    drop(tx);
-    let columns = lister.join().map_err(|_| anyhow::anyhow!("the read-back of {} panicked", taken.key))?;
-    let columns = columns.with_context(|| format!("{} is not a plain pg_dump", taken.key))?;
+    drop(feed);
+    let columns = lister.finish().with_context(|| format!("{} is not a plain pg_dump", taken.key))?;
     let mut packed = packed.lock().expect("meter");
     let raw = raw.lock().expect("meter");
     stored_as_taken(&packed, taken)?;

@@ -364,6 +364,10 @@ pub struct Backup {
     /// Parallel jobs of `pg_dump` and `pg_restore` with `format: directory`.
     #[serde(default = "default_jobs")]
     pub jobs: u32,
+    /// `stored`: the dump checked on its way to the store, then the stored bytes read back;
+    /// `full`: the stored object read back whole and decompressed.
+    #[serde(default)]
+    pub verify: crate::model::Verify,
 }
 
 fn default_jobs() -> u32 {

@@ -178,3 +178,16 @@ impl Serialize for Compression {
         s.serialize_str(&self.to_string())
     }
 }
+
+/// How a new backup is verified once stored (`backup.verify`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// What the dump holds is checked as it passes to the compressor; what is read back is the
+    /// stored bytes alone (length, SHA-256, each piece's). The full read-back when the dump never
+    /// passes through deploy-guard.
+    #[default]
+    Stored,
+    /// The stored object read back whole, decompressed and checked again.
+    Full,
+}

@@ -11,7 +11,7 @@ mod strategy;
 mod urls;
 
 pub use exit::{usage, ExitCode, Usage};
-pub use format::{Codec, Compression, Format};
+pub use format::{Codec, Compression, Format, Verify};
 pub use names::{check_live_db_name, random_hex, BackupKind, BackupName, DbNames};
 pub use sha::{is_sha256_hex, Sha, ShaPrefix};
 pub use size::human_bytes;

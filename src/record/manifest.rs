@@ -68,7 +68,7 @@ pub struct Manifest {
     /// reads it. None in manifests of older versions (such a restore checks the whole first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks: Option<Chunks>,
-    /// Set only once the stored object was read back whole and matched.
+    /// Set only once the dump's content was checked and the stored object read back and matched.
     pub verified: bool,
     pub migrations: MigrationState,
     pub fingerprint: Option<Fingerprint>,
@@ -357,6 +357,7 @@ mod tests {
             sha256: "9f".repeat(32),
             columns: Default::default(),
             chunks: Some(Chunks { piece: Chunks::piece_for(300), sha256: vec!["ab".repeat(32)] }),
+            checked: true,
         };
         let mut m = Manifest::verified("station", &sha(), "shop", at, taken);
         m.tag = Some("v2".into());

@@ -83,6 +83,53 @@ async fn gzip_backups_are_compressed_in_process_and_round_trip() {
     assert_eq!(common::state(app.db()).await, before);
 }
 
+/// The default `backup.verify: stored` checks the dump on its way to the store and reads back
+/// only the stored bytes; `full` reads the object back whole and decompresses it. Both must
+/// record the same: the tables and their columns, the pieces, the sizes — and both backups must
+/// restore, and refuse a changed object.
+#[tokio::test]
+async fn a_dump_checked_on_its_way_records_what_a_full_read_back_records() {
+    let app = App::new("br_verify", &[]);
+    app.psql(RICH);
+    let before = common::state(app.db()).await;
+    // Each backup's manifest, its hashes checked against the stored file itself.
+    let manifest = |sha: &str| -> serde_json::Value {
+        use sha2::{Digest, Sha256};
+        let out = app.run(&["backup", "--sha", sha]);
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+        let file = common::backup_files(&app.stage.store_dir())
+            .into_iter()
+            .find(|f| f.to_string_lossy().contains(&sha[..7]))
+            .expect("the backup");
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(common::manifest_of(&file)).unwrap()).unwrap();
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(m["size"], bytes.len() as u64);
+        assert_eq!(m["sha256"], hex::encode(Sha256::digest(&bytes)));
+        let piece = m["chunks"]["piece"].as_u64().expect("pieces recorded") as usize;
+        let pieces: Vec<String> = bytes.chunks(piece).map(|p| hex::encode(Sha256::digest(p))).collect();
+        assert_eq!(m["chunks"]["sha256"], serde_json::json!(pieces));
+        m
+    };
+    let stored = manifest(SHA);
+    app.edit_config(|t| t.replacen("backup:\n", "backup:\n  verify: full\n", 1));
+    let other = "1111111111111111111111111111111111111111";
+    let full = manifest(other);
+    // Two dumps of the same data (pg_dump's random `\restrict` key aside): the same tables and
+    // columns, the same length.
+    for field in ["tables", "dump_bytes", "verified"] {
+        assert_eq!(stored[field], full[field], "{field}");
+    }
+    assert!(stored["tables"].as_object().is_some_and(|t| t.contains_key("billing.invoices")), "{}", stored["tables"]);
+    assert_eq!(stored["verified"], true);
+
+    app.psql(DAMAGE);
+    for sha in [SHA, other] {
+        let out = app.run(&["restore", "--sha", &sha[..7]]);
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+        assert_eq!(common::state(app.db()).await, before);
+    }
+}
+
 fn backup_file(app: &App) -> std::path::PathBuf {
     common::backup_files(&app.stage.store_dir()).pop().expect("no backup file")
 }

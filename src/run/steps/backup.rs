@@ -52,7 +52,7 @@ impl StepSpec for Backup {
         let key = packing.key(&BackupName::new(kind(run.mode), &run.sha, run.started_at));
         // Before the dump: every write after this shows in the counters (damage, lost writes).
         let stats = w.db.table_stats(&w.db.name).await?;
-        let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, packing).await?;
+        let taken = backup::take_verified(&w.db, w.store.as_ref(), &key, packing, b.verify).await?;
         let detail = format!(
             "{} ({} of SQL, {}), sha256 {}, verified",
             human_bytes(taken.size),
