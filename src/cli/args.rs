@@ -53,6 +53,25 @@ pub enum Command {
         #[arg(long)]
         allow_destructive: bool,
     },
+    /// The PR check: classify the pull request's migrations (read from this checkout) — what a
+    /// revert cannot undo, long locks, what breaks the previous release, with the rows at stake in
+    /// the database this machine reaches (database.url, e.g. a service container) — and show the
+    /// path a deploy of it would take. Posts one comment on the pull request, updated in place.
+    /// Changes nothing anywhere: no SSH, no backup.
+    ///
+    /// Exit: 0 nothing destructive, or allowed (the `allow-destructive` label, --allow-destructive,
+    /// or `-- deploy-guard: allow-destructive <reason>` on the statement) · 2 bad usage or config ·
+    /// 3 the check could not run · 4 a destructive statement nobody allowed.
+    Plan {
+        #[arg(long, env = "GITHUB_SHA")]
+        sha: String,
+        /// Image tag the plan names [default: the SHA].
+        #[arg(long)]
+        tag: Option<String>,
+        /// Destructive statements do not fail the check (they are still listed).
+        #[arg(long)]
+        allow_destructive: bool,
+    },
     /// Rehearse the release TAG on a copy of production's data: a verified backup restored into a
     /// scratch database, the release's migrations run up and back down there, compared with the
     /// backup; production is not changed.
