@@ -70,9 +70,7 @@ async fn pending_sql(w: &World, tag: &str, db: Option<&Postgres>, rows: &[serde_
 /// The database the check reads, when one answers (else why not, for the comment).
 async fn database(cfg: &Config) -> Result<Result<Postgres, String>> {
     let Some(pg) = crate::model::usage(world::runner_db(cfg))? else {
-        return Ok(Err("the database is reached only on the target (database.service); give the job one with \
-                       DEPLOY_GUARD_DATABASE_URL"
-            .into()));
+        return Ok(Err("the database is reached only on the target; give the job one with DEPLOY_GUARD_DATABASE_URL".into()));
     };
     Ok(match pg.server_version(&pg.name).await {
         Ok(_) => Ok(pg),
