@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// automatic rollback (revert, or restore the backup) when anything fails.
 ///
 /// Exit codes: 0 done · 1 deploy failed and was rolled back · 2 bad usage or config · 3 a person
-/// must act (state and next commands are reported) · 4 deploy aborted before any change.
+/// must act (state and next commands are reported) · 4 deploy aborted before any change (plan: a
+/// destructive migration nobody allowed).
 #[derive(Debug, Parser)]
 #[command(name = "deploy-guard", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -60,8 +61,8 @@ pub enum Command {
     /// Changes nothing anywhere: no SSH, no backup.
     ///
     /// Exit: 0 nothing destructive, or allowed (the `allow-destructive` label, --allow-destructive,
-    /// or `-- deploy-guard: allow-destructive <reason>` on the statement) · 2 bad usage or config ·
-    /// 3 the check could not run · 4 a destructive statement nobody allowed.
+    /// or the SQL comment "deploy-guard: allow-destructive REASON" on the statement) · 2 bad usage
+    /// or config · 3 the check could not run · 4 a destructive statement nobody allowed.
     Plan {
         #[arg(long, env = "GITHUB_SHA")]
         sha: String,

@@ -50,7 +50,12 @@ async fn pull_request(gh: Option<&GitHub>, notes: &mut Vec<String>) -> Result<Op
 }
 
 /// Reads the pending SQL here, in the checkout (a tool's command runs with `db`'s connection).
-async fn pending_sql(w: &World, tag: &str, db: Option<&Postgres>, rows: &[serde_json::Value]) -> Result<Option<String>> {
+async fn pending_sql(
+    w: &World,
+    tag: &str,
+    db: Option<&Postgres>,
+    rows: &[serde_json::Value],
+) -> Result<Option<String>> {
     let mut cmd = match &w.migrator.pending_sql {
         None => return Ok(None),
         Some(PendingSql::Files(glob)) => Cmd::new("read the migrations", classify::files_script(glob, tag)),
@@ -70,7 +75,9 @@ async fn pending_sql(w: &World, tag: &str, db: Option<&Postgres>, rows: &[serde_
 /// The database the check reads, when one answers (else why not, for the comment).
 async fn database(cfg: &Config) -> Result<Result<Postgres, String>> {
     let Some(pg) = crate::model::usage(world::runner_db(cfg))? else {
-        return Ok(Err("the database is reached only on the target; give the job one with DEPLOY_GUARD_DATABASE_URL".into()));
+        return Ok(Err(
+            "the database is reached only on the target; give the job one with DEPLOY_GUARD_DATABASE_URL".into()
+        ));
     };
     Ok(match pg.server_version(&pg.name).await {
         Ok(_) => Ok(pg),
@@ -156,7 +163,12 @@ pub async fn plan(cfg: Config, a: &PlanArgs<'_>, gh: Option<&GitHub>) -> Result<
         rows: counted,
         database: db.as_ref().map(|pg| pg.name.clone()).map_err(Clone::clone),
         allowance,
-        deploy_path: plan.steps.iter().filter(|s| rehearse || s.step != Step::Rehearse).map(|s| s.step.name()).collect(),
+        deploy_path: plan
+            .steps
+            .iter()
+            .filter(|s| rehearse || s.step != Step::Rehearse)
+            .map(|s| s.step.name())
+            .collect(),
         rollback_path,
         rollback_why,
         deploy_refuses: w.config.rollback.destructive == Destructive::Refuse,
@@ -185,7 +197,21 @@ fn rollback_path(
     let path = steps
         .iter()
         .map(|s| s.step)
-        .filter(|s| if revert { !matches!(s, Step::StopApp | Step::Restore | Step::ValidateRestore | Step::Swap | Step::LostWrites | Step::AppWrites) } else { !fast.contains(s) })
+        .filter(|s| {
+            if revert {
+                !matches!(
+                    s,
+                    Step::StopApp
+                        | Step::Restore
+                        | Step::ValidateRestore
+                        | Step::Swap
+                        | Step::LostWrites
+                        | Step::AppWrites
+                )
+            } else {
+                !fast.contains(s)
+            }
+        })
         .map(Step::name)
         .collect();
     let why = if revert {

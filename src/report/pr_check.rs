@@ -96,8 +96,12 @@ impl PrCheck {
             .iter()
             .map(|t| {
                 let n = match self.rows.get(t) {
-                    Some(Some(RowCount { rows, estimate: true })) => format!("~{} rows", crate::db::thousands((*rows).max(0) as u64)),
-                    Some(Some(RowCount { rows, estimate: false })) => format!("{} rows", crate::db::thousands((*rows).max(0) as u64)),
+                    Some(Some(RowCount { rows, estimate: true })) => {
+                        format!("~{} rows", crate::db::thousands((*rows).max(0) as u64))
+                    }
+                    Some(Some(RowCount { rows, estimate: false })) => {
+                        format!("{} rows", crate::db::thousands((*rows).max(0) as u64))
+                    }
                     _ => "table not there".into(),
                 };
                 if f.tables.len() > 1 {
@@ -147,7 +151,8 @@ pub fn body(c: &PrCheck) -> String {
     let mut md = format!("### deploy-guard PR check: **{}**\n\n{}.\n\n", c.result(), c.headline());
     if c.findings.is_empty() {
         let what = if c.files.is_empty() { "The pending migrations".to_string() } else { files(&c.files) };
-        let _ = writeln!(md, "{what}: no destructive statement, no long lock, nothing that breaks the previous release.\n");
+        let _ =
+            writeln!(md, "{what}: no destructive statement, no long lock, nothing that breaks the previous release.\n");
     } else {
         md.push_str("| kind | statement | table | rows at stake | why |\n|---|---|---|---|---|\n");
         for f in &c.findings {
@@ -195,7 +200,11 @@ fn files(files: &[String]) -> String {
 
 /// The step summary: the comment, then the whole plan with its commands.
 pub fn summary(c: &PrCheck) -> String {
-    format!("{}\n<details><summary>The deploy's plan</summary>\n\n{}\n</details>\n", body(c), fenced(&c.plan.render(), "text"))
+    format!(
+        "{}\n<details><summary>The deploy's plan</summary>\n\n{}\n</details>\n",
+        body(c),
+        fenced(&c.plan.render(), "text")
+    )
 }
 
 /// What the command prints.

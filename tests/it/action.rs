@@ -729,7 +729,10 @@ fn bad_usage_stops_with_exit_2_before_the_binary_runs() {
             vec![("command", "deploy; rm -rf /"), ("tag", "v1")],
             "must be deploy, rollback, backup, restore, check, plan or rehearse",
         ),
-        (vec![("command", "deploy"), ("tag", "v1"), ("dry-run", "yes; rm -rf /")], "dry-run input must be true or false"),
+        (
+            vec![("command", "deploy"), ("tag", "v1"), ("dry-run", "yes; rm -rf /")],
+            "dry-run input must be true or false",
+        ),
         (vec![("command", "plan"), ("allow-destructive", "1")], "allow-destructive input must be true or false"),
         (vec![("command", "rehearse")], "needs the tag input"),
     ] {
@@ -748,10 +751,16 @@ fn the_pr_check_and_the_dry_run_reach_the_binary_as_flags() {
     let rel = release(FAKE_BINARY.as_bytes(), None);
     let server = serve(rel.path());
     for (inputs, args) in [
-        (vec![("command", "plan"), ("allow-destructive", "true")], "[plan] [--sha] [0123456789abcdef0123456789abcdef01234567] [--allow-destructive]"),
+        (
+            vec![("command", "plan"), ("allow-destructive", "true")],
+            "[plan] [--sha] [0123456789abcdef0123456789abcdef01234567] [--allow-destructive]",
+        ),
         (vec![("command", "plan")], "[plan] [--sha] [0123456789abcdef0123456789abcdef01234567]\n"),
         (vec![("command", "deploy"), ("tag", "v2"), ("dry-run", "true")], "[--tag] [v2] [--dry-run]\n"),
-        (vec![("command", "rehearse"), ("tag", "v2")], "[rehearse] [--sha] [0123456789abcdef0123456789abcdef01234567] [--tag] [v2]\n"),
+        (
+            vec![("command", "rehearse"), ("tag", "v2")],
+            "[rehearse] [--sha] [0123456789abcdef0123456789abcdef01234567] [--tag] [v2]\n",
+        ),
     ] {
         let mut given = inputs.clone();
         given.push(("version", "v9.9.9"));

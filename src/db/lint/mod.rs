@@ -240,8 +240,10 @@ mod tests {
 
     #[test]
     fn findings_name_their_tables_and_carry_the_authors_allowance() {
-        let f = lint("-- deploy-guard: allow-destructive the column moved to profiles\n\
-                      ALTER TABLE Sales.Orders DROP COLUMN note;\nTRUNCATE a, b;");
+        let f = lint(
+            "-- deploy-guard: allow-destructive the column moved to profiles\n\
+                      ALTER TABLE Sales.Orders DROP COLUMN note;\nTRUNCATE a, b;",
+        );
         let got: Vec<(&str, Vec<String>, Option<&str>)> =
             f.iter().map(|f| (f.rule.as_str(), f.tables.clone(), f.allowed.as_deref())).collect();
         assert_eq!(

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use super::{tool_cmd, Done, Run, StepSpec};
 use crate::config::Destructive;
 use crate::db::lint::{self, Catalog, Finding, Kind, Linter};
-use crate::exec::{self, fill, Cmd};
 use crate::db::Postgres;
+use crate::exec::{self, fill, Cmd};
 use crate::migrate::{row_name, PendingSql};
 use crate::world::World;
 
@@ -68,7 +68,9 @@ pub fn files(w: &World) -> bool {
 /// exist, read from `db` on `pg`.
 pub async fn read_catalog(pg: &Postgres, db: &str, sql: &str) -> Result<Catalog> {
     match lint::catalog_sql(&lint::tables_to_read(sql)) {
-        Some(q) => Catalog::from_json(pg.query_json(db, &q).await.context("reading the column types the migrations change")?),
+        Some(q) => {
+            Catalog::from_json(pg.query_json(db, &q).await.context("reading the column types the migrations change")?)
+        }
         None => Ok(Catalog::default()),
     }
 }
@@ -230,14 +232,19 @@ mod tests {
     fn down_sections_and_the_tools_own_table_are_left_out() {
         let dbmate = "-- migrate:up\nALTER TABLE t ADD COLUMN c int;\n-- migrate:down\nALTER TABLE t DROP COLUMN c;\n";
         let none = Catalog::default;
-        assert!(classify(&format!("\n{MARK}db/migrations/2_c.sql\n{dbmate}"), none_applied, true, None, none()).is_empty());
+        assert!(
+            classify(&format!("\n{MARK}db/migrations/2_c.sql\n{dbmate}"), none_applied, true, None, none()).is_empty()
+        );
         let alembic = "UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';";
         assert!(classify(alembic, none_applied, false, Some("alembic_version"), none()).is_empty());
         let quoted = r#"UPDATE "Alembic_Version" SET version_num='0002';"#;
         assert!(classify(quoted, none_applied, false, Some("alembic_version"), none()).is_empty());
         assert_eq!(classify("UPDATE users SET x = 1;", none_applied, false, Some("alembic_version"), none()).len(), 1);
         // Only that table: another whose name merely contains it is the app's.
-        assert_eq!(classify("DELETE FROM old_migrations_log;", none_applied, false, Some("migrations"), none()).len(), 1);
+        assert_eq!(
+            classify("DELETE FROM old_migrations_log;", none_applied, false, Some("migrations"), none()).len(),
+            1
+        );
     }
 
     #[test]
