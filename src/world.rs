@@ -103,6 +103,33 @@ impl World {
     }
 }
 
+/// The database as this machine reaches it, for the PR check: the one `database.url` (or
+/// `database.host` without a compose service) names, e.g. a service container of the job given
+/// as `DEPLOY_GUARD_DATABASE_URL`, or any when the target is this machine; never through SSH or
+/// a compose service on the target. `${VAR}` values are read from the env file on the target,
+/// which the check does not reach: they must be given as `DEPLOY_GUARD_DATABASE_*` instead.
+pub fn runner_db(config: &Config) -> Result<Option<Postgres>> {
+    let d = &config.database;
+    let here = d.url.is_some() || (d.service.is_none() && (d.host.is_some() || config.target.host.is_none()));
+    if !here {
+        return Ok(None);
+    }
+    let mut config = config.clone();
+    config.database.service = None;
+    let pg = postgres(&config, Arc::new(Local), |key, v| {
+        if v.contains("${") {
+            bail!(
+                "{key} is {v:?}, read from the env file on the target, which this command does not reach: set \
+                 DEPLOY_GUARD_{} to the value here",
+                key.replace('.', "_").to_ascii_uppercase()
+            );
+        }
+        Ok(v.to_string())
+    })?;
+    check_live_db_name(&pg.name).context("database.name")?;
+    Ok(Some(pg))
+}
+
 async fn executor(config: &Config) -> Result<Arc<dyn Executor>> {
     match &config.target.host {
         None => Ok(Arc::new(Local)),

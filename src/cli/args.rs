@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// automatic rollback (revert, or restore the backup) when anything fails.
 ///
 /// Exit codes: 0 done · 1 deploy failed and was rolled back · 2 bad usage or config · 3 a person
-/// must act (state and next commands are reported) · 4 deploy aborted before any change.
+/// must act (state and next commands are reported) · 4 deploy aborted before any change (plan: a
+/// destructive migration nobody allowed).
 #[derive(Debug, Parser)]
 #[command(name = "deploy-guard", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -50,6 +51,25 @@ pub enum Command {
         dry_run: bool,
         /// Deploy even though the pending migrations' SQL is destructive and
         /// rollback.destructive is refuse (a rollback will restore, never revert).
+        #[arg(long)]
+        allow_destructive: bool,
+    },
+    /// The PR check: classify the pull request's migrations (read from this checkout) — what a
+    /// revert cannot undo, long locks, what breaks the previous release, with the rows at stake in
+    /// the database this machine reaches (database.url, e.g. a service container) — and show the
+    /// path a deploy of it would take. Posts one comment on the pull request, updated in place.
+    /// Changes nothing anywhere: no SSH, no backup.
+    ///
+    /// Exit: 0 nothing destructive, or allowed (the `allow-destructive` label, --allow-destructive,
+    /// or the SQL comment "deploy-guard: allow-destructive REASON" on the statement) · 2 bad usage
+    /// or config · 3 the check could not run · 4 a destructive statement nobody allowed.
+    Plan {
+        #[arg(long, env = "GITHUB_SHA")]
+        sha: String,
+        /// Image tag the plan names [default: the SHA].
+        #[arg(long)]
+        tag: Option<String>,
+        /// Destructive statements do not fail the check (they are still listed).
         #[arg(long)]
         allow_destructive: bool,
     },

@@ -7,7 +7,8 @@ use super::{Cli, Command, PathChoice};
 use crate::commands::{self, deploy::DeployArgs};
 use crate::config::{self, Config, Strategy};
 use crate::model::{human_bytes, usage, ExitCode, Sha, ShaPrefix, Usage};
-use crate::report::{github::GitHub, Report};
+use crate::report::github::{CommentOn, GitHub};
+use crate::report::{pr_check, Report};
 use crate::world::World;
 use crate::{exec, simulate};
 
@@ -126,6 +127,44 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             let report = commands::deploy::deploy(&w, &args).await;
             file_report(g, gh.as_ref(), deployment, report).await
+        }
+        Command::Plan { sha, tag, allow_destructive } => {
+            let sha = sha_arg("--sha", sha)?;
+            let tag = tag.clone().unwrap_or_else(|| sha.to_string());
+            usage(config::check_tag("--tag", &tag))?;
+            let cfg = load_config(cli)?;
+            let gh = GitHub::from_env(&cfg.github, &cfg.project).unwrap_or_else(|e| warn_none("GitHub setup", e));
+            let comment = cfg.github.comment;
+            let args = commands::plan::PlanArgs {
+                sha: &sha,
+                tag: &tag,
+                config_arg: &cfg_arg,
+                allow_destructive: *allow_destructive,
+            };
+            let mut check = commands::plan::plan(cfg, &args, gh.as_ref()).await?;
+            let mut url = None;
+            if let (Some(gh), Some(n), true) = (&gh, check.pull_request, comment) {
+                let marker = crate::report::comment::pr_check_marker(&check.project);
+                match gh.upsert_on(&CommentOn::PullRequest(n), &marker, &pr_check::body(&check)).await {
+                    Ok(c) => url = c.url,
+                    Err(e) => {
+                        tracing::warn!("GitHub: the PR comment failed: {e:#}");
+                        check.notes.push(format!("GitHub PR comment failed: {e:#}"));
+                    }
+                }
+            }
+            if let Err(e) = crate::report::actions::write_summary(&pr_check::summary(&check), g.summary.as_deref()) {
+                tracing::warn!("{e:#}");
+            }
+            if let Err(e) = crate::report::actions::write_outputs(&check.outputs(url.as_deref())) {
+                tracing::warn!("{e:#}");
+            }
+            print_out(g.json, &check, || pr_check::render(&check))?;
+            let code = check.exit_code();
+            if code != ExitCode::Ok {
+                crate::console::error("destructive migration", &check.headline());
+            }
+            Ok(code)
         }
         Command::Rehearse { sha, tag } => {
             let sha = sha_arg("--sha", sha)?;
@@ -298,8 +337,9 @@ async fn file_report(
     mut report: Report,
 ) -> Result<ExitCode> {
     if let Some(gh) = gh {
-        let notes = gh.report(deployment, &report).await;
+        let (notes, links) = gh.report(deployment, &report).await;
         report.notes.extend(notes);
+        report.links = links;
     }
     finish_report(g, &report)
 }

@@ -32,6 +32,13 @@ pub use psql::Psql;
 pub use restore::RestoreReport;
 pub use sql::{ident, literal};
 
+/// A table's rows: the planner's estimate, or an exact count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RowCount {
+    pub rows: i64,
+    pub estimate: bool,
+}
+
 /// A PostgreSQL server reached by running its client tools through an executor.
 #[derive(Clone)]
 pub struct Postgres {
@@ -395,6 +402,20 @@ impl Postgres {
             out.insert(name, v);
         }
         Ok(out)
+    }
+
+    /// How many rows each of `tables` holds in `db` (None: no such table there), see
+    /// [`sql::row_counts`].
+    pub async fn row_counts(
+        &self,
+        db: &str,
+        tables: &[String],
+    ) -> Result<std::collections::BTreeMap<String, Option<RowCount>>> {
+        if tables.is_empty() {
+            return Ok(Default::default());
+        }
+        let v = self.query_json(db, &sql::row_counts(tables)).await.context("counting the rows at stake")?;
+        serde_json::from_value(v).context("counting the rows at stake: unexpected result")
     }
 
     /// Takes the deploy lock: a session advisory lock held by a `psql` kept open until the

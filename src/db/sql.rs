@@ -13,6 +13,27 @@ pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// Each of `tables`' rows as one JSON object `{"table": {"rows": n, "estimate": bool}}` (null
+/// for a table the database does not have): the planner's estimate when it has one, else an
+/// exact count (a table never analysed, or estimated empty, is counted).
+pub fn row_counts(tables: &[String]) -> String {
+    let regclass = |t: &String| {
+        let name = match t.split_once('.') {
+            Some((schema, table)) => format!("{}.{}", ident(schema), ident(table)),
+            None => ident(t),
+        };
+        format!("({}, {})", literal(t), literal(&name))
+    };
+    format!(
+        "SELECT coalesce(json_object_agg(t.name, CASE WHEN c.oid IS NULL THEN NULL \
+         WHEN c.reltuples > 0 THEN json_build_object('rows', c.reltuples::bigint, 'estimate', true) \
+         ELSE json_build_object('rows', (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %s', \
+         c.oid::regclass), false, true, '')))[1]::text::bigint, 'estimate', false) END), '{{}}'::json) \
+         FROM (VALUES {}) AS t(name, reg) LEFT JOIN pg_class c ON c.oid = to_regclass(t.reg);",
+        tables.iter().map(regclass).collect::<Vec<_>>().join(", ")
+    )
+}
+
 /// Drops `db` if it exists (a scratch database an interrupted restore left).
 pub fn drop_if_exists(db: &str) -> String {
     format!("DROP DATABASE IF EXISTS {};", ident(db))

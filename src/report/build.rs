@@ -90,6 +90,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         app_logs: assessed.and_then(|a| a.app_logs.clone()),
         kept_database: run.kept_database().map(str::to_string),
         notes: notes(run),
+        links: Default::default(),
         can_revert: w.migrator.can_revert(),
         next_commands,
         outcome,

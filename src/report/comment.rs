@@ -47,12 +47,12 @@ pub fn fenced(text: &str, lang: &str) -> String {
 }
 
 /// A table cell: redacted, on one line, pipes escaped, short.
-fn cell(text: &str) -> String {
+pub(super) fn cell(text: &str) -> String {
     truncate(&redact(text).replace('|', "\\|").replace('\n', " "), 160)
 }
 
 /// Cuts a whole body to what GitHub accepts, saying so.
-fn cap(mut md: String) -> String {
+pub(super) fn cap(mut md: String) -> String {
     if md.chars().count() > BODY_MAX {
         md = truncate(&md, BODY_MAX);
         md.push_str("\n\n(truncated: the full report is in the run's step summary)\n");
@@ -68,6 +68,11 @@ fn next_commands(r: &Report) -> String {
 /// The hidden marker that finds our comment again.
 pub fn marker(project: &str) -> String {
     format!("<!-- deploy-guard:{project} -->")
+}
+
+/// The PR check's marker: its comment is not the deploy's.
+pub fn pr_check_marker(project: &str) -> String {
+    format!("<!-- deploy-guard:{project}:pr-check -->")
 }
 
 /// The PR/commit comment: short, outcome first.

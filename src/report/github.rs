@@ -126,41 +126,69 @@ impl GitHub {
     }
 
     /// Creates or updates the one deploy-guard comment on the PR of `sha` (or the commit).
-    pub async fn upsert_comment(&self, sha: &str, body: &str) -> Result<String> {
-        let marker = marker(&self.project);
-        let body = format!("{marker}\n{body}");
+    pub async fn upsert_comment(&self, sha: &str, body: &str) -> Result<Comment> {
         let prs: Vec<Value> =
             self.client.get(self.route(&format!("commits/{sha}/pulls")), None::<&()>).await.map_err(api_error)?;
-        let (list, create, update) = match prs.first().and_then(|p| p["number"].as_u64()) {
-            Some(n) => (
-                self.route(&format!("issues/{n}/comments")),
-                self.route(&format!("issues/{n}/comments")),
-                "issues/comments",
-            ),
-            None => (
-                self.route(&format!("commits/{sha}/comments")),
-                self.route(&format!("commits/{sha}/comments")),
-                "comments",
-            ),
+        let on = match prs.first().and_then(|p| p["number"].as_u64()) {
+            Some(n) => CommentOn::PullRequest(n),
+            None => CommentOn::Commit(sha.to_string()),
+        };
+        self.upsert_on(&on, &marker(&self.project), body).await
+    }
+
+    /// Creates or updates the comment on `on` that starts with `marker` (one per marker).
+    pub async fn upsert_on(&self, on: &CommentOn, marker: &str, body: &str) -> Result<Comment> {
+        let body = format!("{marker}\n{body}");
+        let (list, update) = match on {
+            CommentOn::PullRequest(n) => (self.route(&format!("issues/{n}/comments")), "issues/comments"),
+            CommentOn::Commit(sha) => (self.route(&format!("commits/{sha}/comments")), "comments"),
         };
         let existing: Vec<Value> =
             self.client.get(format!("{list}?per_page=100"), None::<&()>).await.map_err(api_error)?;
-        let mine = existing.iter().find(|c| c["body"].as_str().is_some_and(|b| b.starts_with(&marker)));
+        let mine = existing.iter().find(|c| c["body"].as_str().is_some_and(|b| b.starts_with(marker)));
         let payload = json!({ "body": body });
-        match mine.and_then(|c| c["id"].as_u64()) {
-            Some(id) => {
-                let _: Value = self
-                    .client
-                    .patch(self.route(&format!("{update}/{id}")), Some(&payload))
-                    .await
-                    .map_err(api_error)?;
-                Ok(format!("updated comment {id}"))
-            }
-            None => {
-                let c: Value = self.client.post(create, Some(&payload)).await.map_err(api_error)?;
-                Ok(format!("created comment {}", c["id"]))
+        let (c, updated): (Value, bool) = match mine.and_then(|c| c["id"].as_u64()) {
+            Some(id) => (
+                self.client.patch(self.route(&format!("{update}/{id}")), Some(&payload)).await.map_err(api_error)?,
+                true,
+            ),
+            None => (self.client.post(list, Some(&payload)).await.map_err(api_error)?, false),
+        };
+        Ok(Comment { id: c["id"].as_u64().unwrap_or(0), url: c["html_url"].as_str().map(str::to_string), updated })
+    }
+
+    /// The names of the labels pull request `n` carries now (the event's payload is as old as
+    /// the event: a re-run after labelling would not see the label).
+    pub async fn labels(&self, n: u64) -> Result<Vec<String>> {
+        let labels: Vec<Value> = self
+            .client
+            .get(self.route(&format!("issues/{n}/labels?per_page=100")), None::<&()>)
+            .await
+            .map_err(api_error)?;
+        Ok(labels.iter().filter_map(|l| l["name"].as_str().map(str::to_string)).collect())
+    }
+
+    /// The paths pull request `n` adds or changes (not the ones it removes); GitHub lists at
+    /// most 3,000.
+    pub async fn changed_files(&self, n: u64) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for page in 1..=30 {
+            let files: Vec<Value> = self
+                .client
+                .get(self.route(&format!("pulls/{n}/files?per_page=100&page={page}")), None::<&()>)
+                .await
+                .map_err(api_error)?;
+            out.extend(
+                files
+                    .iter()
+                    .filter(|f| f["status"].as_str() != Some("removed"))
+                    .filter_map(|f| f["filename"].as_str().map(str::to_string)),
+            );
+            if files.len() < 100 {
+                break;
             }
         }
+        Ok(out)
     }
 
     /// Opens an incident issue with a postmortem draft; returns its URL.
@@ -175,8 +203,9 @@ impl GitHub {
     }
 
     /// Everything for one finished deploy or rollback; each failure becomes a note.
-    pub async fn report(&self, deployment: Option<u64>, report: &Report) -> Vec<String> {
+    pub async fn report(&self, deployment: Option<u64>, report: &Report) -> (Vec<String>, Links) {
         let mut notes = Vec::new();
+        let mut links = Links::default();
         let mut note = |what: &str, r: Result<String>| match r {
             Ok(done) => tracing::info!("GitHub: {what}: {done}"),
             Err(e) => {
@@ -194,14 +223,72 @@ impl GitHub {
             );
         }
         if self.config.comment {
-            note("comment", self.upsert_comment(report.sha.as_str(), &comment_body(report)).await);
+            let done = self.upsert_comment(report.sha.as_str(), &comment_body(report)).await;
+            if let Ok(c) = &done {
+                links.comment = c.url.clone();
+            }
+            note("comment", done.map(|c| c.describe()));
         }
         let needs_incident = matches!(report.outcome, Outcome::RolledBack { .. } | Outcome::RollbackFailed { .. });
         if self.config.incident && needs_incident {
-            note("incident issue", self.open_incident(report).await);
+            let done = self.open_incident(report).await;
+            if let Ok(url) = &done {
+                links.incident = Some(url.clone()).filter(|u| !u.is_empty());
+            }
+            note("incident issue", done);
         }
-        notes
+        (notes, links)
     }
+}
+
+/// Where a comment goes.
+pub enum CommentOn {
+    PullRequest(u64),
+    Commit(String),
+}
+
+/// The comment as GitHub answered.
+pub struct Comment {
+    pub id: u64,
+    pub url: Option<String>,
+    /// An earlier one was found by its marker and edited.
+    pub updated: bool,
+}
+
+impl Comment {
+    fn describe(&self) -> String {
+        format!("{} comment {}", if self.updated { "updated" } else { "created" }, self.id)
+    }
+}
+
+/// What the run left on GitHub, for the Actions outputs.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Links {
+    pub comment: Option<String>,
+    pub incident: Option<String>,
+}
+
+/// The pull request of the event that started this job (`GITHUB_EVENT_PATH`, a `pull_request`
+/// or `pull_request_target` event): its number and the labels the event saw.
+pub fn event_pull_request() -> Result<Option<(u64, Vec<String>)>> {
+    let Ok(path) = std::env::var("GITHUB_EVENT_PATH") else { return Ok(None) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading the event GITHUB_EVENT_PATH {path}"))?;
+    let event: Value =
+        serde_json::from_str(&text).with_context(|| format!("the event GITHUB_EVENT_PATH {path} is not JSON"))?;
+    let pr = &event["pull_request"];
+    let Some(n) = pr["number"].as_u64() else { return Ok(None) };
+    let labels = pr["labels"].as_array().into_iter().flatten().filter_map(|l| l["name"].as_str()).map(str::to_string);
+    Ok(Some((n, labels.collect())))
+}
+
+/// The Actions run's page, where its step summary is.
+pub fn run_url() -> Result<String> {
+    Ok(format!(
+        "{}/{}/actions/runs/{}",
+        std::env::var("GITHUB_SERVER_URL")?,
+        std::env::var("GITHUB_REPOSITORY")?,
+        std::env::var("GITHUB_RUN_ID")?
+    ))
 }
 
 fn api_error(e: octocrab::Error) -> anyhow::Error {
@@ -218,13 +305,4 @@ fn api_error(e: octocrab::Error) -> anyhow::Error {
         }
         _ => anyhow::Error::new(e),
     }
-}
-
-fn run_url() -> Result<String> {
-    Ok(format!(
-        "{}/{}/actions/runs/{}",
-        std::env::var("GITHUB_SERVER_URL")?,
-        std::env::var("GITHUB_REPOSITORY")?,
-        std::env::var("GITHUB_RUN_ID")?
-    ))
 }

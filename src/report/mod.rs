@@ -5,6 +5,7 @@ mod build;
 pub mod comment;
 pub mod flowchart;
 pub mod github;
+pub mod pr_check;
 pub mod runbook;
 pub mod summary;
 
@@ -79,6 +80,8 @@ pub struct Report {
     pub can_revert: bool,
     /// What a person runs next (set when a person must act).
     pub next_commands: Vec<String>,
+    /// What the run left on GitHub (its comment, its incident issue).
+    pub links: github::Links,
 }
 
 impl Report {
@@ -90,6 +93,9 @@ impl Report {
             ("backup-key", self.backup.as_ref().map(|b| b.key.clone()).unwrap_or_default()),
             ("previous-tag", self.previous_tag.clone().unwrap_or_default()),
             ("duration", format!("{}", self.duration_secs.round() as i64)),
+            ("summary-url", github::run_url().unwrap_or_default()),
+            ("comment-url", self.links.comment.clone().unwrap_or_default()),
+            ("incident-url", self.links.incident.clone().unwrap_or_default()),
         ]
     }
 
@@ -166,6 +172,7 @@ pub(crate) mod fixture {
             app_logs: Some("TypeError: cannot read properties of undefined (reading 'tier')".into()),
             kept_database: Some("station__failed_abc1234".into()),
             notes: vec!["verify-revert: schema drift after revert: + column public.users.tier integer".into()],
+            links: Default::default(),
             next_commands: next,
             can_revert: true,
         }

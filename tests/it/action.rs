@@ -725,7 +725,16 @@ fn bad_usage_stops_with_exit_2_before_the_binary_runs() {
     let server = serve(rel.path());
     for (inputs, says) in [
         (vec![("command", "deploy")], "needs the tag input"),
-        (vec![("command", "deploy; rm -rf /"), ("tag", "v1")], "must be deploy, rollback, backup, restore or check"),
+        (
+            vec![("command", "deploy; rm -rf /"), ("tag", "v1")],
+            "must be deploy, rollback, backup, restore, check, plan or rehearse",
+        ),
+        (
+            vec![("command", "deploy"), ("tag", "v1"), ("dry-run", "yes; rm -rf /")],
+            "dry-run input must be true or false",
+        ),
+        (vec![("command", "plan"), ("allow-destructive", "1")], "allow-destructive input must be true or false"),
+        (vec![("command", "rehearse")], "needs the tag input"),
     ] {
         let mut given = inputs.clone();
         given.push(("version", "v9.9.9"));
@@ -734,6 +743,30 @@ fn bad_usage_stops_with_exit_2_before_the_binary_runs() {
         assert!(run.log.contains(says), "{inputs:?}\n{}", run.log);
         assert!(!run.log.contains("fake deploy-guard"), "the binary ran: {}", run.log);
         assert!(!run.log.contains("rm -rf"), "the bad value was echoed into a workflow command");
+    }
+}
+
+#[test]
+fn the_pr_check_and_the_dry_run_reach_the_binary_as_flags() {
+    let rel = release(FAKE_BINARY.as_bytes(), None);
+    let server = serve(rel.path());
+    for (inputs, args) in [
+        (
+            vec![("command", "plan"), ("allow-destructive", "true")],
+            "[plan] [--sha] [0123456789abcdef0123456789abcdef01234567] [--allow-destructive]",
+        ),
+        (vec![("command", "plan")], "[plan] [--sha] [0123456789abcdef0123456789abcdef01234567]\n"),
+        (vec![("command", "deploy"), ("tag", "v2"), ("dry-run", "true")], "[--tag] [v2] [--dry-run]\n"),
+        (
+            vec![("command", "rehearse"), ("tag", "v2")],
+            "[rehearse] [--sha] [0123456789abcdef0123456789abcdef01234567] [--tag] [v2]\n",
+        ),
+    ] {
+        let mut given = inputs.clone();
+        given.push(("version", "v9.9.9"));
+        let run = run_action(&given, &[], &server.base);
+        assert_eq!(run.code, 0, "{inputs:?}\n{}", run.log);
+        assert!(run.log.contains(args), "{inputs:?}: {args}\n{}", run.log);
     }
 }
 

@@ -74,6 +74,10 @@ fn the_example_jobs_outlast_the_runs_they_start() {
             }) else {
                 continue;
             };
+            // The PR check backs up, restores and migrates nothing.
+            if step["with"]["command"].as_str() == Some("plan") {
+                continue;
+            }
             let minutes = job["timeout-minutes"].as_u64().unwrap_or(360);
             let env = |k: &str, default: &str| {
                 let v = step["env"][k].as_str().unwrap_or(default).to_string();

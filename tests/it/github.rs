@@ -10,21 +10,24 @@ use crate::common;
 use common::{App, SHA};
 
 #[derive(Clone, Debug)]
-struct Req {
-    method: String,
-    path: String,
-    body: Value,
+pub(crate) struct Req {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
     auth: String,
 }
 
 #[derive(Default)]
-struct Fake {
-    requests: Vec<Req>,
-    comments: Vec<Value>,
+pub(crate) struct Fake {
+    pub requests: Vec<Req>,
+    pub comments: Vec<Value>,
     /// Answer every request with this status instead.
-    fail_with: Option<u16>,
+    pub fail_with: Option<u16>,
     /// What `GET deployments` lists.
-    deployments: Vec<Value>,
+    pub deployments: Vec<Value>,
+    /// Pull request 7: its labels' names and its files (`filename`, `status`).
+    pub labels: Vec<String>,
+    pub pr_files: Vec<Value>,
 }
 
 /// GitHub's API as far as deploy-guard uses it.
@@ -41,8 +44,13 @@ fn answer(f: &mut Fake, r: &Req) -> (u16, Value) {
         ("POST", "/repos/acme/shop/deployments/42/statuses") => (201, json!({"id": 1})),
         ("GET", p) if p.ends_with("/pulls") => (200, json!([{"number": 7}])),
         ("GET", "/repos/acme/shop/issues/7/comments") => (200, Value::Array(f.comments.clone())),
+        ("GET", "/repos/acme/shop/issues/7/labels") => {
+            (200, f.labels.iter().map(|l| json!({"name": l})).collect::<Value>())
+        }
+        ("GET", "/repos/acme/shop/pulls/7/files") => (200, Value::Array(f.pr_files.clone())),
         ("POST", "/repos/acme/shop/issues/7/comments") => {
-            let c = json!({"id": 1000 + f.comments.len(), "body": r.body["body"]});
+            let id = 1000 + f.comments.len();
+            let c = json!({"id": id, "body": r.body["body"], "html_url": format!("https://github.com/acme/shop/pull/7#issuecomment-{id}")});
             f.comments.push(c.clone());
             (201, c)
         }
@@ -53,7 +61,7 @@ fn answer(f: &mut Fake, r: &Req) -> (u16, Value) {
                     c["body"] = r.body["body"].clone();
                 }
             }
-            (200, json!({"id": id}))
+            (200, json!({"id": id, "html_url": format!("https://github.com/acme/shop/pull/7#issuecomment-{id}")}))
         }
         ("POST", "/repos/acme/shop/issues") => {
             (201, json!({"number": 9, "html_url": "https://github.com/acme/shop/issues/9"}))
@@ -62,7 +70,7 @@ fn answer(f: &mut Fake, r: &Req) -> (u16, Value) {
     }
 }
 
-async fn serve(fake: Arc<Mutex<Fake>>) -> String {
+pub(crate) async fn serve(fake: Arc<Mutex<Fake>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -116,7 +124,7 @@ async fn serve(fake: Arc<Mutex<Fake>>) -> String {
     url
 }
 
-const TOKEN: &str = "ghs_test_token_value_123";
+pub(crate) const TOKEN: &str = "ghs_test_token_value_123";
 
 /// Runs a deploy on a blocking thread: the fake server's tasks must keep running meanwhile.
 async fn run(app: &App, url: &str, tag: &str) -> std::process::Output {
@@ -138,7 +146,7 @@ async fn run(app: &App, url: &str, tag: &str) -> std::process::Output {
     .unwrap()
 }
 
-fn calls(f: &Fake) -> Vec<String> {
+pub(crate) fn calls(f: &Fake) -> Vec<String> {
     f.requests.iter().map(|r| format!("{} {}", r.method, r.path.split('?').next().unwrap())).collect()
 }
 

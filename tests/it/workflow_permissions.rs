@@ -36,6 +36,13 @@ fn needed(steps: &[&Value]) -> BTreeMap<String, String> {
         need.insert(k.to_string(), v.to_string());
     };
     for step in steps {
+        if step["with"]["command"].as_str() == Some("plan") {
+            // The PR check posts its comment on the pull request, and reports nothing else.
+            if enabled(step, "comment") {
+                grant("pull-requests", "write");
+            }
+            continue;
+        }
         if enabled(step, "deployments") {
             grant("deployments", "write");
         }

@@ -1,6 +1,8 @@
 //! The lexer the rules read through. Comments are dropped; a string, a dollar-quoted body and a
 //! quoted identifier are each one token, so a keyword inside them is never a keyword; psql
-//! meta-commands and `COPY … FROM stdin` data are skipped. Statements end at semicolons.
+//! meta-commands and `COPY … FROM stdin` data are skipped. Statements end at semicolons. The
+//! one comment kept is the author's annotation, `-- deploy-guard: allow-destructive <reason>`
+//! ([`Allow`]), carried on the token it comes before.
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tok {
@@ -21,6 +23,32 @@ pub struct Token {
     pub t: Tok,
     /// Whitespace or a comment came before it (for showing the statement).
     pub space: bool,
+    /// An annotation comment that belongs to this token's statement (or file).
+    pub allow: Option<Allow>,
+}
+
+/// What a migration's author allows, with their reason: `-- deploy-guard: allow-destructive
+/// <reason>` in (or on the line before) a statement allows that statement; `-- deploy-guard:
+/// allow-destructive-file <reason>` anywhere allows the whole file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allow {
+    Statement(String),
+    File(String),
+}
+
+impl Allow {
+    /// The annotation in a line comment's text (after `--`); one without a reason is none.
+    fn parse(comment: &str) -> Option<Allow> {
+        let rest = comment.trim().strip_prefix("deploy-guard:")?.trim_start();
+        let (word, reason) = rest.split_once(char::is_whitespace)?;
+        let reason = reason.trim().to_string();
+        match word {
+            _ if reason.is_empty() => None,
+            "allow-destructive" => Some(Allow::Statement(reason)),
+            "allow-destructive-file" => Some(Allow::File(reason)),
+            _ => None,
+        }
+    }
 }
 
 /// A schema-qualified name as PostgreSQL resolves it: unquoted parts folded to lower case.
@@ -35,6 +63,10 @@ pub fn tokens(sql: &str) -> Vec<Token> {
     let c: Vec<char> = sql.chars().collect();
     let mut out: Vec<Token> = Vec::new();
     let mut space = false;
+    // A line ended since the last token: an annotation after a `;` on its line is that
+    // statement's.
+    let mut new_line = false;
+    let mut pending: Option<Allow> = None;
     let mut stmt_start = 0;
     let mut i = 0;
     while i < c.len() {
@@ -42,13 +74,25 @@ pub fn tokens(sql: &str) -> Vec<Token> {
         let next = c.get(i + 1).copied();
         if ch.is_whitespace() {
             space = true;
+            new_line |= ch == '\n';
             i += 1;
             continue;
         }
         if (ch == '-' && next == Some('-')) || ch == '\\' {
             // A line comment, or a psql meta-command (`\set`, `\i`): to the end of the line.
+            let start = i;
             while i < c.len() && c[i] != '\n' {
                 i += 1;
+            }
+            let text: String = c[start..i].iter().collect();
+            if let Some(a) = text.strip_prefix("--").and_then(Allow::parse) {
+                let n = out.len();
+                match (&a, n) {
+                    (Allow::Statement(_), 2..) if !new_line && out[n - 1].t == Tok::Punct(';') => {
+                        out[n - 2].allow = Some(a)
+                    }
+                    _ => pending = Some(a),
+                }
             }
             space = true;
             continue;
@@ -108,8 +152,9 @@ pub fn tokens(sql: &str) -> Vec<Token> {
             Tok::Punct(ch)
         };
         let semicolon = t == Tok::Punct(';');
-        out.push(Token { t, space });
+        out.push(Token { t, space, allow: pending.take() });
         space = false;
+        new_line = false;
         if semicolon {
             let stmt = Span(&out[stmt_start..]);
             if stmt.starts(&["COPY"]) && stmt.has(&["FROM", "STDIN"]) {
@@ -117,6 +162,9 @@ pub fn tokens(sql: &str) -> Vec<Token> {
             }
             stmt_start = out.len();
         }
+    }
+    if let (Some(a @ Allow::File(_)), Some(last)) = (pending, out.iter_mut().rfind(|t| t.t != Tok::Punct(';'))) {
+        last.allow = Some(a);
     }
     out
 }
@@ -400,8 +448,25 @@ mod tests {
             ["select 1", "select '…'", "select $$…$$"]
         );
         let t = tokens("SELECT \"drop table\", U&'x', 1$a$;$a$");
-        assert!(t.contains(&Token { t: Tok::Quoted("drop table".into()), space: true }));
+        assert!(t.contains(&Token { t: Tok::Quoted("drop table".into()), space: true, allow: None }));
         assert_eq!(t.last().unwrap().t, Tok::Dollar(";".into()), "{t:?}");
+    }
+
+    #[test]
+    fn an_annotation_belongs_to_its_statement_or_its_file() {
+        let allowed = |sql: &str| -> Vec<Option<Allow>> {
+            statements(sql).iter().map(|s| s.iter().find_map(|t| t.allow.clone())).collect()
+        };
+        let why = |r: &str| Some(Allow::Statement(r.into()));
+        let sql = "-- deploy-guard: allow-destructive nobody reads it\nDROP TABLE a;\nDROP TABLE b;\n\
+                   DROP TABLE c; -- deploy-guard: allow-destructive archived\nDROP TABLE d;";
+        assert_eq!(allowed(sql), [why("nobody reads it"), None, why("archived"), None]);
+        // Without a reason, or another word: not an annotation.
+        assert_eq!(allowed("-- deploy-guard: allow-destructive\nDROP TABLE a;"), [None]);
+        assert_eq!(allowed("-- deploy-guard: allow-destructively x\nDROP TABLE a;"), [None]);
+        assert_eq!(allowed("DROP TABLE a; SELECT '-- deploy-guard: allow-destructive x'"), [None, None]);
+        let file = allowed("DROP TABLE a;\n-- deploy-guard: allow-destructive-file data moved to archive\n");
+        assert_eq!(file, [Some(Allow::File("data moved to archive".into()))]);
     }
 
     #[test]

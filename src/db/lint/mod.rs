@@ -17,6 +17,7 @@ mod types;
 use serde::{Deserialize, Serialize};
 
 pub use catalog::{catalog_sql, tables_to_read, Catalog};
+pub use lex::Allow;
 use lex::{QName, Span, Tok, Token};
 use rules::RULES;
 use schema::Schema;
@@ -44,6 +45,13 @@ pub struct Finding {
     pub why: String,
     /// The statement, shortened, its literals left out.
     pub statement: String,
+    /// The tables it changes, where it names them (`schema.table` when qualified).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    /// The author's reason, when an annotation allows it (`-- deploy-guard: allow-destructive
+    /// <reason>`, [`lex::Allow`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<String>,
 }
 
 /// Classifies SQL statement by statement, remembering what earlier statements (and earlier
@@ -67,9 +75,17 @@ impl Linter {
 
     /// Every finding in `sql`, in order.
     pub fn lint(&mut self, sql: &str) -> Vec<Finding> {
+        let toks = lex::tokens(sql);
+        let file = toks.iter().find_map(|t| match &t.allow {
+            Some(Allow::File(why)) => Some(why.clone()),
+            _ => None,
+        });
         let mut out = Vec::new();
-        for stmt in lex::statements(sql) {
+        for stmt in lex::split_statements(toks) {
             self.statement(&stmt, "", &mut out);
+        }
+        for f in &mut out {
+            f.allowed = f.allowed.take().or_else(|| file.clone());
         }
         out
     }
@@ -86,12 +102,25 @@ impl Linter {
             self.db.created.contains(t) || self.tool_table.as_deref().is_some_and(|n| t.name.eq_ignore_ascii_case(n))
         };
         if targets.is_empty() || !targets.iter().all(ours) {
+            let allowed = toks.iter().find_map(|t| match &t.allow {
+                Some(Allow::Statement(why)) => Some(why.clone()),
+                _ => None,
+            });
+            let tables: Vec<String> = targets
+                .iter()
+                .map(|t| match &t.schema {
+                    Some(schema) => format!("{schema}.{}", t.name),
+                    None => t.name.clone(),
+                })
+                .collect();
             for r in RULES.iter().filter(|r| (r.test)(s, &self.db)) {
                 out.push(Finding {
                     kind: r.kind,
                     rule: r.name.to_string(),
                     why: r.why.to_string(),
                     statement: shorten(&format!("{context}{}", s.display())),
+                    tables: tables.clone(),
+                    allowed: allowed.clone(),
                 });
             }
         }
@@ -207,6 +236,25 @@ mod tests {
         let got: Vec<(&str, &str)> = f.iter().map(|f| (f.rule.as_str(), f.statement.as_str())).collect();
         assert_eq!(got, [("drop-table", "in a DO block: DROP TABLE %I"), ("delete", "in a DO block: DELETE FROM t")]);
         assert!(lint("DO LANGUAGE plpython3u $$ plpy.execute('DROP TABLE t') $$").is_empty());
+    }
+
+    #[test]
+    fn findings_name_their_tables_and_carry_the_authors_allowance() {
+        let f = lint(
+            "-- deploy-guard: allow-destructive the column moved to profiles\n\
+                      ALTER TABLE Sales.Orders DROP COLUMN note;\nTRUNCATE a, b;",
+        );
+        let got: Vec<(&str, Vec<String>, Option<&str>)> =
+            f.iter().map(|f| (f.rule.as_str(), f.tables.clone(), f.allowed.as_deref())).collect();
+        assert_eq!(
+            got,
+            [
+                ("drop-column", vec!["sales.orders".to_string()], Some("the column moved to profiles")),
+                ("truncate", vec!["a".to_string(), "b".to_string()], None),
+            ]
+        );
+        let file = lint("DROP TABLE a;\n-- deploy-guard: allow-destructive-file archived in 2023\nDROP TABLE b;");
+        assert!(file.iter().all(|f| f.allowed.as_deref() == Some("archived in 2023")), "{file:?}");
     }
 
     #[test]

@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use super::{tool_cmd, Done, Run, StepSpec};
 use crate::config::Destructive;
 use crate::db::lint::{self, Catalog, Finding, Kind, Linter};
+use crate::db::Postgres;
 use crate::exec::{self, fill, Cmd};
 use crate::migrate::{row_name, PendingSql};
+use crate::world::World;
 
 pub struct Classify;
 
@@ -24,13 +26,52 @@ impl Classify {
         let tag = run.tag.as_deref()?;
         let script = match run.w.migrator.pending_sql.as_ref()? {
             // The glob is left to the shell; `{tag}` is filled in quoted.
-            PendingSql::Files(glob) => format!(
-                "for f in {}; do [ -f \"$f\" ] || continue; printf '\\n{MARK}%s\\n' \"$f\"; cat \"$f\"; done",
-                fill(glob, &[("tag", tag)])
-            ),
+            PendingSql::Files(glob) => files_script(glob, tag),
             PendingSql::Command(c) => c.clone(),
         };
         Some(tool_cmd(run, "classify", tag, &script))
+    }
+}
+
+/// Prints each file `glob` matches, after a line that names it (`{tag}` filled in quoted).
+pub fn files_script(glob: &str, tag: &str) -> String {
+    // The glob is left to the shell.
+    format!(
+        "for f in {}; do [ -f \"$f\" ] || continue; printf '\\n{MARK}%s\\n' \"$f\"; cat \"$f\"; done",
+        fill(glob, &[("tag", tag)])
+    )
+}
+
+/// Every value the migration table's rows record (version, name, …): what a file may be named by.
+pub fn recorded_names(rows: &[serde_json::Value]) -> Vec<String> {
+    rows.iter()
+        .flat_map(|r| match r {
+            serde_json::Value::Object(o) => {
+                o.values().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()
+            }
+            other => vec![row_name(other)],
+        })
+        .collect()
+}
+
+/// The tool's own table, unqualified: what it writes there is its bookkeeping.
+pub fn tool_table(w: &World) -> Option<&str> {
+    w.migrator.table.as_deref().map(|t| t.rsplit('.').next().unwrap_or(t))
+}
+
+/// The pending SQL comes as files (each after a line naming it), not as one tool output.
+pub fn files(w: &World) -> bool {
+    matches!(w.migrator.pending_sql, Some(PendingSql::Files(_)))
+}
+
+/// The old types of the columns `sql` retypes, and whether the tables it creates IF NOT EXISTS
+/// exist, read from `db` on `pg`.
+pub async fn read_catalog(pg: &Postgres, db: &str, sql: &str) -> Result<Catalog> {
+    match lint::catalog_sql(&lint::tables_to_read(sql)) {
+        Some(q) => {
+            Catalog::from_json(pg.query_json(db, &q).await.context("reading the column types the migrations change")?)
+        }
+        None => Ok(Catalog::default()),
     }
 }
 
@@ -42,7 +83,7 @@ fn is_down(path: &str) -> bool {
 
 /// A file the migration table already records (its name starts with, or a folder of it is,
 /// a recorded version or name).
-fn is_applied(path: &str, recorded: &[String]) -> bool {
+pub fn is_applied(path: &str, recorded: &[String]) -> bool {
     let parts: Vec<&str> = path.split('/').collect();
     let base = parts.last().copied().unwrap_or(path);
     recorded.iter().filter(|v| v.len() >= 3).any(|v| base.starts_with(v.as_str()) || parts.contains(&v.as_str()))
@@ -58,8 +99,15 @@ fn up_part(sql: &str) -> &str {
 }
 
 /// The findings of the pending files, in order (or of the whole output of a tool's offline
-/// command), leaving out what the tool writes to its own table.
-fn classify(output: &str, recorded: &[String], files: bool, table: Option<&str>, catalog: Catalog) -> Vec<Finding> {
+/// command), leaving out down files, the files `skip` says are not pending, and what the tool
+/// writes to its own table.
+pub fn classify(
+    output: &str,
+    mut skip: impl FnMut(&str) -> bool,
+    files: bool,
+    table: Option<&str>,
+    catalog: Catalog,
+) -> Vec<Finding> {
     let mut linter = Linter::new(catalog);
     if let Some(t) = table {
         linter = linter.ignoring_table(t);
@@ -70,7 +118,7 @@ fn classify(output: &str, recorded: &[String], files: bool, table: Option<&str>,
     let mut out = Vec::new();
     for chunk in output.split(&format!("\n{MARK}")).skip(1) {
         let (path, sql) = chunk.split_once('\n').unwrap_or((chunk, ""));
-        if is_down(path) || is_applied(path, recorded) {
+        if is_down(path) || skip(path) {
             continue;
         }
         out.extend(linter.lint(up_part(sql)).into_iter().map(|mut f| {
@@ -119,16 +167,7 @@ impl StepSpec for Classify {
             return Ok(Done::Ok("not classified: the pending migrations' SQL cannot be read before they run".into()));
         };
         let rows = w.migration_rows(&w.db.name).await?;
-        // Every value a row records (version, name, …) may be what a file is named by.
-        let recorded: Vec<String> = rows
-            .iter()
-            .flat_map(|r| match r {
-                serde_json::Value::Object(o) => {
-                    o.values().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()
-                }
-                other => vec![row_name(other)],
-            })
-            .collect();
+        let recorded = recorded_names(&rows);
         let cmd = match &w.migrator.pending_sql {
             Some(PendingSql::Command(_)) => {
                 let head = w.migrator.tool().revert_target(&rows).unwrap_or_default();
@@ -138,16 +177,8 @@ impl StepSpec for Classify {
         };
         let out = exec::capture(w.exec.as_ref(), &cmd).await?;
         out.exit.check("reading the pending migrations' SQL")?;
-        let table = w.migrator.table.as_deref().map(|t| t.rsplit('.').next().unwrap_or(t));
-        let files = matches!(w.migrator.pending_sql, Some(PendingSql::Files(_)));
-        // The old types of the columns it retypes, and whether the tables it creates IF NOT EXISTS exist.
-        let catalog = match lint::catalog_sql(&lint::tables_to_read(&out.stdout)) {
-            Some(sql) => Catalog::from_json(
-                w.db.query_json(&w.db.name, &sql).await.context("reading the column types the migrations change")?,
-            )?,
-            None => Catalog::default(),
-        };
-        let findings = classify(&out.stdout, &recorded, files, table, catalog);
+        let catalog = read_catalog(&w.db, &w.db.name, &out.stdout).await?;
+        let findings = classify(&out.stdout, |p| is_applied(p, &recorded), files(w), tool_table(w), catalog);
         let destructive: Vec<&Finding> = findings.iter().filter(|f| f.kind == Kind::Destructive).collect();
         run.found.classification = findings.clone();
         if !destructive.is_empty() && w.config.rollback.destructive == Destructive::Refuse && !run.allow_destructive {
@@ -193,18 +224,27 @@ fn summary(findings: &[Finding]) -> String {
 mod tests {
     use super::*;
 
+    fn none_applied(_: &str) -> bool {
+        false
+    }
+
     #[test]
     fn down_sections_and_the_tools_own_table_are_left_out() {
         let dbmate = "-- migrate:up\nALTER TABLE t ADD COLUMN c int;\n-- migrate:down\nALTER TABLE t DROP COLUMN c;\n";
         let none = Catalog::default;
-        assert!(classify(&format!("\n{MARK}db/migrations/2_c.sql\n{dbmate}"), &[], true, None, none()).is_empty());
+        assert!(
+            classify(&format!("\n{MARK}db/migrations/2_c.sql\n{dbmate}"), none_applied, true, None, none()).is_empty()
+        );
         let alembic = "UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';";
-        assert!(classify(alembic, &[], false, Some("alembic_version"), none()).is_empty());
+        assert!(classify(alembic, none_applied, false, Some("alembic_version"), none()).is_empty());
         let quoted = r#"UPDATE "Alembic_Version" SET version_num='0002';"#;
-        assert!(classify(quoted, &[], false, Some("alembic_version"), none()).is_empty());
-        assert_eq!(classify("UPDATE users SET x = 1;", &[], false, Some("alembic_version"), none()).len(), 1);
+        assert!(classify(quoted, none_applied, false, Some("alembic_version"), none()).is_empty());
+        assert_eq!(classify("UPDATE users SET x = 1;", none_applied, false, Some("alembic_version"), none()).len(), 1);
         // Only that table: another whose name merely contains it is the app's.
-        assert_eq!(classify("DELETE FROM old_migrations_log;", &[], false, Some("migrations"), none()).len(), 1);
+        assert_eq!(
+            classify("DELETE FROM old_migrations_log;", none_applied, false, Some("migrations"), none()).len(),
+            1
+        );
     }
 
     #[test]
@@ -214,7 +254,8 @@ mod tests {
              \n{MARK}releases/v2/migrations/003_drop_note.up.sql\nALTER TABLE orders DROP COLUMN note;\n\
              \n{MARK}releases/v2/migrations/003_drop_note.down.sql\nDROP TABLE x;\n"
         );
-        let f = classify(&out, &["001".into(), "create".into()], true, Some("schema_migrations"), Catalog::default());
+        let recorded = ["001".to_string(), "create".to_string()];
+        let f = classify(&out, |p| is_applied(p, &recorded), true, Some("schema_migrations"), Catalog::default());
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].rule, "drop-column");
         assert!(f[0].statement.starts_with("releases/v2/migrations/003_drop_note.up.sql: "));
@@ -228,8 +269,8 @@ mod tests {
              ALTER TABLE accounts ALTER COLUMN nickname TYPE varchar(200);\n"
         );
         let old = |t: &str| Catalog::from_rows(vec![["public".into(), "accounts".into(), "nickname".into(), t.into()]]);
-        assert!(classify(&out, &[], true, None, old("character varying(100)")).is_empty());
-        let f = classify(&out, &[], true, None, old("character varying(300)"));
+        assert!(classify(&out, none_applied, true, None, old("character varying(100)")).is_empty());
+        let f = classify(&out, none_applied, true, None, old("character varying(300)"));
         assert_eq!(f.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>(), ["alter-column-type-rewrite"]);
         assert_eq!(lint::tables_to_read(&out), ["accounts"]);
     }

@@ -9,7 +9,7 @@ mod app_writes;
 pub mod assess;
 mod backup;
 pub mod checks;
-mod classify;
+pub mod classify;
 mod deploy;
 mod health;
 mod lost_writes;
