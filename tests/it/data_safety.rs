@@ -213,6 +213,18 @@ async fn destructive_sql_is_classified_before_the_deploy_and_refused_when_asked(
     assert_eq!(r["path"], "restore", "{r}");
     assert_eq!(r["classification"][0]["rule"], "drop-column", "{r}");
     assert_eq!(common::state(app.db()).await, before);
+
+    // Allowed by its author in the migration, as the PR check reads it: the same.
+    let up = find(&app.stage.dir, "003_drop_order_note.up.sql");
+    let sql = std::fs::read_to_string(&up).unwrap();
+    std::fs::write(&up, format!("-- deploy-guard: allow-destructive the note moved to order_notes\n{sql}")).unwrap();
+    let sha2 = "2222222222222222222222222222222222222222";
+    let out = app.run(&["deploy", "--sha", sha2, "--tag", "v2-drop-note", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["path"], "restore", "{r}");
+    assert_eq!(r["classification"][0]["allowed"], "the note moved to order_notes", "{r}");
+    assert_eq!(common::state(app.db()).await, before);
 }
 
 #[tokio::test]

@@ -179,7 +179,10 @@ impl StepSpec for Classify {
         out.exit.check("reading the pending migrations' SQL")?;
         let catalog = read_catalog(&w.db, &w.db.name, &out.stdout).await?;
         let findings = classify(&out.stdout, |p| is_applied(p, &recorded), files(w), tool_table(w), catalog);
-        let destructive: Vec<&Finding> = findings.iter().filter(|f| f.kind == Kind::Destructive).collect();
+        // A statement its author allowed (`-- deploy-guard: allow-destructive <reason>`, as the PR
+        // check reads it) is not refused; it still sends a rollback to restore.
+        let destructive: Vec<&Finding> =
+            findings.iter().filter(|f| f.kind == Kind::Destructive && f.allowed.is_none()).collect();
         run.found.classification = findings.clone();
         if !destructive.is_empty() && w.config.rollback.destructive == Destructive::Refuse && !run.allow_destructive {
             bail!(
