@@ -28,6 +28,7 @@ mod lint_squawk;
 mod meta_filter;
 mod pause_writes;
 mod plan_covers_run;
+mod release;
 mod s3;
 mod simulate;
 mod ssh;
