@@ -412,11 +412,8 @@ fn install_refuses_a_binary_whose_checksum_is_not_the_committed_one() {
     let cargo_log = tmp.path().join("cargo.log");
     let path = stub_cargo(tmp.path(), &cargo_log);
 
-    let r = install(
-        &server,
-        &dir,
-        &[("PATH", &path), ("CARGO_TARGET_DIR", &tmp.path().join("t").display().to_string())],
-    );
+    let r =
+        install(&server, &dir, &[("PATH", &path), ("CARGO_TARGET_DIR", &tmp.path().join("t").display().to_string())]);
     assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("checksum mismatch"), "{}", r.stderr);
     assert!(r.stderr.contains(&committed), "the message names the committed checksum: {}", r.stderr);

@@ -131,9 +131,9 @@ fn the_release_workflow_commits_the_checksums_attests_and_publishes_rc_tags_as_p
         if p["id-token"].as_str() == Some("write") || p["attestations"].as_str() == Some("write") {
             attesting.push(name);
         }
-        let uses_attest = job["steps"]
-            .as_sequence()
-            .is_some_and(|s| s.iter().any(|st| st["uses"].as_str().is_some_and(|u| u.starts_with("actions/attest-build-provenance@"))));
+        let uses_attest = job["steps"].as_sequence().is_some_and(|s| {
+            s.iter().any(|st| st["uses"].as_str().is_some_and(|u| u.starts_with("actions/attest-build-provenance@")))
+        });
         if uses_attest {
             assert_eq!((p["id-token"].as_str(), p["attestations"].as_str()), (Some("write"), Some("write")), "{name}");
         }

@@ -141,7 +141,8 @@ fn example_workflows_make_one_deployment_queue_deploys_per_job_and_let_oidc_cred
                 assert!(job["environment"].is_null(), "{name}: job `{job_name}` makes two deployments per run");
             }
             assert_eq!(job["concurrency"]["cancel-in-progress"].as_bool(), Some(false), "{name}: `{job_name}`");
-            let group = job["concurrency"]["group"].as_str().unwrap_or_else(|| panic!("{name}: `{job_name}`: no group"));
+            let group =
+                job["concurrency"]["group"].as_str().unwrap_or_else(|| panic!("{name}: `{job_name}`: no group"));
             groups.insert(name.clone(), (group.to_string(), job_name == "rollback"));
             if steps.iter().any(|s| is_oidc(s)) {
                 oidc_jobs += 1;
