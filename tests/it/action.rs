@@ -327,7 +327,7 @@ fn install_verifies_the_committed_checksum_then_installs_a_binary_that_runs() {
     eprintln!("install from the local server: {install_time:?}; binary answered --version at {ran:?}");
     // Only the asset was downloaded: the release's own sha256sums.txt is never read.
     let asset = format!("/v9.9.9/deploy-guard-{}", target());
-    assert_eq!(*server.requests.lock().unwrap(), [asset.clone()]);
+    assert_eq!(*server.requests.lock().unwrap(), std::slice::from_ref(&asset));
 
     // A rerun (or a cache restore) checks the binary against the committed checksum and
     // downloads nothing.
