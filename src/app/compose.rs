@@ -166,7 +166,14 @@ impl Compose {
 
     /// Every command this runtime runs, for snapshot tests.
     pub fn scripts(&self, tag: &str) -> Vec<(&'static str, String)> {
-        let actions = [Action::CurrentTag, Action::Deploy(tag), Action::Stop, Action::Status, Action::Logs(30)];
+        let actions = [
+            Action::CurrentTag,
+            Action::Pull(tag),
+            Action::Deploy(tag),
+            Action::Stop,
+            Action::Status,
+            Action::Logs(30),
+        ];
         let mut out = vec![("validate", self.config_script())];
         out.extend(actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))));
         out.push(("services", self.services_script()));
@@ -376,6 +383,16 @@ impl Runtime for Compose {
     fn cmd(&self, action: Action<'_>) -> Option<Cmd> {
         let (label, script) = match action {
             Action::CurrentTag => ("compose current tag", self.current_tag_script()),
+            // What `up` would pull (an image not on the host yet); a service compose builds is
+            // left to `up`.
+            Action::Pull(tag) => (
+                "compose pull",
+                format!(
+                    "{} pull --quiet --policy missing --ignore-buildable {}",
+                    self.with_tag(tag),
+                    self.all_services()
+                ),
+            ),
             Action::Deploy(tag) => {
                 ("compose up", format!("{} && {}", self.up_script(tag), self.persist_tag_script(tag)))
             }

@@ -18,6 +18,8 @@ pub use shell::Shell;
 pub enum Action<'a> {
     /// Print the tag running now.
     CurrentTag,
+    /// Fetch this tag's image where it is not there yet (before anything changes).
+    Pull(&'a str),
     /// Start this tag (replacing what runs).
     Deploy(&'a str),
     Stop,
@@ -36,6 +38,7 @@ impl Action<'_> {
     pub fn key(&self) -> &'static str {
         match self {
             Action::CurrentTag => "current_tag",
+            Action::Pull(_) => "pull",
             Action::Deploy(_) => "deploy",
             Action::Stop => "stop",
             Action::Status => "status",

@@ -36,6 +36,8 @@ impl Runtime for Shell {
         let c = &self.commands;
         let text = match action {
             Action::CurrentTag => c.current_tag.clone()?,
+            // The user's deploy command fetches what it needs.
+            Action::Pull(_) => return None,
             Action::Deploy(tag) => fill(c.deploy.as_deref()?, &[("tag", tag)]),
             Action::Stop => c.stop.clone()?,
             Action::Status => c.status.clone()?,

@@ -313,13 +313,13 @@ mod tests {
     #[test]
     fn happy_path_deploys() {
         let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |_| ok());
-        assert_eq!(steps, vec![Preflight, Classify, Backup, Record, Rehearse, Migrate, Deploy, Health]);
+        assert_eq!(steps, vec![Preflight, Pull, Classify, Backup, Record, Rehearse, Migrate, Deploy, Health]);
         assert_eq!(o, Outcome::Deployed);
     }
 
     #[test]
     fn preflight_backup_or_record_failure_aborts_before_any_change() {
-        for bad in [Preflight, Classify, Backup, Record, Rehearse] {
+        for bad in [Preflight, Pull, Classify, Backup, Record, Rehearse] {
             let (steps, o) = drive(Mode::Deploy, Strategy::Auto, |s| if s == bad { fail() } else { ok() });
             assert_eq!(*steps.last().unwrap(), bad);
             assert!(!steps.contains(&Migrate));
@@ -339,7 +339,19 @@ mod tests {
         });
         assert_eq!(
             steps,
-            vec![Preflight, Classify, Backup, Record, Rehearse, Migrate, Assess, Redeploy, RedeployHealth, Checks]
+            vec![
+                Preflight,
+                Pull,
+                Classify,
+                Backup,
+                Record,
+                Rehearse,
+                Migrate,
+                Assess,
+                Redeploy,
+                RedeployHealth,
+                Checks
+            ]
         );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Migrate), path: DbPath::None });
     }
@@ -355,6 +367,7 @@ mod tests {
             steps,
             vec![
                 Preflight,
+                Pull,
                 Classify,
                 Backup,
                 Record,
@@ -394,7 +407,7 @@ mod tests {
             }
         };
         let (steps, o) = run(true);
-        assert_eq!(&steps[8..], &[Assess, Redeploy, RedeployHealth, Checks]);
+        assert_eq!(&steps[9..], &[Assess, Redeploy, RedeployHealth, Checks]);
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::None });
         let (steps, o) = run(false);
         assert!(steps.contains(&Revert));
@@ -420,7 +433,7 @@ mod tests {
             _ => ok(),
         });
         assert_eq!(
-            &steps[9..],
+            &steps[10..],
             &[Revert, Restore, ValidateRestore, StopApp, Swap, LostWrites, Redeploy, RedeployHealth, AppWrites, Checks]
         );
         assert_eq!(o, Outcome::RolledBack { failed_step: Some(Health), path: DbPath::Restore });

@@ -25,6 +25,7 @@ macro_rules! steps {
 
 steps! {
     Preflight => "preflight", "Preflight checks";
+    Pull => "pull", "Pull the new image on the target";
     Classify => "classify", "Classify the pending migrations' SQL";
     Backup => "backup", "Back up the database";
     Record => "record", "Record the pre-deploy state";

@@ -159,7 +159,10 @@ const REST: &[Mode] = &[D, RB, R];
 
 /// The tree. Order matters only for reading: the first step of a mode is `Preflight`.
 pub const EDGES: &[Edge] = &[
-    e(&[D, RH], Preflight, Ok, run(Classify)),
+    e(&[D, RH], Preflight, Ok, run(Pull)),
+    // A registry that refuses the target stops the deploy before the backup, nothing changed.
+    e(&[D, RH], Pull, Ok, run(Classify)),
+    e(&[D, RH], Pull, Failed, end(End::Aborted)),
     e(&[B], Preflight, Ok, run(Step::Backup)),
     e(&[D, RH], Classify, Ok, run(Step::Backup)),
     e(&[D, RH], Classify, Failed, end(End::Aborted)),
@@ -305,7 +308,7 @@ mod tests {
         }
         assert_eq!(
             straight_path(D),
-            vec![Preflight, Classify, Step::Backup, Record, Step::Rehearse, Migrate, Step::Deploy, Health]
+            vec![Preflight, Pull, Classify, Step::Backup, Record, Step::Rehearse, Migrate, Step::Deploy, Health]
         );
         assert_eq!(straight_path(B), vec![Preflight, Step::Backup, Record]);
         assert_eq!(rollback_triggers(D), vec![Migrate, Step::Deploy, Health]);

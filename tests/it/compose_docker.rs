@@ -564,3 +564,79 @@ fn a_revert_that_times_out_has_its_container_removed_before_the_restore() {
         late: "late_revert",
     });
 }
+
+/// A registry on 127.0.0.1 that has no tag at all: `/v2/` answers (a registry is there), every
+/// manifest is unknown. Records the paths asked for.
+fn empty_registry() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(path.clone());
+            let (status, body) = if path == "/v2/" {
+                ("200 OK", "{}".to_string())
+            } else {
+                (
+                    "404 Not Found",
+                    r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#.to_string(),
+                )
+            };
+            let _ = conn.write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nDocker-Distribution-API-Version: registry/2.0\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, asked)
+}
+
+#[test]
+fn a_tag_the_target_cannot_pull_aborts_before_the_backup_with_nothing_changed() {
+    let p = Project::start("pull-fails");
+    // The compose file's images now come from a registry on loopback that lacks the new tag
+    // (the running v1 container stays as it was).
+    let (port, asked) = empty_registry();
+    let repo = &docker::images().backend_repo;
+    let compose = std::fs::read_to_string(&p.compose_file).unwrap();
+    assert!(compose.contains(&format!("{repo}:${{APP_VERSION}}")), "{compose}");
+    std::fs::write(&p.compose_file, compose.replace(repo.as_str(), &format!("127.0.0.1:{port}/{repo}"))).unwrap();
+    let before = p.db_state();
+
+    let out = p.deploy_guard(&["deploy", "--sha", &sha(8), "--tag", "v9-never-pushed", "--json"]);
+    let r = expect(&out, 4, "aborted", "none");
+    let said = format!("{r}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("cannot pull the image of v9-never-pushed"), "{said}");
+    assert!(said.contains("manifest unknown"), "the registry's own error is shown: {said}");
+    assert!(said.contains("docker login"), "it says how to log the target in: {said}");
+    assert!(
+        asked.lock().unwrap().iter().any(|a| a.ends_with("/manifests/v9-never-pushed")),
+        "the registry was not asked for the tag: {:?}",
+        asked.lock().unwrap()
+    );
+    // Before anything: no backup taken, the database, the running tag and the env file as they were.
+    assert_eq!(p.stored_files(), Vec::<String>::new(), "a backup was taken");
+    assert_eq!(p.db_state(), before);
+    assert_eq!(p.running_tag(), "v1");
+    assert_eq!(p.env_text(), docker::ENV_FILE);
+    p.wait_healthy("v1");
+}

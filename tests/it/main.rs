@@ -29,6 +29,7 @@ mod meta_filter;
 mod pause_writes;
 mod plan_covers_run;
 mod pr_check;
+mod release;
 mod s3;
 mod simulate;
 mod ssh;

@@ -15,6 +15,7 @@ mod health;
 mod lost_writes;
 mod migrate;
 mod preflight;
+mod pull;
 mod record;
 mod redeploy;
 pub mod rehearse;
@@ -74,6 +75,7 @@ pub trait StepSpec: Send + Sync {
 pub fn spec(step: Step) -> &'static dyn StepSpec {
     match step {
         Step::Preflight => &preflight::Preflight,
+        Step::Pull => &pull::Pull,
         Step::Classify => &classify::Classify,
         Step::Backup => &backup::Backup,
         Step::Record => &record::Record,
