@@ -865,7 +865,7 @@ fn the_pr_check_and_the_dry_run_reach_the_binary_as_flags() {
     ] {
         let mut given = inputs.clone();
         given.push(("version", "v9.9.9"));
-        let run = run_action(&given, &[], &server.base);
+        let run = run_action(&given, &[], &server);
         assert_eq!(run.code, 0, "{inputs:?}\n{}", run.log);
         assert!(run.log.contains(args), "{inputs:?}: {args}\n{}", run.log);
     }

@@ -148,7 +148,7 @@ async fn a_destructive_migration_fails_the_check_until_the_label_and_the_comment
         // Only the pull request's migrations: the applied file's DROP TABLE is not this PR's.
         assert!(!body.contains("legacy"), "{body}");
         // The path a deploy would take, and the way back: a revert cannot undo a dropped column.
-        assert!(body.contains("preflight → classify → backup → record → migrate → deploy → health"), "{body}");
+        assert!(body.contains("preflight → pull → classify → backup → record → migrate → deploy → health"), "{body}");
         assert!(body.contains("restore the backup: the migrations' SQL was classified destructive"), "{body}");
     }
     let out_file = outputs(repo.tmp.path());
