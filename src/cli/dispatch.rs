@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::output::{finish_report, print_out};
+use super::output::{error_code, finish_report, print_error, print_out};
 use super::{Cli, Command, PathChoice};
 use crate::commands::{self, deploy::DeployArgs};
 use crate::config::{self, Config, Strategy};
@@ -16,12 +16,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(&cli).await {
         Ok(code) => code,
         Err(e) => {
-            let code = if e.downcast_ref::<Usage>().is_some() { ExitCode::Usage } else { ExitCode::Act };
-            eprintln!("error: {}", crate::console::untrusted(&format!("{e:#}")));
-            if code == ExitCode::Usage {
-                eprintln!("nothing was changed.");
-            }
-            crate::console::error("deploy-guard", &format!("{e:#}"));
+            let code = error_code(&e);
+            print_error(cli.global.json, code, &e, "deploy-guard");
             code
         }
     }
@@ -92,12 +88,10 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             // Nothing has been touched yet: a target that cannot be reached aborts (exit 4).
             let w = match World::connect(cfg).await {
                 Ok(w) => w,
+                // A `${VAR}` the target does not set is the config's fault: exit 2.
+                Err(e) if error_code(&e) == ExitCode::Usage => return Err(e),
                 Err(e) => {
-                    eprintln!(
-                        "error: {}\naborted before any change: nothing was changed.",
-                        crate::console::untrusted(&format!("{e:#}"))
-                    );
-                    crate::console::error("deploy aborted", &format!("{e:#}"));
+                    print_error(g.json, ExitCode::Aborted, &e, "deploy aborted");
                     return Ok(ExitCode::Aborted);
                 }
             };
@@ -108,8 +102,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 if e.downcast_ref::<Usage>().is_some() {
                     return Err(e);
                 }
-                eprintln!("error: {e:#}\naborted before any change: nothing was changed.");
-                crate::console::error("deploy aborted", &format!("{e:#}"));
+                print_error(g.json, ExitCode::Aborted, &e, "deploy aborted");
                 return Ok(ExitCode::Aborted);
             }
             let gh = github(&w);
