@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::output::{error_code, finish_report, print_error, print_out};
-use super::{Cli, Command, PathChoice};
+use super::{Cli, Command, LockAction, PathChoice};
 use crate::commands::{self, deploy::DeployArgs};
 use crate::config::{self, Config, Strategy};
 use crate::model::{human_bytes, usage, ExitCode, Sha, ShaPrefix, Usage};
@@ -272,6 +272,30 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 println!("wrote {f}");
             }
             eprintln!("next: fill in the lines marked CHECK, then run `deploy-guard check`");
+            Ok(ExitCode::Ok)
+        }
+        Command::Lock { action: LockAction::Status } => {
+            let w = World::connect(load_config(cli)?).await?;
+            let status = commands::lock::status(&w).await?;
+            print_out(g.json, &status, || commands::lock::render(&status))?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Lock { action: LockAction::Freeze { message } } => {
+            if message.trim().is_empty() {
+                usage(Err(anyhow::anyhow!("--message must say why deploys are frozen")))?;
+            }
+            let w = store_world(cli).await?;
+            let f = crate::record::freeze::freeze(w.store.as_ref(), &w.config.project, message.trim()).await?;
+            print_out(g.json, &f, || format!("{f}\nlift it with: deploy-guard lock unfreeze{cfg_arg}\n"))?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Lock { action: LockAction::Unfreeze } => {
+            let w = store_world(cli).await?;
+            let was = crate::record::freeze::unfreeze(w.store.as_ref(), &w.config.project).await?;
+            print_out(g.json, &was, || match &was {
+                Some(f) => format!("lifted: {f}\n"),
+                None => format!("deploys of {} were not frozen\n", w.config.project),
+            })?;
             Ok(ExitCode::Ok)
         }
         Command::Runbook { sha } => {

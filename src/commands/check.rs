@@ -110,7 +110,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     add(
         "lock",
         async {
-            let l = w.db.lock(&w.lock_key()).await?;
+            let l = w.db.lock(&w.lock_key(), &crate::db::Holder::here("check", None)).await?;
             l.release().await;
             Ok(format!("deploy lock {} free", w.lock_key()))
         }
