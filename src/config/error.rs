@@ -203,7 +203,6 @@ fn example(key: &str) -> Option<&'static str> {
         "project" => "station",
         "target.port" => "22",
         "database.port" => "5432",
-        "app" | "database" | "backup" => "(a section)",
         "app.runtime" => "compose",
         "app.health" => "{ url: \"https://example.org/health\" }",
         "backup.store" => "s3://bucket/prefix",

@@ -24,6 +24,7 @@ mod github;
 mod hardening;
 mod init;
 mod layers;
+mod lock;
 mod lint_squawk;
 mod meta_filter;
 mod pause_writes;
