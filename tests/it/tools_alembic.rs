@@ -114,3 +114,25 @@ fn a_missing_alembic_ini_is_bad_config() {
         "migrations.config",
     );
 }
+
+/// The fixture's env.py reads `DATABASE_URL` only: with the environment lacking it, the tool gets
+/// the one the config's database settings make, and the classification (`alembic upgrade --sql`)
+/// and the migration run (issue 27: `KeyError: 'DATABASE_URL'`).
+#[test]
+fn the_tool_gets_database_url_from_the_config() {
+    let w = tool::World::new(spec(), "alembic_url", &[]);
+    w.write(&[Migration { n: 2, slug: "add_nickname", up: tool::ADD_NICKNAME, down: tool::DROP_NICKNAME }]);
+    let mut c = std::process::Command::new(common::bin());
+    c.args(["deploy", "--sha", common::SHA, "--tag", "v2", "--json", "--config"]).arg(w.config());
+    w.env(&mut c);
+    c.env_remove("DATABASE_URL");
+    let out = c.output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("KeyError"), "{err}");
+    let r = common::json(&out);
+    let classify = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "classify").expect("a classify step");
+    let said = classify["detail"].as_str().unwrap_or_default();
+    assert!(said.contains("create-index-not-concurrently") && !said.contains("KeyError"), "{classify}");
+    assert!(w.has_column("nickname"));
+}
