@@ -24,7 +24,7 @@ pub struct Global {
     /// DEPLOY_GUARD_<SECTION>_<KEY>.
     #[arg(long, global = true, env = "DEPLOY_GUARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Print one JSON report on stdout (logs stay on stderr).
+    /// Print one JSON report on stdout (logs stay on stderr); on an error, an error object.
     #[arg(long, global = true)]
     pub json: bool,
     /// Write the markdown summary here (when $GITHUB_STEP_SUMMARY is not set).

@@ -128,19 +128,21 @@ pub fn has_overrides(vars: &[(String, String)]) -> bool {
 /// Writes each override into the YAML tree; returns (setting, variable) for each one written. An
 /// unknown `DEPLOY_GUARD_*` name is an error (a typo would otherwise be silently ignored); an
 /// empty value leaves the file's setting alone, as the Action passes every input, set or not.
-pub fn apply_overrides(root: &mut Value, vars: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
+pub fn apply_overrides(root: &mut Value, vars: &[(String, String)]) -> Result<Vec<(String, String)>, Box<ConfigError>> {
     let mut written = Vec::new();
     for (name, raw) in vars {
         if !is_setting_var(name) {
             continue;
         }
-        let bad = |key: Option<&str>, message: String| ConfigError {
-            message,
-            key: key.map(str::to_string),
-            file: None,
-            line: None,
-            column: None,
-            variable: Some(name.clone()),
+        let bad = |key: Option<&str>, message: String| {
+            Box::new(ConfigError {
+                message,
+                key: key.map(str::to_string),
+                file: None,
+                line: None,
+                column: None,
+                variable: Some(name.clone()),
+            })
         };
         let Some((path, kind)) = SETTINGS.iter().find(|(p, _)| env_name(p) == *name) else {
             let hint = match super::error::did_you_mean_var(name) {

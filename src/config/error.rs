@@ -61,7 +61,7 @@ impl Origin {
 
     /// A broken rule of `validate.rs`, whose messages start with the setting
     /// (`app.health.url: …`, `database.url and database.host: …`).
-    pub(super) fn from_rule(&self, message: &str) -> ConfigError {
+    pub(super) fn rule_error(&self, message: &str) -> ConfigError {
         const SECTIONS: &[&str] =
             &["project", "target", "app", "database", "migrations", "backup", "rollback", "github", "verify", "deploy"];
         let head = message.split_once(": ").map(|(h, _)| h).unwrap_or("");
@@ -125,7 +125,7 @@ impl Origin {
 
     /// A serde error at `path` (`app.health.timeout`) in plain words; `value` is the tree it
     /// was read from (for the value that was given).
-    pub(super) fn from_serde(&self, path: &str, inner: &str, value: &serde_yaml::Value) -> ConfigError {
+    pub(super) fn serde_error(&self, path: &str, inner: &str, value: &serde_yaml::Value) -> ConfigError {
         let path = if path == "." { "" } else { path };
         let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
         if let Some(rest) = inner.strip_prefix("unknown field `") {
@@ -378,6 +378,9 @@ mod tests {
         let keys = ["runtime", "commands", "health", "workdir"];
         assert_eq!(did_you_mean("helth", keys.into_iter()), Some("health"));
         assert_eq!(did_you_mean("zzz", keys.into_iter()), None);
-        assert_eq!(did_you_mean_var("DEPLOY_GUARD_APP_HELTH_TIMEOUT").as_deref(), Some("DEPLOY_GUARD_APP_HEALTH_TIMEOUT"));
+        assert_eq!(
+            did_you_mean_var("DEPLOY_GUARD_APP_HELTH_TIMEOUT").as_deref(),
+            Some("DEPLOY_GUARD_APP_HEALTH_TIMEOUT")
+        );
     }
 }

@@ -529,15 +529,15 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing("not found".into()).into()),
             Err(e) => return Err(missing(format!("cannot be read ({e})")).into()),
         };
-        Ok(Self::parse(Origin::new(Some(&file), &text), vars)?)
+        Self::parse(Origin::new(Some(&file), &text), vars)
     }
 
     /// Parses YAML text with overrides; the core of [`Config::load`].
     pub fn from_yaml(text: &str, vars: &[(String, String)]) -> Result<Config> {
-        Ok(Self::parse(Origin::new(None, text), vars)?)
+        Self::parse(Origin::new(None, text), vars)
     }
 
-    fn parse(mut origin: Origin, vars: &[(String, String)]) -> std::result::Result<Config, ConfigError> {
+    fn parse(mut origin: Origin, vars: &[(String, String)]) -> Result<Config> {
         let text = origin.text().to_string();
         let mut value: serde_yaml::Value = if text.trim().is_empty() {
             serde_yaml::Value::Mapping(Default::default())
@@ -545,17 +545,19 @@ impl Config {
             serde_yaml::from_str(&text).map_err(|e| origin.syntax(&e))?
         };
         if !value.is_mapping() {
-            return Err(origin.error(
-                None,
-                "the config must be a mapping of sections (project, target, app, database, migrations, backup, rollback)",
-            ));
+            return Err(origin
+                .error(
+                    None,
+                    "the config must be a mapping of sections (project, target, app, database, migrations, backup, rollback)",
+                )
+                .into());
         }
-        origin.set_from_env(env::apply_overrides(&mut value, vars)?);
+        origin.set_from_env(env::apply_overrides(&mut value, vars).map_err(|e| *e)?);
         let mut config: Config = serde_path_to_error::deserialize(value.clone())
-            .map_err(|e| origin.from_serde(&e.path().to_string(), &e.into_inner().to_string(), &value))?;
+            .map_err(|e| origin.serde_error(&e.path().to_string(), &e.into_inner().to_string(), &value))?;
         let checked = config.validate().and_then(|()| config.validate_runner(vars));
         if let Err(e) = checked {
-            return Err(origin.from_rule(&format!("{e:#}")));
+            return Err(origin.rule_error(&format!("{e:#}")).into());
         }
         config.origin = origin;
         Ok(config)

@@ -403,7 +403,6 @@ impl Postgres {
     }
 }
 
-
 /// `BEGIN READ ONLY; query; ROLLBACK;`: the query of a setting (named in the error), one
 /// statement, which cannot change anything.
 pub fn read_only(setting: &str, query: &str) -> Result<String> {

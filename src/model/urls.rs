@@ -45,8 +45,9 @@ impl ConnInfo {
 }
 
 impl ConnInfo {
-    /// `postgres://user@host:port/dbname`, each part percent-encoded (a socket directory is a
-    /// host); what is not set is left for libpq's defaults.
+    /// `postgresql://user@host:port/dbname`, each part percent-encoded (a socket directory is a
+    /// host); what is not set is left for libpq's defaults. `postgresql://`: the scheme libpq,
+    /// SQLAlchemy (which dropped `postgres://`) and the Node, Go and Rust drivers all accept.
     pub fn to_url(&self) -> String {
         let enc = |s: &str| -> String {
             s.bytes()
@@ -60,7 +61,7 @@ impl ConnInfo {
         let host = self.host.as_deref().map(enc).unwrap_or_default();
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
         let db = self.dbname.as_deref().map(enc).unwrap_or_default();
-        format!("postgres://{user}{host}{port}/{db}")
+        format!("postgresql://{user}{host}{port}/{db}")
     }
 }
 
@@ -97,9 +98,9 @@ mod tests {
     #[test]
     fn urls_are_written_back() {
         let c = ConnInfo::parse_url("postgres://app@db.internal:5433/station").unwrap();
-        assert_eq!(c.to_url(), "postgres://app@db.internal:5433/station");
+        assert_eq!(c.to_url(), "postgresql://app@db.internal:5433/station");
         let c = ConnInfo { host: Some("/var/run/postgresql".into()), dbname: Some("a b".into()), ..Default::default() };
-        assert_eq!(c.to_url(), "postgres://%2Fvar%2Frun%2Fpostgresql/a%20b");
+        assert_eq!(c.to_url(), "postgresql://%2Fvar%2Frun%2Fpostgresql/a%20b");
     }
 
     #[test]

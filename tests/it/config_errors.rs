@@ -80,7 +80,9 @@ const BROKEN: &[Broken] = &[
     },
     Broken {
         name: "wrong type",
-        edit: |t| t.replace("  user: postgres\n", "  user: postgres\n  port: five\n").replacen("  port: ", "  #port: ", 1),
+        edit: |t| {
+            t.replace("  user: postgres\n", "  user: postgres\n  port: five\n").replacen("  port: ", "  #port: ", 1)
+        },
         env: &[],
         key: Some("database.port"),
         line: Some(21),

@@ -15,7 +15,8 @@ fn status_names_the_run_holding_the_lock() {
     assert!(free["held_by"].is_null() && free["frozen"].is_null(), "{free}");
     // A deploy whose migration is slow holds the lock meanwhile.
     app.edit_config(|t| t.replace("run: ./migrate.sh up {tag}", "run: sleep 3 && ./migrate.sh up {tag}"));
-    let run_vars = [("GITHUB_SERVER_URL", "https://github.example"), ("GITHUB_REPOSITORY", "o/r"), ("GITHUB_RUN_ID", "77")];
+    let run_vars =
+        [("GITHUB_SERVER_URL", "https://github.example"), ("GITHUB_REPOSITORY", "o/r"), ("GITHUB_RUN_ID", "77")];
     let mut deploy = std::process::Command::new(common::bin());
     deploy.args(["deploy", "--sha", SHA, "--tag", "v2", "--config"]).arg(&app.config);
     for v in ["GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ACTIONS", "GITHUB_TOKEN"] {
@@ -37,7 +38,11 @@ fn status_names_the_run_holding_the_lock() {
     assert_eq!(h["run_url"], "https://github.example/o/r/actions/runs/77");
     assert!(h["since"].as_str().unwrap().starts_with("20"), "{held}");
     let text = common::stdout(&app.run(&["lock", "status"]));
-    assert!(text.contains(&format!("held by deploy of {SHA}")) && text.contains("run https://github.example/o/r/actions/runs/77"), "{text}");
+    assert!(
+        text.contains(&format!("held by deploy of {SHA}"))
+            && text.contains("run https://github.example/o/r/actions/runs/77"),
+        "{text}"
+    );
     // A second deploy meanwhile is refused, and told who holds the lock.
     let out = app.run(&["deploy", "--sha", SHA2, "--tag", "v2"]);
     assert_eq!(out.status.code(), Some(4));
@@ -62,7 +67,10 @@ fn a_freeze_refuses_deploys_but_not_rollbacks() {
     let out = app.run(&["deploy", "--sha", SHA2, "--tag", "v2"]);
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(err.contains("incident 42: replica down") && err.contains("by octocat") && err.contains("frozen since"), "{err}");
+    assert!(
+        err.contains("incident 42: replica down") && err.contains("by octocat") && err.contains("frozen since"),
+        "{err}"
+    );
     assert!(err.contains("lock unfreeze"), "{err}");
     assert_eq!(common::backup_files(&app.stage.store_dir()).len(), backups, "a backup was taken");
     assert_eq!(app.tag(), "v2");

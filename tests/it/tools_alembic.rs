@@ -46,6 +46,7 @@ format = %(levelname)-5.5s [%(name)s] %(message)s
 
 const ENV: &str = r#"# The connection comes from DATABASE_URL, so the same project works for any database.
 import os
+import re
 from logging.config import fileConfig
 
 from alembic import context
@@ -54,7 +55,7 @@ from sqlalchemy import create_engine
 if context.config.config_file_name:
     fileConfig(context.config.config_file_name)
 # SQLAlchemy 2.1 defaults to psycopg 3 for postgresql://: name the installed driver.
-url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql+psycopg2://", 1)
+url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", os.environ["DATABASE_URL"])
 
 if context.is_offline_mode():
     context.configure(url=url, literal_binds=True)
