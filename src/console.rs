@@ -42,10 +42,34 @@ pub fn group_end() {
 
 /// An `::error::` annotation on the run (newlines encoded as the runner expects).
 pub fn error(title: &str, message: &str) {
+    error_at(title, message, None);
+}
+
+/// Where in a file an annotation points: the file, and the line and column when known.
+pub struct At<'a> {
+    pub file: &'a str,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+/// An `::error::` annotation, at a place in a file when given (GitHub shows it on that line).
+pub fn error_at(title: &str, message: &str, at: Option<At>) {
     if in_actions() {
-        let enc = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
-        eprintln!("::error title={}::{}", enc(title).replace(',', "%2C").replace(':', "%3A"), enc(message));
+        eprintln!("{}", annotation(title, message, at));
     }
+}
+
+fn annotation(title: &str, message: &str, at: Option<At>) -> String {
+    let enc = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    let prop = |s: &str| enc(s).replace(',', "%2C").replace(':', "%3A");
+    let mut props = Vec::new();
+    if let Some(at) = at {
+        props.push(format!("file={}", prop(at.file)));
+        props.extend(at.line.map(|l| format!("line={l}")));
+        props.extend(at.column.map(|c| format!("col={c}")));
+    }
+    props.push(format!("title={}", prop(title)));
+    format!("::error {}::{}", props.join(","), enc(message))
 }
 
 #[cfg(test)]
@@ -56,5 +80,14 @@ mod tests {
         assert_eq!(w, "\n::stop-commands::dgabc\nok\n::add-mask::secret\n::dgabc::");
         let (a, b) = (super::token(), super::token());
         assert!(a != b && a.len() == 34, "{a} {b}");
+    }
+
+    #[test]
+    fn annotations_point_at_the_line() {
+        let at = super::At { file: "ci/deploy-guard.yml", line: Some(6), column: Some(3) };
+        assert_eq!(
+            super::annotation("config", "app.helth: unknown\nsetting", Some(at)),
+            "::error file=ci/deploy-guard.yml,line=6,col=3,title=config::app.helth: unknown%0Asetting"
+        );
     }
 }

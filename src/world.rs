@@ -49,9 +49,10 @@ impl World {
     /// Like [`World::connect`], with a given executor (tests, simulate).
     pub async fn with_executor(config: Config, exec: Arc<dyn Executor>) -> Result<World> {
         let resolver = Resolver::load(exec.as_ref(), config.app.env_file.as_deref()).await?;
-        let db = postgres(&config, exec.clone(), |k, v| resolver.resolve(k, v))?;
+        // A `${VAR}` the target does not set is a config error (exit 2), whatever the command.
+        let db = postgres(&config, exec.clone(), |k, v| resolver.resolve(v).map_err(|m| config.error(k, m)))?;
         // `${VAR}` values are hostile until checked: the names derived from them must hold.
-        check_live_db_name(&db.name).context("database.name, as resolved")?;
+        check_live_db_name(&db.name).map_err(|e| config.error("database.name", format!("as resolved: {e:#}")))?;
         if db.maintenance_db == db.name {
             bail!("database.maintenance_db: must not be the live database {:?} (the swap renames it)", db.name);
         }

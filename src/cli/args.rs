@@ -25,7 +25,7 @@ pub struct Global {
     /// DEPLOY_GUARD_<SECTION>_<KEY>.
     #[arg(long, global = true, env = "DEPLOY_GUARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Print one JSON report on stdout (logs stay on stderr).
+    /// Print one JSON report on stdout (logs stay on stderr); on an error, an error object.
     #[arg(long, global = true)]
     pub json: bool,
     /// Write the markdown summary here (when $GITHUB_STEP_SUMMARY is not set).
@@ -163,12 +163,34 @@ pub enum Command {
         #[arg(long, value_parser = parse_runtime)]
         runtime: Option<crate::config::RuntimeKind>,
     },
+    /// The deploy lock: who holds it, and freezing deploys during an incident.
+    Lock {
+        #[command(subcommand)]
+        action: LockAction,
+    },
     /// Print the manual rollback runbook with this deployment's exact commands (the newest
     /// deploy's, or SHA's).
     Runbook {
         #[arg(long, value_name = "PREFIX")]
         sha: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockAction {
+    /// Who holds the deploy lock (the command, SHA, Actions run, since when) and whether deploys
+    /// are frozen. Changes nothing.
+    Status,
+    /// Refuse every deploy (exit 4, with this message and who froze it) until `lock unfreeze`;
+    /// rollbacks and restores still run. Kept in the backup store.
+    Freeze {
+        /// Why, for whoever's deploy is refused ("incident 42: do not deploy until the
+        /// replica is back").
+        #[arg(short, long)]
+        message: String,
+    },
+    /// Lift the freeze: deploys run again.
+    Unfreeze,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

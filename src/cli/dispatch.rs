@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 
-use super::output::{finish_report, print_out};
-use super::{Cli, Command, PathChoice};
+use super::output::{error_code, finish_report, print_error, print_out};
+use super::{Cli, Command, LockAction, PathChoice};
 use crate::commands::{self, deploy::DeployArgs};
 use crate::config::{self, Config, Strategy};
 use crate::model::{human_bytes, usage, ExitCode, Sha, ShaPrefix, Usage};
@@ -17,12 +17,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(&cli).await {
         Ok(code) => code,
         Err(e) => {
-            let code = if e.downcast_ref::<Usage>().is_some() { ExitCode::Usage } else { ExitCode::Act };
-            eprintln!("error: {}", crate::console::untrusted(&format!("{e:#}")));
-            if code == ExitCode::Usage {
-                eprintln!("nothing was changed.");
-            }
-            crate::console::error("deploy-guard", &format!("{e:#}"));
+            let code = error_code(&e);
+            print_error(cli.global.json, code, &e, "deploy-guard");
             code
         }
     }
@@ -93,12 +89,10 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             // Nothing has been touched yet: a target that cannot be reached aborts (exit 4).
             let w = match World::connect(cfg).await {
                 Ok(w) => w,
+                // A `${VAR}` the target does not set is the config's fault: exit 2.
+                Err(e) if error_code(&e) == ExitCode::Usage => return Err(e),
                 Err(e) => {
-                    eprintln!(
-                        "error: {}\naborted before any change: nothing was changed.",
-                        crate::console::untrusted(&format!("{e:#}"))
-                    );
-                    crate::console::error("deploy aborted", &format!("{e:#}"));
+                    print_error(g.json, ExitCode::Aborted, &e, "deploy aborted");
                     return Ok(ExitCode::Aborted);
                 }
             };
@@ -109,8 +103,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 if e.downcast_ref::<Usage>().is_some() {
                     return Err(e);
                 }
-                eprintln!("error: {e:#}\naborted before any change: nothing was changed.");
-                crate::console::error("deploy aborted", &format!("{e:#}"));
+                print_error(g.json, ExitCode::Aborted, &e, "deploy aborted");
                 return Ok(ExitCode::Aborted);
             }
             let gh = github(&w);
@@ -318,6 +311,30 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 println!("wrote {f}");
             }
             eprintln!("next: fill in the lines marked CHECK, then run `deploy-guard check`");
+            Ok(ExitCode::Ok)
+        }
+        Command::Lock { action: LockAction::Status } => {
+            let w = World::connect(load_config(cli)?).await?;
+            let status = commands::lock::status(&w).await?;
+            print_out(g.json, &status, || commands::lock::render(&status))?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Lock { action: LockAction::Freeze { message } } => {
+            if message.trim().is_empty() {
+                usage(Err(anyhow::anyhow!("--message must say why deploys are frozen")))?;
+            }
+            let w = store_world(cli).await?;
+            let f = crate::record::freeze::freeze(w.store.as_ref(), &w.config.project, message.trim()).await?;
+            print_out(g.json, &f, || format!("{f}\nlift it with: deploy-guard lock unfreeze{cfg_arg}\n"))?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Lock { action: LockAction::Unfreeze } => {
+            let w = store_world(cli).await?;
+            let was = crate::record::freeze::unfreeze(w.store.as_ref(), &w.config.project).await?;
+            print_out(g.json, &was, || match &was {
+                Some(f) => format!("lifted: {f}\n"),
+                None => format!("deploys of {} were not frozen\n", w.config.project),
+            })?;
             Ok(ExitCode::Ok)
         }
         Command::Runbook { sha } => {

@@ -4,7 +4,7 @@ mod args;
 mod dispatch;
 mod output;
 
-pub use args::{Cli, Command, Global, PathChoice};
+pub use args::{Cli, Command, Global, LockAction, PathChoice};
 pub use dispatch::run;
 
 /// Keeps this process's memory and environment (the secrets: the SSH key, S3 and GitHub

@@ -14,18 +14,22 @@ pub struct CheckLine {
     /// It failed for the config's fault (a file it names is not there): exit 2, not 3.
     #[serde(skip)]
     pub bad_config: bool,
+    /// Not looked at: what it needs (the database) could not be reached.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
 }
 
 pub async fn check(w: &World) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     let mut add = |part: &str, r: Result<String>| {
         lines.push(match r {
-            Ok(detail) => CheckLine { part: part.into(), ok: true, detail, bad_config: false },
+            Ok(detail) => CheckLine { part: part.into(), ok: true, detail, bad_config: false, unknown: false },
             Err(e) => CheckLine {
                 part: part.into(),
                 ok: false,
                 detail: format!("{e:#}"),
                 bad_config: e.downcast_ref::<crate::model::Usage>().is_some(),
+                unknown: e.downcast_ref::<Unknown>().is_some(),
             },
         })
     };
@@ -33,6 +37,9 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     let server =
         w.db.server_version(&w.db.name).await.with_context(|| format!("database {} is not reachable", w.db.name));
     let server_major = server.as_ref().ok().and_then(|v| major(v));
+    // What only the database can tell is unknown, not fine, when it cannot be reached.
+    let reached = server.is_ok();
+    let unknown = || Err(Unknown.into());
     add("database", server.map(|v| format!("PostgreSQL {v}, database {}", w.db.name)));
     add("pg_dump", tool_version(w, "pg_dump", server_major).await);
     add("psql", tool_version(w, "psql", server_major).await);
@@ -53,6 +60,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     add(
         "migrations",
         match &w.migrator.table {
+            _ if !reached => unknown(),
             Some(t) => w.db.migration_rows(&w.db.name, t, &w.migrator.order_by).await.map(|r| {
                 format!(
                     "table {t}: {} rows; revert {}",
@@ -67,7 +75,9 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
             None => Ok("no migration table configured: rollbacks compare fingerprints only".into()),
         },
     );
-    if !w.config.verify.queries.is_empty() {
+    if !w.config.verify.queries.is_empty() && !reached {
+        add("verify", unknown());
+    } else if !w.config.verify.queries.is_empty() {
         add(
             "verify",
             crate::run::steps::checks::query_results(w)
@@ -86,6 +96,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     add(
         "tool state",
         match w.migrator.failed_state(&w.db, &w.db.name).await {
+            _ if !reached => unknown(),
             Ok(None) => Ok(format!("{}: no failed or dirty migration", w.migrator.tool().name())),
             Ok(Some(_)) => w.migrator.refuse_failed_state(&w.db, &w.db.name).await.map(|_| String::new()),
             Err(e) => Err(e),
@@ -99,7 +110,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     add(
         "lock",
         async {
-            let l = w.db.lock(&w.lock_key()).await?;
+            let l = w.db.lock(&w.lock_key(), &crate::db::Holder::here("check", None)).await?;
             l.release().await;
             Ok(format!("deploy lock {} free", w.lock_key()))
         }
@@ -193,7 +204,7 @@ async fn compose_services(w: &World, file: &str, service: &str) -> Result<String
 async fn tool_version(w: &World, tool: &str, server_major: Option<u32>) -> Result<String> {
     let bin = w.db.tool(tool);
     let out = exec::run_ok(w.exec.as_ref(), &w.db.version_cmd(tool)).await?;
-    let version = out.trim().rsplit(' ').next().unwrap_or("").to_string();
+    let version = version_of(&out);
     if let (Some(client), Some(server)) = (major(&version), server_major) {
         if client < server {
             bail!("{bin} is version {version}, older than the server ({server}): install the client of version {server} or newer (database.bin_dir)");
@@ -224,6 +235,23 @@ async fn psql_restricted(w: &World) -> Result<String> {
     Ok(format!("psql {p} restores restricted"))
 }
 
+/// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → `15.18`.
+fn version_of(out: &str) -> String {
+    out.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit())).unwrap_or("").to_string()
+}
+
+/// A part that could not be looked at.
+#[derive(Debug)]
+struct Unknown;
+
+impl std::fmt::Display for Unknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("unknown: the database could not be reached (see the database line)")
+    }
+}
+
+impl std::error::Error for Unknown {}
+
 fn major(v: &str) -> Option<u32> {
     v.split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty())?.parse().ok()
 }
@@ -231,9 +259,14 @@ fn major(v: &str) -> Option<u32> {
 pub fn render(lines: &[CheckLine]) -> String {
     let mut out = String::new();
     for l in lines {
-        out.push_str(&format!("{:<4} {:<11} {}\n", if l.ok { "ok" } else { "FAIL" }, l.part, l.detail));
+        let state = match (l.ok, l.unknown) {
+            (true, _) => "ok",
+            (false, true) => "?",
+            (false, false) => "FAIL",
+        };
+        out.push_str(&format!("{state:<4} {:<11} {}\n", l.part, l.detail));
     }
-    let failed = lines.iter().filter(|l| !l.ok).count();
+    let failed = lines.iter().filter(|l| !l.ok && !l.unknown).count();
     out.push_str(&if failed == 0 {
         "all parts reachable; nothing was changed\n".to_string()
     } else {

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod check;
 pub mod deploy;
 pub mod init;
+pub mod lock;
 pub mod plan;
 pub mod replay;
 pub mod resolve;

@@ -1,14 +1,17 @@
 //! `DEPLOY_GUARD_<SECTION>_<KEY>` overrides. Keys contain underscores (`compose_file`), so the
 //! variable names are derived from the table of known settings rather than split apart.
 
-use anyhow::{bail, Result};
 use serde_yaml::{Mapping, Value};
+
+use super::ConfigError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Str,
     Int,
     Bool,
+    /// `90s`, `2m`, `1h30m`.
+    Duration,
     /// A list, one item per line.
     Lines,
 }
@@ -25,8 +28,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("target.jump", Kind::Str),
     ("target.jump_known_hosts", Kind::Str),
     ("target.jump_fingerprint", Kind::Str),
-    ("target.connect_timeout", Kind::Str),
-    ("target.command_timeout", Kind::Str),
+    ("target.connect_timeout", Kind::Duration),
+    ("target.command_timeout", Kind::Duration),
     ("app.runtime", Kind::Str),
     ("app.workdir", Kind::Str),
     ("app.compose_file", Kind::Str),
@@ -43,8 +46,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("app.commands.resume_writes", Kind::Str),
     ("app.health.url", Kind::Str),
     ("app.health.command", Kind::Str),
-    ("app.health.timeout", Kind::Str),
-    ("app.health.interval", Kind::Str),
+    ("app.health.timeout", Kind::Duration),
+    ("app.health.interval", Kind::Duration),
     ("database.engine", Kind::Str),
     ("database.service", Kind::Str),
     ("database.url", Kind::Str),
@@ -54,7 +57,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("database.user", Kind::Str),
     ("database.maintenance_db", Kind::Str),
     ("database.bin_dir", Kind::Str),
-    ("database.stream_timeout", Kind::Str),
+    ("database.stream_timeout", Kind::Duration),
     ("migrations.tool", Kind::Str),
     ("migrations.run", Kind::Str),
     ("migrations.revert", Kind::Str),
@@ -63,10 +66,10 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("migrations.data_source", Kind::Str),
     ("migrations.config", Kind::Str),
     ("migrations.dir", Kind::Str),
-    ("migrations.timeout", Kind::Str),
-    ("migrations.lock_timeout", Kind::Str),
-    ("migrations.statement_timeout", Kind::Str),
-    ("migrations.lock_warn", Kind::Str),
+    ("migrations.timeout", Kind::Duration),
+    ("migrations.lock_timeout", Kind::Duration),
+    ("migrations.statement_timeout", Kind::Duration),
+    ("migrations.lock_warn", Kind::Duration),
     ("migrations.pending_sql", Kind::Str),
     ("migrations.dirty_sql", Kind::Str),
     ("migrations.dirty_clear", Kind::Str),
@@ -81,7 +84,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("backup.sse", Kind::Str),
     ("backup.sse_kms_key_id", Kind::Str),
     ("backup.keep", Kind::Int),
-    ("backup.max_age", Kind::Str),
+    ("backup.max_age", Kind::Duration),
     ("backup.compression", Kind::Str),
     ("backup.format", Kind::Str),
     ("backup.jobs", Kind::Int),
@@ -122,28 +125,46 @@ pub fn has_overrides(vars: &[(String, String)]) -> bool {
     vars.iter().any(|(k, _)| is_setting_var(k))
 }
 
-/// Writes each override into the YAML tree. An unknown `DEPLOY_GUARD_*` name is an error (a typo
-/// would otherwise be silently ignored); an empty value leaves the file's setting alone, as the
-/// Action passes every input, set or not.
-pub fn apply_overrides(root: &mut Value, vars: &[(String, String)]) -> Result<()> {
+/// Writes each override into the YAML tree; returns (setting, variable) for each one written. An
+/// unknown `DEPLOY_GUARD_*` name is an error (a typo would otherwise be silently ignored); an
+/// empty value leaves the file's setting alone, as the Action passes every input, set or not.
+pub fn apply_overrides(root: &mut Value, vars: &[(String, String)]) -> Result<Vec<(String, String)>, Box<ConfigError>> {
+    let mut written = Vec::new();
     for (name, raw) in vars {
         if !is_setting_var(name) {
             continue;
         }
+        let bad = |key: Option<&str>, message: String| {
+            Box::new(ConfigError {
+                message,
+                key: key.map(str::to_string),
+                file: None,
+                line: None,
+                column: None,
+                variable: Some(name.clone()),
+            })
+        };
         let Some((path, kind)) = SETTINGS.iter().find(|(p, _)| env_name(p) == *name) else {
-            bail!(
-                "{name}: not a deploy-guard setting (settings are DEPLOY_GUARD_<SECTION>_<KEY>, \
-                 e.g. DEPLOY_GUARD_TARGET_HOST; see the README's config reference)"
-            );
+            let hint = match super::error::did_you_mean_var(name) {
+                Some(s) => format!("did you mean {s}?"),
+                None => "settings are DEPLOY_GUARD_<SECTION>_<KEY>, e.g. DEPLOY_GUARD_TARGET_HOST".into(),
+            };
+            return Err(bad(None, format!("not a deploy-guard setting; {hint} (docs/CONFIG.md lists them)")));
         };
         if raw.is_empty() {
             continue;
         }
         let value = match kind {
             Kind::Str => Value::String(raw.clone()),
+            Kind::Duration => match humantime::parse_duration(raw.trim()) {
+                Ok(_) => Value::String(raw.trim().to_string()),
+                Err(_) => {
+                    return Err(bad(Some(path), format!("expected a duration such as 90s, 2m or 1h30m, got {raw:?}")))
+                }
+            },
             Kind::Int => match raw.trim().parse::<u64>() {
                 Ok(n) => Value::Number(n.into()),
-                Err(_) => bail!("{name} ({path}): expected a whole number, got {raw:?}"),
+                Err(_) => return Err(bad(Some(path), format!("expected a whole number, e.g. 22, got {raw:?}"))),
             },
             Kind::Lines => Value::Sequence(
                 raw.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| Value::String(l.into())).collect(),
@@ -151,15 +172,16 @@ pub fn apply_overrides(root: &mut Value, vars: &[(String, String)]) -> Result<()
             Kind::Bool => match raw.trim() {
                 "true" | "1" | "yes" => Value::Bool(true),
                 "false" | "0" | "no" => Value::Bool(false),
-                _ => bail!("{name} ({path}): expected true or false, got {raw:?}"),
+                _ => return Err(bad(Some(path), format!("expected true or false, got {raw:?}"))),
             },
         };
-        set_path(root, path, value, name)?;
+        set_path(root, path, value).map_err(|m| bad(Some(path), m))?;
+        written.push((path.to_string(), name.clone()));
     }
-    Ok(())
+    Ok(written)
 }
 
-fn set_path(root: &mut Value, path: &str, value: Value, var: &str) -> Result<()> {
+fn set_path(root: &mut Value, path: &str, value: Value) -> Result<(), String> {
     let mut node = root;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -169,7 +191,7 @@ fn set_path(root: &mut Value, path: &str, value: Value, var: &str) -> Result<()>
                 *node = Value::Mapping(Mapping::new());
                 node.as_mapping_mut().expect("just set")
             }
-            _ => bail!("{var}: cannot set {path}: {} in the config is not a section", parts[..i].join(".")),
+            _ => return Err(format!("cannot be set: {} in the config file is not a section", parts[..i].join("."))),
         };
         let key = Value::String((*part).to_string());
         if i + 1 == parts.len() {

@@ -3,17 +3,19 @@
 //! Loading never touches the target: a bad config is reported (exit 2) before anything runs.
 
 mod env;
+mod error;
 mod validate;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::{Compression, Strategy};
 
 pub use env::SETTINGS;
+pub use error::{ConfigError, Origin};
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
 /// The whole validated configuration.
@@ -37,6 +39,9 @@ pub struct Config {
     pub verify: Verify,
     #[serde(default)]
     pub deploy: DeploySettings,
+    /// Where each setting was written, for errors found after loading.
+    #[serde(skip)]
+    pub origin: Origin,
 }
 
 /// How a deploy runs.
@@ -499,53 +504,73 @@ pub const DEFAULT_FILE: &str = "deploy-guard.yml";
 
 impl Config {
     /// Loads `path` (or `./deploy-guard.yml`), applies `DEPLOY_GUARD_*` overrides from `vars`,
-    /// then validates. Every error names the setting at fault.
+    /// then validates. Every error is a [`ConfigError`] naming the setting and where it is.
     pub fn load(path: Option<&Path>, vars: &[(String, String)]) -> Result<Config> {
         let (file, explicit) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_FILE), false),
         };
+        let missing = |why: String| ConfigError {
+            message: format!(
+                "{why}; run `deploy-guard init` to write one for this repository, or pass --config FILE \
+                 (examples/ has one per setup)"
+            ),
+            key: None,
+            file: Some(file.display().to_string()),
+            line: None,
+            column: None,
+            variable: None,
+        };
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 if !env::has_overrides(vars) {
-                    bail!(
-                        "no config: {} not found in {} and no DEPLOY_GUARD_* settings; \
-                         pass --config FILE (see examples/ for one per setup)",
-                        DEFAULT_FILE,
-                        std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| ".".into())
-                    );
+                    let dir = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| ".".into());
+                    return Err(missing(format!("not found in {dir}, and no DEPLOY_GUARD_* settings")).into());
                 }
                 String::new()
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot read config {}", file.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing("not found".into()).into()),
+            Err(e) => return Err(missing(format!("cannot be read ({e})")).into()),
         };
-        Self::from_yaml(&text, vars).with_context(|| format!("invalid config {}", file.display()))
+        Self::parse(Origin::new(Some(&file), &text), vars)
     }
 
     /// Parses YAML text with overrides; the core of [`Config::load`].
     pub fn from_yaml(text: &str, vars: &[(String, String)]) -> Result<Config> {
+        Self::parse(Origin::new(None, text), vars)
+    }
+
+    fn parse(mut origin: Origin, vars: &[(String, String)]) -> Result<Config> {
+        let text = origin.text().to_string();
         let mut value: serde_yaml::Value = if text.trim().is_empty() {
             serde_yaml::Value::Mapping(Default::default())
         } else {
-            serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
+            serde_yaml::from_str(&text).map_err(|e| origin.syntax(&e))?
         };
         if !value.is_mapping() {
-            bail!("the config must be a mapping of sections (project, target, app, database, migrations, backup, rollback)");
+            return Err(origin
+                .error(
+                    None,
+                    "the config must be a mapping of sections (project, target, app, database, migrations, backup, rollback)",
+                )
+                .into());
         }
-        env::apply_overrides(&mut value, vars)?;
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path == "." || path.is_empty() {
-                anyhow::anyhow!("{inner}")
-            } else {
-                anyhow::anyhow!("{path}: {inner}")
-            }
-        })?;
-        config.validate()?;
-        config.validate_runner(vars)?;
+        origin.set_from_env(env::apply_overrides(&mut value, vars).map_err(|e| *e)?);
+        let mut config: Config = serde_path_to_error::deserialize(value.clone())
+            .map_err(|e| origin.serde_error(&e.path().to_string(), &e.into_inner().to_string(), &value))?;
+        let checked = config.validate().and_then(|()| config.validate_runner(vars));
+        if let Err(e) = checked {
+            return Err(origin.rule_error(&format!("{e:#}")).into());
+        }
+        config.origin = origin;
         Ok(config)
+    }
+
+    /// A [`ConfigError`] about `key`, found after loading (a `${VAR}` that is not set on the target),
+    /// as a usage error (exit 2).
+    pub fn error(&self, key: &str, message: impl Into<String>) -> anyhow::Error {
+        crate::model::Usage(self.origin.error(Some(key), message).into()).into()
     }
 
     /// True when `backup.store` is a directory reached over the target connection.

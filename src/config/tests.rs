@@ -73,31 +73,72 @@ fn a_whole_config_can_come_from_the_environment() {
 }
 
 #[test]
-fn every_error_names_the_setting() {
+fn every_error_names_the_setting_and_where_it_is() {
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: &[Case] = &[
-        (&MINIMAL.replace("runtime: shell", "runtime: podman"), &[], "app.runtime: unknown variant `podman`"),
-        (&MINIMAL.replace("timeout: 90s", "timeout: soon"), &[], "app.health.timeout"),
-        (&MINIMAL.replace("./run {tag}", "./run"), &[], "app.commands.deploy: must contain {tag}"),
-        (&MINIMAL.replace("url: \"https://api.example.org/health\"", "url: \"api/health\""), &[], "app.health.url"),
-        (&MINIMAL.replace("name: app", "name: \"app; drop\""), &[], "database.name"),
-        (&MINIMAL.replace("file:///var/backups/station", "ftp://x"), &[], "backup.store"),
-        (&MINIMAL.replace("migrations: { run: \"./migrate\" }", "migrations: {}"), &[], "migrations.run: required"),
+        (
+            &MINIMAL.replace("runtime: shell", "runtime: shel"),
+            &[],
+            "line 4: app.runtime: `shel` is not one of: compose, shell; did you mean `shell`?",
+        ),
+        (
+            &MINIMAL.replace("timeout: 90s", "timeout: soon"),
+            &[],
+            "line 6: app.health.timeout: expected a duration such as 90s, 2m or 1h30m, got \"soon\"",
+        ),
+        (
+            &MINIMAL.replace("health:", "helth:"),
+            &[],
+            "line 6: app.helth: unknown setting `helth`; did you mean `health`?",
+        ),
+        (
+            &MINIMAL.replace("host: 127.0.0.1", "host: 127.0.0.1, port: http"),
+            &[],
+            "line 7: database.port: expected a whole number from 0 to 65535, e.g. 5432, got \"http\"",
+        ),
+        (&MINIMAL.replace("./run {tag}", "./run"), &[], "line 5: app.commands.deploy: must contain {tag}"),
+        (
+            &MINIMAL.replace("url: \"https://api.example.org/health\"", "url: \"api/health\""),
+            &[],
+            "line 6: app.health.url",
+        ),
+        (&MINIMAL.replace("name: app", "name: \"app; drop\""), &[], "line 7: database.name"),
+        (&MINIMAL.replace("file:///var/backups/station", "ftp://x"), &[], "line 9: backup.store"),
+        (
+            &MINIMAL.replace("migrations: { run: \"./migrate\" }", "migrations: {}"),
+            &[],
+            "line 8: migrations.run: required",
+        ),
+        (&MINIMAL.replace("project: station\n", ""), &[], "project: required, and not set (e.g. `project: station`)"),
         (
             MINIMAL,
             &[("DEPLOY_GUARD_MIGRATIONS_DIRTY_SQL", "SELECT version FROM schema_migrations WHERE dirty")],
-            "migrations.dirty_sql: needs migrations.table",
+            "DEPLOY_GUARD_MIGRATIONS_DIRTY_SQL (migrations.dirty_sql): needs migrations.table",
         ),
-        (&format!("{MINIMAL}target: {{ host: vps }}\n"), &[], "target.known_hosts: required"),
-        (&format!("{MINIMAL}backup2: {{}}\n"), &[], "unknown field `backup2`"),
+        (&format!("{MINIMAL}target: {{ host: vps }}\n"), &[], "line 10: target.known_hosts: required"),
+        (
+            &format!("{MINIMAL}backupp: {{}}\n"),
+            &[],
+            "line 10: backupp: unknown setting `backupp`; did you mean `backup`?",
+        ),
         (
             MINIMAL,
             &[("DEPLOY_GUARD_TARGET_PORT", "22x")],
             "DEPLOY_GUARD_TARGET_PORT (target.port): expected a whole number",
         ),
+        (
+            MINIMAL,
+            &[("DEPLOY_GUARD_APP_HEALTH_TIMEOUT", "soon")],
+            "DEPLOY_GUARD_APP_HEALTH_TIMEOUT (app.health.timeout): expected a duration such as 90s",
+        ),
         (MINIMAL, &[("DEPLOY_GUARD_TARGET_INSECURE_ACCEPT_ANY_HOST_KEY", "maybe")], "expected true or false"),
-        (MINIMAL, &[("DEPLOY_GUARD_BACKUPS_STORE", "x")], "DEPLOY_GUARD_BACKUPS_STORE: not a deploy-guard setting"),
+        (
+            MINIMAL,
+            &[("DEPLOY_GUARD_APP_HELTH_TIMEOUT", "2m")],
+            "DEPLOY_GUARD_APP_HELTH_TIMEOUT: not a deploy-guard setting; did you mean DEPLOY_GUARD_APP_HEALTH_TIMEOUT?",
+        ),
         ("- a\n- b\n", &[], "must be a mapping"),
+        ("project: x\napp:\n  runtime: [\n", &[], "line 4: not valid YAML"),
     ];
     for (yaml, env, expected) in cases {
         let e = err(yaml, env);

@@ -3,6 +3,7 @@
 
 mod content;
 mod damage;
+pub mod deploy_lock;
 mod fingerprint;
 mod identity;
 pub mod lint;
@@ -12,11 +13,12 @@ pub mod psql;
 mod restore;
 pub mod sql;
 
+pub use deploy_lock::{HeldBy, Holder, LockGuard};
+
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::exec::{self, quote, Cmd, Executor};
 use crate::model::Format;
@@ -165,13 +167,16 @@ impl Postgres {
         cmd.timeout(self.stream_timeout)
     }
 
-    /// libpq variables naming the live database, for the app's migration tool on a local target
-    /// (those the environment already sets are left alone).
+    /// libpq variables naming the live database, and `DATABASE_URL` (the same, as most tools read
+    /// it), for the app's migration tool on a local target; those the environment already sets
+    /// are left alone. No password: libpq reads PGPASSWORD from the environment.
     pub fn conn_env(&self) -> Vec<(String, String)> {
+        let url = crate::model::ConnInfo { dbname: Some(self.name.clone()), ..self.conn.clone() }.to_url();
         let mut env = vec![("PGDATABASE", Some(self.name.clone()))];
         env.push(("PGHOST", self.conn.host.clone()));
         env.push(("PGPORT", self.conn.port.map(|p| p.to_string())));
         env.push(("PGUSER", self.conn.user.clone()));
+        env.push(("DATABASE_URL", Some(url)));
         env.into_iter()
             .filter(|(k, _)| std::env::var_os(k).is_none())
             .filter_map(|(k, v)| Some((k.to_string(), v?)))
@@ -417,91 +422,6 @@ impl Postgres {
         let v = self.query_json(db, &sql::row_counts(tables)).await.context("counting the rows at stake")?;
         serde_json::from_value(v).context("counting the rows at stake: unexpected result")
     }
-
-    /// Takes the deploy lock: a session advisory lock held by a `psql` kept open until the
-    /// returned guard is dropped (or this process dies, which releases it too).
-    pub async fn lock(&self, key: &str) -> Result<LockGuard> {
-        let id = lock_id(key);
-        // The session lives as long as the run: longer than any one stream, still bounded.
-        let cmd = Cmd { label: "deploy lock".into(), lasts_the_run: true, ..self.query_cmd(&self.maintenance_db) }
-            .timeout((self.stream_timeout * 3).max(std::time::Duration::from_secs(24 * 60 * 60)));
-        let (mut to_psql, psql_in) = tokio::io::duplex(4096);
-        let (psql_out, from_psql) = tokio::io::duplex(4096);
-        let exec = self.exec.clone();
-        let task = tokio::spawn(async move {
-            let mut psql_in = psql_in;
-            let mut psql_out = psql_out;
-            exec.run(&cmd, Some(&mut psql_in), &mut psql_out).await
-        });
-        to_psql
-            .write_all(format!("SELECT pg_try_advisory_lock({id});\n").as_bytes())
-            .await
-            .context("deploy lock: psql did not start")?;
-        let mut lines = BufReader::new(from_psql).lines();
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
-        match line {
-            Ok(Ok(Some(l))) if l.trim() == "t" => {
-                Ok(LockGuard { stdin: Some(to_psql), lines: Some(lines), id, task: Some(task) })
-            }
-            Ok(Ok(Some(l))) if l.trim() == "f" => bail!(
-                "another deploy-guard run holds the deploy lock for {key}; wait for it to finish \
-                 (or find it: SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = {})",
-                id as u32
-            ),
-            _ => {
-                drop(to_psql);
-                let exit = task.await.context("deploy lock task")??;
-                exit.check("taking the deploy lock")?;
-                bail!("taking the deploy lock: psql gave no answer")
-            }
-        }
-    }
-}
-
-/// Holds the deploy lock until dropped.
-pub struct LockGuard {
-    stdin: Option<tokio::io::DuplexStream>,
-    lines: Option<tokio::io::Lines<BufReader<tokio::io::DuplexStream>>>,
-    id: i64,
-    task: Option<tokio::task::JoinHandle<Result<exec::Exit>>>,
-}
-
-impl LockGuard {
-    /// Whether the session still holds the lock (its connection can drop: a restarted server,
-    /// a lost SSH channel, a terminated backend).
-    pub async fn held(&mut self) -> bool {
-        let (Some(stdin), Some(lines)) = (self.stdin.as_mut(), self.lines.as_mut()) else { return false };
-        let ask = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted;\n";
-        if stdin.write_all(ask.as_bytes()).await.is_err() {
-            return false;
-        }
-        matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await,
-            Ok(Ok(Some(l))) if l.trim() == "1"
-        )
-    }
-
-    /// Releases the lock and waits for the holding session to end. The lock is unlocked
-    /// explicitly first: a session's locks go only when its backend has exited, which can lag
-    /// behind psql's exit, and the next run (a `backup` right after another) would find it held.
-    pub async fn release(mut self) {
-        if let (Some(mut stdin), Some(mut lines)) = (self.stdin.take(), self.lines.take()) {
-            if stdin.write_all(format!("SELECT pg_advisory_unlock({});\n", self.id).as_bytes()).await.is_ok() {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await;
-            }
-        }
-        let task = self.task.take();
-        drop(self);
-        if let Some(t) = task {
-            let _ = t.await;
-        }
-    }
-}
-
-fn lock_id(key: &str) -> i64 {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(format!("deploy-guard:{key}").as_bytes());
-    i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
 /// `BEGIN READ ONLY; query; ROLLBACK;`: the query of a setting (named in the error), one

@@ -1,7 +1,7 @@
 //! `${VAR}` values in the config are read from the app's env file on the target, so database
 //! names and credentials stay where the user keeps them.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::{quote, run_ok, Cmd, Executor};
 use crate::config::validate_var_ref as is_var_ref;
@@ -49,14 +49,20 @@ impl Resolver {
         }
     }
 
-    pub fn resolve(&self, key: &str, value: &str) -> Result<String> {
+    /// The value of `${VAR}` (a plain value as it is); `Err` says where it is not set and what
+    /// to do.
+    pub fn resolve(&self, value: &str) -> Result<String, String> {
         if !is_var_ref(value) {
             return Ok(value.to_string());
         }
         let name = &value[2..value.len() - 1];
         match self.vars.iter().rev().find(|(k, _)| k == name) {
             Some((_, v)) if !v.is_empty() => Ok(v.clone()),
-            _ => bail!("{key}: {value} is not set in {}", self.source),
+            _ => Err(format!(
+                "{value} is not set in {}; set {name} there (app.env_file is where ${{VAR}} values are read), \
+                 or write the value itself here",
+                self.source
+            )),
         }
     }
 }

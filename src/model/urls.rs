@@ -44,6 +44,27 @@ impl ConnInfo {
     }
 }
 
+impl ConnInfo {
+    /// `postgresql://user@host:port/dbname`, each part percent-encoded (a socket directory is a
+    /// host); what is not set is left for libpq's defaults. `postgresql://`: the scheme libpq,
+    /// SQLAlchemy (which dropped `postgres://`) and the Node, Go and Rust drivers all accept.
+    pub fn to_url(&self) -> String {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let user = self.user.as_deref().map(|u| format!("{}@", enc(u))).unwrap_or_default();
+        let host = self.host.as_deref().map(enc).unwrap_or_default();
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let db = self.dbname.as_deref().map(enc).unwrap_or_default();
+        format!("postgresql://{user}{host}{port}/{db}")
+    }
+}
+
 /// `backup.store`, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreUrl {
@@ -73,6 +94,14 @@ impl StoreUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_written_back() {
+        let c = ConnInfo::parse_url("postgres://app@db.internal:5433/station").unwrap();
+        assert_eq!(c.to_url(), "postgresql://app@db.internal:5433/station");
+        let c = ConnInfo { host: Some("/var/run/postgresql".into()), dbname: Some("a b".into()), ..Default::default() };
+        assert_eq!(c.to_url(), "postgresql://%2Fvar%2Frun%2Fpostgresql/a%20b");
+    }
 
     #[test]
     fn parses_urls_and_refuses_passwords() {

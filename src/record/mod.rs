@@ -2,6 +2,7 @@
 //! validation), which is also the run's journal; finding it again by SHA; retention. The backup
 //! pipeline below hands it a [`crate::backup::Taken`] and takes back a [`crate::backup::Stored`].
 
+pub mod freeze;
 mod lookup;
 mod manifest;
 mod rehearsal;

@@ -112,6 +112,11 @@ impl<'w> Run<'w> {
     }
 
     /// Holds the deploy lock preflight took, until the run ends.
+    /// Who this run is, written beside the deploy lock it takes.
+    pub fn holder(&self) -> crate::db::Holder {
+        crate::db::Holder::here(self.mode.name(), Some(self.sha.as_str()))
+    }
+
     pub fn hold_lock(&mut self, lock: LockGuard) {
         self.lock = Some(lock);
     }
@@ -277,7 +282,7 @@ impl<'w> Run<'w> {
         if lock.held().await {
             return Ok(());
         }
-        match self.w.db.lock(&self.w.lock_key()).await {
+        match self.w.db.lock(&self.w.lock_key(), &self.holder()).await {
             Ok(again) => {
                 self.lock = Some(again);
                 self.notes.push(format!(

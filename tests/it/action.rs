@@ -933,7 +933,11 @@ backup:
         eprintln!("--- {command}: exit {}\n{}", run.code, run.log);
         assert_ne!(run.code, 0, "{command}: a forced failure\n{}", run.log);
         // It got past the config to the SSH key (the failure this test forces).
-        assert!(!run.log.contains("invalid config"), "{command}: the test's config is broken\n{}", run.log);
+        assert!(
+            !run.log.contains(&format!("{}:", config.display())),
+            "{command}: the test's config is broken\n{}",
+            run.log
+        );
         if *key == real_key {
             assert!(run.log.contains("127.0.0.1"), "{command}: did the binary try to connect?\n{}", run.log);
         } else {

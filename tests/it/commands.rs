@@ -29,6 +29,28 @@ fn check_names_what_is_wrong_and_exits_3() {
     assert!(lines.to_string().contains("missing_db"), "{lines}");
 }
 
+/// What only the database can tell is "unknown" when it cannot be reached, never "ok"; the
+/// client versions are clean (`pg_dump 15.4`, not `pg_dump 15.4-1.pgdg)`).
+#[test]
+fn check_says_unknown_when_the_database_is_unreachable() {
+    let app = App::new("cmd_check_down", &[]);
+    app.edit_config(|t| t.replace(&format!("port: {}", app.stage.port), "port: 1"));
+    let out = app.run(&["check"]);
+    let text = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    for part in ["migrations", "tool state"] {
+        let line = text.lines().find(|l| l.contains(part)).unwrap_or_default();
+        assert!(line.starts_with("?") && line.contains("unknown: the database could not be reached"), "{text}");
+    }
+    for tool in ["pg_dump", "psql"] {
+        let line = text.lines().find(|l| l.starts_with("ok") && l.contains(&format!(" {tool} "))).expect(&text);
+        assert!(line.trim_end().ends_with(|c: char| c.is_ascii_digit()), "{line}");
+    }
+    let lines = common::json(&app.run(&["check", "--json"]));
+    let state = lines.as_array().unwrap().iter().find(|l| l["part"] == "tool state").unwrap();
+    assert_eq!((state["ok"].as_bool(), state["unknown"].as_bool()), (Some(false), Some(true)), "{state}");
+}
+
 #[test]
 fn runbook_gives_this_deployments_commands() {
     let app = App::new("cmd_runbook", &["v2"]);

@@ -147,7 +147,8 @@ async fn a_wrong_port_aborts() {
 async fn a_concurrent_deploy_is_refused_by_the_lock() {
     let app = App::new("dep_lock", &["v2"]);
     let pg = app.postgres();
-    let lock = pg.lock(&format!("{}/{}", app.db(), app.db())).await.unwrap();
+    let holder = deploy_guard::db::Holder::here("deploy", Some("feedbeef"));
+    let lock = pg.lock(&format!("{}/{}", app.db(), app.db()), &holder).await.unwrap();
     aborts(&app, "holds the deploy lock").await;
     lock.release().await;
     assert_eq!(app.run(&["deploy", "--sha", SHA, "--tag", "v2"]).status.code(), Some(0));

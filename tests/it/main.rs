@@ -25,6 +25,7 @@ mod hardening;
 mod init;
 mod layers;
 mod lint_squawk;
+mod lock;
 mod meta_filter;
 mod pause_writes;
 mod plan_covers_run;

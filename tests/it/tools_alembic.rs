@@ -46,6 +46,7 @@ format = %(levelname)-5.5s [%(name)s] %(message)s
 
 const ENV: &str = r#"# The connection comes from DATABASE_URL, so the same project works for any database.
 import os
+import re
 from logging.config import fileConfig
 
 from alembic import context
@@ -54,7 +55,7 @@ from sqlalchemy import create_engine
 if context.config.config_file_name:
     fileConfig(context.config.config_file_name)
 # SQLAlchemy 2.1 defaults to psycopg 3 for postgresql://: name the installed driver.
-url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql+psycopg2://", 1)
+url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg2://", os.environ["DATABASE_URL"])
 
 if context.is_offline_mode():
     context.configure(url=url, literal_binds=True)
@@ -113,4 +114,26 @@ fn a_missing_alembic_ini_is_bad_config() {
         ("  timeout: 120s\n", "  timeout: 120s\n  config: deploy/alembic.ini\n"),
         "migrations.config",
     );
+}
+
+/// The fixture's env.py reads `DATABASE_URL` only: with the environment lacking it, the tool gets
+/// the one the config's database settings make, and the classification (`alembic upgrade --sql`)
+/// and the migration run (issue 27: `KeyError: 'DATABASE_URL'`).
+#[test]
+fn the_tool_gets_database_url_from_the_config() {
+    let w = tool::World::new(spec(), "alembic_url", &[]);
+    w.write(&[Migration { n: 2, slug: "add_nickname", up: tool::ADD_NICKNAME, down: tool::DROP_NICKNAME }]);
+    let mut c = std::process::Command::new(common::bin());
+    c.args(["deploy", "--sha", common::SHA, "--tag", "v2", "--json", "--config"]).arg(w.config());
+    w.env(&mut c);
+    c.env_remove("DATABASE_URL");
+    let out = c.output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("KeyError"), "{err}");
+    let r = common::json(&out);
+    let classify = r["steps"].as_array().unwrap().iter().find(|s| s["step"] == "classify").expect("a classify step");
+    let said = classify["detail"].as_str().unwrap_or_default();
+    assert!(said.contains("create-index-not-concurrently") && !said.contains("KeyError"), "{classify}");
+    assert!(w.has_column("nickname"));
 }

@@ -16,8 +16,8 @@ impl StepSpec for Preflight {
     fn what(&self, run: &Run) -> String {
         match run.mode {
             Mode::Deploy | Mode::Rehearse => {
-                "store writable, database reachable, migration table readable and not failed or dirty, deploy lock, \
-                 no unfinished deploy, previous tag"
+                "store writable, deploys not frozen, database reachable, migration table readable and not failed or \
+                 dirty, deploy lock, no unfinished deploy, previous tag"
                     .into()
             }
             Mode::Backup => "store writable, database reachable, deploy lock".into(),
@@ -52,11 +52,19 @@ impl StepSpec for Preflight {
         if matches!(run.mode, Mode::Rollback | Mode::Restore) {
             let version =
                 w.db.server_version(&w.db.maintenance_db).await.context("the database server is not reachable")?;
-            run.hold_lock(w.db.lock(&w.lock_key()).await?);
+            run.hold_lock(w.db.lock(&w.lock_key(), &run.holder()).await?);
             return Ok(Done::Ok(format!("PostgreSQL {version} ok; deploy lock taken")));
         }
         // Fail before a long dump, not after it: the store must be there and writable.
         w.store.check().await.with_context(|| format!("backup store {} is not usable", w.store.describe()))?;
+        if run.mode == Mode::Deploy {
+            if let Some(f) = record::freeze::read(w.store.as_ref(), &w.config.project).await? {
+                bail!(
+                    "{f}. The deploy is refused; rollbacks and restores still run. {} lifts the freeze",
+                    run.dg("lock unfreeze")
+                );
+            }
+        }
         let version =
             w.db.server_version(&w.db.name)
                 .await
@@ -64,7 +72,7 @@ impl StepSpec for Preflight {
         run.found.server_version = Some(version.clone());
         w.migration_rows(&w.db.name).await?;
         w.migrator.refuse_failed_state(&w.db, &w.db.name).await?;
-        run.hold_lock(w.db.lock(&w.lock_key()).await?);
+        run.hold_lock(w.db.lock(&w.lock_key(), &run.holder()).await?);
         if run.mode == Mode::Backup {
             return Ok(Done::Ok(format!(
                 "store {} ok; PostgreSQL {version} ok; deploy lock taken",
