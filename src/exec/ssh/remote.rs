@@ -71,14 +71,19 @@ pub(super) fn run_token() -> String {
     format!("{}-{start:x}-{n}", std::process::id())
 }
 
-/// Kills every process on the target whose environment holds `RUN_VAR=token`, in rounds for a
-/// second: one may fork between two rounds, or not have started yet when the first looks;
-/// prints how many it killed.
+/// Kills every process on the target whose environment holds `RUN_VAR=token`, in rounds: one
+/// may fork between two rounds, or not have started yet when the first looks (the login shell
+/// has not yet run the `exec` that sets the variable: seen to take over a second on a loaded
+/// host). It looks for up to 3 s until it finds one, then four rounds more; prints how many it
+/// killed. All are stopped before any is killed: in `awk | psql`, psql must not see the end of
+/// its input (and commit) between awk's death and its own.
 fn kill_script(token: &str) -> String {
     format!(
-        "n=0; for i in 1 2 3 4 5; do \
+        "n=0; found=0; i=0; while [ $i -lt 15 ] && [ $found -lt 6 ]; do \
            pids=$(grep -l -s -z -x -F {entry} /proc/[0-9]*/environ | sed -n 's#^/proc/\\([0-9]*\\)/environ$#\\1#p'); \
-           if [ -n \"$pids\" ]; then kill -KILL $pids 2>/dev/null; n=$((n + $(echo $pids | wc -w))); fi; sleep 0.2; \
+           if [ -n \"$pids\" ]; then kill -STOP $pids 2>/dev/null; kill -KILL $pids 2>/dev/null; n=$((n + $(echo $pids | wc -w))); \
+             [ $found -gt 0 ] || found=1; fi; \
+           [ $found -gt 0 ] && found=$((found + 1)); i=$((i + 1)); sleep 0.2; \
          done; echo $n",
         entry = quote(&format!("{RUN_VAR}={token}"))
     )
