@@ -91,13 +91,7 @@ mod tests {
     use serde_json::json;
 
     use crate::config::{Migrations, Tool};
-    use crate::migrate::{Migrator, PendingSql};
-
-    fn sh(script: &str) -> String {
-        let out = std::process::Command::new("sh").args(["-c", script]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
+    use crate::migrate::{sh, Migrator, PendingSql};
 
     #[test]
     fn counts_applied_versions_only() {

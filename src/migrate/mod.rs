@@ -347,6 +347,14 @@ fn flag(name: &str, value: Option<&str>) -> String {
     value.map(|v| format!(" {name} {}", q(v))).unwrap_or_default()
 }
 
+/// Runs a preset's shell script in a test; what it printed.
+#[cfg(test)]
+fn sh(script: &str) -> String {
+    let out = std::process::Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
