@@ -8,15 +8,15 @@ pub mod codec;
 mod format;
 mod meta_filter;
 mod pipeline;
+mod restore;
 
 use std::collections::BTreeMap;
 
 pub use chunks::Chunks;
 pub use format::{PlainView, TarGuard};
 pub use meta_filter::MetaGuard;
-pub use pipeline::{
-    copy_verified, psql_restricts, restore_stream, room_for, sums, take, take_verified, verify, Packing, Taken, TRAILER,
-};
+pub use pipeline::{copy_verified, room_for, sums, take, take_verified, verify, Packing, Taken, TRAILER};
+pub use restore::{psql_restricts, restore_stream};
 
 /// A stored backup as its record describes it: what a read, a restore or a copy checks the
 /// object against.

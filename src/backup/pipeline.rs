@@ -14,7 +14,7 @@ use tokio_util::io::InspectReader;
 
 use super::chunks::{self, Chunks};
 use super::meta_filter::Checker;
-use super::{codec, MetaGuard, PlainView, Stored, TarGuard};
+use super::{codec, PlainView, Stored};
 use crate::db::{copy_header, DumpTables, Postgres, RowSum, Sums};
 use crate::exec::Tail;
 use crate::model::{Codec, Compression, Format, Verify};
@@ -23,11 +23,11 @@ use crate::store::{Put, Store};
 /// The line `pg_dump` writes last when (and only when) it finished the dump.
 pub const TRAILER: &str = "-- PostgreSQL database dump complete";
 
-const BUF: usize = 256 * 1024;
+pub(super) const BUF: usize = 256 * 1024;
 
 /// Counts, hashes and keeps the tail of a byte stream as it passes.
-struct Meter {
-    bytes: u64,
+pub(super) struct Meter {
+    pub(super) bytes: u64,
     /// None for the plain SQL, whose length and tail are all that is checked: hashing it would
     /// cost a core-second per GiB.
     sha: Option<Sha256>,
@@ -42,7 +42,7 @@ impl Meter {
     }
 
     /// Counts and hashes (the stored object).
-    fn hashed() -> Arc<Mutex<Meter>> {
+    pub(super) fn hashed() -> Arc<Mutex<Meter>> {
         Meter::new(Some(Sha256::new()), None)
     }
 
@@ -52,7 +52,7 @@ impl Meter {
     }
 
     /// Counts and keeps the tail (the plain SQL).
-    fn counted() -> Arc<Mutex<Meter>> {
+    pub(super) fn counted() -> Arc<Mutex<Meter>> {
         Meter::new(None, None)
     }
 
@@ -71,18 +71,18 @@ impl Meter {
         self.tail.text().contains(TRAILER)
     }
 
-    fn sha256(&self) -> String {
+    pub(super) fn sha256(&self) -> String {
         hex::encode(self.sha.clone().expect("a hashed meter").finalize())
     }
 }
 
-fn metered<R: AsyncRead>(r: R, m: &Arc<Mutex<Meter>>) -> InspectReader<R, impl FnMut(&[u8])> {
+pub(super) fn metered<R: AsyncRead>(r: R, m: &Arc<Mutex<Meter>>) -> InspectReader<R, impl FnMut(&[u8])> {
     let m = m.clone();
     InspectReader::new(r, move |b| m.lock().expect("meter").feed(b))
 }
 
 /// Logs progress every 10 s while a long stream runs.
-fn progress(what: &'static str, m: &Arc<Mutex<Meter>>) -> tokio::task::JoinHandle<()> {
+pub(super) fn progress(what: &'static str, m: &Arc<Mutex<Meter>>) -> tokio::task::JoinHandle<()> {
     let m = m.clone();
     tokio::spawn(async move {
         let start = tokio::time::Instant::now();
@@ -372,7 +372,7 @@ pub async fn sums(store: &dyn Store, stored: &Stored, wanted: BTreeSet<String>) 
 /// The stored object has the verified backup's length and sha256: the same bytes [`verify`]
 /// decompressed and checked when the backup was taken, so it needs no decompression again (a
 /// restore reads at hashing speed before psql sees a byte).
-async fn same_object(store: &dyn Store, taken: &Taken) -> Result<()> {
+pub(super) async fn same_object(store: &dyn Store, taken: &Taken) -> Result<()> {
     let gz = Meter::hashed();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut reader = metered(BufReader::with_capacity(BUF, object), &gz);
@@ -439,16 +439,16 @@ impl Feed {
 }
 
 /// What reading a stored backup back found.
-struct ReadBack {
+pub(super) struct ReadBack {
     columns: BTreeMap<String, Vec<String>>,
     /// The plain SQL's length.
     dump_bytes: u64,
-    chunks: Chunks,
+    pub(super) chunks: Chunks,
 }
 
 /// [`verify`]'s read-back: the whole object decompressed, each table's columns listed, the SQL
 /// checked for meta-commands and the object hashed piece by piece on the way.
-async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
+pub(super) async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     let (format, codec) = kind(&taken.key)?;
     let packed = Meter::hashed_in_pieces(taken.size);
     let raw = Meter::counted();
@@ -482,91 +482,6 @@ async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBack> {
     Ok(ReadBack { columns, dump_bytes: raw.bytes, chunks })
 }
 
-/// Streams the backup `stored` into database `into` (which must be a fresh scratch
-/// database), in one pass. psql runs whatever it is fed, and plain SQL alone can run programs on
-/// the server (`COPY … TO PROGRAM` as a superuser), so nothing unverified reaches it, not even a
-/// scratch database: each piece of the object is checked against the manifest's SHA-256 of that
-/// piece before the decompressor sees it ([`chunks::verified`]); the content of those very bytes
-/// (trailer, no psql meta-commands) was checked when the backup was verified, and meta-commands
-/// are refused in the stream again when it decompresses here. The object is read back whole and
-/// checked first (decompressed, meta-commands refused) instead when its manifest has no pieces
-/// (an older deploy-guard's), or when the target decompresses and the manifest is unsigned:
-/// whoever can write the store could then have rewritten the pieces' hashes with the object (it
-/// then streams checked against the pieces of what that read-back saw).
-/// Returns the plain SQL's length.
-pub async fn restore_stream(db: &Postgres, store: &dyn Store, stored: &Stored, into: &str) -> Result<u64> {
-    let restored = restore_unchecked(db, store, stored, into).await;
-    if restored.is_err() && Format::of_key(&stored.key).is_some_and(|(f, _)| f == Format::Directory) {
-        db.remove_work_dirs().await;
-    }
-    restored
-}
-
-async fn restore_unchecked(db: &Postgres, store: &dyn Store, stored: &Stored, into: &str) -> Result<u64> {
-    if !stored.verified {
-        bail!("backup {} was never verified; refusing to restore it", stored.key);
-    }
-    let (format, codec) = kind(&stored.key)?;
-    if format == Format::Directory {
-        room_for(db, stored.dump_bytes, "unpacking the directory-format backup").await?;
-    }
-    let restricted = psql_restricts(db, stored.signed, format).await?;
-    let exec = db.executor().as_ref();
-    let unpack_there = exec.remote() && codec::on_target(codec, exec).await?;
-    let not_verified = || format!("{} is not the verified backup; nothing was restored", stored.key);
-    if let Some(path) = store.path_on_target(&stored.key).filter(|_| unpack_there) {
-        return restore_in_place(db, stored, (format, codec), &path, into, restricted).await.with_context(not_verified);
-    }
-    // Over SSH psql reads what the target decompresses, never seen here: the pieces' hashes are
-    // trusted in place of reading it all first only when a signature vouches for them.
-    let mut pieces = stored.chunks.clone().filter(|_| stored.signed || !unpack_there);
-    if pieces.is_none() && unpack_there {
-        // The pieces of what was just read and checked: the target gets those very bytes, even
-        // if the object is replaced in the store between the two reads.
-        pieces = Some(read_back(store, &stored.taken()).await.with_context(not_verified)?.chunks);
-    } else if pieces.is_none() {
-        same_object(store, &stored.taken()).await.with_context(not_verified)?;
-    }
-    let whole_first = pieces.is_none();
-    let object = store.get(&stored.key).await.with_context(|| format!("cannot read {}", stored.key))?;
-    let (object, packed): (super::codec::Reader, _) = match pieces {
-        Some(p) => (Box::pin(chunks::verified(object, stored.size, p, stored.key.clone())), Meter::counted()),
-        None => (Box::pin(object), Meter::hashed()),
-    };
-    let restored = if unpack_there {
-        let mut stream = metered(object, &packed);
-        let ticker = progress("restore (compressed bytes)", &packed);
-        let r = db.restore_packed_into(into, format, codec, &mut stream, restricted).await;
-        ticker.abort();
-        r
-    } else {
-        let dump = Meter::counted();
-        let unpacked = metered(codec::decoder(codec, metered(object, &packed)), &dump);
-        let ticker = progress("restore", &dump);
-        // Checked again on the way in: psql's meta-commands, or what tar would unpack.
-        let r = match format {
-            Format::Plain => db.restore_format_into(into, format, &mut MetaGuard::new(unpacked), restricted).await,
-            Format::Directory => db.restore_format_into(into, format, &mut TarGuard::new(unpacked), false).await,
-        };
-        ticker.abort();
-        r
-    };
-    restored.with_context(|| format!("restoring {} into {into} failed", stored.key))?;
-    let packed = packed.lock().expect("meter");
-    // Pieces were each checked as they passed, and their reader fails a short or long object.
-    if whole_first && (packed.bytes != stored.size || packed.sha256() != stored.sha256) {
-        bail!(
-            "{} is not the verified backup: read {} bytes sha256 {}, manifest says {} bytes sha256 {}",
-            stored.key,
-            packed.bytes,
-            packed.sha256(),
-            stored.size,
-            stored.sha256
-        );
-    }
-    Ok(stored.dump_bytes)
-}
-
 /// Refuses to start what would write about `need` bytes into the temporary directory unless
 /// that leaves a fifth and 512 MiB to spare: it is often on the database server's own disk, and a
 /// server whose disk fills stops taking writes. Returns the bytes free there.
@@ -588,55 +503,6 @@ pub async fn room_for(db: &Postgres, need: u64, what: &str) -> Result<u64> {
 }
 
 /// The layout and codec a backup's key names.
-/// Whether psql restores this plain backup restricted (`db::psql`); an unsigned one is not
-/// restored at all by a psql that cannot run restricted. (pg_restore runs no meta-commands.)
-pub async fn psql_restricts(db: &Postgres, signed: bool, format: Format) -> Result<bool> {
-    if format == Format::Directory {
-        return Ok(false);
-    }
-    let psql = db.psql().await?;
-    match psql.refuses_unsigned() {
-        Some(why) if !signed => bail!("{why}"),
-        _ => Ok(psql.restricts()),
-    }
-}
-
-fn kind(key: &str) -> Result<(Format, Codec)> {
+pub(super) fn kind(key: &str) -> Result<(Format, Codec)> {
     Format::of_key(key).with_context(|| format!("{key} does not name a backup"))
-}
-
-/// A restore from a store on the target itself: its length and sha256 are checked there against
-/// the manifest, then the target decompresses it straight into psql; nothing crosses the link.
-/// The content was decompressed and checked (trailer, meta-commands) when the backup was
-/// verified, and these are the same bytes; the hash is checked again after the restore.
-async fn restore_in_place(
-    db: &Postgres,
-    stored: &Stored,
-    (format, codec): (Format, Codec),
-    path: &str,
-    into: &str,
-    restricted: bool,
-) -> Result<u64> {
-    let exec = db.executor().as_ref();
-    let digest = crate::exec::Cmd::new("hash the backup on the target", crate::store::target::digest_sh(path))
-        .timeout(db.stream_deadline());
-    let check = || async {
-        let read = crate::store::target::parse_digest(&crate::exec::run_ok(exec, &digest).await?);
-        if read.as_ref() != Some(&(stored.size, stored.sha256.clone())) {
-            let (size, sha) = read.map_or(("?".into(), "?".into()), |(n, h)| (n.to_string(), h));
-            bail!(
-                "{path} on the target is {size} bytes sha256 {sha}, the manifest says {} bytes sha256 {}",
-                stored.size,
-                stored.sha256
-            );
-        }
-        Ok(())
-    };
-    check().await?;
-    let source = format!("{} < {}", codec.decompress_sh(), crate::exec::quote(path));
-    let cmd = db.restore_file_cmd(into, format, codec.name(), &source, restricted);
-    let exit = exec.run(&cmd, None, &mut tokio::io::sink()).await?;
-    exit.check(&format!("restoring {} into {into}", stored.key))?;
-    check().await.context("the backup changed on the target while it was restored")?;
-    Ok(stored.dump_bytes)
 }
