@@ -234,11 +234,14 @@ impl Postgres {
             return self.restore_cmd(db, restricted);
         }
         // What tar unpacked is looked at before pg_restore opens a file of it: only regular
-        // files with the names pg_dump writes (the stream was checked on its way here too).
+        // files with the names pg_dump writes, lists of large objects naming only those (the
+        // stream was checked on its way here too, but not when restored in place on the target).
         let script = format!(
             "tar -x -f - -C \"$d\"; bad=$(find \"$d\" -mindepth 1 ! \\( -type f \\( -name toc.dat -o -name '[0-9]*.dat' \
              -o -name 'blob_[0-9]*.dat' -o -name 'blobs*.toc' \\) \\) -print | head -n 1); \
              if [ -n \"$bad\" ]; then echo \"refusing to restore: ${{bad#$d/}} is not a file pg_dump writes\" >&2; exit 1; fi; \
+             if grep -q -v -E '^[0-9]+ blob_[0-9]+\\.dat$' \"$d\"/blobs*.toc 2>/dev/null; then \
+             echo 'refusing to restore: a list of large objects names a file pg_dump does not write' >&2; exit 1; fi; \
              {} --no-password --exit-on-error --jobs={} -d {} \"$d\"",
             self.tool("pg_restore"),
             self.jobs,

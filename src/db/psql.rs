@@ -101,7 +101,13 @@ mod tests {
             let p = v(&format!("psql (PostgreSQL) {s}"));
             assert_eq!((p.restricts(), p.expands_unrestrict()), (restricts, expands), "{s}");
         }
-        assert!(v("psql (PostgreSQL) 15.13").refuses_unsigned().is_some());
+        let why = v("psql (PostgreSQL) 15.13").refuses_unsigned().expect("15.13 has no restricted mode");
+        assert!(why.starts_with("psql 15.13 where the restore runs has no restricted mode"), "{why}");
+        assert!(
+            why.contains("15.14, 16.10, 17.6, 18.0 and later") && why.contains("DEPLOY_GUARD_MANIFEST_KEY"),
+            "{why}"
+        );
+        assert_eq!(v("psql (PostgreSQL) 15.14").refuses_unsigned(), None);
         assert!(Psql::parse("no version here").is_none());
     }
 }

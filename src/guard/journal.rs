@@ -59,6 +59,13 @@ impl Journal {
         }
     }
 
+    /// Takes back the last entry begun for `step`: it never started after all.
+    pub fn withdraw(&mut self, step: Step) {
+        if let Some(i) = self.entries.iter().rposition(|e| e.step == step && e.state == EntryState::Running) {
+            self.entries.remove(i);
+        }
+    }
+
     /// The step a previous run was in when it stopped without ending it.
     pub fn interrupted(&self) -> Option<&Entry> {
         self.entries.iter().rev().find(|e| e.state == EntryState::Running)
@@ -79,5 +86,9 @@ mod tests {
         assert_eq!(j.interrupted().unwrap().step, Step::Migrate);
         assert_eq!((j.entries[0].state, j.entries[0].duration_ms()), (EntryState::Ok, Some(2000)));
         assert_eq!((j.entries[1].state, j.entries[1].duration_ms()), (EntryState::Running, None));
+        // A step begun and then not started after all leaves no trace.
+        j.withdraw(Step::Migrate);
+        assert_eq!(j.interrupted(), None);
+        assert_eq!(j.entries.len(), 1);
     }
 }

@@ -211,6 +211,16 @@ impl<'w> Run<'w> {
         let outcome = loop {
             self.journal.begin(step, Utc::now());
             self.persist().await;
+            // A step that must not be cut short does not start once the run was asked to stop (the
+            // signal may come while the journal is written).
+            if let Some(signal) = stop.received().filter(|_| !spec(step).interruptible()) {
+                self.journal.withdraw(step);
+                let why = format!(
+                    "stopped by {signal} before `{step}` started (it must not be cut short): `{step}` and what \
+                     follows did not run"
+                );
+                break engine.stopped_before(step, why);
+            }
             crate::console::group_start(step.name(), step.title());
             tracing::info!("▶ {}: {}", step.name(), step.title());
             // A step that must not be cut short runs to its end even when the run is asked to stop.

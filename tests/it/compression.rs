@@ -190,10 +190,15 @@ fn pg_dump_failing_on_the_target_fails_the_backup_though_the_compressor_succeede
 /// Takes a backup over SSH, changes the live database, tampers with the stored object, and
 /// checks the restore is refused (exit 3) with the live database as it was and no scratch left.
 async fn refused_over_ssh(name: &str, tamper: impl FnOnce(&std::path::Path), message: &str) {
+    refused_over_ssh_from(name, "runner", tamper, message).await
+}
+
+/// [`refused_over_ssh`] with the store `store_on` the runner or the target.
+async fn refused_over_ssh_from(name: &str, store_on: &str, tamper: impl FnOnce(&std::path::Path), message: &str) {
     let sshd = Sshd::start().unwrap();
     let tmp = common::tempdir();
     let store = tmp.path().join("backups");
-    let app = app_over(name, &sshd, sshd.port, &store);
+    let app = app_over_with(name, &sshd, sshd.port, &store, store_on);
     let out = app.run_env(&["backup", "--sha", SHA], &ssh_env(&sshd));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     app.psql("INSERT INTO customers (name) VALUES ('written after the backup');");
@@ -302,4 +307,32 @@ async fn a_forged_backup_that_fools_a_naive_filter_is_refused_over_ssh_too() {
     )
     .await;
     assert!(!witness.exists(), "the meta-command ran on the target");
+}
+
+/// A store on the target is restored in place: the target decompresses it straight into psql and
+/// nothing streams through deploy-guard's filter. psql's own restricted mode refuses the forged
+/// meta-command there (both shapes: a plain `\\!` and one hidden from a naive filter).
+#[tokio::test]
+async fn a_forged_backup_in_a_store_on_the_target_runs_nothing_when_restored_in_place() {
+    for (name, line) in
+        [("zst_inplace_meta", "\\! touch {}\n"), ("zst_inplace_dollar", "SELECT 1$a$ x $a$ \\! touch {}\n")]
+    {
+        let tmp = common::tempdir();
+        let witness = tmp.path().join("shell-ran");
+        let w = witness.clone();
+        refused_over_ssh_from(
+            name,
+            "target",
+            move |f| {
+                let sql: String =
+                    common::unpack(f).lines().filter(|l| !l.contains("restrict ")).map(|l| format!("{l}\n")).collect();
+                let at = sql.find("CREATE TABLE").unwrap();
+                let forged = format!("{}{}{}", &sql[..at], line.replace("{}", &w.display().to_string()), &sql[at..]);
+                common::forge_backup(f, forged.as_bytes());
+            },
+            "backslash commands are restricted",
+        )
+        .await;
+        assert!(!witness.exists(), "{name}: the meta-command ran on the target");
+    }
 }

@@ -42,7 +42,7 @@ async fn a_dropped_column_with_data_is_restored_not_reverted_and_named_in_the_su
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.psql("SELECT count(note) FROM orders"), "4500");
     // The backup's rows were summed on the rollback, for the one table the deploy touched.
-    let manifest = find(&app.stage.store_dir(), ".manifest.json");
+    let manifest = common::find_file(&app.stage.store_dir(), ".manifest.json");
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     let summed: Vec<&String> = m["data"].as_object().unwrap().keys().collect();
     assert_eq!(summed, ["public.orders"], "{}", m["data"]);
@@ -60,7 +60,7 @@ async fn a_deploy_that_goes_well_sums_no_rows() {
     let app = App::new("ds_lazy", &["v2"]);
     let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    let manifest = find(&app.stage.store_dir(), ".manifest.json");
+    let manifest = common::find_file(&app.stage.store_dir(), ".manifest.json");
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     assert_eq!(m["data"], serde_json::json!({}));
     let listed: Vec<&String> = m["tables"].as_object().unwrap().keys().collect();
@@ -149,30 +149,25 @@ async fn writes_after_the_backup_are_found_after_a_restore_and_replayed_on_reque
     assert_eq!(app.psql("SELECT count(*) FROM customers"), "2000", "a dry run changes nothing");
 
     // A replay file changed in the store is refused.
-    let file = find(&app.stage.store_dir(), ".lost-writes.");
+    let file = common::find_file(&app.stage.store_dir(), ".lost-writes.");
     let original = std::fs::read(&file).unwrap();
     std::fs::write(&file, [&original[..], b"DELETE FROM customers;\n"].concat()).unwrap();
     let tampered = app.run(&["replay", "--sha", &SHA[..7]]);
     assert_eq!(tampered.status.code(), Some(3), "{}", common::stderr(&tampered));
     assert!(common::stderr(&tampered).contains("sha256 differs"), "{}", common::stderr(&tampered));
     assert_eq!(app.psql("SELECT count(*) FROM customers"), "2000");
+    std::fs::write(&file, original).unwrap();
     // A forged one, its hash in the (unsigned) manifest updated too: psql would read the number
     // 1, then the quote `$a$ x $a$`, then run the shell escape. Refused; nothing runs.
     let marker = app.tmp.path().join("replay-ran");
-    let forged = [&original[..], format!("SELECT 1$a$ x $a$ \\! touch {}\n", marker.display()).as_bytes()].concat();
-    std::fs::write(&file, &forged).unwrap();
-    let manifest = find(&app.stage.store_dir(), ".manifest.json");
-    let kept_manifest = std::fs::read(&manifest).unwrap();
-    let mut m: serde_json::Value = serde_json::from_slice(&kept_manifest).unwrap();
-    m["lost_writes"]["sha256"] = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&forged)).into();
-    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let put_back =
+        common::forge_replay(&app.stage.store_dir(), &format!("SELECT 1$a$ x $a$ \\! touch {}\n", marker.display()));
     let out = app.run(&["replay", "--sha", &SHA[..7]]);
     assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
     assert!(common::stderr(&out).contains("a dollar sign right after a number"), "{}", common::stderr(&out));
     assert!(!marker.exists(), "the forged replay file ran its shell escape");
     assert_eq!(app.psql("SELECT count(*) FROM customers"), "2000");
-    std::fs::write(&manifest, kept_manifest).unwrap();
-    std::fs::write(&file, original).unwrap();
+    put_back();
 
     let applied = app.run(&["replay", "--sha", &SHA[..7]]);
     assert_eq!(applied.status.code(), Some(0), "{}", common::stderr(&applied));
@@ -184,12 +179,6 @@ async fn writes_after_the_backup_are_found_after_a_restore_and_replayed_on_reque
     assert_eq!(app.psql("SELECT count(*) FROM customers"), "2003");
     // The sequence the restore set back moved up too: the next signup takes a fresh id.
     assert_eq!(app.psql("INSERT INTO customers (name) VALUES ('after the replay') RETURNING id"), "2004");
-}
-
-/// The one file under `dir` whose name holds `part`.
-fn find(dir: &std::path::Path, part: &str) -> std::path::PathBuf {
-    let found = common::files_under(dir).into_iter().find(|p| p.to_string_lossy().contains(part));
-    found.unwrap_or_else(|| panic!("no {part} under {}", dir.display()))
 }
 
 #[tokio::test]
@@ -215,7 +204,7 @@ async fn destructive_sql_is_classified_before_the_deploy_and_refused_when_asked(
     assert_eq!(common::state(app.db()).await, before);
 
     // Allowed by its author in the migration, as the PR check reads it: the same.
-    let up = find(&app.stage.dir, "003_drop_order_note.up.sql");
+    let up = common::find_file(&app.stage.dir, "003_drop_order_note.up.sql");
     let sql = std::fs::read_to_string(&up).unwrap();
     std::fs::write(&up, format!("-- deploy-guard: allow-destructive the note moved to order_notes\n{sql}")).unwrap();
     let sha2 = "2222222222222222222222222222222222222222";
@@ -307,7 +296,7 @@ async fn a_rehearsal_times_each_migration_and_names_the_locks_it_held_too_long()
     // In the journal and the summary too; production untouched, the copy gone.
     let summary = std::fs::read_to_string(summary).unwrap();
     assert!(summary.contains("### Rehearsal on a copy") && summary.contains("change"), "{summary}");
-    let manifest = std::fs::read_to_string(find(&app.stage.store_dir(), ".manifest.json")).unwrap();
+    let manifest = std::fs::read_to_string(common::find_file(&app.stage.store_dir(), ".manifest.json")).unwrap();
     assert!(manifest.contains("\"long_locks\""), "{manifest}");
     assert_eq!(common::state(app.db()).await, before);
     let copies = common::cluster()

@@ -34,11 +34,16 @@ fn ssh_env(sshd: &Sshd) -> Vec<(&'static str, &str)> {
 
 /// The sample app over SSH, its backups on this machine (`store_on: runner`).
 fn app_over(name: &str, sshd: &Sshd, store: &std::path::Path) -> App {
+    app_over_with(name, sshd, store, "runner")
+}
+
+/// [`app_over`] with its backups `store_on` the runner or the target.
+fn app_over_with(name: &str, sshd: &Sshd, store: &std::path::Path, store_on: &str) -> App {
     let app = App::new(name, &[]);
     app.edit_config(|t| {
         let start = t.find("backup:").expect("a backup section");
         format!(
-            "{}backup:\n  store: \"file://{}\"\n  store_on: runner\n{}",
+            "{}backup:\n  store: \"file://{}\"\n  store_on: {store_on}\n{}",
             &t[..start],
             store.display(),
             sshd.target_yaml()
@@ -199,6 +204,38 @@ async fn forged_archives_are_refused_before_tar_unpacks_them() {
     });
     let err = common::restore_refused(&app, &[], &live).await;
     assert!(err.contains("not a pg_dump directory archive"), "{err}");
+    assert_eq!(left_on(&sshd), "");
+}
+
+/// Restored in place from a store on the target, the archive never streams through the check
+/// here: what tar unpacked is checked there before pg_restore opens it, and a forged link or a
+/// list of large objects naming a path on the target is refused; nothing is restored.
+#[tokio::test]
+async fn forged_archives_in_a_store_on_the_target_are_refused_before_pg_restore_opens_them() {
+    let sshd = target();
+    let tmp = common::tempdir();
+    let store = tmp.path().join("backups");
+    let app = app_over_with("dir_forged_inplace", &sshd, &store, "target");
+    fill(&app);
+    let out = app.run_env(&["backup", "--sha", SHA], &ssh_env(&sshd));
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    app.psql("INSERT INTO customers (name) VALUES ('written after the backup');");
+    let live = common::state(app.db()).await;
+    let file = common::backup_files(&store).remove(0);
+    let good = std::fs::read(&file).unwrap();
+    let manifest = std::fs::read(common::manifest_of(&file)).unwrap();
+    let work = tmp.path().join("forge");
+    let cases = [
+        ("ln -s /etc zz_link", "zz_link is not a file pg_dump writes"),
+        ("sed -i 's# blob_# ../../../../etc/hostname#' blobs.toc", "names a file pg_dump does not write"),
+    ];
+    for (script, why) in cases {
+        std::fs::write(&file, &good).unwrap();
+        std::fs::write(common::manifest_of(&file), &manifest).unwrap();
+        forge(&file, &work, script);
+        let err = common::restore_refused(&app, &ssh_env(&sshd), &live).await;
+        assert!(err.contains(why), "{script}: {err}");
+    }
     assert_eq!(left_on(&sshd), "");
 }
 

@@ -399,6 +399,32 @@ async fn sigterm_during_migrate_cuts_it_short_journaled_with_exit_3_then_rollbac
     nothing_left_behind(&app);
 }
 
+/// The runner's second signal while the run is still stopping changes nothing: the migration is
+/// cut short and journaled as after the first alone, the process not ended half way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_sigint_while_stopping_changes_nothing() {
+    let app = App::new("fault_int_term", &["v2"]);
+    let gates = Gates::new(&app);
+    let stop = gates.stop("migrate");
+    app.edit_config(|c| c.replace("run: ./migrate.sh up {tag}", &format!("run: {stop} && ./migrate.sh up {{tag}}")));
+    let before = common::state(app.db()).await;
+    let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]);
+    gates.reached("migrate", &mut child);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let (code, stdout, err) = out_of(child);
+    assert_eq!(code, 3, "{err}");
+    assert!(!err.contains("stopping now"), "the second signal ended the process: {err}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert!(r["outcome"]["reason"].as_str().unwrap().contains("stopped by SIGINT: `migrate` was cut short"), "{r}");
+    assert!(!gates.waiting("migrate"), "the migration's command runs on");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(journal_steps(&app).last().map(String::as_str), Some("migrate=failed"));
+    nothing_left_behind(&app);
+}
+
 /// `step=state` of each journal entry of `app`'s one manifest, in order.
 fn journal_steps(app: &App) -> Vec<String> {
     manifest(app)["journal"]["entries"]
@@ -978,7 +1004,14 @@ async fn a_failed_rollback_blocks_the_next_deploy_and_keeps_its_backup_until_res
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("cannot be trusted") && err.contains("waits for a person"), "{err}");
     assert_eq!(common::state(app.db()).await, stuck, "the refused deploy changed the database");
-    std::fs::write(&manifest, kept).unwrap();
+    // Read with a manifest key, the unsigned manifest cannot be verified: not trusted, not skipped.
+    std::fs::write(&manifest, &kept).unwrap();
+    let key = [("DEPLOY_GUARD_MANIFEST_KEY", "0123456789abcdef0123456789abcdef")];
+    let out = dg(&app, &["deploy", "--sha", sha3, "--tag", "v2"], &key).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("cannot be trusted") && err.contains("waits for a person"), "{err}");
+    assert_eq!(common::state(app.db()).await, stuck, "the refused deploy changed the database");
     // A person repairs it and records what they did.
     let out = dg(&app, &["resolve", "--sha", &SHA[..7], "--note", "started v1 by hand"], &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));

@@ -242,8 +242,8 @@ async fn a_hostile_tag_in_a_stored_manifest_is_refused_before_anything_runs() {
     assert_eq!(common::state(app.db()).await, before);
 }
 
-/// Waits (bounded) for the wall clock to reach the next second: backup keys are named to the
-/// second, and two runs in one second would write the same key.
+/// Waits (bounded) for the wall clock to reach the next second: backups are ordered by the second
+/// in their names, so a backup taken after this one is the newer.
 fn next_second() {
     let now = chrono::Utc::now().timestamp();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
@@ -499,4 +499,79 @@ async fn a_command_without_a_timeout_still_has_one() {
     assert_eq!(pg.dump_cmd().timeout, Some(deploy_guard::config::DEFAULT_STREAM_TIMEOUT));
     let pg = pg.stream_timeout(std::time::Duration::from_secs(90));
     assert_eq!(pg.psql_cmd("psql", "postgres", "").timeout, Some(std::time::Duration::from_secs(90)));
+}
+
+/// Two backups of one SHA named in the same second are two backups, and a
+/// `backup --sha` of the deployed commit right after its deploy leaves the deploy's own pre-deploy
+/// backup the one a rollback by SHA restores.
+#[tokio::test]
+async fn a_backup_never_replaces_another_and_the_rollback_by_sha_keeps_the_pre_deploy_one() {
+    let app = App::new("hard_unique", &["v2"]);
+    let store = app.stage.store_dir();
+    let stem = |p: &std::path::PathBuf| p.file_name().unwrap().to_string_lossy().split('.').next().unwrap().to_string();
+    let second = |p: &std::path::PathBuf| stem(p)[..15].to_string();
+    // One after the other (a backup holds the deploy lock) from the start of a second, until a
+    // pair is named in the same second (the first try, nearly always).
+    let mut same_second = false;
+    for _ in 0..5 {
+        let before: std::collections::BTreeSet<_> = common::backup_files(&store).into_iter().collect();
+        next_second();
+        let (a, b) = (app.run(&["backup", "--sha", SHA]), app.run(&["backup", "--sha", SHA]));
+        for out in [&a, &b] {
+            assert_eq!(out.status.code(), Some(0), "{}", common::stderr(out));
+        }
+        let new: Vec<_> = common::backup_files(&store).into_iter().filter(|f| !before.contains(f)).collect();
+        assert_eq!(new.len(), 2, "two backups left {new:?}");
+        assert!(new.iter().all(|f| stem(f).contains(&format!("_backup-{}-", &SHA[..7]))), "{new:?}");
+        for f in &new {
+            assert!(common::manifest_of(f).exists(), "{f:?} has no manifest");
+        }
+        if second(&new[0]) == second(&new[1]) {
+            same_second = true;
+            break;
+        }
+    }
+    assert!(same_second, "no two backups in a row were named in the same second");
+
+    let before = common::state(app.db()).await;
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let out = app.run(&["backup", "--sha", SHA]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_ne!(common::state(app.db()).await, before, "v2's migrations changed nothing to tell apart");
+    let out = app.run(&["rollback", "--sha", &SHA[..7], "--path", "restore", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let key = common::json(&out)["backup"]["key"].as_str().unwrap_or_default().to_string();
+    assert!(key.contains(&format!("_pre-deploy-{}-", &SHA[..7])), "restored {key}");
+    assert_eq!(common::state(app.db()).await, before, "the rollback did not restore the pre-deploy state");
+    assert_eq!(app.tag(), "v1");
+}
+
+/// A signed manifest holding a rehearsal (its durations are floats that must read back exactly
+/// as they were signed) is accepted by the rollback by SHA, the restore and the replay.
+#[tokio::test]
+async fn a_signed_manifest_with_a_rehearsal_is_accepted_by_rollback_restore_and_replay() {
+    let app = App::new("hard_signed_rehearsal", &["v2"]);
+    app.edit_config(|t| format!("{t}\ndeploy:\n  rehearse: true\n"));
+    let key = [("DEPLOY_GUARD_MANIFEST_KEY", "0123456789abcdef0123456789abcdef")];
+    let before = common::state(app.db()).await;
+    let out = app.run_env(&["deploy", "--sha", SHA, "--tag", "v2"], &key);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let manifest = common::find_file(&app.stage.store_dir(), ".manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert!(m["signature"].as_str().is_some_and(|s| s.starts_with("hmac-sha256:")), "{m:#}");
+    assert!(m["rehearsal"]["up_secs"].as_f64().is_some(), "no rehearsal kept: {m:#}");
+
+    // A write after the deploy, taken away by the restore, found and replayed.
+    app.psql("INSERT INTO customers (name) VALUES ('written after the deploy');");
+    let out = app.run_env(&["rollback", "--sha", &SHA[..7], "--path", "restore"], &key);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    let out = app.run_env(&["replay", "--sha", &SHA[..7]], &key);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(app.psql("SELECT count(*) FROM customers WHERE name = 'written after the deploy'"), "1");
+    let out = app.run_env(&["restore", "--sha", &SHA[..7]], &key);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(common::state(app.db()).await, before);
 }

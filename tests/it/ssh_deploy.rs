@@ -5,9 +5,9 @@ use crate::common;
 use common::{App, Sshd, SHA};
 use deploy_guard::simulate::Staged;
 
-/// Deploys `release` over SSH onto a stage with `staged` already wrong; returns the app and the
-/// deploy's stderr.
-async fn deploy_over_ssh(release: &str, staged: Staged, code: i32, path: &str) -> (App, String) {
+/// Deploys `release` over SSH onto a stage with `staged` already wrong; returns the app, the
+/// deploy's stderr and the target.
+async fn deploy_over_ssh(release: &str, staged: Staged, code: i32, path: &str) -> (App, String, Sshd) {
     let sshd = Sshd::start().unwrap();
     let app = App::build(&format!("ssh_{}", release.replace('-', "_")), &[release], staged);
     app.edit_config(|t| format!("{t}{}", sshd.target_yaml()));
@@ -25,7 +25,7 @@ async fn deploy_over_ssh(release: &str, staged: Staged, code: i32, path: &str) -
         assert_eq!(app.tag(), "v1");
         assert_eq!(common::state(app.db()).await, before, "data not intact");
     }
-    (app, err)
+    (app, err, sshd)
 }
 
 #[tokio::test]
@@ -72,7 +72,7 @@ async fn backup_fails() {
 /// backup (no store written), the tool's commands named, the database as it was.
 #[tokio::test]
 async fn dirty_state() {
-    let (app, err) = deploy_over_ssh("v2", Staged::DirtyMigration, 4, "none").await;
+    let (app, err, _) = deploy_over_ssh("v2", Staged::DirtyMigration, 4, "none").await;
     assert!(err.contains("version 003 (customer_indexes) is dirty"), "{err}");
     assert!(err.contains("./migrate.sh force VERSION") && err.contains("SELECT * FROM schema_migrations"), "{err}");
     let stored: Vec<_> = std::fs::read_dir(app.stage.store_dir()).map(|d| d.flatten().collect()).unwrap_or_default();
@@ -137,7 +137,18 @@ async fn data_rewrite() {
 
 #[tokio::test]
 async fn lost_writes() {
-    deploy_over_ssh("v2-app-writes", Staged::Clean, 1, "restore").await;
+    let (app, _, sshd) = deploy_over_ssh("v2-app-writes", Staged::Clean, 1, "restore").await;
+    // A forged replay file (its hash in the unsigned manifest updated) is refused over SSH too,
+    // and its shell escape runs nowhere.
+    let marker = app.tmp.path().join("replay-ran");
+    let _forged =
+        common::forge_replay(&app.stage.store_dir(), &format!("SELECT 1$a$ x $a$ \\! touch {}\n", marker.display()));
+    let before = common::state(app.db()).await;
+    let out = app.run_env(&["replay", "--sha", &SHA[..7]], &[("DEPLOY_GUARD_SSH_KEY", &sshd.client_key)]);
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("a dollar sign right after a number"), "{}", common::stderr(&out));
+    assert!(!marker.exists(), "the forged replay file ran its shell escape");
+    assert_eq!(common::state(app.db()).await, before);
 }
 
 /// Whether a session of the app's migration is still open in its database.

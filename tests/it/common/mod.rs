@@ -258,6 +258,30 @@ pub fn forge_backup(path: &std::path::Path, sql: &[u8]) {
     std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }
 
+/// The one file under `dir` whose path holds `part`.
+pub fn find_file(dir: &std::path::Path, part: &str) -> std::path::PathBuf {
+    let found = files_under(dir).into_iter().find(|p| p.to_string_lossy().contains(part));
+    found.unwrap_or_else(|| panic!("no {part} under {}", dir.display()))
+}
+
+/// Appends `extra` to the replay file in the file store `store` and writes its hash into the
+/// (unsigned) manifest, as whoever can write the store could; the returned closure puts both back.
+pub fn forge_replay(store: &std::path::Path, extra: &str) -> impl FnOnce() {
+    use sha2::Digest;
+    let file = find_file(store, ".lost-writes.");
+    let manifest = find_file(store, ".manifest.json");
+    let (original, kept) = (std::fs::read(&file).unwrap(), std::fs::read(&manifest).unwrap());
+    let forged = [&original[..], extra.as_bytes()].concat();
+    std::fs::write(&file, &forged).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+    m["lost_writes"]["sha256"] = hex::encode(sha2::Sha256::digest(&forged)).into();
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    move || {
+        std::fs::write(&manifest, kept).unwrap();
+        std::fs::write(&file, original).unwrap();
+    }
+}
+
 /// The dump in the backup file `path`, decompressed (a directory-format backup's tar).
 pub fn unpack_bytes(path: &std::path::Path) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
