@@ -121,7 +121,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let report = commands::deploy::deploy(&w, &args).await;
             file_report(g, gh.as_ref(), deployment, report).await
         }
-        Command::Plan { sha, tag, allow_destructive } => {
+        Command::Plan { sha, tag, allow_destructive, rehearse } => {
             let sha = sha_arg("--sha", sha)?;
             let tag = tag.clone().unwrap_or_else(|| sha.to_string());
             usage(config::check_tag("--tag", &tag))?;
@@ -133,6 +133,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 tag: &tag,
                 config_arg: &cfg_arg,
                 allow_destructive: *allow_destructive,
+                rehearse: *rehearse,
             };
             let mut check = commands::plan::plan(cfg, &args, gh.as_ref()).await?;
             let mut url = None;
@@ -155,7 +156,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             print_out(g.json, &check, || pr_check::render(&check))?;
             let code = check.exit_code();
             if code != ExitCode::Ok {
-                crate::console::error("destructive migration", &check.headline());
+                crate::console::error(check.result(), &check.headline());
             }
             Ok(code)
         }

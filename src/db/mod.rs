@@ -157,6 +157,9 @@ impl Postgres {
         if let Some(u) = &self.conn.user {
             env.push(("PGUSER".into(), u.clone()));
         }
+        if let Some(m) = self.conn.sslmode {
+            env.push(("PGSSLMODE".into(), m.as_str().into()));
+        }
         let cmd = match &self.inside {
             Some(prefix) => {
                 let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
@@ -176,6 +179,7 @@ impl Postgres {
         env.push(("PGHOST", self.conn.host.clone()));
         env.push(("PGPORT", self.conn.port.map(|p| p.to_string())));
         env.push(("PGUSER", self.conn.user.clone()));
+        env.push(("PGSSLMODE", self.conn.sslmode.map(|m| m.as_str().to_string())));
         env.push(("DATABASE_URL", Some(url)));
         env.into_iter()
             .filter(|(k, _)| std::env::var_os(k).is_none())

@@ -126,6 +126,7 @@ pub fn postgres_in(
             port: Some(c.port),
             user: Some("postgres".into()),
             dbname: None,
+            sslmode: None,
         },
         db.to_string(),
         "postgres".into(),
