@@ -171,19 +171,36 @@ impl Postgres {
     }
 
     /// libpq variables naming the live database, and `DATABASE_URL` (the same, as most tools read
-    /// it), for the app's migration tool on a local target; those the environment already sets
-    /// are left alone. No password: libpq reads PGPASSWORD from the environment.
-    pub fn conn_env(&self) -> Vec<(String, String)> {
+    /// it). No password: libpq reads PGPASSWORD from the environment.
+    fn conn_vars(&self) -> Vec<(&'static str, String)> {
         let url = crate::model::ConnInfo { dbname: Some(self.name.clone()), ..self.conn.clone() }.to_url();
-        let mut env = vec![("PGDATABASE", Some(self.name.clone()))];
-        env.push(("PGHOST", self.conn.host.clone()));
-        env.push(("PGPORT", self.conn.port.map(|p| p.to_string())));
-        env.push(("PGUSER", self.conn.user.clone()));
-        env.push(("PGSSLMODE", self.conn.sslmode.map(|m| m.as_str().to_string())));
-        env.push(("DATABASE_URL", Some(url)));
-        env.into_iter()
+        let env = [
+            ("PGDATABASE", Some(self.name.clone())),
+            ("PGHOST", self.conn.host.clone()),
+            ("PGPORT", self.conn.port.map(|p| p.to_string())),
+            ("PGUSER", self.conn.user.clone()),
+            ("PGSSLMODE", self.conn.sslmode.map(|m| m.as_str().to_string())),
+            ("DATABASE_URL", Some(url)),
+        ];
+        env.into_iter().filter_map(|(k, v)| Some((k, v?))).collect()
+    }
+
+    /// [`Self::conn_vars`] for the app's migration tool on a local target; those the environment
+    /// already sets are left alone.
+    pub fn conn_env(&self) -> Vec<(String, String)> {
+        self.conn_vars()
+            .into_iter()
             .filter(|(k, _)| std::env::var_os(k).is_none())
-            .filter_map(|(k, v)| Some((k.to_string(), v?)))
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// [`Self::conn_vars`] as a shell prelude for the tool on the target: each set only where the
+    /// target's environment lacks it.
+    pub fn conn_defaults_sh(&self) -> String {
+        self.conn_vars()
+            .into_iter()
+            .map(|(k, v)| format!("[ -n \"${{{k}:-}}\" ] || {k}={}; export {k}; ", quote(&v)))
             .collect()
     }
 
@@ -459,5 +476,22 @@ mod tests {
         let e = read_only("verify.queries", "COMMIT; DELETE FROM users").unwrap_err().to_string();
         assert!(e.starts_with("verify.queries: "), "{e}");
         assert!(read_only("migrations.dirty_sql", "  ").is_err());
+    }
+
+    #[test]
+    fn the_tools_connection_defaults_leave_what_the_target_sets_alone() {
+        let conn = ConnInfo {
+            host: Some("db.internal".into()),
+            port: Some(5433),
+            user: Some("app".into()),
+            ..Default::default()
+        };
+        let pg = Postgres::new(Arc::new(crate::exec::Local), None, conn, "shop's".into(), "postgres".into());
+        let script = format!(
+            "PGUSER=mine; export PGUSER; {}printf '%s|%s|%s' \"$DATABASE_URL\" \"$PGUSER\" \"$PGDATABASE\"",
+            pg.conn_defaults_sh()
+        );
+        let out = std::process::Command::new("sh").args(["-c", &script]).env_clear().output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "postgresql://app@db.internal:5433/shop%27s|mine|shop's");
     }
 }

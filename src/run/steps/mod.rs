@@ -157,10 +157,19 @@ async fn live_untouched(run: &Run<'_>, recorded: &[serde_json::Value], what: &st
     Ok(())
 }
 
-/// The migration tool's command, with the database named in libpq's variables on a local target.
+/// The migration tool's command, with the database named in libpq's variables and
+/// `DATABASE_URL` where its environment lacks them: on a local target, and on an SSH target with
+/// the shell runtime and the database reached from the host (with compose the tool runs in the
+/// app's container, whose environment is the app's own).
 fn tool_cmd(run: &Run, label: &str, tag: &str, script: &str) -> Cmd {
     let w = run.w;
-    let mut cmd = w.runtime.tool_cmd(label, &tool_name(run, label), tag, script).timeout(w.migrator.timeout);
+    let remote_shell = !w.config.is_local() && w.config.app.runtime == crate::config::RuntimeKind::Shell;
+    // With database.service the database is reached inside its container, not from the tool's host.
+    let script = match remote_shell && w.config.database.service.is_none() {
+        true => format!("{}{script}", w.db.conn_defaults_sh()),
+        false => script.to_string(),
+    };
+    let mut cmd = w.runtime.tool_cmd(label, &tool_name(run, label), tag, &script).timeout(w.migrator.timeout);
     if w.config.is_local() {
         cmd.env.extend(w.db.conn_env());
     }
