@@ -6,6 +6,7 @@
 mod chunks;
 pub mod codec;
 mod format;
+mod listing;
 mod meta_filter;
 mod pipeline;
 mod restore;
