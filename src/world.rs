@@ -71,7 +71,9 @@ impl World {
             RuntimeKind::Compose => {
                 Box::new(Compose::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
             }
-            RuntimeKind::Swarm => Box::new(Swarm::from_config(exec.clone(), &config.app, config.target.command_timeout)?),
+            RuntimeKind::Swarm => {
+                Box::new(Swarm::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
+            }
         };
         Ok(World {
             health: Health::from_config(exec.clone(), &config.app),

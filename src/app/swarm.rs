@@ -361,7 +361,10 @@ impl Swarm {
             let services = self.read_services().await?;
             let tasks = self.read_tasks().await?;
             let live = |t: &&Task| {
-                !matches!(t.status.state.as_str(), "complete" | "shutdown" | "failed" | "rejected" | "remove" | "orphaned")
+                !matches!(
+                    t.status.state.as_str(),
+                    "complete" | "shutdown" | "failed" | "rejected" | "remove" | "orphaned"
+                )
             };
             let left: Vec<&str> = services
                 .iter()
@@ -372,7 +375,11 @@ impl Swarm {
                 return Ok(());
             }
             if tokio::time::Instant::now() + self.interval > deadline {
-                bail!("scaled to 0, but tasks of {} still run after {}", left.join(", "), humantime::format_duration(self.converge));
+                bail!(
+                    "scaled to 0, but tasks of {} still run after {}",
+                    left.join(", "),
+                    humantime::format_duration(self.converge)
+                );
             }
             tokio::time::sleep(self.interval).await;
         }
@@ -440,12 +447,17 @@ impl Swarm {
     /// Every command this runtime runs, for snapshot tests.
     pub fn scripts(&self, tag: &str) -> Vec<(&'static str, String)> {
         let actions = [Action::CurrentTag, Action::Stop, Action::Status, Action::Logs(30)];
-        let mut out: Vec<(&str, String)> = actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))).collect();
+        let mut out: Vec<(&str, String)> =
+            actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))).collect();
         out.extend(self.deploy_cmds(tag).into_iter().map(|c| ("deploy", c.script)));
-        let recorded = [ServiceState { service: self.service.clone(), image: "app:v1@sha256:0a".into(), replicas: Some(3) }];
+        let recorded =
+            [ServiceState { service: self.service.clone(), image: "app:v1@sha256:0a".into(), replicas: Some(3) }];
         out.extend(self.redeploy_cmds("v1", &recorded).into_iter().map(|c| ("redeploy", c.script)));
         out.push(("tasks", self.tasks_cmd().script));
-        out.push(("migrate", self.tool_cmd("migrate", "deploy-guard-migrate-abc1234", tag, "npm run migration:run").script));
+        out.push((
+            "migrate",
+            self.tool_cmd("migrate", "deploy-guard-migrate-abc1234", tag, "npm run migration:run").script,
+        ));
         out.push(("tool stop", self.tool_stop("deploy-guard-migrate-abc1234").expect("swarm").script));
         out
     }
@@ -558,7 +570,9 @@ impl Runtime for Swarm {
         let now = self.services().await?;
         let at_zero: Vec<&str> = now
             .iter()
-            .filter(|s| s.replicas == Some(0) && !recorded.iter().any(|r| r.service == s.service && r.replicas.is_some()))
+            .filter(|s| {
+                s.replicas == Some(0) && !recorded.iter().any(|r| r.service == s.service && r.replicas.is_some())
+            })
             .map(|s| s.service.as_str())
             .collect();
         if !at_zero.is_empty() {
@@ -621,7 +635,8 @@ impl Runtime for Swarm {
     /// and waits until its containers on this node are gone; prints how many services it removed.
     fn tool_stop(&self, name: &str) -> Option<Cmd> {
         let (labels, service) = self.tool_ids(name);
-        let filters: Vec<String> = labels.iter().map(|l| format!("--filter {}", quote(&format!("label={l}")))).collect();
+        let filters: Vec<String> =
+            labels.iter().map(|l| format!("--filter {}", quote(&format!("label={l}")))).collect();
         let list = format!("docker service ls -q {}", filters.join(" "));
         let containers =
             format!("docker ps -q --filter {}", quote(&format!("label=com.docker.swarm.service.name={service}")));

@@ -174,14 +174,18 @@ impl Config {
                 if !a.services.is_empty() && !a.services.contains(service) {
                     bail!("app.services: must include app.service ({service}), the service whose image runs the migrations");
                 }
-                for (key, set) in [("app.compose_file", a.compose_file.is_some()), ("app.tag_variable", a.tag_variable.is_some())] {
+                for (key, set) in
+                    [("app.compose_file", a.compose_file.is_some()), ("app.tag_variable", a.tag_variable.is_some())]
+                {
                     if set {
                         bail!("{key}: not used with app.runtime: swarm (each service's image is updated with `docker service update`)");
                     }
                 }
                 if let Some(db) = &self.database.service {
                     let mut b = db.bytes();
-                    if !(b.next().is_some_and(|c| c.is_ascii_alphanumeric()) && b.all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))) {
+                    if !(b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+                        && b.all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)))
+                    {
                         bail!("database.service: {db:?} is not a swarm service name");
                     }
                 } else if self.database.url.is_none() && self.database.host.is_none() {

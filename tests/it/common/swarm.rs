@@ -146,8 +146,19 @@ backup:
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
             if let Some(id) = self.postgres_container() {
-                if run(&mut docker(&["exec", &id, "pg_isready", "-q", "-h", "/run/postgresql", "-U", "shop", "-d", "shop"]))
-                    .is_ok()
+                if run(&mut docker(&[
+                    "exec",
+                    &id,
+                    "pg_isready",
+                    "-q",
+                    "-h",
+                    "/run/postgresql",
+                    "-U",
+                    "shop",
+                    "-d",
+                    "shop",
+                ]))
+                .is_ok()
                 {
                     return;
                 }
@@ -161,7 +172,21 @@ backup:
     pub fn psql(&self, sql: &str) -> String {
         let id = self.postgres_container().expect("the postgres task runs");
         ok(&mut docker(&[
-            "exec", &id, "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "shop", "-d", "shop", "-c", sql,
+            "exec",
+            &id,
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "shop",
+            "-d",
+            "shop",
+            "-c",
+            sql,
         ]))
         .trim_end()
         .to_string()
@@ -209,7 +234,8 @@ backup:
     /// replica running on that image.
     pub fn wait_services(&self, want: &[(&str, &str, u64)]) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let expected = |(s, tag, n): &(&str, &str, u64)| (s.to_string(), format!("{}:{tag}", self.repo), *n, *n as usize);
+        let expected =
+            |(s, tag, n): &(&str, &str, u64)| (s.to_string(), format!("{}:{tag}", self.repo), *n, *n as usize);
         let now = || {
             want.iter().map(|(s, _, _)| {
                 let (image, replicas, running) = self.service(s);
