@@ -14,10 +14,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
-use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use super::{compose, Action, Runtime, ServiceState, TagSource};
+mod state;
+
+pub use state::image_tag;
+use state::{parse, Service, Task};
+
+use super::{Action, Runtime, ServiceState, TagSource};
 use crate::exec::{self, quote, Cmd, Executor};
 
 pub struct Swarm {
@@ -42,151 +46,6 @@ const TOOL_LABEL: &str = "deploy-guard.run";
 /// The label naming the deployment (its services) that started it.
 const TARGET_LABEL: &str = "deploy-guard.target";
 
-/// A service of `docker service inspect`; fields not read are ignored.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Service {
-    #[serde(rename = "ID")]
-    id: String,
-    spec: Spec,
-    update_status: Option<UpdateStatus>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Spec {
-    name: String,
-    task_template: TaskTemplate,
-    #[serde(default)]
-    mode: Mode,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct TaskTemplate {
-    container_spec: ContainerSpec,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerSpec {
-    image: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Mode {
-    replicated: Option<Replicated>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Replicated {
-    #[serde(default)]
-    replicas: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct UpdateStatus {
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    message: String,
-}
-
-/// A task of `docker inspect TASK…`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Task {
-    #[serde(rename = "ServiceID")]
-    service_id: String,
-    desired_state: String,
-    status: TaskStatus,
-    spec: TaskTemplate,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct TaskStatus {
-    state: String,
-    #[serde(default)]
-    err: String,
-}
-
-impl Service {
-    fn image(&self) -> &str {
-        &self.spec.task_template.container_spec.image
-    }
-
-    fn replicas(&self) -> Option<u64> {
-        self.spec.mode.replicated.as_ref().map(|r| r.replicas)
-    }
-
-    fn update_state(&self) -> &str {
-        self.update_status.as_ref().map(|u| u.state.as_str()).unwrap_or("")
-    }
-
-    fn state(&self) -> ServiceState {
-        ServiceState { service: self.spec.name.clone(), image: self.image().to_string(), replicas: self.replicas() }
-    }
-
-    /// Its tasks that should run, and how many of them run the spec's image.
-    fn running(&self, tasks: &[Task]) -> (usize, usize) {
-        let mine = tasks.iter().filter(|t| t.service_id == self.id && t.desired_state == "running");
-        let (mut wanted, mut ok) = (0, 0);
-        for t in mine {
-            wanted += 1;
-            if t.status.state == "running" && t.spec.container_spec.image == self.image() {
-                ok += 1;
-            }
-        }
-        (wanted, ok)
-    }
-
-    /// Why it has not converged on its spec (none: it has).
-    fn unconverged(&self, tasks: &[Task]) -> Option<String> {
-        let name = &self.spec.name;
-        let (wanted, ok) = self.running(tasks);
-        let want = self.replicas().map(|r| r as usize).unwrap_or(wanted.max(1));
-        let state = self.update_state();
-        if !matches!(state, "" | "completed") || ok < want || wanted > ok {
-            let failing: Vec<&str> = tasks
-                .iter()
-                .filter(|t| t.service_id == self.id && !t.status.err.is_empty() && t.desired_state == "running")
-                .map(|t| t.status.err.as_str())
-                .collect();
-            return Some(format!(
-                "{name}: {ok}/{want} running on {}{}{}",
-                self.image(),
-                if state.is_empty() { String::new() } else { format!(", update {state}") },
-                failing.first().map(|e| format!(" ({e})")).unwrap_or_default()
-            ));
-        }
-        None
-    }
-
-    /// An update Swarm itself will not finish: paused on a failed task, or rolled back.
-    fn stuck(&self) -> Option<String> {
-        let u = self.update_status.as_ref()?;
-        matches!(u.state.as_str(), "paused" | "rollback_paused" | "rollback_completed").then(|| {
-            format!(
-                "the update of {} to {} is {}: {}",
-                self.spec.name,
-                self.image(),
-                u.state.replace('_', " "),
-                crate::console::untrusted(&u.message)
-            )
-        })
-    }
-}
-
-/// The tag of an image reference, its digest set aside (`app:v1@sha256:…` → `v1`).
-pub fn image_tag(image: &str) -> Option<String> {
-    let image = image.trim();
-    compose::image_tag(image.split_once('@').map_or(image, |(i, _)| i))
-}
-
 /// The command prefix that runs PostgreSQL's client tools inside the task of the swarm service
 /// `service` running on this node (`database.service`: the database's task must run on the
 /// manager deploy-guard reaches).
@@ -195,10 +54,6 @@ pub fn db_exec_prefix(service: &str) -> String {
         "docker exec -i \"$(docker ps -q --filter {} | head -n 1)\"",
         quote(&format!("label=com.docker.swarm.service.name={service}"))
     )
-}
-
-fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
-    serde_json::from_str(text.trim()).with_context(|| format!("{what} printed no JSON it should have"))
 }
 
 impl Swarm {
@@ -655,40 +510,6 @@ impl Runtime for Swarm {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tags_with_digests() {
-        assert_eq!(image_tag("app:v1@sha256:abc").as_deref(), Some("v1"));
-        assert_eq!(image_tag("registry:5000/app:v2").as_deref(), Some("v2"));
-        assert_eq!(image_tag("app@sha256:abc"), None);
-    }
-
-    #[test]
-    fn converged_only_when_every_replica_runs_the_spec_image() {
-        let services: Vec<Service> = serde_json::from_str(
-            r#"[{"ID":"s1","Spec":{"Name":"st_web","TaskTemplate":{"ContainerSpec":{"Image":"app:v2"}},
-                "Mode":{"Replicated":{"Replicas":2}}},"UpdateStatus":{"State":"completed","Message":"done"}}]"#,
-        )
-        .unwrap();
-        let task = |image: &str, state: &str| Task {
-            service_id: "s1".into(),
-            desired_state: "running".into(),
-            status: TaskStatus { state: state.into(), err: String::new() },
-            spec: TaskTemplate { container_spec: ContainerSpec { image: image.into() } },
-        };
-        let s = &services[0];
-        assert_eq!(s.unconverged(&[task("app:v2", "running"), task("app:v2", "running")]), None);
-        assert!(s.unconverged(&[task("app:v2", "running"), task("app:v2", "starting")]).is_some());
-        assert!(s.unconverged(&[task("app:v2", "running"), task("app:v1", "running")]).is_some());
-        assert_eq!(s.stuck(), None);
-        let paused: Vec<Service> = serde_json::from_str(
-            r#"[{"ID":"s1","Spec":{"Name":"st_web","TaskTemplate":{"ContainerSpec":{"Image":"app:v2"}}},
-                "UpdateStatus":{"State":"paused","Message":"update paused due to failure"}}]"#,
-        )
-        .unwrap();
-        assert!(paused[0].stuck().unwrap().contains("is paused: update paused due to failure"));
-        assert!(parse::<Vec<Service>>("x", "Error: no such service").is_err());
-    }
 
     #[test]
     fn commands_as_data() {
