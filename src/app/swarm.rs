@@ -185,12 +185,13 @@ impl Swarm {
         loop {
             let services = self.read_services().await?;
             let mine: Vec<&Service> = services.iter().filter(|s| names.contains(&s.spec.name)).collect();
-            if let Some(stuck) = mine.iter().find_map(|s| s.stuck()) {
+            // A task listed then removed before it is inspected: read again next time.
+            let tasks = self.read_tasks().await;
+            if let Some(stuck) = mine.iter().find_map(|s| s.stuck(tasks.as_deref().unwrap_or_default())) {
                 bail!("{stuck}; Swarm's own rollback is off: deploy-guard rolls back");
             }
-            // A task listed then removed before it is inspected: read again next time.
-            let waiting: Vec<String> = match self.read_tasks().await {
-                Ok(tasks) => mine.iter().filter_map(|s| s.unconverged(&tasks)).collect(),
+            let waiting: Vec<String> = match &tasks {
+                Ok(tasks) => mine.iter().filter_map(|s| s.unconverged(tasks)).collect(),
                 Err(e) => vec![format!("tasks not readable: {e:#}")],
             };
             if waiting.is_empty() && steady_before {

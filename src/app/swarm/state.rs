@@ -131,17 +131,25 @@ impl Service {
         None
     }
 
-    /// An update Swarm itself will not finish: paused on a failed task, or rolled back.
-    pub(super) fn stuck(&self) -> Option<String> {
+    /// An update Swarm itself will not finish: paused on a failed task, or rolled back; with
+    /// the error of a task of the new image that failed, when one did.
+    pub(super) fn stuck(&self, tasks: &[Task]) -> Option<String> {
         let u = self.update_status.as_ref()?;
+        let failed = tasks
+            .iter()
+            .find(|t| {
+                t.service_id == self.id && !t.status.err.is_empty() && t.spec.container_spec.image == self.image()
+            })
+            .map(|t| format!(" (a task of it: {})", t.status.err))
+            .unwrap_or_default();
         matches!(u.state.as_str(), "paused" | "rollback_paused" | "rollback_completed").then(|| {
-            format!(
-                "the update of {} to {} is {}: {}",
+            crate::console::untrusted(&format!(
+                "the update of {} to {} is {}: {}{failed}",
                 self.spec.name,
                 self.image(),
                 u.state.replace('_', " "),
-                crate::console::untrusted(&u.message)
-            )
+                u.message
+            ))
         })
     }
 }
@@ -184,13 +192,21 @@ mod tests {
         assert_eq!(s.unconverged(&[task("app:v2", "running"), task("app:v2", "running")]), None);
         assert!(s.unconverged(&[task("app:v2", "running"), task("app:v2", "starting")]).is_some());
         assert!(s.unconverged(&[task("app:v2", "running"), task("app:v1", "running")]).is_some());
-        assert_eq!(s.stuck(), None);
+        assert_eq!(s.stuck(&[]), None);
         let paused: Vec<Service> = serde_json::from_str(
             r#"[{"ID":"s1","Spec":{"Name":"st_web","TaskTemplate":{"ContainerSpec":{"Image":"app:v2"}}},
                 "UpdateStatus":{"State":"paused","Message":"update paused due to failure"}}]"#,
         )
         .unwrap();
-        assert!(paused[0].stuck().unwrap().contains("is paused: update paused due to failure"));
+        let failed = Task {
+            status: TaskStatus { state: "failed".into(), err: "task: non-zero exit (1)".into() },
+            ..task("app:v2", "failed")
+        };
+        let said = paused[0].stuck(&[failed]).unwrap();
+        assert!(
+            said.contains("is paused: update paused due to failure (a task of it: task: non-zero exit (1))"),
+            "{said}"
+        );
         assert!(parse::<Vec<Service>>("x", "Error: no such service").is_err());
     }
 }
