@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::app::compose::{self, Compose};
+use crate::app::swarm::{self, Swarm};
 use crate::app::{Health, Runtime, Shell};
 use crate::config::{Config, RuntimeKind};
 use crate::db::{ConnInfo, Postgres};
@@ -69,6 +70,9 @@ impl World {
             )),
             RuntimeKind::Compose => {
                 Box::new(Compose::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
+            }
+            RuntimeKind::Swarm => {
+                Box::new(Swarm::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
             }
         };
         Ok(World {
@@ -190,6 +194,7 @@ fn postgres(
         .stream_timeout(d.stream_timeout)
         .jobs(config.backup.jobs);
     Ok(match (&d.service, &config.app.compose_file) {
+        (Some(service), _) if config.app.runtime == RuntimeKind::Swarm => pg.inside(swarm::db_exec_prefix(service)),
         (Some(service), Some(file)) => pg.inside(format!(
             "{} exec -T {}",
             compose::base_command(file, config.app.env_file.as_deref()),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::sign;
 use super::Rehearsal;
-use crate::app::TagSource;
+use crate::app::{ServiceState, TagSource};
 use crate::backup::{Chunks, Stored, Taken};
 use crate::db::{Fingerprint, Identities, RowSum, TableStats};
 use crate::guard::{Journal, Outcome};
@@ -54,6 +54,10 @@ pub struct Manifest {
     /// Where `previous_tag` was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_tag_source: Option<TagSource>,
+    /// Each service's image and replicas before the deploy (swarm), what a rollback puts back;
+    /// the replicas are read again just before the writers are scaled to 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceState>,
     pub created_at: DateTime<Utc>,
     pub database: String,
     pub server_version: Option<String>,
@@ -138,6 +142,7 @@ impl Manifest {
             tag: None,
             previous_tag: None,
             previous_tag_source: None,
+            services: Vec::new(),
             created_at,
             database: database.to_string(),
             server_version: None,
@@ -273,6 +278,11 @@ impl Manifest {
                 if let Err(e) = crate::config::check_tag(what, t) {
                     return bad(format!("{e:#}"));
                 }
+            }
+        }
+        for s in &self.services {
+            if let Err(e) = s.check() {
+                return bad(format!("{e:#}"));
             }
         }
         if !plain_name(&self.project, 64) {

@@ -115,6 +115,7 @@ mod tests {
             tag: Some("v".into()),
             previous_tag: None,
             previous_tag_source: None,
+            services: Vec::new(),
             created_at: at,
             database: "db".into(),
             server_version: None,

@@ -35,6 +35,7 @@ mod s3;
 mod simulate;
 mod ssh;
 mod ssh_deploy;
+mod swarm;
 mod target_store;
 mod tools_alembic;
 mod tools_dbmate;

@@ -165,6 +165,7 @@ pub mod docker;
 pub mod http_faults;
 pub mod s3;
 pub mod sshd;
+pub mod swarm;
 pub mod tcp_count;
 #[macro_use]
 pub mod tool;
