@@ -26,6 +26,8 @@ pub struct World {
     /// `backup.copy_to`: the offsite copy of every verified backup.
     pub copy: Option<Arc<dyn Store>>,
     pub migrator: Migrator,
+    /// `backup.provider: neon` (none in the offline modes, which call no API).
+    pub neon: Option<crate::backup::Neon>,
 }
 
 impl World {
@@ -56,7 +58,10 @@ impl World {
         if db.maintenance_db == db.name {
             bail!("database.maintenance_db: must not be the live database {:?} (the swap renames it)", db.name);
         }
-        Self::assemble(config, exec, db)
+        let mut w = Self::assemble(config, exec, db)?;
+        w.neon = crate::backup::Neon::open(&w.config, &w.db, &crate::config::process_env())
+            .map_err(|e| w.config.error("backup.provider", format!("{e:#}")))?;
+        Ok(w)
     }
 
     fn assemble(config: Config, exec: Arc<dyn Executor>, db: Postgres) -> Result<World> {
@@ -76,6 +81,7 @@ impl World {
             store: store::open(&config, exec.clone())?,
             copy: store::open_copy(&config)?,
             migrator: Migrator::from_config(&config.migrations),
+            neon: None,
             runtime,
             db,
             exec,

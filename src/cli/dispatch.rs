@@ -261,7 +261,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 eprintln!("no retention configured (backup.keep, backup.max_age): nothing deleted");
             }
             let deleted =
-                crate::record::retention::prune(w.store.as_ref(), &w.config.project, policy, *dry_run).await?;
+                crate::record::retention::prune(w.store.as_ref(), w.neon.as_ref(), &w.config.project, policy, *dry_run)
+                    .await?;
             let rows: Vec<serde_json::Value> = deleted
                 .iter()
                 .map(|d| serde_json::json!({"key": d.manifest.key, "sha": d.manifest.sha, "created_at": d.manifest.created_at, "size": d.manifest.size, "why": d.why, "deleted": !dry_run}))

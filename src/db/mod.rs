@@ -59,6 +59,20 @@ pub struct Postgres {
     jobs: u32,
     /// The psql that restores, once asked.
     psql: tokio::sync::OnceCell<Psql>,
+    /// Databases reached at an endpoint of their own (a Neon branch), by the name the steps
+    /// know them by.
+    endpoints: Arc<std::sync::RwLock<std::collections::BTreeMap<String, Endpoint>>>,
+}
+
+/// A database on another server: a Neon branch's compute endpoint, as its connection URI says.
+#[derive(Clone)]
+#[cfg_attr(test, derive(Debug))]
+pub struct Endpoint {
+    /// Host, port, role and the database's own name there.
+    pub conn: ConnInfo,
+    /// The role's password: only ever in the command's environment (PGPASSWORD).
+    pub password: Option<String>,
+    pub sslmode: Option<String>,
 }
 
 /// The temporary directories of this process's directory-format dumps and restores, where
@@ -90,7 +104,23 @@ impl Postgres {
             stream_timeout: crate::config::DEFAULT_STREAM_TIMEOUT,
             jobs: 2,
             psql: tokio::sync::OnceCell::new(),
+            endpoints: Default::default(),
         }
+    }
+
+    /// From now on, `alias` names the database at `endpoint` in every query (a Neon branch).
+    pub fn reach(&self, alias: &str, endpoint: Endpoint) {
+        self.endpoints.write().expect("endpoints").insert(alias.to_string(), endpoint);
+    }
+
+    /// The role the tools connect as, when the config names one.
+    pub fn conn_user(&self) -> Option<String> {
+        self.conn.user.clone()
+    }
+
+    /// Whether `alias` names a database at an endpoint of its own.
+    pub fn is_elsewhere(&self, alias: &str) -> bool {
+        self.endpoints.read().expect("endpoints").contains_key(alias)
     }
 
     /// The version of the psql that restores (on the target, or in its container); asked once.
@@ -147,15 +177,25 @@ impl Postgres {
     /// `tool_line` with the connection settings: as the command's environment, or inside the
     /// container's command line when the tools run in one.
     fn with_conn(&self, label: &str, tool_line: String) -> Cmd {
+        self.with_conn_at(label, tool_line, None)
+    }
+
+    /// [`Self::with_conn`] to `endpoint` when given (its password in PGPASSWORD).
+    fn with_conn_at(&self, label: &str, tool_line: String, endpoint: Option<&Endpoint>) -> Cmd {
+        let conn = endpoint.map_or(&self.conn, |e| &e.conn);
         let mut env = vec![("PGCONNECT_TIMEOUT".to_string(), "10".to_string())];
-        if let Some(h) = &self.conn.host {
+        if let Some(h) = &conn.host {
             env.push(("PGHOST".into(), h.clone()));
         }
-        if let Some(p) = self.conn.port {
+        if let Some(p) = conn.port {
             env.push(("PGPORT".into(), p.to_string()));
         }
-        if let Some(u) = &self.conn.user {
+        if let Some(u) = &conn.user {
             env.push(("PGUSER".into(), u.clone()));
+        }
+        if let Some(e) = endpoint {
+            env.extend(e.password.clone().map(|p| ("PGPASSWORD".to_string(), p)));
+            env.extend(e.sslmode.clone().map(|m| ("PGSSLMODE".to_string(), m)));
         }
         let cmd = match &self.inside {
             Some(prefix) => {
@@ -185,8 +225,10 @@ impl Postgres {
 
     /// `psql` on `db` reading SQL from stdin; stops at the first error.
     pub fn psql_cmd(&self, label: &str, db: &str, extra: &str) -> Cmd {
+        let endpoint = self.endpoints.read().expect("endpoints").get(db).cloned();
+        let db = endpoint.as_ref().and_then(|e| e.conn.dbname.as_deref()).unwrap_or(db);
         let line = format!("{} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}", self.tool("psql"), quote(db));
-        self.with_conn(label, line)
+        self.with_conn_at(label, line, endpoint.as_ref())
     }
 
     /// `TOOL --version`, run where the tool runs (on the target, or inside the container).

@@ -133,9 +133,21 @@ impl<'w> Run<'w> {
             tables.iter().filter(|t| m.dumped(t) && !m.data.contains_key(*t)).cloned().collect();
         if !missing.is_empty() {
             let started = Instant::now();
-            let read = crate::backup::sums(self.w.store.as_ref(), &m.stored(), missing.clone())
-                .await
-                .with_context(|| format!("reading the rows of {} table(s) from the backup", missing.len()))?;
+            let columns = m.tables.clone();
+            let stored = m.stored();
+            let read = match self.neon_branch().await? {
+                // A live copy: its rows are summed where they are.
+                Some(branch) => {
+                    let mut read = BTreeMap::new();
+                    for t in &missing {
+                        let cols = columns.get(t).cloned().unwrap_or_default();
+                        read.insert(t.clone(), self.w.db.table_sum(&branch, t, &cols).await?);
+                    }
+                    Ok(read)
+                }
+                None => crate::backup::sums(self.w.store.as_ref(), &stored, missing.clone()).await,
+            }
+            .with_context(|| format!("reading the rows of {} table(s) from the backup", missing.len()))?;
             tracing::info!(
                 "rows of {} table(s) summed from the backup in {:.1} s",
                 missing.len(),
@@ -145,6 +157,17 @@ impl<'w> Run<'w> {
         }
         let data = &self.manifest()?.data;
         Ok(tables.iter().filter_map(|t| Some((t.clone(), data.get(t)?.clone()))).collect())
+    }
+
+    /// The pre-deploy Neon branch, reachable as the database its name names (None: the backup
+    /// is a dump).
+    pub async fn neon_branch(&self) -> Result<Option<String>> {
+        let Some(b) = self.manifest.as_ref().and_then(|m| m.neon.clone()) else { return Ok(None) };
+        let n = self.w.neon.as_ref().context("this backup is a Neon branch, but backup.provider is not neon")?;
+        if !self.w.db.is_elsewhere(&b.name) {
+            n.reach(&self.w.db, &b.name, &b.id, &b.endpoint_id).await?;
+        }
+        Ok(Some(b.name))
     }
 
     /// Writes the journal into the manifest, if there is one yet. A store that fails here does

@@ -14,6 +14,9 @@ pub struct Restore;
 #[async_trait]
 impl StepSpec for Restore {
     fn what(&self, run: &Run) -> String {
+        if run.w.config.backup.provider == crate::config::Provider::Neon {
+            return "nothing to restore into a scratch database: the pre-deploy branch is read where it is".into();
+        }
         match run.db_names() {
             Ok(n) => format!("restore the backup into scratch database {}", n.scratch),
             Err(e) => format!("restore the backup into a scratch database ({e:#})"),
@@ -63,6 +66,15 @@ impl StepSpec for Restore {
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
+        if let Some(branch) = run.neon_branch().await? {
+            // Nothing to restore into a scratch database: the branch is the pre-deploy state.
+            let n = w.neon.as_ref().expect("neon_branch checked it");
+            let failed = n.failed_name(&run.sha).await?;
+            let live = w.db.name.clone();
+            let (rehearse, apart) = (String::new(), String::new());
+            run.found.restored = Some(crate::model::DbNames { live, scratch: branch.clone(), failed, rehearse, apart });
+            return Ok(Done::Ok(format!("the branch {branch} is the pre-deploy state, read through its own compute")));
+        }
         let m = run.manifest()?.clone();
         let names = w.db.swap_names(&run.sha).await?;
         w.db.create_scratch(&names.scratch).await?;
