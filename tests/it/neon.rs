@@ -1,0 +1,182 @@
+//! `backup.provider: neon`: the drill's scenarios against a local server that implements the
+//! endpoints of Neon's API the client calls, checks every request and answer against Neon's
+//! published OpenAPI description, and keeps its branches as real databases of the test cluster.
+
+use crate::common;
+use common::neon::{Faults, NeonServer, PRIMARY};
+use common::{App, SHA};
+
+fn setup(prefix: &str, releases: &[&str]) -> (App, NeonServer) {
+    let app = App::new(prefix, releases);
+    let server = NeonServer::start(app.db());
+    app.edit_config(|c| format!("{c}{}", server.config_lines()));
+    (app, server)
+}
+
+fn run(app: &App, server: &NeonServer, args: &[&str]) -> std::process::Output {
+    app.run_env(args, &[("NEON_API_KEY", &server.key)])
+}
+
+fn migrations(app: &App) -> String {
+    app.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations")
+}
+
+fn on_branch(b: &common::neon::Branch, sql: &str) -> String {
+    common::cluster().psql(&b.db, sql).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// The one manifest in the app's store, as JSON.
+fn manifest(app: &App) -> serde_json::Value {
+    let found: Vec<_> = common::files_under(&app.stage.store_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    serde_json::from_slice(&std::fs::read(&found[0]).unwrap()).unwrap()
+}
+
+fn no_key_in(out: &std::process::Output, server: &NeonServer) {
+    let all = format!("{}{}", common::stdout(out), common::stderr(out));
+    assert!(!all.contains(&server.key) && !all.contains("npg-test-password"), "a secret was printed:\n{all}");
+}
+
+#[tokio::test]
+async fn a_deploy_backs_up_by_branch_verified_and_recorded() {
+    let (app, server) = setup("neon_happy", &["v2"]);
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(common::json(&out)["result"], "deployed");
+    assert_eq!((app.tag(), migrations(&app)), ("v2".to_string(), "001,002,003".to_string()));
+    // The branch holds the database as it was before the migrations: real data, copied then.
+    let b = server.branch_named(&format!("deploy-guard/pre-{}-", &SHA[..7])).expect("the pre-deploy branch");
+    assert_eq!(b.parent_id.as_deref(), Some(PRIMARY));
+    assert_eq!(on_branch(&b, "SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations"), "001,002");
+    assert_eq!(on_branch(&b, "SELECT count(*) FROM customers"), app.psql("SELECT count(*) FROM customers"));
+    let m = manifest(&app);
+    assert_eq!((m["neon"]["id"].as_str(), m["neon"]["name"].as_str()), (Some(b.id.as_str()), Some(b.name.as_str())));
+    assert_eq!(m["neon"]["lsn"].as_str(), b.parent_lsn.as_deref());
+    assert!(m["neon"]["lsn"].as_str().is_some_and(|l| l.contains('/')), "{m}");
+    assert_eq!(m["verified"], true);
+    no_key_in(&out, &server);
+    server.assert_all_valid();
+    // The operations were polled until they finished.
+    assert!(server.seen().iter().any(|s| s.method == "GET" && s.path.contains("/operations/")));
+}
+
+#[tokio::test]
+async fn a_failed_migration_restores_nothing() {
+    let (app, server) = setup("neon_mfail", &["v2-notnull"]);
+    let before = common::state(app.db()).await;
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2-notnull", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!((r["result"].as_str(), r["path"].as_str()), (Some("rolled-back"), Some("none")));
+    assert_eq!(common::state(app.db()).await, before);
+    assert!(!server.seen().iter().any(|s| s.path.ends_with("/restore")), "no restore was needed");
+    server.assert_all_valid();
+}
+
+#[tokio::test]
+async fn an_unhealthy_release_is_reverted_checked_against_the_branch() {
+    let (app, server) = setup("neon_revert", &["v2-crash"]);
+    let before = common::state(app.db()).await;
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2-crash", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!((r["result"].as_str(), r["path"].as_str()), (Some("rolled-back"), Some("revert")));
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    server.assert_all_valid();
+}
+
+#[tokio::test]
+async fn a_bad_down_restores_by_branch_keeps_the_broken_state_and_finds_the_lost_writes() {
+    let (app, server) = setup("neon_restore", &["v2-bad-down"]);
+    // The new release writes when it starts: after the backup, lost by the restore.
+    std::fs::write(
+        app.stage.app_dir().join("releases/v2-bad-down/writes.sql"),
+        "INSERT INTO customers (name, email) VALUES ('Late', 'late@example.org');\n\
+         INSERT INTO activity VALUES ('2026-12-06 10:00:00+00', 1, 'late', '{}');\n",
+    )
+    .unwrap();
+    let before = common::state(app.db()).await;
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2-bad-down", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!((r["result"].as_str(), r["path"].as_str()), (Some("rolled-back"), Some("restore")), "{r}");
+    // The primary (same database name: the same connection string) is the pre-deploy state.
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(app.tag(), "v1");
+    // The broken state is kept as a branch, the release's writes in it.
+    let kept = server.branch_named(&format!("deploy-guard/failed-{}", &SHA[..7])).expect("the kept branch");
+    assert_eq!(on_branch(&kept, "SELECT count(*) FROM schema_migrations"), "3");
+    assert_eq!(on_branch(&kept, "SELECT count(*) FROM customers WHERE name = 'Late'"), "1");
+    // Lost writes: the kept branch against the restored one.
+    let tables = r["lost_writes"]["tables"].as_array().expect("lost writes found");
+    let inserted =
+        |t: &str| tables.iter().find(|x| x["table"] == t).map(|x| x["inserted"].as_u64().unwrap()).unwrap_or(0);
+    assert_eq!((inserted("public.customers"), inserted("public.activity")), (1, 1), "{r}");
+    assert!(server
+        .seen()
+        .iter()
+        .any(|s| s.method == "POST" && s.path.ends_with(&format!("/branches/{PRIMARY}/restore"))));
+    no_key_in(&out, &server);
+    server.assert_all_valid();
+    // The replay file puts them back on request.
+    let replay = run(&app, &server, &["replay", "--sha", &SHA[..7]]);
+    assert_eq!(replay.status.code(), Some(0), "{}", common::stderr(&replay));
+    assert_eq!(app.psql("SELECT count(*) FROM customers WHERE name = 'Late'"), "1");
+}
+
+#[tokio::test]
+async fn a_destructive_migration_is_undone_by_the_branch_with_its_data() {
+    let (app, server) = setup("neon_destroy", &["v2-drop-note"]);
+    let before = common::state(app.db()).await;
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2-drop-note", "--allow-destructive", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["path"], "restore", "{r}");
+    assert_eq!(common::state(app.db()).await, before, "the dropped column's values are back");
+    server.assert_all_valid();
+}
+
+#[tokio::test]
+async fn api_errors_and_rate_limits_are_retried() {
+    let (app, server) = setup("neon_retry", &["v2"]);
+    server.set_faults(Faults { unavailable: 2, rate_limited: 2, retry_after: 1, ..Faults::default() });
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let statuses: Vec<u16> = server.seen().iter().map(|s| s.status).collect();
+    assert_eq!(&statuses[..4], &[503, 503, 429, 429], "{statuses:?}");
+    assert!(server.branch_named("deploy-guard/pre-").is_some());
+    server.assert_all_valid();
+}
+
+#[tokio::test]
+async fn an_operation_that_never_finishes_aborts_before_any_change() {
+    let (app, server) = setup("neon_stuck", &["v2"]);
+    server.set_faults(Faults { never_finish: true, ..Faults::default() });
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(err.contains("is still running") && err.contains("operation_timeout"), "{err}");
+    assert_eq!((app.tag(), migrations(&app)), ("v1".to_string(), "001,002".to_string()));
+    server.assert_all_valid();
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_api_key_is_refused_before_anything_changes() {
+    let (app, server) = setup("neon_key", &["v2"]);
+    let missing = app.run(&["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", common::stderr(&missing));
+    assert!(common::stderr(&missing).contains("NEON_API_KEY"), "{}", common::stderr(&missing));
+    assert!(server.seen().is_empty(), "no request without a key");
+    let wrong = app.run_env(&["deploy", "--sha", SHA, "--tag", "v2"], &[("NEON_API_KEY", "not-the-key")]);
+    assert_eq!(wrong.status.code(), Some(4), "{}", common::stderr(&wrong));
+    let err = common::stderr(&wrong);
+    assert!(err.contains("NEON_API_KEY was refused") && !err.contains("not-the-key"), "{err}");
+    assert!(server.seen().iter().all(|s| s.method == "GET"), "{:?}", server.seen());
+    assert_eq!((app.tag(), migrations(&app)), ("v1".to_string(), "001,002".to_string()));
+    assert_eq!(server.branches().len(), 1, "no branch made");
+    server.assert_all_valid();
+}
