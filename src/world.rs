@@ -58,10 +58,15 @@ impl World {
         if db.maintenance_db == db.name {
             bail!("database.maintenance_db: must not be the live database {:?} (the swap renames it)", db.name);
         }
-        let mut w = Self::assemble(config, exec, db)?;
-        w.neon = crate::backup::Neon::open(&w.config, &w.db, &crate::config::process_env())
-            .map_err(|e| w.config.error("backup.provider", format!("{e:#}")))?;
-        Ok(w)
+        Self::assemble(config, exec, db)?.with_neon()
+    }
+
+    /// Opens `backup.provider: neon` (its key from the environment) for a world that will call
+    /// the API.
+    pub fn with_neon(mut self) -> Result<World> {
+        self.neon = crate::backup::Neon::open(&self.config, &self.db, &crate::config::process_env())
+            .map_err(|e| self.config.error("backup.provider", format!("{e:#}")))?;
+        Ok(self)
     }
 
     fn assemble(config: Config, exec: Arc<dyn Executor>, db: Postgres) -> Result<World> {

@@ -255,7 +255,8 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         Command::Prune { dry_run } => {
-            let w = store_world(cli).await?;
+            // A Neon backup's branch is deleted through the API.
+            let w = usage(store_world(cli).await?.with_neon())?;
             let policy = commands::backup::policy(&w);
             if !policy.is_set() {
                 eprintln!("no retention configured (backup.keep, backup.max_age): nothing deleted");

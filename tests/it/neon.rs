@@ -180,3 +180,61 @@ async fn a_missing_or_wrong_api_key_is_refused_before_anything_changes() {
     assert_eq!(server.branches().len(), 1, "no branch made");
     server.assert_all_valid();
 }
+
+/// The checks are real: what the description forbids is refused and recorded.
+#[tokio::test]
+async fn the_local_server_refuses_what_the_description_does_not_allow() {
+    let db = common::fresh_db("neon_schema");
+    let server = NeonServer::start(&db);
+    let http = reqwest::Client::new();
+    let url = format!("{}/projects/{}", server.url, common::neon::PROJECT);
+    let bad_id = http
+        .post(format!("{url}/branches"))
+        .bearer_auth(&server.key)
+        .header("content-type", "application/json")
+        .body(r#"{"branch": {"parent_id": "Not An Id", "name": 7}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_id.status().as_u16(), 400);
+    let no_db =
+        http.get(format!("{url}/connection_uri?role_name=postgres")).bearer_auth(&server.key).send().await.unwrap();
+    assert_eq!(no_db.status().as_u16(), 400);
+    let v = server.violations().join("\n");
+    assert!(v.contains("parent_id") && v.contains("\"Not An Id\""), "{v}");
+    assert!(v.contains("7 is not of type \"string\""), "{v}");
+    assert!(v.contains("required parameter database_name missing"), "{v}");
+    assert_eq!(server.branches().len(), 1, "nothing was made");
+    // And an answer missing what the description requires would be caught.
+    let e = common::neon::errors_against("Branch", &serde_json::json!({"id": "br-x", "name": "x"})).join("\n");
+    assert!(e.contains("\"project_id\" is a required property"), "{e}");
+}
+
+#[tokio::test]
+async fn a_manual_restore_brings_the_branch_back_and_retention_deletes_old_branches() {
+    const SHA2: &str = "fedcba9876543210fedcba9876543210fedcba98";
+    let (app, server) = setup("neon_manual", &["v2", "v3"]);
+    let check = run(&app, &server, &["check"]);
+    assert!(common::stdout(&check).contains("Neon project dg-neon-test"), "{}", common::stdout(&check));
+    let before = common::state(app.db()).await;
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let out = run(&app, &server, &["restore", "--sha", &SHA[..7], "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(common::state(app.db()).await, before, "the database as it was before the deploy");
+    let kept = server.branch_named(&format!("deploy-guard/failed-{}", &SHA[..7])).expect("the deployed state kept");
+    assert_eq!(on_branch(&kept, "SELECT count(*) FROM schema_migrations"), "3");
+    // Retention: keep one; the older pre-deploy branch goes, its database with it.
+    app.edit_config(|c| c.replace("backup:\n", "backup:\n  keep: 1\n"));
+    let first = server.branch_named(&format!("deploy-guard/pre-{}-", &SHA[..7])).unwrap();
+    let out = run(&app, &server, &["deploy", "--sha", SHA2, "--tag", "v3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let names: Vec<String> = server.branches().into_iter().map(|b| b.name).collect();
+    assert!(!names.iter().any(|n| n.starts_with(&format!("deploy-guard/pre-{}", &SHA[..7]))), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with(&format!("deploy-guard/pre-{}", &SHA2[..7]))), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("deploy-guard/failed-")), "a kept broken state stays: {names:?}");
+    let gone =
+        common::cluster().psql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = '{}'", first.db));
+    assert_eq!(gone.unwrap(), "0");
+    server.assert_all_valid();
+}

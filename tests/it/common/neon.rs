@@ -291,6 +291,11 @@ fn resolve(v: &Value) -> &Value {
     }
 }
 
+/// The errors of `instance` against the description's schema `name` (`Branch`, …).
+pub fn errors_against(name: &str, instance: &Value) -> Vec<String> {
+    schema_errors(&json!({"$ref": format!("#/components/schemas/{name}")}), instance)
+}
+
 /// The errors of `instance` against `schema` (a part of the description; its `$ref`s resolve
 /// into the description's components).
 fn schema_errors(schema: &Value, instance: &Value) -> Vec<String> {
