@@ -69,6 +69,9 @@ pub struct Found {
     /// restore → validate-restore, swap, lost-writes: the databases of the restore, once the
     /// scratch one holds the backup.
     pub restored: Option<DbNames>,
+    /// swap → lost-writes: the broken database's table counters, read on the primary just before
+    /// a Neon restore (the kept branch is read through a new compute, whose counters start again).
+    pub kept_stats: Option<BTreeMap<String, crate::db::TableStats>>,
     /// lost-writes → the report: the writes the restore took away.
     pub lost_writes: Option<LostWrites>,
     /// Tables whose lost writes wait to be told from the migrations' own (see `app-writes`).

@@ -267,7 +267,7 @@ impl Api {
         let deadline = Instant::now() + self.operation_timeout;
         for op in ops {
             let mut op = op.clone();
-            let mut pause = Duration::from_millis(200);
+            let mut pause = Duration::from_millis(250);
             loop {
                 match op.status.as_str() {
                     "finished" | "skipped" => break,
@@ -290,7 +290,7 @@ impl Api {
                     _ => {}
                 }
                 tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-                pause = (pause * 2).min(Duration::from_secs(3));
+                pause = (pause * 3 / 2).min(Duration::from_secs(2));
                 #[derive(Deserialize)]
                 struct R {
                     operation: Operation,

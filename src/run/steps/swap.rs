@@ -59,6 +59,7 @@ impl StepSpec for Swap {
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let names = run.found.restored.clone().context("no scratch database")?;
         if let (Some(n), Some(b)) = (&run.w.neon, run.manifest()?.neon.clone()) {
+            run.found.kept_stats = Some(run.w.db.table_stats(&run.w.db.name).await?);
             let started = std::time::Instant::now();
             n.restore(&run.w.db, &b.id, None, &names.failed).await?;
             return Ok(Done::Ok(format!(

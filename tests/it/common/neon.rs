@@ -44,8 +44,8 @@ struct Op {
     id: String,
     branch_id: String,
     action: &'static str,
-    /// Polls still to answer `running`.
-    polls: u32,
+    /// Until then it is `running` (a call's operations take a moment on Neon too).
+    ready_at: std::time::Instant,
 }
 
 /// What the next requests get instead of their answer.
@@ -74,6 +74,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub status: u16,
+    /// How long the server took to answer (its copy of a database, for a branch).
+    pub secs: f64,
 }
 
 struct Shared {
@@ -248,8 +250,10 @@ fn decode(s: &str) -> String {
 fn serve(conn: TcpStream, s: &Shared) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let req = read_request(&mut reader)?;
+    let started = std::time::Instant::now();
     let (status, body, extra) = answer(&req, s);
-    s.seen.lock().unwrap().push(Seen { method: req.method.clone(), path: req.path.clone(), status });
+    let secs = started.elapsed().as_secs_f64();
+    s.seen.lock().unwrap().push(Seen { method: req.method.clone(), path: req.path.clone(), status, secs });
     let text = body.map(|b| b.to_string()).unwrap_or_default();
     let mut out = conn;
     write!(
@@ -476,7 +480,7 @@ fn start_ops(st: &mut State, branch: &str, actions: &[&'static str]) -> Vec<Valu
                 id: format!("00000000-0000-4000-8000-{:012}", st.next),
                 branch_id: branch.into(),
                 action,
-                polls: 2,
+                ready_at: std::time::Instant::now() + std::time::Duration::from_millis(300),
             };
             let v = op_json(&op, if i == 0 { "running" } else { "scheduling" });
             st.ops.push(op);
@@ -649,11 +653,10 @@ fn handle(
         }
         ("GET", "/projects/{project_id}/operations/{operation_id}") => {
             let never = st.faults.never_finish;
-            let Some(op) = st.ops.iter_mut().find(|o| o.id == params["operation_id"]) else {
+            let Some(op) = st.ops.iter().find(|o| o.id == params["operation_id"]) else {
                 return error(404, "operation not found");
             };
-            let status = if never || op.polls > 0 { "running" } else { "finished" };
-            op.polls = op.polls.saturating_sub(1);
+            let status = if never || std::time::Instant::now() < op.ready_at { "running" } else { "finished" };
             (200, Some(json!({"operation": op_json(op, status)})), String::new())
         }
         ("GET", "/projects/{project_id}/connection_uri") => {
