@@ -12,7 +12,7 @@
 
 #![allow(unsafe_code)] // the shared testkit's socket and signal calls (as in tests/it)
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../tests/it/common/mod.rs"]
 mod common;
 

@@ -336,7 +336,7 @@ impl super::Postgres {
         let mut sink = LineSum { sum: RowSum::new(columns.to_vec()), line: Vec::new() };
         let cmd = self.query_cmd(db);
         let mut input = sql.as_bytes();
-        let exit = self.executor().run(&cmd, Some(&mut input), &mut sink).await?;
+        let exit = self.executor_for(db).run(&cmd, Some(&mut input), &mut sink).await?;
         exit.check(&format!("COPY {table} on database {db}"))?;
         Ok(sink.sum)
     }

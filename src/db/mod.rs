@@ -163,6 +163,16 @@ impl Postgres {
         &self.exec
     }
 
+    /// Where a query of `db` runs: a database at an endpoint of its own (a Neon branch) is read
+    /// from this machine, so its password travels only in a local process's environment, never
+    /// in a script sent to the target.
+    pub fn executor_for(&self, db: &str) -> Arc<dyn Executor> {
+        match self.exec.remote() && self.is_elsewhere(db) {
+            true => Arc::new(exec::Local),
+            false => self.exec.clone(),
+        }
+    }
+
     /// The path of a client tool (`pg_dump`, `psql`), quoted for the shell.
     pub fn tool(&self, name: &str) -> String {
         if self.inside.is_some() {
@@ -227,7 +237,9 @@ impl Postgres {
     pub fn psql_cmd(&self, label: &str, db: &str, extra: &str) -> Cmd {
         let endpoint = self.endpoints.read().expect("endpoints").get(db).cloned();
         let db = endpoint.as_ref().and_then(|e| e.conn.dbname.as_deref()).unwrap_or(db);
-        let line = format!("{} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}", self.tool("psql"), quote(db));
+        // Read from this machine when the target is remote (see `executor_for`): its own psql.
+        let psql = if endpoint.is_some() && self.exec.remote() { "psql".to_string() } else { self.tool("psql") };
+        let line = format!("{psql} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}", quote(db));
         self.with_conn_at(label, line, endpoint.as_ref())
     }
 
@@ -375,7 +387,7 @@ impl Postgres {
     /// Runs `sql` on `db`; returns what it printed (unaligned, tuples only).
     pub async fn query(&self, db: &str, sql: &str) -> Result<String> {
         let cmd = self.query_cmd(db);
-        let out = exec::capture_with_input(self.exec.as_ref(), &cmd, sql.as_bytes()).await?;
+        let out = exec::capture_with_input(self.executor_for(db).as_ref(), &cmd, sql.as_bytes()).await?;
         out.exit.check(&format!("psql on database {db}"))?;
         Ok(out.stdout.trim_end_matches('\n').to_string())
     }
