@@ -73,9 +73,6 @@ impl super::Config {
                 if b.copy_to.is_some() {
                     bail!("backup.copy_to: not yet with backup.provider: neon (the branch is the backup)");
                 }
-                if self.deploy.rehearse {
-                    bail!("deploy.rehearse: not yet with backup.provider: neon");
-                }
                 Ok(())
             }
         }

@@ -118,6 +118,11 @@ impl Postgres {
         self.conn.user.clone()
     }
 
+    /// The endpoint `alias` names, if it names one.
+    pub fn endpoint_of(&self, alias: &str) -> Option<Endpoint> {
+        self.endpoints.read().expect("endpoints").get(alias).cloned()
+    }
+
     /// Whether `alias` names a database at an endpoint of its own.
     pub fn is_elsewhere(&self, alias: &str) -> bool {
         self.endpoints.read().expect("endpoints").contains_key(alias)

@@ -238,3 +238,32 @@ async fn a_manual_restore_brings_the_branch_back_and_retention_deletes_old_branc
     assert_eq!(gone.unwrap(), "0");
     server.assert_all_valid();
 }
+
+#[tokio::test]
+async fn a_rehearsal_on_a_branch_catches_a_migration_the_real_rows_break() {
+    let (app, server) = setup("neon_rehearse", &["v2-unique-status", "v2"]);
+    app.edit_config(|c| format!("{c}deploy:\n  rehearse: true\n"));
+    let before = common::state(app.db()).await;
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2-unique-status", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(err.contains("production was not touched") && err.contains("could not create unique index"), "{err}");
+    assert!(!err.contains("it was not run"), "the tool reached the branch: {err}");
+    assert_eq!(common::state(app.db()).await, before, "production never touched");
+    assert_eq!(app.tag(), "v1");
+    let names: Vec<String> = server.branches().into_iter().map(|b| b.name).collect();
+    assert!(!names.iter().any(|n| n.starts_with("deploy-guard/rehearse-")), "the copy is deleted: {names:?}");
+    assert!(
+        server.seen().iter().any(|s| s.method == "DELETE"),
+        "the rehearsal branch was deleted through the API: {:?}",
+        server.seen()
+    );
+    // A release whose migrations go up and down cleanly rehearses and deploys.
+    const SHA2: &str = "fedcba9876543210fedcba9876543210fedcba98";
+    let out = run(&app, &server, &["deploy", "--sha", SHA2, "--tag", "v2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert!(r.to_string().contains("brings back the schema, the migration rows and every row"), "{r}");
+    assert_eq!(migrations(&app), "001,002,003");
+    server.assert_all_valid();
+}

@@ -207,10 +207,10 @@ impl Api {
         Ok(r.branches)
     }
 
-    /// A branch of `parent` at its head, named `name`, with a read-only compute to read it by;
-    /// returns once its operations finished.
-    pub async fn create_branch(&self, parent: &str, name: &str) -> Result<(Branch, Endpoint)> {
-        let body = json!({"branch": {"parent_id": parent, "name": name}, "endpoints": [{"type": "read_only"}]});
+    /// A branch of `parent` at its head, named `name`, with a compute of `kind` (`read_only`,
+    /// `read_write`) to reach it by; returns once its operations finished.
+    pub async fn create_branch(&self, parent: &str, name: &str, kind: &str) -> Result<(Branch, Endpoint)> {
+        let body = json!({"branch": {"parent_id": parent, "name": name}, "endpoints": [{"type": kind}]});
         let r: BranchOperations = self.call_as(Method::POST, "/branches", &[], Some(&body)).await?;
         self.wait(&r.operations, &format!("creating branch {name}")).await?;
         let endpoint =

@@ -93,7 +93,7 @@ impl Neon {
 
     /// Branches the primary at its head as `name` and reaches it as the database `name` in `db`.
     pub async fn take(&self, db: &Postgres, name: &str) -> Result<NeonBranch> {
-        let (b, endpoint) = self.api.create_branch(&self.primary, name).await?;
+        let (b, endpoint) = self.api.create_branch(&self.primary, name, "read_only").await?;
         let taken = NeonBranch {
             project_id: self.api.project().to_string(),
             id: b.id,
@@ -105,6 +105,15 @@ impl Neon {
         taken.validate().context("Neon answered with a branch that is not as asked")?;
         self.reach(db, &taken.name, &taken.id, &taken.endpoint_id).await?;
         Ok(taken)
+    }
+
+    /// A writable branch of the pre-deploy branch `from` for a rehearsal, reached as the
+    /// database `alias` in `db`; returns its id (the caller deletes it).
+    pub async fn rehearsal_copy(&self, db: &Postgres, alias: &str, from: &str, sha: &Sha) -> Result<String> {
+        let name = format!("{PREFIX}rehearse-{}-{}", sha.short(), Utc::now().format("%Y%m%d-%H%M%S"));
+        let (b, endpoint) = self.api.create_branch(from, &name, "read_write").await?;
+        self.reach(db, alias, &b.id, &endpoint.id).await?;
+        Ok(b.id)
     }
 
     /// Makes `alias` name `database` on `branch`'s compute `endpoint` in `db`.
