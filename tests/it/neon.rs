@@ -267,3 +267,20 @@ async fn a_rehearsal_on_a_branch_catches_a_migration_the_real_rows_break() {
     assert_eq!(migrations(&app), "001,002,003");
     server.assert_all_valid();
 }
+
+#[tokio::test]
+async fn the_plan_needs_no_key_and_a_bad_neon_setting_is_refused() {
+    let (app, server) = setup("neon_plan", &["v2"]);
+    let plan = app.run(&["deploy", "--sha", SHA, "--tag", "v2", "--dry-run"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", common::stderr(&plan));
+    let text = common::stdout(&plan);
+    assert!(text.contains("branch Neon project dg-neon-test") && text.contains("Neon branch restore"), "{text}");
+    let runbook = common::stdout(&app.run(&["runbook"]));
+    assert!(runbook.contains(&format!("neon branches restore {PRIMARY} ")), "{runbook}");
+    app.edit_config(|c| c.replace(PRIMARY, "BR_Primary"));
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("backup.neon.branch_id"), "{}", common::stderr(&out));
+    assert!(server.seen().is_empty(), "nothing was asked of the API");
+    assert_eq!(migrations(&app), "001,002");
+}

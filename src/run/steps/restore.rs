@@ -105,6 +105,12 @@ pub fn backup_kind(run: &Run) -> (Format, Codec) {
 
 /// How to restore by hand, when deploy-guard itself cannot run (the runbook).
 pub fn manual(run: &Run) -> Vec<String> {
+    if let Some(line) = neon_by_hand(run) {
+        return vec![
+            "# Neon: restore the primary branch in place to the pre-deploy branch, keeping what it holds:".into(),
+            line,
+        ];
+    }
     let db = &run.w.db;
     let Ok(n) = run.db_names() else { return Vec::new() };
     let (format, codec) = backup_kind(run);
@@ -120,4 +126,20 @@ pub fn manual(run: &Run) -> Vec<String> {
     ];
     out.extend(sql::swap(&n).iter().map(|s| psql_line(run, &db.maintenance_db, s)));
     out
+}
+
+/// Neon's own restore of the primary branch to the pre-deploy branch, with `neonctl`.
+pub fn neon_by_hand(run: &Run) -> Option<String> {
+    let b = &run.w.config.backup;
+    let n = b.neon.as_ref().filter(|_| b.provider == crate::config::Provider::Neon)?;
+    let pre = match run.manifest.as_ref().and_then(|m| m.neon.as_ref()) {
+        Some(branch) => branch.id.clone(),
+        None => format!("'deploy-guard/pre-{}-…'", run.sha.short()),
+    };
+    Some(format!(
+        "neon branches restore {} {pre} --preserve-under-name deploy-guard/failed-{} --project-id {}",
+        n.branch_id,
+        run.sha.short(),
+        n.project_id
+    ))
 }

@@ -37,6 +37,17 @@ impl StepSpec for Swap {
     }
 
     fn by_hand(&self, run: &Run) -> Vec<String> {
+        if let Some(line) = super::restore::neon_by_hand(run) {
+            return vec![
+                "# Neon's restore failed or did not finish: see the branches, then restore by hand or rerun".into(),
+                format!(
+                    "neon branches list --project-id {}",
+                    run.w.config.backup.neon.as_ref().map_or("…", |n| n.project_id.as_str())
+                ),
+                line,
+                run.dg(&format!("rollback --sha {} --path restore", run.sha.short())),
+            ];
+        }
         let db = &run.w.db;
         let Ok(n) = run.db_names() else { return Vec::new() };
         vec![
