@@ -14,11 +14,8 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::{Compression, Strategy};
-
-pub use self::{
-    env::SETTINGS,
-    error::{ConfigError, Origin},
-};
+pub use env::SETTINGS;
+pub use error::{ConfigError, Origin};
 pub use neon::{check_id as check_neon_id, Neon, Provider, API_KEY_VAR as NEON_API_KEY};
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
