@@ -1,4 +1,4 @@
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
@@ -73,14 +73,7 @@ impl StepSpec for Backup {
             packing.describe(),
             &taken.sha256[..16]
         );
-        let mut m = Manifest::verified(&w.config.project, &run.sha, &w.db.name, run.started_at, taken);
-        m.tag = run.tag.clone();
-        m.previous_tag = run.previous_tag.clone();
-        m.previous_tag_source = run.previous_tag_source;
-        m.server_version = run.found.server_version.clone();
-        m.stats = stats;
-        m.classification = run.found.classification.clone();
-        m.journal = run.journal.clone();
+        let m = manifest(run, taken, stats);
         m.create(w.store.as_ref()).await?;
         run.manifest = Some(m);
         let Some(copy) = &w.copy else { return Ok(Done::Ok(detail)) };
@@ -120,13 +113,19 @@ async fn by_branch(run: &mut Run<'_>, n: &crate::backup::Neon) -> Result<Done> {
         }
         anyhow::Ok(fp)
     };
-    let fp = verify.await.with_context(|| {
-        format!(
-            "the branch {} ({}) does not verify, and nothing was changed; delete it with `neon branches delete {} \
-             --project-id {}`",
-            branch.name, branch.id, branch.id, branch.project_id
-        )
-    })?;
+    let fp = match verify.await {
+        Ok(fp) => fp,
+        Err(e) => {
+            // An unverified branch is no backup: it only counts against the plan's branches.
+            let left = match n.api.delete_branch(&branch.id).await {
+                Ok(()) => "deleted".to_string(),
+                Err(d) => {
+                    format!("left ({d:#}): `neon branches delete {} --project-id {}`", branch.id, branch.project_id)
+                }
+            };
+            return Err(e.context(format!("the branch {} does not verify ({left}); nothing was changed", branch.name)));
+        }
+    };
     let taken = Taken {
         key: BackupName::new(kind(run.mode), &run.sha, run.started_at).neon_key(),
         dump_bytes: None,
@@ -145,7 +144,16 @@ async fn by_branch(run: &mut Run<'_>, n: &crate::backup::Neon) -> Result<Done> {
         fp.short(),
         rows.len()
     );
-    let mut m = Manifest::verified(&w.config.project, &run.sha, &w.db.name, run.started_at, taken);
+    let mut m = manifest(run, taken, stats);
+    m.neon = Some(branch);
+    m.create(w.store.as_ref()).await?;
+    run.manifest = Some(m);
+    Ok(Done::Ok(detail))
+}
+
+/// The manifest of a verified backup taken by this run, with what the run knows so far.
+fn manifest(run: &Run, taken: Taken, stats: std::collections::BTreeMap<String, crate::db::TableStats>) -> Manifest {
+    let mut m = Manifest::verified(&run.w.config.project, &run.sha, &run.w.db.name, run.started_at, taken);
     m.tag = run.tag.clone();
     m.previous_tag = run.previous_tag.clone();
     m.previous_tag_source = run.previous_tag_source;
@@ -153,8 +161,5 @@ async fn by_branch(run: &mut Run<'_>, n: &crate::backup::Neon) -> Result<Done> {
     m.stats = stats;
     m.classification = run.found.classification.clone();
     m.journal = run.journal.clone();
-    m.neon = Some(branch);
-    m.create(w.store.as_ref()).await?;
-    run.manifest = Some(m);
-    Ok(Done::Ok(detail))
+    m
 }
