@@ -284,3 +284,27 @@ async fn the_plan_needs_no_key_and_a_bad_neon_setting_is_refused() {
     assert!(server.seen().is_empty(), "nothing was asked of the API");
     assert_eq!(migrations(&app), "001,002");
 }
+
+/// Over SSH a command's environment travels in its script: the branches, whose role password
+/// Neon hands out, are read from this machine instead, and the restore still goes through.
+#[tokio::test]
+async fn over_ssh_the_branches_are_read_from_the_runner() {
+    let sshd = common::Sshd::start().unwrap();
+    let (app, server) = setup("neon_ssh", &["v2-bad-down"]);
+    app.edit_config(|c| format!("{c}{}", sshd.target_yaml()));
+    let before = common::state(app.db()).await;
+    let out = app.run_env(
+        &["deploy", "--sha", SHA, "--tag", "v2-bad-down", "--json"],
+        &[("NEON_API_KEY", &server.key), ("DEPLOY_GUARD_SSH_KEY", &sshd.client_key), ("DEPLOY_GUARD_LOG", "debug")],
+    );
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(common::json(&out)["path"], "restore", "{err}");
+    assert_eq!(common::state(app.db()).await, before);
+    let branch_dbs: Vec<String> = server.branches().into_iter().skip(1).map(|b| b.db).collect();
+    let lines: Vec<&str> = err.lines().filter(|l| branch_dbs.iter().any(|db| l.contains(db.as_str()))).collect();
+    assert!(lines.iter().any(|l| l.contains("run locally")), "branch queries ran here:\n{err}");
+    assert!(!lines.iter().any(|l| l.contains("run on")), "no branch query went to the target:\n{}", lines.join("\n"));
+    assert!(!err.contains("npg-test-password") && !err.contains(&server.key), "a secret was logged");
+    server.assert_all_valid();
+}
