@@ -70,9 +70,6 @@ impl super::Config {
                 if self.database.service.is_some() {
                     bail!("database.service: a Neon database is reached by its URL, not inside a compose service");
                 }
-                if b.copy_to.is_some() {
-                    bail!("backup.copy_to: not yet with backup.provider: neon (the branch is the backup)");
-                }
                 Ok(())
             }
         }

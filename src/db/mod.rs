@@ -62,6 +62,8 @@ pub struct Postgres {
     /// Databases reached at an endpoint of their own (a Neon branch), by the name the steps
     /// know them by.
     endpoints: Arc<std::sync::RwLock<std::collections::BTreeMap<String, Endpoint>>>,
+    /// The live database is itself at this endpoint ([`Postgres::at_endpoint`]).
+    own: Option<Endpoint>,
 }
 
 /// A database on another server: a Neon branch's compute endpoint, as its connection URI says.
@@ -105,7 +107,24 @@ impl Postgres {
             jobs: 2,
             psql: tokio::sync::OnceCell::new(),
             endpoints: Default::default(),
+            own: None,
         }
+    }
+
+    /// The database at `endpoint` as the live one (a Neon branch to dump), its tools run on this
+    /// machine when the target is remote (see [`Postgres::executor_for`]).
+    pub fn at_endpoint(&self, endpoint: &Endpoint) -> Result<Postgres> {
+        let mut p = Postgres::new(
+            if self.exec.remote() { Arc::new(exec::Local) } else { self.exec.clone() },
+            if self.exec.remote() { None } else { self.bin_dir.clone() },
+            endpoint.conn.clone(),
+            endpoint.conn.dbname.clone().context("the endpoint names no database")?,
+            self.maintenance_db.clone(),
+        )
+        .stream_timeout(self.stream_timeout)
+        .jobs(self.jobs);
+        p.own = Some(endpoint.clone());
+        Ok(p)
     }
 
     /// From now on, `alias` names the database at `endpoint` in every query (a Neon branch).
@@ -197,6 +216,7 @@ impl Postgres {
 
     /// [`Self::with_conn`] to `endpoint` when given (its password in PGPASSWORD).
     fn with_conn_at(&self, label: &str, tool_line: String, endpoint: Option<&Endpoint>) -> Cmd {
+        let endpoint = endpoint.or(self.own.as_ref());
         let conn = endpoint.map_or(&self.conn, |e| &e.conn);
         let mut env = vec![("PGCONNECT_TIMEOUT".to_string(), "10".to_string())];
         if let Some(h) = &conn.host {

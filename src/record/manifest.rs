@@ -171,6 +171,22 @@ impl Manifest {
         }
     }
 
+    /// The same record for `taken`, a dump of this Neon backup's branch (its offsite copy): an
+    /// ordinary backup, restored as any other.
+    pub fn as_dump(&self, taken: Taken) -> Manifest {
+        let mut m = self.clone();
+        m.neon = None;
+        m.copy = None;
+        m.key = taken.key;
+        m.dump_bytes = taken.dump_bytes.unwrap_or_default();
+        m.size = taken.size;
+        m.sha256 = taken.sha256;
+        m.chunks = taken.chunks;
+        m.tables = taken.columns;
+        m.verified = true;
+        m
+    }
+
     /// What was stored, as a read, a restore or a copy checks it.
     pub fn stored(&self) -> Stored {
         Stored {

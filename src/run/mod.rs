@@ -2,6 +2,7 @@
 //! run by the same loop: the journal is written before every step, the deploy lock is taken in
 //! preflight and released at the end, and every run ends in a typed [`Outcome`].
 
+mod offsite;
 mod plan;
 pub mod steps;
 
@@ -184,7 +185,8 @@ impl<'w> Run<'w> {
                 tracing::warn!("could not update the journal in {}: {e:#}", self.w.store.describe());
             }
             // The offsite copy's manifest follows, so a backup restored from it carries the journal.
-            if let (Some(copy), Some(_)) = (&self.w.copy, &m.copy) {
+            // (On Neon the copy is a dump of the branch with a record of its own.)
+            if let (Some(copy), Some(_), None) = (&self.w.copy, &m.copy, &m.neon) {
                 if let Err(e) = m.save(copy.as_ref()).await {
                     tracing::warn!("could not update the journal in {}: {e:#}", copy.describe());
                 }

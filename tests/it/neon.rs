@@ -308,3 +308,45 @@ async fn over_ssh_the_branches_are_read_from_the_runner() {
     assert!(!err.contains("npg-test-password") && !err.contains(&server.key), "a secret was logged");
     server.assert_all_valid();
 }
+
+/// `backup.copy_to`: after the deploy, a pg_dump of the branch goes offsite as an ordinary
+/// backup, which a deploy-guard pointed at that store restores.
+#[tokio::test]
+async fn the_offsite_copy_is_a_dump_of_the_branch_taken_after_the_deploy() {
+    use common::s3::{S3Server, BUCKET};
+    let s3 = S3Server::start();
+    let (app, server) = setup("neon_copy", &["v2"]);
+    let plain = std::fs::read_to_string(&app.config).unwrap();
+    let copy =
+        format!("  copy_to: \"s3://{BUCKET}/offsite\"\n  endpoint: \"{}\"\n  region: us-east-1\n", s3.endpoint());
+    app.edit_config(|c| format!("{c}{copy}"));
+    let before = common::state(app.db()).await;
+    let mut env = s3.env();
+    env.push(("NEON_API_KEY", &server.key));
+    let out = app.run_env(&["deploy", "--sha", SHA, "--tag", "v2", "--json"], &env);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let keys = s3.keys();
+    assert!(keys.iter().any(|k| k.starts_with("offsite/") && k.ends_with(".sql.zst")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("offsite/") && k.ends_with(".manifest.json")), "{keys:?}");
+    assert!(common::json(&out).to_string().contains("offsite copy: the branch deploy-guard/pre-"), "{err}");
+    assert!(manifest(&app)["copy"].as_str().is_some_and(|c| c.contains("/offsite/")), "{}", manifest(&app));
+    // A plain deploy-guard on the offsite store restores the pre-deploy state from it.
+    let cut = plain.find("  provider: neon").unwrap();
+    let offsite = plain[..cut].lines().filter(|l| !l.trim_start().starts_with("store:")).collect::<Vec<_>>().join("\n");
+    let config = app.tmp.path().join("offsite.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "{offsite}\n  store: \"s3://{BUCKET}/offsite\"\n  endpoint: \"{}\"\n  region: us-east-1\n",
+            s3.endpoint()
+        ),
+    )
+    .unwrap();
+    let mut c = std::process::Command::new(common::bin());
+    c.args(["restore", "--sha", &SHA[..7], "--config"]).arg(&config).envs(s3.env());
+    let restored = c.output().unwrap();
+    assert_eq!(restored.status.code(), Some(0), "{}", common::stderr(&restored));
+    assert_eq!(common::state(app.db()).await, before, "the dump of the branch is the pre-deploy state");
+    server.assert_all_valid();
+}
