@@ -146,11 +146,8 @@ impl StepSpec for Rehearse {
             let (restored, sums) = tokio::join!(restore, sum);
             restored?;
             summed = sums?;
-            tracing::info!(
-                "rehearse: the backup restored into {} in {:.1} s",
-                names.rehearse,
-                t.elapsed().as_secs_f64()
-            );
+            let how = if copy_branch.is_some() { "a branch of the pre-deploy branch" } else { "the backup restored" };
+            tracing::info!("rehearse: {how} as {} in {:.1} s", names.rehearse, t.elapsed().as_secs_f64());
             let before = w.migration_rows(&names.rehearse).await?;
             let clock = Instant::now();
             let table = w.migration_table_key();
