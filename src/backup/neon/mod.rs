@@ -149,9 +149,17 @@ pub fn parse_uri(uri: &str) -> Result<Endpoint> {
     let dbname = decode(url.path().trim_start_matches('/'))?;
     crate::model::check_live_db_name(&dbname)?;
     let sslmode = url.query_pairs().find(|(k, _)| k == "sslmode").map(|(_, v)| v.to_string());
+    // The host goes into the rehearsal's shell prelude and its sed expression: a hostname only.
+    let host = url.host_str().context("no host")?;
+    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')) {
+        bail!("its host is not a plain hostname");
+    }
+    if sslmode.as_deref().is_some_and(|m| !m.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')) {
+        bail!("its sslmode is not one");
+    }
     Ok(Endpoint {
         conn: ConnInfo {
-            host: Some(url.host_str().context("no host")?.to_string()),
+            host: Some(host.to_string()),
             port: url.port(),
             user: Some(decode(url.username())?).filter(|u| !u.is_empty()),
             dbname: Some(dbname),
@@ -193,5 +201,14 @@ mod tests {
         assert_eq!((e.password.as_deref(), e.sslmode.as_deref()), (Some("p@ss"), Some("require")));
         let err = format!("{:#}", parse_uri("mysql://a:secret@h/db").unwrap_err());
         assert!(!err.contains("secret"), "{err}");
+        // Hostile answers: a host that would be sed or shell syntax, an sslmode that is not one.
+        for bad in [
+            "postgresql://a:secret@h%23e/db",
+            "postgresql://a:secret@h%60id%60/db",
+            "postgresql://a@h/db?sslmode=$(id)",
+        ] {
+            let err = format!("{:#}", parse_uri(bad).unwrap_err());
+            assert!(!err.contains("secret"), "{err}");
+        }
     }
 }
