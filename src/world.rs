@@ -27,6 +27,8 @@ pub struct World {
     /// `backup.copy_to`: the offsite copy of every verified backup.
     pub copy: Option<Arc<dyn Store>>,
     pub migrator: Migrator,
+    /// `backup.provider: neon` (none in the offline modes, which call no API).
+    pub neon: Option<crate::backup::Neon>,
 }
 
 impl World {
@@ -57,7 +59,15 @@ impl World {
         if db.maintenance_db == db.name {
             bail!("database.maintenance_db: must not be the live database {:?} (the swap renames it)", db.name);
         }
-        Self::assemble(config, exec, db)
+        Self::assemble(config, exec, db)?.with_neon()
+    }
+
+    /// Opens `backup.provider: neon` (its key from the environment) for a world that will call
+    /// the API.
+    pub fn with_neon(mut self) -> Result<World> {
+        self.neon = crate::backup::Neon::open(&self.config, &self.db, &crate::config::process_env())
+            .map_err(|e| self.config.error("backup.provider", format!("{e:#}")))?;
+        Ok(self)
     }
 
     fn assemble(config: Config, exec: Arc<dyn Executor>, db: Postgres) -> Result<World> {
@@ -80,6 +90,7 @@ impl World {
             store: store::open(&config, exec.clone())?,
             copy: store::open_copy(&config)?,
             migrator: Migrator::from_config(&config.migrations),
+            neon: None,
             runtime,
             db,
             exec,

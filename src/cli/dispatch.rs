@@ -256,13 +256,15 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         Command::Prune { dry_run } => {
-            let w = store_world(cli).await?;
+            // A Neon backup's branch is deleted through the API.
+            let w = usage(store_world(cli).await?.with_neon())?;
             let policy = commands::backup::policy(&w);
             if !policy.is_set() {
                 eprintln!("no retention configured (backup.keep, backup.max_age): nothing deleted");
             }
             let deleted =
-                crate::record::retention::prune(w.store.as_ref(), &w.config.project, policy, *dry_run).await?;
+                crate::record::retention::prune(w.store.as_ref(), w.neon.as_ref(), &w.config.project, policy, *dry_run)
+                    .await?;
             let rows: Vec<serde_json::Value> = deleted
                 .iter()
                 .map(|d| serde_json::json!({"key": d.manifest.key, "sha": d.manifest.sha, "created_at": d.manifest.created_at, "size": d.manifest.size, "why": d.why, "deleted": !dry_run}))

@@ -4,6 +4,7 @@
 
 mod env;
 mod error;
+mod neon;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -13,9 +14,9 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::{Compression, Strategy};
-
 pub use env::SETTINGS;
 pub use error::{ConfigError, Origin};
+pub use neon::{check_id as check_neon_id, Neon, Provider, API_KEY_VAR as NEON_API_KEY};
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
 /// The whole validated configuration.
@@ -334,6 +335,10 @@ impl Default for Migrations {
 pub struct Backup {
     /// `file:///dir` or `s3://bucket/prefix`.
     pub store: String,
+    /// `pg_dump` (default) or `neon`: a branch (its manifests stay in `store`).
+    #[serde(default)]
+    pub provider: Provider,
+    pub neon: Option<Neon>,
     /// Where a `file://` store is: on the target host (default; over SSH when `target.host` is
     /// set) or on the machine deploy-guard runs on (`runner`, refused on GitHub-hosted runners).
     #[serde(default)]

@@ -69,6 +69,7 @@ impl Config {
         self.validate_database()?;
         self.validate_migrations()?;
         self.validate_backup()?;
+        self.validate_neon()?;
         Ok(())
     }
 

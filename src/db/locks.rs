@@ -142,7 +142,7 @@ impl Postgres {
             name = literal(app_name),
         );
         let cmd = self.query_cmd(db);
-        let exec = self.executor().clone();
+        let exec = self.executor_for(db);
         let (mut w, r) = tokio::io::duplex(64 * 1024);
         let session = tokio::spawn(async move {
             let mut input = sql.as_bytes();

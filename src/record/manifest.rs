@@ -114,6 +114,10 @@ pub struct Manifest {
     /// the next deploy is refused and retention keeps this backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<Resolution>,
+    /// `backup.provider: neon`: the backup is this branch (`key` is then the stem's `.neon-branch`
+    /// and there is no object, size or hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neon: Option<crate::backup::NeonBranch>,
     /// Where `backup.copy_to` holds the verified offsite copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<String>,
@@ -167,8 +171,25 @@ impl Manifest {
             outcome: None,
             resolved: None,
             copy: None,
+            neon: None,
             signed: false,
         }
+    }
+
+    /// The same record for `taken`, a dump of this Neon backup's branch (its offsite copy): an
+    /// ordinary backup, restored as any other.
+    pub fn as_dump(&self, taken: Taken) -> Manifest {
+        let mut m = self.clone();
+        m.neon = None;
+        m.copy = None;
+        m.key = taken.key;
+        m.dump_bytes = taken.dump_bytes.unwrap_or_default();
+        m.size = taken.size;
+        m.sha256 = taken.sha256;
+        m.chunks = taken.chunks;
+        m.tables = taken.columns;
+        m.verified = true;
+        m
     }
 
     /// What was stored, as a read, a restore or a copy checks it.
@@ -295,7 +316,12 @@ impl Manifest {
             return bad("its own key is not a manifest's".into());
         }
         let name = BackupName::from_key(at);
-        if Format::of_key(&self.key).is_none_or(|(f, c)| self.key != name.data_key(f, c)) {
+        if let Some(n) = &self.neon {
+            n.validate().or_else(|e| bad(format!("{e:#}")))?;
+            if self.key != name.neon_key() {
+                return bad(format!("it names the backup {:?}, not {} beside it", self.key, name.neon_key()));
+            }
+        } else if Format::of_key(&self.key).is_none_or(|(f, c)| self.key != name.data_key(f, c)) {
             return bad(format!(
                 "it names the backup {:?}, not {}.sql.zst (or .sql.gz, .dir.tar.zst, .dir.tar.gz) beside it",
                 self.key,
@@ -312,10 +338,11 @@ impl Manifest {
                 return bad(format!("table {table:?} or its columns are not plain or quoted identifiers"));
             }
         }
-        if !is_sha256_hex(&self.sha256) {
+        if self.neon.is_none() && !is_sha256_hex(&self.sha256) {
             return bad(format!("sha256 {:?} is not a SHA-256", self.sha256));
         }
-        if self.size == 0 || self.dump_bytes == 0 || self.size > MAX_BYTES || self.dump_bytes > MAX_BYTES {
+        let bad_size = self.size == 0 || self.dump_bytes == 0 || self.size > MAX_BYTES || self.dump_bytes > MAX_BYTES;
+        if self.neon.is_none() && bad_size {
             return bad(format!(
                 "sizes {} (stored) and {} (dump) are not those of a backup",
                 self.size, self.dump_bytes

@@ -27,6 +27,7 @@ mod layers;
 mod lint_squawk;
 mod lock;
 mod meta_filter;
+mod neon;
 mod pause_writes;
 mod plan_covers_run;
 mod pr_check;
