@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod health;
+pub mod kubernetes;
 pub mod shell;
 
 use anyhow::{bail, Result};
@@ -123,9 +124,10 @@ pub trait Runtime: Send + Sync {
         self.run(Action::Deploy(tag)).await.map(|_| ())
     }
 
-    async fn stop(&self) -> Result<()> {
+    /// Stops every writer; what was done, for the journal ("" for nothing more to say).
+    async fn stop(&self) -> Result<String> {
         match self.cmd(Action::Stop) {
-            Some(c) => exec::run_ok(self.executor(), &c).await.map(|_| ()),
+            Some(c) => exec::run_ok(self.executor(), &c).await.map(|_| String::new()),
             None => bail!("app.commands.stop is not set: the app was left running"),
         }
     }

@@ -4,6 +4,7 @@
 
 mod env;
 mod error;
+mod kubernetes;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ pub use crate::model::{Compression, Strategy};
 
 pub use env::SETTINGS;
 pub use error::{ConfigError, Origin};
+pub use kubernetes::{Kubernetes, MigrateWhere};
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
 /// The whole validated configuration.
@@ -155,6 +157,7 @@ impl Default for Target {
 pub enum RuntimeKind {
     Compose,
     Shell,
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -175,6 +178,7 @@ pub struct App {
     pub services: Vec<String>,
     pub env_file: Option<String>,
     pub tag_variable: Option<String>,
+    pub kubernetes: Option<Kubernetes>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -302,6 +306,9 @@ pub struct Migrations {
     /// and that a migration held longer than this on the copy.
     #[serde(default = "default_lock_warn", with = "humantime_serde")]
     pub lock_warn: Duration,
+    /// Where the tool runs: the runner (default) or a Kubernetes Job (`job`).
+    #[serde(default, rename = "where")]
+    pub location: MigrateWhere,
 }
 
 impl Default for Migrations {
@@ -323,6 +330,7 @@ impl Default for Migrations {
             lock_timeout: None,
             statement_timeout: None,
             lock_warn: default_lock_warn(),
+            location: MigrateWhere::Runner,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! intact (row counts and content checksums of the pre-deploy columns, schema fingerprint,
 //! migration table, running tag).
 
+pub mod control_plane;
 pub mod sandbox;
 mod scenarios;
 mod stage;

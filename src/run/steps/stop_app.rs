@@ -29,7 +29,8 @@ impl StepSpec for StopApp {
             return Ok(Done::Ok("writes paused; the app keeps serving reads".into()));
         }
         Ok(match run.w.runtime.stop().await {
-            Ok(()) => Done::Ok("app stopped".into()),
+            Ok(said) if said.is_empty() => Done::Ok("app stopped".into()),
+            Ok(said) => Done::Ok(format!("app stopped: {said}")),
             // A running app is cut off by the swap anyway.
             Err(e) => Done::Warning(format!("{e:#}; carrying on: the swap cuts the app off")),
         })
