@@ -80,20 +80,30 @@ impl Rollout {
 
     /// `kubectl rollout status`'s verdict: Ok(true) done, Ok(false) still going, Err stuck.
     fn state(&self) -> Result<bool, String> {
-        if self.observed < self.generation {
-            return Ok(false);
-        }
-        if self.progressing == "ProgressDeadlineExceeded" {
+        if self.stuck() {
             return Err(format!("{} exceeded its progress deadline ({})", self.name, self.describe()));
         }
-        Ok(self.updated >= self.desired && self.total <= self.updated && self.available >= self.updated)
+        Ok(self.done())
+    }
+
+    fn stuck(&self) -> bool {
+        self.observed >= self.generation && self.progressing == "ProgressDeadlineExceeded"
+    }
+
+    fn done(&self) -> bool {
+        self.observed >= self.generation
+            && self.updated >= self.desired
+            && self.total <= self.updated
+            && self.available >= self.updated
     }
 
     pub fn describe(&self) -> String {
-        let state = match self.state() {
-            Ok(true) => "rolled out".to_string(),
-            Ok(false) => "rolling out".to_string(),
-            Err(_) => "stuck: ProgressDeadlineExceeded".to_string(),
+        let state = if self.stuck() {
+            "stuck: ProgressDeadlineExceeded"
+        } else if self.done() {
+            "rolled out"
+        } else {
+            "rolling out"
         };
         format!(
             "{} {}: {}/{} ready, {} updated, {} available, {state}",
@@ -438,16 +448,20 @@ impl Runtime for Kubernetes {
         Ok(self.rollouts().await?.iter().map(Rollout::describe).collect::<Vec<_>>().join("; "))
     }
 
+    /// With `migrations.where: job`, the migrations and their revert run in a Job; what only
+    /// reads the release's files (which migrations lack a down, their SQL) runs here, in the
+    /// checkout the image was built from.
     fn tool_cmd(&self, label: &str, name: &str, tag: &str, script: &str) -> Cmd {
-        match self.location {
-            MigrateWhere::Runner => Cmd::new(
+        let in_job = self.location == MigrateWhere::Job && matches!(label, "migrate" | "revert");
+        match in_job {
+            false => Cmd::new(
                 label,
                 match &self.workdir {
                     Some(dir) => format!("cd {} && {script}", quote(dir)),
                     None => script.to_string(),
                 },
             ),
-            MigrateWhere::Job => {
+            true => {
                 let mut cmd = self.command(label, self.job_script(name, tag, script));
                 cmd.timeout = None;
                 cmd
