@@ -72,7 +72,7 @@ impl Rollout {
                     available: n(f[6]),
                     ready: n(f[7]),
                     progressing: f[8].to_string(),
-                    image: crate::migrate::strip_control(f[9]).trim().to_string(),
+                    image: plain(f[9]).trim().to_string(),
                 })
             })
             .collect()
@@ -198,7 +198,7 @@ impl Kubernetes {
         format!(
             "i=0; while :; do left=0; for d in {names}; do \
              sel=$({k} get deployment/\"$d\" -o go-template='{{{{range $k, $v := .spec.selector.matchLabels}}}}{{{{$k}}}}={{{{$v}}}},{{{{end}}}}') || exit 1; \
-             n=$({k} get pods -l \"${{sel%,}}\" -o name | wc -l) || exit 1; left=$((left + n)); done; \
+             p=$({k} get pods -l \"${{sel%,}}\" -o name) || exit 1; n=$(printf '%s' \"$p\" | grep -c .); left=$((left + n)); done; \
              [ \"$left\" -eq 0 ] && break; i=$((i + 1)); \
              [ $i -le {secs} ] || {{ echo \"deploy-guard: $left pod(s) still there after {secs} s\" >&2; exit 1; }}; sleep 1; done",
             names = self.names(),
@@ -228,7 +228,14 @@ impl Kubernetes {
             .k
             .deployments
             .iter()
-            .map(|d| format!("{} rollout status deployment/{} --timeout={}s", self.base, quote(d), self.wait.as_secs().max(1)))
+            .map(|d| {
+                format!(
+                    "{} rollout status deployment/{} --timeout={}s",
+                    self.base,
+                    quote(d),
+                    self.wait.as_secs().max(1)
+                )
+            })
             .collect();
         format!("{} set env {} {} && {}", self.base, self.deployments(), quote(assignment), waits.join(" && "))
     }
@@ -238,12 +245,8 @@ impl Kubernetes {
     fn job_script(&self, name: &str, tag: &str, script: &str) -> String {
         let k = &self.base;
         let first = quote(&self.k.deployments[0]);
-        let container = |env: &str| {
-            format!(
-                "{{.spec.template.spec.containers[?(@.name==\"{}\")].{env}}}",
-                self.k.container
-            )
-        };
+        let container =
+            |env: &str| format!("{{.spec.template.spec.containers[?(@.name==\"{}\")].{env}}}", self.k.container);
         let labels = serde_json::json!({ RUN_LABEL: name });
         let head = serde_json::json!({
             "apiVersion": "batch/v1",
@@ -283,8 +286,14 @@ impl Kubernetes {
 
     /// Every command this runtime runs, for the snapshot test.
     pub fn scripts(&self, tag: &str) -> Vec<(&'static str, String)> {
-        let actions =
-            [Action::CurrentTag, Action::Deploy(tag), Action::Stop, Action::Status, Action::Logs(30), Action::PauseWrites];
+        let actions = [
+            Action::CurrentTag,
+            Action::Deploy(tag),
+            Action::Stop,
+            Action::Status,
+            Action::Logs(30),
+            Action::PauseWrites,
+        ];
         let mut out: Vec<(&'static str, String)> =
             actions.iter().filter_map(|a| Some((a.key(), self.cmd(*a)?.script))).collect();
         out.push(("rollout", self.rollout_script()));
@@ -295,19 +304,22 @@ impl Kubernetes {
     }
 
     fn validate_script(&self) -> String {
-        let path = format!("{{range .items[*]}}{{.metadata.name}}={{.spec.template.spec.containers[*].name}}{{\"\\n\"}}{{end}}");
+        let path = format!(
+            "{{range .items[*]}}{{.metadata.name}}={{.spec.template.spec.containers[*].name}}{{\"\\n\"}}{{end}}"
+        );
         format!("{} get deployment -o jsonpath={}", self.base, quote(&path))
     }
 
     /// Each Deployment exists and has the container; kubectl reaches the cluster and may read.
     async fn validate_now(&self) -> Result<()> {
-        let out = exec::capture(self.exec.as_ref(), &self.command("kubectl get deployments", self.validate_script())).await?;
+        let out =
+            exec::capture(self.exec.as_ref(), &self.command("kubectl get deployments", self.validate_script())).await?;
         if out.exit.code != Some(0) {
             bail!(
                 "app.kubernetes: kubectl cannot read the Deployments {} in namespace {}: {}",
                 self.k.deployments.join(", "),
                 self.k.namespace,
-                crate::migrate::strip_control(out.exit.stderr_tail.trim())
+                plain(out.exit.stderr_tail.trim())
             );
         }
         for d in &self.k.deployments {
@@ -346,15 +358,21 @@ impl Kubernetes {
         self.command(
             "delete the migration Job",
             format!(
-                "n=$({k} get job {n} -o name --ignore-not-found | wc -l) || exit 1; \
+                "j=$({k} get job {n} -o name --ignore-not-found) || exit 1; \
                  {k} delete job {n} --ignore-not-found --cascade=foreground --wait --timeout=120s >/dev/null || exit 1; \
-                 left=$({k} get pods -l {sel} -o name | wc -l) || exit 1; \
-                 [ \"$left\" -eq 0 ] || {{ echo \"deploy-guard: $left pod(s) of the Job still there\" >&2; exit 1; }}; echo \"$n\"",
+                 p=$({k} get pods -l {sel} -o name) || exit 1; \
+                 [ -z \"$p\" ] || {{ echo \"deploy-guard: pods of the Job are still there: $p\" >&2; exit 1; }}; \
+                 printf '%s' \"$j\" | grep -c . || true",
                 n = quote(name),
                 sel = quote(&format!("{RUN_LABEL}={name}")),
             ),
         )
     }
+}
+
+/// What the cluster printed, control characters (terminal escapes) removed, newlines kept.
+fn plain(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control() || *c == '\n').collect()
 }
 
 #[async_trait]
@@ -383,7 +401,9 @@ impl Runtime for Kubernetes {
                     self.names()
                 ),
             ),
-            Action::PauseWrites => ("kubectl set env (pause writes)", self.set_env_script(self.k.pause_env.as_deref()?)),
+            Action::PauseWrites => {
+                ("kubectl set env (pause writes)", self.set_env_script(self.k.pause_env.as_deref()?))
+            }
             Action::ResumeWrites => {
                 ("kubectl set env (resume writes)", self.set_env_script(&format!("{}-", self.k.pause_var()?)))
             }
@@ -436,7 +456,7 @@ impl Runtime for Kubernetes {
     async fn stop(&self) -> Result<String> {
         self.validate().await?;
         let out = self.run(Action::Stop).await?;
-        Ok(format!("scaled to 0 (recorded replicas: {})", crate::migrate::strip_control(out.trim())))
+        Ok(format!("scaled to 0 (recorded replicas: {})", plain(out.trim())))
     }
 
     async fn validate(&self) -> Result<()> {
@@ -488,7 +508,10 @@ mod tests {
         assert_eq!(line("api|2|2|2|3|2|1|2|ReplicaSetUpdated|app:v2").state(), Ok(false), "not available");
         assert!(line("api|2|2|2|3|1|2|2|ProgressDeadlineExceeded|app:v2").state().is_err());
         assert_eq!(line("api|2|2|0||||||app:v1").state(), Ok(true), "scaled to 0");
-        assert_eq!(line("api|2|2|2|2|2|2|2|x|app:v2").describe(), "api tag v2: 2/2 ready, 2 updated, 2 available, rolled out");
+        assert_eq!(
+            line("api|2|2|2|2|2|2|2|x|app:v2").describe(),
+            "api tag v2: 2/2 ready, 2 updated, 2 available, rolled out"
+        );
     }
 
     #[test]
@@ -496,7 +519,7 @@ mod tests {
         let config = crate::config::Config::from_yaml(
             "project: spade\napp:\n  runtime: kubernetes\n  kubernetes:\n    namespace: spade\n    deployments: [spade-api, spade-worker]\n    \
              container: app\n    image: ghcr.io/acme/spade\n    pause_env: READ_ONLY_MODE=true\n    context: prod\n\
-             database:\n  url: postgres://app@db:5432/spade\nbackup:\n  store: file:///var/backups\n",
+             database:\n  url: postgres://app@db:5432/spade\nmigrations:\n  tool: golang-migrate\nbackup:\n  store: file:///var/backups\n",
             &[],
         )
         .unwrap();

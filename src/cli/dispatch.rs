@@ -299,9 +299,16 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 ExitCode::Act
             })
         }
-        Command::Simulate { scenario, record } => {
+        Command::Simulate { scenario, record, runtime } => {
             let names = usage(simulate::scenarios_named(scenario))?;
-            let results = simulate::run(&names, g.config.as_deref(), record.as_deref()).await?;
+            let kubernetes = match runtime {
+                None | Some(crate::config::RuntimeKind::Shell) => false,
+                Some(crate::config::RuntimeKind::Kubernetes) => true,
+                Some(crate::config::RuntimeKind::Compose) => usage(Err(anyhow::anyhow!(
+                    "simulate --runtime compose: the compose drill is tests/it/compose_docker.rs (it needs Docker)"
+                )))?,
+            };
+            let results = simulate::run(&names, g.config.as_deref(), record.as_deref(), kubernetes).await?;
             print_out(g.json, &results, || simulate::table(&results))?;
             Ok(if results.iter().all(|r| r.as_expected) { ExitCode::Ok } else { ExitCode::Act })
         }

@@ -149,7 +149,9 @@ impl Config {
                     bail!("app.compose_file, app.tag_variable, app.services: only with app.runtime: compose");
                 }
                 if a.commands.deploy.is_some() || a.commands.pause_writes.is_some() {
-                    bail!("app.commands: only with app.runtime: shell or compose (kubernetes: app.kubernetes.pause_env)");
+                    bail!(
+                        "app.commands: only with app.runtime: shell or compose (kubernetes: app.kubernetes.pause_env)"
+                    );
                 }
             }
             RuntimeKind::Compose => {

@@ -28,7 +28,8 @@ pub const JOB_HANGS_TAG: &str = "v2-job-hangs";
 pub const NODE: &str = "kwok-node-0";
 
 const VERSION_DIR: &str = "v1.32.13-kwok-v0.7.0";
-const COMPONENTS: [&str; 6] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"];
+const COMPONENTS: [&str; 6] =
+    ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"];
 
 /// Where scripts/k8s-tools put the binaries: `$DG_K8S_BIN`, else its default cache.
 pub fn bin_dir() -> PathBuf {
@@ -103,7 +104,7 @@ impl ControlPlane {
         };
         openssl(&["genrsa", "-out", "sa.key", "2048"])?;
         openssl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
-        let token = random_hex()?;
+        let token = crate::model::random_hex(16);
         std::fs::write(dir.join("tokens.csv"), format!("{token},admin,admin,system:masters\n"))?;
 
         let (client, peer) = (free_port()?, free_port()?);
@@ -181,7 +182,7 @@ impl ControlPlane {
             &bin,
             &[&kc, "--leader-elect=false", "--bind-address=127.0.0.1", &format!("--secure-port={}", free_port()?)],
         )?;
-        std::fs::write(dir.join("kwok.yaml"), STAGES.replace("IMAGE", IMAGE))?;
+        std::fs::write(dir.join("kwok.yaml"), stages())?;
         cp.spawn(
             "kwok",
             &bin,
@@ -197,13 +198,8 @@ impl ControlPlane {
         cp.watchdog()?;
         cp.apply(&NODE_YAML.replace("NODE", NODE))?;
         cp.wait_for("the fake node to be ready", Duration::from_secs(60), |cp| {
-            let out = cp.kubectl(&[
-                "get",
-                "node",
-                NODE,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])?;
+            let out =
+                cp.kubectl(&["get", "node", NODE, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])?;
             Ok(String::from_utf8_lossy(&out.stdout).trim() == "True")
         })?;
         Ok(cp)
@@ -240,7 +236,8 @@ impl ControlPlane {
                 return Ok(());
             }
             if start.elapsed() > timeout {
-                let tails: Vec<String> = self.children.iter().map(|(n, _)| format!("{n}: {}", self.log_tail(n))).collect();
+                let tails: Vec<String> =
+                    self.children.iter().map(|(n, _)| format!("{n}: {}", self.log_tail(n))).collect();
                 bail!("timed out after {timeout:?} waiting for {what}\n{}", tails.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -306,6 +303,54 @@ impl ControlPlane {
         )
     }
 
+    /// A namespace holding [`Self::deployment_yaml`]s of `deployments` (name, replicas) at
+    /// `tag`, returned once every one is rolled out.
+    pub fn namespace_with(&self, ns: &str, deployments: &[(&str, u32)], tag: &str, deadline: u32) -> Result<()> {
+        self.kubectl_ok(&["create", "namespace", ns])?;
+        for (d, n) in deployments {
+            self.apply(&Self::deployment_yaml(ns, d, tag, *n, deadline))?;
+        }
+        let start = Instant::now();
+        loop {
+            let mut done = true;
+            for (d, n) in deployments {
+                let path = "jsonpath={.status.updatedReplicas}/{.status.readyReplicas}/{.status.replicas}";
+                done &= self.kubectl_ok(&["-n", ns, "get", "deployment", d, "-o", path])? == format!("{n}/{n}/{n}");
+            }
+            if done {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(90) {
+                bail!(
+                    "{ns}: not rolled out in 90 s: {}\n{}",
+                    self.kubectl_ok(&["-n", ns, "get", "deploy,rs,pods"])?,
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The drill's app on this control plane: an api (2 replicas) and a worker (1) at v1 in
+    /// namespace `ns`, reached with the admin's kubeconfig; the rollouts are the health check.
+    pub fn drill_app(&self, app: &mut crate::config::App, ns: &str) -> Result<()> {
+        self.namespace_with(ns, &[("api", 2), ("worker", 1)], "v1", 600)?;
+        app.runtime = crate::config::RuntimeKind::Kubernetes;
+        app.commands = Default::default();
+        app.health.command = None;
+        app.health.timeout = Duration::from_secs(20);
+        app.kubernetes = Some(crate::config::Kubernetes {
+            namespace: ns.to_string(),
+            deployments: vec!["api".into(), "worker".into()],
+            container: "app".into(),
+            image: IMAGE.into(),
+            kubeconfig: Some(self.kubeconfig.display().to_string()),
+            context: None,
+            pause_env: None,
+        });
+        Ok(())
+    }
+
     /// Stops the components (and removes the temp dir) if this process dies without dropping
     /// the control plane (tests keep one in a static).
     fn watchdog(&self) -> Result<()> {
@@ -338,15 +383,19 @@ impl Drop for ControlPlane {
     }
 }
 
-fn random_hex() -> Result<String> {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(hex::encode(b))
-}
-
-const NODE_YAML: &str = "apiVersion: v1\nkind: Node\nmetadata:\n  name: NODE\n  annotations:\n    kwok.x-k8s.io/node: fake\n  \
+const NODE_YAML: &str =
+    "apiVersion: v1\nkind: Node\nmetadata:\n  name: NODE\n  annotations:\n    kwok.x-k8s.io/node: fake\n  \
                          labels:\n    type: kwok\n    kubernetes.io/hostname: NODE\nspec: {}\n";
+
+/// The Stages, with the drill's unhealthy releases (but the crash-looping one) never ready.
+fn stages() -> String {
+    let mut unready = vec![UNREADY_TAG];
+    unready.extend(
+        super::SCENARIOS.iter().map(|s| s.release).filter(|r| super::stage::is_unhealthy(r) && *r != CRASH_TAG),
+    );
+    let list: Vec<String> = unready.iter().map(|t| format!("'{IMAGE}:{t}'")).collect();
+    STAGES.replace("'UNREADY'", &list.join(", ")).replace("IMAGE", IMAGE)
+}
 
 /// kwok's pod Stages: its default ones (ready, a Job's pod complete, delete), each kept from the
 /// images that behave otherwise, and those: never ready, crash-looping, a Job's pod failing.

@@ -46,10 +46,7 @@ impl K8s {
         let w = tool::World::new(crate::tools_golang_migrate::spec(), prefix, &[]);
         static N: AtomicUsize = AtomicUsize::new(0);
         let ns = format!("{}-{}-{}", prefix.replace('_', "-"), std::process::id(), N.fetch_add(1, Ordering::SeqCst));
-        cp.kubectl_ok(&["create", "namespace", &ns]).unwrap();
-        for (d, replicas) in DEPLOYMENTS {
-            cp.apply(&ControlPlane::deployment_yaml(&ns, d, "v1", replicas, deadline)).unwrap();
-        }
+        cp.namespace_with(&ns, &DEPLOYMENTS, "v1", deadline).unwrap_or_else(|e| panic!("{e:#}"));
         let k = K8s { kubeconfig: w.tmp.path().join("kubeconfig"), w, ns };
         k.service_account();
         k.wait_rolled_out();
