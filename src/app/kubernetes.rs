@@ -304,10 +304,8 @@ impl Kubernetes {
     }
 
     fn validate_script(&self) -> String {
-        let path = format!(
-            "{{range .items[*]}}{{.metadata.name}}={{.spec.template.spec.containers[*].name}}{{\"\\n\"}}{{end}}"
-        );
-        format!("{} get deployment -o jsonpath={}", self.base, quote(&path))
+        let path = "{range .items[*]}{.metadata.name}={.spec.template.spec.containers[*].name}{\"\\n\"}{end}";
+        format!("{} get deployment -o jsonpath={}", self.base, quote(path))
     }
 
     /// Each Deployment exists and has the container; kubectl reaches the cluster and may read.

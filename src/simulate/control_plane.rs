@@ -61,7 +61,7 @@ pub fn missing() -> Option<String> {
     let gone: Vec<&str> = COMPONENTS.iter().copied().filter(|c| component(&dir, c).is_none()).collect();
     (!gone.is_empty()).then(|| {
         format!(
-            "the Kubernetes control plane is not built here: {} missing in {} (scripts/k8s-tools builds it, about 12 \
+            "the Kubernetes control plane is not built here: {} missing in {} (scripts/k8s-tools builds it, about 20 \
              minutes on 2 cores; scripts/setup runs it)",
             gone.join(", "),
             dir.display()

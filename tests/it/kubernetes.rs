@@ -155,3 +155,34 @@ fn the_documented_role_is_enough_and_rbac_is_enforced() {
     let token = token_line.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap();
     assert!(!said.contains(token), "the token is never printed");
 }
+
+/// `simulate --runtime kubernetes` runs the drill on a control plane of its own.
+#[test]
+fn simulate_runs_the_drill_on_the_control_plane() {
+    let out = std::process::Command::new(crate::common::bin())
+        .args(["simulate", "--runtime", "kubernetes", "--scenario", "bad-down", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = crate::common::json(&out);
+    assert_eq!(r[0]["scenario"], "bad-down", "{r:#}");
+    assert_eq!(r[0]["path"], "restore", "{r:#}");
+    assert_eq!(r[0]["as_expected"], true, "{r:#}");
+}
+
+/// Where the control plane is not built, the drill says so and what builds it.
+#[test]
+fn simulate_says_clearly_where_there_is_no_control_plane() {
+    let empty = crate::common::tempdir();
+    let out = std::process::Command::new(crate::common::bin())
+        .args(["simulate", "--runtime", "kubernetes", "--scenario", "happy"])
+        .env("DG_K8S_BIN", empty.path())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", explain(&out));
+    let said = crate::common::stderr(&out);
+    assert!(
+        said.contains("the Kubernetes control plane is not built here") && said.contains("scripts/k8s-tools"),
+        "{said}"
+    );
+}
