@@ -66,6 +66,50 @@ fn migration_fails_leaves_golang_migrate_dirty_and_is_restored() {
     k.assert_running("v1");
 }
 
+/// With `pause_env`, the restore pauses the writers (the variable set on every Deployment and
+/// its rollout waited for) instead of scaling them to 0, and removes it after.
+#[test]
+fn a_restore_pauses_writes_with_the_env_var_and_resumes_them() {
+    let k = K8s::new("k8s_pause", 600, "");
+    let text = std::fs::read_to_string(k.w.config()).unwrap();
+    std::fs::write(
+        k.w.config(),
+        text.replace("    container: app\n", "    container: app\n    pause_env: READ_ONLY_MODE=true\n"),
+    )
+    .unwrap();
+    k.w.release("add_tier", tool::ADD_TIER_NOT_NULL, tool::DROP_TIER);
+    let out = k.deploy("v2");
+    assert_eq!(k.w.ended(&out), (Some(1), "rolled-back".into(), "restore".into()), "{}", explain(&out));
+    let r = crate::common::json(&out);
+    let stop = step(&r, "stop-app")["detail"].as_str().unwrap_or_default().to_string();
+    assert!(stop.contains("writes paused"), "{stop}");
+    assert!(step(&r, "redeploy")["detail"].as_str().unwrap_or_default().contains("writes resumed"), "{r:#}");
+    k.w.assert_back_at_v1("tier");
+    k.assert_running("v1");
+    for (d, _) in crate::common::k8s::DEPLOYMENTS {
+        let env =
+            k.kubectl(&["get", "deployment", d, "-o", "jsonpath={.spec.template.spec.containers[0].env[*].name}"]);
+        assert_eq!(env, "DATABASE_URL", "{d}: READ_ONLY_MODE removed, the rest kept");
+    }
+}
+
+/// The runbook gives this deployment's kubectl lines, made from the commands that run.
+#[test]
+fn the_runbook_gives_the_kubectl_lines() {
+    let k = K8s::new("k8s_runbook", 600, "");
+    let out = k.w.dg(&["runbook"]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let text = crate::common::stdout(&out);
+    let ns = &k.ns;
+    for line in [
+        format!("kubectl --namespace {ns} set image deployment/api deployment/worker app=registry.test/app:"),
+        format!("kubectl --namespace {ns} scale deployment/\"$d\" --replicas=0"),
+    ] {
+        assert!(text.contains(&line), "{line:?} not in the runbook:\n{text}");
+    }
+    assert!(!text.contains("token"), "no credential in the runbook");
+}
+
 #[test]
 fn an_unready_release_reverts_api_and_worker_together() {
     let k = K8s::new("k8s_unready", 600, "");
