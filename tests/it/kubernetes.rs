@@ -6,7 +6,7 @@
 
 use crate::common::k8s::{control_plane, step, steps, K8s};
 use crate::common::tool::{self, explain};
-use deploy_guard::simulate::control_plane::{CRASH_TAG, JOB_HANGS_TAG, UNREADY_TAG};
+use deploy_guard::simulate::control_plane::{CRASH_TAG, JOB_FAILS_TAG, JOB_HANGS_TAG, UNREADY_TAG};
 
 /// The release v2 (a nullable column and an index) with `down` as its down migration.
 fn release(k: &K8s, down: &str) {
@@ -168,6 +168,20 @@ fn a_timed_out_migration_job_is_deleted_with_its_pod_before_the_restore() {
     let jobs = k.kubectl(&["get", "jobs", "-o", "name"]);
     assert!(jobs.trim().is_empty(), "no Job left: {jobs}");
     assert!(k.pods().iter().all(|p| !p.contains("deploy-guard-migrate")), "no Job pod left: {:?}", k.pods());
+    k.w.assert_back_at_v1("nickname");
+    k.assert_running("v1");
+}
+
+/// A migration Job whose pod fails: the failure is said, nothing ran, v1 stays.
+#[test]
+fn a_failing_migration_job_rolls_back_with_nothing_to_revert() {
+    let k = K8s::new("k8s_job_fails", 600, "  where: job\n");
+    release(&k, tool::DROP_NICKNAME);
+    let out = k.deploy(JOB_FAILS_TAG);
+    assert_eq!(k.w.ended(&out), (Some(1), "rolled-back".into(), "none".into()), "{}", explain(&out));
+    let r = crate::common::json(&out);
+    let migrate = step(&r, "migrate")["detail"].as_str().unwrap_or_default().to_string();
+    assert!(migrate.contains("the migration Job deploy-guard-migrate-0123456 failed"), "{migrate}");
     k.w.assert_back_at_v1("nickname");
     k.assert_running("v1");
 }
