@@ -176,6 +176,10 @@ impl Kubernetes {
         format!("{} get deployment -o jsonpath={}", self.base, quote(&path))
     }
 
+    fn rollout_cmd(&self) -> Cmd {
+        self.command("kubectl rollout", self.rollout_script())
+    }
+
     /// Scales every Deployment to 0, first recording its replica count on it (unless one is
     /// recorded already: a second stop must not record 0), then waits until none has a pod.
     fn scale_down_script(&self) -> String {
@@ -339,7 +343,7 @@ impl Kubernetes {
     /// Each named Deployment's rollout, in `app.kubernetes.deployments`' order. The namespace's
     /// Deployments are listed (kubectl prints one named object without `items`) and filtered.
     pub async fn rollouts(&self) -> Result<Vec<Rollout>> {
-        let out = exec::run_ok(self.exec.as_ref(), &self.command("kubectl rollout", self.rollout_script())).await?;
+        let out = exec::run_ok(self.exec.as_ref(), &self.rollout_cmd()).await?;
         let mut all = Rollout::parse(&out);
         let mut mine = Vec::new();
         for d in &self.k.deployments {
@@ -418,8 +422,18 @@ impl Runtime for Kubernetes {
         Ok(self.parse_tag(&self.run(Action::CurrentTag).await?))
     }
 
+    /// The first Deployment's image; trusted as running only when its rollout is complete (a
+    /// release left stuck or crash-looping is not the one to go back to: the journal and GitHub
+    /// are asked first, as for a crash-looping compose container).
     async fn previous_tag(&self) -> Result<Option<(String, super::TagSource)>> {
-        Ok(self.current_tag().await?.map(|t| (t, super::TagSource::Running)))
+        let Some(tag) = self.current_tag().await? else { return Ok(None) };
+        let first = self.rollouts().await?.into_iter().next();
+        let steady = first.is_some_and(|r| r.done() && r.available > 0);
+        Ok(Some((tag, if steady { super::TagSource::Running } else { super::TagSource::Unsteady })))
+    }
+
+    fn settle_cmd(&self) -> Option<Cmd> {
+        Some(self.rollout_cmd())
     }
 
     /// `kubectl rollout status` for every Deployment, within the health timeout.

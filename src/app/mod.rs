@@ -114,6 +114,11 @@ pub trait Runtime: Send + Sync {
         }
     }
 
+    /// The command [`Runtime::settled`] polls, for the plan (None: it runs none).
+    fn settle_cmd(&self) -> Option<Cmd> {
+        None
+    }
+
     /// Waits until every service runs steadily (compose: each container running, not
     /// restarting, healthy where it has a healthcheck); what was found, for the journal.
     async fn settled(&self, _timeout: std::time::Duration, _interval: std::time::Duration) -> Result<String> {
