@@ -484,21 +484,19 @@ impl Runtime for Kubernetes {
     /// reads the release's files (which migrations lack a down, their SQL) runs here, in the
     /// checkout the image was built from.
     fn tool_cmd(&self, label: &str, name: &str, tag: &str, script: &str) -> Cmd {
-        let in_job = self.location == MigrateWhere::Job && matches!(label, "migrate" | "revert");
-        match in_job {
-            false => Cmd::new(
-                label,
-                match &self.workdir {
-                    Some(dir) => format!("cd {} && {script}", quote(dir)),
-                    None => script.to_string(),
-                },
-            ),
-            true => {
-                let mut cmd = self.command(label, self.job_script(name, tag, script));
-                cmd.timeout = None;
-                cmd
-            }
+        // The labels of the migration run and its revert (run::steps::tool::Tool::label).
+        if self.location == MigrateWhere::Job && matches!(label, "migrate" | "revert") {
+            let mut cmd = self.command(label, self.job_script(name, tag, script));
+            cmd.timeout = None;
+            return cmd;
         }
+        Cmd::new(
+            label,
+            match &self.workdir {
+                Some(dir) => format!("cd {} && {script}", quote(dir)),
+                None => script.to_string(),
+            },
+        )
     }
 
     /// A Job outlives its kubectl: deleted, with its pod, and waited for.
