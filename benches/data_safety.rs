@@ -358,7 +358,13 @@ async fn one_scale(
     let pg = Postgres::new(
         Arc::new(Local),
         Some(env.bin.display().to_string()),
-        ConnInfo { host: Some("127.0.0.1".into()), port: Some(env.port), user: Some("postgres".into()), dbname: None },
+        ConnInfo {
+            host: Some("127.0.0.1".into()),
+            port: Some(env.port),
+            user: Some("postgres".into()),
+            dbname: None,
+            sslmode: None,
+        },
         "a".into(),
         "postgres".into(),
     );

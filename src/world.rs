@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::app::compose::{self, Compose};
 use crate::app::kubernetes::Kubernetes;
+use crate::app::swarm::{self, Swarm};
 use crate::app::{Health, Runtime, Shell};
 use crate::config::{Config, RuntimeKind};
 use crate::db::{ConnInfo, Postgres};
@@ -27,6 +28,8 @@ pub struct World {
     /// `backup.copy_to`: the offsite copy of every verified backup.
     pub copy: Option<Arc<dyn Store>>,
     pub migrator: Migrator,
+    /// `backup.provider: neon` (none in the offline modes, which call no API).
+    pub neon: Option<crate::backup::Neon>,
 }
 
 impl World {
@@ -57,7 +60,15 @@ impl World {
         if db.maintenance_db == db.name {
             bail!("database.maintenance_db: must not be the live database {:?} (the swap renames it)", db.name);
         }
-        Self::assemble(config, exec, db)
+        Self::assemble(config, exec, db)?.with_neon()
+    }
+
+    /// Opens `backup.provider: neon` (its key from the environment) for a world that will call
+    /// the API.
+    pub fn with_neon(mut self) -> Result<World> {
+        self.neon = crate::backup::Neon::open(&self.config, &self.db, &crate::config::process_env())
+            .map_err(|e| self.config.error("backup.provider", format!("{e:#}")))?;
+        Ok(self)
     }
 
     fn assemble(config: Config, exec: Arc<dyn Executor>, db: Postgres) -> Result<World> {
@@ -71,6 +82,9 @@ impl World {
             RuntimeKind::Compose => {
                 Box::new(Compose::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
             }
+            RuntimeKind::Swarm => {
+                Box::new(Swarm::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
+            }
             RuntimeKind::Kubernetes => Box::new(Kubernetes::from_config(exec.clone(), &config)?),
         };
         Ok(World {
@@ -78,6 +92,7 @@ impl World {
             store: store::open(&config, exec.clone())?,
             copy: store::open_copy(&config)?,
             migrator: Migrator::from_config(&config.migrations),
+            neon: None,
             runtime,
             db,
             exec,
@@ -192,6 +207,7 @@ fn postgres(
         .stream_timeout(d.stream_timeout)
         .jobs(config.backup.jobs);
     Ok(match (&d.service, &config.app.compose_file) {
+        (Some(service), _) if config.app.runtime == RuntimeKind::Swarm => pg.inside(swarm::db_exec_prefix(service)),
         (Some(service), Some(file)) => pg.inside(format!(
             "{} exec -T {}",
             compose::base_command(file, config.app.env_file.as_deref()),

@@ -5,6 +5,7 @@ pub mod compose;
 pub mod health;
 pub mod kubernetes;
 pub mod shell;
+pub mod swarm;
 
 use anyhow::{bail, Result};
 use async_trait::async_trait;
@@ -82,6 +83,36 @@ impl TagSource {
     }
 }
 
+/// One service as it ran before the deploy, recorded in the manifest so that a rollback from
+/// another process puts back exactly that (swarm: its image and its replica count).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceState {
+    pub service: String,
+    /// The image reference of its spec, as it was (`app:v1`, with its digest when it had one).
+    pub image: String,
+    /// Replicas wanted; none for a global service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u64>,
+}
+
+impl ServiceState {
+    /// The name and image reach commands: both must be plain (a manifest is read from a store).
+    pub fn check(&self) -> Result<()> {
+        let plain = |s: &str, extra: &[u8]| {
+            !s.is_empty()
+                && s.len() <= 512
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
+        };
+        if !plain(&self.service, b"") || self.service.starts_with(['-', '.']) {
+            bail!("service {:?} is not a service name", self.service);
+        }
+        if !plain(&self.image, b"/:@") || self.image.starts_with('-') {
+            bail!("the image {:?} of {} is not an image reference", self.image, self.service);
+        }
+        Ok(())
+    }
+}
+
 /// Drives the app on the target.
 #[async_trait]
 pub trait Runtime: Send + Sync {
@@ -90,6 +121,17 @@ pub trait Runtime: Send + Sync {
     fn cmd(&self, action: Action<'_>) -> Option<Cmd>;
     /// The tag in what the current-tag command printed.
     fn parse_tag(&self, out: &str) -> Option<String>;
+    /// The commands a deploy of `tag` runs, in order (swarm: one per service).
+    fn deploy_cmds(&self, tag: &str) -> Vec<Cmd> {
+        self.cmd(Action::Deploy(tag)).into_iter().collect()
+    }
+
+    /// The commands a rollback's redeploy of `tag` runs, given what was recorded before the
+    /// deploy (swarm: each service's recorded image and replicas).
+    fn redeploy_cmds(&self, tag: &str, _recorded: &[ServiceState]) -> Vec<Cmd> {
+        self.deploy_cmds(tag)
+    }
+
     /// A command that runs `script` (a migration tool) with the code of `tag`; what it starts is
     /// known by `name` (compose: its one-off container's label), for [`Runtime::tool_stop`].
     fn tool_cmd(&self, label: &str, name: &str, tag: &str, script: &str) -> Cmd;
@@ -127,6 +169,17 @@ pub trait Runtime: Send + Sync {
 
     async fn deploy(&self, tag: &str) -> Result<()> {
         self.run(Action::Deploy(tag)).await.map(|_| ())
+    }
+
+    /// Each service's image and replicas now, to record before anything changes (swarm); empty
+    /// where the runtime has nothing to put back but the tag.
+    async fn services(&self) -> Result<Vec<ServiceState>> {
+        Ok(Vec::new())
+    }
+
+    /// Runs [`Runtime::redeploy_cmds`]: the previous tag again, as recorded.
+    async fn redeploy(&self, tag: &str, _recorded: &[ServiceState]) -> Result<()> {
+        self.deploy(tag).await
     }
 
     /// Stops every writer; what was done, for the journal ("" for nothing more to say).

@@ -13,9 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::io::InspectReader;
 
 use super::chunks::{self, Chunks};
-use super::meta_filter::Checker;
+use super::listing::Lister;
 use super::{codec, PlainView, Stored};
-use crate::db::{copy_header, DumpTables, Postgres, RowSum, Sums};
+use crate::db::{DumpTables, Postgres, RowSum, Sums};
 use crate::exec::Tail;
 use crate::model::{Codec, Compression, Format, Verify};
 use crate::store::{Put, Store};
@@ -184,82 +184,80 @@ async fn take_unchecked(db: &Postgres, store: &dyn Store, key: &str, packing: Pa
     }
     let packed_cmd =
         || db.dump_cmd_packed(packing.format, packing.codec.name(), &packing.codec.compress_sh(packing.level));
-    if packing.on_target {
-        let cmd = packed_cmd();
-        if let Some(put) = store.put_from_target(key, &cmd).await {
-            // Dumped, compressed and stored on the target; [`verify`] reads it back across the link.
-            let (size, sha256) = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
-            return Ok(Taken {
-                key: key.to_string(),
-                dump_bytes: None,
-                size,
-                sha256,
-                columns: BTreeMap::new(),
-                chunks: None,
-                checked: false,
-            });
-        }
-    }
+    // A store on the target is written there, the compressed bytes crossing the link once, as
+    // they are written, to be checked here.
+    let in_place = packing.on_target && store.path_on_target(key).is_some();
     let (mut dump_w, dump_r) = tokio::io::duplex(BUF);
     let raw = Meter::counted();
     // Pieces of the smallest size as they are stored: right for any object under 32 GiB.
     let packed = Meter::new(Some(Sha256::new()), Some(chunks::Hasher::new(0)));
-    let mut lister = None;
-    let (cmd, body, ticker) = if packing.on_target {
-        let cmd = packed_cmd();
-        let body: super::codec::Reader = Box::pin(metered(dump_r, &packed));
-        (cmd, body, progress("backup (compressed bytes)", &packed))
+    // The dump is checked on its way to the store, on a thread of its own: the SQL beside the
+    // compressor here, or what the target compressed, decompressed on that thread.
+    let (cmd, body, ticker, lister) = if packing.on_target {
+        let (lister, feed) = Lister::start_packed(packing.format, packing.codec);
+        let body = InspectReader::new(metered(dump_r, &packed), move |b| {
+            feed.feed(b);
+        });
+        (packed_cmd(), Box::pin(body) as super::codec::Reader, progress("backup (compressed bytes)", &packed), lister)
     } else {
-        // The SQL is checked on its way to the compressor, on a thread of its own.
-        let (l, feed) = Lister::start(packing.format);
-        lister = Some(l);
+        let (lister, feed) = Lister::start(packing.format);
         let raw_side = InspectReader::new(metered(dump_r, &raw), move |b| {
             feed.feed(b);
         });
         let encoder = codec::encoder(packing.codec, raw_side, packing.level);
         let body = Box::pin(metered(encoder, &packed)) as super::codec::Reader;
-        (db.dump_cmd_for(packing.format), body, progress("backup", &raw))
+        (db.dump_cmd_for(packing.format), body, progress("backup", &raw), lister)
     };
-    let dump = async move {
-        let r = db.executor().run(&cmd, None, &mut dump_w).await;
-        let _ = dump_w.shutdown().await;
-        r
+    let (dumped, stored) = if in_place {
+        let write = async move {
+            let r = store.put_from_target(key, &cmd, &mut dump_w).await;
+            let _ = dump_w.shutdown().await;
+            r.unwrap_or_else(|| Err(anyhow::anyhow!("{} writes nothing on the target", store.describe())))
+        };
+        let drain = async move {
+            let mut body = body;
+            tokio::io::copy(&mut body, &mut tokio::io::sink()).await
+        };
+        let (written, drained) = tokio::join!(write, drain);
+        (written, drained.context("reading the backup as the target wrote it"))
+    } else {
+        let dump = async move {
+            let r = db.executor().run(&cmd, None, &mut dump_w).await;
+            let _ = dump_w.shutdown().await;
+            r.context("pg_dump could not be run to the end").and_then(|exit| exit.check("pg_dump"))
+        };
+        // The body is dropped as soon as the store stops reading it (a failed upload), so
+        // pg_dump sees a broken pipe and ends instead of blocking on a pipe nobody reads.
+        let put = async move {
+            let mut body = body;
+            store.put(key, &mut body, Put::New).await
+        };
+        tokio::join!(dump, put)
     };
-    // The body is dropped as soon as the store stops reading it (a failed upload), so pg_dump
-    // sees a broken pipe and ends instead of blocking on a pipe nobody reads.
-    let put = async move {
-        let mut body = body;
-        store.put(key, &mut body, Put::New).await
-    };
-    let (exit, put) = tokio::join!(dump, put);
     ticker.abort();
     // The feed went with the body: the lister has seen the whole dump, or as much as was sent.
-    let listed = lister.map(Lister::finish);
+    let listed = lister.finish();
     let checked = (|| {
         // A failed upload also breaks pg_dump's pipe: report the cause, not the symptom.
-        let stored = put.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
-        exit.context("pg_dump could not be run to the end")?.check("pg_dump")?;
-        let raw = raw.lock().expect("meter");
-        if !packing.on_target && packing.format == Format::Plain && !raw.has_trailer() {
+        let stored = stored.with_context(|| format!("storing the backup in {} failed", store.describe()))?;
+        dumped?;
+        let listed = listed.with_context(|| format!("{key} is not a plain pg_dump"))?;
+        if packing.format == Format::Plain && !listed.trailer {
             bail!("pg_dump exited 0 but the dump lacks its completion trailer ({TRAILER:?}): it is incomplete");
         }
         let mut packed = packed.lock().expect("meter");
         if stored != packed.bytes {
             bail!("the store took {stored} bytes of {}", packed.bytes);
         }
-        let columns = match listed {
-            Some(listed) => Some(listed.with_context(|| format!("{key} is not a plain pg_dump"))?),
-            None => None,
-        };
         let pieces = packed.pieces.take().expect("hashed in pieces").finish();
         let fits = pieces.fits(packed.bytes);
         Ok(Taken {
             key: key.to_string(),
-            dump_bytes: (!packing.on_target).then_some(raw.bytes),
+            dump_bytes: Some(listed.bytes),
             size: packed.bytes,
             sha256: packed.sha256(),
-            checked: columns.is_some() && fits,
-            columns: columns.unwrap_or_default(),
+            checked: fits,
+            columns: listed.columns,
             chunks: fits.then_some(pieces),
         })
     })();
@@ -364,7 +362,8 @@ pub async fn sums(store: &dyn Store, stored: &Stored, wanted: BTreeSet<String>) 
         }
     }
     if let Some(m) = packed {
-        stored_as_taken(&m.lock().expect("meter"), &stored.taken())?;
+        let m = m.lock().expect("meter");
+        stored_as_taken(m.bytes, &m.sha256(), &stored.taken())?;
     }
     Ok(tables.tables)
 }
@@ -373,69 +372,29 @@ pub async fn sums(store: &dyn Store, stored: &Stored, wanted: BTreeSet<String>) 
 /// decompressed and checked when the backup was taken, so it needs no decompression again (a
 /// restore reads at hashing speed before psql sees a byte).
 pub(super) async fn same_object(store: &dyn Store, taken: &Taken) -> Result<()> {
+    if let Some(digest) = store.digest(&taken.key).await {
+        let (size, sha256) = digest.with_context(|| format!("cannot read back {}", taken.key))?;
+        return stored_as_taken(size, &sha256, taken);
+    }
     let gz = Meter::hashed();
     let object = store.get(&taken.key).await.with_context(|| format!("cannot read back {}", taken.key))?;
     let mut reader = metered(BufReader::with_capacity(BUF, object), &gz);
     tokio::io::copy(&mut reader, &mut tokio::io::sink()).await.with_context(|| format!("reading {}", taken.key))?;
     let gz = gz.lock().expect("meter");
-    stored_as_taken(&gz, taken)?;
-    Ok(())
+    stored_as_taken(gz.bytes, &gz.sha256(), taken)
 }
 
 /// The object read back has the length and sha256 it was stored with.
-fn stored_as_taken(gz: &Meter, taken: &Taken) -> Result<()> {
-    if gz.bytes != taken.size || gz.sha256() != taken.sha256 {
+pub(super) fn stored_as_taken(size: u64, sha256: &str, taken: &Taken) -> Result<()> {
+    if size != taken.size || sha256 != taken.sha256 {
         bail!(
-            "{} read back as {} bytes sha256 {}, expected {} bytes sha256 {}",
+            "{} read back as {size} bytes sha256 {sha256}, expected {} bytes sha256 {}",
             taken.key,
-            gz.bytes,
-            gz.sha256(),
             taken.size,
             taken.sha256
         );
     }
     Ok(())
-}
-
-/// The meta-command check, on its own thread, fed copies of the plain SQL through a bounded
-/// channel: beside the compressor or decompressor, not after it. It also lists each table's
-/// columns from the COPY lines it passes; rows are summed later, only for the tables a rollback
-/// compares ([`sums`]), so what a deploy pays does not grow with the data.
-struct Lister(std::thread::JoinHandle<std::io::Result<BTreeMap<String, Vec<String>>>>);
-
-/// What feeds a [`Lister`]; dropping it ends the stream.
-struct Feed(std::sync::mpsc::SyncSender<Vec<u8>>);
-
-impl Lister {
-    fn start(format: Format) -> (Lister, Feed) {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        let thread = std::thread::spawn(move || -> std::io::Result<_> {
-            let mut checker = Checker::default();
-            let mut view = PlainView::new(format);
-            let mut passed = Vec::new();
-            while let Ok(chunk) = rx.recv() {
-                passed.clear();
-                checker.feed(view.view(&chunk)?, &mut passed)?;
-            }
-            // A directory archive's view ends with the trailer only when the archive was whole.
-            checker.feed(view.finish()?, &mut passed)?;
-            checker.finish(&mut passed)?;
-            Ok(checker.copies.iter().filter_map(|line| copy_header(line)).collect())
-        });
-        (Lister(thread), Feed(tx))
-    }
-
-    /// Each table's columns, once the feed is dropped; an error for what is not a plain dump.
-    fn finish(self) -> std::io::Result<BTreeMap<String, Vec<String>>> {
-        self.0.join().unwrap_or_else(|_| Err(std::io::Error::other("the dump's check panicked")))
-    }
-}
-
-impl Feed {
-    /// False once the check has refused what it was fed.
-    fn feed(&self, b: &[u8]) -> bool {
-        b.is_empty() || self.0.send(b.to_vec()).is_ok()
-    }
 }
 
 /// What reading a stored backup back found.
@@ -466,10 +425,10 @@ pub(super) async fn read_back(store: &dyn Store, taken: &Taken) -> Result<ReadBa
         }
     }
     drop(feed);
-    let columns = lister.finish().with_context(|| format!("{} is not a plain pg_dump", taken.key))?;
+    let columns = lister.finish().with_context(|| format!("{} is not a plain pg_dump", taken.key))?.columns;
     let mut packed = packed.lock().expect("meter");
     let raw = raw.lock().expect("meter");
-    stored_as_taken(&packed, taken)?;
+    stored_as_taken(packed.bytes, &packed.sha256(), taken)?;
     let chunks = packed.pieces.take().expect("hashed in pieces").finish();
     if taken.dump_bytes.is_some_and(|d| d != raw.bytes) || (format == Format::Plain && !raw.has_trailer()) {
         bail!(

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use super::pipeline::{kind, metered, progress, read_back, room_for, same_object, Meter};
+use super::pipeline::{kind, metered, progress, read_back, room_for, same_object, stored_as_taken, Meter};
 use super::{chunks, codec, MetaGuard, Stored, TarGuard};
 use crate::db::Postgres;
 use crate::model::{Codec, Format};
@@ -42,7 +42,9 @@ async fn restore_unchecked(db: &Postgres, store: &dyn Store, stored: &Stored, in
     let unpack_there = exec.remote() && codec::on_target(codec, exec).await?;
     let not_verified = || format!("{} is not the verified backup; nothing was restored", stored.key);
     if let Some(path) = store.path_on_target(&stored.key).filter(|_| unpack_there) {
-        return restore_in_place(db, stored, (format, codec), &path, into, restricted).await.with_context(not_verified);
+        return restore_in_place(db, store, stored, (format, codec), &path, into, restricted)
+            .await
+            .with_context(not_verified);
     }
     // Over SSH psql reads what the target decompresses, never seen here: the pieces' hashes are
     // trusted in place of reading it all first only when a signature vouches for them.
@@ -113,31 +115,22 @@ pub async fn psql_restricts(db: &Postgres, signed: bool, format: Format) -> Resu
 /// verified, and these are the same bytes; the hash is checked again after the restore.
 async fn restore_in_place(
     db: &Postgres,
+    store: &dyn Store,
     stored: &Stored,
     (format, codec): (Format, Codec),
     path: &str,
     into: &str,
     restricted: bool,
 ) -> Result<u64> {
-    let exec = db.executor().as_ref();
-    let digest = crate::exec::Cmd::new("hash the backup on the target", crate::store::target::digest_sh(path))
-        .timeout(db.stream_deadline());
     let check = || async {
-        let read = crate::store::target::parse_digest(&crate::exec::run_ok(exec, &digest).await?);
-        if read.as_ref() != Some(&(stored.size, stored.sha256.clone())) {
-            let (size, sha) = read.map_or(("?".into(), "?".into()), |(n, h)| (n.to_string(), h));
-            bail!(
-                "{path} on the target is {size} bytes sha256 {sha}, the manifest says {} bytes sha256 {}",
-                stored.size,
-                stored.sha256
-            );
-        }
-        Ok(())
+        let digest = store.digest(&stored.key).await;
+        let digest = digest.unwrap_or_else(|| Err(anyhow::anyhow!("the store cannot hash {path} where it is")))?;
+        stored_as_taken(digest.0, &digest.1, &stored.taken())
     };
     check().await?;
     let source = format!("{} < {}", codec.decompress_sh(), crate::exec::quote(path));
     let cmd = db.restore_file_cmd(into, format, codec.name(), &source, restricted);
-    let exit = exec.run(&cmd, None, &mut tokio::io::sink()).await?;
+    let exit = db.executor().run(&cmd, None, &mut tokio::io::sink()).await?;
     exit.check(&format!("restoring {} into {into}", stored.key))?;
     check().await.context("the backup changed on the target while it was restored")?;
     Ok(stored.dump_bytes)

@@ -58,11 +58,13 @@ pub enum Command {
     /// revert cannot undo, long locks, what breaks the previous release, with the rows at stake in
     /// the database this machine reaches (database.url, e.g. a service container) — and show the
     /// path a deploy of it would take. Posts one comment on the pull request, updated in place.
-    /// Changes nothing anywhere: no SSH, no backup.
+    /// Changes nothing anywhere: no SSH, no backup of production (--rehearse backs up the job's
+    /// own database into a temporary store).
     ///
     /// Exit: 0 nothing destructive, or allowed (the `allow-destructive` label, --allow-destructive,
     /// or the SQL comment "deploy-guard: allow-destructive REASON" on the statement) · 2 bad usage
-    /// or config · 3 the check could not run · 4 a destructive statement nobody allowed.
+    /// or config · 3 the check (or the rehearsal asked for) could not run · 4 a destructive
+    /// statement nobody allowed, or migrations that fail when rehearsed.
     Plan {
         #[arg(long, env = "GITHUB_SHA")]
         sha: String,
@@ -72,6 +74,11 @@ pub enum Command {
         /// Destructive statements do not fail the check (they are still listed).
         #[arg(long)]
         allow_destructive: bool,
+        /// Also rehearse the migrations on a copy of the job's database (DEPLOY_GUARD_DATABASE_URL):
+        /// backed up into a temporary store, restored into a scratch database, run up and back down
+        /// there with the tool in this checkout, compared. Fails (4) when they fail there.
+        #[arg(long)]
+        rehearse: bool,
     },
     /// Rehearse the release TAG on a copy of production's data: a verified backup restored into a
     /// scratch database, the release's migrations run up and back down there, compared with the

@@ -121,7 +121,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let report = commands::deploy::deploy(&w, &args).await;
             file_report(g, gh.as_ref(), deployment, report).await
         }
-        Command::Plan { sha, tag, allow_destructive } => {
+        Command::Plan { sha, tag, allow_destructive, rehearse } => {
             let sha = sha_arg("--sha", sha)?;
             let tag = tag.clone().unwrap_or_else(|| sha.to_string());
             usage(config::check_tag("--tag", &tag))?;
@@ -133,6 +133,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 tag: &tag,
                 config_arg: &cfg_arg,
                 allow_destructive: *allow_destructive,
+                rehearse: *rehearse,
             };
             let mut check = commands::plan::plan(cfg, &args, gh.as_ref()).await?;
             let mut url = None;
@@ -155,7 +156,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             print_out(g.json, &check, || pr_check::render(&check))?;
             let code = check.exit_code();
             if code != ExitCode::Ok {
-                crate::console::error("destructive migration", &check.headline());
+                crate::console::error(check.result(), &check.headline());
             }
             Ok(code)
         }
@@ -255,13 +256,15 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         Command::Prune { dry_run } => {
-            let w = store_world(cli).await?;
+            // A Neon backup's branch is deleted through the API.
+            let w = usage(store_world(cli).await?.with_neon())?;
             let policy = commands::backup::policy(&w);
             if !policy.is_set() {
                 eprintln!("no retention configured (backup.keep, backup.max_age): nothing deleted");
             }
             let deleted =
-                crate::record::retention::prune(w.store.as_ref(), &w.config.project, policy, *dry_run).await?;
+                crate::record::retention::prune(w.store.as_ref(), w.neon.as_ref(), &w.config.project, policy, *dry_run)
+                    .await?;
             let rows: Vec<serde_json::Value> = deleted
                 .iter()
                 .map(|d| serde_json::json!({"key": d.manifest.key, "sha": d.manifest.sha, "created_at": d.manifest.created_at, "size": d.manifest.size, "why": d.why, "deleted": !dry_run}))
@@ -304,9 +307,13 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             let kubernetes = match runtime {
                 None | Some(crate::config::RuntimeKind::Shell) => false,
                 Some(crate::config::RuntimeKind::Kubernetes) => true,
-                Some(crate::config::RuntimeKind::Compose) => usage(Err(anyhow::anyhow!(
-                    "simulate --runtime compose: the compose drill is tests/it/compose_docker.rs (it needs Docker)"
-                )))?,
+                Some(other @ (crate::config::RuntimeKind::Compose | crate::config::RuntimeKind::Swarm)) => {
+                    usage(Err(anyhow::anyhow!(
+                        "simulate --runtime {}: the drill runs shell commands or kubernetes; the Docker runtimes' \
+                         scenarios are tests/it/compose_docker.rs and swarm.rs (they need Docker)",
+                        format!("{other:?}").to_lowercase()
+                    )))?
+                }
             };
             let results = simulate::run(&names, g.config.as_deref(), record.as_deref(), kubernetes).await?;
             print_out(g.json, &results, || simulate::table(&results))?;

@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod init;
 pub mod lock;
 pub mod plan;
+pub mod pr_rehearse;
 pub mod replay;
 pub mod resolve;
 pub mod restore;

@@ -15,7 +15,7 @@ use crate::guard::{Assessment, Engine, Mode, Step};
 use crate::migrate::PendingSql;
 use crate::model::Sha;
 use crate::report::github::{self, GitHub};
-use crate::report::pr_check::{Allowance, PrCheck, ALLOW_LABEL};
+use crate::report::pr_check::{Allowance, PrCheck, PrRehearsal, ALLOW_LABEL};
 use crate::run::steps::classify;
 use crate::world::{self, World};
 
@@ -25,6 +25,8 @@ pub struct PlanArgs<'a> {
     pub config_arg: &'a str,
     /// Destructive statements do not fail the check.
     pub allow_destructive: bool,
+    /// Also rehearse the migrations on a copy of the job's database ([`super::pr_rehearse`]).
+    pub rehearse: bool,
 }
 
 /// The pull request of this job: its number, labels and the files it changes.
@@ -88,6 +90,11 @@ async fn database(cfg: &Config) -> Result<Result<Postgres, String>> {
 pub async fn plan(cfg: Config, a: &PlanArgs<'_>, gh: Option<&GitHub>) -> Result<PrCheck> {
     let mut notes = Vec::new();
     let db = database(&cfg).await?;
+    let rehearsal = match (&db, a.rehearse) {
+        (_, false) => None,
+        (Ok(_), true) => Some(super::pr_rehearse::rehearse(&cfg, a).await),
+        (Err(why), true) => Some(PrRehearsal::NotRun { reason: why.clone() }),
+    };
     let w = crate::model::usage(World::offline(cfg))?;
     let pr = pull_request(gh, &mut notes).await?;
     let rows = match (&db, &w.migrator.table) {
@@ -174,6 +181,7 @@ pub async fn plan(cfg: Config, a: &PlanArgs<'_>, gh: Option<&GitHub>) -> Result<
         deploy_refuses: w.config.rollback.destructive == Destructive::Refuse,
         plan,
         notes,
+        rehearsal,
     })
 }
 

@@ -11,6 +11,9 @@ use super::Kubernetes;
 pub enum RuntimeKind {
     Compose,
     Shell,
+    /// Services of a Docker Swarm stack (`docker service`), on a manager node.
+    Swarm,
+    /// Deployments in a namespace, driven with `kubectl` from here.
     Kubernetes,
 }
 
@@ -28,8 +31,8 @@ pub struct App {
     pub workdir: Option<String>,
     pub compose_file: Option<String>,
     pub service: Option<String>,
-    /// `runtime: compose`: every service that writes to the database (default: `[service]`):
-    /// all are stopped before a restore and all started on a tag together.
+    /// `runtime: compose` or `swarm`: every service that writes to the database (default:
+    /// `[service]`): all are stopped before a restore and all started on a tag together.
     #[serde(default)]
     pub services: Vec<String>,
     pub env_file: Option<String>,

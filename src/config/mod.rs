@@ -6,6 +6,7 @@ mod app;
 mod env;
 mod error;
 mod kubernetes;
+mod neon;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use app::{App, Health, RuntimeKind, ShellCommands};
 pub use env::SETTINGS;
 pub use error::{ConfigError, Origin};
 pub use kubernetes::{Kubernetes, MigrateWhere};
+pub use neon::{check_id as check_neon_id, Neon, Provider, API_KEY_VAR as NEON_API_KEY};
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
 /// The whole validated configuration.
@@ -283,6 +285,10 @@ impl Default for Migrations {
 pub struct Backup {
     /// `file:///dir` or `s3://bucket/prefix`.
     pub store: String,
+    /// `pg_dump` (default) or `neon`: a branch (its manifests stay in `store`).
+    #[serde(default)]
+    pub provider: Provider,
+    pub neon: Option<Neon>,
     /// Where a `file://` store is: on the target host (default; over SSH when `target.host` is
     /// set) or on the machine deploy-guard runs on (`runner`, refused on GitHub-hosted runners).
     #[serde(default)]

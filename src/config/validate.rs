@@ -69,6 +69,7 @@ impl Config {
         self.validate_database()?;
         self.validate_migrations()?;
         self.validate_backup()?;
+        self.validate_neon()?;
         Ok(())
     }
 
@@ -125,7 +126,7 @@ impl Config {
                     bail!("app.commands.deploy: required with app.runtime: shell (a command with {{tag}})");
                 }
                 if !a.services.is_empty() {
-                    bail!("app.services: only with app.runtime: compose (with shell, app.commands.deploy and stop drive every service)");
+                    bail!("app.services: only with app.runtime: compose or swarm (with shell, app.commands.deploy and stop drive every service)");
                 }
                 if a.commands.current_tag.is_none() {
                     bail!("app.commands.current_tag: required with app.runtime: shell (prints the running tag)");
@@ -177,6 +178,42 @@ impl Config {
                 }
                 if self.database.service.is_none() && self.database.url.is_none() && self.database.host.is_none() {
                     bail!("database.service: required with app.runtime: compose (the compose service running PostgreSQL), or database.url");
+                }
+            }
+            RuntimeKind::Swarm => {
+                let Some(service) = &a.service else {
+                    bail!("app.service: required with app.runtime: swarm (the swarm service whose image runs the migrations, e.g. station_backend)");
+                };
+                for s in std::iter::once(service).chain(&a.services) {
+                    let mut b = s.bytes();
+                    let ok = b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+                        && b.all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
+                    if !ok || s.len() > 63 {
+                        bail!("app.services: {s:?} is not a swarm service name (as `docker service ls` shows it: STACK_SERVICE)");
+                    }
+                }
+                if !a.services.is_empty() && !a.services.contains(service) {
+                    bail!("app.services: must include app.service ({service}), the service whose image runs the migrations");
+                }
+                for (key, set) in
+                    [("app.compose_file", a.compose_file.is_some()), ("app.tag_variable", a.tag_variable.is_some())]
+                {
+                    if set {
+                        bail!("{key}: not used with app.runtime: swarm (each service's image is updated with `docker service update`)");
+                    }
+                }
+                if let Some(db) = &self.database.service {
+                    let mut b = db.bytes();
+                    if !(b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+                        && b.all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)))
+                    {
+                        bail!("database.service: {db:?} is not a swarm service name");
+                    }
+                } else if self.database.url.is_none() && self.database.host.is_none() {
+                    bail!(
+                        "database.service: required with app.runtime: swarm (the swarm service running PostgreSQL, its task \
+                         on the manager), or database.url"
+                    );
                 }
             }
         }

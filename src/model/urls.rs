@@ -10,6 +10,41 @@ pub struct ConnInfo {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub dbname: Option<String>,
+    /// The URL's `sslmode` (libpq's `PGSSLMODE`): Go's and Node's drivers default to requiring
+    /// TLS, so a server without it (a job's service container) needs `?sslmode=disable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<SslMode>,
+}
+
+/// libpq's `sslmode` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    const ALL: [(SslMode, &'static str); 6] = [
+        (SslMode::Disable, "disable"),
+        (SslMode::Allow, "allow"),
+        (SslMode::Prefer, "prefer"),
+        (SslMode::Require, "require"),
+        (SslMode::VerifyCa, "verify-ca"),
+        (SslMode::VerifyFull, "verify-full"),
+    ];
+
+    pub fn parse(s: &str) -> Option<SslMode> {
+        Self::ALL.iter().find(|(_, n)| *n == s).map(|(m, _)| *m)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(m, _)| *m == self).map(|(_, n)| *n).unwrap_or("prefer")
+    }
 }
 
 impl ConnInfo {
@@ -20,7 +55,19 @@ impl ConnInfo {
             .strip_prefix("postgres://")
             .or_else(|| url.strip_prefix("postgresql://"))
             .ok_or_else(|| anyhow::anyhow!("must start with postgres://"))?;
-        let rest = rest.split('?').next().unwrap_or("");
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        // Of the parameters, sslmode alone is kept: the others are libpq's to read from the
+        // environment, as before.
+        let mut sslmode = None;
+        for (k, v) in query.split('&').filter_map(|p| p.split_once('=')) {
+            if k == "sslmode" {
+                sslmode = Some(SslMode::parse(v).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "sslmode {v:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                    )
+                })?);
+            }
+        }
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -40,6 +87,7 @@ impl ConnInfo {
             port,
             user: userinfo.filter(|u| !u.is_empty()).map(str::to_string),
             dbname: (!path.is_empty()).then(|| path.to_string()),
+            sslmode,
         })
     }
 }
@@ -61,7 +109,8 @@ impl ConnInfo {
         let host = self.host.as_deref().map(enc).unwrap_or_default();
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
         let db = self.dbname.as_deref().map(enc).unwrap_or_default();
-        format!("postgresql://{user}{host}{port}/{db}")
+        let query = self.sslmode.map(|m| format!("?sslmode={}", m.as_str())).unwrap_or_default();
+        format!("postgresql://{user}{host}{port}/{db}{query}")
     }
 }
 
@@ -113,6 +162,12 @@ mod tests {
         let err = ConnInfo::parse_url("postgres://app:hunter2@db/shop").unwrap_err().to_string();
         assert!(err.contains("password") && !err.contains("hunter2"), "{err}");
         assert!(ConnInfo::parse_url("mysql://x").is_err());
+        // sslmode is kept (written back for the tool, PGSSLMODE for libpq); a bad one refused.
+        let c = ConnInfo::parse_url("postgres://app@localhost:5432/shop?connect_timeout=5&sslmode=disable").unwrap();
+        assert_eq!((c.sslmode, c.dbname.as_deref()), (Some(SslMode::Disable), Some("shop")));
+        assert_eq!(c.to_url(), "postgresql://app@localhost:5432/shop?sslmode=disable");
+        let err = ConnInfo::parse_url("postgres://app@h/shop?sslmode=off").unwrap_err().to_string();
+        assert!(err.contains("sslmode \"off\" is not one of disable"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::db::lint::{Finding, Kind};
 use crate::db::RowCount;
 use crate::guard::plan::Plan;
 use crate::model::ExitCode;
+use crate::record::Rehearsal;
 
 /// The label on a pull request that allows its destructive migrations.
 pub const ALLOW_LABEL: &str = "allow-destructive";
@@ -24,6 +25,18 @@ pub enum Allowance {
     Label,
     /// `--allow-destructive` (the action's `allow-destructive` input).
     Flag,
+}
+
+/// The rehearsal on a copy of the job's database (`plan --rehearse`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum PrRehearsal {
+    /// Up and back down on the copy; what the revert brought back is in the record.
+    Ran(Rehearsal),
+    /// The migrations failed on the copy: a deploy of this fails the same way.
+    Failed { reason: String },
+    /// It could not run (no database here, the tool missing, the backup failed).
+    NotRun { reason: String },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -49,6 +62,8 @@ pub struct PrCheck {
     pub deploy_refuses: bool,
     pub plan: Plan,
     pub notes: Vec<String>,
+    /// `--rehearse`: the migrations up and down on a copy of the job's database.
+    pub rehearsal: Option<PrRehearsal>,
 }
 
 impl PrCheck {
@@ -57,23 +72,27 @@ impl PrCheck {
         self.findings.iter().filter(|f| f.kind == Kind::Destructive && f.allowed.is_none())
     }
 
-    /// `passed` (nothing destructive), `allowed` (destructive, allowed by label, flag or
-    /// annotations) or `destructive`.
+    /// `migrations-fail` (they failed when rehearsed), `destructive` (not allowed),
+    /// `not-rehearsed` (asked for, could not run), else `passed` (nothing destructive) or
+    /// `allowed` (destructive, allowed by label, flag or annotations).
     pub fn result(&self) -> &'static str {
         let destructive = self.findings.iter().any(|f| f.kind == Kind::Destructive);
-        match (destructive, self.unallowed().next().is_some(), &self.allowance) {
-            (false, _, _) => "passed",
-            (true, false, _) | (true, true, Some(_)) => "allowed",
-            (true, true, None) => "destructive",
+        match (&self.rehearsal, destructive, self.unallowed().next().is_some(), &self.allowance) {
+            (Some(PrRehearsal::Failed { .. }), ..) => "migrations-fail",
+            (_, true, true, None) => "destructive",
+            (Some(PrRehearsal::NotRun { .. }), ..) => "not-rehearsed",
+            (_, false, _, _) => "passed",
+            _ => "allowed",
         }
     }
 
-    /// 4 when a destructive statement is not allowed: the deploy should not go ahead as it is.
+    /// 4 when the deploy should not go ahead as it is (the migrations fail, or a destructive
+    /// statement nobody allowed); 3 when the rehearsal asked for could not run.
     pub fn exit_code(&self) -> ExitCode {
-        if self.result() == "destructive" {
-            ExitCode::Aborted
-        } else {
-            ExitCode::Ok
+        match self.result() {
+            "migrations-fail" | "destructive" => ExitCode::Aborted,
+            "not-rehearsed" => ExitCode::Act,
+            _ => ExitCode::Ok,
         }
     }
 
@@ -127,6 +146,11 @@ impl PrCheck {
                 "nothing a revert cannot undo; {} finding(s) to read (long locks, what breaks the previous release)",
                 self.findings.len()
             ),
+            ("migrations-fail", _) => {
+                "the migrations fail on a copy of the job's database: a deploy of this would fail at its migrations"
+                    .into()
+            }
+            ("not-rehearsed", _) => "the rehearsal asked for could not run (see below)".into(),
             ("destructive", _) => format!(
                 "{n} destructive statement(s) a revert cannot undo: a reviewer adds the `{ALLOW_LABEL}` label, or the \
                  migration says why with `-- deploy-guard: allow-destructive <reason>`"
@@ -179,6 +203,9 @@ pub fn body(c: &PrCheck) -> String {
             }
         }
     }
+    if let Some(r) = &c.rehearsal {
+        let _ = writeln!(md, "**Rehearsed** on a copy of the job's database: {}.\n", cell(&rehearsed(r)));
+    }
     md.push_str("**If this deploys:** ");
     md.push_str(&c.deploy_path.join(" → "));
     if c.deploy_refuses && c.findings.iter().any(|f| f.kind == Kind::Destructive) {
@@ -192,6 +219,30 @@ pub fn body(c: &PrCheck) -> String {
         let _ = writeln!(md, "\n> {}", cell(n));
     }
     super::comment::cap(md)
+}
+
+/// The rehearsal in a sentence.
+fn rehearsed(r: &PrRehearsal) -> String {
+    match r {
+        PrRehearsal::Ran(r) => {
+            let revert = if r.differences.is_empty() {
+                "brings back the schema, the migration rows and every row".to_string()
+            } else {
+                format!(
+                    "does NOT bring everything back (a failed deploy of this restores the backup): {}",
+                    r.differences.join("; ")
+                )
+            };
+            let locks: Vec<String> = r.long_locks.iter().map(crate::db::locks::HeldLock::describe).collect();
+            let locks = if locks.is_empty() { String::new() } else { format!("; long locks: {}", locks.join("; ")) };
+            format!(
+                "{} migration(s) up in {:.1} s, reverted in {:.1} s{locks}; the revert {revert}",
+                r.applied, r.up_secs, r.down_secs
+            )
+        }
+        PrRehearsal::Failed { reason } => format!("the migrations FAILED: {reason}"),
+        PrRehearsal::NotRun { reason } => format!("not run: {reason}"),
+    }
 }
 
 fn files(files: &[String]) -> String {
@@ -213,6 +264,9 @@ pub fn render(c: &PrCheck) -> String {
     for f in &c.findings {
         let allowed = f.allowed.as_ref().map(|w| format!(" [allowed: {w}]")).unwrap_or_default();
         let _ = writeln!(out, "  {} {}: {} ({}){allowed}", kind(f.kind), f.rule, f.statement, c.rows_of(f));
+    }
+    if let Some(r) = &c.rehearsal {
+        let _ = writeln!(out, "rehearsed: {}", rehearsed(r));
     }
     let _ = writeln!(out, "deploy: {}", c.deploy_path.join(" → "));
     let _ = writeln!(out, "on failure: {} ({})", c.rollback_path.join(" → "), c.rollback_why);
@@ -251,6 +305,7 @@ mod tests {
             deploy_refuses: false,
             plan,
             notes: Vec::new(),
+            rehearsal: None,
         }
     }
 
@@ -269,5 +324,22 @@ mod tests {
         assert!(body(&c).contains("destructive (allowed: `note` moved)"), "{}", body(&c));
         let c = check("CREATE INDEX i ON orders (note);", None);
         assert_eq!((c.result(), c.exit_code()), ("passed", ExitCode::Ok));
+    }
+
+    #[test]
+    fn migrations_that_fail_when_rehearsed_fail_the_check_and_one_that_could_not_run_says_so() {
+        let mut c = check("CREATE INDEX i ON orders (note);", Some(Allowance::Label));
+        c.rehearsal = Some(PrRehearsal::Failed { reason: "relation \"ordres\" does not exist".into() });
+        assert_eq!((c.result(), c.exit_code()), ("migrations-fail", ExitCode::Aborted));
+        assert!(body(&c).contains("the migrations FAILED: relation \"ordres\" does not exist"), "{}", body(&c));
+        c.rehearsal = Some(PrRehearsal::NotRun { reason: "dbmate: command not found".into() });
+        assert_eq!((c.result(), c.exit_code()), ("not-rehearsed", ExitCode::Act));
+        c.rehearsal = Some(PrRehearsal::Ran(Rehearsal { applied: 1, ..Default::default() }));
+        assert_eq!((c.result(), c.exit_code()), ("passed", ExitCode::Ok));
+        assert!(
+            body(&c).contains("1 migration(s) up in 0.0 s, reverted in 0.0 s; the revert brings back"),
+            "{}",
+            body(&c)
+        );
     }
 }

@@ -50,9 +50,19 @@ pub trait Store: Send + Sync {
         Ok(None)
     }
     /// Writes the new object `key` from what `producer` (a command run on the target) prints,
-    /// when the store is a directory there: nothing crosses the link. Returns the object's length and sha256 as
-    /// read back there. `None`: the store is elsewhere (use [`Store::put`]).
-    async fn put_from_target(&self, _key: &str, _producer: &crate::exec::Cmd) -> Option<Result<(u64, String)>> {
+    /// when the store is a directory there, and streams the same bytes to `copy` as they are
+    /// written (for the check here). `None`: the store is elsewhere (use [`Store::put`]).
+    async fn put_from_target(
+        &self,
+        _key: &str,
+        _producer: &crate::exec::Cmd,
+        _copy: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Option<Result<()>> {
+        None
+    }
+    /// The object's length and sha256, read where the store is without bringing the bytes here
+    /// (a directory on the target hashes them there). `None`: only [`Store::get`] reads it.
+    async fn digest(&self, _key: &str) -> Option<Result<(u64, String)>> {
         None
     }
     /// The object's path on the target, when the store is a directory there: a restore then

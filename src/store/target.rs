@@ -45,12 +45,12 @@ impl TargetDirStore {
 }
 
 /// The length and sha256 of the file at `path` on the target, as one shell script.
-pub fn digest_sh(path: &str) -> String {
+fn digest_sh(path: &str) -> String {
     format!("wc -c < {p} && sha256sum < {p}", p = quote(path))
 }
 
 /// The length and (lowercase) sha256 that [`digest_sh`] printed.
-pub fn parse_digest(out: &str) -> Option<(u64, String)> {
+fn parse_digest(out: &str) -> Option<(u64, String)> {
     let mut words = out.split_whitespace();
     let size = words.next()?.parse().ok()?;
     let sha = words.next().filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))?;
@@ -108,28 +108,32 @@ impl TargetDirStore {
     }
 
     /// [`Store::put_from_target`]: the same `KEY.partial`, 0600 and rename as a put, with the
-    /// producer's output written straight into it.
-    async fn write_in_place(&self, key: &str, producer: &Cmd) -> Result<(u64, String)> {
+    /// producer's output written straight into it by `tee`, which also prints it to `copy`.
+    async fn write_in_place(
+        &self,
+        key: &str,
+        producer: &Cmd,
+        copy: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<()> {
         let path = self.path(key)?;
         let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
         let partial = format!("{path}.partial");
+        let tee = format!("tee -- {}", quote(&partial));
+        // In braces: the producer may itself be a pipeline that begins with `exec 4>&1`.
+        let produce = format!("{{ {}\n}}", producer.script);
         let write = Cmd {
             label: format!("{} into {path} on the target", producer.label),
             script: format!(
-                "umask 077 && mkdir -p -- {d} && rm -f -- {p} && {{ {producer}\n}} > {p} && \
-                 {{ sync {p} 2>/dev/null || sync; }} && {digest}",
+                "umask 077 && mkdir -p -- {d} && rm -f -- {p} && {pipeline} && {{ sync {p} 2>/dev/null || sync; }}",
                 d = quote(dir),
                 p = quote(&partial),
-                producer = producer.script,
-                digest = digest_sh(&partial)
+                pipeline = exec::pipeline((&producer.label, &produce), ("tee", &tee)),
             ),
             ..producer.clone()
         };
         let written = async {
-            let out = exec::run_ok(self.exec.as_ref(), &write).await?;
-            let Some(digest) = parse_digest(&out) else { bail!("{} printed no length and sha256", write.label) };
-            self.finish(key, &partial, &path, Put::New).await?;
-            Ok(digest)
+            self.exec.run(&write, None, copy).await?.check(&write.label)?;
+            self.finish(key, &partial, &path, Put::New).await
         }
         .await;
         if written.is_err() {
@@ -178,8 +182,25 @@ impl Store for TargetDirStore {
         written.with_context(|| format!("writing {path} on {}", self.exec.describe()))
     }
 
-    async fn put_from_target(&self, key: &str, producer: &Cmd) -> Option<Result<(u64, String)>> {
-        Some(self.write_in_place(key, producer).await)
+    async fn put_from_target(
+        &self,
+        key: &str,
+        producer: &Cmd,
+        copy: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Option<Result<()>> {
+        Some(self.write_in_place(key, producer, copy).await)
+    }
+
+    async fn digest(&self, key: &str) -> Option<Result<(u64, String)>> {
+        Some(
+            async {
+                let path = self.path(key)?;
+                let cmd = Cmd::new(format!("hash {path} on the target"), digest_sh(&path)).timeout(self.stream_timeout);
+                let out = exec::run_ok(self.exec.as_ref(), &cmd).await?;
+                parse_digest(&out).with_context(|| format!("{} printed no length and sha256", cmd.label))
+            }
+            .await,
+        )
     }
 
     async fn get(&self, key: &str) -> Result<Box<dyn AsyncRead + Unpin + Send>> {

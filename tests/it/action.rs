@@ -857,6 +857,10 @@ fn the_pr_check_and_the_dry_run_reach_the_binary_as_flags() {
             "[plan] [--sha] [0123456789abcdef0123456789abcdef01234567] [--allow-destructive]",
         ),
         (vec![("command", "plan")], "[plan] [--sha] [0123456789abcdef0123456789abcdef01234567]\n"),
+        (
+            vec![("command", "plan"), ("rehearse", "true")],
+            "[plan] [--sha] [0123456789abcdef0123456789abcdef01234567] [--rehearse]\n",
+        ),
         (vec![("command", "deploy"), ("tag", "v2"), ("dry-run", "true")], "[--tag] [v2] [--dry-run]\n"),
         (
             vec![("command", "rehearse"), ("tag", "v2")],

@@ -171,32 +171,14 @@ fn forge(file: &std::path::Path, work: &std::path::Path, script: &str) {
 /// database) — are refused before tar unpacks them, over SSH and here, and nothing is restored.
 #[tokio::test]
 async fn forged_archives_are_refused_before_tar_unpacks_them() {
-    let sshd = target();
-    let tmp = common::tempdir();
-    let store = tmp.path().join("backups");
-    let app = app_over("dir_forged", &sshd, &store);
-    fill(&app);
-    let out = app.run_env(&["backup", "--sha", SHA], &ssh_env(&sshd));
-    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    app.psql("INSERT INTO customers (name) VALUES ('written after the backup');");
-    let live = common::state(app.db()).await;
-    let file = common::backup_files(&store).remove(0);
-    let good = std::fs::read(&file).unwrap();
-    let manifest = std::fs::read(common::manifest_of(&file)).unwrap();
-    let work = tmp.path().join("forge");
     let cases = [
         ("ln -s /etc zz_link", "only files belong"),
         ("sed -i 's# blob_# ../../../../etc/hostname#' blobs.toc", "blobs.toc lists"),
         ("echo '1 blob_1.dat' >> blobs.toc", "blob_1.dat, named by its TOC, is missing"),
         ("cp blobs.toc blob_7.dat", "blob_7.dat, which no list of large objects names"),
     ];
-    for (script, why) in cases {
-        std::fs::write(&file, &good).unwrap();
-        std::fs::write(common::manifest_of(&file), &manifest).unwrap();
-        forge(&file, &work, script);
-        let err = common::restore_refused(&app, &ssh_env(&sshd), &live).await;
-        assert!(err.contains("not a pg_dump directory archive") && err.contains(why), "{script}: {err}");
-    }
+    let (sshd, app, live, _store) =
+        forged_each("dir_forged", "runner", &cases, "not a pg_dump directory archive").await;
     // The last one restored by a run on this machine (a local target): refused as it streams.
     app.edit_config(|t| {
         let start = t.find("target:").expect("a target section");
@@ -212,10 +194,28 @@ async fn forged_archives_are_refused_before_tar_unpacks_them() {
 /// list of large objects naming a path on the target is refused; nothing is restored.
 #[tokio::test]
 async fn forged_archives_in_a_store_on_the_target_are_refused_before_pg_restore_opens_them() {
+    let cases = [
+        ("ln -s /etc zz_link", "zz_link is not a file pg_dump writes"),
+        ("sed -i 's# blob_# ../../../../etc/hostname#' blobs.toc", "names a file pg_dump does not write"),
+    ];
+    let (sshd, ..) = forged_each("dir_forged_inplace", "target", &cases, "").await;
+    assert_eq!(left_on(&sshd), "");
+}
+
+/// A directory backup over SSH (its store `store_on` the runner or the target), the live database
+/// changed after it, then the backup forged by each `(script, why)` in turn (its unsigned
+/// manifest rewritten to match): each restore is refused saying `said` and `why`, nothing touched.
+/// (The store is in the returned directory.)
+async fn forged_each(
+    name: &str,
+    store_on: &str,
+    cases: &[(&str, &str)],
+    said: &str,
+) -> (Sshd, App, common::State, tempfile::TempDir) {
     let sshd = target();
     let tmp = common::tempdir();
     let store = tmp.path().join("backups");
-    let app = app_over_with("dir_forged_inplace", &sshd, &store, "target");
+    let app = app_over_with(name, &sshd, &store, store_on);
     fill(&app);
     let out = app.run_env(&["backup", "--sha", SHA], &ssh_env(&sshd));
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
@@ -225,18 +225,14 @@ async fn forged_archives_in_a_store_on_the_target_are_refused_before_pg_restore_
     let good = std::fs::read(&file).unwrap();
     let manifest = std::fs::read(common::manifest_of(&file)).unwrap();
     let work = tmp.path().join("forge");
-    let cases = [
-        ("ln -s /etc zz_link", "zz_link is not a file pg_dump writes"),
-        ("sed -i 's# blob_# ../../../../etc/hostname#' blobs.toc", "names a file pg_dump does not write"),
-    ];
     for (script, why) in cases {
         std::fs::write(&file, &good).unwrap();
         std::fs::write(common::manifest_of(&file), &manifest).unwrap();
         forge(&file, &work, script);
         let err = common::restore_refused(&app, &ssh_env(&sshd), &live).await;
-        assert!(err.contains(why), "{script}: {err}");
+        assert!(err.contains(said) && err.contains(why), "{script}: {err}");
     }
-    assert_eq!(left_on(&sshd), "");
+    (sshd, app, live, tmp)
 }
 
 /// The dump's files go to the target's `/var/tmp`, often the database server's own disk: with too

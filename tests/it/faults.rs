@@ -368,30 +368,9 @@ async fn a_deploy_lock_lost_mid_run_is_taken_again_or_the_run_stops_if_another_h
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_migrate_cuts_it_short_journaled_with_exit_3_then_rollback_sha_finds_nothing_changed() {
-    // SIGTERM while the migration runs (held at a gate): it is killed where it runs, its
-    // transaction never commits, the run stops journaled.
-    let app = App::new("fault_term", &["v2"]);
-    let gates = Gates::new(&app);
-    let stop = gates.stop("migrate");
-    app.edit_config(|c| c.replace("run: ./migrate.sh up {tag}", &format!("run: {stop} && ./migrate.sh up {{tag}}")));
-    let before = common::state(app.db()).await;
-    let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]);
-    gates.reached("migrate", &mut child);
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let (code, stdout, err) = out_of(child);
-    assert_eq!(code, 3, "{err}");
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let (app, r, _, before) = signalled_mid_migration("fault_term", &[libc::SIGTERM]).await;
     assert_eq!(r["outcome"]["stuck_at"], "assess", "{r}");
-    assert!(r["outcome"]["reason"].as_str().unwrap().contains("stopped by SIGTERM: `migrate` was cut short"), "{r}");
     assert!(r["next_commands"].to_string().contains("rollback --sha 0123456"), "{r}");
-    assert!(!gates.waiting("migrate"), "the migration's command runs on");
-    assert!(!migrated(&app));
-    assert_eq!(common::state(app.db()).await, before);
-    assert_eq!(app.tag(), "v1");
-    let steps = journal_steps(&app);
-    assert_eq!(steps.last().map(String::as_str), Some("migrate=failed"), "{steps:?}");
     let rb = dg(&app, &["rollback", "--sha", &SHA[..7], "--json"], &[]).output().unwrap();
     assert_eq!(rb.status.code(), Some(0), "{}", common::stderr(&rb));
     assert_eq!(common::state(app.db()).await, before);
@@ -403,26 +382,41 @@ async fn sigterm_during_migrate_cuts_it_short_journaled_with_exit_3_then_rollbac
 /// cut short and journaled as after the first alone, the process not ended half way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_sigint_while_stopping_changes_nothing() {
-    let app = App::new("fault_int_term", &["v2"]);
+    let (app, _, err, _) = signalled_mid_migration("fault_int_term", &[libc::SIGINT, libc::SIGTERM]).await;
+    assert!(!err.contains("stopping now"), "the second signal ended the process: {err}");
+    nothing_left_behind(&app);
+}
+
+/// A deploy whose migration is held at a gate, sent `signals` there one right after the other: it
+/// exits 3, the migration killed where it runs and cut short by the first signal, its
+/// transaction never committed, journaled `migrate=failed`, the database and the app as before.
+/// Returns the app, the report, stderr and the state before.
+async fn signalled_mid_migration(name: &str, signals: &[i32]) -> (App, serde_json::Value, String, common::State) {
+    let app = App::new(name, &["v2"]);
     let gates = Gates::new(&app);
     let stop = gates.stop("migrate");
     app.edit_config(|c| c.replace("run: ./migrate.sh up {tag}", &format!("run: {stop} && ./migrate.sh up {{tag}}")));
     let before = common::state(app.db()).await;
     let mut child = spawn(&app, &["deploy", "--sha", SHA, "--tag", "v2", "--json"], &[]);
     gates.reached("migrate", &mut child);
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-        libc::kill(child.id() as i32, libc::SIGTERM);
+    for signal in signals {
+        unsafe {
+            libc::kill(child.id() as i32, *signal);
+        }
     }
     let (code, stdout, err) = out_of(child);
     assert_eq!(code, 3, "{err}");
-    assert!(!err.contains("stopping now"), "the second signal ended the process: {err}");
     let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
-    assert!(r["outcome"]["reason"].as_str().unwrap().contains("stopped by SIGINT: `migrate` was cut short"), "{r}");
+    let first = if signals[0] == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+    let reason = format!("stopped by {first}: `migrate` was cut short");
+    assert!(r["outcome"]["reason"].as_str().unwrap().contains(&reason), "{r}");
     assert!(!gates.waiting("migrate"), "the migration's command runs on");
+    assert!(!migrated(&app));
     assert_eq!(common::state(app.db()).await, before);
-    assert_eq!(journal_steps(&app).last().map(String::as_str), Some("migrate=failed"));
-    nothing_left_behind(&app);
+    assert_eq!(app.tag(), "v1");
+    let steps = journal_steps(&app);
+    assert_eq!(steps.last().map(String::as_str), Some("migrate=failed"), "{steps:?}");
+    (app, r, err, before)
 }
 
 /// `step=state` of each journal entry of `app`'s one manifest, in order.

@@ -8,6 +8,10 @@ use crate::common::k8s::{control_plane, step, steps, K8s};
 use crate::common::tool::{self, explain};
 use deploy_guard::simulate::control_plane::{CRASH_TAG, JOB_FAILS_TAG, JOB_HANGS_TAG, UNREADY_TAG};
 
+fn spec() -> tool::ToolSpec {
+    crate::tools_golang_migrate::spec()
+}
+
 /// The release v2 (a nullable column and an index) with `down` as its down migration.
 fn release(k: &K8s, down: &str) {
     k.w.release("add_nickname", tool::ADD_NICKNAME, down);
@@ -27,7 +31,7 @@ fn rolled_back(k: &K8s, tag: &str, path: &str) -> serde_json::Value {
 
 #[test]
 fn happy_deploy_then_a_manual_rollback_by_sha_from_a_new_process() {
-    let k = K8s::new("k8s_happy", 600, "");
+    let k = K8s::new(spec(), "k8s_happy", 600, "");
     release(&k, tool::DROP_NICKNAME);
     let out = k.deploy("v2");
     assert_eq!(k.w.ended(&out), (Some(0), "deployed".into(), "none".into()), "{}", explain(&out));
@@ -55,7 +59,7 @@ fn happy_deploy_then_a_manual_rollback_by_sha_from_a_new_process() {
 
 #[test]
 fn migration_fails_leaves_golang_migrate_dirty_and_is_restored() {
-    let k = K8s::new("k8s_fails", 600, "");
+    let k = K8s::new(spec(), "k8s_fails", 600, "");
     k.w.release("add_tier", tool::ADD_TIER_NOT_NULL, tool::DROP_TIER);
     let out = k.deploy("v2");
     assert_eq!(k.w.ended(&out), (Some(1), "rolled-back".into(), "restore".into()), "{}", explain(&out));
@@ -70,7 +74,7 @@ fn migration_fails_leaves_golang_migrate_dirty_and_is_restored() {
 /// its rollout waited for) instead of scaling them to 0, and removes it after.
 #[test]
 fn a_restore_pauses_writes_with_the_env_var_and_resumes_them() {
-    let k = K8s::new("k8s_pause", 600, "");
+    let k = K8s::new(spec(), "k8s_pause", 600, "");
     let text = std::fs::read_to_string(k.w.config()).unwrap();
     std::fs::write(
         k.w.config(),
@@ -96,7 +100,7 @@ fn a_restore_pauses_writes_with_the_env_var_and_resumes_them() {
 /// The runbook gives this deployment's kubectl lines, made from the commands that run.
 #[test]
 fn the_runbook_gives_the_kubectl_lines() {
-    let k = K8s::new("k8s_runbook", 600, "");
+    let k = K8s::new(spec(), "k8s_runbook", 600, "");
     let out = k.w.dg(&["runbook"]);
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let text = crate::common::stdout(&out);
@@ -112,7 +116,7 @@ fn the_runbook_gives_the_kubectl_lines() {
 
 #[test]
 fn an_unready_release_reverts_api_and_worker_together() {
-    let k = K8s::new("k8s_unready", 600, "");
+    let k = K8s::new(spec(), "k8s_unready", 600, "");
     release(&k, tool::DROP_NICKNAME);
     let r = rolled_back(&k, UNREADY_TAG, "revert");
     let health = step(&r, "health")["detail"].as_str().unwrap_or_default().to_string();
@@ -123,7 +127,7 @@ fn an_unready_release_reverts_api_and_worker_together() {
 
 #[test]
 fn a_bad_down_restores_with_the_writers_scaled_to_zero_and_back_to_their_recorded_replicas() {
-    let k = K8s::new("k8s_bad_down", 600, "");
+    let k = K8s::new(spec(), "k8s_bad_down", 600, "");
     release(&k, tool::BAD_DOWN);
     let r = rolled_back(&k, UNREADY_TAG, "restore");
     let stop = step(&r, "stop-app")["detail"].as_str().unwrap_or_default().to_string();
@@ -135,7 +139,7 @@ fn a_bad_down_restores_with_the_writers_scaled_to_zero_and_back_to_their_recorde
 
 #[test]
 fn a_destructive_release_is_restored_with_its_data() {
-    let k = K8s::new("k8s_destructive", 600, "");
+    let k = K8s::new(spec(), "k8s_destructive", 600, "");
     k.w.release("drop_name", "ALTER TABLE users DROP COLUMN name;", "ALTER TABLE users ADD COLUMN name text;");
     let out = k.w.dg(&["deploy", "--sha", crate::common::SHA, "--tag", UNREADY_TAG, "--allow-destructive", "--json"]);
     assert_eq!(k.w.ended(&out), (Some(1), "rolled-back".into(), "restore".into()), "{}", explain(&out));
@@ -146,7 +150,7 @@ fn a_destructive_release_is_restored_with_its_data() {
 
 #[test]
 fn a_crash_looping_image_stops_at_its_progress_deadline_and_reverts() {
-    let k = K8s::new("k8s_crash", 5, "");
+    let k = K8s::new(spec(), "k8s_crash", 5, "");
     release(&k, tool::DROP_NICKNAME);
     let r = rolled_back(&k, CRASH_TAG, "revert");
     let health = step(&r, "health")["detail"].as_str().unwrap_or_default().to_string();
@@ -155,7 +159,7 @@ fn a_crash_looping_image_stops_at_its_progress_deadline_and_reverts() {
 
 #[test]
 fn a_timed_out_migration_job_is_deleted_with_its_pod_before_the_restore() {
-    let k = K8s::new("k8s_job_hangs", 600, "  where: job\n");
+    let k = K8s::new(spec(), "k8s_job_hangs", 600, "  where: job\n");
     let text = std::fs::read_to_string(k.w.config()).unwrap();
     std::fs::write(k.w.config(), text.replace("timeout: 120s", "timeout: 8s")).unwrap();
     release(&k, tool::DROP_NICKNAME);
@@ -175,7 +179,7 @@ fn a_timed_out_migration_job_is_deleted_with_its_pod_before_the_restore() {
 /// A migration Job whose pod fails: the failure is said, nothing ran, v1 stays.
 #[test]
 fn a_failing_migration_job_rolls_back_with_nothing_to_revert() {
-    let k = K8s::new("k8s_job_fails", 600, "  where: job\n");
+    let k = K8s::new(spec(), "k8s_job_fails", 600, "  where: job\n");
     release(&k, tool::DROP_NICKNAME);
     let out = k.deploy(JOB_FAILS_TAG);
     assert_eq!(k.w.ended(&out), (Some(1), "rolled-back".into(), "none".into()), "{}", explain(&out));
@@ -190,7 +194,7 @@ fn a_failing_migration_job_rolls_back_with_nothing_to_revert() {
 /// refused (so the scenarios above prove that Role is enough).
 #[test]
 fn the_documented_role_is_enough_and_rbac_is_enforced() {
-    let k = K8s::new("k8s_rbac", 600, "");
+    let k = K8s::new(spec(), "k8s_rbac", 600, "");
     let cp = control_plane();
     let can = |verb: &str, what: &str| {
         let sa = format!("--as=system:serviceaccount:{}:deploy-guard", k.ns);

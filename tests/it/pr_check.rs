@@ -58,7 +58,7 @@ impl Repo {
              app:\n  runtime: shell\n  commands:\n    deploy: ./start {{tag}}\n    stop: ./stop\n    \
              current_tag: cat TAG\n    status: ./status\n    logs: tail -n {{lines}} app.log\n  \
              health:\n    command: \"true\"\n\
-             database:\n  url: postgres://postgres@127.0.0.1:{}/{db}\n  bin_dir: {}\n\
+             database:\n  url: postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable\n  bin_dir: {}\n\
              migrations:\n  tool: dbmate\n\
              backup:\n  store: file://{}\n",
             c.port,
@@ -77,11 +77,22 @@ impl Repo {
 
     /// `plan` as the action runs it in the pull request's job.
     async fn plan(&self, url: &str) -> std::process::Output {
+        self.plan_with(url, &[]).await
+    }
+
+    /// [`Repo::plan`] with more arguments, dbmate (the checkout's tool) on PATH.
+    async fn plan_with(&self, url: &str, more: &[&str]) -> std::process::Output {
         let (dir, url) = (self.tmp.path().to_path_buf(), url.to_string());
+        let more: Vec<String> = more.iter().map(|s| s.to_string()).collect();
+        let mut path = vec![crate::common::tool::fixture_dir("dbmate").join("node_modules/.bin")];
+        path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+        let path = std::env::join_paths(path).unwrap();
         let _ = std::fs::remove_file(dir.join("outputs"));
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(common::bin())
                 .args(["plan", "--sha", SHA])
+                .args(&more)
+                .env("PATH", path)
                 .current_dir(&dir)
                 .env("GITHUB_TOKEN", TOKEN)
                 .env("GITHUB_REPOSITORY", "acme/shop")
@@ -197,4 +208,48 @@ async fn a_safe_migration_passes_and_an_annotated_one_is_allowed() {
     let body = fake.lock().unwrap().requests.last().unwrap().body["body"].as_str().unwrap().to_string();
     assert!(body.contains("destructive (allowed: notes moved to order_notes in 001)"), "{body}");
     repo.nothing_changed();
+}
+
+/// `--rehearse`: the pull request's migrations up and back down on a copy of the job's database,
+/// dbmate run here in the checkout. A revert that brings the dropped column back empty is said in
+/// the comment; a migration that fails on the copy fails the check (4). The job's database is as
+/// it was, no copy is left, nothing reached the target or its store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_on_the_jobs_database_runs_the_migrations_up_and_down_on_a_copy() {
+    let fake = Arc::new(Mutex::new(Fake { pr_files: pr_files(&["002_drop_note.sql"]), ..Default::default() }));
+    let url = serve(fake.clone()).await;
+    let repo = Repo::new("pr_rehearse", ("002_drop_note.sql", DROP_NOTE));
+    let copies = || {
+        let q = format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{}\\_\\_%'", repo.db);
+        common::cluster().psql("postgres", &q).unwrap()
+    };
+
+    let out = repo.plan_with(&url, &["--rehearse", "--allow-destructive"]).await;
+    let (stdout, stderr) = (common::stdout(&out), common::stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let body = fake.lock().unwrap().comments[0]["body"].as_str().unwrap().to_string();
+    assert!(body.contains("**Rehearsed** on a copy of the job's database: 1 migration(s) up in"), "{body}");
+    assert!(
+        body.contains("the revert does NOT bring everything back") && body.contains("rows of public.orders"),
+        "{body}"
+    );
+    assert!(stdout.contains("rehearsed: 1 migration(s) up in"), "{stdout}");
+    repo.nothing_changed();
+    assert_eq!(copies(), "0", "a copy of the job's database was left behind");
+
+    // A migration that fails on the copy: the check fails, saying how.
+    std::fs::write(
+        repo.path("db/migrations/002_drop_note.sql"),
+        "-- migrate:up\nALTER TABLE ordres ADD COLUMN x int;\n-- migrate:down\nSELECT 1;\n",
+    )
+    .unwrap();
+    let out = repo.plan_with(&url, &["--rehearse"]).await;
+    let (stdout, stderr) = (common::stdout(&out), common::stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("migrations-fail:"), "{stdout}");
+    let body = fake.lock().unwrap().comments[0]["body"].as_str().unwrap().to_string();
+    assert!(body.contains("the migrations FAILED") && body.contains("\"ordres\" does not exist"), "{body}");
+    assert!(outputs(repo.tmp.path()).contains("result=migrations-fail\n"));
+    repo.nothing_changed();
+    assert_eq!(copies(), "0", "a copy of the job's database was left behind");
 }

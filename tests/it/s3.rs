@@ -509,3 +509,31 @@ fn retention_works_the_same_on_a_directory_store() {
     let files = std::fs::read_dir(app.stage.store_dir()).unwrap().flatten().count();
     assert_eq!(files, 1, "one month directory");
 }
+
+/// A backup in S3 changed after it was written and verified — one flipped bit, a cut-off end —
+/// is refused before psql sees a byte of it (each piece checked against the manifest): exit 3,
+/// the live database untouched, no scratch left. Unchanged, it restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_changed_in_the_bucket_after_it_was_verified_is_refused() {
+    let server = S3Server::start();
+    let app = s3_app("s3_changed", &[], &server, "");
+    app.psql("CREATE TABLE events AS SELECT i AS id, md5(i::text) AS note FROM generate_series(1, 60000) i;");
+    let out = run(&app, &server, &["backup", "--sha", SHA, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let key = common::json(&out)["backup"]["key"].as_str().unwrap().to_string();
+    let object = server.object_path(&format!("s3_changed/{key}"));
+    let good = std::fs::read(&object).unwrap_or_else(|e| panic!("{}: {e}", object.display()));
+    app.psql("INSERT INTO customers (name) VALUES ('written after the backup');");
+    let live = common::state(app.db()).await;
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x01;
+    for (what, bytes) in [("one flipped bit", flipped), ("a cut-off end", good[..good.len() - 100].to_vec())] {
+        std::fs::write(&object, &bytes).unwrap();
+        let err = common::restore_refused(&app, &server.env(), &live).await;
+        assert!(err.contains("is not the verified backup"), "{what}: {err}");
+    }
+    std::fs::write(&object, &good).unwrap();
+    let out = run(&app, &server, &["restore", "--sha", &SHA[..7]]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(app.psql("SELECT count(*) FROM customers WHERE name = 'written after the backup'"), "0");
+}

@@ -200,3 +200,29 @@ async fn a_migration_that_times_out_over_ssh_is_cancelled_where_it_runs_and_neve
     assert_eq!(common::state(app.db()).await, before);
     assert_eq!(app.tag(), "v1");
 }
+
+/// Over SSH with the shell runtime the migration tool gets the database the config names
+/// (`DATABASE_URL`, libpq's variables) where the target's environment lacks it (what it sets is
+/// left alone: `db::tests::the_tools_connection_defaults_leave_what_the_target_sets_alone`).
+#[tokio::test]
+async fn the_tool_on_the_target_gets_database_url_from_the_config() {
+    let sshd = Sshd::start().unwrap();
+    let app = App::new("ssh_dburl", &["v2"]);
+    let seen = app.tmp.path().join("seen-url");
+    app.edit_config(|t| {
+        let t = t.replace(
+            "run: ./migrate.sh up {tag}",
+            &format!(
+                "run: printf '%s|%s' \"$DATABASE_URL\" \"$PGDATABASE\" > {} && ./migrate.sh up {{tag}}",
+                seen.display()
+            ),
+        );
+        format!("{t}{}", sshd.target_yaml())
+    });
+    let key = [("DEPLOY_GUARD_SSH_KEY", sshd.client_key.as_str())];
+    let out = app.run_env(&["deploy", "--sha", SHA, "--tag", "v2"], &key);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let c = common::cluster();
+    let want = format!("postgresql://postgres@127.0.0.1:{}/{}|{}", c.port, app.db(), app.db());
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), want);
+}

@@ -2,7 +2,6 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
-use crate::app::Action;
 use crate::exec::Cmd;
 
 pub struct Deploy;
@@ -14,7 +13,7 @@ impl StepSpec for Deploy {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        run.tag.as_deref().and_then(|t| run.w.runtime.cmd(Action::Deploy(t))).into_iter().collect()
+        run.tag.as_deref().map(|t| run.w.runtime.deploy_cmds(t)).unwrap_or_default()
     }
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {

@@ -117,6 +117,10 @@ fn tool_name(run: &Run, label: &str) -> String {
 /// not touched: a tool whose own config names the database cannot be pointed anywhere else.
 fn tool_cmd_on(run: &Run, label: &str, tag: &str, script: &str, copy: &str) -> Cmd {
     let q = crate::exec::quote;
+    // A copy at an endpoint of its own (a Neon branch): its host too, and its own name there;
+    // the password stays the one the tool has (a branch keeps its parent's roles).
+    let endpoint = run.w.db.endpoint_of(copy);
+    let copy = endpoint.as_ref().and_then(|e| e.conn.dbname.as_deref()).unwrap_or(copy);
     let encoded: String = copy
         .bytes()
         .map(|b| match b {
@@ -124,9 +128,21 @@ fn tool_cmd_on(run: &Run, label: &str, tag: &str, script: &str, copy: &str) -> C
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let sed = format!("s#^([A-Za-z][A-Za-z0-9+.-]*://[^/?]*)(/[^?]*)?#\\1/{encoded}#");
+    let (sed, at) = match endpoint.as_ref().and_then(|e| e.conn.host.clone()) {
+        Some(host) => {
+            let port = endpoint.as_ref().and_then(|e| e.conn.port);
+            let hostport = port.map_or(host.clone(), |p| format!("{host}:{p}"));
+            let mut at = format!("export PGHOST={}; ", q(&host));
+            at.extend(port.map(|p| format!("export PGPORT={p}; ")));
+            at.extend(
+                endpoint.as_ref().and_then(|e| e.conn.sslmode).map(|m| format!("export PGSSLMODE={}; ", m.as_str())),
+            );
+            (format!("s#^([A-Za-z][A-Za-z0-9+.-]*://)([^@/?]*@)?[^/?]*(/[^?]*)?#\\1\\2{hostport}/{encoded}#"), at)
+        }
+        None => (format!("s#^([A-Za-z][A-Za-z0-9+.-]*://[^/?]*)(/[^?]*)?#\\1/{encoded}#"), String::new()),
+    };
     let prelude = format!(
-        "export PGDATABASE={copy_q}; \
+        "{at}export PGDATABASE={copy_q}; \
          if [ -n \"${{DATABASE_URL:-}}\" ]; then DATABASE_URL=$(printf '%s' \"$DATABASE_URL\" | sed -E {sed_q}); export DATABASE_URL; fi; \
          if command -v psql >/dev/null 2>&1; then \
            reached=$(psql \"${{DATABASE_URL:-}}\" -X -A -t -c 'SELECT current_database()' 2>&1) || reached=\"(no connection: $reached)\"; \
@@ -157,10 +173,19 @@ async fn live_untouched(run: &Run<'_>, recorded: &[serde_json::Value], what: &st
     Ok(())
 }
 
-/// The migration tool's command, with the database named in libpq's variables on a local target.
+/// The migration tool's command, with the database named in libpq's variables and
+/// `DATABASE_URL` where its environment lacks them: on a local target, and on an SSH target with
+/// the shell runtime and the database reached from the host (with compose the tool runs in the
+/// app's container, whose environment is the app's own).
 fn tool_cmd(run: &Run, label: &str, tag: &str, script: &str) -> Cmd {
     let w = run.w;
-    let mut cmd = w.runtime.tool_cmd(label, &tool_name(run, label), tag, script).timeout(w.migrator.timeout);
+    let remote_shell = !w.config.is_local() && w.config.app.runtime == crate::config::RuntimeKind::Shell;
+    // With database.service the database is reached inside its container, not from the tool's host.
+    let script = match remote_shell && w.config.database.service.is_none() {
+        true => format!("{}{script}", w.db.conn_defaults_sh()),
+        false => script.to_string(),
+    };
+    let mut cmd = w.runtime.tool_cmd(label, &tool_name(run, label), tag, &script).timeout(w.migrator.timeout);
     if w.config.is_local() {
         cmd.env.extend(w.db.conn_env());
     }

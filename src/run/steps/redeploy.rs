@@ -17,7 +17,7 @@ impl StepSpec for Redeploy {
         // The plan is printed before the running tag is known: a placeholder stands for it.
         let tag = run.previous_tag.as_deref().unwrap_or("PREVIOUS_TAG");
         let rt = &run.w.runtime;
-        rt.cmd(Action::Deploy(tag)).into_iter().chain(rt.cmd(Action::ResumeWrites)).collect()
+        rt.redeploy_cmds(tag, recorded(run)).into_iter().chain(rt.cmd(Action::ResumeWrites)).collect()
     }
 
     fn by_hand(&self, run: &Run) -> Vec<String> {
@@ -29,7 +29,7 @@ impl StepSpec for Redeploy {
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let tag = run.previous_tag.clone().context("no previous tag known; rerun with --to-tag TAG")?;
-        run.w.runtime.deploy(&tag).await?;
+        run.w.runtime.redeploy(&tag, recorded(run)).await?;
         if run.w.runtime.cmd(Action::ResumeWrites).is_some() {
             run.w
                 .runtime
@@ -40,4 +40,9 @@ impl StepSpec for Redeploy {
         }
         Ok(Done::Ok(format!("{tag} started")))
     }
+}
+
+/// Each service as the deploy recorded it before anything changed (swarm), from the manifest.
+fn recorded<'a>(run: &'a Run) -> &'a [crate::app::ServiceState] {
+    run.manifest.as_ref().map(|m| m.services.as_slice()).unwrap_or_default()
 }

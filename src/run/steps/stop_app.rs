@@ -28,6 +28,10 @@ impl StepSpec for StopApp {
             run.w.runtime.run(Action::PauseWrites).await?;
             return Ok(Done::Ok("writes paused; the app keeps serving reads".into()));
         }
+        if let Err(e) = record_replicas(run).await {
+            // The deploy's own record (the record step) still says how many each ran.
+            tracing::warn!("could not read the services' replicas before stopping them: {e:#}");
+        }
         Ok(match run.w.runtime.stop().await {
             Ok(said) if said.is_empty() => Done::Ok("app stopped".into()),
             Ok(said) => Done::Ok(format!("app stopped: {said}")),
@@ -35,4 +39,24 @@ impl StepSpec for StopApp {
             Err(e) => Done::Warning(format!("{e:#}; carrying on: the swap cuts the app off")),
         })
     }
+}
+
+/// The replicas each service runs now, written into the manifest before they are scaled to 0,
+/// so that a redeploy from another process brings each back to exactly that many. A service at 0
+/// already (a rerun after a stop) keeps the count recorded before.
+async fn record_replicas(run: &mut Run<'_>) -> Result<()> {
+    let now = run.w.runtime.services().await?;
+    let Some(m) = run.manifest.as_mut() else { return Ok(()) };
+    if now.is_empty() {
+        return Ok(());
+    }
+    for s in now {
+        match m.services.iter_mut().find(|r| r.service == s.service) {
+            Some(r) if s.replicas != Some(0) => r.replicas = s.replicas,
+            Some(_) => {}
+            None => m.services.push(s),
+        }
+    }
+    run.persist().await;
+    Ok(())
 }

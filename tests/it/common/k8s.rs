@@ -39,11 +39,11 @@ pub struct K8s {
 }
 
 impl K8s {
-    /// A golang-migrate world at v1 and a namespace whose api and worker run v1, rolled out;
+    /// A world of the tool `spec` at v1 and a namespace whose api and worker run v1, rolled out;
     /// `deadline`: their progressDeadlineSeconds; `extra`: more YAML sections of the config.
-    pub fn new(prefix: &str, deadline: u32, migrations_extra: &str) -> K8s {
+    pub fn new(spec: tool::ToolSpec, prefix: &str, deadline: u32, migrations_extra: &str) -> K8s {
         let cp = control_plane();
-        let w = tool::World::new(crate::tools_golang_migrate::spec(), prefix, &[]);
+        let w = tool::World::new(spec, prefix, &[]);
         static N: AtomicUsize = AtomicUsize::new(0);
         let ns = format!("{}-{}-{}", prefix.replace('_', "-"), std::process::id(), N.fetch_add(1, Ordering::SeqCst));
         cp.namespace_with(&ns, &DEPLOYMENTS, "v1", deadline).unwrap_or_else(|e| panic!("{e:#}"));

@@ -126,6 +126,7 @@ pub fn postgres_in(
             port: Some(c.port),
             user: Some("postgres".into()),
             dbname: None,
+            sslmode: None,
         },
         db.to_string(),
         "postgres".into(),
@@ -163,8 +164,10 @@ pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 pub mod docker;
 pub mod http_faults;
 pub mod k8s;
+pub mod neon;
 pub mod s3;
 pub mod sshd;
+pub mod swarm;
 pub mod tcp_count;
 #[macro_use]
 pub mod tool;
