@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::app::compose::{self, Compose};
+use crate::app::kubernetes::Kubernetes;
 use crate::app::swarm::{self, Swarm};
 use crate::app::{Health, Runtime, Shell};
 use crate::config::{Config, RuntimeKind};
@@ -84,6 +85,7 @@ impl World {
             RuntimeKind::Swarm => {
                 Box::new(Swarm::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
             }
+            RuntimeKind::Kubernetes => Box::new(Kubernetes::from_config(exec.clone(), &config)?),
         };
         Ok(World {
             health: Health::from_config(exec.clone(), &config.app),

@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod health;
+pub mod kubernetes;
 pub mod shell;
 pub mod swarm;
 
@@ -155,6 +156,11 @@ pub trait Runtime: Send + Sync {
         }
     }
 
+    /// The command [`Runtime::settled`] polls, for the plan (None: it runs none).
+    fn settle_cmd(&self) -> Option<Cmd> {
+        None
+    }
+
     /// Waits until every service runs steadily (compose: each container running, not
     /// restarting, healthy where it has a healthcheck); what was found, for the journal.
     async fn settled(&self, _timeout: std::time::Duration, _interval: std::time::Duration) -> Result<String> {
@@ -176,9 +182,10 @@ pub trait Runtime: Send + Sync {
         self.deploy(tag).await
     }
 
-    async fn stop(&self) -> Result<()> {
+    /// Stops every writer; what was done, for the journal ("" for nothing more to say).
+    async fn stop(&self) -> Result<String> {
         match self.cmd(Action::Stop) {
-            Some(c) => exec::run_ok(self.executor(), &c).await.map(|_| ()),
+            Some(c) => exec::run_ok(self.executor(), &c).await.map(|_| String::new()),
             None => bail!("app.commands.stop is not set: the app was left running"),
         }
     }

@@ -441,9 +441,10 @@ impl Runtime for Swarm {
         self.converged(&self.services).await.map(|_| ())
     }
 
-    async fn stop(&self) -> Result<()> {
+    async fn stop(&self) -> Result<String> {
         self.run(Action::Stop).await?;
-        self.stopped().await
+        self.stopped().await?;
+        Ok(String::new())
     }
 
     async fn validate(&self) -> Result<()> {

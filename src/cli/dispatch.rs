@@ -302,9 +302,20 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 ExitCode::Act
             })
         }
-        Command::Simulate { scenario, record } => {
+        Command::Simulate { scenario, record, runtime } => {
             let names = usage(simulate::scenarios_named(scenario))?;
-            let results = simulate::run(&names, g.config.as_deref(), record.as_deref()).await?;
+            let kubernetes = match runtime {
+                None | Some(crate::config::RuntimeKind::Shell) => false,
+                Some(crate::config::RuntimeKind::Kubernetes) => true,
+                Some(other @ (crate::config::RuntimeKind::Compose | crate::config::RuntimeKind::Swarm)) => {
+                    usage(Err(anyhow::anyhow!(
+                        "simulate --runtime {}: the drill runs shell commands or kubernetes; the Docker runtimes' \
+                         scenarios are tests/it/compose_docker.rs and swarm.rs (they need Docker)",
+                        format!("{other:?}").to_lowercase()
+                    )))?
+                }
+            };
+            let results = simulate::run(&names, g.config.as_deref(), record.as_deref(), kubernetes).await?;
             print_out(g.json, &results, || simulate::table(&results))?;
             Ok(if results.iter().all(|r| r.as_expected) { ExitCode::Ok } else { ExitCode::Act })
         }

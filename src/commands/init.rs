@@ -148,6 +148,9 @@ pub fn detect(dir: &Path, tool: Option<Tool>, runtime: Option<RuntimeKind>) -> R
             detect_compose(dir)?
                 .context("--runtime compose: no compose file here (docker-compose.yml, compose.yml, …)")?,
         ),
+        Some(RuntimeKind::Kubernetes) => {
+            anyhow::bail!("--runtime kubernetes: init does not write that config; docs/KUBERNETES.md has one to copy")
+        }
         None => detect_compose(dir)?,
     };
     Ok(Found {

@@ -2,8 +2,10 @@
 //!
 //! Loading never touches the target: a bad config is reported (exit 2) before anything runs.
 
+mod app;
 mod env;
 mod error;
+mod kubernetes;
 mod neon;
 pub mod size;
 mod validate;
@@ -15,8 +17,11 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::{Compression, Strategy};
+
+pub use app::{App, Health, RuntimeKind, ShellCommands};
 pub use env::SETTINGS;
 pub use error::{ConfigError, Origin};
+pub use kubernetes::{Kubernetes, MigrateWhere};
 pub use neon::{check_id as check_neon_id, Neon, Provider, API_KEY_VAR as NEON_API_KEY};
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
@@ -154,65 +159,6 @@ impl Default for Target {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RuntimeKind {
-    Compose,
-    Shell,
-    /// Services of a Docker Swarm stack (`docker service`), on a manager node.
-    Swarm,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct App {
-    pub runtime: RuntimeKind,
-    /// `runtime: shell`: the commands that drive the app.
-    #[serde(default)]
-    pub commands: ShellCommands,
-    pub health: Health,
-    /// Directory the app's commands (and migration commands) run in.
-    pub workdir: Option<String>,
-    pub compose_file: Option<String>,
-    pub service: Option<String>,
-    /// `runtime: compose` or `swarm`: every service that writes to the database (default:
-    /// `[service]`): all are stopped before a restore and all started on a tag together.
-    #[serde(default)]
-    pub services: Vec<String>,
-    pub env_file: Option<String>,
-    pub tag_variable: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShellCommands {
-    /// Starts the app at `{tag}`.
-    pub deploy: Option<String>,
-    pub stop: Option<String>,
-    /// Prints the tag running now.
-    pub current_tag: Option<String>,
-    pub status: Option<String>,
-    /// Prints the app's recent log lines (`{lines}` is replaced by a count).
-    pub logs: Option<String>,
-    /// Puts the app in read-only mode (any runtime): used instead of stopping it before a restore.
-    pub pause_writes: Option<String>,
-    /// Ends read-only mode: run after the previous tag is started again.
-    pub resume_writes: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Health {
-    /// HTTP(S) URL that answers 2xx when the app is healthy.
-    pub url: Option<String>,
-    /// Command that exits 0 when the app is healthy.
-    pub command: Option<String>,
-    #[serde(default = "default_health_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default = "default_health_interval", with = "humantime_serde")]
-    pub interval: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Engine {
     Postgres,
 }
@@ -306,6 +252,9 @@ pub struct Migrations {
     /// and that a migration held longer than this on the copy.
     #[serde(default = "default_lock_warn", with = "humantime_serde")]
     pub lock_warn: Duration,
+    /// Where the tool runs: the runner (default) or a Kubernetes Job (`job`).
+    #[serde(default, rename = "where")]
+    pub location: MigrateWhere,
 }
 
 impl Default for Migrations {
@@ -327,6 +276,7 @@ impl Default for Migrations {
             lock_timeout: None,
             statement_timeout: None,
             lock_warn: default_lock_warn(),
+            location: MigrateWhere::Runner,
         }
     }
 }
@@ -438,12 +388,6 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_command_timeout() -> Duration {
     Duration::from_secs(600)
-}
-fn default_health_timeout() -> Duration {
-    Duration::from_secs(90)
-}
-fn default_health_interval() -> Duration {
-    Duration::from_secs(2)
 }
 fn default_stream_timeout() -> Duration {
     DEFAULT_STREAM_TIMEOUT

@@ -79,7 +79,7 @@ fn every_error_names_the_setting_and_where_it_is() {
         (
             &MINIMAL.replace("runtime: shell", "runtime: shel"),
             &[],
-            "line 4: app.runtime: `shel` is not one of: compose, shell, swarm; did you mean `shell`?",
+            "line 4: app.runtime: `shel` is not one of: compose, shell, swarm, kubernetes; did you mean `shell`?",
         ),
         (
             &MINIMAL.replace("timeout: 90s", "timeout: soon"),

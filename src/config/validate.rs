@@ -135,6 +135,26 @@ impl Config {
                     bail!("app.commands.deploy: must contain {{tag}}, where the image tag goes");
                 }
             }
+            RuntimeKind::Kubernetes => {
+                let Some(k) = &a.kubernetes else {
+                    bail!("app.kubernetes: required with app.runtime: kubernetes (namespace, deployments, container, image)");
+                };
+                k.validate()?;
+                if self.target.host.is_some() {
+                    bail!("target.host: not with app.runtime: kubernetes (kubectl and the migration tool run on this machine)");
+                }
+                if self.database.service.is_some() {
+                    bail!("database.service: not with app.runtime: kubernetes; set database.url or host (reached from here)");
+                }
+                if a.compose_file.is_some() || a.tag_variable.is_some() || !a.services.is_empty() {
+                    bail!("app.compose_file, app.tag_variable, app.services: only with app.runtime: compose");
+                }
+                if a.commands.deploy.is_some() || a.commands.pause_writes.is_some() {
+                    bail!(
+                        "app.commands: only with app.runtime: shell or compose (kubernetes: app.kubernetes.pause_env)"
+                    );
+                }
+            }
             RuntimeKind::Compose => {
                 for (key, v) in [
                     ("app.compose_file", &a.compose_file),
@@ -197,11 +217,19 @@ impl Config {
                 }
             }
         }
+        if a.runtime != RuntimeKind::Kubernetes && a.kubernetes.is_some() {
+            bail!("app.kubernetes: only with app.runtime: kubernetes");
+        }
+        if a.runtime != RuntimeKind::Kubernetes && self.migrations.location == super::MigrateWhere::Job {
+            bail!("migrations.where: job needs app.runtime: kubernetes (the Job runs in its cluster)");
+        }
         if a.commands.resume_writes.is_some() != a.commands.pause_writes.is_some() {
             bail!("app.commands.pause_writes and resume_writes: set both or neither (writes paused must be resumed)");
         }
         let h = &a.health;
         match (&h.url, &h.command) {
+            // Kubernetes: the rollout's readiness is the check; a URL can add to it.
+            (None, None) if a.runtime == RuntimeKind::Kubernetes => {}
             (None, None) => bail!("app.health: set url (answers 2xx when healthy) or command (exits 0 when healthy)"),
             (Some(_), Some(_)) => bail!("app.health: set url or command, not both"),
             (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => {

@@ -23,6 +23,7 @@ mod faults;
 mod github;
 mod hardening;
 mod init;
+mod kubernetes;
 mod layers;
 mod lint_squawk;
 mod lock;

@@ -14,7 +14,7 @@ impl StepSpec for Health {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        vec![run.w.health.cmd()]
+        std::iter::once(run.w.health.cmd()).chain(run.w.runtime.settle_cmd()).collect()
     }
 
     fn by_hand(&self, run: &Run) -> Vec<String> {

@@ -33,7 +33,8 @@ impl StepSpec for StopApp {
             tracing::warn!("could not read the services' replicas before stopping them: {e:#}");
         }
         Ok(match run.w.runtime.stop().await {
-            Ok(()) => Done::Ok("app stopped".into()),
+            Ok(said) if said.is_empty() => Done::Ok("app stopped".into()),
+            Ok(said) => Done::Ok(format!("app stopped: {said}")),
             // A running app is cut off by the swap anyway.
             Err(e) => Done::Warning(format!("{e:#}; carrying on: the swap cuts the app off")),
         })
