@@ -29,6 +29,13 @@ impl Health {
         }
     }
 
+    /// `{host}` in `app.health.url` is this host's address: with several hosts each is checked
+    /// on its own, not through the load balancer.
+    pub fn for_host(mut self, host: &str) -> Health {
+        self.url = self.url.map(|u| u.replace("{host}", host));
+        self
+    }
+
     /// The check as a command: the health command as it runs, or for a URL the `curl` a person
     /// would type (deploy-guard makes the request itself).
     pub fn cmd(&self) -> Cmd {

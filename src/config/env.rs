@@ -37,6 +37,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("app.services", Kind::Lines),
     ("app.env_file", Kind::Str),
     ("app.tag_variable", Kind::Str),
+    ("app.rollout", Kind::Str),
     ("app.commands.deploy", Kind::Str),
     ("app.commands.stop", Kind::Str),
     ("app.commands.current_tag", Kind::Str),

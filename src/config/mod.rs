@@ -4,6 +4,7 @@
 
 mod env;
 mod error;
+mod target;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ pub use crate::model::{Compression, Strategy};
 
 pub use env::SETTINGS;
 pub use error::{ConfigError, Origin};
+pub use target::{HostEntry, Rollout, Target};
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
 /// The whole validated configuration.
@@ -109,47 +111,6 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    /// SSH host; omitted → commands run on this machine.
-    pub host: Option<String>,
-    #[serde(default = "default_ssh_port")]
-    pub port: u16,
-    pub user: Option<String>,
-    pub known_hosts: Option<String>,
-    pub fingerprint: Option<String>,
-    #[serde(default)]
-    pub insecure_accept_any_host_key: bool,
-    pub jump: Option<String>,
-    /// The jump host's own pin (known_hosts lines); else its lines in `known_hosts`.
-    pub jump_known_hosts: Option<String>,
-    /// The jump host's own pin (`SHA256:…`); `fingerprint` pins the target only.
-    pub jump_fingerprint: Option<String>,
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    #[serde(default = "default_command_timeout", with = "humantime_serde")]
-    pub command_timeout: Duration,
-}
-
-impl Default for Target {
-    fn default() -> Self {
-        Target {
-            host: None,
-            port: default_ssh_port(),
-            user: None,
-            known_hosts: None,
-            fingerprint: None,
-            insecure_accept_any_host_key: false,
-            jump: None,
-            jump_known_hosts: None,
-            jump_fingerprint: None,
-            connect_timeout: default_connect_timeout(),
-            command_timeout: default_command_timeout(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
@@ -175,6 +136,8 @@ pub struct App {
     pub services: Vec<String>,
     pub env_file: Option<String>,
     pub tag_variable: Option<String>,
+    #[serde(default)]
+    pub rollout: Rollout,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -455,13 +418,13 @@ pub enum Additive {
     Keep,
 }
 
-fn default_ssh_port() -> u16 {
+pub(super) fn default_ssh_port() -> u16 {
     22
 }
-fn default_connect_timeout() -> Duration {
+pub(super) fn default_connect_timeout() -> Duration {
     Duration::from_secs(15)
 }
-fn default_command_timeout() -> Duration {
+pub(super) fn default_command_timeout() -> Duration {
     Duration::from_secs(600)
 }
 fn default_health_timeout() -> Duration {

@@ -163,6 +163,7 @@ pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 pub mod docker;
 pub mod http_faults;
+pub mod netns;
 pub mod s3;
 pub mod sshd;
 pub mod tcp_count;
