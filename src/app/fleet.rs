@@ -55,7 +55,7 @@ impl Fleet {
             .flat_map(|h| {
                 let on = self.several().then(|| h.ssh.clone());
                 f(h).into_iter().map(move |mut c| {
-                    c.on = on.clone();
+                    c.on = on.clone().filter(|_| !c.here);
                     c
                 })
             })

@@ -40,7 +40,11 @@ impl Health {
     /// would type (deploy-guard makes the request itself).
     pub fn cmd(&self) -> Cmd {
         match (&self.url, &self.command) {
-            (Some(u), _) => Cmd::new("health", format!("curl -fsS --max-time 10 {}", exec::quote(u))),
+            (Some(u), _) => {
+                let mut c = Cmd::new("health", format!("curl -fsS --max-time 10 {}", exec::quote(u)));
+                c.here = true;
+                c
+            }
             (_, Some(c)) => Cmd::new("health", self.script(c)).timeout(self.interval.max(Duration::from_secs(10))),
             _ => Cmd::new("health", "true # no health check"),
         }

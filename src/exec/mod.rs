@@ -35,6 +35,9 @@ pub struct Cmd {
     /// Display only: the host it runs on when the app has several (`ssh` arguments); the plan,
     /// the runbook and the next commands show it as `ssh ARGS 'script'`.
     pub on: Option<String>,
+    /// Display only: deploy-guard does it itself, from where it runs (an HTTP health check): no
+    /// host is marked on it.
+    pub here: bool,
 }
 
 impl Cmd {
@@ -47,6 +50,7 @@ impl Cmd {
             lasts_the_run: false,
             own_connection: false,
             on: None,
+            here: false,
         }
     }
 

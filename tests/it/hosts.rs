@@ -149,6 +149,12 @@ async fn a_host_dropping_mid_rollout_is_named_and_a_manual_rollback_finishes_it(
     assert_eq!(f.journal_tags(), v(&["v1", "?", "v1"]));
     let finish = format!("rollback --sha {}", &SHA[..7]);
     assert!(err.contains(&n[1]) && err.contains(&finish), "{err}");
+    // The summary's rows, and the next commands: the dropped host's, and only its.
+    let rows: Vec<&str> = r["hosts"].as_array().unwrap().iter().map(|h| h["host"].as_str().unwrap()).collect();
+    assert_eq!(rows, n.iter().map(String::as_str).collect::<Vec<_>>());
+    let next = r["next_commands"].to_string();
+    let on = |i: usize| format!("ssh {}@{} ", f.hosts.user, n[i]);
+    assert!(next.contains(&on(1)) && !next.contains(&on(0)) && !next.contains(&on(2)), "{next}");
 
     // The host comes back; a new process finishes the rollback there, and only there.
     std::fs::remove_file(f.hosts.hosts[1].state.join("drop")).unwrap();
