@@ -67,7 +67,7 @@ pub struct HostEntry {
 
 impl Target {
     /// The primary's settings with `h`'s own: how to reach that host. A host that sets its own
-    /// `fingerprint` is pinned by it alone (the primary's known_hosts lines are not inherited).
+    /// pin is pinned by it alone; else by its line in the primary's `known_hosts`.
     pub fn for_host(&self, h: &HostEntry) -> Target {
         let mut t = self.clone();
         t.hosts = Vec::new();
@@ -76,10 +76,11 @@ impl Target {
         if let Some(u) = &h.user {
             t.user = Some(u.clone());
         }
+        // A fingerprint pins one host: only known_hosts lines (one per host) are inherited.
         if h.known_hosts.is_some() || h.fingerprint.is_some() {
             t.known_hosts = h.known_hosts.clone();
-            t.fingerprint = h.fingerprint.clone();
         }
+        t.fingerprint = h.fingerprint.clone();
         if let Some(j) = &h.jump {
             t.jump = Some(j.clone());
             t.jump_known_hosts = h.jump_known_hosts.clone();

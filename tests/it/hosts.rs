@@ -186,3 +186,47 @@ async fn the_restore_path_stops_the_writers_on_every_host_and_brings_them_all_ba
     assert_eq!(common::state(f.app.db()).await, before, "the database is the backup's");
     assert_eq!(f.journal_tags(), v(&["v1", "v1", "v1"]));
 }
+
+/// `app.rollout: all-at-once`: every host is started, then every host checked; the second one
+/// unhealthy rolls all three back.
+#[tokio::test]
+async fn all_at_once_starts_every_host_then_rolls_every_one_back() {
+    let f = fleet("hosts_all", &["v2"], |t| t.replace("  workdir:", "  rollout: all-at-once\n  workdir:"));
+    std::fs::write(f.hosts.hosts[1].state.join("sick-v2"), "").unwrap();
+    let before = common::state(f.app.db()).await;
+    let (code, r, err) = f.deploy("v2");
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(r["path"], "revert", "{r:#}");
+    for h in &f.hosts.hosts {
+        assert!(h.log().contains("started v2"), "{} never got v2: {}", h.addr, h.log());
+    }
+    assert_eq!(f.tags(), v(&["v1", "v1", "v1"]));
+    assert_eq!(f.journal_tags(), v(&["v1", "v1", "v1"]));
+    assert_eq!(common::state(f.app.db()).await, before);
+}
+
+/// `check` reaches every host and says what each runs; one that is sick on its tag is named.
+#[tokio::test]
+async fn check_has_a_line_per_host() {
+    let f = fleet("hosts_check", &[], |t| t);
+    std::fs::write(f.hosts.hosts[2].state.join("sick-v1"), "").unwrap();
+    let (code, r, err) = f.run(&["check", "--json"]);
+    assert_eq!(code, Some(3), "{err}");
+    let n = f.names();
+    let line = |i: usize| {
+        r.as_array()
+            .or_else(|| r["parts"].as_array())
+            .unwrap_or_else(|| panic!("{r:#}"))
+            .iter()
+            .find(|l| l["part"] == format!("host {}", n[i]).as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("no line for {}: {r:#}", n[i]))
+    };
+    for i in 0..2 {
+        assert_eq!(line(i)["ok"], true, "{:#}", line(i));
+        assert!(line(i)["detail"].as_str().unwrap().contains("running tag v1"), "{:#}", line(i));
+    }
+    assert_eq!(line(2)["ok"], false);
+    assert!(line(2)["detail"].as_str().unwrap().contains("NOT healthy"), "{:#}", line(2));
+    assert_eq!(f.tags(), v(&["v1", "v1", "v1"]));
+}
