@@ -385,6 +385,22 @@ mod tests {
     use crate::report::fixture::{entry, report};
 
     #[test]
+    fn several_hosts_get_a_row_each() {
+        let mut r = report(Outcome::Deployed, vec![], vec![]);
+        assert!(!render(&r).contains("### Hosts"), "one host: no table");
+        let h = |host: &str, previous: &str, running: Option<&str>| crate::guard::HostTag {
+            host: host.into(),
+            previous: Some(previous.into()),
+            running: running.map(Into::into),
+        };
+        r.hosts = vec![h("web1", "v1", Some("v1")), h("web2", "v1", None), h("web3", "v1", Some("v2"))];
+        let md = render(&r);
+        assert!(md.contains("| web1 | v1 | v1 (as before) |"), "{md}");
+        assert!(md.contains("| web2 | v1 | ⚠️ unknown"), "{md}");
+        assert!(md.contains("| web3 | v1 | v2 |"), "{md}");
+    }
+
+    #[test]
     fn a_forward_only_tool_has_no_revert_branch() {
         let mut r = report(Outcome::Deployed, vec![], vec![]);
         assert!(render(&r).contains("  revert["), "the fast path is drawn for a tool that reverts");

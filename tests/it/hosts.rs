@@ -230,3 +230,27 @@ async fn check_has_a_line_per_host() {
     assert!(line(2)["detail"].as_str().unwrap().contains("NOT healthy"), "{:#}", line(2));
     assert_eq!(f.tags(), v(&["v1", "v1", "v1"]));
 }
+
+/// The plan shows each host's commands, from the step table, as `ssh` lines in rollout order;
+/// the database's stay the primary's.
+#[test]
+fn the_plan_shows_every_host_s_commands_in_rollout_order() {
+    let app = App::new("hosts_plan", &["v2"]);
+    let known = "web1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\\nweb2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB";
+    app.edit_config(|t| {
+        format!(
+            "{t}target:\n  host: web1\n  user: deploy\n  known_hosts: \"{known}\"\n  hosts:\n    - host: web2\n    - host: web3\n      port: 2222\n      fingerprint: \"SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s\"\n"
+        )
+    });
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2", "--dry-run"]);
+    let plan = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let dir = app.stage.app_dir().display().to_string();
+    let deploy = |ssh: &str| format!("$ ssh {ssh} 'cd {dir} && ./app.sh deploy v2'");
+    let at = |s: &str| plan.find(s).unwrap_or_else(|| panic!("{s} not in:\n{plan}"));
+    assert!(at(&deploy("deploy@web1")) < at(&deploy("deploy@web2")));
+    assert!(at(&deploy("deploy@web2")) < at(&deploy("-p 2222 deploy@web3")));
+    assert!(plan.contains("one host at a time"), "{plan}");
+    assert!(plan.contains("$ ssh -p 2222 deploy@web3 'cd "), "{plan}");
+    assert!(!plan.contains("ssh deploy@web1 'PGHOST"), "database commands are not per host: {plan}");
+}
