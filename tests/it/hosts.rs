@@ -12,8 +12,9 @@ struct Fleet {
 }
 
 /// The sample app with `releases`, its config edited by `edit`, on three hosts. Host 2 (index 1)
-/// is unhealthy on a tag when its state has `sick-TAG`; and its deploy command drops its own
-/// connection (its sshd killed) when its state has `drop`.
+/// is unhealthy on a tag when its state has `sick-TAG`; a host's deploy command drops its own
+/// connection (its sshd killed) when its state has `drop`, and takes its own link down when it
+/// has `cut` (the interface's name).
 fn fleet(prefix: &str, releases: &[&str], edit: impl FnOnce(String) -> String) -> Fleet {
     let app = App::new(prefix, releases);
     let hosts = Hosts::start(3, &app.stage.app_dir(), app.stage.port).unwrap_or_else(|e| panic!("{e:#}"));
@@ -25,9 +26,9 @@ fn fleet(prefix: &str, releases: &[&str], edit: impl FnOnce(String) -> String) -
             )
             .replace(
                 "deploy: ./app.sh deploy {tag}",
-                "deploy: './app.sh deploy {tag} && if [ -f state/drop ]; then kill -9 $(cat state/drop) $PPID; fi'",
+                "deploy: './app.sh deploy {tag} && if [ -f state/drop ]; then kill -9 $(cat state/drop) $PPID; fi; if [ -f state/cut ]; then ip link set \"$(cat state/cut)\" down; fi'",
             );
-        format!("{}{}", edit(t), hosts.target_yaml())
+        edit(format!("{t}{}", hosts.target_yaml()))
     });
     Fleet { app, hosts }
 }
@@ -253,4 +254,30 @@ fn the_plan_shows_every_host_s_commands_in_rollout_order() {
     assert!(plan.contains("one host at a time"), "{plan}");
     assert!(plan.contains("$ ssh -p 2222 deploy@web3 'cd "), "{plan}");
     assert!(!plan.contains("ssh deploy@web1 'PGHOST"), "database commands are not per host: {plan}");
+}
+
+/// The second host's link goes down during its deploy (the command that started v2 never
+/// answers): it times out there, the first host and the database are rolled back, the second
+/// (unreachable) is named; once its link is back, `rollback --sha` finishes it.
+#[tokio::test]
+async fn a_host_whose_link_goes_down_mid_rollout_is_finished_by_a_manual_rollback() {
+    let f = fleet("hosts_cut", &["v2"], |t| t.replace("command_timeout: 30s", "command_timeout: 8s"));
+    let host = &f.hosts.hosts[1];
+    std::fs::write(host.state.join("cut"), host.peer()).unwrap();
+    let before = common::state(f.app.db()).await;
+    let (code, r, err) = f.deploy("v2");
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(r["path"], "revert", "{r:#}");
+    let n = f.names();
+    assert_eq!(f.tags(), v(&["v1", "v2", "v1"]), "{err}");
+    assert_eq!(f.journal_tags(), v(&["v1", "?", "v1"]));
+    assert_eq!(common::state(f.app.db()).await, before);
+    assert!(err.contains(&format!("host {}", n[1])) && err.contains(&format!("rollback --sha {}", &SHA[..7])), "{err}");
+
+    std::fs::remove_file(host.state.join("cut")).unwrap();
+    host.link_up();
+    let (code, _, err) = f.run(&["rollback", "--sha", SHA, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(f.tags(), v(&["v1", "v1", "v1"]));
+    assert_eq!(f.journal_tags(), v(&["v1", "v1", "v1"]));
 }

@@ -111,7 +111,7 @@ impl Hosts {
 
 impl NetHost {
     fn link(&self, subnet: &str) -> Result<()> {
-        let peer = format!("{}p", self.veth);
+        let peer = self.peer();
         sh(&["ip", "netns", "add", &self.netns])?;
         sh(&["ip", "link", "add", &self.veth, "type", "veth", "peer", "name", &peer])?;
         sh(&["ip", "link", "set", &peer, "netns", &self.netns])?;
@@ -182,6 +182,17 @@ impl NetHost {
     /// Takes its link down: nothing reaches it any more.
     pub fn link_down(&self) {
         sh(&["ip", "link", "set", &self.veth, "down"]).unwrap();
+    }
+
+    /// The host's own end of its link (what a command on the host takes down to cut itself off).
+    pub fn peer(&self) -> String {
+        format!("{}p", self.veth)
+    }
+
+    /// Brings both ends of its link up again.
+    pub fn link_up(&self) {
+        sh(&["ip", "link", "set", &self.veth, "up"]).unwrap();
+        sh(&["ip", "netns", "exec", &self.netns, "ip", "link", "set", &self.peer(), "up"]).unwrap();
     }
 
     pub fn known_hosts(&self) -> String {
