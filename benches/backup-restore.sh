@@ -335,7 +335,7 @@ for ROUND in $(seq 1 "$RUNS"); do
     measure "dg_backup.$ROUND" "$BIN" backup --sha "$SHA" --config "$CONFIG"
     record dg_backup
     if (( RC == 0 )); then
-        MANIFEST=$(find "$WORK/store" -name "*_pre-deploy-${SHA:0:7}.manifest.json" | head -n1)
+        MANIFEST=$(find "$WORK/store" -name "*_*-${SHA:0:7}-*.manifest.json" | head -n1)
         DUMP_BYTES=$(json_num dump_bytes "$MANIFEST")
         GZ_BYTES=$(json_num size "$MANIFEST")
         # The data file (.sql.zst or .sql.gz) is last written when the streamed dump ends;
@@ -401,7 +401,7 @@ for ROUND in $(seq 1 "$RUNS"); do
     measure "dg_backup_dir.$ROUND" "$BIN" backup --sha "$SHA" --config "$CONFIG_DIR"
     record dg_backup_dir
     if (( RC == 0 )); then
-        MANIFEST=$(find "$WORK/store" -name "*_pre-deploy-${SHA:0:7}.manifest.json" | head -n1)
+        MANIFEST=$(find "$WORK/store" -name "*_*-${SHA:0:7}-*.manifest.json" | head -n1)
         DIR_TAR_BYTES=$(json_num dump_bytes "$MANIFEST")
         DIR_ZST_BYTES=$(json_num size "$MANIFEST")
         measure "dg_restore_dir.$ROUND" "$BIN" restore --sha "${SHA:0:7}" --config "$CONFIG_DIR"

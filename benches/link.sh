@@ -413,7 +413,7 @@ drop_kept() { # a swap keeps the replaced database for forensics: drop it to fre
         | "${PSQL[@]}" -d postgres >/dev/null || true
 }
 manifest() { # STORE_ON SHA -> the manifest's path
-    find "$WORK/store-$1" -name "*_pre-deploy-${2:0:7}.manifest.json" | head -n1
+    find "$WORK/store-$1" -name "*_*-${2:0:7}-*.manifest.json" | head -n1
 }
 manifest_field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 

@@ -206,13 +206,13 @@ for ROUND in $(seq 1 "$RUNS"); do
     START_US=${EPOCHREALTIME/[.,]/}
     measure "dg.$ROUND" "release/deploy-guard backup" "$BIN" backup --sha "$SHA" --config "$CONFIG"
     DG_WALLS+="$WALL "; DG_PEAKS+="$PEAK "
-    OBJ=$(find "$WORK/s3/$BUCKET/dg" -name "*_pre-deploy-${SHA:0:7}.sql.gz" | head -n1)
+    OBJ=$(find "$WORK/s3/$BUCKET/dg" -name "*_*-${SHA:0:7}-*.sql.gz" | head -n1)
     DG_GZ=$(stat -c %s "$OBJ")
     # The object's file appears when the upload completes; reading it back to verify it, the
     # fingerprint and the manifest come after.
     TAKEN_US=$(stat -c %.6Y "$OBJ" | tr -d '.,')
     DG_TAKES+="$(awk -v a="$START_US" -v b="$TAKEN_US" 'BEGIN { printf "%.1f", (b - a) / 1e6 }') "
-    PLAIN=$(grep -o '"dump_bytes": *[0-9]*' "$(find "$WORK/s3/$BUCKET/dg" -name "*_pre-deploy-${SHA:0:7}.manifest.json")" | grep -o '[0-9]*$')
+    PLAIN=$(grep -o '"dump_bytes": *[0-9]*' "$(find "$WORK/s3/$BUCKET/dg" -name "*_*-${SHA:0:7}-*.manifest.json")" | grep -o '[0-9]*$')
     rm -f "$OBJ" "$WORK/s3/$BUCKET/shell/$ROUND.sql.gz"
 done
 

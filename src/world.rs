@@ -5,6 +5,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::app::compose::{self, Compose};
+use crate::app::kubernetes::Kubernetes;
+use crate::app::swarm::{self, Swarm};
 use crate::app::{Fleet, Health, Host, Runtime, Shell};
 use crate::config::{Config, RuntimeKind, Target};
 use crate::db::{ConnInfo, Postgres};
@@ -30,6 +32,8 @@ pub struct World {
     /// `backup.copy_to`: the offsite copy of every verified backup.
     pub copy: Option<Arc<dyn Store>>,
     pub migrator: Migrator,
+    /// `backup.provider: neon` (none in the offline modes, which call no API).
+    pub neon: Option<crate::backup::Neon>,
 }
 
 impl World {
@@ -66,7 +70,15 @@ impl World {
         if db.maintenance_db == db.name {
             bail!("database.maintenance_db: must not be the live database {:?} (the swap renames it)", db.name);
         }
-        Self::assemble(config, execs, db)
+        Self::assemble(config, execs, db)?.with_neon()
+    }
+
+    /// Opens `backup.provider: neon` (its key from the environment) for a world that will call
+    /// the API.
+    pub fn with_neon(mut self) -> Result<World> {
+        self.neon = crate::backup::Neon::open(&self.config, &self.db, &crate::config::process_env())
+            .map_err(|e| self.config.error("backup.provider", format!("{e:#}")))?;
+        Ok(self)
     }
 
     /// `execs`: one per host of the fleet, the primary first.
@@ -74,16 +86,14 @@ impl World {
         let targets = config.target.app_hosts();
         let mut hosts = Vec::new();
         for (exec, t) in execs.iter().zip(&targets) {
+            let timeout = config.target.command_timeout;
             let runtime: Arc<dyn Runtime> = match config.app.runtime {
-                RuntimeKind::Shell => Arc::new(Shell::new(
-                    exec.clone(),
-                    config.app.commands.clone(),
-                    config.app.workdir.clone(),
-                    config.target.command_timeout,
-                )),
-                RuntimeKind::Compose => {
-                    Arc::new(Compose::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
+                RuntimeKind::Shell => {
+                    Arc::new(Shell::new(exec.clone(), config.app.commands.clone(), config.app.workdir.clone(), timeout))
                 }
+                RuntimeKind::Compose => Arc::new(Compose::from_config(exec.clone(), &config.app, timeout)?),
+                RuntimeKind::Swarm => Arc::new(Swarm::from_config(exec.clone(), &config.app, timeout)?),
+                RuntimeKind::Kubernetes => Arc::new(Kubernetes::from_config(exec.clone(), &config)?),
             };
             let address = t.host.as_deref().unwrap_or("localhost");
             hosts.push(Host {
@@ -102,6 +112,7 @@ impl World {
             store: store::open(&config, exec.clone())?,
             copy: store::open_copy(&config)?,
             migrator: Migrator::from_config(&config.migrations),
+            neon: None,
             db,
             exec,
             config,
@@ -242,6 +253,7 @@ fn postgres(
         .stream_timeout(d.stream_timeout)
         .jobs(config.backup.jobs);
     Ok(match (&d.service, &config.app.compose_file) {
+        (Some(service), _) if config.app.runtime == RuntimeKind::Swarm => pg.inside(swarm::db_exec_prefix(service)),
         (Some(service), Some(file)) => pg.inside(format!(
             "{} exec -T {}",
             compose::base_command(file, config.app.env_file.as_deref()),

@@ -4,7 +4,9 @@
 pub mod compose;
 pub mod fleet;
 pub mod health;
+pub mod kubernetes;
 pub mod shell;
+pub mod swarm;
 
 use anyhow::{bail, Result};
 use async_trait::async_trait;
@@ -83,6 +85,36 @@ impl TagSource {
     }
 }
 
+/// One service as it ran before the deploy, recorded in the manifest so that a rollback from
+/// another process puts back exactly that (swarm: its image and its replica count).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceState {
+    pub service: String,
+    /// The image reference of its spec, as it was (`app:v1`, with its digest when it had one).
+    pub image: String,
+    /// Replicas wanted; none for a global service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u64>,
+}
+
+impl ServiceState {
+    /// The name and image reach commands: both must be plain (a manifest is read from a store).
+    pub fn check(&self) -> Result<()> {
+        let plain = |s: &str, extra: &[u8]| {
+            !s.is_empty()
+                && s.len() <= 512
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
+        };
+        if !plain(&self.service, b"") || self.service.starts_with(['-', '.']) {
+            bail!("service {:?} is not a service name", self.service);
+        }
+        if !plain(&self.image, b"/:@") || self.image.starts_with('-') {
+            bail!("the image {:?} of {} is not an image reference", self.image, self.service);
+        }
+        Ok(())
+    }
+}
+
 /// Drives the app on the target.
 #[async_trait]
 pub trait Runtime: Send + Sync {
@@ -91,6 +123,17 @@ pub trait Runtime: Send + Sync {
     fn cmd(&self, action: Action<'_>) -> Option<Cmd>;
     /// The tag in what the current-tag command printed.
     fn parse_tag(&self, out: &str) -> Option<String>;
+    /// The commands a deploy of `tag` runs, in order (swarm: one per service).
+    fn deploy_cmds(&self, tag: &str) -> Vec<Cmd> {
+        self.cmd(Action::Deploy(tag)).into_iter().collect()
+    }
+
+    /// The commands a rollback's redeploy of `tag` runs, given what was recorded before the
+    /// deploy (swarm: each service's recorded image and replicas).
+    fn redeploy_cmds(&self, tag: &str, _recorded: &[ServiceState]) -> Vec<Cmd> {
+        self.deploy_cmds(tag)
+    }
+
     /// A command that runs `script` (a migration tool) with the code of `tag`; what it starts is
     /// known by `name` (compose: its one-off container's label), for [`Runtime::tool_stop`].
     fn tool_cmd(&self, label: &str, name: &str, tag: &str, script: &str) -> Cmd;
@@ -115,6 +158,11 @@ pub trait Runtime: Send + Sync {
         }
     }
 
+    /// The command [`Runtime::settled`] polls, for the plan (None: it runs none).
+    fn settle_cmd(&self) -> Option<Cmd> {
+        None
+    }
+
     /// Waits until every service runs steadily (compose: each container running, not
     /// restarting, healthy where it has a healthcheck); what was found, for the journal.
     async fn settled(&self, _timeout: std::time::Duration, _interval: std::time::Duration) -> Result<String> {
@@ -125,9 +173,21 @@ pub trait Runtime: Send + Sync {
         self.run(Action::Deploy(tag)).await.map(|_| ())
     }
 
-    async fn stop(&self) -> Result<()> {
+    /// Each service's image and replicas now, to record before anything changes (swarm); empty
+    /// where the runtime has nothing to put back but the tag.
+    async fn services(&self) -> Result<Vec<ServiceState>> {
+        Ok(Vec::new())
+    }
+
+    /// Runs [`Runtime::redeploy_cmds`]: the previous tag again, as recorded.
+    async fn redeploy(&self, tag: &str, _recorded: &[ServiceState]) -> Result<()> {
+        self.deploy(tag).await
+    }
+
+    /// Stops every writer; what was done, for the journal ("" for nothing more to say).
+    async fn stop(&self) -> Result<String> {
         match self.cmd(Action::Stop) {
-            Some(c) => exec::run_ok(self.executor(), &c).await.map(|_| ()),
+            Some(c) => exec::run_ok(self.executor(), &c).await.map(|_| String::new()),
             None => bail!("app.commands.stop is not set: the app was left running"),
         }
     }

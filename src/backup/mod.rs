@@ -8,6 +8,7 @@ pub mod codec;
 mod format;
 mod listing;
 mod meta_filter;
+pub mod neon;
 mod pipeline;
 mod restore;
 
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 pub use chunks::Chunks;
 pub use format::{PlainView, TarGuard};
 pub use meta_filter::MetaGuard;
+pub use neon::{Neon, NeonBranch};
 pub use pipeline::{copy_verified, room_for, sums, take, take_verified, verify, Packing, Taken, TRAILER};
 pub use restore::{psql_restricts, restore_stream};
 

@@ -159,6 +159,10 @@ pub enum Command {
         /// Append rehearsal-log rows (date, scenario, path, duration, result) to this file.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        /// kubernetes: the app runs as Deployments on a throwaway control plane (built by
+        /// scripts/k8s-tools) [default: shell commands].
+        #[arg(long, value_parser = parse_runtime)]
+        runtime: Option<crate::config::RuntimeKind>,
     },
     /// Look at this repository (the migration tool's files, a compose file) and write a commented
     /// deploy-guard.yml, and the example workflows when there are none. Asks nothing.
@@ -212,5 +216,5 @@ fn parse_tool(s: &str) -> Result<crate::config::Tool, String> {
 }
 
 fn parse_runtime(s: &str) -> Result<crate::config::RuntimeKind, String> {
-    serde_yaml::from_str(s).map_err(|_| format!("{s:?}: compose or shell"))
+    serde_yaml::from_str(s).map_err(|_| format!("{s:?}: compose, shell or kubernetes"))
 }

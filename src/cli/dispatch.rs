@@ -256,13 +256,15 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             Ok(ExitCode::Ok)
         }
         Command::Prune { dry_run } => {
-            let w = store_world(cli).await?;
+            // A Neon backup's branch is deleted through the API.
+            let w = usage(store_world(cli).await?.with_neon())?;
             let policy = commands::backup::policy(&w);
             if !policy.is_set() {
                 eprintln!("no retention configured (backup.keep, backup.max_age): nothing deleted");
             }
             let deleted =
-                crate::record::retention::prune(w.store.as_ref(), &w.config.project, policy, *dry_run).await?;
+                crate::record::retention::prune(w.store.as_ref(), w.neon.as_ref(), &w.config.project, policy, *dry_run)
+                    .await?;
             let rows: Vec<serde_json::Value> = deleted
                 .iter()
                 .map(|d| serde_json::json!({"key": d.manifest.key, "sha": d.manifest.sha, "created_at": d.manifest.created_at, "size": d.manifest.size, "why": d.why, "deleted": !dry_run}))
@@ -300,9 +302,20 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 ExitCode::Act
             })
         }
-        Command::Simulate { scenario, record } => {
+        Command::Simulate { scenario, record, runtime } => {
             let names = usage(simulate::scenarios_named(scenario))?;
-            let results = simulate::run(&names, g.config.as_deref(), record.as_deref()).await?;
+            let kubernetes = match runtime {
+                None | Some(crate::config::RuntimeKind::Shell) => false,
+                Some(crate::config::RuntimeKind::Kubernetes) => true,
+                Some(other @ (crate::config::RuntimeKind::Compose | crate::config::RuntimeKind::Swarm)) => {
+                    usage(Err(anyhow::anyhow!(
+                        "simulate --runtime {}: the drill runs shell commands or kubernetes; the Docker runtimes' \
+                         scenarios are tests/it/compose_docker.rs and swarm.rs (they need Docker)",
+                        format!("{other:?}").to_lowercase()
+                    )))?
+                }
+            };
+            let results = simulate::run(&names, g.config.as_deref(), record.as_deref(), kubernetes).await?;
             print_out(g.json, &results, || simulate::table(&results))?;
             Ok(if results.iter().all(|r| r.as_expected) { ExitCode::Ok } else { ExitCode::Act })
         }

@@ -89,7 +89,7 @@ pub async fn prune_after(w: &World) -> Vec<String> {
     if !policy.is_set() {
         return Vec::new();
     }
-    match record::retention::prune(w.store.as_ref(), &w.config.project, policy, false).await {
+    match record::retention::prune(w.store.as_ref(), w.neon.as_ref(), &w.config.project, policy, false).await {
         Ok(d) => d.iter().map(prune_line).collect(),
         Err(e) => {
             tracing::warn!("retention did not run to the end: {e:#}");

@@ -104,6 +104,9 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     );
     add("compression", compression_line(w).await);
     add("store", store_line(w, w.store.as_ref()).await);
+    if let Some(n) = &w.neon {
+        add("neon", n.check().await);
+    }
     if let Some(copy) = &w.copy {
         add("offsite copy", store_line(w, copy.as_ref()).await);
     }

@@ -42,6 +42,8 @@ pub fn plan(w: &World, a: &DeployArgs) -> Plan {
 pub async fn deploy(w: &World, a: &DeployArgs<'_>) -> Report {
     let mut run = deploy_run(w, a);
     let outcome = run.drive(w.config.rollback.strategy).await;
+    // After the deploy went on (or was rolled back): it never delays it.
+    run.copy_branch_offsite().await;
     if outcome.is_success() {
         for line in super::backup::prune_after(w).await {
             run.notes.push(format!("retention: {line}"));

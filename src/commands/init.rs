@@ -141,10 +141,16 @@ pub fn detect(dir: &Path, tool: Option<Tool>, runtime: Option<RuntimeKind>) -> R
     let (detected, why, found_dir) = detect_tool(dir);
     let compose = match runtime {
         Some(RuntimeKind::Shell) => None,
+        Some(RuntimeKind::Swarm) => anyhow::bail!(
+            "--runtime swarm: init writes compose and shell configs; a swarm's is a few lines, in docs/SWARM.md"
+        ),
         Some(RuntimeKind::Compose) => Some(
             detect_compose(dir)?
                 .context("--runtime compose: no compose file here (docker-compose.yml, compose.yml, …)")?,
         ),
+        Some(RuntimeKind::Kubernetes) => {
+            anyhow::bail!("--runtime kubernetes: init does not write that config; docs/KUBERNETES.md has one to copy")
+        }
         None => detect_compose(dir)?,
     };
     Ok(Found {

@@ -2,8 +2,12 @@
 //!
 //! Loading never touches the target: a bad config is reported (exit 2) before anything runs.
 
+mod app;
 mod env;
 mod error;
+mod kubernetes;
+mod neon;
+pub mod size;
 mod target;
 mod validate;
 
@@ -15,8 +19,11 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::model::{Compression, Strategy};
 
+pub use app::{App, Health, RuntimeKind, ShellCommands};
 pub use env::SETTINGS;
 pub use error::{ConfigError, Origin};
+pub use kubernetes::{Kubernetes, MigrateWhere};
+pub use neon::{check_id as check_neon_id, Neon, Provider, API_KEY_VAR as NEON_API_KEY};
 pub use target::{HostEntry, Rollout, Target};
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
@@ -109,65 +116,6 @@ fn default_environment() -> String {
 }
 fn yes() -> bool {
     true
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeKind {
-    Compose,
-    Shell,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct App {
-    pub runtime: RuntimeKind,
-    /// `runtime: shell`: the commands that drive the app.
-    #[serde(default)]
-    pub commands: ShellCommands,
-    pub health: Health,
-    /// Directory the app's commands (and migration commands) run in.
-    pub workdir: Option<String>,
-    pub compose_file: Option<String>,
-    pub service: Option<String>,
-    /// `runtime: compose`: every service that writes to the database (default: `[service]`):
-    /// all are stopped before a restore and all started on a tag together.
-    #[serde(default)]
-    pub services: Vec<String>,
-    pub env_file: Option<String>,
-    pub tag_variable: Option<String>,
-    #[serde(default)]
-    pub rollout: Rollout,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShellCommands {
-    /// Starts the app at `{tag}`.
-    pub deploy: Option<String>,
-    pub stop: Option<String>,
-    /// Prints the tag running now.
-    pub current_tag: Option<String>,
-    pub status: Option<String>,
-    /// Prints the app's recent log lines (`{lines}` is replaced by a count).
-    pub logs: Option<String>,
-    /// Puts the app in read-only mode (any runtime): used instead of stopping it before a restore.
-    pub pause_writes: Option<String>,
-    /// Ends read-only mode: run after the previous tag is started again.
-    pub resume_writes: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Health {
-    /// HTTP(S) URL that answers 2xx when the app is healthy.
-    pub url: Option<String>,
-    /// Command that exits 0 when the app is healthy.
-    pub command: Option<String>,
-    #[serde(default = "default_health_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default = "default_health_interval", with = "humantime_serde")]
-    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -265,6 +213,9 @@ pub struct Migrations {
     /// and that a migration held longer than this on the copy.
     #[serde(default = "default_lock_warn", with = "humantime_serde")]
     pub lock_warn: Duration,
+    /// Where the tool runs: the runner (default) or a Kubernetes Job (`job`).
+    #[serde(default, rename = "where")]
+    pub location: MigrateWhere,
 }
 
 impl Default for Migrations {
@@ -286,6 +237,7 @@ impl Default for Migrations {
             lock_timeout: None,
             statement_timeout: None,
             lock_warn: default_lock_warn(),
+            location: MigrateWhere::Runner,
         }
     }
 }
@@ -295,6 +247,10 @@ impl Default for Migrations {
 pub struct Backup {
     /// `file:///dir` or `s3://bucket/prefix`.
     pub store: String,
+    /// `pg_dump` (default) or `neon`: a branch (its manifests stay in `store`).
+    #[serde(default)]
+    pub provider: Provider,
+    pub neon: Option<Neon>,
     /// Where a `file://` store is: on the target host (default; over SSH when `target.host` is
     /// set) or on the machine deploy-guard runs on (`runner`, refused on GitHub-hosted runners).
     #[serde(default)]
@@ -340,39 +296,6 @@ pub struct Backup {
 
 fn default_jobs() -> u32 {
     2
-}
-
-/// Byte sizes written as a number of bytes or with a unit (`8MiB`, `16 MB`).
-pub mod size {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn parse(s: &str) -> Result<u64, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (bytes, or e.g. 8MiB)"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" | "kib" => 1 << 10,
-            "m" | "mb" | "mib" => 1 << 20,
-            "g" | "gb" | "gib" => 1 << 30,
-            _ => return Err(format!("{s:?}: unknown unit (use B, KiB, MiB or GiB)")),
-        };
-        n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(n),
-            Raw::S(s) => parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -426,12 +349,6 @@ pub(super) fn default_connect_timeout() -> Duration {
 }
 pub(super) fn default_command_timeout() -> Duration {
     Duration::from_secs(600)
-}
-fn default_health_timeout() -> Duration {
-    Duration::from_secs(90)
-}
-fn default_health_interval() -> Duration {
-    Duration::from_secs(2)
 }
 fn default_stream_timeout() -> Duration {
     DEFAULT_STREAM_TIMEOUT

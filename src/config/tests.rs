@@ -79,7 +79,7 @@ fn every_error_names_the_setting_and_where_it_is() {
         (
             &MINIMAL.replace("runtime: shell", "runtime: shel"),
             &[],
-            "line 4: app.runtime: `shel` is not one of: compose, shell; did you mean `shell`?",
+            "line 4: app.runtime: `shel` is not one of: compose, shell, swarm, kubernetes; did you mean `shell`?",
         ),
         (
             &MINIMAL.replace("timeout: 90s", "timeout: soon"),
@@ -244,4 +244,31 @@ fn several_hosts_need_a_primary_a_pin_each_and_no_host_twice() {
     assert!(err(&format!("{MINIMAL}{unpinned}"), &[]).contains("target.hosts[0].known_hosts: required"));
     let twice = HOSTS.replace("host: web3", "host: web2").replace("      port: 2222\n", "");
     assert!(err(&format!("{MINIMAL}{twice}"), &[]).contains("web2 is named twice"));
+}
+
+#[test]
+fn a_swarm_config_names_its_services_and_where_the_database_is() {
+    let swarm = MINIMAL
+        .replace(
+            "runtime: shell",
+            "runtime: swarm\n  service: station_backend\n  services: [station_backend, station_worker]",
+        )
+        .replace("database: { host: 127.0.0.1, name: app }", "database: { service: station_postgres, name: app }");
+    let c = Config::from_yaml(&swarm, &[]).unwrap();
+    assert_eq!(c.app.runtime, RuntimeKind::Swarm);
+    let cases: &[(&str, &str, &str)] = &[
+        ("  service: station_backend\n", "", "app.service: required with app.runtime: swarm"),
+        ("station_worker]", "station_worker, 'a b']", "\"a b\" is not a swarm service name"),
+        ("[station_backend, ", "[", "app.services: must include app.service (station_backend)"),
+        ("service: station_postgres, ", "", "database.service: required with app.runtime: swarm"),
+        (
+            "  service: station_backend\n",
+            "  service: station_backend\n  tag_variable: TAG\n",
+            "app.tag_variable: not used",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let e = err(&swarm.replacen(from, to, 1), &[]);
+        assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+    }
 }

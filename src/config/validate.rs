@@ -69,6 +69,7 @@ impl Config {
         self.validate_database()?;
         self.validate_migrations()?;
         self.validate_backup()?;
+        self.validate_neon()?;
         Ok(())
     }
 
@@ -143,13 +144,33 @@ impl Config {
                     bail!("app.commands.deploy: required with app.runtime: shell (a command with {{tag}})");
                 }
                 if !a.services.is_empty() {
-                    bail!("app.services: only with app.runtime: compose (with shell, app.commands.deploy and stop drive every service)");
+                    bail!("app.services: only with app.runtime: compose or swarm (with shell, app.commands.deploy and stop drive every service)");
                 }
                 if a.commands.current_tag.is_none() {
                     bail!("app.commands.current_tag: required with app.runtime: shell (prints the running tag)");
                 }
                 if !a.commands.deploy.as_deref().unwrap_or("").contains("{tag}") {
                     bail!("app.commands.deploy: must contain {{tag}}, where the image tag goes");
+                }
+            }
+            RuntimeKind::Kubernetes => {
+                let Some(k) = &a.kubernetes else {
+                    bail!("app.kubernetes: required with app.runtime: kubernetes (namespace, deployments, container, image)");
+                };
+                k.validate()?;
+                if self.target.host.is_some() {
+                    bail!("target.host: not with app.runtime: kubernetes (kubectl and the migration tool run on this machine)");
+                }
+                if self.database.service.is_some() {
+                    bail!("database.service: not with app.runtime: kubernetes; set database.url or host (reached from here)");
+                }
+                if a.compose_file.is_some() || a.tag_variable.is_some() || !a.services.is_empty() {
+                    bail!("app.compose_file, app.tag_variable, app.services: only with app.runtime: compose");
+                }
+                if a.commands.deploy.is_some() || a.commands.pause_writes.is_some() {
+                    bail!(
+                        "app.commands: only with app.runtime: shell or compose (kubernetes: app.kubernetes.pause_env)"
+                    );
                 }
             }
             RuntimeKind::Compose => {
@@ -177,12 +198,56 @@ impl Config {
                     bail!("database.service: required with app.runtime: compose (the compose service running PostgreSQL), or database.url");
                 }
             }
+            RuntimeKind::Swarm => {
+                let Some(service) = &a.service else {
+                    bail!("app.service: required with app.runtime: swarm (the swarm service whose image runs the migrations, e.g. station_backend)");
+                };
+                for s in std::iter::once(service).chain(&a.services) {
+                    let mut b = s.bytes();
+                    let ok = b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+                        && b.all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c));
+                    if !ok || s.len() > 63 {
+                        bail!("app.services: {s:?} is not a swarm service name (as `docker service ls` shows it: STACK_SERVICE)");
+                    }
+                }
+                if !a.services.is_empty() && !a.services.contains(service) {
+                    bail!("app.services: must include app.service ({service}), the service whose image runs the migrations");
+                }
+                for (key, set) in
+                    [("app.compose_file", a.compose_file.is_some()), ("app.tag_variable", a.tag_variable.is_some())]
+                {
+                    if set {
+                        bail!("{key}: not used with app.runtime: swarm (each service's image is updated with `docker service update`)");
+                    }
+                }
+                if let Some(db) = &self.database.service {
+                    let mut b = db.bytes();
+                    if !(b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+                        && b.all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)))
+                    {
+                        bail!("database.service: {db:?} is not a swarm service name");
+                    }
+                } else if self.database.url.is_none() && self.database.host.is_none() {
+                    bail!(
+                        "database.service: required with app.runtime: swarm (the swarm service running PostgreSQL, its task \
+                         on the manager), or database.url"
+                    );
+                }
+            }
+        }
+        if a.runtime != RuntimeKind::Kubernetes && a.kubernetes.is_some() {
+            bail!("app.kubernetes: only with app.runtime: kubernetes");
+        }
+        if a.runtime != RuntimeKind::Kubernetes && self.migrations.location == super::MigrateWhere::Job {
+            bail!("migrations.where: job needs app.runtime: kubernetes (the Job runs in its cluster)");
         }
         if a.commands.resume_writes.is_some() != a.commands.pause_writes.is_some() {
             bail!("app.commands.pause_writes and resume_writes: set both or neither (writes paused must be resumed)");
         }
         let h = &a.health;
         match (&h.url, &h.command) {
+            // Kubernetes: the rollout's readiness is the check; a URL can add to it.
+            (None, None) if a.runtime == RuntimeKind::Kubernetes => {}
             (None, None) => bail!("app.health: set url (answers 2xx when healthy) or command (exits 0 when healthy)"),
             (Some(_), Some(_)) => bail!("app.health: set url or command, not both"),
             (Some(u), None) if !(u.starts_with("http://") || u.starts_with("https://")) => {

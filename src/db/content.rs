@@ -295,7 +295,22 @@ const STATS_SQL: &str = "SELECT coalesce(json_object_agg(quote_ident(n.nspname) 
      WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
      AND n.nspname NOT LIKE 'pg_toast%';";
 
+/// Every user table's columns as pg_dump's COPY lines name them (a Neon branch's tables, read
+/// where a dump's would be listed).
+const COLUMNS_SQL: &str =
+    "SELECT coalesce(json_object_agg(t, cols), '{}') FROM (SELECT quote_ident(n.nspname) || '.' || \
+     quote_ident(c.relname) AS t, json_agg(quote_ident(a.attname) ORDER BY a.attnum) AS cols \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+     WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg_toast%' GROUP BY 1) x;";
+
 impl super::Postgres {
+    /// Each user table of `db` with its columns, as a dump of it would list them.
+    pub async fn table_columns(&self, db: &str) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+        Ok(serde_json::from_value(self.query_json(db, COLUMNS_SQL).await?)?)
+    }
+
     /// [`TableStats`] of every user table of `db`: catalog reads, whatever the data's size.
     pub async fn table_stats(&self, db: &str) -> anyhow::Result<BTreeMap<String, TableStats>> {
         let v: BTreeMap<String, (u64, u64, u64)> = serde_json::from_value(self.query_json(db, STATS_SQL).await?)?;
@@ -321,7 +336,7 @@ impl super::Postgres {
         let mut sink = LineSum { sum: RowSum::new(columns.to_vec()), line: Vec::new() };
         let cmd = self.query_cmd(db);
         let mut input = sql.as_bytes();
-        let exit = self.executor().run(&cmd, Some(&mut input), &mut sink).await?;
+        let exit = self.executor_for(db).run(&cmd, Some(&mut input), &mut sink).await?;
         exit.check(&format!("COPY {table} on database {db}"))?;
         Ok(sink.sum)
     }

@@ -142,7 +142,7 @@ impl Postgres {
             name = literal(app_name),
         );
         let cmd = self.query_cmd(db);
-        let exec = self.executor().clone();
+        let exec = self.executor_for(db);
         let (mut w, r) = tokio::io::duplex(64 * 1024);
         let session = tokio::spawn(async move {
             let mut input = sql.as_bytes();
@@ -167,7 +167,17 @@ impl Postgres {
         });
         match tokio::time::timeout(Duration::from_secs(30), first_rx).await {
             Ok(Ok(())) => Ok(LockWatch { app_name: app_name.to_string(), reader, session }),
-            _ => {
+            // Its output ended before a sample: psql stopped; say why.
+            Ok(Err(_)) => {
+                reader.abort();
+                let why = match tokio::time::timeout(Duration::from_secs(5), session).await {
+                    Ok(Ok(Ok(exit))) => exit.check("psql").err().map_or("psql exited 0".into(), |e| format!("{e:#}")),
+                    Ok(Ok(Err(e))) => format!("{e:#}"),
+                    _ => "psql did not end".into(),
+                };
+                bail!("the lock sampler on {db} ended before its first sample: {why}")
+            }
+            Err(_) => {
                 session.abort();
                 reader.abort();
                 bail!("the lock sampler on {db} did not start within 30 s")

@@ -59,6 +59,21 @@ pub struct Postgres {
     jobs: u32,
     /// The psql that restores, once asked.
     psql: tokio::sync::OnceCell<Psql>,
+    /// Databases reached at an endpoint of their own (a Neon branch), by the name the steps
+    /// know them by.
+    endpoints: Arc<std::sync::RwLock<std::collections::BTreeMap<String, Endpoint>>>,
+    /// The live database is itself at this endpoint ([`Postgres::at_endpoint`]).
+    own: Option<Endpoint>,
+}
+
+/// A database on another server: a Neon branch's compute endpoint, as its connection URI says.
+#[derive(Clone)]
+#[cfg_attr(test, derive(Debug))]
+pub struct Endpoint {
+    /// Host, port, role and the database's own name there.
+    pub conn: ConnInfo,
+    /// The role's password: only ever in the command's environment (PGPASSWORD).
+    pub password: Option<String>,
 }
 
 /// The temporary directories of this process's directory-format dumps and restores, where
@@ -90,7 +105,45 @@ impl Postgres {
             stream_timeout: crate::config::DEFAULT_STREAM_TIMEOUT,
             jobs: 2,
             psql: tokio::sync::OnceCell::new(),
+            endpoints: Default::default(),
+            own: None,
         }
+    }
+
+    /// The database at `endpoint` as the live one (a Neon branch to dump), its tools run on this
+    /// machine when the target is remote (see [`Postgres::executor_for`]).
+    pub fn at_endpoint(&self, endpoint: &Endpoint) -> Result<Postgres> {
+        let mut p = Postgres::new(
+            if self.exec.remote() { Arc::new(exec::Local) } else { self.exec.clone() },
+            if self.exec.remote() { None } else { self.bin_dir.clone() },
+            endpoint.conn.clone(),
+            endpoint.conn.dbname.clone().context("the endpoint names no database")?,
+            self.maintenance_db.clone(),
+        )
+        .stream_timeout(self.stream_timeout)
+        .jobs(self.jobs);
+        p.own = Some(endpoint.clone());
+        Ok(p)
+    }
+
+    /// From now on, `alias` names the database at `endpoint` in every query (a Neon branch).
+    pub fn reach(&self, alias: &str, endpoint: Endpoint) {
+        self.endpoints.write().expect("endpoints").insert(alias.to_string(), endpoint);
+    }
+
+    /// The role the tools connect as, when the config names one.
+    pub fn conn_user(&self) -> Option<String> {
+        self.conn.user.clone()
+    }
+
+    /// The endpoint `alias` names, if it names one.
+    pub fn endpoint_of(&self, alias: &str) -> Option<Endpoint> {
+        self.endpoints.read().expect("endpoints").get(alias).cloned()
+    }
+
+    /// Whether `alias` names a database at an endpoint of its own.
+    pub fn is_elsewhere(&self, alias: &str) -> bool {
+        self.endpoints.read().expect("endpoints").contains_key(alias)
     }
 
     /// The version of the psql that restores (on the target, or in its container); asked once.
@@ -133,6 +186,16 @@ impl Postgres {
         &self.exec
     }
 
+    /// Where a query of `db` runs: a database at an endpoint of its own (a Neon branch) is read
+    /// from this machine, so its password travels only in a local process's environment, never
+    /// in a script sent to the target.
+    pub fn executor_for(&self, db: &str) -> Arc<dyn Executor> {
+        match self.exec.remote() && self.is_elsewhere(db) {
+            true => Arc::new(exec::Local),
+            false => self.exec.clone(),
+        }
+    }
+
     /// The path of a client tool (`pg_dump`, `psql`), quoted for the shell.
     pub fn tool(&self, name: &str) -> String {
         if self.inside.is_some() {
@@ -147,18 +210,28 @@ impl Postgres {
     /// `tool_line` with the connection settings: as the command's environment, or inside the
     /// container's command line when the tools run in one.
     fn with_conn(&self, label: &str, tool_line: String) -> Cmd {
+        self.with_conn_at(label, tool_line, None)
+    }
+
+    /// [`Self::with_conn`] to `endpoint` when given (its password in PGPASSWORD).
+    fn with_conn_at(&self, label: &str, tool_line: String, endpoint: Option<&Endpoint>) -> Cmd {
+        let endpoint = endpoint.or(self.own.as_ref());
+        let conn = endpoint.map_or(&self.conn, |e| &e.conn);
         let mut env = vec![("PGCONNECT_TIMEOUT".to_string(), "10".to_string())];
-        if let Some(h) = &self.conn.host {
+        if let Some(h) = &conn.host {
             env.push(("PGHOST".into(), h.clone()));
         }
-        if let Some(p) = self.conn.port {
+        if let Some(p) = conn.port {
             env.push(("PGPORT".into(), p.to_string()));
         }
-        if let Some(u) = &self.conn.user {
+        if let Some(u) = &conn.user {
             env.push(("PGUSER".into(), u.clone()));
         }
-        if let Some(m) = self.conn.sslmode {
+        if let Some(m) = conn.sslmode {
             env.push(("PGSSLMODE".into(), m.as_str().into()));
+        }
+        if let Some(e) = endpoint {
+            env.extend(e.password.clone().map(|p| ("PGPASSWORD".to_string(), p)));
         }
         let cmd = match &self.inside {
             Some(prefix) => {
@@ -206,8 +279,12 @@ impl Postgres {
 
     /// `psql` on `db` reading SQL from stdin; stops at the first error.
     pub fn psql_cmd(&self, label: &str, db: &str, extra: &str) -> Cmd {
-        let line = format!("{} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}", self.tool("psql"), quote(db));
-        self.with_conn(label, line)
+        let endpoint = self.endpoints.read().expect("endpoints").get(db).cloned();
+        let db = endpoint.as_ref().and_then(|e| e.conn.dbname.as_deref()).unwrap_or(db);
+        // Read from this machine when the target is remote (see `executor_for`): its own psql.
+        let psql = if endpoint.is_some() && self.exec.remote() { "psql".to_string() } else { self.tool("psql") };
+        let line = format!("{psql} -X -q --no-password -v ON_ERROR_STOP=1 {extra} -d {}", quote(db));
+        self.with_conn_at(label, line, endpoint.as_ref())
     }
 
     /// `TOOL --version`, run where the tool runs (on the target, or inside the container).
@@ -354,7 +431,7 @@ impl Postgres {
     /// Runs `sql` on `db`; returns what it printed (unaligned, tuples only).
     pub async fn query(&self, db: &str, sql: &str) -> Result<String> {
         let cmd = self.query_cmd(db);
-        let out = exec::capture_with_input(self.exec.as_ref(), &cmd, sql.as_bytes()).await?;
+        let out = exec::capture_with_input(self.executor_for(db).as_ref(), &cmd, sql.as_bytes()).await?;
         out.exit.check(&format!("psql on database {db}"))?;
         Ok(out.stdout.trim_end_matches('\n').to_string())
     }

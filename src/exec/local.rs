@@ -26,6 +26,7 @@ pub const WITHHELD: &[&str] = &[
     "DEPLOY_GUARD_SSH_KEY",
     "DEPLOY_GUARD_SSH_KEY_PASSPHRASE",
     "DEPLOY_GUARD_MANIFEST_KEY",
+    "NEON_API_KEY",
 ];
 
 #[derive(Clone, Debug, Default)]

@@ -84,7 +84,11 @@ impl Cmd {
             .env
             .iter()
             .filter(|(k, _)| k != "PGCONNECT_TIMEOUT")
-            .map(|(k, v)| format!("{k}={}", quote(v)))
+            .map(|(k, v)| match k.as_str() {
+                // A Neon branch's role password: people read this text.
+                "PGPASSWORD" => format!("{k}=…"),
+                _ => format!("{k}={}", quote(v)),
+            })
             .collect();
         match self.script.strip_prefix("exec ") {
             _ if env.is_empty() => self.script.strip_prefix("exec ").unwrap_or(&self.script).to_string(),

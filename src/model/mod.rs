@@ -16,4 +16,4 @@ pub use names::{check_live_db_name, random_hex, BackupKind, BackupName, DbNames}
 pub use sha::{is_sha256_hex, Sha, ShaPrefix};
 pub use size::human_bytes;
 pub use strategy::Strategy;
-pub use urls::{ConnInfo, StoreUrl};
+pub use urls::{ConnInfo, SslMode, StoreUrl};

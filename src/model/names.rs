@@ -9,6 +9,8 @@ use super::Sha;
 use super::{Codec, Format};
 
 const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// The key a Neon backup's manifest names for it: the data is the branch, not an object.
+const NEON_SUFFIX: &str = ".neon-branch";
 /// `….lost-writes.{yyyymmddhhmmss}.sql` (older: `….lost-writes.sql`).
 const REPLAY_MARK: &str = ".lost-writes.";
 
@@ -64,7 +66,7 @@ impl BackupName {
         let stem = data
             .iter()
             .map(String::as_str)
-            .chain([MANIFEST_SUFFIX])
+            .chain([MANIFEST_SUFFIX, NEON_SUFFIX])
             .find_map(|s| key.strip_suffix(s))
             .or(replay)
             .unwrap_or(key);
@@ -99,6 +101,11 @@ impl BackupName {
     /// The data key of a backup in `format`, compressed with `codec`.
     pub fn data_key(&self, format: Format, codec: Codec) -> String {
         format!("{}{}{}", self.stem, format.ext(), codec.ext())
+    }
+
+    /// What a Neon backup's manifest names as its key (the data is a branch).
+    pub fn neon_key(&self) -> String {
+        format!("{}{NEON_SUFFIX}", self.stem)
     }
 
     pub fn manifest_key(&self) -> String {

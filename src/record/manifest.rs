@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::sign;
 use super::Rehearsal;
-use crate::app::TagSource;
+use crate::app::{ServiceState, TagSource};
 use crate::backup::{Chunks, Stored, Taken};
 use crate::db::{Fingerprint, Identities, RowSum, TableStats};
 use crate::guard::{Journal, Outcome};
@@ -54,6 +54,10 @@ pub struct Manifest {
     /// Where `previous_tag` was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_tag_source: Option<TagSource>,
+    /// Each service's image and replicas before the deploy (swarm), what a rollback puts back;
+    /// the replicas are read again just before the writers are scaled to 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceState>,
     pub created_at: DateTime<Utc>,
     pub database: String,
     pub server_version: Option<String>,
@@ -110,6 +114,10 @@ pub struct Manifest {
     /// the next deploy is refused and retention keeps this backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<Resolution>,
+    /// `backup.provider: neon`: the backup is this branch (`key` is then the stem's `.neon-branch`
+    /// and there is no object, size or hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neon: Option<crate::backup::NeonBranch>,
     /// Where `backup.copy_to` holds the verified offsite copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<String>,
@@ -138,6 +146,7 @@ impl Manifest {
             tag: None,
             previous_tag: None,
             previous_tag_source: None,
+            services: Vec::new(),
             created_at,
             database: database.to_string(),
             server_version: None,
@@ -162,8 +171,25 @@ impl Manifest {
             outcome: None,
             resolved: None,
             copy: None,
+            neon: None,
             signed: false,
         }
+    }
+
+    /// The same record for `taken`, a dump of this Neon backup's branch (its offsite copy): an
+    /// ordinary backup, restored as any other.
+    pub fn as_dump(&self, taken: Taken) -> Manifest {
+        let mut m = self.clone();
+        m.neon = None;
+        m.copy = None;
+        m.key = taken.key;
+        m.dump_bytes = taken.dump_bytes.unwrap_or_default();
+        m.size = taken.size;
+        m.sha256 = taken.sha256;
+        m.chunks = taken.chunks;
+        m.tables = taken.columns;
+        m.verified = true;
+        m
     }
 
     /// What was stored, as a read, a restore or a copy checks it.
@@ -275,6 +301,11 @@ impl Manifest {
                 }
             }
         }
+        for s in &self.services {
+            if let Err(e) = s.check() {
+                return bad(format!("{e:#}"));
+            }
+        }
         if !plain_name(&self.project, 64) {
             return bad(format!("project {:?} is not a plain name", self.project));
         }
@@ -285,7 +316,12 @@ impl Manifest {
             return bad("its own key is not a manifest's".into());
         }
         let name = BackupName::from_key(at);
-        if Format::of_key(&self.key).is_none_or(|(f, c)| self.key != name.data_key(f, c)) {
+        if let Some(n) = &self.neon {
+            n.validate().or_else(|e| bad(format!("{e:#}")))?;
+            if self.key != name.neon_key() {
+                return bad(format!("it names the backup {:?}, not {} beside it", self.key, name.neon_key()));
+            }
+        } else if Format::of_key(&self.key).is_none_or(|(f, c)| self.key != name.data_key(f, c)) {
             return bad(format!(
                 "it names the backup {:?}, not {}.sql.zst (or .sql.gz, .dir.tar.zst, .dir.tar.gz) beside it",
                 self.key,
@@ -302,10 +338,11 @@ impl Manifest {
                 return bad(format!("table {table:?} or its columns are not plain or quoted identifiers"));
             }
         }
-        if !is_sha256_hex(&self.sha256) {
+        if self.neon.is_none() && !is_sha256_hex(&self.sha256) {
             return bad(format!("sha256 {:?} is not a SHA-256", self.sha256));
         }
-        if self.size == 0 || self.dump_bytes == 0 || self.size > MAX_BYTES || self.dump_bytes > MAX_BYTES {
+        let bad_size = self.size == 0 || self.dump_bytes == 0 || self.size > MAX_BYTES || self.dump_bytes > MAX_BYTES;
+        if self.neon.is_none() && bad_size {
             return bad(format!(
                 "sizes {} (stored) and {} (dump) are not those of a backup",
                 self.size, self.dump_bytes

@@ -66,7 +66,15 @@ pub fn plan(manifests: &[Manifest], project: &str, policy: Policy, now: DateTime
 
 /// Applies retention to `store`: deletes the data object, then the manifest, of each backup due.
 /// Returns what was deleted (or, with `dry_run`, what would be).
-pub async fn prune(store: &dyn Store, project: &str, policy: Policy, dry_run: bool) -> Result<Vec<Decision>> {
+/// A Neon backup's branch is deleted first (with `neon`, the provider; without it such a backup
+/// is kept and said so).
+pub async fn prune(
+    store: &dyn Store,
+    neon: Option<&crate::backup::Neon>,
+    project: &str,
+    policy: Policy,
+    dry_run: bool,
+) -> Result<Vec<Decision>> {
     if !policy.is_set() {
         return Ok(Vec::new());
     }
@@ -74,8 +82,23 @@ pub async fn prune(store: &dyn Store, project: &str, policy: Policy, dry_run: bo
     let mut deleted = Vec::new();
     for d in plan(&all, project, policy, Utc::now()).into_iter().filter(|d| d.delete) {
         let m = &d.manifest;
-        if !dry_run {
+        if let (Some(b), false) = (&m.neon, dry_run) {
+            let Some(n) = neon else {
+                tracing::warn!(
+                    "retention: {} is the Neon branch {}: kept (backup.provider is not neon)",
+                    m.key,
+                    b.name
+                );
+                continue;
+            };
+            n.api
+                .delete_branch(&b.id)
+                .await
+                .with_context(|| format!("retention: cannot delete the branch {}", b.name))?;
+        } else if !dry_run {
             store.delete(&m.key).await.with_context(|| format!("retention: cannot delete {}", m.key))?;
+        }
+        if !dry_run {
             if let Some(l) = m.lost_writes.as_ref().filter(|l| !l.key.is_empty()) {
                 store.delete(&l.key).await.with_context(|| format!("retention: cannot delete {}", l.key))?;
             }
@@ -115,6 +138,7 @@ mod tests {
             tag: Some("v".into()),
             previous_tag: None,
             previous_tag_source: None,
+            services: Vec::new(),
             created_at: at,
             database: "db".into(),
             server_version: None,
@@ -139,6 +163,7 @@ mod tests {
             outcome: deployed.map(|_| crate::guard::Outcome::Deployed),
             resolved: None,
             copy: None,
+            neon: None,
             signed: false,
         }
     }

@@ -2,6 +2,7 @@
 //! run by the same loop: the journal is written before every step, the deploy lock is taken in
 //! preflight and released at the end, and every run ends in a typed [`Outcome`].
 
+mod offsite;
 mod plan;
 pub mod steps;
 
@@ -69,6 +70,9 @@ pub struct Found {
     /// restore → validate-restore, swap, lost-writes: the databases of the restore, once the
     /// scratch one holds the backup.
     pub restored: Option<DbNames>,
+    /// swap → lost-writes: the broken database's table counters, read on the primary just before
+    /// a Neon restore (the kept branch is read through a new compute, whose counters start again).
+    pub kept_stats: Option<BTreeMap<String, crate::db::TableStats>>,
     /// lost-writes → the report: the writes the restore took away.
     pub lost_writes: Option<LostWrites>,
     /// Tables whose lost writes wait to be told from the migrations' own (see `app-writes`).
@@ -133,9 +137,21 @@ impl<'w> Run<'w> {
             tables.iter().filter(|t| m.dumped(t) && !m.data.contains_key(*t)).cloned().collect();
         if !missing.is_empty() {
             let started = Instant::now();
-            let read = crate::backup::sums(self.w.store.as_ref(), &m.stored(), missing.clone())
-                .await
-                .with_context(|| format!("reading the rows of {} table(s) from the backup", missing.len()))?;
+            let columns = m.tables.clone();
+            let stored = m.stored();
+            let read = match self.neon_branch().await? {
+                // A live copy: its rows are summed where they are.
+                Some(branch) => {
+                    let mut read = BTreeMap::new();
+                    for t in &missing {
+                        let cols = columns.get(t).cloned().unwrap_or_default();
+                        read.insert(t.clone(), self.w.db.table_sum(&branch, t, &cols).await?);
+                    }
+                    Ok(read)
+                }
+                None => crate::backup::sums(self.w.store.as_ref(), &stored, missing.clone()).await,
+            }
+            .with_context(|| format!("reading the rows of {} table(s) from the backup", missing.len()))?;
             tracing::info!(
                 "rows of {} table(s) summed from the backup in {:.1} s",
                 missing.len(),
@@ -145,6 +161,17 @@ impl<'w> Run<'w> {
         }
         let data = &self.manifest()?.data;
         Ok(tables.iter().filter_map(|t| Some((t.clone(), data.get(t)?.clone()))).collect())
+    }
+
+    /// The pre-deploy Neon branch, reachable as the database its name names (None: the backup
+    /// is a dump).
+    pub async fn neon_branch(&self) -> Result<Option<String>> {
+        let Some(b) = self.manifest.as_ref().and_then(|m| m.neon.clone()) else { return Ok(None) };
+        let n = self.w.neon.as_ref().context("this backup is a Neon branch, but backup.provider is not neon")?;
+        if !self.w.db.is_elsewhere(&b.name) {
+            n.reach(&self.w.db, &b.name, &b.id, &b.endpoint_id).await?;
+        }
+        Ok(Some(b.name))
     }
 
     /// Writes the journal into the manifest, if there is one yet. A store that fails here does
@@ -158,7 +185,8 @@ impl<'w> Run<'w> {
                 tracing::warn!("could not update the journal in {}: {e:#}", self.w.store.describe());
             }
             // The offsite copy's manifest follows, so a backup restored from it carries the journal.
-            if let (Some(copy), Some(_)) = (&self.w.copy, &m.copy) {
+            // (On Neon the copy is a dump of the branch with a record of its own.)
+            if let (Some(copy), Some(_), None) = (&self.w.copy, &m.copy, &m.neon) {
                 if let Err(e) = m.save(copy.as_ref()).await {
                     tracing::warn!("could not update the journal in {}: {e:#}", copy.describe());
                 }

@@ -20,10 +20,10 @@ pub fn plan(run: &Run) -> Plan {
     Plan {
         sha: run.sha.to_string(),
         tag: run.tag.clone().unwrap_or_default(),
-        previous_tag: run
-            .previous_tag
-            .clone()
-            .unwrap_or_else(|| "read at run time from the runtime (app.commands.current_tag or compose)".into()),
+        previous_tag: run.previous_tag.clone().unwrap_or_else(|| {
+            "read at run time from the runtime (app.commands.current_tag, compose, or the first Deployment's image)"
+                .into()
+        }),
         target: run.w.exec.describe(),
         store: run.w.store.describe(),
         steps: straight.iter().map(|s| planned(*s)).collect(),

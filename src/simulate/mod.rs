@@ -3,6 +3,7 @@
 //! intact (row counts and content checksums of the pre-deploy columns, schema fingerprint,
 //! migration table, running tag).
 
+pub mod control_plane;
 pub mod sandbox;
 mod scenarios;
 mod stage;
@@ -35,8 +36,15 @@ pub struct ScenarioResult {
     pub problems: Vec<String>,
 }
 
-/// Runs the scenarios, each on its own database in one throwaway cluster.
-pub async fn run(scenarios: &[Scenario], config: Option<&Path>, record: Option<&Path>) -> Result<Vec<ScenarioResult>> {
+/// Runs the scenarios, each on its own database in one throwaway cluster; `kubernetes`: the app
+/// runs as Deployments on a throwaway control plane (the scenarios whose app writes are left out:
+/// kwok runs no code).
+pub async fn run(
+    scenarios: &[Scenario],
+    config: Option<&Path>,
+    record: Option<&Path>,
+    kubernetes: bool,
+) -> Result<Vec<ScenarioResult>> {
     let base = match config {
         Some(p) => Some(crate::model::usage(Config::load(Some(p), &[]))?),
         None => None,
@@ -45,10 +53,24 @@ pub async fn run(scenarios: &[Scenario], config: Option<&Path>, record: Option<&
     tracing::info!("starting a throwaway PostgreSQL cluster");
     let cluster = tokio::task::spawn_blocking(move || Cluster::start(bin.as_deref())).await??;
     let root = tempfile::Builder::new().prefix("deploy-guard-simulate-").tempdir()?;
+    let k8s = match kubernetes {
+        false => None,
+        true => {
+            if let Some(why) = control_plane::missing() {
+                anyhow::bail!("simulate --runtime kubernetes: {why}");
+            }
+            tracing::info!("starting a throwaway Kubernetes control plane (etcd, apiserver, controllers, kwok)");
+            Some(tokio::task::spawn_blocking(control_plane::ControlPlane::start).await??)
+        }
+    };
     let mut results = Vec::new();
     for s in scenarios {
+        if k8s.is_some() && (s.lost_writes.is_some() || s.keep_additive) {
+            tracing::info!("── scenario {}: skipped on kubernetes (its app writes, and kwok runs no code)", s.name);
+            continue;
+        }
         tracing::info!("── scenario {}: {}", s.name, s.about);
-        let r = verdict::run_one(&cluster, root.path(), s, base.as_ref())
+        let r = verdict::run_one(&cluster, root.path(), s, base.as_ref(), k8s.as_ref())
             .await
             .with_context(|| format!("scenario {} could not be run", s.name))?;
         if !r.as_expected {

@@ -117,6 +117,11 @@ fn release(name: &str) -> (Vec<(&'static str, &'static str)>, bool) {
 }
 
 /// The release has a migration without a down: no revert may be tried for it.
+/// Whether the release's app never gets healthy (the kubernetes drill: its pods never get ready).
+pub fn is_unhealthy(name: &str) -> bool {
+    !release(name).1
+}
+
 pub fn has_no_down(name: &str) -> bool {
     let (files, _) = release(name);
     files.iter().filter_map(|(f, _)| f.strip_suffix(".up.sql")).any(|base| {

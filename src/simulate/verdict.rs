@@ -56,6 +56,7 @@ pub(super) async fn run_one(
     root: &Path,
     s: &Scenario,
     base: Option<&Config>,
+    k8s: Option<&super::control_plane::ControlPlane>,
 ) -> Result<ScenarioResult> {
     let db = format!("shop_{}", s.name.replace('-', "_"));
     let st = Stage::new(cluster, &root.join(s.name), &db, &[s.release], s.staged)?;
@@ -64,6 +65,10 @@ pub(super) async fn run_one(
         config.rollback.additive = crate::config::Additive::Keep;
     }
     config.deploy.rehearse = s.rehearse;
+    if let Some(cp) = k8s {
+        let ns = format!("simulate-{}-{}", s.name, std::process::id());
+        cp.drill_app(&mut config.app, &ns)?;
+    }
     let mut s3_prefix = None;
     if let Some(b) = base {
         config.backup.compression = b.backup.compression;

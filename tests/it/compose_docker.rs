@@ -13,11 +13,11 @@ const V1_TABLES: &str = "migrations,users";
 const V1_COLUMNS: &str = "id,name";
 const V1_MIGRATIONS: &str = "CreateUsers1700000000000";
 
-fn sha(n: u8) -> String {
+pub(crate) fn sha(n: u8) -> String {
     format!("{n}").repeat(40)[..40].to_string()
 }
 
-fn report(out: &std::process::Output) -> serde_json::Value {
+pub(crate) fn report(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "deploy-guard printed no JSON report ({e}), exit {:?}\nstdout: {}\nstderr: {}",
@@ -29,7 +29,7 @@ fn report(out: &std::process::Output) -> serde_json::Value {
 }
 
 /// Exit code, `result` and `path` as the scenario must end.
-fn expect(out: &std::process::Output, code: i32, result: &str, path: &str) -> serde_json::Value {
+pub(crate) fn expect(out: &std::process::Output, code: i32, result: &str, path: &str) -> serde_json::Value {
     let r = report(out);
     let explain = || format!("report: {r:#}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(code), "exit code; {}", explain());

@@ -6,7 +6,7 @@ use crate::common;
 
 async fn scenario(name: &str) -> ScenarioResult {
     let s = simulate::scenarios_named(name).unwrap();
-    let mut r = simulate::run(&s, None, None).await.unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let mut r = simulate::run(&s, None, None, false).await.unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let r = r.remove(0);
     assert!(r.as_expected, "{name} did not end as it must: {:?}", r.problems);
     assert!(r.data_intact, "{name}: data not intact");

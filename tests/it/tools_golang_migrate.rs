@@ -27,7 +27,7 @@ fn write(app: &Path, migrations: &[Migration]) {
     }
 }
 
-fn spec() -> ToolSpec {
+pub fn spec() -> ToolSpec {
     let bin = tool::go_bin();
     tool::require(&bin.join("migrate"), "scripts/go-tools builds it");
     ToolSpec {

@@ -99,7 +99,7 @@ impl Postgres {
             )
         };
         let cmd = self.query_cmd(db).own_connection();
-        let exec = self.executor().clone();
+        let exec = self.executor_for(db);
         let (mut w, r) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(async move {
             let mut input = sql.as_bytes();

@@ -2,7 +2,7 @@ use anyhow::{anyhow, Result};
 use async_trait::async_trait;
 
 use super::{health::healthy, Done, Run, StepSpec};
-use crate::app::{Action, Host};
+use crate::app::Host;
 use crate::config::Rollout;
 use crate::exec::Cmd;
 
@@ -38,7 +38,8 @@ impl StepSpec for Deploy {
         let Some(tag) = run.tag.as_deref() else { return Vec::new() };
         let check_each = one_at_a_time(run);
         run.w.fleet.each(|h| {
-            h.runtime.cmd(Action::Deploy(tag)).into_iter().chain(check_each.then(|| h.health.cmd())).collect()
+            let check = check_each.then(|| std::iter::once(h.health.cmd()).chain(h.runtime.settle_cmd()));
+            h.runtime.deploy_cmds(tag).into_iter().chain(check.into_iter().flatten()).collect()
         })
     }
 

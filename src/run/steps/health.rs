@@ -20,7 +20,7 @@ impl StepSpec for Health {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        run.w.fleet.each(|h| vec![h.health.cmd()])
+        run.w.fleet.each(|h| std::iter::once(h.health.cmd()).chain(h.runtime.settle_cmd()).collect())
     }
 
     fn by_hand(&self, run: &Run) -> Vec<String> {

@@ -117,6 +117,10 @@ fn tool_name(run: &Run, label: &str) -> String {
 /// not touched: a tool whose own config names the database cannot be pointed anywhere else.
 fn tool_cmd_on(run: &Run, label: &str, tag: &str, script: &str, copy: &str) -> Cmd {
     let q = crate::exec::quote;
+    // A copy at an endpoint of its own (a Neon branch): its host too, and its own name there;
+    // the password stays the one the tool has (a branch keeps its parent's roles).
+    let endpoint = run.w.db.endpoint_of(copy);
+    let copy = endpoint.as_ref().and_then(|e| e.conn.dbname.as_deref()).unwrap_or(copy);
     let encoded: String = copy
         .bytes()
         .map(|b| match b {
@@ -124,9 +128,21 @@ fn tool_cmd_on(run: &Run, label: &str, tag: &str, script: &str, copy: &str) -> C
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let sed = format!("s#^([A-Za-z][A-Za-z0-9+.-]*://[^/?]*)(/[^?]*)?#\\1/{encoded}#");
+    let (sed, at) = match endpoint.as_ref().and_then(|e| e.conn.host.clone()) {
+        Some(host) => {
+            let port = endpoint.as_ref().and_then(|e| e.conn.port);
+            let hostport = port.map_or(host.clone(), |p| format!("{host}:{p}"));
+            let mut at = format!("export PGHOST={}; ", q(&host));
+            at.extend(port.map(|p| format!("export PGPORT={p}; ")));
+            at.extend(
+                endpoint.as_ref().and_then(|e| e.conn.sslmode).map(|m| format!("export PGSSLMODE={}; ", m.as_str())),
+            );
+            (format!("s#^([A-Za-z][A-Za-z0-9+.-]*://)([^@/?]*@)?[^/?]*(/[^?]*)?#\\1\\2{hostport}/{encoded}#"), at)
+        }
+        None => (format!("s#^([A-Za-z][A-Za-z0-9+.-]*://[^/?]*)(/[^?]*)?#\\1/{encoded}#"), String::new()),
+    };
     let prelude = format!(
-        "export PGDATABASE={copy_q}; \
+        "{at}export PGDATABASE={copy_q}; \
          if [ -n \"${{DATABASE_URL:-}}\" ]; then DATABASE_URL=$(printf '%s' \"$DATABASE_URL\" | sed -E {sed_q}); export DATABASE_URL; fi; \
          if command -v psql >/dev/null 2>&1; then \
            reached=$(psql \"${{DATABASE_URL:-}}\" -X -A -t -c 'SELECT current_database()' 2>&1) || reached=\"(no connection: $reached)\"; \

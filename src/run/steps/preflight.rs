@@ -49,6 +49,10 @@ impl StepSpec for Preflight {
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
+        // The key and the primary branch, before anything changes.
+        if let Some(n) = &w.neon {
+            n.check().await.context("Neon is not usable (nothing was changed)")?;
+        }
         if matches!(run.mode, Mode::Rollback | Mode::Restore) {
             let version =
                 w.db.server_version(&w.db.maintenance_db).await.context("the database server is not reachable")?;

@@ -46,6 +46,14 @@ impl StepSpec for Record {
                 m.previous_tag_source = Some(source);
             }
         }
+        if m.services.is_empty() {
+            // What a rollback puts back, service by service (swarm: image and replicas).
+            m.services = w.runtime.services().await.context("cannot read the services' images and replicas")?;
+        }
+        let detail = match m.services.len() {
+            0 => detail,
+            n => format!("{detail}; {n} service(s)' images and replicas"),
+        };
         run.persist().await;
         Ok(Done::Ok(detail))
     }

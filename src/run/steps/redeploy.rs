@@ -23,9 +23,14 @@ fn back_to(run: &Run, host: &Host) -> Option<String> {
     }
 }
 
-fn host_cmds(host: &Host, tag: &str) -> Vec<Cmd> {
+fn host_cmds(run: &Run, host: &Host, tag: &str) -> Vec<Cmd> {
     let rt = &host.runtime;
-    rt.cmd(Action::Deploy(tag)).into_iter().chain(rt.cmd(Action::ResumeWrites)).collect()
+    rt.redeploy_cmds(tag, recorded(run)).into_iter().chain(rt.cmd(Action::ResumeWrites)).collect()
+}
+
+/// Each service as the deploy recorded it before anything changed (swarm), from the manifest.
+fn recorded<'a>(run: &'a Run) -> &'a [crate::app::ServiceState] {
+    run.manifest.as_ref().map(|m| m.services.as_slice()).unwrap_or_default()
 }
 
 #[async_trait]
@@ -39,7 +44,7 @@ impl StepSpec for Redeploy {
     }
 
     fn commands(&self, run: &Run) -> Vec<Cmd> {
-        run.w.fleet.each(|h| back_to(run, h).map(|t| host_cmds(h, &t)).unwrap_or_default())
+        run.w.fleet.each(|h| back_to(run, h).map(|t| host_cmds(run, h, &t)).unwrap_or_default())
     }
 
     fn by_hand(&self, run: &Run) -> Vec<String> {
@@ -59,7 +64,7 @@ impl StepSpec for Redeploy {
         let w = run.w;
         if !w.fleet.several() {
             let tag = run.previous_tag.clone().context("no previous tag known; rerun with --to-tag TAG")?;
-            return start(w.fleet.primary(), &tag).await.map(Done::Ok);
+            return start(w.fleet.primary(), &tag, recorded(run)).await.map(Done::Ok);
         }
         let (mut back, mut left, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for host in w.fleet.hosts() {
@@ -70,7 +75,7 @@ impl StepSpec for Redeploy {
             if tag == "PREVIOUS_TAG" {
                 bail!("no previous tag known for {}; rerun with --to-tag TAG", host.name);
             }
-            match start(host, &tag).await {
+            match start(host, &tag, recorded(run)).await {
                 Ok(said) => {
                     run.journal.set_running(&host.name, Some(&tag));
                     back.push(format!("{}: {said}", host.name));
@@ -98,8 +103,8 @@ impl StepSpec for Redeploy {
 }
 
 /// `tag` started on `host`, and its writes resumed where they were paused.
-async fn start(host: &Host, tag: &str) -> Result<String> {
-    host.runtime.deploy(tag).await?;
+async fn start(host: &Host, tag: &str, recorded: &[crate::app::ServiceState]) -> Result<String> {
+    host.runtime.redeploy(tag, recorded).await?;
     if host.runtime.cmd(Action::ResumeWrites).is_some() {
         host.runtime.run(Action::ResumeWrites).await.context("the previous tag runs but writes are still paused")?;
         return Ok(format!("{tag} started; writes resumed"));

@@ -54,6 +54,13 @@ impl StepSpec for Rehearse {
             return "off (deploy.rehearse): the migrations first run on production".into();
         }
         let copy = run.db_names().map(|n| n.rehearse).unwrap_or_default();
+        if run.w.config.backup.provider == crate::config::Provider::Neon {
+            return format!(
+                "branch the pre-deploy branch as deploy-guard/rehearse-{} (read-write), run the migrations up and back \
+                 down there, compare with the pre-deploy branch, delete it",
+                run.sha.short()
+            );
+        }
         format!("restore the backup into {copy}, run the migrations up and back down there, compare with the backup")
     }
 
@@ -98,7 +105,21 @@ impl StepSpec for Rehearse {
             .cloned()
             .collect();
         let mut summed = BTreeMap::new();
-        w.db.create_scratch(&names.rehearse).await?;
+        // On Neon the copy is a writable branch of the pre-deploy branch: nothing to restore.
+        let pre = run.neon_branch().await?;
+        let neon = w.neon.as_ref().zip(m.neon.as_ref());
+        let copy_branch = match neon {
+            Some((n, b)) => Some(n.rehearsal_copy(&w.db, &names.rehearse, &b.id, &run.sha).await?),
+            None => {
+                w.db.create_scratch(&names.rehearse).await?;
+                None
+            }
+        };
+        // The tool's commands aimed at the branch's own endpoint, now that it has one.
+        let (up, down) = match copy_branch {
+            Some(_) => Self::cmds(run).map(|(_, up, down)| (up, down)).context("nothing to rehearse")?,
+            None => (up, down),
+        };
         let stored = m.stored();
         let result: Result<Rehearsal> = async {
             let t = Instant::now();
@@ -106,19 +127,27 @@ impl StepSpec for Rehearse {
                 if down.is_none() || unsummed.is_empty() {
                     return Ok(BTreeMap::new());
                 }
-                backup::sums(w.store.as_ref(), &stored, unsummed.clone()).await
+                let Some(pre) = &pre else { return backup::sums(w.store.as_ref(), &stored, unsummed.clone()).await };
+                let mut read = BTreeMap::new();
+                for t in &unsummed {
+                    let columns = m.tables.get(t).cloned().unwrap_or_default();
+                    read.insert(t.clone(), w.db.table_sum(pre, t, &columns).await?);
+                }
+                Ok(read)
             };
             let sum = async { sum.await.context("reading the backup's rows to compare the revert with") };
-            let restore = backup::restore_stream(&w.db, w.store.as_ref(), &stored, &names.rehearse);
+            let restore = async {
+                match copy_branch {
+                    Some(_) => Ok(0),
+                    None => backup::restore_stream(&w.db, w.store.as_ref(), &stored, &names.rehearse).await,
+                }
+            };
             // Joined, not tried: a restore dropped half way would leave its work on the target.
             let (restored, sums) = tokio::join!(restore, sum);
             restored?;
             summed = sums?;
-            tracing::info!(
-                "rehearse: the backup restored into {} in {:.1} s",
-                names.rehearse,
-                t.elapsed().as_secs_f64()
-            );
+            let how = if copy_branch.is_some() { "a branch of the pre-deploy branch" } else { "the backup restored" };
+            tracing::info!("rehearse: {how} as {} in {:.1} s", names.rehearse, t.elapsed().as_secs_f64());
             let before = w.migration_rows(&names.rehearse).await?;
             let clock = Instant::now();
             let table = w.migration_table_key();
@@ -169,7 +198,11 @@ impl StepSpec for Rehearse {
             Ok(r)
         }
         .await;
-        if let Err(e) = w.db.drop_database(&names.rehearse).await {
+        let dropped = match (neon, &copy_branch) {
+            (Some((n, _)), Some(id)) => n.api.delete_branch(id).await,
+            _ => w.db.drop_database(&names.rehearse).await,
+        };
+        if let Err(e) = dropped {
             tracing::warn!("could not drop the rehearsal copy {}: {e:#}", names.rehearse);
         }
         let r = result?;

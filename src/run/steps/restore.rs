@@ -14,6 +14,9 @@ pub struct Restore;
 #[async_trait]
 impl StepSpec for Restore {
     fn what(&self, run: &Run) -> String {
+        if run.w.config.backup.provider == crate::config::Provider::Neon {
+            return "nothing to restore into a scratch database: the pre-deploy branch is read where it is".into();
+        }
         match run.db_names() {
             Ok(n) => format!("restore the backup into scratch database {}", n.scratch),
             Err(e) => format!("restore the backup into a scratch database ({e:#})"),
@@ -63,6 +66,15 @@ impl StepSpec for Restore {
 
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
+        if let Some(branch) = run.neon_branch().await? {
+            // Nothing to restore into a scratch database: the branch is the pre-deploy state.
+            let n = w.neon.as_ref().expect("neon_branch checked it");
+            let failed = n.failed_name(&run.sha).await?;
+            let live = w.db.name.clone();
+            let (rehearse, apart) = (String::new(), String::new());
+            run.found.restored = Some(crate::model::DbNames { live, scratch: branch.clone(), failed, rehearse, apart });
+            return Ok(Done::Ok(format!("the branch {branch} is the pre-deploy state, read through its own compute")));
+        }
         let m = run.manifest()?.clone();
         let names = w.db.swap_names(&run.sha).await?;
         w.db.create_scratch(&names.scratch).await?;
@@ -93,6 +105,12 @@ pub fn backup_kind(run: &Run) -> (Format, Codec) {
 
 /// How to restore by hand, when deploy-guard itself cannot run (the runbook).
 pub fn manual(run: &Run) -> Vec<String> {
+    if let Some(line) = neon_by_hand(run) {
+        return vec![
+            "# Neon: restore the primary branch in place to the pre-deploy branch, keeping what it holds:".into(),
+            line,
+        ];
+    }
     let db = &run.w.db;
     let Ok(n) = run.db_names() else { return Vec::new() };
     let (format, codec) = backup_kind(run);
@@ -108,4 +126,20 @@ pub fn manual(run: &Run) -> Vec<String> {
     ];
     out.extend(sql::swap(&n).iter().map(|s| psql_line(run, &db.maintenance_db, s)));
     out
+}
+
+/// Neon's own restore of the primary branch to the pre-deploy branch, with `neonctl`.
+pub fn neon_by_hand(run: &Run) -> Option<String> {
+    let b = &run.w.config.backup;
+    let n = b.neon.as_ref().filter(|_| b.provider == crate::config::Provider::Neon)?;
+    let pre = match run.manifest.as_ref().and_then(|m| m.neon.as_ref()) {
+        Some(branch) => branch.id.clone(),
+        None => format!("'deploy-guard/pre-{}-…'", run.sha.short()),
+    };
+    Some(format!(
+        "neon branches restore {} {pre} --preserve-under-name deploy-guard/failed-{} --project-id {}",
+        n.branch_id,
+        run.sha.short(),
+        n.project_id
+    ))
 }

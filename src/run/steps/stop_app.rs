@@ -34,6 +34,11 @@ impl StepSpec for StopApp {
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done> {
         let w = run.w;
         let several = w.fleet.several();
+        let stops = !pauses(w.fleet.primary());
+        if let Err(e) = if stops { record_replicas(run).await } else { Ok(()) } {
+            // The deploy's own record (the record step) still says how many each ran.
+            tracing::warn!("could not read the services' replicas before stopping them: {e:#}");
+        }
         let (mut done, mut warnings) = (Vec::new(), Vec::new());
         for host in w.fleet.hosts() {
             let on = if several { format!(" on {}", host.name) } else { String::new() };
@@ -48,7 +53,8 @@ impl StepSpec for StopApp {
                 continue;
             }
             match host.runtime.stop().await {
-                Ok(()) => done.push(format!("app stopped{on}")),
+                Ok(said) if said.is_empty() => done.push(format!("app stopped{on}")),
+                Ok(said) => done.push(format!("app stopped{on}: {said}")),
                 // A running app is cut off by the swap anyway.
                 Err(e) => warnings.push(format!("{e:#}{on}")),
             }
@@ -60,4 +66,24 @@ impl StepSpec for StopApp {
         done.extend(warnings);
         Ok(Done::Warning(format!("{}; carrying on: the swap cuts the app off", done.join("; "))))
     }
+}
+
+/// The replicas each service runs now, written into the manifest before they are scaled to 0,
+/// so that a redeploy from another process brings each back to exactly that many. A service at 0
+/// already (a rerun after a stop) keeps the count recorded before.
+async fn record_replicas(run: &mut Run<'_>) -> Result<()> {
+    let now = run.w.runtime.services().await?;
+    let Some(m) = run.manifest.as_mut() else { return Ok(()) };
+    if now.is_empty() {
+        return Ok(());
+    }
+    for s in now {
+        match m.services.iter_mut().find(|r| r.service == s.service) {
+            Some(r) if s.replicas != Some(0) => r.replicas = s.replicas,
+            Some(_) => {}
+            None => m.services.push(s),
+        }
+    }
+    run.persist().await;
+    Ok(())
 }

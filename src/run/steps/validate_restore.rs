@@ -50,7 +50,8 @@ impl StepSpec for ValidateRestore {
             }
         }
         .await;
-        if check.is_err() {
+        // A Neon branch is the backup itself: never dropped.
+        if check.is_err() && !w.db.is_elsewhere(&names.scratch) {
             let _ = w.db.drop_database(&names.scratch).await;
         }
         check.map(Done::Ok).map_err(|e| e.context(format!("{} is untouched", names.live)))

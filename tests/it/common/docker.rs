@@ -44,11 +44,11 @@ pub fn run(cmd: &mut Command) -> Result<String, String> {
     }
 }
 
-fn ok(cmd: &mut Command) -> String {
+pub fn ok(cmd: &mut Command) -> String {
     run(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn docker(args: &[&str]) -> Command {
+pub fn docker(args: &[&str]) -> Command {
     let mut c = Command::new("docker");
     c.args(args);
     c
@@ -317,7 +317,7 @@ fn prune(hash: &str) {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -465,32 +465,12 @@ backup:
 
     /// `GET /health`: status code and body (None when nothing answers).
     pub fn health(&self) -> Option<(u16, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Some((code, body))
+        health(self.port)
     }
 
     /// Polls the health endpoint (60 s at most) until `release` answers 200.
     pub fn wait_healthy(&self, release: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let want = format!("\"release\":\"{release}\"");
-        let mut last = None;
-        while Instant::now() < deadline {
-            last = self.health();
-            if matches!(&last, Some((200, body)) if body.contains(&want)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "{release} did not answer /health within 60 s (last answer: {last:?})\n{}",
-            self.compose_ok(&["logs", "--no-color", "--tail", "30"])
-        );
+        wait_healthy(self.port, release, || self.compose_ok(&["logs", "--no-color", "--tail", "30"]));
     }
 
     /// Runs the real deploy-guard binary with this project's config and SSH key.
@@ -499,34 +479,13 @@ backup:
     }
 
     pub fn deploy_guard_with(&self, config: &Path, args: &[&str]) -> Output {
-        // `DG_TEST_BIN` names another build (as in tests/common/mod.rs).
-        let bin = std::env::var_os("DG_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_deploy-guard").into());
-        let mut c = Command::new(bin);
-        c.args(args).arg("--config").arg(config).env("DEPLOY_GUARD_SSH_KEY", &self.sshd.client_key);
-        for v in ["GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ACTIONS", "GITHUB_SHA", "RUNNER_ENVIRONMENT"] {
-            c.env_remove(v);
-        }
-        c.stdin(Stdio::null()).output().expect("run deploy-guard")
+        deploy_guard(&self.sshd, config, args)
     }
 
     /// The database as it is: tables, indexes, users' columns, TypeORM's migrations, and the
     /// pre-deploy users data (count and checksum of id and name).
     pub fn db_state(&self) -> DbState {
-        let one = |sql: &str| self.psql(sql);
-        DbState {
-            tables: one(
-                "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'",
-            ),
-            indexes: one(
-                "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public'",
-            ),
-            user_columns: one(
-                "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns \
-                 WHERE table_schema = 'public' AND table_name = 'users'",
-            ),
-            migrations: one("SELECT string_agg(name, ',' ORDER BY id) FROM migrations"),
-            users: one("SELECT count(*) || ' ' || md5(string_agg(id || ':' || name, ',' ORDER BY id)) FROM users"),
-        }
+        DbState::read(|sql| self.psql(sql))
     }
 
     /// The env file's text now.
@@ -549,6 +508,66 @@ backup:
             }
         }
         out
+    }
+}
+
+/// `GET /health` on 127.0.0.1:`port`: status code and body (None when nothing answers).
+pub fn health(port: u16) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// Polls the health endpoint on `port` (60 s at most) until `release` answers 200; else fails
+/// with `logs()`.
+pub fn wait_healthy(port: u16, release: &str, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let want = format!("\"release\":\"{release}\"");
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = health(port);
+        if matches!(&last, Some((200, body)) if body.contains(&want)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{release} did not answer /health within 60 s (last answer: {last:?})\n{}", logs());
+}
+
+/// Runs the real deploy-guard binary with `config`, reaching the target through `sshd`.
+pub fn deploy_guard(sshd: &Sshd, config: &Path, args: &[&str]) -> Output {
+    // `DG_TEST_BIN` names another build (as in tests/common/mod.rs).
+    let bin = std::env::var_os("DG_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_deploy-guard").into());
+    let mut c = Command::new(bin);
+    c.args(args).arg("--config").arg(config).env("DEPLOY_GUARD_SSH_KEY", &sshd.client_key);
+    for v in ["GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ACTIONS", "GITHUB_SHA", "RUNNER_ENVIRONMENT"] {
+        c.env_remove(v);
+    }
+    c.stdin(Stdio::null()).output().expect("run deploy-guard")
+}
+
+impl DbState {
+    /// The database as `psql` (SQL → its one-line answer) reads it.
+    pub fn read(psql: impl Fn(&str) -> String) -> DbState {
+        DbState {
+            tables: psql(
+                "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'",
+            ),
+            indexes: psql(
+                "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'public'",
+            ),
+            user_columns: psql(
+                "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns \
+                 WHERE table_schema = 'public' AND table_name = 'users'",
+            ),
+            migrations: psql("SELECT string_agg(name, ',' ORDER BY id) FROM migrations"),
+            users: psql("SELECT count(*) || ' ' || md5(string_agg(id || ':' || name, ',' ORDER BY id)) FROM users"),
+        }
     }
 }
 

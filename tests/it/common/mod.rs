@@ -163,9 +163,12 @@ pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 pub mod docker;
 pub mod http_faults;
+pub mod k8s;
+pub mod neon;
 pub mod netns;
 pub mod s3;
 pub mod sshd;
+pub mod swarm;
 pub mod tcp_count;
 #[macro_use]
 pub mod tool;
