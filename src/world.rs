@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use crate::app::compose::{self, Compose};
 use crate::app::kubernetes::Kubernetes;
 use crate::app::swarm::{self, Swarm};
-use crate::app::{Health, Runtime, Shell};
-use crate::config::{Config, RuntimeKind};
+use crate::app::{Fleet, Health, Host, Runtime, Shell};
+use crate::config::{Config, RuntimeKind, Target};
 use crate::db::{ConnInfo, Postgres};
 use crate::exec::envfile::Resolver;
 use crate::exec::ssh::{Credentials, Ssh};
@@ -20,9 +20,13 @@ use crate::store::{self, Store};
 /// The config and every adapter it names.
 pub struct World {
     pub config: Config,
+    /// The primary host's executor: migrations, pg_dump and psql run there.
     pub exec: Arc<dyn Executor>,
-    pub runtime: Box<dyn Runtime>,
-    pub health: Health,
+    /// The primary host's runtime and health check (`fleet.primary()`'s).
+    pub runtime: Arc<dyn Runtime>,
+    pub health: Arc<Health>,
+    /// Every host the app runs on, the primary first.
+    pub fleet: Fleet,
     pub db: Postgres,
     pub store: Arc<dyn Store>,
     /// `backup.copy_to`: the offsite copy of every verified backup.
@@ -36,22 +40,28 @@ impl World {
     /// Builds the adapters without running anything: `${VAR}` values stay unresolved (for
     /// `--dry-run` and `runbook`).
     pub fn offline(config: Config) -> Result<World> {
-        let exec: Arc<dyn Executor> = match &config.target.host {
-            None => Arc::new(Local),
-            Some(_) => Arc::new(Offline(ssh_name(&config))),
+        let execs: Vec<Arc<dyn Executor>> = match &config.target.host {
+            None => vec![Arc::new(Local)],
+            Some(_) => config.target.app_hosts().iter().map(|t| Arc::new(Offline(ssh_name(t))) as _).collect(),
         };
-        let db = postgres(&config, exec.clone(), |_, v| Ok(v.to_string()))?;
-        Self::assemble(config, exec, db)
+        let db = postgres(&config, execs[0].clone(), |_, v| Ok(v.to_string()))?;
+        Self::assemble(config, execs, db)
     }
 
     /// Builds the adapters and resolves `${VAR}` values on the target.
     pub async fn connect(config: Config) -> Result<World> {
-        let exec = executor(&config).await?;
-        Self::with_executor(config, exec).await
+        let execs = executors(&config).await?;
+        Self::with_executors(config, execs).await
     }
 
     /// Like [`World::connect`], with a given executor (tests, simulate).
     pub async fn with_executor(config: Config, exec: Arc<dyn Executor>) -> Result<World> {
+        Self::with_executors(config, vec![exec]).await
+    }
+
+    /// `execs`: one per host of the fleet, the primary first.
+    async fn with_executors(config: Config, execs: Vec<Arc<dyn Executor>>) -> Result<World> {
+        let exec = execs[0].clone();
         let resolver = Resolver::load(exec.as_ref(), config.app.env_file.as_deref()).await?;
         // A `${VAR}` the target does not set is a config error (exit 2), whatever the command.
         let db = postgres(&config, exec.clone(), |k, v| resolver.resolve(v).map_err(|m| config.error(k, m)))?;
@@ -60,7 +70,7 @@ impl World {
         if db.maintenance_db == db.name {
             bail!("database.maintenance_db: must not be the live database {:?} (the swap renames it)", db.name);
         }
-        Self::assemble(config, exec, db)?.with_neon()
+        Self::assemble(config, execs, db)?.with_neon()
     }
 
     /// Opens `backup.provider: neon` (its key from the environment) for a world that will call
@@ -71,29 +81,38 @@ impl World {
         Ok(self)
     }
 
-    fn assemble(config: Config, exec: Arc<dyn Executor>, db: Postgres) -> Result<World> {
-        let runtime: Box<dyn Runtime> = match config.app.runtime {
-            RuntimeKind::Shell => Box::new(Shell::new(
-                exec.clone(),
-                config.app.commands.clone(),
-                config.app.workdir.clone(),
-                config.target.command_timeout,
-            )),
-            RuntimeKind::Compose => {
-                Box::new(Compose::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
-            }
-            RuntimeKind::Swarm => {
-                Box::new(Swarm::from_config(exec.clone(), &config.app, config.target.command_timeout)?)
-            }
-            RuntimeKind::Kubernetes => Box::new(Kubernetes::from_config(exec.clone(), &config)?),
-        };
+    /// `execs`: one per host of the fleet, the primary first.
+    fn assemble(config: Config, execs: Vec<Arc<dyn Executor>>, db: Postgres) -> Result<World> {
+        let targets = config.target.app_hosts();
+        let mut hosts = Vec::new();
+        for (exec, t) in execs.iter().zip(&targets) {
+            let timeout = config.target.command_timeout;
+            let runtime: Arc<dyn Runtime> = match config.app.runtime {
+                RuntimeKind::Shell => {
+                    Arc::new(Shell::new(exec.clone(), config.app.commands.clone(), config.app.workdir.clone(), timeout))
+                }
+                RuntimeKind::Compose => Arc::new(Compose::from_config(exec.clone(), &config.app, timeout)?),
+                RuntimeKind::Swarm => Arc::new(Swarm::from_config(exec.clone(), &config.app, timeout)?),
+                RuntimeKind::Kubernetes => Arc::new(Kubernetes::from_config(exec.clone(), &config)?),
+            };
+            let address = t.host.as_deref().unwrap_or("localhost");
+            hosts.push(Host {
+                name: t.host_name(),
+                ssh: ssh_args(t),
+                runtime,
+                health: Arc::new(Health::from_config(exec.clone(), &config.app).for_host(address)),
+            });
+        }
+        let fleet = Fleet::new(hosts);
+        let exec = execs[0].clone();
         Ok(World {
-            health: Health::from_config(exec.clone(), &config.app),
+            runtime: fleet.primary().runtime.clone(),
+            health: fleet.primary().health.clone(),
+            fleet,
             store: store::open(&config, exec.clone())?,
             copy: store::open_copy(&config)?,
             migrator: Migrator::from_config(&config.migrations),
             neon: None,
-            runtime,
             db,
             exec,
             config,
@@ -148,16 +167,43 @@ pub fn runner_db(config: &Config) -> Result<Option<Postgres>> {
     Ok(Some(pg))
 }
 
-async fn executor(config: &Config) -> Result<Arc<dyn Executor>> {
-    match &config.target.host {
-        None => Ok(Arc::new(Local)),
-        Some(_) => Ok(Arc::new(Ssh::connect(&config.target, &Credentials::from_env()?).await?)),
+/// One executor per host of the fleet, the primary first. Every host is reached (and its key
+/// checked) before anything runs: one that is not refuses the run, named.
+async fn executors(config: &Config) -> Result<Vec<Arc<dyn Executor>>> {
+    if config.target.host.is_none() {
+        return Ok(vec![Arc::new(Local)]);
     }
+    let creds = Credentials::from_env()?;
+    let targets = config.target.app_hosts();
+    let mut out: Vec<Arc<dyn Executor>> = Vec::new();
+    for t in &targets {
+        match Ssh::connect(t, &creds).await {
+            Ok(ssh) => out.push(Arc::new(ssh)),
+            Err(e) if targets.len() > 1 => {
+                return Err(e.context(format!(
+                    "host {} of {} ({}) cannot be used: no host was changed",
+                    t.host_name(),
+                    targets.len(),
+                    targets.iter().map(Target::host_name).collect::<Vec<_>>().join(", ")
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
-fn ssh_name(config: &Config) -> String {
-    let t = &config.target;
+fn ssh_name(t: &Target) -> String {
     format!("{}@{}:{}", t.user.as_deref().unwrap_or("?"), t.host.as_deref().unwrap_or("?"), t.port)
+}
+
+/// How a person reaches `t` with `ssh`.
+fn ssh_args(t: &Target) -> String {
+    let dest = format!("{}@{}", t.user.as_deref().unwrap_or("USER"), t.host.as_deref().unwrap_or("localhost"));
+    match t.port {
+        22 => dest,
+        p => format!("-p {p} {dest}"),
+    }
 }
 
 /// Stands for the target where nothing may run (`--dry-run`, `runbook`, `backups`).

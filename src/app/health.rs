@@ -29,11 +29,22 @@ impl Health {
         }
     }
 
+    /// `{host}` in `app.health.url` is this host's address: with several hosts each is checked
+    /// on its own, not through the load balancer.
+    pub fn for_host(mut self, host: &str) -> Health {
+        self.url = self.url.map(|u| u.replace("{host}", host));
+        self
+    }
+
     /// The check as a command: the health command as it runs, or for a URL the `curl` a person
     /// would type (deploy-guard makes the request itself).
     pub fn cmd(&self) -> Cmd {
         match (&self.url, &self.command) {
-            (Some(u), _) => Cmd::new("health", format!("curl -fsS --max-time 10 {}", exec::quote(u))),
+            (Some(u), _) => {
+                let mut c = Cmd::new("health", format!("curl -fsS --max-time 10 {}", exec::quote(u)));
+                c.here = true;
+                c
+            }
             (_, Some(c)) => Cmd::new("health", self.script(c)).timeout(self.interval.max(Duration::from_secs(10))),
             _ => Cmd::new("health", "true # no health check"),
         }

@@ -2,6 +2,7 @@
 //! A runtime says which command each action is; running them is the same for every runtime.
 
 pub mod compose;
+pub mod fleet;
 pub mod health;
 pub mod kubernetes;
 pub mod shell;
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::exec::{self, Cmd, Executor};
 
+pub use fleet::{Fleet, Host};
 pub use health::Health;
 pub use shell::Shell;
 

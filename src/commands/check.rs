@@ -131,7 +131,24 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
             .map(|t| format!("running tag {}", t.unwrap_or_else(|| "(unknown: pass --previous-tag to deploy)".into()))),
     );
     add("health", w.health.probe_once().await.map(|_| format!("healthy now ({})", w.health.describe())));
+    // With several hosts, a line per host: reached with its pinned key (as the command started),
+    // its runtime's settings, the tag it runs and its health.
+    for host in w.fleet.hosts().iter().filter(|_| w.fleet.several()) {
+        add(&format!("host {}", host.name), host_line(host).await);
+    }
     lines
+}
+
+async fn host_line(host: &crate::app::Host) -> Result<String> {
+    let rt = &host.runtime;
+    exec::run_ok(rt.executor(), &Cmd::new("probe", "echo ok")).await?;
+    rt.validate().await.context("app")?;
+    let tag = rt.current_tag().await?.unwrap_or_else(|| "(unknown)".into());
+    let health = match host.health.probe_once().await {
+        Ok(()) => "healthy".to_string(),
+        Err(e) => bail!("reached, key pinned, running tag {tag}, NOT healthy: {e:#}"),
+    };
+    Ok(format!("{}: reached, key pinned; running tag {tag}; {health}", rt.executor().describe()))
 }
 
 /// Where the store is, that it is writable, and the room left against the last backup's size.

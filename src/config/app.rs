@@ -38,6 +38,9 @@ pub struct App {
     pub env_file: Option<String>,
     pub tag_variable: Option<String>,
     pub kubernetes: Option<Kubernetes>,
+    /// With `target.hosts`: one host at a time (default) or all at once.
+    #[serde(default)]
+    pub rollout: super::Rollout,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -37,6 +37,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("app.services", Kind::Lines),
     ("app.env_file", Kind::Str),
     ("app.tag_variable", Kind::Str),
+    ("app.rollout", Kind::Str),
     ("app.kubernetes.namespace", Kind::Str),
     ("app.kubernetes.deployments", Kind::Lines),
     ("app.kubernetes.container", Kind::Str),

@@ -8,6 +8,7 @@ mod error;
 mod kubernetes;
 mod neon;
 pub mod size;
+mod target;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use env::SETTINGS;
 pub use error::{ConfigError, Origin};
 pub use kubernetes::{Kubernetes, MigrateWhere};
 pub use neon::{check_id as check_neon_id, Neon, Provider, API_KEY_VAR as NEON_API_KEY};
+pub use target::{HostEntry, Rollout, Target};
 pub use validate::{check_tag, is_var_ref as validate_var_ref};
 
 /// The whole validated configuration.
@@ -114,47 +116,6 @@ fn default_environment() -> String {
 }
 fn yes() -> bool {
     true
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    /// SSH host; omitted → commands run on this machine.
-    pub host: Option<String>,
-    #[serde(default = "default_ssh_port")]
-    pub port: u16,
-    pub user: Option<String>,
-    pub known_hosts: Option<String>,
-    pub fingerprint: Option<String>,
-    #[serde(default)]
-    pub insecure_accept_any_host_key: bool,
-    pub jump: Option<String>,
-    /// The jump host's own pin (known_hosts lines); else its lines in `known_hosts`.
-    pub jump_known_hosts: Option<String>,
-    /// The jump host's own pin (`SHA256:…`); `fingerprint` pins the target only.
-    pub jump_fingerprint: Option<String>,
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    #[serde(default = "default_command_timeout", with = "humantime_serde")]
-    pub command_timeout: Duration,
-}
-
-impl Default for Target {
-    fn default() -> Self {
-        Target {
-            host: None,
-            port: default_ssh_port(),
-            user: None,
-            known_hosts: None,
-            fingerprint: None,
-            insecure_accept_any_host_key: false,
-            jump: None,
-            jump_known_hosts: None,
-            jump_fingerprint: None,
-            connect_timeout: default_connect_timeout(),
-            command_timeout: default_command_timeout(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -380,13 +341,13 @@ pub enum Additive {
     Keep,
 }
 
-fn default_ssh_port() -> u16 {
+pub(super) fn default_ssh_port() -> u16 {
     22
 }
-fn default_connect_timeout() -> Duration {
+pub(super) fn default_connect_timeout() -> Duration {
     Duration::from_secs(15)
 }
-fn default_command_timeout() -> Duration {
+pub(super) fn default_command_timeout() -> Duration {
     Duration::from_secs(600)
 }
 fn default_stream_timeout() -> Duration {

@@ -206,6 +206,46 @@ fn s3_settings_have_defaults_units_and_limits() {
     assert!(e.contains("backup.endpoint: only applies to an s3:// backup.store"), "{e}");
 }
 
+const HOSTS: &str = r#"
+target:
+  host: web1
+  user: deploy
+  known_hosts: "web1 ssh-ed25519 AAAA\nweb2 ssh-ed25519 BBBB"
+  hosts:
+    - host: web2
+    - host: web3
+      port: 2222
+      user: ops
+      fingerprint: "SHA256:abc"
+"#;
+
+#[test]
+fn several_hosts_inherit_what_they_do_not_set() {
+    let c = Config::from_yaml(&format!("{MINIMAL}{HOSTS}"), &[]).unwrap();
+    assert_eq!(c.app.rollout, Rollout::OneAtATime);
+    let hosts = c.target.app_hosts();
+    let names: Vec<String> = hosts.iter().map(Target::host_name).collect();
+    assert_eq!(names, ["web1", "web2", "web3:2222"]);
+    assert_eq!(hosts[1].user.as_deref(), Some("deploy"));
+    assert_eq!(hosts[1].known_hosts, c.target.known_hosts);
+    // Its own pin replaces the primary's lines.
+    assert_eq!((hosts[2].user.as_deref(), hosts[2].known_hosts.as_deref()), (Some("ops"), None));
+    assert_eq!(hosts[2].fingerprint.as_deref(), Some("SHA256:abc"));
+    let all = Config::from_yaml(&format!("{MINIMAL}{HOSTS}"), &vars(&[("DEPLOY_GUARD_APP_ROLLOUT", "all-at-once")]));
+    assert_eq!(all.unwrap().app.rollout, Rollout::AllAtOnce);
+}
+
+#[test]
+fn several_hosts_need_a_primary_a_pin_each_and_no_host_twice() {
+    let no_primary = "target:\n  hosts:\n    - host: web2\n";
+    assert!(err(&format!("{MINIMAL}{no_primary}"), &[]).contains("target.hosts: needs target.host"));
+    let unpinned = "target:\n  host: web1\n  user: deploy\n  fingerprint: \"SHA256:x\"\n  hosts:\n    - host: web2\n";
+    // The primary's fingerprint pins the primary only: web2 needs a pin of its own.
+    assert!(err(&format!("{MINIMAL}{unpinned}"), &[]).contains("target.hosts[0].known_hosts: required"));
+    let twice = HOSTS.replace("host: web3", "host: web2").replace("      port: 2222\n", "");
+    assert!(err(&format!("{MINIMAL}{twice}"), &[]).contains("web2 is named twice"));
+}
+
 #[test]
 fn a_swarm_config_names_its_services_and_where_the_database_is() {
     let swarm = MINIMAL

@@ -112,6 +112,24 @@ impl Config {
                 );
             }
         }
+        if !t.hosts.is_empty() && t.host.is_none() {
+            bail!("target.hosts: needs target.host (the primary host, where migrations and pg_dump run)");
+        }
+        let mut seen = vec![t.host_name()];
+        for (i, h) in t.hosts.iter().enumerate() {
+            let key = format!("target.hosts[{i}]");
+            if h.host.trim().is_empty() {
+                bail!("{key}.host: required");
+            }
+            let ht = t.for_host(h);
+            if ht.known_hosts.is_none() && ht.fingerprint.is_none() && !ht.insecure_accept_any_host_key {
+                bail!("{key}.known_hosts: required (or {key}.fingerprint, or target.known_hosts with its line)");
+            }
+            if seen.contains(&ht.host_name()) {
+                bail!("{key}: {} is named twice", ht.host_name());
+            }
+            seen.push(ht.host_name());
+        }
         if t.connect_timeout.is_zero() {
             bail!("target.connect_timeout: must be more than 0");
         }

@@ -32,6 +32,12 @@ pub struct Cmd {
     /// SSH it gets a connection of its own, since a connection's channels share one queue and a
     /// channel whose reader waits on the other's would stall both.
     pub own_connection: bool,
+    /// Display only: the host it runs on when the app has several (`ssh` arguments); the plan,
+    /// the runbook and the next commands show it as `ssh ARGS 'script'`.
+    pub on: Option<String>,
+    /// Display only: deploy-guard does it itself, from where it runs (an HTTP health check): no
+    /// host is marked on it.
+    pub here: bool,
 }
 
 impl Cmd {
@@ -43,6 +49,8 @@ impl Cmd {
             timeout: None,
             lasts_the_run: false,
             own_connection: false,
+            on: None,
+            here: false,
         }
     }
 
@@ -64,6 +72,14 @@ impl Cmd {
 
     /// The command as a person would type it (for the plan, the runbook, the next commands).
     pub fn shell_text(&self) -> String {
+        match &self.on {
+            Some(ssh) => format!("ssh {ssh} {}", quote(&self.local_text())),
+            None => self.local_text(),
+        }
+    }
+
+    /// The command as typed on the host it runs on.
+    fn local_text(&self) -> String {
         let env: Vec<String> = self
             .env
             .iter()

@@ -37,9 +37,42 @@ impl Entry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     pub entries: Vec<Entry>,
+    /// With several hosts (`target.hosts`): what each runs, so a rollback from a new process
+    /// knows which hosts still need the previous tag. Empty with one host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostTag>,
+}
+
+/// One host of several: the tag it ran before the deploy, and the one it runs now as far as the
+/// run knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostTag {
+    pub host: String,
+    pub previous: Option<String>,
+    /// `None`: not known to run anything steadily (a command on it was cut off, or the app there
+    /// was stopped or paused for a restore).
+    pub running: Option<String>,
+}
+
+impl HostTag {
+    /// Runs its previous tag, as before the deploy: a rollback leaves it alone.
+    pub fn as_before(&self) -> bool {
+        self.running.is_some() && self.running == self.previous
+    }
 }
 
 impl Journal {
+    /// Records what `host` runs now (`None`: not known, or stopped).
+    pub fn set_running(&mut self, host: &str, tag: Option<&str>) {
+        if let Some(h) = self.hosts.iter_mut().find(|h| h.host == host) {
+            h.running = tag.map(str::to_string);
+        }
+    }
+
+    pub fn host(&self, host: &str) -> Option<&HostTag> {
+        self.hosts.iter().find(|h| h.host == host)
+    }
+
     pub fn begin(&mut self, step: Step, at: DateTime<Utc>) {
         self.entries.push(Entry {
             step,

@@ -9,7 +9,7 @@ mod step;
 pub mod tree;
 
 pub use engine::{Assessment, Engine, Next, StepResult};
-pub use journal::{Entry, EntryState, Journal};
+pub use journal::{Entry, EntryState, HostTag, Journal};
 pub use outcome::{DbPath, Outcome};
 pub use step::Step;
 pub use tree::{Branch, Edge, End, Mode, To};

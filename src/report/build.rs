@@ -60,6 +60,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         duration_secs: run.started.elapsed().as_secs_f64(),
         recovery_secs,
         steps,
+        hosts: run.journal.hosts.clone(),
         backup: run.manifest.as_ref().map(|m| BackupInfo {
             location: w.store.location(&m.key),
             key: m.key.clone(),

@@ -54,6 +54,9 @@ pub struct Report {
     /// From the first rollback step to the end.
     pub recovery_secs: Option<f64>,
     pub steps: Vec<Entry>,
+    /// With several hosts: the tag each ran before and runs now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<crate::guard::HostTag>,
     pub backup: Option<BackupInfo>,
     pub migrations_before: Vec<Value>,
     pub migrations_after: Option<Vec<Value>>,
@@ -147,6 +150,7 @@ pub(crate) mod fixture {
             duration_secs: 42.0,
             recovery_secs: Some(30.0),
             steps,
+            hosts: Vec::new(),
             backup: Some(BackupInfo {
                 location: "file:///var/backups/station/202605/20260510_150000_pre-deploy-abc1234.sql.gz".into(),
                 key: "202605/20260510_150000_pre-deploy-abc1234.sql.gz".into(),

@@ -49,6 +49,7 @@ pub fn render(r: &Report) -> String {
         md.push_str(&r.next_commands_block());
         md.push('\n');
     }
+    hosts(&mut md, r);
     timeline(&mut md, r);
     flowchart(&mut md, r);
     if let Some(b) = &r.backup {
@@ -145,6 +146,23 @@ pub fn render(r: &Report) -> String {
         md.push_str("```\n\n</details>\n");
     }
     md
+}
+
+/// With several hosts: a row per host, the tag it ran before the deploy and the one it runs now.
+fn hosts(md: &mut String, r: &Report) {
+    if r.hosts.is_empty() {
+        return;
+    }
+    md.push_str("### Hosts\n\n| host | before | now |\n|---|---|---|\n");
+    for h in &r.hosts {
+        let now = match (&h.running, h.as_before()) {
+            (Some(t), true) => format!("{t} (as before)"),
+            (Some(t), false) => t.clone(),
+            (None, _) => "⚠️ unknown: a command there was cut off, or it was stopped; see the next commands".into(),
+        };
+        let _ = writeln!(md, "| {} | {} | {now} |", h.host, h.previous.as_deref().unwrap_or("?"));
+    }
+    md.push('\n');
 }
 
 fn timeline(md: &mut String, r: &Report) {
@@ -365,6 +383,22 @@ mod tests {
     use super::*;
     use crate::guard::DbPath;
     use crate::report::fixture::{entry, report};
+
+    #[test]
+    fn several_hosts_get_a_row_each() {
+        let mut r = report(Outcome::Deployed, vec![], vec![]);
+        assert!(!render(&r).contains("### Hosts"), "one host: no table");
+        let h = |host: &str, previous: &str, running: Option<&str>| crate::guard::HostTag {
+            host: host.into(),
+            previous: Some(previous.into()),
+            running: running.map(Into::into),
+        };
+        r.hosts = vec![h("web1", "v1", Some("v1")), h("web2", "v1", None), h("web3", "v1", Some("v2"))];
+        let md = render(&r);
+        assert!(md.contains("| web1 | v1 | v1 (as before) |"), "{md}");
+        assert!(md.contains("| web2 | v1 | ⚠️ unknown"), "{md}");
+        assert!(md.contains("| web3 | v1 | v2 |"), "{md}");
+    }
 
     #[test]
     fn a_forward_only_tool_has_no_revert_branch() {

@@ -22,6 +22,7 @@ mod docs;
 mod faults;
 mod github;
 mod hardening;
+mod hosts;
 mod init;
 mod kubernetes;
 mod layers;

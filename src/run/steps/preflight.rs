@@ -5,8 +5,8 @@ use super::{Done, Run, StepSpec};
 use crate::app::Action;
 use crate::app::TagSource;
 use crate::exec::Cmd;
-use crate::guard::Mode;
 use crate::guard::Outcome;
+use crate::guard::{HostTag, Mode};
 use crate::record::{self, Manifest};
 
 pub struct Preflight;
@@ -32,7 +32,7 @@ impl StepSpec for Preflight {
             out.push(db.query_cmd(&db.name));
         }
         if matches!(run.mode, Mode::Deploy | Mode::Rehearse) {
-            out.extend(run.w.runtime.cmd(Action::CurrentTag));
+            out.extend(run.w.fleet.each(|h| h.runtime.cmd(Action::CurrentTag).into_iter().collect()));
         }
         out
     }
@@ -110,13 +110,40 @@ impl StepSpec for Preflight {
             run.previous_tag = Some(tag);
             run.previous_tag_source = Some(source);
         }
+        let hosts = match w.fleet.several() {
+            true => record_hosts(run).await?,
+            false => String::new(),
+        };
         let prev = run.previous_tag.as_deref().unwrap_or_default();
         let from = run.previous_tag_source.map(|s| s.describe()).unwrap_or_default();
         Ok(Done::Ok(format!(
-            "store {} ok; PostgreSQL {version} ok; deploy lock taken; previous tag {prev} (from {from})",
+            "store {} ok; PostgreSQL {version} ok; deploy lock taken; previous tag {prev} (from {from}){hosts}",
             w.store.describe()
         )))
     }
+}
+
+/// With several hosts: every other host's runtime checked and the tag each runs read, into the
+/// journal (the primary's is the run's previous tag), so a rollback returns each to its own.
+async fn record_hosts(run: &mut Run<'_>) -> Result<String> {
+    let w = run.w;
+    let mut hosts = Vec::new();
+    for (i, host) in w.fleet.hosts().iter().enumerate() {
+        let tag = match i {
+            0 => run.previous_tag.clone(),
+            _ => {
+                host.runtime.validate().await.with_context(|| format!("host {}: app", host.name))?;
+                let tag = host.runtime.current_tag().await;
+                tag.with_context(|| format!("host {}: cannot read the running tag", host.name))?
+                    .or_else(|| run.previous_tag.clone())
+            }
+        };
+        hosts.push(HostTag { host: host.name.clone(), previous: tag.clone(), running: tag });
+    }
+    let said: Vec<String> =
+        hosts.iter().map(|h| format!("{} runs {}", h.host, h.running.as_deref().unwrap_or("?"))).collect();
+    run.journal.hosts = hosts;
+    Ok(format!("; {}", said.join(", ")))
 }
 
 /// The tag a rollback would redeploy: the steadily running app's; else (the container is gone or

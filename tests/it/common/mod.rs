@@ -165,6 +165,7 @@ pub mod docker;
 pub mod http_faults;
 pub mod k8s;
 pub mod neon;
+pub mod netns;
 pub mod s3;
 pub mod sshd;
 pub mod swarm;

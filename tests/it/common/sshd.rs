@@ -151,30 +151,33 @@ impl Sshd {
     /// Kills the server and every session it serves, as a crash or a dropped link would.
     /// (Session processes call setsid, so the process group is not enough: walk /proc.)
     pub fn kill(&mut self) {
-        let mut pids = vec![self.child.id() as i32];
-        let mut i = 0;
-        while i < pids.len() {
-            for e in std::fs::read_dir("/proc").unwrap().flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-                let ppid = stat
-                    .rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().nth(1))
-                    .and_then(|p| p.parse::<i32>().ok());
-                if ppid == Some(pids[i]) && !pids.contains(&pid) {
-                    pids.push(pid);
-                }
-            }
-            i += 1;
-        }
-        for pid in pids {
+        for pid in descendants(self.child.id() as i32) {
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
             }
         }
         let _ = self.child.wait();
     }
+}
+
+/// `root` and every process below it. (Session processes call setsid, so the process group is
+/// not enough: walk /proc.)
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut pids = vec![root];
+    let mut i = 0;
+    while i < pids.len() {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let ppid =
+                stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(pids[i]) && !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        i += 1;
+    }
+    pids
 }
 
 impl Drop for Sshd {
