@@ -433,26 +433,7 @@ backup:
     /// SQL as the database's owner in database `db` (a kept or scratch one), in the postgres
     /// container.
     pub fn psql_in(&self, db: &str, sql: &str) -> String {
-        self.compose_ok(&[
-            "exec",
-            "-T",
-            "postgres",
-            "psql",
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "shop",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .trim_end()
-        .to_string()
+        self.compose_ok(&[&["exec", "-T", "postgres"][..], &psql_args(db, sql)].concat()).trim_end().to_string()
     }
 
     /// The image tag of the backend container (empty when there is none).
@@ -591,4 +572,10 @@ impl Drop for Project {
             }
         }
     }
+}
+
+/// `psql` as the database's owner running `sql` on `db`, tuples only: the arguments after the
+/// container (compose's `exec -T postgres`, a swarm task's `exec ID`).
+pub fn psql_args<'a>(db: &'a str, sql: &'a str) -> [&'a str; 13] {
+    ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "shop", "-d", db, "-c", sql]
 }

@@ -171,25 +171,7 @@ backup:
     /// SQL as the database's owner, in the postgres task's container.
     pub fn psql(&self, sql: &str) -> String {
         let id = self.postgres_container().expect("the postgres task runs");
-        ok(&mut docker(&[
-            "exec",
-            &id,
-            "psql",
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "shop",
-            "-d",
-            "shop",
-            "-c",
-            sql,
-        ]))
-        .trim_end()
-        .to_string()
+        ok(&mut docker(&[&["exec", id.as_str()][..], &docker::psql_args("shop", sql)].concat())).trim_end().to_string()
     }
 
     pub fn db_state(&self) -> DbState {
