@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::app::compose::{self, Compose};
-use crate::app::kubernetes::Kubernetes;
+use crate::app::kubernetes::{self, Kubernetes};
 use crate::app::swarm::{self, Swarm};
 use crate::app::{Fleet, Health, Host, Runtime, Shell};
 use crate::config::{Config, RuntimeKind, Target};
@@ -254,6 +254,10 @@ fn postgres(
         .jobs(config.backup.jobs);
     Ok(match (&d.service, &config.app.compose_file) {
         (Some(service), _) if config.app.runtime == RuntimeKind::Swarm => pg.inside(swarm::db_exec_prefix(service)),
+        (Some(pod), _) if config.app.runtime == RuntimeKind::Kubernetes => match &config.app.kubernetes {
+            Some(k) => pg.inside(kubernetes::db_exec_prefix(k, pod)),
+            None => bail!("app.kubernetes: required with app.runtime: kubernetes"),
+        },
         (Some(service), Some(file)) => pg.inside(format!(
             "{} exec -T {}",
             compose::base_command(file, config.app.env_file.as_deref()),

@@ -117,19 +117,32 @@ impl Rollout {
     }
 }
 
+/// `kubectl --namespace NS [--context C]`, quoted.
+fn kubectl_base(k: &config::Kubernetes) -> String {
+    let mut base = format!("kubectl --namespace {}", quote(&k.namespace));
+    if let Some(c) = &k.context {
+        base.push_str(&format!(" --context {}", quote(c)));
+    }
+    base
+}
+
+/// The command prefix that runs PostgreSQL's client tools inside the database's pod
+/// (`database.service`): `kubectl exec -i`, stdin passed through for a restore. The kubeconfig
+/// path goes in kubectl's environment, as for every other kubectl command.
+pub fn db_exec_prefix(k: &config::Kubernetes, target: &str) -> String {
+    let kubeconfig = k.kubeconfig.as_ref().map(|p| format!("env KUBECONFIG={} ", quote(p))).unwrap_or_default();
+    format!("{kubeconfig}{} exec -i {} --", kubectl_base(k), quote(target))
+}
+
 impl Kubernetes {
     pub fn from_config(exec: Arc<dyn Executor>, config: &config::Config) -> Result<Kubernetes> {
         let Some(k) = config.app.kubernetes.clone() else {
             bail!("app.kubernetes: required with app.runtime: kubernetes");
         };
-        let mut base = format!("kubectl --namespace {}", quote(&k.namespace));
-        if let Some(c) = &k.context {
-            base.push_str(&format!(" --context {}", quote(c)));
-        }
         Ok(Kubernetes {
             exec,
+            base: kubectl_base(&k),
             k,
-            base,
             workdir: config.app.workdir.clone(),
             location: config.migrations.location,
             timeout: config.target.command_timeout,
@@ -304,6 +317,7 @@ impl Kubernetes {
         out.push(("validate", self.validate_script()));
         out.push(("job", self.job_script("deploy-guard-migrate-abc1234", tag, "migrate up")));
         out.push(("tool stop", self.job_stop("deploy-guard-migrate-abc1234").script));
+        out.push(("database pod", db_exec_prefix(&self.k, "pod/postgres-0")));
         out
     }
 

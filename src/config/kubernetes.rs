@@ -49,6 +49,23 @@ fn check_name(key: &str, v: &str) -> Result<()> {
     Ok(())
 }
 
+/// `database.service` with `app.runtime: kubernetes`: what `kubectl exec` enters to run
+/// `pg_dump` and `psql`: a pod (`postgres-0`, `pod/postgres-0`) or a workload
+/// (`statefulset/postgres`: kubectl picks its first pod).
+pub fn check_exec_target(key: &str, v: &str) -> Result<()> {
+    let (kind, name) = v.split_once('/').unwrap_or(("pod", v));
+    let kind_ok = !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'.');
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.']);
+    if !kind_ok || !name_ok {
+        bail!("{key}: {v:?} is not a pod to `kubectl exec` into (postgres-0, pod/postgres-0, statefulset/postgres)");
+    }
+    Ok(())
+}
+
 impl Kubernetes {
     pub fn validate(&self) -> Result<()> {
         check_name("app.kubernetes.namespace", &self.namespace)?;

@@ -129,7 +129,8 @@ pub enum Engine {
 pub struct Database {
     #[serde(default = "default_engine")]
     pub engine: Engine,
-    /// Compose service the database runs in (dump/restore run inside it).
+    /// Where the database runs, so `pg_dump`/`psql` run inside it: a compose or swarm service,
+    /// or with kubernetes a pod to `kubectl exec` into (`pod/postgres-0`, `statefulset/postgres`).
     pub service: Option<String>,
     /// `postgres://user@host:port/name` for direct access (no password: use PGPASSWORD).
     pub url: Option<String>,

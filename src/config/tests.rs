@@ -272,3 +272,22 @@ fn a_swarm_config_names_its_services_and_where_the_database_is() {
         assert!(e.contains(expected), "expected {expected:?} in {e:?}");
     }
 }
+
+#[test]
+fn a_kubernetes_database_service_is_a_pod_to_exec_into() {
+    let k8s = MINIMAL
+        .replace(
+            "runtime: shell\n  commands: { deploy: \"./run {tag}\", current_tag: \"cat tag\" }",
+            "runtime: kubernetes\n  kubernetes: { namespace: spade, deployments: [api], container: app, image: ghcr.io/a/b }",
+        )
+        .replace("database: { host: 127.0.0.1, name: app }", "database: { service: pod/postgres-0, name: app }");
+    let c = Config::from_yaml(&k8s, &[]).unwrap();
+    assert_eq!(c.database.service.as_deref(), Some("pod/postgres-0"));
+    for ok in ["postgres-0", "statefulset/postgres", "statefulset.apps/db.main"] {
+        Config::from_yaml(&k8s.replace("pod/postgres-0", ok), &[]).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+    }
+    for bad in ["'pod/a b'", "'Pod/x'", "'pod/-x'", "'/x'", "'pod/'", "'pod/x;rm'", "'a/b/c'"] {
+        let e = err(&k8s.replace("pod/postgres-0", bad), &[]);
+        assert!(e.contains("is not a pod to `kubectl exec` into"), "{bad}: {e}");
+    }
+}

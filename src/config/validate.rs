@@ -161,8 +161,8 @@ impl Config {
                 if self.target.host.is_some() {
                     bail!("target.host: not with app.runtime: kubernetes (kubectl and the migration tool run on this machine)");
                 }
-                if self.database.service.is_some() {
-                    bail!("database.service: not with app.runtime: kubernetes; set database.url or host (reached from here)");
+                if let Some(target) = &self.database.service {
+                    super::kubernetes::check_exec_target("database.service", target)?;
                 }
                 if a.compose_file.is_some() || a.tag_variable.is_some() || !a.services.is_empty() {
                     bail!("app.compose_file, app.tag_variable, app.services: only with app.runtime: compose");

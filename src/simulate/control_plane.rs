@@ -61,7 +61,7 @@ pub fn missing() -> Option<String> {
     let gone: Vec<&str> = COMPONENTS.iter().copied().filter(|c| component(&dir, c).is_none()).collect();
     (!gone.is_empty()).then(|| {
         format!(
-            "the Kubernetes control plane is not built here: {} missing in {} (scripts/k8s-tools builds it, about 20 \
+            "the Kubernetes control plane is not built here: {} missing in {} (scripts/k8s-tools builds it, about 5 \
              minutes on 2 cores; scripts/setup runs it)",
             gone.join(", "),
             dir.display()
@@ -126,6 +126,7 @@ impl ControlPlane {
             ],
         )?;
 
+        std::fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY)?;
         let port = free_port()?;
         cp.server = format!("https://127.0.0.1:{port}");
         let p = |f: &str| dir.join(f).display().to_string();
@@ -146,6 +147,10 @@ impl ControlPlane {
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
                 "--enable-priority-and-fairness=false",
+                // kwok serves the fake node's kubelet API (exec, logs) at 127.0.0.1.
+                "--kubelet-preferred-address-types=InternalIP",
+                &format!("--audit-policy-file={}", p("audit-policy.yaml")),
+                &format!("--audit-log-path={}", p("audit.log")),
                 "--v=0",
             ],
         )?;
@@ -182,7 +187,10 @@ impl ControlPlane {
             &bin,
             &[&kc, "--leader-elect=false", "--bind-address=127.0.0.1", &format!("--secure-port={}", free_port()?)],
         )?;
-        std::fs::write(dir.join("kwok.yaml"), stages())?;
+        std::fs::write(dir.join("kwok.yaml"), format!("{}---\n{}", stages(), kubelet_api(&dir)))?;
+        std::fs::write(dir.join(JOB_LOG), format!("{JOB_LOG_LINE}\n"))?;
+        std::fs::write(dir.join("pod.log"), "")?;
+        let kubelet = free_port()?;
         cp.spawn(
             "kwok",
             &bin,
@@ -191,7 +199,9 @@ impl ControlPlane {
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 &format!("--config={}", p("kwok.yaml")),
-                &format!("--server-address=127.0.0.1:{}", free_port()?),
+                &format!("--server-address=127.0.0.1:{kubelet}"),
+                "--node-ip=127.0.0.1",
+                &format!("--node-port={kubelet}"),
                 "--node-lease-duration-seconds=40",
             ],
         )?;
@@ -351,6 +361,21 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The pods whose `subresource` (`exec`, `log`) was opened in `ns`, in order, from the
+    /// apiserver's audit log.
+    pub fn opened(&self, ns: &str, subresource: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.root.path().join("audit.log")).unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            // A long-running request (exec, a followed log) is logged when it starts and ends.
+            .filter(|e| seen.insert(e["auditID"].as_str().unwrap_or_default().to_string()))
+            .map(|e| e["objectRef"].clone())
+            .filter(|o| o["namespace"] == ns && o["subresource"] == subresource)
+            .filter_map(|o| o["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Stops the components (and removes the temp dir) if this process dies without dropping
     /// the control plane (tests keep one in a static).
     fn watchdog(&self) -> Result<()> {
@@ -381,6 +406,28 @@ impl Drop for ControlPlane {
             let _ = child.wait();
         }
     }
+}
+
+/// The apiserver's audit log keeps who opened a pod's exec or logs, nothing else.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+    - level: Metadata\n  resources:\n  - group: \"\"\n    resources: [pods/exec, pods/log]\n- level: None\n";
+
+/// The file a migration Job's pod (container `migrate`) serves as its log: kwok runs no
+/// container, so its log is this line.
+const JOB_LOG: &str = "job.log";
+pub const JOB_LOG_LINE: &str = "kwok: the fake node runs no container; this line is the Job's log";
+
+/// kwok as the node's kubelet API: `kubectl exec` into any pod runs the command on this machine
+/// (so `pg_dump` in a "database pod" is the real one, reaching the real server), and `kubectl
+/// logs` serves a file (a Job's: [`JOB_LOG_LINE`]).
+fn kubelet_api(dir: &Path) -> String {
+    format!(
+        "apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterExec\nmetadata:\n  name: local\nspec:\n  execs:\n  - local: {{}}\n\
+         ---\napiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\nmetadata:\n  name: files\nspec:\n  logs:\n  \
+         - containers: [migrate]\n    logsFile: {}\n  - logsFile: {}\n",
+        dir.join(JOB_LOG).display(),
+        dir.join("pod.log").display()
+    )
 }
 
 const NODE_YAML: &str =

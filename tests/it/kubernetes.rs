@@ -6,7 +6,7 @@
 
 use crate::common::k8s::{control_plane, step, steps, K8s};
 use crate::common::tool::{self, explain};
-use deploy_guard::simulate::control_plane::{CRASH_TAG, JOB_FAILS_TAG, JOB_HANGS_TAG, UNREADY_TAG};
+use deploy_guard::simulate::control_plane::{CRASH_TAG, JOB_FAILS_TAG, JOB_HANGS_TAG, JOB_LOG_LINE, UNREADY_TAG};
 
 fn spec() -> tool::ToolSpec {
     crate::tools_golang_migrate::spec()
@@ -186,8 +186,38 @@ fn a_failing_migration_job_rolls_back_with_nothing_to_revert() {
     let r = crate::common::json(&out);
     let migrate = step(&r, "migrate")["detail"].as_str().unwrap_or_default().to_string();
     assert!(migrate.contains("the migration Job deploy-guard-migrate-0123456 failed"), "{migrate}");
+    // Its log, read through the apiserver from the node (kwok serves a file for it), is quoted.
+    assert!(migrate.contains(JOB_LOG_LINE), "the Job's log is quoted: {migrate}");
+    let read = control_plane().opened(&k.ns, "log");
+    assert!(read.iter().any(|p| p.starts_with("deploy-guard-migrate-0123456-")), "{read:?}");
     k.w.assert_back_at_v1("nickname");
     k.assert_running("v1");
+}
+
+/// The database runs in the cluster (`database.service: pod/postgres-0`): the backup's pg_dump
+/// and the restore's psql run in its pod through `kubectl exec -i` (kwok runs them on this
+/// machine, against the real server), with the extra Role of docs/KUBERNETES.md and no more.
+#[test]
+fn a_database_in_a_pod_is_backed_up_and_restored_through_kubectl_exec() {
+    let k = K8s::new(spec(), "k8s_db_pod", 600, "");
+    let cp = control_plane();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: postgres-0\n  namespace: {}\nspec:\n  containers:\n  \
+         - name: postgres\n    image: postgres:16\n",
+        k.ns
+    );
+    cp.apply(&pod).unwrap();
+    k.grant(&crate::common::k8s::documented_block("role-exec"));
+    let text = std::fs::read_to_string(k.w.config()).unwrap();
+    std::fs::write(k.w.config(), text.replace("database:\n", "database:\n  service: pod/postgres-0\n")).unwrap();
+    k.w.release("add_tier", tool::ADD_TIER_NOT_NULL, tool::DROP_TIER);
+    let out = k.deploy("v2");
+    assert_eq!(k.w.ended(&out), (Some(1), "rolled-back".into(), "restore".into()), "{}", explain(&out));
+    k.w.assert_back_at_v1("tier");
+    k.assert_running("v1");
+    let entered = cp.opened(&k.ns, "exec");
+    // The version checks, the dump, and the restore's scratch load at least.
+    assert!(entered.len() >= 3 && entered.iter().all(|p| p == "postgres-0"), "{entered:?}");
 }
 
 /// The control plane enforces RBAC: the documented Role is all deploy-guard holds, and less is

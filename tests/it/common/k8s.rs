@@ -22,9 +22,17 @@ pub fn control_plane() -> &'static ControlPlane {
 
 /// The Role of docs/KUBERNETES.md, as written there.
 pub fn documented_role() -> String {
+    documented_block("role")
+}
+
+/// The YAML between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in docs/KUBERNETES.md.
+pub fn documented_block(name: &str) -> String {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/KUBERNETES.md")).unwrap();
-    let block = doc.split("<!-- role:begin -->").nth(1).and_then(|r| r.split("<!-- role:end -->").next());
-    let block = block.expect("docs/KUBERNETES.md has no role:begin/role:end block");
+    let block = doc
+        .split(&format!("<!-- {name}:begin -->"))
+        .nth(1)
+        .and_then(|r| r.split(&format!("<!-- {name}:end -->")).next());
+    let block = block.unwrap_or_else(|| panic!("docs/KUBERNETES.md has no {name}:begin/{name}:end block"));
     block.trim().trim_start_matches("```yaml").trim_end_matches("```").trim().to_string()
 }
 
@@ -71,18 +79,7 @@ impl K8s {
         let cp = control_plane();
         let ns = self.ns.as_str();
         cp.kubectl_ok(&["-n", ns, "create", "serviceaccount", "deploy-guard"]).unwrap();
-        let role = documented_role().replace("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"));
-        cp.apply(&role).unwrap();
-        cp.kubectl_ok(&[
-            "-n",
-            ns,
-            "create",
-            "rolebinding",
-            "deploy-guard",
-            "--role=deploy-guard",
-            &format!("--serviceaccount={ns}:deploy-guard"),
-        ])
-        .unwrap();
+        self.grant(&documented_role());
         let token = cp.kubectl_ok(&["-n", ns, "create", "token", "deploy-guard", "--duration=2h"]).unwrap();
         std::fs::write(
             &self.kubeconfig,
@@ -95,6 +92,16 @@ impl K8s {
             ),
         )
         .unwrap();
+    }
+
+    /// `role` (a Role's YAML) in the namespace, bound to the service account.
+    pub fn grant(&self, role: &str) {
+        let cp = control_plane();
+        let ns = self.ns.as_str();
+        cp.apply(&role.replace("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"))).unwrap();
+        let name = role.lines().find_map(|l| l.trim().strip_prefix("name: ")).expect("the Role's name").trim();
+        let sa = format!("--serviceaccount={ns}:deploy-guard");
+        cp.kubectl_ok(&["-n", ns, "create", "rolebinding", name, &format!("--role={name}"), &sa]).unwrap();
     }
 
     pub fn kubectl(&self, args: &[&str]) -> String {
