@@ -424,6 +424,38 @@ async fn restore_at_a_moment_brings_back_its_rows_and_keeps_the_present_as_a_bra
     server.assert_all_valid();
 }
 
+/// A point-in-time restore that fails at Neon's restore names itself to run again (by its
+/// record's key: the SHA would find the deploy's pre-deploy branch), and that command restores.
+#[tokio::test]
+async fn a_failed_restore_at_names_the_command_that_runs_it_again() {
+    let (app, server) = setup("neon_pitr_again", &["v2"]);
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let t1 = server.snapshot();
+    let (at_t1, customers_t1) = (common::state(app.db()).await, app.psql(CUSTOMERS));
+    app.psql("DELETE FROM customers WHERE id % 2 = 0");
+    let corrupt = common::state(app.db()).await;
+    server.set_faults(Faults { refuse_restore: true, ..Faults::default() });
+    let out = run(&app, &server, &["restore", "--at", &t1, "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert_eq!(common::state(app.db()).await, corrupt, "Neon refused: nothing restored");
+    let next: Vec<String> = common::json(&out)["next_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let again = next.iter().find(|c| c.contains("restore --key")).unwrap_or_else(|| panic!("{next:?}"));
+    assert!(again.contains("_point-in-time-"), "{again}");
+    assert!(!next.iter().any(|c| c.contains("rollback --sha")), "the SHA names the pre-deploy branch: {next:?}");
+    server.set_faults(Faults::default());
+    let key = again.split_whitespace().skip_while(|w| *w != "--key").nth(1).unwrap().trim_matches('\'');
+    let out = run(&app, &server, &["restore", "--key", key, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!((common::state(app.db()).await, app.psql(CUSTOMERS)), (at_t1, customers_t1));
+    server.assert_all_valid();
+}
+
 /// A time that is not one, one to come, or one before the history Neon keeps: refused (exit 2),
 /// no branch made, nothing restored.
 #[tokio::test]

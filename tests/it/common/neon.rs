@@ -71,6 +71,8 @@ pub struct Faults {
     pub retry_after: u32,
     /// Operations never leave `running`.
     pub never_finish: bool,
+    /// A branch restore is refused (409, as while another operation is being set up).
+    pub refuse_restore: bool,
 }
 
 #[derive(Default)]
@@ -671,6 +673,9 @@ fn handle(
             let (Some(ti), Some(si)) = (find(&st, &target), find(&st, &source)) else {
                 return error(404, "branch not found");
             };
+            if st.faults.refuse_restore {
+                return error(409, "the branch is being modified (injected)");
+            }
             if body.get("source_timestamp").is_some() || body.get("source_lsn").is_some() {
                 return error(400, "this local server restores to a branch's head only");
             }
