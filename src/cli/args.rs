@@ -116,12 +116,20 @@ pub enum Command {
         #[arg(long, env = "GITHUB_SHA")]
         sha: String,
     },
-    /// Restore a backup (found by SHA prefix or key) over the live database, by scratch-and-swap.
+    /// Restore a backup (found by SHA prefix or key) over the live database, by scratch-and-swap;
+    /// on Neon also the database as it was at a moment (--at).
     Restore {
-        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        #[arg(long, conflicts_with = "key", required_unless_present_any = ["key", "at"])]
         sha: Option<String>,
         #[arg(long)]
         key: Option<String>,
+        /// Point in time (backup.provider: neon only), RFC 3339, e.g. 2026-12-07T03:00:00Z: a
+        /// branch of the primary as it was then, verified, then the same restore (the present
+        /// kept as a branch, the writes since found). Recorded under the deploy --sha names
+        /// [default: the newest recorded]. A future time, or one outside the project's history
+        /// window, is refused and nothing changes.
+        #[arg(long, value_name = "TIMESTAMP", conflicts_with = "key")]
+        at: Option<String>,
     },
     /// Apply the writes a restore took away (the replay file it wrote beside the backup), in one
     /// transaction; review it first with --dry-run.

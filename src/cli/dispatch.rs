@@ -6,7 +6,7 @@ use super::output::{error_code, finish_report, print_error, print_out};
 use super::{Cli, Command, LockAction, PathChoice};
 use crate::commands::{self, deploy::DeployArgs};
 use crate::config::{self, Config, Strategy};
-use crate::model::{human_bytes, usage, ExitCode, Sha, ShaPrefix, Usage};
+use crate::model::{human_bytes, usage, ExitCode, PointInTime, Sha, ShaPrefix, Usage};
 use crate::report::github::{CommentOn, GitHub};
 use crate::report::{pr_check, Report};
 use crate::world::World;
@@ -97,7 +97,7 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
                 }
             };
             // The user's checks must run, read-only, before anything is changed.
-            usage(crate::run::steps::checks::query_results(&w).await.map(|_| ()))?;
+            usage(crate::run::steps::checks::query_results(&w, &w.db.name).await.map(|_| ()))?;
             // A tool's file missing from the release is a config error: before the backup, exit 2.
             if let Err(e) = commands::check::migration_files(&w, tag).await {
                 if e.downcast_ref::<Usage>().is_some() {
@@ -226,10 +226,18 @@ async fn dispatch(cli: &Cli) -> Result<ExitCode> {
             }
             Ok(code)
         }
-        Command::Restore { sha, key } => {
+        Command::Restore { sha, key, at } => {
             let prefix = sha.as_deref().map(prefix_arg).transpose()?;
-            let w = World::connect(load_config(cli)?).await?;
-            let m = commands::restore::find(&w, prefix.as_ref(), key.as_deref()).await?;
+            let at = at.as_deref().map(|t| usage(PointInTime::parse(t, chrono::Utc::now()))).transpose()?;
+            let cfg = load_config(cli)?;
+            if at.is_some() {
+                commands::restore::refuse_at_without_history(&cfg)?;
+            }
+            let w = World::connect(cfg).await?;
+            let m = match &at {
+                Some(t) => commands::restore::find_at(&w, prefix.as_ref(), t).await?,
+                None => commands::restore::find(&w, prefix.as_ref(), key.as_deref()).await?,
+            };
             let report = commands::restore::restore(&w, m, &cfg_arg).await;
             if !g.json {
                 for e in report.own_steps() {

@@ -80,7 +80,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     } else if !w.config.verify.queries.is_empty() {
         add(
             "verify",
-            crate::run::steps::checks::query_results(w)
+            crate::run::steps::checks::query_results(w, &w.db.name)
                 .await
                 .map(|r| format!("{} verify.queries run read-only", r.len())),
         );

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::backup::MetaGuard;
-use crate::model::ShaPrefix;
+use crate::model::{BackupName, ShaPrefix};
 use crate::world::World;
 
 pub struct Replayed {
@@ -47,6 +47,18 @@ pub fn plan(lost: &crate::record::LostWrites) -> String {
 
 pub async fn replay(w: &World, sha: &ShaPrefix, dry_run: bool) -> Result<Replayed> {
     let m = crate::record::find_for(w.store.as_ref(), &w.config.project, &w.db.name, sha.as_str()).await?;
+    // A later restore of another record of the same deploy (a point-in-time branch, `restore
+    // --at`) wrote its replay file beside that record: the newest restore's file is the one.
+    let same = (m.sha.clone(), m.project.clone(), m.database.clone());
+    let m = crate::record::list(w.store.as_ref())
+        .await?
+        .checked()
+        .into_iter()
+        .filter(|o| (&o.sha, &o.project, &o.database) == (&same.0, &same.1, &same.2))
+        .filter(|o| o.lost_writes.is_some())
+        .chain([m])
+        .max_by_key(|o| o.lost_writes.as_ref().and_then(|l| BackupName::replay_time(&l.key).map(str::to_string)))
+        .expect("one at least");
     let Some(lost) = &m.lost_writes else {
         bail!("the deploy of {} has no replay file: no restore of its backup looked for lost writes", m.sha)
     };

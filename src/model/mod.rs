@@ -9,6 +9,7 @@ mod sha;
 mod size;
 mod strategy;
 mod urls;
+mod when;
 
 pub use exit::{usage, ExitCode, Usage};
 pub use format::{Codec, Compression, Format, Verify};
@@ -17,3 +18,4 @@ pub use sha::{is_sha256_hex, Sha, ShaPrefix};
 pub use size::human_bytes;
 pub use strategy::Strategy;
 pub use urls::{ConnInfo, SslMode, StoreUrl};
+pub use when::PointInTime;

@@ -23,16 +23,20 @@ pub enum BackupKind {
     Backup,
     /// `deploy-guard rehearse`.
     Rehearse,
+    /// `deploy-guard restore --at`: a Neon branch of the primary as it was at that moment.
+    PointInTime,
 }
 
 impl BackupKind {
-    pub const ALL: [BackupKind; 3] = [BackupKind::PreDeploy, BackupKind::Backup, BackupKind::Rehearse];
+    pub const ALL: [BackupKind; 4] =
+        [BackupKind::PreDeploy, BackupKind::Backup, BackupKind::Rehearse, BackupKind::PointInTime];
 
     pub fn name(self) -> &'static str {
         match self {
             BackupKind::PreDeploy => "pre-deploy",
             BackupKind::Backup => "backup",
             BackupKind::Rehearse => "rehearse",
+            BackupKind::PointInTime => "point-in-time",
         }
     }
 }
@@ -115,6 +119,13 @@ impl BackupName {
     /// The replay file of the writes a restore of this backup at `at` lost: each restore its own.
     pub fn replay_key(&self, at: DateTime<Utc>) -> String {
         format!("{}{REPLAY_MARK}{}.sql", self.stem, at.format("%Y%m%d%H%M%S"))
+    }
+
+    /// When the restore that wrote replay file `key` ran (`yyyymmddhhmmss`, in order as text);
+    /// none for an older version's file.
+    pub fn replay_time(key: &str) -> Option<&str> {
+        let (_, rest) = key.rsplit_once(REPLAY_MARK)?;
+        rest.strip_suffix(".sql").filter(|t| t.len() == 14 && t.bytes().all(|b| b.is_ascii_digit()))
     }
 }
 
@@ -243,9 +254,13 @@ mod tests {
         let replay = n.replay_key(at);
         assert_eq!(replay, format!("{}.lost-writes.20260510150000.sql", n.stem()));
         assert_eq!(BackupName::from_key(&replay), n);
+        assert_eq!(BackupName::replay_time(&replay), Some("20260510150000"));
+        assert_eq!(BackupName::replay_time(&format!("{}.lost-writes.sql", n.stem())), None);
         assert_eq!(BackupName::of_manifest_key(&n.manifest_key()), Some((BackupKind::PreDeploy, "abc1234")));
         let b = BackupName::new(BackupKind::Backup, &sha(), at);
         assert_eq!(BackupName::of_manifest_key(&b.manifest_key()), Some((BackupKind::Backup, "abc1234")));
+        let p = BackupName::new(BackupKind::PointInTime, &sha(), at);
+        assert_eq!(BackupName::of_manifest_key(&p.manifest_key()), Some((BackupKind::PointInTime, "abc1234")));
         // Names of older versions.
         let old = "202605/20260510_150000_pre-deploy-abc1234";
         assert_eq!(BackupName::sha7_of_manifest_key(&format!("{old}.manifest.json")), Some("abc1234"));

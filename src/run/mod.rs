@@ -364,6 +364,15 @@ impl<'w> Run<'w> {
     pub fn dg(&self, args: &str) -> String {
         format!("deploy-guard {args}{}", self.config_arg)
     }
+
+    /// The command that runs this restore again: `args` (found by SHA), except for a
+    /// point-in-time branch (`restore --at`), found by its key (the SHA finds the deploy's own).
+    pub fn restore_again(&self, args: &str) -> String {
+        match self.manifest.as_ref().filter(|m| m.neon.as_ref().is_some_and(|b| b.at.is_some())) {
+            Some(m) => self.dg(&format!("restore --key {}", crate::exec::quote(&m.key))),
+            None => self.dg(args),
+        }
+    }
 }
 
 /// SIGINT or SIGTERM — a cancelled Actions job (the runner sends SIGINT, SIGTERM 7.5 s later,

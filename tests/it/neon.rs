@@ -350,3 +350,163 @@ async fn the_offsite_copy_is_a_dump_of_the_branch_taken_after_the_deploy() {
     assert_eq!(common::state(app.db()).await, before, "the dump of the branch is the pre-deploy state");
     server.assert_all_valid();
 }
+
+/// Every manifest in the app's store, as JSON, by key.
+fn manifests(app: &App) -> Vec<(String, serde_json::Value)> {
+    common::files_under(&app.stage.store_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .map(|p| (p.to_string_lossy().into_owned(), serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()))
+        .collect()
+}
+
+/// Every customer row, as a count and a digest (the table holds thousands).
+const CUSTOMERS: &str =
+    "SELECT count(*) || ' rows, md5 ' || md5(string_agg(id || ':' || name || ':' || coalesce(email, ''), ',' ORDER BY id)) \
+     FROM customers";
+
+/// Corruption found after the deploy: `restore --at` puts the primary back as it was at that
+/// moment, through the same restore as any (validate, Neon's restore in place), the present kept.
+#[tokio::test]
+async fn restore_at_a_moment_brings_back_its_rows_and_keeps_the_present_as_a_branch() {
+    let (app, server) = setup("neon_pitr", &["v2"]);
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    app.psql("INSERT INTO customers (name, email) VALUES ('Written after the deploy', 'after@example.org')");
+    let t1 = server.snapshot();
+    let at_t1 = common::state(app.db()).await;
+    let customers_t1 = app.psql(CUSTOMERS);
+    let (n, activity) = (app.psql("SELECT count(*) FROM customers"), app.psql("SELECT count(*) FROM activity"));
+    assert!(n.parse::<u32>().unwrap() > 1 && activity != "0", "{n} {activity}");
+    // The corruption, after T1.
+    app.psql("UPDATE customers SET name = 'CORRUPT'");
+    app.psql("DELETE FROM activity");
+    let primary = server.branches()[0].clone();
+    let out = run(&app, &server, &["restore", "--at", &t1, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let r = common::json(&out);
+    assert_eq!(r["result"], "restored", "{r}");
+    // The live database holds exactly the rows of T1, under the same branch, compute and name.
+    assert_eq!(app.psql(CUSTOMERS), customers_t1);
+    assert_eq!(common::state(app.db()).await, at_t1);
+    assert_eq!(app.psql("SELECT count(*) FROM activity"), activity);
+    let after = server.branches()[0].clone();
+    assert_eq!((&after.id, &after.endpoints, &after.db), (&primary.id, &primary.endpoints, &primary.db));
+    // The branch restored from: the primary as it was at T1.
+    let at = server.branch_named("deploy-guard/at-").expect("the point-in-time branch");
+    assert_eq!((at.parent_id.as_deref(), at.parent_timestamp.as_deref()), (Some(PRIMARY), Some(t1.as_str())));
+    assert!(server
+        .seen()
+        .iter()
+        .any(|s| s.method == "POST" && s.path.ends_with(&format!("/branches/{PRIMARY}/restore"))));
+    // The present is kept, corruption and all.
+    let kept = server.branch_named(&format!("deploy-guard/failed-{}", &SHA[..7])).expect("the present kept");
+    assert_eq!(on_branch(&kept, "SELECT count(*) FROM customers WHERE name = 'CORRUPT'"), n);
+    assert_eq!(on_branch(&kept, "SELECT count(*) FROM activity"), "0");
+    // What the restore took away: the kept branch against the restored primary.
+    let tables = r["lost_writes"]["tables"].as_array().expect("lost writes compared");
+    let customers = tables.iter().find(|t| t["table"] == "public.customers").expect("customers differ");
+    assert_eq!(customers["updated"].as_u64().map(|u| u.to_string()), Some(n.clone()), "{r}");
+    // Recorded as any restore: a manifest of its own, the journal in it.
+    let all = manifests(&app);
+    let (key, m) = all.iter().find(|(k, _)| k.contains("_point-in-time-")).expect("the point-in-time record");
+    assert_eq!(m["neon"]["id"].as_str(), Some(at.id.as_str()), "{key}");
+    assert_eq!(m["neon"]["at"].as_str().map(|a| a.starts_with(&t1[..19])), Some(true), "{m}");
+    assert_eq!(m["sha"], SHA);
+    let journal = m["journal"].to_string();
+    assert!(journal.contains("swap") && journal.contains("lost-writes"), "{journal}");
+    // `replay --sha` shows this restore's file (beside the point-in-time record), to review.
+    let replay = run(&app, &server, &["replay", "--sha", &SHA[..7], "--dry-run"]);
+    let sql = common::stdout(&replay);
+    assert_eq!(replay.status.code(), Some(0), "{}", common::stderr(&replay));
+    assert!(sql.contains("_point-in-time-") && sql.contains("CORRUPT"), "{}", &sql[..sql.len().min(2000)]);
+    no_key_in(&out, &server);
+    server.assert_all_valid();
+}
+
+/// A point-in-time restore that fails at Neon's restore names itself to run again (by its
+/// record's key: the SHA would find the deploy's pre-deploy branch), and that command restores.
+#[tokio::test]
+async fn a_failed_restore_at_names_the_command_that_runs_it_again() {
+    let (app, server) = setup("neon_pitr_again", &["v2"]);
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let t1 = server.snapshot();
+    let (at_t1, customers_t1) = (common::state(app.db()).await, app.psql(CUSTOMERS));
+    app.psql("DELETE FROM customers WHERE id % 2 = 0");
+    let corrupt = common::state(app.db()).await;
+    server.set_faults(Faults { refuse_restore: true, ..Faults::default() });
+    let out = run(&app, &server, &["restore", "--at", &t1, "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert_eq!(common::state(app.db()).await, corrupt, "Neon refused: nothing restored");
+    let next: Vec<String> = common::json(&out)["next_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let again = next.iter().find(|c| c.contains("restore --key")).unwrap_or_else(|| panic!("{next:?}"));
+    assert!(again.contains("_point-in-time-"), "{again}");
+    assert!(!next.iter().any(|c| c.contains("rollback --sha")), "the SHA names the pre-deploy branch: {next:?}");
+    server.set_faults(Faults::default());
+    let key = again.split_whitespace().skip_while(|w| *w != "--key").nth(1).unwrap().trim_matches('\'');
+    let out = run(&app, &server, &["restore", "--key", key, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!((common::state(app.db()).await, app.psql(CUSTOMERS)), (at_t1, customers_t1));
+    server.assert_all_valid();
+}
+
+/// A time that is not one, one to come, or one before the history Neon keeps: refused (exit 2),
+/// no branch made, nothing restored.
+#[tokio::test]
+async fn restore_at_refuses_garbage_the_future_and_a_time_outside_the_history() {
+    let (app, server) = setup("neon_pitr_bad", &["v2"]);
+    let out = run(&app, &server, &["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let t1 = server.snapshot();
+    app.psql("UPDATE customers SET name = 'CORRUPT'");
+    let (before, branches, records) = (common::state(app.db()).await, server.branches(), manifests(&app).len());
+    let names = |bs: &[common::neon::Branch]| bs.iter().map(|b| b.name.clone()).collect::<Vec<_>>();
+    let future = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let asked = server.seen().len();
+    for (at, says) in [
+        ("yesterday", "not an RFC 3339 time"),
+        ("2026-12-07", "not an RFC 3339 time"),
+        (future.as_str(), "in the future"),
+    ] {
+        let out = run(&app, &server, &["restore", "--at", at]);
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{at}: {err}");
+        assert!(err.contains(says) && err.contains("nothing was changed"), "{at}: {err}");
+    }
+    assert_eq!(server.seen().len(), asked, "a bad --at asks nothing of the API");
+    // Before the first moment the history holds.
+    let before_history = chrono::DateTime::parse_from_rfc3339(&t1).unwrap() - chrono::Duration::hours(1);
+    let out = run(&app, &server, &["restore", "--at", &before_history.to_rfc3339()]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("history retention window") && err.contains("nothing was changed"), "{err}");
+    assert!(server.seen().iter().any(|s| s.method == "POST" && s.path.ends_with("/branches") && s.status == 400));
+    assert!(!server.seen().iter().any(|s| s.path.ends_with("/restore")), "nothing restored");
+    assert_eq!(names(&server.branches()), names(&branches), "no branch made");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(manifests(&app).len(), records, "nothing recorded");
+    server.assert_all_valid();
+}
+
+/// pg_dump backups hold no history between them: `--at` is refused before anything is reached,
+/// saying what to do instead.
+#[tokio::test]
+async fn restore_at_without_neon_is_refused_before_anything_changes() {
+    let app = App::new("pitr_dump", &["v2"]);
+    let out = app.run(&["deploy", "--sha", SHA, "--tag", "v2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let (before, stored) = (common::state(app.db()).await, common::files_under(&app.stage.store_dir()));
+    let out = app.run(&["restore", "--at", "2026-01-01T00:00:00Z"]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("backup.provider: neon") && err.contains("restore --sha"), "{err}");
+    assert!(err.contains("point-in-time recovery") && err.contains("nothing was changed"), "{err}");
+    assert_eq!(common::state(app.db()).await, before);
+    assert_eq!(common::files_under(&app.stage.store_dir()), stored);
+}

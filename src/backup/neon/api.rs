@@ -62,6 +62,24 @@ struct EndpointOperations {
     operations: Vec<Operation>,
 }
 
+/// A call the API answered with a client error (4xx other than the key's): the request was
+/// refused as asked, and nothing was done.
+#[derive(Debug)]
+pub struct Refused {
+    /// The call, as `POST /branches`.
+    pub call: String,
+    pub status: u16,
+    pub text: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Attempts of one call before its failure is reported.
 const ATTEMPTS: u32 = 6;
 /// The longest `Retry-After` honoured: a longer one is reported, not slept through.
@@ -163,7 +181,10 @@ impl Api {
                 StatusCode::TOO_MANY_REQUESTS => retry_after.unwrap_or(backoff),
                 StatusCode::LOCKED => retry_after.unwrap_or(backoff),
                 s if s.is_server_error() => retry_after.unwrap_or(backoff),
-                _ => bail!("Neon API {what}: {status}: {message}"),
+                _ => {
+                    let text = format!("Neon API {what}: {status}: {message}");
+                    return Err(Refused { call: what, status: status.as_u16(), text }.into());
+                }
             };
             if last || wait > MAX_RETRY_AFTER {
                 bail!("Neon API {what}: {status}: {message} (after {attempt} attempt(s); asked to wait {wait:?})");
@@ -207,10 +228,20 @@ impl Api {
         Ok(r.branches)
     }
 
-    /// A branch of `parent` at its head, named `name`, with a compute of `kind` (`read_only`,
-    /// `read_write`) to reach it by; returns once its operations finished.
-    pub async fn create_branch(&self, parent: &str, name: &str, kind: &str) -> Result<(Branch, Endpoint)> {
-        let body = json!({"branch": {"parent_id": parent, "name": name}, "endpoints": [{"type": kind}]});
+    /// A branch of `parent` at its head (or as it was at `at`, RFC 3339), named `name`, with a
+    /// compute of `kind` (`read_only`, `read_write`) to reach it by; returns once its operations
+    /// finished.
+    pub async fn create_branch(
+        &self,
+        parent: &str,
+        name: &str,
+        kind: &str,
+        at: Option<&str>,
+    ) -> Result<(Branch, Endpoint)> {
+        let mut body = json!({"branch": {"parent_id": parent, "name": name}, "endpoints": [{"type": kind}]});
+        if let Some(t) = at {
+            body["branch"]["parent_timestamp"] = json!(t);
+        }
         let r: BranchOperations = self.call_as(Method::POST, "/branches", &[], Some(&body)).await?;
         self.wait(&r.operations, &format!("creating branch {name}")).await?;
         let endpoint =

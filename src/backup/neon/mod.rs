@@ -14,7 +14,7 @@ pub use api::Api;
 
 use crate::config::{check_neon_id, Config, Provider};
 use crate::db::{ConnInfo, Endpoint, Postgres};
-use crate::model::Sha;
+use crate::model::{random_hex, PointInTime, Sha};
 
 /// Every branch deploy-guard makes is named under this prefix: retention touches no other.
 pub const PREFIX: &str = "deploy-guard/";
@@ -31,6 +31,9 @@ pub struct NeonBranch {
     pub lsn: Option<String>,
     /// The read-only compute it is read through.
     pub endpoint_id: String,
+    /// `restore --at`: the moment of the primary's history it was branched at (none: its head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl NeonBranch {
@@ -77,6 +80,12 @@ impl Neon {
         format!("{PREFIX}pre-{}-{}", sha.short(), at.format("%Y%m%d-%H%M%S"))
     }
 
+    /// The name of a point-in-time branch (`restore --at`), for the deploy of `sha`:
+    /// `deploy-guard/at-YYYYMMDD-HHMMSS-SHA7-NONCE`, the time the one it holds.
+    pub fn at_name(sha: &Sha, at: &PointInTime) -> String {
+        format!("{PREFIX}at-{}-{}-{}", at.time().format("%Y%m%d-%H%M%S"), sha.short(), random_hex(2))
+    }
+
     /// Where the broken state is kept: `deploy-guard/failed-SHA7`, or with the time when an
     /// earlier restore of the same deploy kept one already.
     pub async fn failed_name(&self, sha: &Sha) -> Result<String> {
@@ -91,9 +100,11 @@ impl Neon {
         Ok(format!("Neon project {}, primary branch {} ({}, {})", self.api.project(), b.name, b.id, b.current_state))
     }
 
-    /// Branches the primary at its head as `name` and reaches it as the database `name` in `db`.
-    pub async fn take(&self, db: &Postgres, name: &str) -> Result<NeonBranch> {
-        let (b, endpoint) = self.api.create_branch(&self.primary, name, "read_only").await?;
+    /// Branches the primary at its head (or as it was at `at`) as `name` and reaches it as the
+    /// database `name` in `db`.
+    pub async fn take(&self, db: &Postgres, name: &str, at: Option<&PointInTime>) -> Result<NeonBranch> {
+        let stamp = at.map(PointInTime::rfc3339);
+        let (b, endpoint) = self.api.create_branch(&self.primary, name, "read_only", stamp.as_deref()).await?;
         let taken = NeonBranch {
             project_id: self.api.project().to_string(),
             id: b.id,
@@ -101,6 +112,7 @@ impl Neon {
             parent_id: self.primary.clone(),
             lsn: b.parent_lsn,
             endpoint_id: endpoint.id,
+            at: at.map(PointInTime::time),
         };
         taken.validate().context("Neon answered with a branch that is not as asked")?;
         self.reach(db, &taken.name, &taken.id, &taken.endpoint_id).await?;
@@ -111,7 +123,7 @@ impl Neon {
     /// database `alias` in `db`; returns its id (the caller deletes it).
     pub async fn rehearsal_copy(&self, db: &Postgres, alias: &str, from: &str, sha: &Sha) -> Result<String> {
         let name = format!("{PREFIX}rehearse-{}-{}", sha.short(), Utc::now().format("%Y%m%d-%H%M%S"));
-        let (b, endpoint) = self.api.create_branch(from, &name, "read_write").await?;
+        let (b, endpoint) = self.api.create_branch(from, &name, "read_write", None).await?;
         self.reach(db, alias, &b.id, &endpoint.id).await?;
         Ok(b.id)
     }

@@ -1,13 +1,15 @@
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 
 use super::{Done, Run, StepSpec};
-use crate::backup::{self, Packing, Taken};
+use crate::backup::{self, Neon, NeonBranch, Packing, Taken};
+use crate::db::Fingerprint;
 use crate::exec::Cmd;
 use crate::guard::Mode;
 use crate::model::Format;
-use crate::model::{human_bytes, BackupKind, BackupName};
-use crate::record::Manifest;
+use crate::model::{human_bytes, BackupKind, BackupName, PointInTime, Sha};
+use crate::record::{Manifest, MigrationState};
+use crate::world::World;
 
 pub struct Backup;
 
@@ -94,38 +96,15 @@ impl StepSpec for Backup {
 }
 
 /// `backup.provider: neon`: a branch of the primary at its head, verified by reading it.
-async fn by_branch(run: &mut Run<'_>, n: &crate::backup::Neon) -> Result<Done> {
+async fn by_branch(run: &mut Run<'_>, n: &Neon) -> Result<Done> {
     let w = run.w;
     // Before the branch: every write after this shows in the counters (damage).
     let stats = w.db.table_stats(&w.db.name).await?;
     let (rows, fingerprint) = (w.migration_rows(&w.db.name).await?, w.db.fingerprint(&w.db.name).await?);
     let started = std::time::Instant::now();
-    let branch = n.take(&w.db, &crate::backup::Neon::pre_name(&run.sha, run.started_at)).await?;
+    let name = Neon::pre_name(&run.sha, run.started_at);
+    let (branch, fp) = take_branch(w, n, &name, None, Some((rows.as_slice(), &fingerprint))).await?;
     let took = started.elapsed().as_secs_f64();
-    let verify = async {
-        let on_branch = w.migration_rows(&branch.name).await?;
-        let fp = w.db.fingerprint(&branch.name).await?;
-        if on_branch != rows {
-            bail!("it holds {} migration row(s), the primary {}", on_branch.len(), rows.len());
-        }
-        if fp != fingerprint {
-            bail!("its schema differs from the primary's: {}", fingerprint.diff(&fp).join("; "));
-        }
-        anyhow::Ok(fp)
-    };
-    let fp = match verify.await {
-        Ok(fp) => fp,
-        Err(e) => {
-            // An unverified branch is no backup: it only counts against the plan's branches.
-            let left = match n.api.delete_branch(&branch.id).await {
-                Ok(()) => "deleted".to_string(),
-                Err(d) => {
-                    format!("left ({d:#}): `neon branches delete {} --project-id {}`", branch.id, branch.project_id)
-                }
-            };
-            return Err(e.context(format!("the branch {} does not verify ({left}); nothing was changed", branch.name)));
-        }
-    };
     let taken = Taken {
         key: BackupName::new(kind(run.mode), &run.sha, run.started_at).neon_key(),
         dump_bytes: None,
@@ -149,6 +128,81 @@ async fn by_branch(run: &mut Run<'_>, n: &crate::backup::Neon) -> Result<Done> {
     m.create(w.store.as_ref()).await?;
     run.manifest = Some(m);
     Ok(Done::Ok(detail))
+}
+
+/// A branch of the primary named `name` (at its head, or as it was at `at`), read through its
+/// own compute: its migration rows and fingerprint, which must equal `expect` when given (the
+/// primary's, read just before). One that cannot be read or does not verify is deleted: an
+/// unverified branch is no backup, it only counts against the plan's branches.
+async fn take_branch(
+    w: &World,
+    n: &Neon,
+    name: &str,
+    at: Option<&PointInTime>,
+    expect: Option<(&[serde_json::Value], &Fingerprint)>,
+) -> Result<(NeonBranch, Fingerprint)> {
+    let branch = n.take(&w.db, name, at).await?;
+    let verify = async {
+        let on_branch = w.migration_rows(&branch.name).await?;
+        let fp = w.db.fingerprint(&branch.name).await?;
+        if let Some((rows, fingerprint)) = expect {
+            if on_branch != rows {
+                bail!("it holds {} migration row(s), the primary {}", on_branch.len(), rows.len());
+            }
+            if fp != *fingerprint {
+                bail!("its schema differs from the primary's: {}", fingerprint.diff(&fp).join("; "));
+            }
+        }
+        anyhow::Ok(fp)
+    };
+    let verified = verify.await;
+    match verified {
+        Ok(fp) => Ok((branch, fp)),
+        Err(e) => Err(drop_branch(n, &branch, e.context(format!("the branch {} does not verify", branch.name))).await),
+    }
+}
+
+/// `e`, once the branch it concerns is deleted (or with how to delete it).
+async fn drop_branch(n: &Neon, branch: &NeonBranch, e: anyhow::Error) -> anyhow::Error {
+    let left = match n.api.delete_branch(&branch.id).await {
+        Ok(()) => "deleted".to_string(),
+        Err(d) => format!("left ({d:#}): `neon branches delete {} --project-id {}`", branch.id, branch.project_id),
+    };
+    e.context(format!("the branch {} was {left}; nothing was changed", branch.name))
+}
+
+/// `restore --at`: a branch of the primary as it was at `at`, read through its own compute, and
+/// recorded as a backup of the deploy of `sha` (kind `point-in-time`, with what a deploy records
+/// of the state before it, read on the branch), so what follows is any restore of a branch.
+pub async fn point_in_time(w: &World, sha: &Sha, at: &PointInTime) -> Result<Manifest> {
+    let n = w.neon.as_ref().context("restore --at needs backup.provider: neon")?;
+    let now = chrono::Utc::now();
+    let (branch, fp) = take_branch(w, n, &Neon::at_name(sha, at), Some(at), None).await?;
+    let record = async {
+        let b = &branch.name;
+        let taken = Taken {
+            key: BackupName::new(BackupKind::PointInTime, sha, now).neon_key(),
+            dump_bytes: None,
+            size: 0,
+            sha256: String::new(),
+            columns: w.db.table_columns(b).await?,
+            chunks: None,
+            checked: true,
+        };
+        let mut m = Manifest::verified(&w.config.project, sha, &w.db.name, now, taken);
+        m.migrations = MigrationState { table: w.migrator.table.clone(), rows: w.migration_rows(b).await? };
+        m.fingerprint = Some(fp);
+        m.identities = Some(w.db.identities(b).await?);
+        m.checks = super::checks::query_results(w, b).await?;
+        m.neon = Some(branch.clone());
+        m.create(w.store.as_ref()).await?;
+        anyhow::Ok(m)
+    };
+    let recorded = record.await;
+    match recorded {
+        Ok(m) => Ok(m),
+        Err(e) => Err(drop_branch(n, &branch, e.context(format!("recording the branch {}", branch.name))).await),
+    }
 }
 
 /// The manifest of a verified backup taken by this run, with what the run knows so far.

@@ -11,12 +11,12 @@ use crate::world::World;
 
 pub struct Checks;
 
-/// Each query's result on the live database, in order.
-pub async fn query_results(w: &World) -> Result<Vec<String>> {
+/// Each query's result on `db` (the live database; a point-in-time branch), in order.
+pub async fn query_results(w: &World, db: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for q in &w.config.verify.queries {
         let result =
-            w.db.query(&w.db.name, &crate::db::read_only("verify.queries", q)?).await.with_context(|| {
+            w.db.query(db, &crate::db::read_only("verify.queries", q)?).await.with_context(|| {
                 format!("verify.queries: {q:?} failed (it must be a read-only query that runs as is)")
             })?;
         out.push(result);
@@ -85,7 +85,7 @@ impl StepSpec for Checks {
             return Ok(Done::Ok("none configured (verify.queries, verify.commands)".into()));
         }
         let before = run.manifest()?.checks.clone();
-        let now = query_results(w).await?;
+        let now = query_results(w, &w.db.name).await?;
         let mut differ = Vec::new();
         for (i, q) in v.queries.iter().enumerate() {
             match before.get(i) {

@@ -7,7 +7,7 @@
 
 mod app_writes;
 pub mod assess;
-mod backup;
+pub mod backup;
 pub mod checks;
 pub mod classify;
 mod deploy;

@@ -41,7 +41,7 @@ impl StepSpec for Preflight {
         let mut c = vec!["# the run could not start: find what is unreachable".into(), run.dg("check")];
         match run.mode {
             Mode::Rollback => c.push(run.dg(&format!("rollback --sha {}", run.sha.short()))),
-            Mode::Restore => c.push(run.dg(&format!("restore --sha {}", run.sha.short()))),
+            Mode::Restore => c.push(run.restore_again(&format!("restore --sha {}", run.sha.short()))),
             Mode::Deploy | Mode::Backup | Mode::Rehearse => {}
         }
         c

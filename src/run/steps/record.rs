@@ -31,7 +31,7 @@ impl StepSpec for Record {
         let rows = w.migration_rows(&w.db.name).await?;
         let fp = w.db.fingerprint(&w.db.name).await?;
         let identities = w.db.identities(&w.db.name).await?;
-        let checks = super::checks::query_results(w).await?;
+        let checks = super::checks::query_results(w, &w.db.name).await?;
         let detail =
             format!("{} migration rows; schema fingerprint {} ({} objects)", rows.len(), fp.short(), fp.items.len());
         let m = run.manifest.as_mut().context("no manifest")?;

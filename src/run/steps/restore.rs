@@ -50,14 +50,14 @@ impl StepSpec for Restore {
             ),
             run.dg(&format!("backups --sha {sha7}")),
             "# after fixing the cause (disk space, permissions, psql version):".into(),
-            run.dg(&format!("rollback --sha {sha7} --path restore")),
+            run.restore_again(&format!("rollback --sha {sha7} --path restore")),
         ]
     }
 
     fn manual(&self, run: &Run) -> Vec<String> {
         let mut out = vec![format!(
             "{}   # scratch restore → validate → swap; keeps the broken db",
-            run.dg(&format!("restore --sha {}", run.sha.short()))
+            run.restore_again(&format!("restore --sha {}", run.sha.short()))
         )];
         out.push("# by hand, if deploy-guard itself cannot run:".into());
         out.extend(manual(run));
@@ -73,7 +73,13 @@ impl StepSpec for Restore {
             let live = w.db.name.clone();
             let (rehearse, apart) = (String::new(), String::new());
             run.found.restored = Some(crate::model::DbNames { live, scratch: branch.clone(), failed, rehearse, apart });
-            return Ok(Done::Ok(format!("the branch {branch} is the pre-deploy state, read through its own compute")));
+            let state = match run.manifest()?.neon.as_ref().and_then(|b| b.at) {
+                Some(at) => {
+                    format!("the primary as it was at {}", at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                }
+                None => "the pre-deploy state".into(),
+            };
+            return Ok(Done::Ok(format!("the branch {branch} is {state}, read through its own compute")));
         }
         let m = run.manifest()?.clone();
         let names = w.db.swap_names(&run.sha).await?;

@@ -45,7 +45,7 @@ impl StepSpec for Swap {
                     run.w.config.backup.neon.as_ref().map_or("…", |n| n.project_id.as_str())
                 ),
                 line,
-                run.dg(&format!("rollback --sha {} --path restore", run.sha.short())),
+                run.restore_again(&format!("rollback --sha {} --path restore", run.sha.short())),
             ];
         }
         let db = &run.w.db;
@@ -55,7 +55,7 @@ impl StepSpec for Swap {
             psql_line(run, &db.maintenance_db, "SELECT datname, datallowconn FROM pg_database ORDER BY 1;"),
             format!("# if {} is missing but {} exists, finish the swap by hand:", n.live, n.scratch),
             psql_line(run, &db.maintenance_db, &sql::rename(&n.scratch, &n.live)),
-            run.dg(&format!("rollback --sha {} --path restore", run.sha.short())),
+            run.restore_again(&format!("rollback --sha {} --path restore", run.sha.short())),
         ]
     }
 

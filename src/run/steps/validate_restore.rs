@@ -44,7 +44,11 @@ impl StepSpec for ValidateRestore {
                     bail!("restored schema differs: {}", before.diff(&fp).join("; "))
                 }
                 Some(_) => {
-                    Ok(format!("fingerprint {} and migration rows equal the recorded pre-deploy state", fp.short()))
+                    let state = match m.neon.as_ref().and_then(|b| b.at) {
+                        Some(_) => "the recorded state of the point-in-time branch",
+                        None => "the recorded pre-deploy state",
+                    };
+                    Ok(format!("fingerprint {} and migration rows equal {state}", fp.short()))
                 }
                 None => Ok(format!("restored (fingerprint {}; no recorded state to compare with)", fp.short())),
             }

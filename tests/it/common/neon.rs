@@ -5,7 +5,10 @@
 //! real PostgreSQL: a branch is a database copied at that moment (`CREATE DATABASE … TEMPLATE`), a
 //! restore renames the primary's database away (the preserved branch) and copies the source
 //! under its name (so the primary's connection string stays the same). Faults on demand: 5xx,
-//! 429 with `Retry-After`, operations that never finish.
+//! 429 with `Retry-After`, operations that never finish. History (`parent_timestamp`) is
+//! snapshot-grained: where Neon keeps every moment of a branch's WAL, this server keeps copies of
+//! the primary taken when a test asks ([`NeonServer::snapshot`]) and branches at a time from the
+//! newest copy at or before it; a time before the first copy is outside its history window.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -13,6 +16,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use chrono::Timelike;
 use serde_json::{json, Value};
 
 pub const PROJECT: &str = "dg-neon-test";
@@ -38,6 +42,15 @@ pub struct Branch {
     pub db: String,
     pub endpoints: Vec<String>,
     pub created_at: String,
+    /// The moment of the parent's history it was branched at (`parent_timestamp`).
+    pub parent_timestamp: Option<String>,
+}
+
+/// A branch's state kept at a moment: the history `parent_timestamp` reads.
+struct Snapshot {
+    branch: String,
+    at: chrono::DateTime<chrono::Utc>,
+    db: String,
 }
 
 struct Op {
@@ -58,12 +71,15 @@ pub struct Faults {
     pub retry_after: u32,
     /// Operations never leave `running`.
     pub never_finish: bool,
+    /// A branch restore is refused (409, as while another operation is being set up).
+    pub refuse_restore: bool,
 }
 
 #[derive(Default)]
 struct State {
     branches: Vec<Branch>,
     ops: Vec<Op>,
+    history: Vec<Snapshot>,
     next: u32,
     faults: Faults,
 }
@@ -110,6 +126,7 @@ impl NeonServer {
             db: live.into(),
             endpoints: vec!["ep-primary-000001".into()],
             created_at: now(),
+            parent_timestamp: None,
         });
         let shared = Arc::new(Shared {
             key: key.clone(),
@@ -155,6 +172,25 @@ impl NeonServer {
         self.branches().into_iter().find(|b| b.name.starts_with(prefix))
     }
 
+    /// Keeps the primary's state now in its history and returns a moment (RFC 3339, whole
+    /// seconds) at or after the copy and before anything written once this returns: a
+    /// `parent_timestamp` that finds this copy.
+    pub fn snapshot(&self) -> String {
+        let mut st = self.shared.state.lock().unwrap();
+        st.next += 1;
+        let db = format!("{}_snap{}", self.shared.database, st.next);
+        let from = st.branches.iter().find(|b| b.id == PRIMARY).unwrap().db.clone();
+        copy_db(&from, &db).unwrap_or_else(|e| panic!("snapshot of {from}: {e}"));
+        let at = chrono::Utc::now();
+        st.history.push(Snapshot { branch: PRIMARY.into(), at, db });
+        drop(st);
+        let named = at.with_nanosecond(0).unwrap() + chrono::Duration::seconds(1);
+        while chrono::Utc::now() <= named {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        named.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
     }
@@ -174,8 +210,9 @@ impl NeonServer {
 impl Drop for NeonServer {
     fn drop(&mut self) {
         let st = self.shared.state.lock().unwrap();
-        for b in st.branches.iter().filter(|b| b.id != PRIMARY) {
-            let _ = super::cluster().psql("postgres", &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", b.db));
+        let dbs = st.branches.iter().filter(|b| b.id != PRIMARY).map(|b| &b.db).chain(st.history.iter().map(|h| &h.db));
+        for db in dbs {
+            let _ = super::cluster().psql("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
         }
     }
 }
@@ -449,6 +486,9 @@ fn branch_json(b: &Branch) -> Value {
     if let Some(l) = &b.parent_lsn {
         v["parent_lsn"] = json!(l);
     }
+    if let Some(t) = &b.parent_timestamp {
+        v["parent_timestamp"] = json!(t);
+    }
     v
 }
 
@@ -511,6 +551,24 @@ fn copy_db(from: &str, to: &str) -> Result<(), String> {
     Err(last)
 }
 
+/// The database holding `parent`'s state at `t` (the newest snapshot at or before it), else the
+/// error Neon answers for a time it has no history of (its `GeneralError`, 400).
+fn at_in_history(st: &State, parent: &str, t: &str) -> Result<String, (u16, Option<Value>, String)> {
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&chrono::Utc)) else {
+        return Err(error(400, &format!("parent_timestamp {t:?} is not a date-time")));
+    };
+    if at > chrono::Utc::now() {
+        return Err(error(400, &format!("parent_timestamp {t} is in the future")));
+    }
+    let kept = st.history.iter().filter(|h| h.branch == parent);
+    match kept.filter(|h| h.at <= at).max_by_key(|h| h.at) {
+        Some(h) => Ok(h.db.clone()),
+        None => {
+            Err(error(400, &format!("parent_timestamp {t} is outside the history retention window of branch {parent}")))
+        }
+    }
+}
+
 fn handle(
     req: &Request,
     template: &str,
@@ -553,8 +611,19 @@ fn handle(
             let id = format!("br-dg-{n:06}");
             let name = body["branch"]["name"].as_str().map(str::to_string).unwrap_or_else(|| id.clone());
             let db = format!("{}_nb{n}", s.database);
-            let from = st.branches[pi].db.clone();
-            let lsn = psql("postgres", "SELECT pg_current_wal_lsn()").ok();
+            let stamp = body["branch"]["parent_timestamp"].as_str().map(str::to_string);
+            let (from, lsn) = match &stamp {
+                None => (st.branches[pi].db.clone(), psql("postgres", "SELECT pg_current_wal_lsn()").ok()),
+                Some(t) => match at_in_history(&st, &parent, t) {
+                    // The description's `format: date-time`, checked here whatever the validator does.
+                    Err(e) if chrono::DateTime::parse_from_rfc3339(t).is_err() => {
+                        s.violations.lock().unwrap().push(format!("parent_timestamp {t:?} is not a date-time"));
+                        return e;
+                    }
+                    Ok(db) => (db, None),
+                    Err(e) => return e,
+                },
+            };
             if let Err(e) = copy_db(&from, &db) {
                 return error(500, &format!("copying the branch: {e}"));
             }
@@ -566,6 +635,7 @@ fn handle(
                 db,
                 endpoints: Vec::new(),
                 created_at: now(),
+                parent_timestamp: stamp,
             };
             let mut endpoints = Vec::new();
             for e in body["endpoints"].as_array().into_iter().flatten() {
@@ -603,6 +673,9 @@ fn handle(
             let (Some(ti), Some(si)) = (find(&st, &target), find(&st, &source)) else {
                 return error(404, "branch not found");
             };
+            if st.faults.refuse_restore {
+                return error(409, "the branch is being modified (injected)");
+            }
             if body.get("source_timestamp").is_some() || body.get("source_lsn").is_some() {
                 return error(400, "this local server restores to a branch's head only");
             }
@@ -633,6 +706,7 @@ fn handle(
                     db: kept,
                     endpoints: Vec::new(),
                     created_at: now(),
+                    parent_timestamp: None,
                 };
                 st.branches.push(preserved);
             } else {
