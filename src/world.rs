@@ -181,7 +181,8 @@ async fn executors(config: &Config) -> Result<Vec<Arc<dyn Executor>>> {
             Ok(ssh) => out.push(Arc::new(ssh)),
             Err(e) if targets.len() > 1 => {
                 return Err(e.context(format!(
-                    "host {} of {} ({}) cannot be used: no host was changed",
+                    "host {} of {} ({}) cannot be used: no host was changed (a host gone for good: take it out of \
+                     target.hosts, docs/HOSTS.md)",
                     t.host_name(),
                     targets.len(),
                     targets.iter().map(Target::host_name).collect::<Vec<_>>().join(", ")

@@ -52,6 +52,16 @@ pub struct HostTag {
     /// `None`: not known to run anything steadily (a command on it was cut off, or the app there
     /// was stopped or paused for a restore).
     pub running: Option<String>,
+    /// Set when a rollback found the host taken out of `target.hosts` before it was returned:
+    /// `running` is what the journal last knew, never verified since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<Abandoned>,
+}
+
+/// A host a rollback left as it was, because the config no longer lists it (gone for good).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Abandoned {
+    pub at: DateTime<Utc>,
 }
 
 impl HostTag {
@@ -59,14 +69,65 @@ impl HostTag {
     pub fn as_before(&self) -> bool {
         self.running.is_some() && self.running == self.previous
     }
+
+    /// What the journal last knew of it, for a person: `tag` is the deploy's new tag.
+    pub fn last_known(&self, tag: Option<&str>) -> String {
+        let tag = tag.unwrap_or("the new tag");
+        match &self.running {
+            Some(t) if self.as_before() => format!("ran {t}, as before the deploy"),
+            Some(t) => format!("ran {t}"),
+            None => format!("unknown, a command there was cut off: it may still run {tag}, or be stopped"),
+        }
+    }
+}
+
+/// What a rollback does on one host the config lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WayBack {
+    /// Start a tag there: its own previous one (`None`: the run's).
+    Start(Option<String>),
+    /// It runs its previous tag, as before the deploy, and was never stopped.
+    AsBefore,
+    /// The deploy never touched it (added to `target.hosts` after): a rollback has nothing to
+    /// return there, and starting the previous tag would change a host the deploy did not.
+    NotInDeploy,
 }
 
 impl Journal {
-    /// Records what `host` runs now (`None`: not known, or stopped).
+    /// Records what `host` runs now (`None`: not known, or stopped). A host reached again is no
+    /// longer abandoned.
     pub fn set_running(&mut self, host: &str, tag: Option<&str>) {
         if let Some(h) = self.hosts.iter_mut().find(|h| h.host == host) {
             h.running = tag.map(str::to_string);
+            h.abandoned = None;
         }
+    }
+
+    /// What a rollback does on `host`, which the config lists (`primary`: as its primary). A
+    /// journal without hosts is a deploy to one host, the primary.
+    pub fn way_back(&self, host: &str, primary: bool) -> WayBack {
+        if self.hosts.is_empty() {
+            return if primary { WayBack::Start(None) } else { WayBack::NotInDeploy };
+        }
+        match self.host(host) {
+            None => WayBack::NotInDeploy,
+            Some(h) if h.as_before() => WayBack::AsBefore,
+            Some(h) => WayBack::Start(h.previous.clone()),
+        }
+    }
+
+    /// The hosts of the deploy that `listed` (the config's hosts now) no longer names. Those
+    /// not as before the deploy are marked abandoned at `at` (once): nothing returns them, and
+    /// their state stays what the journal last knew.
+    pub fn abandon_unlisted(&mut self, listed: &[&str], at: DateTime<Utc>) -> Vec<HostTag> {
+        let mut gone = Vec::new();
+        for h in self.hosts.iter_mut().filter(|h| !listed.contains(&h.host.as_str())) {
+            if !h.as_before() && h.abandoned.is_none() {
+                h.abandoned = Some(Abandoned { at });
+            }
+            gone.push(h.clone());
+        }
+        gone
     }
 
     pub fn host(&self, host: &str) -> Option<&HostTag> {
@@ -123,5 +184,55 @@ mod tests {
         j.withdraw(Step::Migrate);
         assert_eq!(j.interrupted(), None);
         assert_eq!(j.entries.len(), 1);
+    }
+
+    fn host(name: &str, previous: &str, running: Option<&str>) -> HostTag {
+        HostTag {
+            host: name.into(),
+            previous: Some(previous.into()),
+            running: running.map(Into::into),
+            abandoned: None,
+        }
+    }
+
+    #[test]
+    fn a_rollback_returns_only_the_hosts_the_deploy_changed() {
+        let j = Journal {
+            hosts: vec![host("web1", "v1", Some("v2")), host("web2", "v0", None), host("web3", "v1", Some("v1"))],
+            ..Journal::default()
+        };
+        assert_eq!(j.way_back("web1", true), WayBack::Start(Some("v1".into())));
+        assert_eq!(j.way_back("web2", false), WayBack::Start(Some("v0".into())), "each to its own tag");
+        assert_eq!(j.way_back("web3", false), WayBack::AsBefore);
+        // Added to target.hosts after the deploy: never given the previous tag.
+        assert_eq!(j.way_back("web4", false), WayBack::NotInDeploy);
+        // A deploy to one host: the primary was it, any other host came later.
+        let one = Journal::default();
+        assert_eq!(one.way_back("web1", true), WayBack::Start(None));
+        assert_eq!(one.way_back("web2", false), WayBack::NotInDeploy);
+    }
+
+    #[test]
+    fn a_host_taken_out_of_the_config_is_abandoned_as_last_known_until_reached_again() {
+        let t = DateTime::parse_from_rfc3339("2026-05-10T15:00:00Z").unwrap().with_timezone(&Utc);
+        let mut j = Journal {
+            hosts: vec![host("web1", "v1", Some("v1")), host("web2", "v1", None), host("web3", "v1", Some("v1"))],
+            ..Journal::default()
+        };
+        assert!(j.abandon_unlisted(&["web1", "web2", "web3"], t).is_empty());
+        // web2 was cut off mid-deploy, web3 never touched; both taken out of the config.
+        let gone = j.abandon_unlisted(&["web1"], t);
+        assert_eq!(gone.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(), vec!["web2", "web3"]);
+        assert_eq!(j.host("web2").unwrap().abandoned, Some(Abandoned { at: t }));
+        assert_eq!(j.host("web2").unwrap().running, None, "its state is left as last known");
+        assert_eq!(j.host("web3").unwrap().abandoned, None, "as before the deploy: nothing was left undone");
+        assert!(j.host("web2").unwrap().last_known(Some("v2")).contains("may still run v2"));
+        // A second rollback keeps the first time it was abandoned.
+        j.abandon_unlisted(&["web1"], t + chrono::Duration::hours(1));
+        assert_eq!(j.host("web2").unwrap().abandoned, Some(Abandoned { at: t }));
+        // Back in the config and started again: no longer abandoned.
+        j.set_running("web2", Some("v1"));
+        assert_eq!(j.host("web2").unwrap().abandoned, None);
+        assert!(j.host("web2").unwrap().as_before());
     }
 }

@@ -9,7 +9,7 @@ mod step;
 pub mod tree;
 
 pub use engine::{Assessment, Engine, Next, StepResult};
-pub use journal::{Entry, EntryState, HostTag, Journal};
+pub use journal::{Abandoned, Entry, EntryState, HostTag, Journal, WayBack};
 pub use outcome::{DbPath, Outcome};
 pub use step::Step;
 pub use tree::{Branch, Edge, End, Mode, To};

@@ -18,6 +18,19 @@ fn notes(run: &Run) -> Vec<String> {
     notes
 }
 
+/// The hosts of the deploy a rollback left as they were (taken out of `target.hosts`), for the
+/// headline: "rolled back" must not read as if they were.
+fn abandoned(run: &Run) -> String {
+    let gone: Vec<&str> = run.journal.hosts.iter().filter(|h| h.abandoned.is_some()).map(|h| h.host.as_str()).collect();
+    match gone.is_empty() {
+        true => String::new(),
+        false => format!(
+            " NOT rolled back: {}, no longer in target.hosts, left as last known and not verified (see the notes).",
+            gone.join(", ")
+        ),
+    }
+}
+
 pub fn build(run: &Run, outcome: Outcome) -> Report {
     let w = run.w;
     let steps = run.journal.entries.clone();
@@ -42,7 +55,7 @@ pub fn build(run: &Run, outcome: Outcome) -> Report {
         }
         _ => Vec::new(),
     };
-    let headline = outcome.headline();
+    let headline = outcome.headline() + &abandoned(run);
     let assessed = run.found.assessed.as_ref();
     super::actions::error_for(&outcome, &headline);
     Report {

@@ -156,6 +156,10 @@ fn hosts(md: &mut String, r: &Report) {
     md.push_str("### Hosts\n\n| host | before | now |\n|---|---|---|\n");
     for h in &r.hosts {
         let now = match (&h.running, h.as_before()) {
+            _ if h.abandoned.is_some() => format!(
+                "⚠️ abandoned: no longer in `target.hosts`, not rolled back; last known: {} (not verified)",
+                h.last_known(r.tag.as_deref())
+            ),
             (Some(t), true) => format!("{t} (as before)"),
             (Some(t), false) => t.clone(),
             (None, _) => "⚠️ unknown: a command there was cut off, or it was stopped; see the next commands".into(),
@@ -392,12 +396,20 @@ mod tests {
             host: host.into(),
             previous: Some(previous.into()),
             running: running.map(Into::into),
+            abandoned: None,
         };
         r.hosts = vec![h("web1", "v1", Some("v1")), h("web2", "v1", None), h("web3", "v1", Some("v2"))];
         let md = render(&r);
         assert!(md.contains("| web1 | v1 | v1 (as before) |"), "{md}");
         assert!(md.contains("| web2 | v1 | ⚠️ unknown"), "{md}");
         assert!(md.contains("| web3 | v1 | v2 |"), "{md}");
+        // A host taken out of the config is never shown as back.
+        r.hosts[1].abandoned = Some(crate::guard::Abandoned { at: crate::report::fixture::at(0) });
+        let md = render(&r);
+        assert!(
+            md.contains("| web2 | v1 | ⚠️ abandoned: no longer in `target.hosts`, not rolled back; last known: unknown, a command there was cut off: it may still run v2.4.0, or be stopped (not verified) |"),
+            "{md}"
+        );
     }
 
     #[test]

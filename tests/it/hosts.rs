@@ -53,26 +53,46 @@ impl Fleet {
         self.hosts.hosts.iter().map(|h| h.addr.clone()).collect()
     }
 
-    /// The manifest's journal of this deploy.
-    fn journal(&self) -> serde_json::Value {
+    /// The manifest of the deploy of `sha`.
+    fn manifest(&self, sha: &str) -> serde_json::Value {
         let manifest = common::files_under(&self.app.stage.store_dir())
             .into_iter()
-            .find(|f| f.to_string_lossy().ends_with(".manifest.json"))
+            .find(|f| {
+                let name = f.to_string_lossy();
+                name.ends_with(".manifest.json") && name.contains(&format!("pre-deploy-{}", &sha[..7]))
+            })
             .expect("a manifest in the store");
-        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
-        m["journal"].clone()
+        serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap()
+    }
+
+    /// The manifest's journal of this deploy.
+    fn journal(&self) -> serde_json::Value {
+        self.manifest(SHA)["journal"].clone()
+    }
+
+    /// The journal's record of host `i` (`None`: the deploy never knew it).
+    fn journal_host(&self, i: usize) -> Option<serde_json::Value> {
+        let n = &self.names()[i];
+        self.journal()["hosts"].as_array().unwrap().iter().find(|h| h["host"] == n.as_str()).cloned()
     }
 
     /// What the journal says each host runs, in the fleet's order.
     fn journal_tags(&self) -> Vec<String> {
-        let j = self.journal();
-        self.names()
-            .iter()
-            .map(|n| {
-                let h = j["hosts"].as_array().unwrap().iter().find(|h| h["host"] == n.as_str()).unwrap();
-                h["running"].as_str().unwrap_or("?").to_string()
-            })
+        (0..self.names().len())
+            .map(|i| self.journal_host(i).unwrap()["running"].as_str().unwrap_or("?").to_string())
             .collect()
+    }
+
+    /// The config without host `i` in `target.hosts` (gone for good), or with host `with` there
+    /// instead.
+    fn take_out(&self, i: usize, with: Option<usize>) {
+        let n = self.names();
+        let line = |i: usize| format!("    - host: {}\n", n[i]);
+        let instead = with.map(line).unwrap_or_default();
+        self.app.edit_config(|t| {
+            assert!(t.contains(&line(i)), "{t}");
+            t.replace(&line(i), &instead)
+        });
     }
 
     fn migrations(&self) -> String {
@@ -132,18 +152,28 @@ async fn a_host_unreachable_before_the_deploy_refuses_it_with_nothing_changed() 
     assert!(!f.app.stage.store_dir().exists(), "no backup was taken");
 }
 
+/// The second host's connection drops during its deploy of v2 (its sshd killed with its
+/// sessions, and not started again): the first host and the database are rolled back, the second
+/// cannot be, and the run ends exit 3. Returns the deploy's report and stderr.
+fn drop_the_second_host_mid_rollout(f: &Fleet) -> (serde_json::Value, String) {
+    let pid = f.hosts.hosts[1].sshd_pid().unwrap();
+    std::fs::write(f.hosts.hosts[1].state.join("drop"), pid.to_string()).unwrap();
+    let (code, r, err) = f.deploy("v2");
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(r["result"], "rollback-failed", "{r:#}");
+    assert_eq!(r["path"], "revert", "{r:#}");
+    assert_eq!(f.tags()[..2], v(&["v1", "v2"]), "{err}");
+    (r, err)
+}
+
 /// The second host's connection drops during its deploy (its sshd killed with its sessions):
 /// the first host and the database are rolled back, the second cannot be, and is named with the
 /// command to finish. Once it is back, `rollback --sha` from a new process finishes it.
 #[tokio::test]
 async fn a_host_dropping_mid_rollout_is_named_and_a_manual_rollback_finishes_it() {
     let mut f = fleet("hosts_drop", &["v2"], |t| t);
-    let pid = f.hosts.hosts[1].sshd_pid().unwrap();
-    std::fs::write(f.hosts.hosts[1].state.join("drop"), pid.to_string()).unwrap();
     let before = common::state(f.app.db()).await;
-    let (code, r, err) = f.deploy("v2");
-    assert_eq!(code, Some(3), "{err}");
-    assert_eq!(r["path"], "revert", "{r:#}");
+    let (r, err) = drop_the_second_host_mid_rollout(&f);
     let n = f.names();
     assert_eq!(f.tags(), v(&["v1", "v2", "v1"]), "{err}");
     assert_eq!(common::state(f.app.db()).await, before, "the database is back as it was");
@@ -156,6 +186,7 @@ async fn a_host_dropping_mid_rollout_is_named_and_a_manual_rollback_finishes_it(
     let next = r["next_commands"].to_string();
     let on = |i: usize| format!("ssh {}@{} ", f.hosts.user, n[i]);
     assert!(next.contains(&on(1)) && !next.contains(&on(0)) && !next.contains(&on(2)), "{next}");
+    assert!(next.contains("gone for good: take it out of target.hosts"), "{next}");
 
     // The host comes back; a new process finishes the rollback there, and only there.
     std::fs::remove_file(f.hosts.hosts[1].state.join("drop")).unwrap();
@@ -167,6 +198,95 @@ async fn a_host_dropping_mid_rollout_is_named_and_a_manual_rollback_finishes_it(
     assert_eq!(f.journal_tags(), v(&["v1", "v1", "v1"]));
     assert_eq!(common::state(f.app.db()).await, before);
     assert_eq!(f.hosts.hosts[0].log().matches("started v1").count(), 2, "host 1 was not redeployed again");
+}
+
+/// The second host drops mid-rollout and never comes back. The user takes it out of
+/// `target.hosts` and runs `rollback --sha`: the hosts still listed and the database are found
+/// back, the lost host is left as it was (still on v2 as far as anyone knows), said plainly and
+/// recorded as abandoned, never as rolled back; the run is resolved, so the next deploy runs.
+#[tokio::test]
+async fn a_host_gone_for_good_is_taken_out_of_the_config_and_the_rollback_resolves_the_run() {
+    const NEXT: &str = "89abcdef0123456789abcdef0123456789abcdef";
+    let f = fleet("hosts_gone", &["v2"], |t| t);
+    let before = common::state(f.app.db()).await;
+    drop_the_second_host_mid_rollout(&f);
+    let n = f.names();
+    // Still listed, it must be reached for anything to start: the error says what to do.
+    let (code, _, err) = f.run(&["rollback", "--sha", SHA, "--json"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains(&format!("host {} of 3", n[1])) && err.contains("take it out of target.hosts"), "{err}");
+    f.take_out(1, None);
+    // The rollback that failed blocks every deploy until it is finished or resolved.
+    let (code, _, err) = f.run(&["deploy", "--sha", NEXT, "--tag", "v2", "--json"]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("failed and no one has recorded what was done about it"), "{err}");
+    let logs: Vec<String> = f.hosts.hosts.iter().map(|h| h.log()).collect();
+
+    let (code, r, err) = f.run(&["rollback", "--sha", SHA, "--json"]);
+    // Rolled back on every host the config lists (exit 0); the lost host is a warning.
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["result"], "rolled-back", "{r:#}");
+    assert_eq!(r["path"], "none", "the database was found back: {r:#}");
+    assert_eq!(common::state(f.app.db()).await, before, "the database is back as it was");
+    assert_eq!(f.tags(), v(&["v1", "v2", "v1"]), "the lost host's state is left as it was");
+    let now: Vec<String> = f.hosts.hosts.iter().map(|h| h.log()).collect();
+    assert_eq!(now, logs, "nothing was started anywhere: the listed hosts were back already");
+    // Said on stderr, in the notes and in the hosts rows; recorded in the manifest's journal.
+    let said = format!("{} is no longer in target.hosts and was NOT rolled back", n[1]);
+    assert!(err.contains(&said) && err.contains("it may still run v2"), "{err}");
+    assert!(err.contains(&format!("rollback --sha {}", &SHA[..7])), "what to do if it comes back: {err}");
+    assert!(r["notes"].to_string().contains(&said), "{:#}", r["notes"]);
+    assert!(r["headline"].as_str().unwrap().contains(&format!("NOT rolled back: {}", n[1])), "{r:#}");
+    let gone = r["hosts"].as_array().unwrap().iter().find(|h| h["host"] == n[1].as_str()).cloned().unwrap();
+    assert!(gone["abandoned"]["at"].is_string() && gone["running"].is_null(), "{gone:#}");
+    let recorded = f.journal_host(1).unwrap();
+    assert!(recorded["abandoned"]["at"].is_string() && recorded["running"].is_null(), "{recorded:#}");
+    assert!(f.journal_host(0).unwrap()["abandoned"].is_null() && f.journal_host(2).unwrap()["abandoned"].is_null());
+    assert_eq!(f.journal_host(0).unwrap()["running"], "v1");
+    assert_eq!(f.journal_host(2).unwrap()["running"], "v1");
+    assert_eq!(f.manifest(SHA)["outcome"]["result"], "rolled-back");
+
+    // The next deploy is accepted, and reaches the hosts listed.
+    let (code, r, err) = f.run(&["deploy", "--sha", NEXT, "--tag", "v2", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["result"], "deployed", "{r:#}");
+    assert_eq!(f.tags(), v(&["v2", "v2", "v2"]));
+    assert_eq!(f.hosts.hosts[1].log(), logs[1], "the lost host was never reached");
+    assert_eq!(f.migrations(), "001,002,003");
+}
+
+/// The lost host is replaced by a new one in `target.hosts` before the rollback: the new host
+/// never got the deploy's tag, so the rollback leaves it alone and says so. Should the lost host
+/// come back, put back in the config, a rollback finishes it.
+#[tokio::test]
+async fn a_host_added_after_the_deploy_is_left_alone_by_the_rollback() {
+    let mut f = fleet("hosts_added", &["v2"], |t| t);
+    f.take_out(2, None);
+    let before = common::state(f.app.db()).await;
+    drop_the_second_host_mid_rollout(&f);
+    assert!(f.journal_host(2).is_none(), "the third host was not in the deploy");
+    f.take_out(1, Some(2));
+    let log = f.hosts.hosts[2].log();
+    let (code, r, err) = f.run(&["rollback", "--sha", SHA, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["result"], "rolled-back", "{r:#}");
+    let n = f.names();
+    assert_eq!(f.hosts.hosts[2].log(), log, "the added host was never started");
+    assert_eq!(f.tags(), v(&["v1", "v2", "v1"]));
+    assert!(err.contains(&format!("{} not in this deploy's journal", n[2])) && err.contains("left alone"), "{err}");
+    assert!(f.journal_host(2).is_none(), "the added host is not recorded as part of the deploy");
+    assert!(f.journal_host(1).unwrap()["abandoned"]["at"].is_string());
+    assert_eq!(common::state(f.app.db()).await, before);
+
+    // The lost host comes back after all: put back in target.hosts, the rollback finishes it.
+    std::fs::remove_file(f.hosts.hosts[1].state.join("drop")).unwrap();
+    f.hosts.hosts[1].start_sshd().unwrap();
+    f.take_out(2, Some(1));
+    let (code, _, err) = f.run(&["rollback", "--sha", SHA, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(f.tags(), v(&["v1", "v1", "v1"]));
+    let back = f.journal_host(1).unwrap();
+    assert!(back["running"] == "v1" && back["abandoned"].is_null(), "{back:#}");
 }
 
 /// A release whose down migration is wrong: the backup is restored, with the app stopped on

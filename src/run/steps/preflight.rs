@@ -138,7 +138,7 @@ async fn record_hosts(run: &mut Run<'_>) -> Result<String> {
                     .or_else(|| run.previous_tag.clone())
             }
         };
-        hosts.push(HostTag { host: host.name.clone(), previous: tag.clone(), running: tag });
+        hosts.push(HostTag { host: host.name.clone(), previous: tag.clone(), running: tag, abandoned: None });
     }
     let said: Vec<String> =
         hosts.iter().map(|h| format!("{} runs {}", h.host, h.running.as_deref().unwrap_or("?"))).collect();
