@@ -17,7 +17,8 @@ struct Fleet {
 /// has `cut` (the interface's name).
 fn fleet(prefix: &str, releases: &[&str], edit: impl FnOnce(String) -> String) -> Fleet {
     let app = App::new(prefix, releases);
-    let hosts = Hosts::start(3, &app.stage.app_dir(), app.stage.port).unwrap_or_else(|e| panic!("{e:#}"));
+    let hosts =
+        Hosts::start(3, &app.stage.app_dir().join("state"), Some(app.stage.port)).unwrap_or_else(|e| panic!("{e:#}"));
     app.edit_config(|t| {
         let t = t
             .replace(
@@ -55,24 +56,12 @@ impl Fleet {
 
     /// The manifest's journal of this deploy.
     fn journal(&self) -> serde_json::Value {
-        let manifest = common::files_under(&self.app.stage.store_dir())
-            .into_iter()
-            .find(|f| f.to_string_lossy().ends_with(".manifest.json"))
-            .expect("a manifest in the store");
-        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
-        m["journal"].clone()
+        common::journal_in(&self.app.stage.store_dir())
     }
 
     /// What the journal says each host runs, in the fleet's order.
     fn journal_tags(&self) -> Vec<String> {
-        let j = self.journal();
-        self.names()
-            .iter()
-            .map(|n| {
-                let h = j["hosts"].as_array().unwrap().iter().find(|h| h["host"] == n.as_str()).unwrap();
-                h["running"].as_str().unwrap_or("?").to_string()
-            })
-            .collect()
+        common::journal_running(&self.journal(), &self.names())
     }
 
     fn migrations(&self) -> String {
