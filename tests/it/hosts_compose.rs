@@ -108,3 +108,34 @@ fn the_restore_path_stops_the_writers_on_every_host_and_brings_them_all_back() {
     let detail = stop["detail"].as_str().unwrap();
     assert!(f.names().iter().all(|n| detail.contains(&format!("app stopped on {n}"))), "{detail}");
 }
+
+/// `check` reaches every host and says what each one's containers run; a host whose backend is
+/// stopped is named, exit 3.
+#[test]
+fn check_has_a_line_per_host_with_its_containers() {
+    let f = ComposeHosts::start("hc_check", None);
+    let line = |r: &serde_json::Value, n: &str| {
+        let parts = r.as_array().or_else(|| r["parts"].as_array()).unwrap_or_else(|| panic!("{r:#}"));
+        parts
+            .iter()
+            .find(|l| l["part"] == format!("host {n}").as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{n}: {r:#}"))
+    };
+    let out = f.deploy_guard(&["check", "--json"]);
+    let r = crate::compose_docker::report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r:#}\n{}", String::from_utf8_lossy(&out.stderr));
+    for n in f.names() {
+        let detail = line(&r, &n)["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains("backend running") && detail.contains("worker running, tag v1"), "{n}: {detail}");
+    }
+
+    f.deployments[2].compose_ok(&["stop", "backend"]);
+    let out = f.deploy_guard(&["check", "--json"]);
+    let r = crate::compose_docker::report(&out);
+    assert_eq!(out.status.code(), Some(3), "{r:#}");
+    let n = f.names();
+    assert_eq!(line(&r, &n[0])["ok"], true, "{r:#}");
+    assert_eq!(line(&r, &n[2])["ok"], false, "{r:#}");
+    assert!(line(&r, &n[2])["detail"].as_str().unwrap().contains("backend exited"), "{r:#}");
+}

@@ -55,26 +55,24 @@ impl Hosts {
     /// `n` hosts, each with its own copy of the directory `own` (what it holds now is each
     /// host's start), reaching PostgreSQL on 127.0.0.1:`pg_port` when given.
     pub fn start(n: usize, own: &Path, pg_port: Option<u16>) -> Result<Hosts> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let tmp = tempfile::Builder::new().prefix("dg-hosts-").tempdir()?;
         keygen(&tmp.path().join("client"))?;
         let _ = std::fs::create_dir_all("/run/sshd");
         let user = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?.trim().to_string();
-        let pid = std::process::id();
         let mut hosts = Vec::new();
-        for _ in 0..n {
-            let k = NEXT.fetch_add(1, Ordering::SeqCst);
+        for k in 0..n {
             let dir = tmp.path().join(format!("h{k}"));
             std::fs::create_dir_all(&dir)?;
             let state = dir.join("state");
             sh(&["cp", "-a", &own.display().to_string(), &state.display().to_string()])?;
             keygen(&dir.join("host_ed25519"))?;
             std::fs::copy(tmp.path().join("client.pub"), dir.join("authorized_keys"))?;
-            let subnet = format!("10.{}.{}", 200 + pid % 50, k % 250);
+            let (netns, (a, b)) = claim_subnet()?;
+            let subnet = format!("10.{a}.{b}");
             let mut host = NetHost {
-                netns: format!("dgh-{pid}-{k}"),
+                netns,
                 addr: format!("{subnet}.2"),
-                veth: format!("dgh{}x{k}", pid % 100_000),
+                veth: format!("dgh{a}x{b}"),
                 state,
                 dir,
                 own: own.to_path_buf(),
@@ -117,7 +115,6 @@ impl Hosts {
 impl NetHost {
     fn link(&self, subnet: &str) -> Result<()> {
         let peer = self.peer();
-        sh(&["ip", "netns", "add", &self.netns])?;
         sh(&["ip", "link", "add", &self.veth, "type", "veth", "peer", "name", &peer])?;
         sh(&["ip", "link", "set", &peer, "netns", &self.netns])?;
         sh(&["ip", "addr", "add", &format!("{subnet}.1/24"), "dev", &self.veth])?;
@@ -237,6 +234,29 @@ impl Drop for NetHost {
         let _ = sh(&["ip", "link", "del", &self.veth]);
         let _ = sh(&["ip", "netns", "del", &self.netns]);
     }
+}
+
+/// Creates the namespace of a host on a 10.a.b.0/24 no other host uses, in this test process or
+/// another (the shell and the compose hosts tests run in two processes at once): the namespace is
+/// named after its subnet, and `ip netns add` fails when that name exists.
+fn claim_subnet() -> Result<(String, (usize, usize))> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const N: usize = 50 * 250;
+    let start = std::process::id() as usize * 31;
+    for _ in 0..N {
+        let i = (start + NEXT.fetch_add(1, Ordering::SeqCst)) % N;
+        let (a, b) = (200 + i / 250, i % 250);
+        let netns = format!("dgh-{a}-{b}");
+        let out = Command::new("ip").args(["netns", "add", &netns]).output().context("cannot run ip")?;
+        if out.status.success() {
+            return Ok((netns, (a, b)));
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.contains("exists") {
+            bail!("ip netns add {netns} failed: {err}");
+        }
+    }
+    bail!("every 10.200-249.x.0/24 has a test host: remove the stale ones (`ip netns list | grep dgh-`)")
 }
 
 /// A listener on `addr`:`port` inside `netns` whose connections are carried to 127.0.0.1:`to`
