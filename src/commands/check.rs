@@ -132,7 +132,7 @@ pub async fn check(w: &World) -> Vec<CheckLine> {
     );
     add("health", w.health.probe_once().await.map(|_| format!("healthy now ({})", w.health.describe())));
     // With several hosts, a line per host: reached with its pinned key (as the command started),
-    // its runtime's settings, the tag it runs and its health.
+    // its runtime's settings and services, the tag it runs and its health.
     for host in w.fleet.hosts().iter().filter(|_| w.fleet.several()) {
         add(&format!("host {}", host.name), host_line(host).await);
     }
@@ -143,12 +143,14 @@ async fn host_line(host: &crate::app::Host) -> Result<String> {
     let rt = &host.runtime;
     exec::run_ok(rt.executor(), &Cmd::new("probe", "echo ok")).await?;
     rt.validate().await.context("app")?;
+    // The host's own services (compose: each container's state and tag), not only the primary's.
+    let services = rt.check().await.context("app")?;
     let tag = rt.current_tag().await?.unwrap_or_else(|| "(unknown)".into());
-    let health = match host.health.probe_once().await {
-        Ok(()) => "healthy".to_string(),
-        Err(e) => bail!("reached, key pinned, running tag {tag}, NOT healthy: {e:#}"),
-    };
-    Ok(format!("{}: reached, key pinned; running tag {tag}; {health}", rt.executor().describe()))
+    let said = format!("reached, key pinned; {services}; running tag {tag}");
+    match host.health.probe_once().await {
+        Ok(()) => Ok(format!("{}: {said}; healthy", rt.executor().describe())),
+        Err(e) => bail!("{said}; NOT healthy: {e:#}"),
+    }
 }
 
 /// Where the store is, that it is writable, and the room left against the last backup's size.

@@ -244,6 +244,12 @@ fn several_hosts_need_a_primary_a_pin_each_and_no_host_twice() {
     assert!(err(&format!("{MINIMAL}{unpinned}"), &[]).contains("target.hosts[0].known_hosts: required"));
     let twice = HOSTS.replace("host: web3", "host: web2").replace("      port: 2222\n", "");
     assert!(err(&format!("{MINIMAL}{twice}"), &[]).contains("web2 is named twice"));
+    // A swarm spreads its services over its nodes itself.
+    let swarm = MINIMAL
+        .replace("runtime: shell", "runtime: swarm\n  service: station_backend")
+        .replace("database: { host: 127.0.0.1, name: app }", "database: { service: station_postgres, name: app }");
+    let e = err(&format!("{swarm}{HOSTS}"), &[]);
+    assert!(e.contains("target.hosts: only with app.runtime: shell or compose"), "{e}");
 }
 
 #[test]

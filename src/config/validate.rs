@@ -138,6 +138,12 @@ impl Config {
 
     fn validate_app(&self) -> Result<()> {
         let a = &self.app;
+        if !self.target.hosts.is_empty() && matches!(a.runtime, RuntimeKind::Swarm | RuntimeKind::Kubernetes) {
+            bail!(
+                "target.hosts: only with app.runtime: shell or compose (a swarm or a cluster spreads the app over its \
+                 nodes itself: name one manager in target.host, or none for kubernetes)"
+            );
+        }
         match a.runtime {
             RuntimeKind::Shell => {
                 if a.commands.deploy.is_none() {

@@ -31,16 +31,6 @@ fn with_services(p: &Project) {
     .unwrap();
 }
 
-/// The image tag of `service`'s container (empty when there is none).
-fn tag_of(p: &Project, service: &str) -> String {
-    let id = p.compose_ok(&["ps", "-q", service]);
-    let Some(id) = id.lines().next() else { return String::new() };
-    let image =
-        docker::run(std::process::Command::new("docker").args(["inspect", "--format", "{{.Config.Image}}", id.trim()]))
-            .unwrap();
-    image.trim().rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_default()
-}
-
 fn step<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     r["steps"].as_array().unwrap().iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("no step {name}: {r:#}"))
 }
@@ -56,7 +46,7 @@ fn the_api_and_the_worker_are_deployed_stopped_and_rolled_back_together() {
     let out = p.deploy_guard(&["deploy", "--sha", &sha(1), "--tag", "v2", "--json"]);
     let r = report(&out);
     assert_eq!(out.status.code(), Some(0), "{r:#}");
-    assert_eq!((tag_of(&p, "backend"), tag_of(&p, "worker")), ("v2".into(), "v2".into()));
+    assert_eq!((p.tag_of("backend"), p.tag_of("worker")), ("v2".into(), "v2".into()));
     assert!(step(&r, "health")["detail"].as_str().unwrap().contains("backend, worker running steadily"), "{r:#}");
 
     // A restore stops both before the swap, then starts both on the previous tag.
@@ -66,7 +56,7 @@ fn the_api_and_the_worker_are_deployed_stopped_and_rolled_back_together() {
     assert_eq!(r["path"], "restore");
     let stop = step(&r, "stop-app");
     assert!(stop["detail"].as_str().unwrap().contains("stopped"), "{stop}");
-    assert_eq!((tag_of(&p, "backend"), tag_of(&p, "worker")), ("v1".into(), "v1".into()));
+    assert_eq!((p.tag_of("backend"), p.tag_of("worker")), ("v1".into(), "v1".into()));
     assert_eq!(p.db_state(), before);
     p.wait_healthy("v1");
 
@@ -91,7 +81,7 @@ fn a_service_not_in_the_compose_file_is_refused_before_the_backup() {
     assert!(matches!(out.status.code(), Some(2 | 4)), "{err}");
     assert!(err.contains("app.services: \"mailer\" is not a service of"), "{err}");
     assert!(p.stored_files().is_empty(), "no backup: {:?}", p.stored_files());
-    assert_eq!(tag_of(&p, "backend"), "v1");
+    assert_eq!(p.tag_of("backend"), "v1");
 }
 
 #[test]
@@ -112,7 +102,7 @@ fn with_the_container_gone_and_no_tag_in_the_env_file_the_previous_tag_comes_fro
     assert_eq!(out.status.code(), Some(1), "{r:#}");
     assert_eq!(r["previous_tag"], "v2", "{r:#}");
     assert_eq!(r["previous_tag_source"], "journal", "{r:#}");
-    assert_eq!(tag_of(&p, "backend"), "v2");
+    assert_eq!(p.tag_of("backend"), "v2");
     p.wait_healthy("v2");
     assert!(p.env_text().contains("APP_VERSION=v2\n"), "{}", p.env_text());
 }

@@ -17,7 +17,8 @@ struct Fleet {
 /// has `cut` (the interface's name).
 fn fleet(prefix: &str, releases: &[&str], edit: impl FnOnce(String) -> String) -> Fleet {
     let app = App::new(prefix, releases);
-    let hosts = Hosts::start(3, &app.stage.app_dir(), app.stage.port).unwrap_or_else(|e| panic!("{e:#}"));
+    let hosts =
+        Hosts::start(3, &app.stage.app_dir().join("state"), Some(app.stage.port)).unwrap_or_else(|e| panic!("{e:#}"));
     app.edit_config(|t| {
         let t = t
             .replace(
@@ -78,9 +79,7 @@ impl Fleet {
 
     /// What the journal says each host runs, in the fleet's order.
     fn journal_tags(&self) -> Vec<String> {
-        (0..self.names().len())
-            .map(|i| self.journal_host(i).unwrap()["running"].as_str().unwrap_or("?").to_string())
-            .collect()
+        common::journal_running(&self.journal(), &self.names())
     }
 
     /// The config without host `i` in `target.hosts` (gone for good), or with host `with` there

@@ -23,6 +23,7 @@ mod faults;
 mod github;
 mod hardening;
 mod hosts;
+mod hosts_compose;
 mod init;
 mod kubernetes;
 mod layers;

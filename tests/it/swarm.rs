@@ -129,14 +129,17 @@ fn a_failed_migration_leaves_every_service_on_the_previous_image() {
     let text = std::fs::read_to_string(&s.config).unwrap();
     let bad = s.tmp.path().join("bad.yml");
     std::fs::write(&bad, text.replace(&format!("{}_worker]", s.name), &format!("{}_wroker]", s.name))).unwrap();
-    let out = crate::common::docker::deploy_guard(&s.sshd, &bad, &["check"]);
+    let out = crate::common::docker::deploy_guard(&s.sshd.client_key, &bad, &["check"]);
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_ne!(out.status.code(), Some(0), "{said}");
     let named = format!("no such service: {}_wroker", s.name);
     assert!(said.contains(&named) && said.contains(&format!("{}_worker", s.name)), "{said}");
     let before = s.db_state();
-    let out =
-        crate::common::docker::deploy_guard(&s.sshd, &bad, &["deploy", "--sha", &sha(5), "--tag", "v2", "--json"]);
+    let out = crate::common::docker::deploy_guard(
+        &s.sshd.client_key,
+        &bad,
+        &["deploy", "--sha", &sha(5), "--tag", "v2", "--json"],
+    );
     expect(&out, 4, "aborted", "none");
     assert_eq!(s.db_state(), before);
     on(&s, "v1");

@@ -1,31 +1,30 @@
-//! Docker Engine and Compose v2 for tests/compose_docker.rs: the test images, built locally FROM
-//! the base image scripts/docker-setup makes (no registry is reachable) and named by a content
-//! hash of their inputs so later runs reuse them; and one compose project per test — its own
-//! project name, port, env file and backup store, driven over a loopback sshd with a pinned host
-//! key — removed with its containers, network and volumes when the test ends.
+//! Docker Engine and Compose v2 for tests/compose_docker.rs: the test images (`docker_images.rs`),
+//! and one compose project per test — its own project name, port, env file and backup store,
+//! driven over a loopback sshd with a pinned host key — removed with its containers, network and
+//! volumes when the test ends.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use super::docker_images::images;
 use super::sshd::Sshd;
-use sha2::{Digest, Sha256};
 
-const INSTALL: &str = "run scripts/setup (it installs Debian's docker.io and docker-compose, starts dockerd as root \
+pub(super) const INSTALL: &str =
+    "run scripts/setup (it installs Debian's docker.io and docker-compose, starts dockerd as root \
                        and builds the base image with debootstrap)";
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn inputs() -> PathBuf {
+pub(super) fn inputs() -> PathBuf {
     root().join("tests/compose/docker")
 }
 
-fn fixture() -> PathBuf {
+pub(super) fn fixture() -> PathBuf {
     root().join("tests/fixtures/typeorm")
 }
 
@@ -64,259 +63,6 @@ pub fn docker_ready() {
     }
 }
 
-/// Adds every file under `paths` (sorted, with its path relative to the repository) to `h`.
-fn hash_tree(h: &mut Sha256, paths: &[PathBuf]) {
-    let mut files = Vec::new();
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        } else {
-            files.push(p);
-        }
-    }
-    files.sort();
-    for f in files {
-        h.update(f.strip_prefix(root()).unwrap_or(&f).to_string_lossy().as_bytes());
-        h.update([0]);
-        h.update(std::fs::read(&f).unwrap());
-        h.update([0]);
-    }
-}
-
-/// The base image's tag: scripts/docker-setup names it by the hash of its package list.
-fn base_image() -> String {
-    let text = std::fs::read(inputs().join("base.packages")).unwrap();
-    format!("deploy-guard-base:{}", &hex::encode(Sha256::digest(&text))[..12])
-}
-
-/// A backend release: the fixture's CreateUsers, then its AddNickname as is or with `down()`
-/// broken, or another migration; its entrypoint; whether its health endpoint fails.
-struct Release {
-    name: &'static str,
-    second: Second,
-    entrypoint: &'static str,
-    broken: bool,
-}
-
-enum Second {
-    None,
-    AddNickname,
-    /// AddNickname whose `down()` drops a misspelt column: it errors.
-    AddNicknameBadDown,
-    /// AddNickname whose `down()` only drops the index: it "succeeds" and leaves the column.
-    AddNicknameLyingDown,
-    /// A file of tests/compose/docker/migrations/.
-    File(&'static str),
-}
-
-const NORMAL: &str = "entrypoint.sh";
-
-const RELEASES: &[Release] = &[
-    Release { name: "v1", second: Second::None, entrypoint: NORMAL, broken: false },
-    Release { name: "v2", second: Second::AddNickname, entrypoint: NORMAL, broken: false },
-    Release {
-        name: "v2-notnull",
-        second: Second::File("1700000000001-AddLoyaltyTier.js"),
-        entrypoint: NORMAL,
-        broken: false,
-    },
-    Release { name: "v2-crash", second: Second::AddNickname, entrypoint: "entrypoint-crash.sh", broken: false },
-    Release { name: "v2-bad-down", second: Second::AddNicknameBadDown, entrypoint: NORMAL, broken: true },
-    Release { name: "v2-lying-down", second: Second::AddNicknameLyingDown, entrypoint: NORMAL, broken: true },
-    Release {
-        name: "v2-drop-name",
-        second: Second::File("1700000000001-DropName.js"),
-        entrypoint: NORMAL,
-        broken: true,
-    },
-    Release {
-        name: "v2-slow",
-        second: Second::File("1700000000001-SlowLateChange.js"),
-        entrypoint: NORMAL,
-        broken: false,
-    },
-    Release {
-        name: "v2-slow-down",
-        second: Second::File("1700000000001-SlowDown.js"),
-        entrypoint: NORMAL,
-        broken: true,
-    },
-    Release {
-        name: "v2-rename-name",
-        second: Second::File("1700000000001-RenameName.js"),
-        entrypoint: NORMAL,
-        broken: true,
-    },
-    Release {
-        name: "v2-rewrite-name",
-        second: Second::File("1700000000001-UpperNames.js"),
-        entrypoint: NORMAL,
-        broken: true,
-    },
-    // Its server writes backend/writes/v2-app-writes.sql when it starts, after the backup.
-    Release {
-        name: "v2-app-writes",
-        second: Second::File("1700000000001-DropOrderNote.js"),
-        entrypoint: NORMAL,
-        broken: true,
-    },
-    // Its server writes a nickname into the column its migration adds (backend/writes/).
-    Release { name: "v2-additive", second: Second::AddNickname, entrypoint: NORMAL, broken: true },
-    Release {
-        name: "v2-unique-first-name",
-        second: Second::File("1700000000001-OneUserPerFirstName.js"),
-        entrypoint: NORMAL,
-        broken: false,
-    },
-    Release {
-        name: "v2-half-applied",
-        second: Second::File("1700000000001-AddFirstNameConcurrently.js"),
-        entrypoint: NORMAL,
-        broken: false,
-    },
-];
-
-const ADD_NICKNAME: &str = "migrations/1700000000001-AddNickname.js";
-const DROP_COLUMN: &str = "    await queryRunner.query(`ALTER TABLE \"users\" DROP COLUMN \"nickname\"`);\n";
-
-/// The release's second migration: file name and text.
-fn second_migration(s: &Second) -> Option<(String, String)> {
-    let add_nickname = || std::fs::read_to_string(fixture().join(ADD_NICKNAME)).unwrap();
-    let edited = |to: &str| {
-        let text = add_nickname();
-        assert!(text.contains(DROP_COLUMN), "the fixture's AddNickname changed: update tests/common/docker.rs");
-        text.replace(DROP_COLUMN, to)
-    };
-    let name = || ADD_NICKNAME.rsplit('/').next().unwrap().to_string();
-    match s {
-        Second::None => None,
-        Second::AddNickname => Some((name(), add_nickname())),
-        Second::AddNicknameBadDown => Some((name(), edited(&DROP_COLUMN.replace("\"nickname\"", "\"nick_name\"")))),
-        Second::AddNicknameLyingDown => Some((name(), edited(""))),
-        Second::File(f) => Some((f.to_string(), std::fs::read_to_string(inputs().join("migrations").join(f)).unwrap())),
-    }
-}
-
-/// The images one run of the tests uses.
-pub struct Images {
-    /// `dg-backend-HASH`: tagged with each release's name (`:v1`, `:v2-crash`, …).
-    pub backend_repo: String,
-    pub postgres: String,
-}
-
-fn copy(from: &Path, to: &Path) {
-    ok(Command::new("cp").arg("-a").arg(from).arg(to));
-}
-
-/// Builds (once per content hash) and returns the test images; prunes those of older hashes.
-pub fn images() -> &'static Images {
-    static IMAGES: OnceLock<Images> = OnceLock::new();
-    IMAGES.get_or_init(|| {
-        docker_ready();
-        let base = base_image();
-        if run(&mut docker(&["image", "inspect", &base])).is_err() {
-            panic!("the base image {base} is missing: {INSTALL}");
-        }
-        let fixture = fixture();
-        assert!(
-            fixture.join("node_modules/.bin/typeorm").exists(),
-            "TypeORM is not installed for the fixture: run `npm ci --prefix tests/fixtures/typeorm` (scripts/test does)"
-        );
-        let mut h = Sha256::new();
-        h.update(base.as_bytes());
-        hash_tree(
-            &mut h,
-            &[
-                inputs().join("backend"),
-                inputs().join("postgres"),
-                inputs().join("migrations"),
-                fixture.join("package-lock.json"),
-                fixture.join("data-source.js"),
-                fixture.join("migrations"),
-            ],
-        );
-        let hash = hex::encode(h.finalize())[..12].to_string();
-        let images =
-            Images { backend_repo: format!("dg-backend-{hash}"), postgres: format!("dg-postgres-{hash}:latest") };
-        let have = |image: &str| run(&mut docker(&["image", "inspect", image])).is_ok();
-        let all_there =
-            have(&images.postgres) && RELEASES.iter().all(|r| have(&format!("{}:{}", images.backend_repo, r.name)));
-        if !all_there {
-            let started = Instant::now();
-            eprintln!("building the compose test images {} and {} (about 15 s)", images.backend_repo, images.postgres);
-            build(&images, &base);
-            eprintln!("built the compose test images in {:.1} s", started.elapsed().as_secs_f64());
-        }
-        prune(&hash);
-        images
-    })
-}
-
-fn docker_build(context: &Path, dockerfile: &str, tag: &str, args: &[(&str, &str)]) {
-    let mut c = docker(&["build", "-q", "-f"]);
-    c.arg(context.join(dockerfile)).args(["-t", tag]);
-    for (k, v) in args {
-        c.arg("--build-arg").arg(format!("{k}={v}"));
-    }
-    c.arg(context);
-    ok(&mut c);
-}
-
-fn build(images: &Images, base: &str) {
-    let tmp = tempfile::Builder::new().prefix("dg-images-").tempdir().unwrap();
-    let backend = inputs().join("backend");
-    docker_build(&inputs().join("postgres"), "Dockerfile", &images.postgres, &[("BASE", base)]);
-
-    // The app: the fixture's package with its node_modules, the server (with what releases write
-    // when they start), the worker.
-    let app = tmp.path().join("app");
-    std::fs::create_dir(&app).unwrap();
-    for f in ["package.json", "package-lock.json", "data-source.js", "node_modules"] {
-        copy(&fixture().join(f), &app.join(f));
-    }
-    for f in ["Dockerfile", "server.js", "worker.js", "entrypoint.sh", "writes"] {
-        copy(&backend.join(f), &app.join(f));
-    }
-    let app_image = format!("{}:app", images.backend_repo);
-    docker_build(&app, "Dockerfile", &app_image, &[("BASE", base)]);
-
-    for r in RELEASES {
-        let ctx = tmp.path().join(r.name);
-        let migrations = ctx.join("migrations");
-        std::fs::create_dir_all(&migrations).unwrap();
-        copy(&fixture().join("migrations/1700000000000-CreateUsers.js"), &migrations);
-        if let Some((name, text)) = second_migration(&r.second) {
-            std::fs::write(migrations.join(name), text).unwrap();
-        }
-        copy(&backend.join(r.entrypoint), &ctx.join("entrypoint.sh"));
-        copy(&backend.join("Dockerfile.release"), &ctx.join("Dockerfile.release"));
-        let tag = format!("{}:{}", images.backend_repo, r.name);
-        docker_build(
-            &ctx,
-            "Dockerfile.release",
-            &tag,
-            &[("APP", &app_image), ("RELEASE", r.name), ("BROKEN", if r.broken { "1" } else { "0" })],
-        );
-    }
-}
-
-/// Removes the test images of other content hashes (an image a container still uses stays).
-fn prune(hash: &str) {
-    let listed = ok(&mut docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
-    for image in listed.lines() {
-        let repo = image.split(':').next().unwrap_or("");
-        let old = ["dg-backend-", "dg-postgres-"]
-            .iter()
-            .any(|p| repo.strip_prefix(p).is_some_and(|h| h.len() == 12 && h != hash));
-        if old {
-            let _ = run(&mut docker(&["image", "rm", image]));
-        }
-    }
-}
-
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -325,29 +71,46 @@ pub fn free_port() -> u16 {
 pub const ENV_FILE: &str = "# station production settings\nDATABASE_NAME=shop\nDATABASE_USER=shop\n\
 DATABASE_PASSWORD=compose-test-only\nAPP_VERSION=v1\nLOG_LEVEL=info\n";
 
-/// One compose deployment (`backend`, `worker`, `postgres`) on this machine, reached over SSH.
-pub struct Project {
-    pub tmp: tempfile::TempDir,
-    pub name: String,
-    pub port: u16,
-    pub sshd: Sshd,
-    pub compose_file: PathBuf,
-    pub env_file: PathBuf,
-    pub config: PathBuf,
+/// How one deployment's compose file differs from the template's.
+#[derive(Default)]
+pub struct Variant<'a> {
+    /// Its containers join this network (another deployment's) as their own: the `postgres` they
+    /// reach is that deployment's, and none of its own is started.
+    pub network: Option<&'a str>,
+    /// Its backend is unhealthy (`BROKEN=1`) when it runs this release: a fault of this host only.
+    pub sick_on: Option<&'a str>,
 }
 
-impl Project {
-    /// Starts the deployment at v1: PostgreSQL, TypeORM's first migration run in the v1 image,
-    /// 300 more users, backend and worker running and healthy.
-    pub fn start(test: &str) -> Project {
+/// One compose project (`backend`, `worker`, `postgres`) on this machine's dockerd: its own
+/// project name, published port (on 127.0.0.1), compose file and env file. Removed with its
+/// containers (one-off ones too), network and volumes on drop.
+pub struct Deployment {
+    pub name: String,
+    pub port: u16,
+    pub compose_file: PathBuf,
+    pub env_file: PathBuf,
+}
+
+const BACKEND: &str = "  backend:\n    image: \"@BACKEND_REPO@:${APP_VERSION}\"\n";
+
+impl Deployment {
+    /// Writes the compose file and env file into `dir`; nothing is started.
+    pub fn new(dir: &Path, name: String, variant: &Variant) -> Deployment {
         let images = images();
-        let sshd = Sshd::start().unwrap_or_else(|e| panic!("cannot start the test sshd: {e:#}"));
-        let tmp = tempfile::Builder::new().prefix("dg-compose-").tempdir().unwrap();
-        let name = format!("dg-{}-{}", test.replace('_', "-"), std::process::id());
         let port = free_port();
-        let compose_file = tmp.path().join("docker-compose.prod.yml");
-        let env_file = tmp.path().join(".env.production");
-        let template = std::fs::read_to_string(inputs().join("docker-compose.yml")).unwrap();
+        let compose_file = dir.join("docker-compose.prod.yml");
+        let env_file = dir.join(".env.production");
+        let mut template = std::fs::read_to_string(inputs().join("docker-compose.yml")).unwrap();
+        assert!(template.contains(BACKEND), "the compose template's backend changed: update tests/it/common/docker.rs");
+        if let Some(release) = variant.sick_on {
+            let command = format!(
+                "    command:\n      - sh\n      - -c\n      - '[ \"$$RELEASE\" != \"{release}\" ] || export BROKEN=1; exec node server.js'\n"
+            );
+            template = template.replace(BACKEND, &format!("{BACKEND}{command}"));
+        }
+        if let Some(network) = variant.network {
+            template.push_str(&format!("networks:\n  default:\n    name: {network}\n    external: true\n"));
+        }
         std::fs::write(
             &compose_file,
             template
@@ -360,41 +123,18 @@ impl Project {
         std::fs::write(&env_file, ENV_FILE).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let config = tmp.path().join("deploy-guard.yml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"project: {name}
-{target}app:
-  runtime: compose
-  compose_file: {compose}
-  service: backend
-  env_file: {env}
-  tag_variable: APP_VERSION
-  health: {{ url: "http://127.0.0.1:{port}/health", timeout: 20s, interval: 500ms }}
-database:
-  service: postgres
-  name: ${{DATABASE_NAME}}
-  user: ${{DATABASE_USER}}
-migrations:
-  tool: typeorm
-  run: ./node_modules/.bin/typeorm migration:run -d data-source.js
-  revert: ./node_modules/.bin/typeorm migration:revert -d data-source.js
-  timeout: 3m
-backup:
-  store: file://{store}
-"#,
-                target = sshd.target_yaml(),
-                compose = compose_file.display(),
-                env = env_file.display(),
-                store = tmp.path().join("backups").display(),
-            ),
-        )
-        .unwrap();
-        // From here on, dropping the project removes whatever was started.
-        let p = Project { tmp, name, port, sshd, compose_file, env_file, config };
-        p.compose_ok(&["up", "-d", "--wait", "postgres"]);
-        p.compose_ok(&[
+        Deployment { name, port, compose_file, env_file }
+    }
+
+    /// Its network, which other deployments' containers may join ([`Variant::network`]).
+    pub fn network(&self) -> String {
+        format!("{}_default", self.name)
+    }
+
+    /// PostgreSQL, TypeORM's first migration run in the v1 image, 300 more users.
+    pub fn seed(&self) {
+        self.compose_ok(&["up", "-d", "--wait", "postgres"]);
+        self.compose_ok(&[
             "run",
             "--rm",
             "--no-deps",
@@ -405,13 +145,10 @@ backup:
             "-c",
             "./node_modules/.bin/typeorm migration:run -d data-source.js",
         ]);
-        p.psql(
+        self.psql(
             "INSERT INTO users (name) SELECT (ARRAY['Zoë','José','Łukasz','李雷','Ana'])[1 + i % 5] || ' ' || i \
              FROM generate_series(1, 300) i;",
         );
-        p.compose_ok(&["up", "-d"]);
-        p.wait_healthy("v1");
-        p
     }
 
     /// `docker compose -f FILE --env-file ENV ARGS…` on the host, as a person there runs it.
@@ -436,12 +173,17 @@ backup:
         self.compose_ok(&[&["exec", "-T", "postgres"][..], &psql_args(db, sql)].concat()).trim_end().to_string()
     }
 
-    /// The image tag of the backend container (empty when there is none).
-    pub fn running_tag(&self) -> String {
-        let id = self.compose_ok(&["ps", "-q", "backend"]);
+    /// The image tag of `service`'s running container, as `docker inspect` says (empty when none runs).
+    pub fn tag_of(&self, service: &str) -> String {
+        let id = self.compose_ok(&["ps", "-q", service]);
         let Some(id) = id.lines().next() else { return String::new() };
         let image = ok(&mut docker(&["inspect", "--format", "{{.Config.Image}}", id.trim()]));
         image.trim().rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_default()
+    }
+
+    /// The image tag of the backend container (empty when there is none).
+    pub fn running_tag(&self) -> String {
+        self.tag_of("backend")
     }
 
     /// `GET /health`: status code and body (None when nothing answers).
@@ -454,15 +196,6 @@ backup:
         wait_healthy(self.port, release, || self.compose_ok(&["logs", "--no-color", "--tail", "30"]));
     }
 
-    /// Runs the real deploy-guard binary with this project's config and SSH key.
-    pub fn deploy_guard(&self, args: &[&str]) -> Output {
-        self.deploy_guard_with(&self.config, args)
-    }
-
-    pub fn deploy_guard_with(&self, config: &Path, args: &[&str]) -> Output {
-        deploy_guard(&self.sshd, config, args)
-    }
-
     /// The database as it is: tables, indexes, users' columns, TypeORM's migrations, and the
     /// pre-deploy users data (count and checksum of id and name).
     pub fn db_state(&self) -> DbState {
@@ -472,6 +205,102 @@ backup:
     /// The env file's text now.
     pub fn env_text(&self) -> String {
         std::fs::read_to_string(&self.env_file).unwrap()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        // Containers (one-off ones too), the network and the volumes of this project only.
+        let _ = run(&mut self.compose(&["down", "-v", "--remove-orphans", "--timeout", "1"]));
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        if let Ok(ids) = run(&mut docker(&["ps", "-a", "-q", "--filter", &label])) {
+            for id in ids.split_whitespace() {
+                let _ = run(&mut docker(&["rm", "-f", "-v", id]));
+            }
+        }
+    }
+}
+
+/// A deploy-guard config for the compose deployment whose files are at `compose` and `env`
+/// (paths on the target), reached by `target` (a `target:` section), its health at `health_url`.
+pub fn config_yaml(project: &str, target: &str, compose: &Path, env: &Path, health_url: &str, store: &Path) -> String {
+    format!(
+        r#"project: {project}
+{target}app:
+  runtime: compose
+  compose_file: {compose}
+  service: backend
+  env_file: {env}
+  tag_variable: APP_VERSION
+  health: {{ url: "{health_url}", timeout: 20s, interval: 500ms }}
+database:
+  service: postgres
+  name: ${{DATABASE_NAME}}
+  user: ${{DATABASE_USER}}
+migrations:
+  tool: typeorm
+  run: ./node_modules/.bin/typeorm migration:run -d data-source.js
+  revert: ./node_modules/.bin/typeorm migration:revert -d data-source.js
+  timeout: 3m
+backup:
+  store: file://{store}
+"#,
+        compose = compose.display(),
+        env = env.display(),
+        store = store.display(),
+    )
+}
+
+/// One compose deployment on this machine, reached over SSH (a loopback sshd).
+pub struct Project {
+    /// First: dropped (`compose down`) while its files in `tmp` are still there.
+    pub deployment: Deployment,
+    pub tmp: tempfile::TempDir,
+    pub sshd: Sshd,
+    pub config: PathBuf,
+}
+
+impl std::ops::Deref for Project {
+    type Target = Deployment;
+    fn deref(&self) -> &Deployment {
+        &self.deployment
+    }
+}
+
+impl Project {
+    /// Starts the deployment at v1: PostgreSQL, TypeORM's first migration run in the v1 image,
+    /// 300 more users, backend and worker running and healthy.
+    pub fn start(test: &str) -> Project {
+        let sshd = Sshd::start().unwrap_or_else(|e| panic!("cannot start the test sshd: {e:#}"));
+        let tmp = tempfile::Builder::new().prefix("dg-compose-").tempdir().unwrap();
+        let name = format!("dg-{}-{}", test.replace('_', "-"), std::process::id());
+        let deployment = Deployment::new(tmp.path(), name, &Variant::default());
+        let config = tmp.path().join("deploy-guard.yml");
+        let health = format!("http://127.0.0.1:{}/health", deployment.port);
+        let text = config_yaml(
+            &deployment.name,
+            &sshd.target_yaml(),
+            &deployment.compose_file,
+            &deployment.env_file,
+            &health,
+            &tmp.path().join("backups"),
+        );
+        std::fs::write(&config, text).unwrap();
+        // From here on, dropping the project removes whatever was started.
+        let p = Project { deployment, tmp, sshd, config };
+        p.seed();
+        p.compose_ok(&["up", "-d"]);
+        p.wait_healthy("v1");
+        p
+    }
+
+    /// Runs the real deploy-guard binary with this project's config and SSH key.
+    pub fn deploy_guard(&self, args: &[&str]) -> Output {
+        self.deploy_guard_with(&self.config, args)
+    }
+
+    pub fn deploy_guard_with(&self, config: &Path, args: &[&str]) -> Output {
+        deploy_guard(&self.sshd.client_key, config, args)
     }
 
     /// Files in the backup store.
@@ -520,12 +349,12 @@ pub fn wait_healthy(port: u16, release: &str, logs: impl Fn() -> String) {
     panic!("{release} did not answer /health within 60 s (last answer: {last:?})\n{}", logs());
 }
 
-/// Runs the real deploy-guard binary with `config`, reaching the target through `sshd`.
-pub fn deploy_guard(sshd: &Sshd, config: &Path, args: &[&str]) -> Output {
+/// Runs the real deploy-guard binary with `config`, logging in to the target with `client_key`.
+pub fn deploy_guard(client_key: &str, config: &Path, args: &[&str]) -> Output {
     // `DG_TEST_BIN` names another build (as in tests/common/mod.rs).
     let bin = std::env::var_os("DG_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_deploy-guard").into());
     let mut c = Command::new(bin);
-    c.args(args).arg("--config").arg(config).env("DEPLOY_GUARD_SSH_KEY", &sshd.client_key);
+    c.args(args).arg("--config").arg(config).env("DEPLOY_GUARD_SSH_KEY", client_key);
     for v in ["GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_ACTIONS", "GITHUB_SHA", "RUNNER_ENVIRONMENT"] {
         c.env_remove(v);
     }
@@ -559,19 +388,6 @@ pub struct DbState {
     pub user_columns: String,
     pub migrations: String,
     pub users: String,
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        // Containers (one-off ones too), the network and the volumes of this project only.
-        let _ = run(&mut self.compose(&["down", "-v", "--remove-orphans", "--timeout", "1"]));
-        let label = format!("label=com.docker.compose.project={}", self.name);
-        if let Ok(ids) = run(&mut docker(&["ps", "-a", "-q", "--filter", &label])) {
-            for id in ids.split_whitespace() {
-                let _ = run(&mut docker(&["rm", "-f", "-v", id]));
-            }
-        }
-    }
 }
 
 /// `psql` as the database's owner running `sql` on `db`, tuples only: the arguments after the

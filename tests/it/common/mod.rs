@@ -161,7 +161,9 @@ pub fn json(o: &std::process::Output) -> serde_json::Value {
 
 pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
+pub mod compose_hosts;
 pub mod docker;
+pub mod docker_images;
 pub mod http_faults;
 pub mod k8s;
 pub mod neon;
@@ -235,6 +237,28 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
+}
+
+/// The journal of the one run whose manifest is in the store directory `store`.
+pub fn journal_in(store: &std::path::Path) -> serde_json::Value {
+    let manifest = files_under(store)
+        .into_iter()
+        .find(|f| f.to_string_lossy().ends_with(".manifest.json"))
+        .expect("a manifest in the store");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    m["journal"].clone()
+}
+
+/// What `journal` says each host of `names` runs now, in that order (`?` while unknown).
+pub fn journal_running(journal: &serde_json::Value, names: &[String]) -> Vec<String> {
+    let hosts = journal["hosts"].as_array().unwrap_or_else(|| panic!("no hosts in the journal: {journal:#}"));
+    names
+        .iter()
+        .map(|n| {
+            let h = hosts.iter().find(|h| h["host"] == n.as_str()).unwrap_or_else(|| panic!("no row for {n}"));
+            h["running"].as_str().unwrap_or("?").to_string()
+        })
+        .collect()
 }
 
 /// Every backup object under the store directory `store`.

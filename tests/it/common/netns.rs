@@ -1,9 +1,11 @@
 //! Several "VPS" for tests: each host a network namespace of its own with its own address (a veth
-//! pair to this one), a real sshd listening there with its own host key, and the sample app's
-//! `state/` directory of its own (a directory of the test's bind-mounted over `app/state` in the
-//! sshd's mount namespace), so each host runs its own tag. The test cluster's PostgreSQL is
-//! reached from inside each namespace on the same 127.0.0.1:PORT through a small forwarder. One
-//! client key is authorized on every host. Everything is removed on drop.
+//! pair to this one), a real sshd listening there with its own host key, and a directory of its
+//! own (a directory of the test's bind-mounted over one shared path in the sshd's mount
+//! namespace: the sample app's `state/`, or a compose deployment's files), so each host runs its
+//! own tag. The test cluster's PostgreSQL is reached from inside each namespace on the same
+//! 127.0.0.1:PORT through a small forwarder; a port published here (a compose app's) is reached
+//! on the host's own address the same way. One client key is authorized on every host.
+//! Everything is removed on drop.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -32,12 +34,13 @@ pub struct NetHost {
     pub addr: String,
     /// The root side of its link: taken down, the host drops off the network.
     veth: String,
-    /// Its own `app/state` (what its app runs, read here directly).
+    /// Its own copy of the shared directory (what its app runs, read here directly).
     pub state: PathBuf,
     dir: PathBuf,
-    app: PathBuf,
+    /// The shared path its own directory is mounted over.
+    own: PathBuf,
     sshd: Option<Child>,
-    forwarder: Option<TcpListener>,
+    forwarders: Vec<TcpListener>,
 }
 
 /// Hosts sharing one client key.
@@ -49,37 +52,37 @@ pub struct Hosts {
 }
 
 impl Hosts {
-    /// `n` hosts for the sample app in `app_dir` (its `state/` copied as each host's start),
-    /// reaching PostgreSQL on 127.0.0.1:`pg_port`.
-    pub fn start(n: usize, app_dir: &Path, pg_port: u16) -> Result<Hosts> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
+    /// `n` hosts, each with its own copy of the directory `own` (what it holds now is each
+    /// host's start), reaching PostgreSQL on 127.0.0.1:`pg_port` when given.
+    pub fn start(n: usize, own: &Path, pg_port: Option<u16>) -> Result<Hosts> {
         let tmp = tempfile::Builder::new().prefix("dg-hosts-").tempdir()?;
         keygen(&tmp.path().join("client"))?;
         let _ = std::fs::create_dir_all("/run/sshd");
         let user = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?.trim().to_string();
-        let pid = std::process::id();
         let mut hosts = Vec::new();
-        for _ in 0..n {
-            let k = NEXT.fetch_add(1, Ordering::SeqCst);
+        for k in 0..n {
             let dir = tmp.path().join(format!("h{k}"));
             std::fs::create_dir_all(&dir)?;
             let state = dir.join("state");
-            sh(&["cp", "-a", &app_dir.join("state").display().to_string(), &state.display().to_string()])?;
+            sh(&["cp", "-a", &own.display().to_string(), &state.display().to_string()])?;
             keygen(&dir.join("host_ed25519"))?;
             std::fs::copy(tmp.path().join("client.pub"), dir.join("authorized_keys"))?;
-            let subnet = format!("10.{}.{}", 200 + pid % 50, k % 250);
+            let (netns, (a, b)) = claim_subnet()?;
+            let subnet = format!("10.{a}.{b}");
             let mut host = NetHost {
-                netns: format!("dgh-{pid}-{k}"),
+                netns,
                 addr: format!("{subnet}.2"),
-                veth: format!("dgh{}x{k}", pid % 100_000),
+                veth: format!("dgh{a}x{b}"),
                 state,
                 dir,
-                app: app_dir.to_path_buf(),
+                own: own.to_path_buf(),
                 sshd: None,
-                forwarder: None,
+                forwarders: Vec::new(),
             };
             host.link(&subnet)?;
-            host.forwarder = Some(forward_postgres(&host.netns, pg_port)?);
+            if let Some(port) = pg_port {
+                host.forward("127.0.0.1", port, port)?;
+            }
             host.start_sshd()?;
             hosts.push(host);
         }
@@ -112,7 +115,6 @@ impl Hosts {
 impl NetHost {
     fn link(&self, subnet: &str) -> Result<()> {
         let peer = self.peer();
-        sh(&["ip", "netns", "add", &self.netns])?;
         sh(&["ip", "link", "add", &self.veth, "type", "veth", "peer", "name", &peer])?;
         sh(&["ip", "link", "set", &peer, "netns", &self.netns])?;
         sh(&["ip", "addr", "add", &format!("{subnet}.1/24"), "dev", &self.veth])?;
@@ -143,7 +145,7 @@ impl NetHost {
         let mount = format!(
             "mount --bind {} {} && exec /usr/sbin/sshd -D -e -f {}",
             deploy_guard::exec::quote(&self.state.display().to_string()),
-            deploy_guard::exec::quote(&self.app.join("state").display().to_string()),
+            deploy_guard::exec::quote(&self.own.display().to_string()),
             deploy_guard::exec::quote(&p("sshd_config"))
         );
         // ip netns exec, unshare and sh each exec the next: the child's pid is sshd's.
@@ -160,6 +162,13 @@ impl NetHost {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        Ok(())
+    }
+
+    /// Carries connections to `addr`:`port` inside the host (its own address, or its loopback)
+    /// to 127.0.0.1:`to` here, until the host is dropped.
+    pub fn forward(&mut self, addr: &str, port: u16, to: u16) -> Result<()> {
+        self.forwarders.push(forward(&self.netns, addr, port, to)?);
         Ok(())
     }
 
@@ -217,7 +226,7 @@ impl NetHost {
 impl Drop for NetHost {
     fn drop(&mut self) {
         self.kill_sshd();
-        if let Some(l) = self.forwarder.take() {
+        for l in self.forwarders.drain(..) {
             unsafe {
                 libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR);
             }
@@ -227,17 +236,41 @@ impl Drop for NetHost {
     }
 }
 
-/// A listener on 127.0.0.1:`port` inside `netns` whose connections are carried to 127.0.0.1:`port`
+/// Creates the namespace of a host on a 10.a.b.0/24 no other host uses, in this test process or
+/// another (the shell and the compose hosts tests run in two processes at once): the namespace is
+/// named after its subnet, and `ip netns add` fails when that name exists.
+fn claim_subnet() -> Result<(String, (usize, usize))> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const N: usize = 50 * 250;
+    let start = std::process::id() as usize * 31;
+    for _ in 0..N {
+        let i = (start + NEXT.fetch_add(1, Ordering::SeqCst)) % N;
+        let (a, b) = (200 + i / 250, i % 250);
+        let netns = format!("dgh-{a}-{b}");
+        let out = Command::new("ip").args(["netns", "add", &netns]).output().context("cannot run ip")?;
+        if out.status.success() {
+            return Ok((netns, (a, b)));
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.contains("exists") {
+            bail!("ip netns add {netns} failed: {err}");
+        }
+    }
+    bail!("every 10.200-249.x.0/24 has a test host: remove the stale ones (`ip netns list | grep dgh-`)")
+}
+
+/// A listener on `addr`:`port` inside `netns` whose connections are carried to 127.0.0.1:`to`
 /// here: the socket is made in the namespace by a thread that enters it and comes back.
-fn forward_postgres(netns: &str, port: u16) -> Result<TcpListener> {
+fn forward(netns: &str, addr: &str, port: u16, to: u16) -> Result<TcpListener> {
     let ns = std::fs::File::open(format!("/run/netns/{netns}"))?;
     let netns = netns.to_string();
+    let addr = addr.to_string();
     let listener = std::thread::spawn(move || -> Result<TcpListener> {
         let home = std::fs::File::open("/proc/thread-self/ns/net")?;
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns into {netns}: {}", std::io::Error::last_os_error());
         }
-        let l = TcpListener::bind(("127.0.0.1", port));
+        let l = TcpListener::bind((addr.as_str(), port));
         if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             panic!("setns back: {}", std::io::Error::last_os_error());
         }
@@ -248,7 +281,7 @@ fn forward_postgres(netns: &str, port: u16) -> Result<TcpListener> {
     let accepting = listener.try_clone()?;
     std::thread::spawn(move || {
         while let Ok((inside, _)) = accepting.accept() {
-            let Ok(here) = TcpStream::connect(("127.0.0.1", port)) else { continue };
+            let Ok(here) = TcpStream::connect(("127.0.0.1", to)) else { continue };
             pipe(inside.try_clone().unwrap(), here.try_clone().unwrap());
             pipe(here, inside);
         }

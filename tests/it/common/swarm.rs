@@ -235,7 +235,7 @@ backup:
     }
 
     pub fn deploy_guard(&self, args: &[&str]) -> Output {
-        docker::deploy_guard(&self.sshd, &self.config, args)
+        docker::deploy_guard(&self.sshd.client_key, &self.config, args)
     }
 
     /// The manifest of the deploy of `sha` (its journal), from the backup store.
