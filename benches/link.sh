@@ -29,6 +29,7 @@
 #                             on the runner then checks each piece as it streams (one pass)
 #   BENCH_SSH_PORT=2222       the target's sshd port (inside the namespace)
 #   BENCH_TMP=${TMPDIR:-/tmp} where the cluster, stores and dump files go (needs ~4x the db size)
+#   BENCH_LOGS=               a directory to keep each measurement's timestamped stderr in
 #   CARGO_TARGET_DIR          where the release binary is (default: target)
 #   DEPLOY_GUARD_PG_BIN       PostgreSQL bin dir (default: newest /usr/lib/postgresql/*/bin)
 #
@@ -113,6 +114,9 @@ cleanup() {
         [[ -n $pids ]] && kill -9 $pids 2>/dev/null || true
         ip link del "$VETH_RUNNER" 2>/dev/null || true
         ip netns del "$NS" 2>/dev/null || true
+    fi
+    if [[ -n ${BENCH_LOGS:-} && -d $WORK/out ]]; then
+        mkdir -p "$BENCH_LOGS" && cp "$WORK"/out/*.log "$BENCH_LOGS"/ 2>/dev/null || true
     fi
     rm -rf "$WORK"
     exit "$rc"
