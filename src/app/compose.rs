@@ -493,14 +493,20 @@ impl Runtime for Compose {
         let list = format!("docker ps -aq {}", filters.join(" "));
         Some(self.command(
             "remove the tool's container",
-            format!(
-                "ids=$({list}) || exit 1; [ -z \"$ids\" ] || docker rm -f -v $ids >/dev/null 2>&1; i=0; \
-                 while :; do left=$({list}) || exit 1; [ -n \"$left\" ] || break; i=$((i + 1)); \
-                 [ $i -le 30 ] || {{ echo \"deploy-guard: the tool's container is still there after 30 s: $left\" >&2; exit 1; }}; \
-                 sleep 1; done; echo $ids | wc -w"
-            ),
+            remove_and_wait(&list, "docker rm -f -v $ids >/dev/null 2>&1", &list),
         ))
     }
+}
+
+/// Runs `remove` on the ids `list` prints (`$ids`), then waits up to 30 s until `left` prints
+/// none of the tool's containers; prints how many ids there were.
+pub(super) fn remove_and_wait(list: &str, remove: &str, left: &str) -> String {
+    format!(
+        "ids=$({list}) || exit 1; [ -z \"$ids\" ] || {remove}; i=0; \
+         while :; do left=$({left}) || exit 1; [ -n \"$left\" ] || break; i=$((i + 1)); \
+         [ $i -le 30 ] || {{ echo \"deploy-guard: the tool's container is still there after 30 s: $left\" >&2; exit 1; }}; \
+         sleep 1; done; echo $ids | wc -w"
+    )
 }
 
 #[cfg(test)]

@@ -499,12 +499,7 @@ impl Runtime for Swarm {
             format!("docker ps -q --filter {}", quote(&format!("label=com.docker.swarm.service.name={service}")));
         Some(self.command(
             "remove the tool's one-off service",
-            format!(
-                "ids=$({list}) || exit 1; [ -z \"$ids\" ] || docker service rm $ids >/dev/null; i=0; \
-                 while :; do left=$({containers}) || exit 1; [ -n \"$left\" ] || break; i=$((i + 1)); \
-                 [ $i -le 30 ] || {{ echo \"deploy-guard: the tool's container is still there after 30 s: $left\" >&2; exit 1; }}; \
-                 sleep 1; done; echo $ids | wc -w"
-            ),
+            super::compose::remove_and_wait(&list, "docker service rm $ids >/dev/null", &containers),
         ))
     }
 }

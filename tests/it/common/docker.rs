@@ -91,6 +91,16 @@ pub struct Deployment {
     pub env_file: PathBuf,
 }
 
+/// The TypeORM fixture's migrations, as the app image runs them.
+pub const MIGRATE_UP: &str = "./node_modules/.bin/typeorm migration:run -d data-source.js";
+pub const MIGRATIONS_YAML: &str =
+    "migrations:\n  tool: typeorm\n  run: ./node_modules/.bin/typeorm migration:run -d data-source.js\n  \
+     revert: ./node_modules/.bin/typeorm migration:revert -d data-source.js\n  timeout: 3m\n";
+/// 300 users with non-ASCII names: the data every restore must bring back.
+pub const SEED_USERS: &str =
+    "INSERT INTO users (name) SELECT (ARRAY['Zoë','José','Łukasz','李雷','Ana'])[1 + i % 5] || ' ' || i \
+     FROM generate_series(1, 300) i;";
+
 const BACKEND: &str = "  backend:\n    image: \"@BACKEND_REPO@:${APP_VERSION}\"\n";
 
 impl Deployment {
@@ -134,21 +144,8 @@ impl Deployment {
     /// PostgreSQL, TypeORM's first migration run in the v1 image, 300 more users.
     pub fn seed(&self) {
         self.compose_ok(&["up", "-d", "--wait", "postgres"]);
-        self.compose_ok(&[
-            "run",
-            "--rm",
-            "--no-deps",
-            "-T",
-            "--entrypoint",
-            "sh",
-            "backend",
-            "-c",
-            "./node_modules/.bin/typeorm migration:run -d data-source.js",
-        ]);
-        self.psql(
-            "INSERT INTO users (name) SELECT (ARRAY['Zoë','José','Łukasz','李雷','Ana'])[1 + i % 5] || ' ' || i \
-             FROM generate_series(1, 300) i;",
-        );
+        self.compose_ok(&["run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "backend", "-c", MIGRATE_UP]);
+        self.psql(SEED_USERS);
     }
 
     /// `docker compose -f FILE --env-file ENV ARGS…` on the host, as a person there runs it.
@@ -237,17 +234,13 @@ database:
   service: postgres
   name: ${{DATABASE_NAME}}
   user: ${{DATABASE_USER}}
-migrations:
-  tool: typeorm
-  run: ./node_modules/.bin/typeorm migration:run -d data-source.js
-  revert: ./node_modules/.bin/typeorm migration:revert -d data-source.js
-  timeout: 3m
-backup:
+{migrations}backup:
   store: file://{store}
 "#,
         compose = compose.display(),
         env = env.display(),
         store = store.display(),
+        migrations = MIGRATIONS_YAML,
     )
 }
 

@@ -89,16 +89,12 @@ database:
   service: {name}_postgres
   name: shop
   user: shop
-migrations:
-  tool: typeorm
-  run: ./node_modules/.bin/typeorm migration:run -d data-source.js
-  revert: ./node_modules/.bin/typeorm migration:revert -d data-source.js
-  timeout: 3m
-backup:
+{migrations}backup:
   store: file://{store}
 "#,
                 target = sshd.target_yaml(),
                 store = tmp.path().join("backups").display(),
+                migrations = super::docker::MIGRATIONS_YAML,
             ),
         )
         .unwrap();
@@ -124,12 +120,9 @@ backup:
             "sh",
             &format!("{}:v1", s.repo),
             "-c",
-            "./node_modules/.bin/typeorm migration:run -d data-source.js",
+            super::docker::MIGRATE_UP,
         ]));
-        s.psql(
-            "INSERT INTO users (name) SELECT (ARRAY['Zoë','José','Łukasz','李雷','Ana'])[1 + i % 5] || ' ' || i \
-             FROM generate_series(1, 300) i;",
-        );
+        s.psql(super::docker::SEED_USERS);
         s.wait_healthy("v1");
         s.wait_services(&[("backend", "v1", 1), ("worker", "v1", 2)]);
         s
