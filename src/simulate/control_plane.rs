@@ -177,16 +177,13 @@ impl ControlPlane {
                 &kc,
                 "--controllers=deployment-controller,replicaset-controller,job-controller,garbage-collector-controller",
                 "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                &format!("--secure-port={}", free_port()?),
+                // No HTTPS endpoint: nothing here reads it, and a port picked free can be taken
+                // by another test before the component binds it (seen in CI).
+                "--secure-port=0",
                 "--concurrent-deployment-syncs=2",
             ],
         )?;
-        cp.spawn(
-            "kube-scheduler",
-            &bin,
-            &[&kc, "--leader-elect=false", "--bind-address=127.0.0.1", &format!("--secure-port={}", free_port()?)],
-        )?;
+        cp.spawn("kube-scheduler", &bin, &[&kc, "--leader-elect=false", "--secure-port=0"])?;
         std::fs::write(dir.join("kwok.yaml"), format!("{}---\n{}", stages(), kubelet_api(&dir)))?;
         std::fs::write(dir.join(JOB_LOG), format!("{JOB_LOG_LINE}\n"))?;
         std::fs::write(dir.join("pod.log"), "")?;
