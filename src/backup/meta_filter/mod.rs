@@ -9,11 +9,12 @@
 //! quotes, E-strings, quoted identifiers, dollar quotes (which open only where a token starts:
 //! `1$a$` is the number 1 and a quote, `a$b$` one identifier), nested comments, `--` comments that
 //! end at `\r` too, the parentheses and `BEGIN ATOMIC … END` blocks inside which `;` ends nothing,
-//! and COPY … FROM stdin data up to `\.`. It fails the stream at the first backslash psql would
-//! read as a command, before psql sees that line. Where psql versions read the same text
-//! differently (a dollar sign run into a number, a COPY inside a function body), or psql's reading
-//! could change under it (a statement that sets `standard_conforming_strings`), the stream is
-//! refused: pg_dump writes none of these. One rule needs no lexer: a line holding `\unrestrict`
+//! psql's `:name` variables (taken whole: `:e'…'` is no E-string), and COPY … FROM stdin data up
+//! to `\.`. It fails the stream at the first backslash psql would read as a command, before psql
+//! sees that line. Where psql versions read the same text differently (text or a dollar sign run
+//! into a number, a COPY inside a function body), or psql's reading could change under it (a
+//! statement that sets `standard_conforming_strings`, a variable psql sets itself and would put
+//! in the SQL), the stream is refused: pg_dump writes none of these. One rule needs no lexer: a line holding `\unrestrict`
 //! and a backtick is refused wherever it stands (psql before 14.24, 15.19, 16.15, 17.11 and 18.6
 //! runs the backtick command in `\unrestrict`'s argument before it checks the key).
 
@@ -48,8 +49,6 @@ enum Tok {
     Gap,
     /// An identifier (`$` continues it).
     Ident,
-    /// Digits, and what psql versions read into or after them differently (`1e`, `0x`, `1.`).
-    Number,
     /// `$1`.
     Param,
 }
@@ -151,6 +150,88 @@ fn ident_start(b: u8) -> bool {
 /// psql's `dolq_cont` (an identifier's bytes but `$`).
 fn tag_cont(b: u8) -> bool {
     ident_start(b) || b.is_ascii_digit()
+}
+
+/// psql's `variable_char`.
+fn variable_char(b: u8) -> bool {
+    ident_start(b) || b.is_ascii_digit()
+}
+
+/// The variables psql sets itself (through psql 18): `:NAME` outside quotes is replaced by the
+/// value and the value read as SQL, so an error message (`:LAST_ERROR_MESSAGE`) could carry a
+/// meta-command or an unmatched quote. Any other name is undefined where deploy-guard runs psql
+/// (`-X`, no `-v` but `ON_ERROR_STOP`) and psql leaves it as it is.
+const PSQL_VARIABLES: &[&[u8]] = &[
+    b"AUTOCOMMIT",
+    b"COMP_KEYWORD_CASE",
+    b"DBNAME",
+    b"ECHO",
+    b"ECHO_HIDDEN",
+    b"ENCODING",
+    b"ERROR",
+    b"FETCH_COUNT",
+    b"HIDE_TABLEAM",
+    b"HIDE_TOAST_COMPRESSION",
+    b"HISTCONTROL",
+    b"HISTFILE",
+    b"HISTSIZE",
+    b"HOST",
+    b"IGNOREEOF",
+    b"LASTOID",
+    b"LAST_ERROR_MESSAGE",
+    b"LAST_ERROR_SQLSTATE",
+    b"ON_ERROR_ROLLBACK",
+    b"ON_ERROR_STOP",
+    b"PIPELINE_COMMAND_COUNT",
+    b"PIPELINE_RESULT_COUNT",
+    b"PIPELINE_SYNC_COUNT",
+    b"PORT",
+    b"PROMPT1",
+    b"PROMPT2",
+    b"PROMPT3",
+    b"QUIET",
+    b"ROW_COUNT",
+    b"SERVER_VERSION_NAME",
+    b"SERVER_VERSION_NUM",
+    b"SERVICE",
+    b"SHELL_ERROR",
+    b"SHELL_EXIT_CODE",
+    b"SHOW_ALL_RESULTS",
+    b"SHOW_CONTEXT",
+    b"SINGLELINE",
+    b"SINGLESTEP",
+    b"SQLSTATE",
+    b"USER",
+    b"VERBOSITY",
+    b"VERSION",
+    b"VERSION_NAME",
+    b"VERSION_NUM",
+    b"WATCH_INTERVAL",
+];
+
+/// The number starting at `at` (a digit, or `.` and a digit), taken whole: digits, a `.` and
+/// digits, an exponent with its digits. Returns the index of its last byte. Text run into a
+/// number is refused: psql versions split it differently (psql 15+ reads `1e-` or `1x` as one
+/// token and starts the next after it; psql 14 and older end the number at the letter, so
+/// `1e'…'` is an E-string there and `1e--` a comment), and pg_dump never writes it.
+fn number_end(body: &[u8], at: usize) -> Result<usize, &'static str> {
+    let digits = |from: usize| from + body[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut i = digits(at);
+    if body.get(i) == Some(&b'.') && body.get(i + 1) != Some(&b'.') {
+        i = digits(i + 1);
+    }
+    if matches!(body.get(i), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(body.get(i + 1), Some(b'+' | b'-')));
+        if !body.get(i + 1 + sign).is_some_and(u8::is_ascii_digit) {
+            return Err("a number run into an exponent without digits (psql versions differ)");
+        }
+        i = digits(i + 1 + sign);
+    }
+    match body.get(i) {
+        Some(&b'$') => Err("a dollar sign right after a number (psql versions differ)"),
+        Some(&c) if ident_start(c) => Err("a number run into other text (psql versions differ)"),
+        _ => Ok(i - 1),
+    }
 }
 
 /// The `$tag$` starting at `at` (psql's `dolqdelim`), if one does.
@@ -344,13 +425,6 @@ impl Checker {
                 }
                 return Ok(i);
             }
-            Tok::Number if ident_start(b) || b.is_ascii_digit() || b == b'.' => return Ok(i),
-            Tok::Number if b == b'$' => {
-                return Err(refuse(
-                    n,
-                    format!("a dollar sign right after a number (psql versions differ): {}", show(body)),
-                ))
-            }
             Tok::Param if b.is_ascii_digit() => return Ok(i),
             Tok::Param if ident_start(b) || b == b'$' => {
                 return Err(refuse(
@@ -402,12 +476,29 @@ impl Checker {
                 self.open();
             }
             b'.' if next.is_some_and(|c| c.is_ascii_digit()) => {
-                self.tok = Tok::Number;
                 self.open();
+                return number_end(body, i).map_err(|why| refuse(n, format!("{why}: {}", show(body))));
             }
             c if c.is_ascii_digit() => {
-                self.tok = Tok::Number;
                 self.open();
+                return number_end(body, i).map_err(|why| refuse(n, format!("{why}: {}", show(body))));
+            }
+            // `::` is a cast; `:name` a psql variable, taken whole (`:e'…'` is no E-string).
+            b':' if next == Some(b':') => {
+                self.open();
+                return Ok(i + 1);
+            }
+            b':' if next.is_some_and(variable_char) => {
+                self.open();
+                let name = &body[i + 1..];
+                let name = &name[..name.iter().position(|&c| !variable_char(c)).unwrap_or(name.len())];
+                if PSQL_VARIABLES.contains(&name) {
+                    return Err(refuse(
+                        n,
+                        format!("psql's own variable, whose value psql would read as SQL: {}", show(body)),
+                    ));
+                }
+                return Ok(i + name.len());
             }
             c if ident_start(c) => {
                 self.tok = Tok::Ident;

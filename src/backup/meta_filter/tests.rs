@@ -45,6 +45,8 @@ fn text_that_only_names_a_setting_or_looks_odd_passes() {
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\n",
         "SELECT $_$ \\d+ $a$ $_$, a$b$, \"x\"\"y\", U&'d\\0061t';\n",
         "SELECT 1.5e-3, 1..2, x::text FROM t WHERE a[1:2] = '{}';\n",
+        // Numbers as pg_dump writes them; `:name` psql leaves alone (no such variable).
+        "SELECT 1E+05, .5, 2.e3, 1.5, a[1:n], b[:2], c:::\"T\", :'VERSION', :e, (1)::int;\n",
         "/* a /* nested */ comment */ SELECT 1; -- with \\ in it\n",
     ] {
         check(&format!("{HEAD}{ok}")).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
@@ -76,6 +78,18 @@ fn meta_commands_outside_copy_data_are_refused() {
         ("SELECT 1 $a$ x $a$; \\! id\n", "meta-command"),
         ("SELECT a$b$ \\! id\n", "meta-command"),
         ("SELECT $1e$x$ \\! id\n", "a parameter run into other text"),
+        // psql 15+ reads `1e-` as one token, then `-` and the command; psql 14 a comment.
+        ("SELECT 1e--\\! id\n", "an exponent without digits"),
+        // psql 14 reads `1` and the E-string `e'\' '`, then the command; psql 15+ `1e`, a string.
+        ("SELECT 1e'\\' ' \\! id\n", "an exponent without digits"),
+        // psql 15+ reads `1e`, then the E-string `e'\' \! id '`; psql 14 `1`, `ee`, a string.
+        ("SELECT 1ee'\\' \\! id '\n", "psql versions differ"),
+        ("SELECT 0xe'\\' ' \\! id\n", "a number run into other text"),
+        ("SELECT 1.x, 1_000\n", "a number run into other text"),
+        // psql reads `:e` (a variable it leaves alone), then the plain string `'\'`, then `\!`.
+        ("SELECT :e'\\' \\! id\n';\n", "meta-command"),
+        // psql puts the value of its own variables in the SQL it reads: here the error's text.
+        ("DO $$BEGIN RAISE EXCEPTION '\\! id'; END$$;\nSELECT :LAST_ERROR_MESSAGE;\n", "psql's own variable"),
         // `--` ends at a carriage return too.
         ("SELECT 1; -- a comment\r\\! id\n", "meta-command"),
         // Inside parentheses `;` ends nothing: psql is still in the SELECT.

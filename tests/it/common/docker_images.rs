@@ -33,7 +33,7 @@ fn hash_tree(h: &mut Sha256, paths: &[PathBuf]) {
 }
 
 /// The base image's tag: scripts/docker-setup names it by the hash of its package list.
-fn base_image() -> String {
+pub fn base_image() -> String {
     let text = std::fs::read(inputs().join("base.packages")).unwrap();
     format!("deploy-guard-base:{}", &hex::encode(Sha256::digest(&text))[..12])
 }
