@@ -90,6 +90,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("backup.path_style", Kind::Bool),
     ("backup.part_size", Kind::Str),
     ("backup.parts_in_flight", Kind::Int),
+    ("backup.checksums", Kind::Bool),
     ("backup.sse", Kind::Str),
     ("backup.sse_kms_key_id", Kind::Str),
     ("backup.keep", Kind::Int),

@@ -274,6 +274,10 @@ pub struct Backup {
     pub sse: Option<String>,
     /// KMS key for `sse: aws:kms`.
     pub sse_kms_key_id: Option<String>,
+    /// S3 only: send each part's SHA-256 (`x-amz-checksum-sha256`), which S3 checks and keeps,
+    /// and verify a backup by S3's checksum instead of reading it back. Default: on for AWS S3,
+    /// off with `endpoint` (some S3-compatible services reject the headers).
+    pub checksums: Option<bool>,
     /// Keep at most this many backups (never the newest verified one).
     pub keep: Option<u32>,
     #[serde(default, with = "humantime_serde")]

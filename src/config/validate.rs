@@ -339,6 +339,7 @@ impl Config {
                 ("backup.path_style", b.path_style.is_some()),
                 ("backup.sse", b.sse.is_some()),
                 ("backup.sse_kms_key_id", b.sse_kms_key_id.is_some()),
+                ("backup.checksums", b.checksums.is_some()),
             ] {
                 if set {
                     bail!("{key}: only applies to an s3:// backup.store or backup.copy_to (the store is {})", b.store);

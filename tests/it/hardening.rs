@@ -292,6 +292,7 @@ async fn another_projects_backup_of_the_same_sha_in_a_shared_bucket_is_never_pic
             parts_in_flight: 2,
             sse: None,
             sse_kms_key_id: None,
+            checksums: false,
         },
         &vars,
     )

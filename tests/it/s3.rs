@@ -18,6 +18,16 @@ use sha2::{Digest, Sha256};
 const MIB: u64 = 1 << 20;
 
 fn store(server: &S3Server, prefix: &str, part_size: u64, vars: &[(&str, &str)]) -> Arc<dyn Store> {
+    store_with(server, prefix, part_size, vars, false)
+}
+
+fn store_with(
+    server: &S3Server,
+    prefix: &str,
+    part_size: u64,
+    vars: &[(&str, &str)],
+    checksums: bool,
+) -> Arc<dyn Store> {
     let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     Arc::new(
         S3Store::new(
@@ -31,6 +41,7 @@ fn store(server: &S3Server, prefix: &str, part_size: u64, vars: &[(&str, &str)])
                 parts_in_flight: 4,
                 sse: None,
                 sse_kms_key_id: None,
+                checksums,
             },
             &vars,
         )
@@ -116,6 +127,40 @@ async fn a_new_object_never_replaces_another_and_the_journal_replaces_its_own() 
     assert!(err.contains("refusing to replace it"), "{err}");
     assert_eq!(s.get_bytes("b.sql.zst").await.unwrap(), big, "the first object is intact");
     assert_eq!(server.pending_uploads(), Vec::<String>::new(), "the refused upload left parts behind");
+}
+
+/// With `backup.checksums`, S3's checksum of what it stored vouches for an upload: compared with
+/// what was sent, never taken on trust (a stored checksum changed on the server is refused).
+/// Where the server keeps none (s3s-fs after a multipart upload), the object is read back.
+#[tokio::test]
+async fn s3_checksums_vouch_for_what_was_sent_and_a_server_without_them_is_read_back() {
+    use base64::Engine;
+    let server = S3Server::start();
+    let s = store_with(&server, "sums", 5 * MIB, &server.env(), true);
+    assert_eq!(s.check().await.unwrap(), "writable; keeps SHA-256 checksums");
+    let body = data(MIB as usize, 11);
+    s.put("one.sql.zst", &mut &body[..], Put::New).await.unwrap();
+    let sha = Sha256::digest(&body);
+    assert_eq!(s.digest("one.sql.zst").await.unwrap().unwrap(), (body.len() as u64, hex::encode(sha)));
+    // The server checked and kept the checksum that was sent.
+    let info_path = server.internal_info_path("sums/one.sql.zst");
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&info_path).unwrap()).unwrap();
+    assert_eq!(info["checksum_sha256"], base64::engine::general_purpose::STANDARD.encode(sha));
+    // The server's checksum is what is compared with.
+    let mut changed = info.clone();
+    changed["checksum_sha256"] = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(b"other")).into();
+    std::fs::write(&info_path, serde_json::to_vec(&changed).unwrap()).unwrap();
+    let err = format!("{:#}", s.digest("one.sql.zst").await.unwrap().unwrap_err());
+    assert!(err.contains("S3 holds other bytes at s3://backups/sums/one.sql.zst than were sent"), "{err}");
+    // A multipart upload: s3s-fs keeps no checksum of it, so nothing vouches and it is read back.
+    let big = data(12 * MIB as usize, 12);
+    s.put("big.sql.zst", &mut &big[..], Put::New).await.unwrap();
+    assert!(s.digest("big.sql.zst").await.is_none());
+    assert_eq!(s.get_bytes("big.sql.zst").await.unwrap(), big);
+    // Nothing vouches for what this process did not upload, nor without checksums.
+    let plain = store(&server, "sums", 5 * MIB, &server.env());
+    assert!(plain.digest("one.sql.zst").await.is_none());
+    assert_eq!(plain.check().await.unwrap(), "writable");
 }
 
 #[tokio::test]
@@ -516,11 +561,20 @@ fn retention_works_the_same_on_a_directory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_changed_in_the_bucket_after_it_was_verified_is_refused() {
     let server = S3Server::start();
-    let app = s3_app("s3_changed", &[], &server, "");
+    // With S3's checksums: they vouch for the upload, not for what the bucket holds later.
+    let app = s3_app("s3_changed", &[], &server, "  checksums: true\n");
     app.psql("CREATE TABLE events AS SELECT i AS id, md5(i::text) AS note FROM generate_series(1, 60000) i;");
-    let out = run(&app, &server, &["backup", "--sha", SHA, "--json"]);
+    let env = [server.env(), vec![("DEPLOY_GUARD_LOG", "info,deploy_guard=debug")]].concat();
+    let out = app.run_env(&["backup", "--sha", SHA, "--json"], &env);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("S3's SHA-256 checksum"), "not verified by S3's checksum");
     let key = common::json(&out)["backup"]["key"].as_str().unwrap().to_string();
+    // The upload carried the backup's SHA-256, which the server checked and kept.
+    let sha = common::json(&out)["backup"]["sha256"].as_str().unwrap().to_string();
+    let info = std::fs::read(server.internal_info_path(&format!("s3_changed/{key}"))).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
+    use base64::Engine;
+    assert_eq!(info["checksum_sha256"], base64::engine::general_purpose::STANDARD.encode(hex::decode(&sha).unwrap()));
     let object = server.object_path(&format!("s3_changed/{key}"));
     let good = std::fs::read(&object).unwrap_or_else(|e| panic!("{}: {e}", object.display()));
     app.psql("INSERT INTO customers (name) VALUES ('written after the backup');");

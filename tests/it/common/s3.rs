@@ -112,6 +112,13 @@ impl S3Server {
         self.root.path().join(BUCKET).join(key)
     }
 
+    /// s3s-fs's own record of an object: its ETag and the checksums it was sent, checked and keeps.
+    pub fn internal_info_path(&self, key: &str) -> PathBuf {
+        use base64::Engine;
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        self.root.path().join(format!(".bucket-{}.object-{}.internal.json", enc(BUCKET), enc(key)))
+    }
+
     /// Every object key in the bucket (files below the bucket dir, s3s-fs's own files excepted).
     pub fn keys(&self) -> Vec<String> {
         let base = self.root.path().join(BUCKET);

@@ -3,9 +3,14 @@
 //! Uploads of unknown length stream as multipart uploads of equal, fixed-size parts (R2 wants
 //! them equal), a few in flight at once: memory stays within `part_size × parts_in_flight`
 //! whatever the database size. A part that fails is retried with backoff; an upload that fails
-//! in any way is aborted, so no orphaned parts stay behind to be billed.
+//! in any way is aborted, so no orphaned parts stay behind to be billed. With
+//! `backup.checksums`, S3 checks and keeps each part's SHA-256 ([`checksum`]).
 
-use std::sync::Arc;
+mod checksum;
+mod explain;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -15,14 +20,17 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
+};
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use self::checksum::{Sent, Sums};
 use super::{Object, Put, Store};
 
 /// S3's limit on the parts of one multipart upload.
@@ -42,6 +50,8 @@ pub struct S3Settings {
     pub parts_in_flight: u32,
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
+    /// Send each part's SHA-256 and verify by S3's checksum (else by reading back).
+    pub checksums: bool,
 }
 
 struct Inner {
@@ -56,6 +66,9 @@ struct Inner {
     /// Why there are no credentials, when there are none.
     no_credentials: Option<String>,
     access_key: Option<String>,
+    checksums: bool,
+    /// What this process uploaded, by full key, for [`Store::digest`].
+    sent: Mutex<HashMap<String, Sent>>,
 }
 
 pub struct S3Store {
@@ -124,6 +137,8 @@ impl S3Store {
                 sse_kms_key_id: s.sse_kms_key_id,
                 no_credentials,
                 access_key: akid,
+                checksums: s.checksums,
+                sent: Mutex::default(),
             }),
         })
     }
@@ -156,62 +171,7 @@ impl Inner {
         }
     }
 
-    /// Turns an SDK error into one that says what to fix.
-    fn explain<E>(&self, what: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> anyhow::Error
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        let code = err.code().map(str::to_string);
-        let detail = chain(&err);
-        let bucket = &self.bucket;
-        let endpoint = &self.endpoint;
-        let akid = self.access_key.as_deref().unwrap_or("?");
-        let msg = match (&err, code.as_deref(), status) {
-            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => format!(
-                "cannot reach the S3 endpoint {endpoint}: check backup.endpoint (and backup.region), and that the \
-                 server is up and reachable from this machine ({detail})"
-            ),
-            (_, Some("InvalidAccessKeyId" | "NotSignedUp"), _) => format!(
-                "the S3 server at {endpoint} does not know the access key {akid}: set AWS_ACCESS_KEY_ID and \
-                 AWS_SECRET_ACCESS_KEY to a key of this account"
-            ),
-            (_, Some("SignatureDoesNotMatch"), _) => format!(
-                "the S3 server at {endpoint} rejected the request signature: AWS_SECRET_ACCESS_KEY is not the secret \
-                 of access key {akid} (or backup.region is wrong for this endpoint)"
-            ),
-            (_, Some("NoSuchBucket"), _) => format!(
-                "bucket {bucket:?} does not exist at {endpoint}: create it, or fix the bucket name in backup.store"
-            ),
-            (
-                _,
-                Some("AuthorizationHeaderMalformed" | "PermanentRedirect" | "IllegalLocationConstraintException"),
-                _,
-            )
-            | (_, _, Some(301)) => format!(
-                "bucket {bucket:?} is not in region {} at {endpoint}: fix backup.region (or backup.endpoint)",
-                err.message().unwrap_or("the configured region")
-            ),
-            (_, Some("AccessDenied" | "AllAccessDisabled"), _) | (_, _, Some(403)) => format!(
-                "access to bucket {bucket:?} at {endpoint} was denied for key {akid}: it needs s3:ListBucket, \
-                 s3:GetObject, s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload on the bucket ({})",
-                code.as_deref().unwrap_or("403")
-            ),
-            (_, Some("PreconditionFailed"), _) | (_, _, Some(412)) => {
-                "an object is already stored at that key: refusing to replace it (nothing was changed)".to_string()
-            }
-            (_, _, Some(404)) if what.starts_with("checking") => format!(
-                "bucket {bucket:?} does not exist at {endpoint}: create it, or fix the bucket name in backup.store"
-            ),
-            _ => format!(
-                "S3 at {endpoint} answered: {detail}{}",
-                status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
-            ),
-        };
-        anyhow!("{what}: {msg}")
-    }
-
-    async fn put_object(&self, key: &str, body: Bytes, mode: Put) -> Result<()> {
+    async fn put_object(&self, key: &str, body: Bytes, mode: Put, checksum: Option<String>) -> Result<()> {
         let len = body.len() as i64;
         self.client
             .put_object()
@@ -219,6 +179,7 @@ impl Inner {
             .key(key)
             .content_length(len)
             .body(ByteStream::from(body))
+            .set_checksum_sha256(checksum)
             .set_if_none_match(if_none_match(mode))
             .set_server_side_encryption(self.sse.clone())
             .set_ssekms_key_id(self.sse_kms_key_id.clone())
@@ -230,7 +191,14 @@ impl Inner {
 
     /// Uploads one part, retrying with backoff (500 ms, 1 s, 2 s, 4 s) unless the server
     /// refused it for good (a 4xx other than timeouts and throttling).
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<CompletedPart> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+        checksum: Option<String>,
+    ) -> Result<CompletedPart> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -243,6 +211,7 @@ impl Inner {
                 .part_number(number)
                 .content_length(body.len() as i64)
                 .body(ByteStream::from(body.clone()))
+                .set_checksum_sha256(checksum.clone())
                 .customize()
                 .config_override(aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()))
                 .send()
@@ -252,6 +221,7 @@ impl Inner {
                     tracing::debug!("part {number} of {key} uploaded ({} bytes)", body.len());
                     return Ok(CompletedPart::builder()
                         .set_e_tag(out.e_tag().map(str::to_string))
+                        .set_checksum_sha256(checksum)
                         .part_number(number)
                         .build());
                 }
@@ -311,6 +281,7 @@ impl Inner {
         first: Bytes,
         body: &mut (dyn AsyncRead + Unpin + Send),
         mode: Put,
+        mut sums: Option<&mut Sums>,
     ) -> Result<u64> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut done: Vec<CompletedPart> = Vec::new();
@@ -327,8 +298,9 @@ impl Inner {
                     );
                 }
                 total += part.len() as u64;
+                let checksum = sums.as_mut().map(|s| s.part(&part));
                 let (me, key, id) = (self.clone(), key.to_string(), upload_id.to_string());
-                tasks.spawn(async move { me.upload_part(&key, &id, number, part).await });
+                tasks.spawn(async move { me.upload_part(&key, &id, number, part, checksum).await });
                 // Memory bound: at most parts_in_flight buffers, the one being filled included.
                 while tasks.len() >= self.parts_in_flight {
                     done.push(tasks.join_next().await.expect("a task")??);
@@ -366,24 +338,34 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Keeps what an upload sent, for [`Store::digest`].
+    fn remember(&self, full: &str, sent: Option<Sent>) {
+        if let Some(sent) = sent {
+            self.sent.lock().expect("sent").insert(full.to_string(), sent);
+        }
+    }
+
+    /// The object's length and the SHA-256 checksum S3 keeps of it, if it keeps one.
+    async fn checksum_of(&self, full: &str) -> Result<Option<(u64, String)>> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| self.explain(&format!("asking for the checksum of s3://{}/{full}", self.bucket), e))?;
+        let size = head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or_default();
+        Ok(head.checksum_sha256().map(|c| (size, c.to_string())))
+    }
+}
+
 /// A new object is written only where none is: S3's conditional write (`If-None-Match: *`, on a
 /// single PUT and on CompleteMultipartUpload) refuses to replace an existing key with 412.
 fn if_none_match(mode: Put) -> Option<String> {
     (mode == Put::New).then(|| "*".to_string())
-}
-
-/// An error and its causes, each once: "dispatch failure: io error: … Connection refused".
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = e.source();
-    }
-    parts.join(": ")
 }
 
 /// Reads up to `size` bytes (less only at the end of the stream).
@@ -423,9 +405,12 @@ impl Store for S3Store {
         s.credentials()?;
         let full = s.full_key(key);
         let first = read_part(body, s.part_size).await.context("reading the backup stream")?;
+        let mut sums = s.checksums.then(Sums::default);
         if first.len() < s.part_size {
             let n = first.len() as u64;
-            s.put_object(&full, first, mode).await?;
+            let checksum = sums.as_mut().map(|c| c.part(&first));
+            s.put_object(&full, first, mode, checksum).await?;
+            s.remember(&full, sums.map(|c| c.sent(false)));
             return Ok(n);
         }
         let created = s
@@ -435,15 +420,17 @@ impl Store for S3Store {
             .key(&full)
             .set_server_side_encryption(s.sse.clone())
             .set_ssekms_key_id(s.sse_kms_key_id.clone())
+            .set_checksum_algorithm(s.checksums.then_some(ChecksumAlgorithm::Sha256))
             .send()
             .await
             .map_err(|e| s.explain(&format!("starting the upload of s3://{}/{full}", s.bucket), e))?;
         let upload_id = created.upload_id().context("the S3 server returned no upload id")?.to_string();
         let mut guard = AbortOnDrop { inner: Some((s.clone(), full.clone(), upload_id.clone())) };
-        let r = s.multipart(&full, &upload_id, first, body, mode).await;
+        let r = s.multipart(&full, &upload_id, first, body, mode, sums.as_mut()).await;
         guard.inner = None;
-        if r.is_err() {
-            s.abort(&full, &upload_id).await;
+        match r {
+            Ok(_) => s.remember(&full, sums.map(|c| c.sent(true))),
+            Err(_) => s.abort(&full, &upload_id).await,
         }
         r
     }
@@ -506,9 +493,17 @@ impl Store for S3Store {
             .await
             .map_err(|e| s.explain(&what, e))?;
         let probe = s.full_key(&format!(".deploy-guard-check-{}", std::process::id()));
-        s.put_object(&probe, Bytes::from_static(b"deploy-guard check\n"), Put::Replace)
-            .await
-            .with_context(|| what.clone())?;
+        const PROBE: &[u8] = b"deploy-guard check\n";
+        let mut sums = s.checksums.then(Sums::default);
+        let checksum = sums.as_mut().map(|c| c.part(PROBE));
+        s.put_object(&probe, Bytes::from_static(PROBE), Put::Replace, checksum).await.with_context(|| what.clone())?;
+        let kept = match sums {
+            Some(sums) => match s.checksum_of(&probe).await? {
+                Some((_, c)) if checksum::same(&c, &sums.sent(false).checksum) => "; keeps SHA-256 checksums",
+                _ => "; keeps no SHA-256 checksums: backups are read back to verify them",
+            },
+            None => "",
+        };
         s.client
             .delete_object()
             .bucket(&s.bucket)
@@ -516,7 +511,38 @@ impl Store for S3Store {
             .send()
             .await
             .map_err(|e| s.explain(&format!("{what} (deleting the probe object {probe})"), e))?;
-        Ok("writable".into())
+        Ok(format!("writable{kept}"))
+    }
+
+    /// The length and sha256 of an object this process uploaded, vouched for by S3's checksum of
+    /// what it stored; `None` where S3 kept none (it is then read back).
+    async fn digest(&self, key: &str) -> Option<Result<(u64, String)>> {
+        let s = &self.inner;
+        let full = s.full_key(key);
+        let sent = s.sent.lock().expect("sent").get(&full).cloned()?;
+        let (size, theirs) = match s.checksum_of(&full).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                tracing::warn!(
+                    "{} keeps no SHA-256 checksum of {key}: reading it back to verify it \
+                     (set backup.checksums: false to skip asking)",
+                    s.endpoint
+                );
+                return None;
+            }
+            Err(e) => return Some(Err(e)),
+        };
+        if size != sent.size || !checksum::same(&theirs, &sent.checksum) {
+            return Some(Err(anyhow!(
+                "S3 holds other bytes at s3://{}/{full} than were sent: {size} bytes with SHA-256 checksum {theirs}, \
+                 where {} bytes with {} were sent",
+                s.bucket,
+                sent.size,
+                sent.checksum
+            )));
+        }
+        tracing::debug!("{key}: S3's SHA-256 checksum {theirs} is the one sent");
+        Some(Ok((sent.size, sent.sha256)))
     }
 
     fn describe(&self) -> String {
