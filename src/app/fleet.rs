@@ -47,6 +47,17 @@ impl Fleet {
         self.hosts.iter().map(|h| h.name.as_str()).collect()
     }
 
+    /// A command as people read it: with several hosts, one not marked with its host runs on the
+    /// primary, and says so.
+    pub fn shown(&self, c: &Cmd) -> String {
+        if self.several() && c.on.is_none() && !c.here {
+            let mut c = c.clone();
+            c.on = Some(self.primary().ssh.clone());
+            return c.shell_text();
+        }
+        c.shell_text()
+    }
+
     /// The commands `f` gives for each host, in rollout order; with several hosts each is marked
     /// with its host, so the plan and the runbook show where it runs.
     pub fn each(&self, f: impl Fn(&Host) -> Vec<Cmd>) -> Vec<Cmd> {

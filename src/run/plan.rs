@@ -11,7 +11,7 @@ pub fn plan(run: &Run) -> Plan {
         PlannedStep {
             step,
             what: s.what(run),
-            commands: s.commands(run).iter().map(|c| c.shell_text()).collect(),
+            commands: s.commands(run).iter().map(|c| run.w.fleet.shown(c)).collect(),
             sql: s.sql(run),
         }
     };

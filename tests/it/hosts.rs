@@ -352,7 +352,7 @@ async fn check_has_a_line_per_host() {
 }
 
 /// The plan shows each host's commands, from the step table, as `ssh` lines in rollout order;
-/// the database's stay the primary's.
+/// the database's are the primary's, marked with it.
 #[test]
 fn the_plan_shows_every_host_s_commands_in_rollout_order() {
     let app = App::new("hosts_plan", &["v2"]);
@@ -372,7 +372,10 @@ fn the_plan_shows_every_host_s_commands_in_rollout_order() {
     assert!(at(&deploy("deploy@web2")) < at(&deploy("-p 2222 deploy@web3")));
     assert!(plan.contains("one host at a time"), "{plan}");
     assert!(plan.contains("$ ssh -p 2222 deploy@web3 'cd "), "{plan}");
-    assert!(!plan.contains("ssh deploy@web1 'PGHOST"), "database commands are not per host: {plan}");
+    // The database's commands run on the primary, and say so: not per host, not here.
+    assert!(plan.contains("$ ssh deploy@web1 'PGHOST="), "{plan}");
+    assert!(!plan.contains("$ PGHOST="), "a database command without its host: {plan}");
+    assert!(!plan.contains("ssh deploy@web2 'PGHOST"), "database commands are not per host: {plan}");
 }
 
 /// The second host's link goes down during its deploy (the command that started v2 never

@@ -66,7 +66,7 @@ pub trait StepSpec: Send + Sync {
     }
     /// How a person does this step by hand, for the runbook (default: its commands).
     fn manual(&self, run: &Run) -> Vec<String> {
-        self.commands(run).iter().map(|c| c.shell_text()).collect()
+        self.commands(run).iter().map(|c| run.w.fleet.shown(c)).collect()
     }
     async fn perform(&self, run: &mut Run<'_>) -> Result<Done>;
 }
@@ -100,7 +100,7 @@ pub fn spec(step: Step) -> &'static dyn StepSpec {
 
 /// `echo 'SQL' | psql …` on `db`: a query as a person types it.
 fn psql_line(run: &Run, db: &str, sql: &str) -> String {
-    format!("echo {} | {}", crate::exec::quote(sql), run.w.db.query_cmd(db).shell_text())
+    format!("echo {} | {}", crate::exec::quote(sql), run.w.fleet.shown(&run.w.db.query_cmd(db)))
 }
 
 /// What a tool command of this run is known by where it runs: its one-off container's label and

@@ -105,7 +105,7 @@ impl StepSpec for Redeploy {
 
     fn by_hand(&self, run: &Run) -> Vec<String> {
         let mut c = vec!["# the database is back to its pre-deploy state; the previous tag did not come up".into()];
-        c.extend(self.commands(run).iter().map(|c| c.shell_text()));
+        c.extend(self.commands(run).iter().map(|c| run.w.fleet.shown(c)));
         c.push(format!("# then check: {}", run.w.health.describe()));
         if run.w.fleet.several() {
             c.push(format!(

@@ -36,7 +36,7 @@ impl StepSpec for Revert {
 
     fn manual(&self, run: &Run) -> Vec<String> {
         match Self::cmd(run) {
-            Some(c) => vec![c.shell_text()],
+            Some(c) => vec![run.w.fleet.shown(&c)],
             None => vec!["# no revert command is configured (migrations.revert): use the safe path".into()],
         }
     }

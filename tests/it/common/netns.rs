@@ -198,10 +198,21 @@ impl NetHost {
         format!("{}p", self.veth)
     }
 
-    /// Brings both ends of its link up again.
+    /// Brings both ends of its link up again, and waits until its sshd can be reached: the
+    /// kernel brings the route back only once it sees the carrier (up to a second later, more
+    /// under load), and until then a connection fails with "No route to host".
     pub fn link_up(&self) {
         sh(&["ip", "link", "set", &self.veth, "up"]).unwrap();
         sh(&["ip", "netns", "exec", &self.netns, "ip", "link", "set", &self.peer(), "up"]).unwrap();
+        if self.sshd.is_none() {
+            return;
+        }
+        let to = std::net::SocketAddr::new(self.addr.parse().expect("an IP address"), 22);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while TcpStream::connect_timeout(&to, std::time::Duration::from_secs(1)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "{} unreachable 20 s after its link came up", self.addr);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     pub fn known_hosts(&self) -> String {
