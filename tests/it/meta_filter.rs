@@ -79,7 +79,9 @@ const PIECES: &[&str] = &[
 fn psql_runs_it(db: &str, script: &str, marker: &std::path::Path) -> bool {
     let _ = std::fs::remove_file(marker);
     let cluster = common::cluster();
+    // A `\!` cut short by the generator (`\! touch` with SQL after it) creates files where psql runs.
     let mut child = Command::new(cluster.bin_dir.join("psql"))
+        .current_dir(marker.parent().expect("the marker's directory"))
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-p"])
         .arg(cluster.port.to_string())
         .stdin(Stdio::piped())
